@@ -1,0 +1,209 @@
+// Package passwd hashes and verifies passwords and client secrets. New hashes
+// are bcrypt; argon2id PHC strings ($argon2id$v=19$m=…,t=…,p=…$salt$hash)
+// are accepted for verification so hashes made elsewhere can be imported.
+//
+// Verification is deliberately slow, so a Hasher bounds how many run at once
+// (a login flood must not starve the proxy checks of CPU) and verifies a
+// dummy hash when the account does not exist (no timing oracle).
+package passwd
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"golang.org/x/crypto/argon2"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// DefaultCost is the bcrypt cost of new hashes.
+const DefaultCost = 12
+
+// ErrMismatch is returned when a password does not match its hash.
+var ErrMismatch = errors.New("passwd: password does not match")
+
+// ErrUnsupported is returned for a hash in a format passgate cannot verify.
+var ErrUnsupported = errors.New("passwd: unsupported hash format")
+
+// Hasher verifies and creates hashes with bounded concurrency. The zero value
+// is not usable; use NewHasher.
+type Hasher struct {
+	sem   chan struct{}
+	cost  int
+	dummy string
+}
+
+// NewHasher returns a Hasher allowing at most concurrency verifications at a
+// time (runtime.NumCPU() when <= 0), creating bcrypt hashes of the given cost
+// (DefaultCost when 0).
+func NewHasher(concurrency, cost int) (*Hasher, error) {
+	if concurrency <= 0 {
+		concurrency = runtime.NumCPU()
+	}
+	if cost == 0 {
+		cost = DefaultCost
+	}
+	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
+		return nil, fmt.Errorf("passwd: bcrypt cost %d out of range [%d, %d]", cost, bcrypt.MinCost, bcrypt.MaxCost)
+	}
+	dummy, err := bcrypt.GenerateFromPassword([]byte("passgate-dummy-password"), cost)
+	if err != nil {
+		return nil, fmt.Errorf("passwd: make dummy hash: %w", err)
+	}
+	return &Hasher{sem: make(chan struct{}, concurrency), cost: cost, dummy: string(dummy)}, nil
+}
+
+func (h *Hasher) acquire(ctx context.Context) error {
+	select {
+	case h.sem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("passwd: wait for a verification slot: %w", ctx.Err())
+	}
+}
+
+func (h *Hasher) release() { <-h.sem }
+
+// Hash returns a new bcrypt hash of password.
+func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
+	if err := h.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer h.release()
+	return Hash(password, h.cost)
+}
+
+// Verify checks password against hash. An empty hash (unknown account)
+// verifies against a dummy hash of the same cost and then reports
+// ErrMismatch, so both cases take the same time.
+func (h *Hasher) Verify(ctx context.Context, hash, password string) error {
+	if err := h.acquire(ctx); err != nil {
+		return err
+	}
+	defer h.release()
+	if hash == "" {
+		_ = Verify(h.dummy, password)
+		return ErrMismatch
+	}
+	return Verify(hash, password)
+}
+
+// Hash returns a bcrypt hash of password with the given cost. Passwords
+// longer than bcrypt's 72 bytes are refused rather than silently truncated.
+func Hash(password string, cost int) (string, error) {
+	if len(password) > 72 {
+		return "", errors.New("passwd: password longer than 72 bytes")
+	}
+	b, err := bcrypt.GenerateFromPassword([]byte(password), cost)
+	if err != nil {
+		return "", fmt.Errorf("passwd: bcrypt: %w", err)
+	}
+	return string(b), nil
+}
+
+// Verify checks password against a bcrypt or argon2id hash without bounding
+// concurrency; servers use Hasher.Verify.
+func Verify(hash, password string) error {
+	switch {
+	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
+		err := bcrypt.CompareHashAndPassword([]byte(hash), []byte(password))
+		if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
+			return ErrMismatch
+		}
+		if err != nil {
+			return fmt.Errorf("passwd: bcrypt: %w", err)
+		}
+		return nil
+	case strings.HasPrefix(hash, "$argon2id$"):
+		return verifyArgon2id(hash, password)
+	default:
+		return ErrUnsupported
+	}
+}
+
+// CheckFormat reports whether hash is in a format Verify understands and is
+// well formed, for validating configuration such as OAUTH_PASSWORD_HASH.
+func CheckFormat(hash string) error {
+	switch {
+	case strings.HasPrefix(hash, "$2a$"), strings.HasPrefix(hash, "$2b$"), strings.HasPrefix(hash, "$2y$"):
+		if _, err := bcrypt.Cost([]byte(hash)); err != nil {
+			return fmt.Errorf("passwd: malformed bcrypt hash: %w", err)
+		}
+		return nil
+	case strings.HasPrefix(hash, "$argon2id$"):
+		_, err := parseArgon2id(hash)
+		return err
+	default:
+		return ErrUnsupported
+	}
+}
+
+type argon2Params struct {
+	memory  uint32
+	time    uint32
+	threads uint8
+	salt    []byte
+	key     []byte
+}
+
+// parseArgon2id parses $argon2id$v=19$m=65536,t=3,p=4$<salt>$<hash>.
+func parseArgon2id(hash string) (argon2Params, error) {
+	var p argon2Params
+	parts := strings.Split(hash, "$")
+	if len(parts) != 6 || parts[1] != "argon2id" || parts[2] != "v=19" {
+		return p, errors.New("passwd: malformed argon2id hash")
+	}
+	for _, kv := range strings.Split(parts[3], ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return p, errors.New("passwd: malformed argon2id parameters")
+		}
+		n, err := strconv.ParseUint(v, 10, 32)
+		if err != nil {
+			return p, errors.New("passwd: malformed argon2id parameters")
+		}
+		switch k {
+		case "m":
+			p.memory = uint32(n)
+		case "t":
+			p.time = uint32(n)
+		case "p":
+			if n > 255 {
+				return p, errors.New("passwd: argon2id parallelism out of range")
+			}
+			p.threads = uint8(n)
+		default:
+			return p, errors.New("passwd: unknown argon2id parameter")
+		}
+	}
+	// Bound the parameters so a hostile hash in the configuration cannot
+	// make each login allocate gigabytes or spin for minutes.
+	if p.memory == 0 || p.memory > 1<<20 || p.time == 0 || p.time > 16 || p.threads == 0 {
+		return p, errors.New("passwd: argon2id parameters out of range")
+	}
+	var err error
+	if p.salt, err = base64.RawStdEncoding.DecodeString(parts[4]); err != nil || len(p.salt) < 8 {
+		return p, errors.New("passwd: malformed argon2id salt")
+	}
+	if p.key, err = base64.RawStdEncoding.DecodeString(parts[5]); err != nil || len(p.key) < 16 {
+		return p, errors.New("passwd: malformed argon2id key")
+	}
+	return p, nil
+}
+
+func verifyArgon2id(hash, password string) error {
+	p, err := parseArgon2id(hash)
+	if err != nil {
+		return err
+	}
+	key := argon2.IDKey([]byte(password), p.salt, p.time, p.memory, p.threads, uint32(len(p.key)))
+	if subtle.ConstantTimeCompare(key, p.key) != 1 {
+		return ErrMismatch
+	}
+	return nil
+}

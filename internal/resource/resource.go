@@ -1,0 +1,150 @@
+// Package resource describes the protected MCP resources passgate guards:
+// their canonical URLs (RFC 8707 audiences), where their RFC 9728 protected
+// resource metadata lives, and which one a proxied request is for.
+package resource
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+)
+
+// Resource is one protected resource, e.g. https://mcp.example.com/mcp.
+type Resource struct {
+	// URL is the resource identifier exactly as configured; tokens carry it
+	// as their audience and metadata repeats it byte for byte.
+	URL string
+	// Scheme, Host (lowercase, with port only if not the default) and Path
+	// (never empty; "/" for the origin) are parsed from URL for matching.
+	Scheme string
+	Host   string
+	Path   string
+}
+
+// Parse validates one resource URL: absolute, http(s), no fragment, no
+// query, no userinfo; http only for loopback hosts.
+func Parse(raw string) (Resource, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Resource{}, fmt.Errorf("resource %q: %w", raw, err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return Resource{}, fmt.Errorf("resource %q: scheme must be https", raw)
+	}
+	if u.Host == "" || u.Opaque != "" {
+		return Resource{}, fmt.Errorf("resource %q: must be an absolute URL", raw)
+	}
+	if u.User != nil || u.Fragment != "" || u.RawQuery != "" || u.ForceQuery {
+		return Resource{}, fmt.Errorf("resource %q: must not have userinfo, query or fragment", raw)
+	}
+	if u.Scheme == "http" && !IsLoopbackHost(u.Hostname()) {
+		return Resource{}, fmt.Errorf("resource %q: http is allowed only for loopback hosts; use https", raw)
+	}
+	p := u.EscapedPath()
+	if p == "" {
+		p = "/"
+	}
+	return Resource{URL: raw, Scheme: u.Scheme, Host: canonicalHost(u.Scheme, u.Host), Path: p}, nil
+}
+
+// ParseAll parses every URL and reports all problems at once, plus
+// duplicates.
+func ParseAll(raws []string) ([]Resource, error) {
+	var (
+		out  []Resource
+		errs []error
+		seen = map[string]bool{}
+	)
+	for _, raw := range raws {
+		r, err := Parse(raw)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if seen[r.URL] {
+			errs = append(errs, fmt.Errorf("resource %q: listed twice", raw))
+			continue
+		}
+		seen[r.URL] = true
+		out = append(out, r)
+	}
+	return out, errors.Join(errs...)
+}
+
+// canonicalHost lowercases host and drops the scheme's default port.
+func canonicalHost(scheme, host string) string {
+	host = strings.ToLower(host)
+	if scheme == "https" {
+		host = strings.TrimSuffix(host, ":443")
+	} else if scheme == "http" {
+		host = strings.TrimSuffix(host, ":80")
+	}
+	return host
+}
+
+// MetadataPath is the path of r's RFC 9728 metadata on r's origin:
+// /.well-known/oauth-protected-resource followed by r's path (nothing for
+// the origin itself).
+func (r Resource) MetadataPath() string {
+	const wk = "/.well-known/oauth-protected-resource"
+	if r.Path == "/" {
+		return wk
+	}
+	return wk + strings.TrimSuffix(r.Path, "/")
+}
+
+// MetadataURL is the absolute URL of r's protected resource metadata, the
+// value of resource_metadata in WWW-Authenticate.
+func (r Resource) MetadataURL() string {
+	return r.Scheme + "://" + r.Host + r.MetadataPath()
+}
+
+// Matches reports whether a request to host and path (as the proxy saw
+// them) is for r: same host (case-insensitive, default port ignored) and
+// r's path is a prefix of path on a segment boundary ("/mcp" matches
+// "/mcp", "/mcp/" and "/mcp/x", not "/mcpx").
+func (r Resource) Matches(scheme, host, path string) bool {
+	if scheme == "" {
+		scheme = r.Scheme
+	}
+	if canonicalHost(scheme, host) != r.Host {
+		return false
+	}
+	if r.Path == "/" {
+		return true
+	}
+	base := strings.TrimSuffix(r.Path, "/")
+	if !strings.HasPrefix(path, base) {
+		return false
+	}
+	rest := path[len(base):]
+	return rest == "" || rest[0] == '/' || rest[0] == '?'
+}
+
+// Find returns the resource a request is for: the matching resource with the
+// longest path, or false.
+func Find(rs []Resource, scheme, host, path string) (Resource, bool) {
+	var (
+		best  Resource
+		found bool
+	)
+	for _, r := range rs {
+		if r.Matches(scheme, host, path) && (!found || len(r.Path) > len(best.Path)) {
+			best, found = r, true
+		}
+	}
+	return best, found
+}
+
+// IsLoopbackHost reports whether host (no port) is localhost or a loopback
+// IP literal.
+func IsLoopbackHost(host string) bool {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,350 @@
+// Package store defines what passgate keeps across restarts: users, OAuth
+// clients, browser sessions, authorization codes, tokens, consents, login
+// failure counters and the audit log. It holds the Store interface, its
+// domain types and sentinel errors; the backends live in store/sqlite and
+// store/postgres and both pass the suite in store/storetest.
+//
+// Secrets never reach the store in clear: session IDs, authorization codes,
+// access and refresh tokens are identified by the SHA-256 hash of their
+// value (see internal/token), passwords and client secrets by a password
+// hash (see internal/passwd).
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Sentinel errors. Backends map driver errors onto these at their edge, and
+// callers compare with errors.Is.
+var (
+	// ErrNotFound: no such row, or the row has expired.
+	ErrNotFound = errors.New("store: not found")
+	// ErrAlreadyExists: a unique constraint would be violated.
+	ErrAlreadyExists = errors.New("store: already exists")
+	// ErrConflict: a conditional state change lost: the code was already
+	// redeemed, the refresh token already rotated or revoked.
+	ErrConflict = errors.New("store: conflict")
+	// ErrUnavailable wraps failures to reach the database (connection
+	// refused, timeouts). Callers answer 503 / temporarily_unavailable and
+	// the checks fail closed for uncached tokens.
+	ErrUnavailable = errors.New("store: unavailable")
+)
+
+// Token kinds.
+const (
+	KindAccess  = "access"
+	KindRefresh = "refresh"
+)
+
+// Client sources.
+const (
+	ClientStatic  = "static"  // pre-registered by the CLI or OAUTH_CLIENT_ID
+	ClientDynamic = "dynamic" // RFC 7591 dynamic registration
+)
+
+// User is a person who logs in with a password.
+type User struct {
+	Username     string
+	PasswordHash string // bcrypt ($2a$/$2b$/$2y$) or argon2id PHC string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Client is an OAuth client known to passgate. Clients identified by a
+// Client ID Metadata Document URL are not stored here.
+type Client struct {
+	ID string
+	// SecretHash is empty for public clients (auth method "none").
+	SecretHash string
+	Name       string
+	// RedirectURIs are matched exactly (loopback ports excepted).
+	RedirectURIs []string
+	// TokenEndpointAuthMethod is "none", "client_secret_basic" or
+	// "client_secret_post"; the token endpoint holds the client to it.
+	TokenEndpointAuthMethod string
+	GrantTypes              []string
+	Scope                   string
+	Source                  string // ClientStatic or ClientDynamic
+	// ClientURI and LogoURI are optional registration metadata.
+	ClientURI  string
+	LogoURI    string
+	CreatedAt  time.Time
+	LastUsedAt time.Time // zero until the first successful grant
+}
+
+// Session is a browser session after a successful login.
+type Session struct {
+	IDHash     string // SHA-256 of the cookie value
+	Username   string
+	CSRFToken  string // random per session, compared in constant time
+	IP         string
+	UserAgent  string
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	LastSeenAt time.Time
+}
+
+// AuthCode is an authorization code, valid once for ten minutes.
+type AuthCode struct {
+	CodeHash            string
+	ClientID            string
+	Username            string
+	RedirectURI         string
+	CodeChallenge       string
+	CodeChallengeMethod string // "S256"
+	Scope               string
+	Resource            string
+	// FamilyID is the ID every token issued from this code carries, so a
+	// replayed code (or a reused refresh token) can revoke all of them.
+	FamilyID  string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	UsedAt    time.Time // zero until redeemed
+}
+
+// Token is an access or refresh token.
+type Token struct {
+	Hash     string // SHA-256 hex of the token value
+	Kind     string // KindAccess or KindRefresh
+	FamilyID string
+	ClientID string
+	Username string
+	Scope    string
+	Resource string // audience (RFC 8707)
+	// FamilyExpiresAt is the absolute end of the refresh family's life
+	// (issue time of the first token plus the absolute refresh lifetime);
+	// every token of the family carries it so rotation can cap ExpiresAt.
+	FamilyExpiresAt time.Time
+	CreatedAt       time.Time
+	ExpiresAt       time.Time
+	RevokedAt       time.Time // zero unless revoked
+	// RotatedAt is set on a refresh token once it has been exchanged.
+	RotatedAt time.Time
+	// GraceResponse is, for a rotated refresh token, the token response
+	// sealed with a key derived from the old refresh token's value (never
+	// stored). A client that races itself within the grace window gets the
+	// same answer again; without the old token the blob is useless.
+	GraceResponse []byte
+	LastUsedAt    time.Time
+}
+
+// Consent records that a user approved a client for a set of scopes.
+type Consent struct {
+	Username  string
+	ClientID  string
+	Scope     string // space-separated, sorted
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// LoginFailures is the lockout state of one account.
+type LoginFailures struct {
+	Username    string
+	Count       int
+	FirstAt     time.Time // start of the current window
+	LockedUntil time.Time // zero unless locked
+}
+
+// Audit event names. The first six are mcp-oauth-password's and stay valid
+// for people who migrate their queries.
+const (
+	EventLoginSuccess         = "login_success"
+	EventLoginFailure         = "login_failure"
+	EventTokenExchange        = "token_exchange"
+	EventTokenFailure         = "token_failure"
+	EventAuthorizeRequest     = "authorize_request"
+	EventClientRegistration   = "client_registration"
+	EventConsentGranted       = "consent_granted"
+	EventConsentDenied        = "consent_denied"
+	EventLogout               = "logout"
+	EventTokenRefresh         = "token_refresh"
+	EventRefreshReuseDetected = "refresh_reuse_detected"
+	EventTokenRevoked         = "token_revoked"
+	EventAccountLocked        = "account_locked"
+	EventRateLimited          = "rate_limited"
+	EventClientDeleted        = "client_deleted"
+)
+
+// AuditEvent is one row of the auth_logs table.
+type AuditEvent struct {
+	ID        int64 // assigned by the store
+	Event     string
+	Success   bool
+	IP        string
+	UserAgent string
+	ClientID  string
+	Username  string
+	Error     string // an OAuth error code or short reason; never a secret
+	CreatedAt time.Time
+}
+
+// AuditFilter selects audit rows. Zero fields match everything.
+type AuditFilter struct {
+	Since      time.Time
+	Event      string
+	Username   string
+	ClientID   string
+	FailedOnly bool
+	Limit      int // 0: no limit
+}
+
+// Invalidation tells token caches which tokens are no longer valid.
+type Invalidation struct {
+	// TokenHashes lists the revoked tokens.
+	TokenHashes []string
+	// All asks to drop every cached token: sent when notifications may have
+	// been lost (after a reconnect) or when a revocation was too large to
+	// list.
+	All bool
+}
+
+// CodeGrant is what RedeemCode writes together with marking the code used.
+type CodeGrant struct {
+	Access  Token
+	Refresh Token
+	Audit   AuditEvent
+}
+
+// Store is passgate's persistence. Implementations are safe for concurrent
+// use by many goroutines and, for PostgreSQL, by many processes: every
+// method that changes state does so in one transaction, and the conditional
+// updates below are atomic across replicas.
+//
+// Every time passed in is the caller's clock (UTC is not required; the
+// store keeps and returns times in UTC with at least microsecond
+// precision). "Expired" means ExpiresAt <= now. Reads never return expired
+// rows: they answer ErrNotFound instead.
+//
+// Errors: ErrNotFound, ErrAlreadyExists and ErrConflict as documented per
+// method; ErrUnavailable (wrapped) when the database cannot be reached;
+// anything else is a bug or corruption.
+type Store interface {
+	// Migrate applies embedded, versioned migrations and returns how many it
+	// applied. Running it again applies none.
+	Migrate(ctx context.Context) (applied int, err error)
+	// Ping reports whether the database answers and is migrated.
+	Ping(ctx context.Context) error
+	// Close releases the store's resources.
+	Close() error
+
+	// CreateUser fails with ErrAlreadyExists if the username is taken.
+	CreateUser(ctx context.Context, u User) error
+	// GetUser returns ErrNotFound for an unknown username.
+	GetUser(ctx context.Context, username string) (User, error)
+	// ListUsers returns users ordered by username.
+	ListUsers(ctx context.Context) ([]User, error)
+	// SetPassword replaces the hash; ErrNotFound for an unknown user.
+	SetPassword(ctx context.Context, username, hash string, now time.Time) error
+	// DeleteUser removes the user with their sessions, consents, lockout
+	// state and tokens (revoking them; the hashes are notified to
+	// Subscribe). ErrNotFound for an unknown user.
+	DeleteUser(ctx context.Context, username string, now time.Time) error
+
+	// CreateClient fails with ErrAlreadyExists if the ID is taken.
+	CreateClient(ctx context.Context, c Client) error
+	// GetClient returns ErrNotFound for an unknown client.
+	GetClient(ctx context.Context, id string) (Client, error)
+	// ListClients returns clients ordered by creation time, then ID.
+	ListClients(ctx context.Context) ([]Client, error)
+	// DeleteClient removes the client, its codes and consents, and revokes
+	// its tokens (notified). ErrNotFound for an unknown client.
+	DeleteClient(ctx context.Context, id string, now time.Time) error
+	// DeleteStaleClients removes dynamically registered clients created
+	// before olderThan that never completed a grant (LastUsedAt zero), and
+	// returns their IDs.
+	DeleteStaleClients(ctx context.Context, olderThan time.Time) ([]string, error)
+
+	// CreateSession stores a new session; ErrAlreadyExists on a hash clash.
+	CreateSession(ctx context.Context, s Session) error
+	// GetSession returns a live session; ErrNotFound if unknown or expired.
+	GetSession(ctx context.Context, idHash string, now time.Time) (Session, error)
+	// TouchSession sets LastSeenAt; ErrNotFound if unknown.
+	TouchSession(ctx context.Context, idHash string, now time.Time) error
+	// DeleteSession removes one session; deleting an unknown one is not an
+	// error.
+	DeleteSession(ctx context.Context, idHash string) error
+	// ListSessions returns the live sessions of a user (all users when
+	// username is empty), newest first.
+	ListSessions(ctx context.Context, username string, now time.Time) ([]Session, error)
+	// DeleteUserSessions removes every session of a user and returns how
+	// many there were.
+	DeleteUserSessions(ctx context.Context, username string) (int, error)
+
+	// CreateAuthCode stores a code, writing audit in the same transaction
+	// when it is non-nil. ErrAlreadyExists on a hash clash.
+	CreateAuthCode(ctx context.Context, c AuthCode, audit *AuditEvent) error
+	// GetAuthCode returns the code whether or not it was used (UsedAt tells),
+	// and ErrNotFound if unknown or expired.
+	GetAuthCode(ctx context.Context, codeHash string, now time.Time) (AuthCode, error)
+	// RedeemCode atomically marks an unused, unexpired code used, stores
+	// both tokens of g, records g.Audit, and sets the client's LastUsedAt.
+	// Of concurrent calls with one code exactly one succeeds; the others get
+	// ErrConflict (already used) or ErrNotFound (unknown or expired). No
+	// failure leaves the code used without its tokens, or the reverse.
+	RedeemCode(ctx context.Context, codeHash string, now time.Time, g CodeGrant) error
+
+	// GetToken returns an unexpired token by hash, including revoked and
+	// rotated ones (RevokedAt / RotatedAt tell); ErrNotFound otherwise.
+	GetToken(ctx context.Context, hash string, now time.Time) (Token, error)
+	// RotateRefresh atomically marks the refresh token oldHash rotated at
+	// now (storing graceResponse on it), stores the new access and refresh
+	// tokens, records audit and sets the client's LastUsedAt. It fails with
+	// ErrConflict unless oldHash is an unexpired refresh token that is
+	// neither revoked nor already rotated; of concurrent calls exactly one
+	// succeeds.
+	RotateRefresh(ctx context.Context, oldHash string, now time.Time, graceResponse []byte, access, refresh Token, audit AuditEvent) error
+	// RevokeToken revokes one token; revoking a refresh token revokes its
+	// whole family. Unknown or already revoked tokens are not an error.
+	// Returns the hashes newly revoked (notified to Subscribe).
+	RevokeToken(ctx context.Context, hash string, now time.Time, audit *AuditEvent) ([]string, error)
+	// RevokeFamily revokes every token of a family; returns the hashes newly
+	// revoked (notified).
+	RevokeFamily(ctx context.Context, familyID string, now time.Time, audit *AuditEvent) ([]string, error)
+	// RevokeUserTokens revokes every token of a user, or of a user and one
+	// client when clientID is not empty (notified).
+	RevokeUserTokens(ctx context.Context, username, clientID string, now time.Time, audit *AuditEvent) ([]string, error)
+	// TouchToken sets a token's LastUsedAt (best effort, for connected apps).
+	TouchToken(ctx context.Context, hash string, now time.Time) error
+
+	// PutConsent creates or replaces the consent of (Username, ClientID).
+	PutConsent(ctx context.Context, c Consent, audit *AuditEvent) error
+	// GetConsent returns ErrNotFound if the user never approved the client.
+	GetConsent(ctx context.Context, username, clientID string) (Consent, error)
+	// ListConsents returns a user's consents, newest first.
+	ListConsents(ctx context.Context, username string) ([]Consent, error)
+	// DeleteConsent removes the consent and revokes the user's tokens for
+	// that client (notified), in one transaction. ErrNotFound if none.
+	DeleteConsent(ctx context.Context, username, clientID string, now time.Time, audit *AuditEvent) ([]string, error)
+
+	// RecordLoginFailure counts one failed login for username. When the
+	// window (starting at the first failure) has passed, counting restarts.
+	// When the count reaches threshold the account is locked until
+	// now+lockFor. Returns the resulting state. Atomic across replicas.
+	// Works for usernames that do not exist too (no enumeration).
+	RecordLoginFailure(ctx context.Context, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) (LoginFailures, error)
+	// GetLoginFailures returns the state; a zero value (not ErrNotFound) for
+	// an account without failures.
+	GetLoginFailures(ctx context.Context, username string) (LoginFailures, error)
+	// ResetLoginFailures clears the state (after a successful login, or
+	// `passgate user unlock`).
+	ResetLoginFailures(ctx context.Context, username string) error
+
+	// RecordAudit appends one audit row, setting ID.
+	RecordAudit(ctx context.Context, e AuditEvent) error
+	// ListAudit returns matching rows, newest first.
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+
+	// DeleteExpired removes expired sessions, codes, tokens (expired, or
+	// revoked/rotated ones past expiry), lapsed login failures, and audit
+	// rows created before auditBefore (zero: keep all). Returns how many
+	// rows it removed.
+	DeleteExpired(ctx context.Context, now, auditBefore time.Time) (int64, error)
+
+	// Subscribe calls fn for every invalidation committed by any process
+	// sharing the database, in order, until ctx ends. It returns once ctx
+	// is done. After a (re)connection it first calls fn with All set, since
+	// notifications may have been lost. fn must not block for long.
+	Subscribe(ctx context.Context, fn func(Invalidation)) error
+}
