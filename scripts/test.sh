@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every passgate test: vet, the unit and conformance tests on SQLite and
+# PostgreSQL, the end-to-end tests through real nginx and headless Chromium,
+# and a short run of every fuzz target. It installs what it needs (nginx,
+# chromium) when missing. PostgreSQL comes from TEST_DATABASE_URL or
+# 127.0.0.1:5432; with CI=true a missing PostgreSQL fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TEST_DATABASE_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test?sslmode=disable}"
+
+need_apt=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing ${need_apt[*]}"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "== missing ${need_apt[*]} and not root: the tests that need them will skip (or fail with CI=true)"
+  fi
+fi
+
+echo "== go vet"
+go vet -tags e2e ./...
+
+echo "== go test -race"
+go test -race -tags e2e -count=1 -timeout 20m ./...
+
+echo "== fuzz (short)"
+for pkg in $(go list ./...); do
+  dir=$(go list -f '{{.Dir}}' "$pkg")
+  for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //'); do
+    echo "-- $pkg $f"
+    if ! go test -run '^$' -fuzz "^${f}\$" -fuzztime "${FUZZTIME:-5s}" "$pkg" >/tmp/passgate-fuzz.log 2>&1; then
+      cat /tmp/passgate-fuzz.log; exit 1
+    fi
+  done
+done
+echo "== all tests passed"
