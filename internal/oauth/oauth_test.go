@@ -1,0 +1,260 @@
+package oauth
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"net/url"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestMatchRedirectURI(t *testing.T) {
+	reg := []string{
+		"https://claude.ai/api/mcp/auth_callback",
+		"http://127.0.0.1/callback",
+		"http://localhost:3000/cb?x=1",
+		"http://[::1]/cb",
+		"cursor://anysphere.cursor-retrieval/oauth/callback",
+	}
+	tests := []struct {
+		name string
+		uri  string
+		want bool
+	}{
+		{"exact https", "https://claude.ai/api/mcp/auth_callback", true},
+		{"exact private scheme", "cursor://anysphere.cursor-retrieval/oauth/callback", true},
+		{"https other path", "https://claude.ai/api/mcp/auth_callback/x", false},
+		{"https trailing slash", "https://claude.ai/api/mcp/auth_callback/", false},
+		{"https port added", "https://claude.ai:8443/api/mcp/auth_callback", false},
+		{"https query added", "https://claude.ai/api/mcp/auth_callback?a=b", false},
+		{"https uppercase host", "https://CLAUDE.ai/api/mcp/auth_callback", false},
+		{"https fragment", "https://claude.ai/api/mcp/auth_callback#x", false},
+		{"https userinfo", "https://claude.ai@evil.example/api/mcp/auth_callback", false},
+		{"http instead of https", "http://claude.ai/api/mcp/auth_callback", false},
+		{"loopback ephemeral port", "http://127.0.0.1:51234/callback", true},
+		{"loopback same", "http://127.0.0.1/callback", true},
+		{"loopback v6 port", "http://[::1]:8080/cb", true},
+		{"localhost other port keeps query", "http://localhost:4000/cb?x=1", true},
+		{"localhost port without query", "http://localhost:4000/cb", false},
+		{"localhost other path", "http://localhost:3000/cb2?x=1", false},
+		{"loopback other host", "http://127.0.0.2:5000/callback", false},
+		{"loopback https", "https://127.0.0.1:5000/callback", false},
+		{"seed prefix bypass", "http://localhost:80@evil.example/cb", false},
+		{"userinfo loopback", "http://user@127.0.0.1:1/callback", false},
+		{"port zero padded", "http://127.0.0.1:0080/callback", false},
+		{"port too large", "http://127.0.0.1:70000/callback", false},
+		{"port not numeric", "http://127.0.0.1:ab/callback", false},
+		{"backslash", "http://127.0.0.1:80\\@evil.example/callback", false},
+		{"encoded path", "http://127.0.0.1:80/%63allback", false},
+		{"empty", "", false},
+		{"space", "https://claude.ai/api/mcp/auth_callback ", false},
+		{"javascript", "javascript:alert(1)", false},
+		{"uppercase scheme", "HTTPS://claude.ai/api/mcp/auth_callback", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := MatchRedirectURI(reg, tt.uri); got != tt.want {
+				t.Errorf("MatchRedirectURI(%q) = %v, want %v", tt.uri, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestValidateRedirectURI(t *testing.T) {
+	tests := []struct {
+		uri     string
+		private bool
+		ok      bool
+	}{
+		{"https://claude.ai/api/mcp/auth_callback", false, true},
+		{"https://example.com/cb?a=b", false, true},
+		{"http://127.0.0.1/cb", false, true},
+		{"http://localhost:1234/cb", false, true},
+		{"http://[::1]:1234/cb", false, true},
+		{"http://example.com/cb", false, false},
+		{"http://localhost.evil.example/cb", false, false},
+		{"https://example.com/cb#frag", false, false},
+		{"https://user:pw@example.com/cb", false, false},
+		{"https://*.example.com/cb", false, false},
+		{"https:///cb", false, false},
+		{"https:opaque", false, false},
+		{"/relative/cb", false, false},
+		{"cursor://anysphere.cursor-retrieval/oauth/callback", false, false},
+		{"cursor://anysphere.cursor-retrieval/oauth/callback", true, true},
+		{"vscode://vscode.mcp/cb", true, true},
+		{"com.example.app:/oauth2redirect", true, true},
+		{"javascript://x/%0aalert(1)", true, false},
+		{"data://text/html,x", true, false},
+		{"file:///etc/passwd", true, false},
+		{"https://exa mple.com/cb", false, false},
+		{"https://example.com/c\\b", false, false},
+		{"https://ex%41mple.com/cb", false, false},
+	}
+	for _, tt := range tests {
+		err := ValidateRedirectURI(tt.uri, tt.private)
+		if (err == nil) != tt.ok {
+			t.Errorf("ValidateRedirectURI(%q, %v) = %v, want ok=%v", tt.uri, tt.private, err, tt.ok)
+		}
+	}
+}
+
+// FuzzMatchRedirectURI checks the matcher's invariant: an accepted URI has
+// the registered URI's scheme and host, no userinfo and no fragment, and
+// differs from it at most in the port of a loopback http URI.
+func FuzzMatchRedirectURI(f *testing.F) {
+	for _, s := range [][2]string{
+		{"http://127.0.0.1/cb", "http://127.0.0.1:8080/cb"},
+		{"http://localhost/cb", "http://localhost:80@evil.example/cb"},
+		{"https://claude.ai/cb", "https://claude.ai/cb"},
+		{"https://claude.ai/cb", "https://claude.ai.evil.example/cb"},
+		{"http://[::1]/cb?a=b", "http://[::1]:1/cb?a=b"},
+		{"cursor://x/cb", "cursor://x/cb"},
+	} {
+		f.Add(s[0], s[1])
+	}
+	f.Fuzz(func(t *testing.T, reg, req string) {
+		if !MatchRedirectURI([]string{reg}, req) {
+			return
+		}
+		if req == reg {
+			return
+		}
+		r, err := url.Parse(reg)
+		if err != nil {
+			t.Fatalf("accepted %q for unparsable registered %q", req, reg)
+		}
+		q, err := url.Parse(req)
+		if err != nil {
+			t.Fatalf("accepted unparsable %q", req)
+		}
+		if q.Scheme != r.Scheme || q.Hostname() != r.Hostname() {
+			t.Fatalf("accepted %q (scheme %q host %q) for %q (scheme %q host %q)", req, q.Scheme, q.Hostname(), reg, r.Scheme, r.Hostname())
+		}
+		if q.Scheme != "http" || !isLoopback(q.Hostname()) {
+			t.Fatalf("non-exact match %q for non-loopback %q", req, reg)
+		}
+		if q.User != nil || q.Fragment != "" || q.EscapedPath() != r.EscapedPath() || q.RawQuery != r.RawQuery {
+			t.Fatalf("accepted %q differs from %q beyond the port", req, reg)
+		}
+	})
+}
+
+// FuzzValidateRedirectURI: anything accepted parses as an absolute URL
+// without userinfo or fragment, and http only on loopback.
+func FuzzValidateRedirectURI(f *testing.F) {
+	for _, s := range []string{"https://a.example/cb", "http://127.0.0.1:1/x", "http://localhost:80@evil/", "cursor://x/y", "javascript:alert(1)"} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, raw string, private bool) {
+		if ValidateRedirectURI(raw, private) != nil {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			t.Fatalf("accepted unparsable %q", raw)
+		}
+		if u.User != nil || u.Fragment != "" || u.Scheme == "" || u.Opaque != "" {
+			t.Fatalf("accepted %q with userinfo, fragment, opaque or no scheme", raw)
+		}
+		if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+			t.Fatalf("accepted non-loopback http %q", raw)
+		}
+		if u.Scheme != "http" && u.Scheme != "https" && (!private || deniedSchemes[u.Scheme]) {
+			t.Fatalf("accepted scheme %q with private=%v", u.Scheme, private)
+		}
+	})
+}
+
+func TestPKCE(t *testing.T) {
+	// RFC 7636 Appendix B.
+	const verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+	const challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+	if got := ChallengeS256(verifier); got != challenge {
+		t.Fatalf("ChallengeS256 = %q, want %q", got, challenge)
+	}
+	long := make([]byte, 129)
+	for i := range long {
+		long[i] = 'a'
+	}
+	tests := []struct {
+		name                string
+		verifier, challenge string
+		want                bool
+	}{
+		{"rfc example", verifier, challenge, true},
+		{"wrong verifier", verifier[:len(verifier)-1] + "x", challenge, false},
+		{"short verifier", "abc", ChallengeS256("abc"), false},
+		{"long verifier", string(long), ChallengeS256(string(long)), false},
+		{"bad char verifier", verifier[:43] + "+", ChallengeS256(verifier[:43] + "+"), false},
+		{"plain method value", verifier, verifier, false},
+		{"padded challenge", verifier, challenge + "=", false},
+		{"empty", "", "", false},
+		{"128 chars ok", string(long[:128]), ChallengeS256(string(long[:128])), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := VerifyS256(tt.verifier, tt.challenge); got != tt.want {
+				t.Errorf("VerifyS256 = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzVerifyS256: accepting implies the verifier is well formed and hashes
+// to the challenge.
+func FuzzVerifyS256(f *testing.F) {
+	f.Add("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk", "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM")
+	f.Add("short", "x")
+	f.Fuzz(func(t *testing.T, v, c string) {
+		if VerifyS256(v, c) && (!ValidVerifier(v) || ChallengeS256(v) != c) {
+			t.Fatalf("accepted %q for %q", v, c)
+		}
+	})
+}
+
+func TestParseScope(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    []string
+		wantErr bool
+	}{
+		{"", nil, false},
+		{"mcp", []string{"mcp"}, false},
+		{"b a  b", []string{"a", "b"}, false},
+		{"a\tb", nil, true},
+		{"a\"b", nil, true},
+		{"a\\b", nil, true},
+		{"é", nil, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseScope(tt.in)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("ParseScope(%q) error = %v", tt.in, err)
+			continue
+		}
+		if diff := cmp.Diff(got, tt.want); diff != "" {
+			t.Errorf("ParseScope(%q) (-got +want):\n%s", tt.in, diff)
+		}
+	}
+}
+
+func TestWriteError(t *testing.T) {
+	rec := httptest.NewRecorder()
+	WriteError(rec, &Error{Code: ErrInvalidClient, Description: "bad", Status: 401, WWWAuthenticate: `Basic realm="passgate"`})
+	if rec.Code != 401 {
+		t.Errorf("status = %d", rec.Code)
+	}
+	for k, want := range map[string]string{"Cache-Control": "no-store", "Pragma": "no-cache", "Content-Type": "application/json", "WWW-Authenticate": `Basic realm="passgate"`} {
+		if got := rec.Header().Get(k); got != want {
+			t.Errorf("%s = %q, want %q", k, got, want)
+		}
+	}
+	var body map[string]string
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(body, map[string]string{"error": "invalid_client", "error_description": "bad"}); diff != "" {
+		t.Errorf("body (-got +want):\n%s", diff)
+	}
+}

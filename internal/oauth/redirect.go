@@ -1,0 +1,162 @@
+package oauth
+
+import (
+	"errors"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+)
+
+// maxRedirectURILen bounds a redirect URI; browsers cope with ~2 KB URLs
+// and nothing legitimate needs more.
+const maxRedirectURILen = 2000
+
+// deniedSchemes can never be redirect targets, even when private-use
+// schemes are allowed: they run code or read local data in the browser.
+var deniedSchemes = map[string]bool{
+	"javascript": true, "data": true, "file": true, "vbscript": true,
+	"about": true, "blob": true, "filesystem": true, "view-source": true,
+	"ftp": true, "ws": true, "wss": true, "mailto": true, "tel": true,
+}
+
+// sane rejects what no redirect URI may contain whatever its scheme:
+// control characters, spaces and backslashes (browsers read "\" as "/",
+// which makes parsers disagree about the host), fragments and wildcards.
+func sane(raw string) error {
+	if raw == "" {
+		return errors.New("empty redirect URI")
+	}
+	if len(raw) > maxRedirectURILen {
+		return errors.New("redirect URI too long")
+	}
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c <= 0x20 || c == 0x7f || c == '\\' {
+			return errors.New("redirect URI contains a forbidden character")
+		}
+	}
+	if strings.Contains(raw, "#") {
+		return errors.New("redirect URI must not have a fragment")
+	}
+	if strings.Contains(raw, "*") {
+		return errors.New("redirect URI must not contain wildcards")
+	}
+	return nil
+}
+
+// parse parses raw strictly: the scheme must already be lowercase so that
+// exact string comparison and parsed comparison agree, and there must be no
+// userinfo ("http://localhost:80@evil.example/cb" has evil.example as its
+// host).
+func parse(raw string) (*url.URL, error) {
+	if err := sane(raw); err != nil {
+		return nil, err
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, errors.New("redirect URI does not parse")
+	}
+	if u.Scheme == "" || !strings.HasPrefix(raw, u.Scheme+":") {
+		return nil, errors.New("redirect URI must be absolute with a lowercase scheme")
+	}
+	if u.User != nil {
+		return nil, errors.New("redirect URI must not have userinfo")
+	}
+	if u.Opaque != "" {
+		return nil, errors.New("redirect URI must be hierarchical")
+	}
+	if strings.Contains(u.Host, "%") {
+		return nil, errors.New("redirect URI host must not be percent-encoded")
+	}
+	return u, nil
+}
+
+// isLoopback reports whether host (no port, brackets allowed) is
+// "localhost" or a loopback IP literal.
+func isLoopback(host string) bool {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// ValidateRedirectURI checks a redirect URI offered at registration: https
+// with a host; http only on a loopback host (RFC 8252 §7.3); another scheme
+// only when allowPrivateScheme is set (RFC 8252 §7.1, e.g. cursor://) and
+// never one that runs code in the browser. No fragment, userinfo or
+// wildcard in any case.
+func ValidateRedirectURI(raw string, allowPrivateScheme bool) error {
+	u, err := parse(raw)
+	if err != nil {
+		return err
+	}
+	switch u.Scheme {
+	case "https":
+		if u.Hostname() == "" {
+			return errors.New("redirect URI must have a host")
+		}
+	case "http":
+		if u.Hostname() == "" || !isLoopback(u.Hostname()) {
+			return errors.New("http redirect URIs are allowed only for loopback hosts; use https")
+		}
+	default:
+		if deniedSchemes[u.Scheme] {
+			return errors.New("redirect URI scheme is not allowed")
+		}
+		if !allowPrivateScheme {
+			return errors.New("redirect URI must be https or loopback http")
+		}
+	}
+	return nil
+}
+
+// MatchRedirectURI reports whether requested is one of registered: equal
+// byte for byte, or, when the registered URI is http on a loopback host,
+// equal in everything but the port (RFC 8252 §7.3: native apps listen on
+// an ephemeral port). Anything that parses ambiguously never matches.
+func MatchRedirectURI(registered []string, requested string) bool {
+	if _, err := parse(requested); err != nil {
+		return false
+	}
+	for _, reg := range registered {
+		if reg == requested {
+			return true
+		}
+	}
+	for _, reg := range registered {
+		if loopbackMatch(reg, requested) {
+			return true
+		}
+	}
+	return false
+}
+
+func loopbackMatch(reg, requested string) bool {
+	r, err := parse(reg)
+	if err != nil || r.Scheme != "http" || !isLoopback(r.Hostname()) {
+		return false
+	}
+	q, err := url.Parse(requested)
+	if err != nil || q.Scheme != "http" || q.User != nil || q.Hostname() != r.Hostname() {
+		return false
+	}
+	if p := q.Port(); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 1 || n > 65535 || p[0] == '0' {
+			return false
+		}
+	}
+	if q.EscapedPath() != r.EscapedPath() || q.RawQuery != r.RawQuery || q.ForceQuery != r.ForceQuery {
+		return false
+	}
+	// Rebuild the URI from its parts and require it to be the input, so
+	// that what we compared is exactly what the browser will be sent to.
+	rebuilt := "http://" + q.Host + q.EscapedPath()
+	if q.ForceQuery || q.RawQuery != "" {
+		rebuilt += "?" + q.RawQuery
+	}
+	return rebuilt == requested
+}
