@@ -1,0 +1,75 @@
+package oauthweb
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/passgate/passgate/store"
+)
+
+// serveApps lists the clients the user approved, with the last use of
+// each, and a revoke button per client.
+func (s *Server) serveApps(w http.ResponseWriter, r *http.Request) {
+	sess, ok := s.requireSession(w, r, s.prefix+"/apps")
+	if !ok {
+		return
+	}
+	s.showApps(w, r, sess, "")
+}
+
+func (s *Server) showApps(w http.ResponseWriter, r *http.Request, sess store.Session, revoked string) {
+	ctx := r.Context()
+	consents, err := s.cfg.Store.ListConsents(ctx, sess.Username)
+	if err != nil {
+		oe := s.storeError(ctx, "list consents", err)
+		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+		return
+	}
+	var rows []appRow
+	for _, c := range consents {
+		row := appRow{ClientID: c.ClientID, Name: c.ClientID, Scope: c.Scope, ApprovedAt: c.UpdatedAt}
+		if cl, err := s.lookupClient(ctx, c.ClientID); err == nil {
+			row.Name = clientName(cl)
+			row.LastUsedAt = cl.LastUsedAt
+		}
+		rows = append(rows, row)
+	}
+	s.render(w, r, http.StatusOK, "apps", page{Title: "Connected apps", Data: appsData{
+		Username: sess.Username, Apps: rows, CSRF: sess.CSRFToken,
+		RevokeURL: s.endpoints.apps + "/revoke", LogoutURL: s.endpoints.logout, RevokedName: revoked,
+	}})
+}
+
+// serveAppRevoke removes the user's consent for a client and revokes all
+// of the user's tokens for it.
+func (s *Server) serveAppRevoke(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if status, err := parsePostForm(r); err != nil {
+		s.renderError(w, r, status, "The form could not be read.", err)
+		return
+	}
+	sess, ok := s.requireSession(w, r, s.prefix+"/apps")
+	if !ok {
+		return
+	}
+	if !checkCSRF(r, sess) {
+		s.renderError(w, r, http.StatusForbidden, "The form expired. Reload the page and try again.", errors.New("apps csrf mismatch"))
+		return
+	}
+	clientID := r.PostForm.Get("client_id")
+	ev := s.event(r, store.EventTokenRevoked, true)
+	ev.Username, ev.ClientID, ev.Error = sess.Username, truncate(clientID, 256), "app_revoked_by_user"
+	ev = s.cfg.Audit.Stamp(ev)
+	_, err := s.cfg.Store.DeleteConsent(ctx, sess.Username, clientID, s.now(), &ev)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		http.Redirect(w, r, s.endpoints.apps, http.StatusSeeOther)
+		return
+	case err != nil:
+		oe := s.storeError(ctx, "delete consent", err)
+		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+		return
+	}
+	s.cfg.Audit.Committed(ev)
+	http.Redirect(w, r, s.endpoints.apps, http.StatusSeeOther)
+}

@@ -1,0 +1,405 @@
+package oauthweb
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
+)
+
+// authzRequest is a validated authorization request.
+type authzRequest struct {
+	client store.Client
+	// redirectParam is redirect_uri as sent ("" when omitted); target is
+	// where the browser goes back to.
+	redirectParam string
+	target        string
+	state         string
+	challenge     string
+	scope         []string
+	resource      string
+}
+
+// authzParams are the request parameters carried through the consent
+// form; nothing else is.
+var authzParams = []string{"response_type", "client_id", "redirect_uri", "state", "code_challenge", "code_challenge_method", "scope", "resource"}
+
+// pageError is an authorization error that must not redirect: the client
+// or redirect URI cannot be trusted (RFC 6749 §4.1.2.1).
+type pageError struct {
+	status int
+	msg    string
+	log    error
+}
+
+// parseAuthorize validates an authorization request. It returns a
+// pageError when the browser must not be redirected, or an *oauth.Error to
+// send to the (now trusted) redirect target.
+func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *pageError, *oauth.Error) {
+	ctx := r.Context()
+	// Parameters must not repeat (RFC 6749 §3.1). A repeated client_id or
+	// redirect_uri leaves nowhere safe to redirect to.
+	for _, k := range []string{"client_id", "redirect_uri"} {
+		if len(v[k]) > 1 {
+			return nil, &pageError{http.StatusBadRequest, "The request repeats " + k + ".", nil}, nil
+		}
+	}
+	clientID := v.Get("client_id")
+	if clientID == "" {
+		return nil, &pageError{http.StatusBadRequest, "The request does not name a client (client_id is missing).", nil}, nil
+	}
+	client, err := s.lookupClient(ctx, clientID)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, &pageError{http.StatusBadRequest, "The application is not registered with this server. Remove and add the connection again in your application.", err}, nil
+		}
+		oe := s.storeError(ctx, "authorize client", err)
+		return nil, &pageError{oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil}, nil
+	}
+	req := &authzRequest{client: client, redirectParam: v.Get("redirect_uri")}
+	switch {
+	case req.redirectParam != "":
+		if !oauth.MatchRedirectURI(client.RedirectURIs, req.redirectParam) {
+			return nil, &pageError{http.StatusBadRequest, "The redirect URI does not match the ones registered for this application.", fmt.Errorf("redirect uri mismatch for client %s", clientID)}, nil
+		}
+		req.target = req.redirectParam
+	case len(client.RedirectURIs) == 1:
+		// OAuth 2.1 §4.1.1: optional when exactly one is registered.
+		req.target = client.RedirectURIs[0]
+	default:
+		return nil, &pageError{http.StatusBadRequest, "The request does not say where to return (redirect_uri is missing).", nil}, nil
+	}
+	req.state = v.Get("state")
+
+	for _, k := range authzParams {
+		if len(v[k]) > 1 {
+			return req, nil, oauth.NewError(oauth.ErrInvalidRequest, k+" is repeated")
+		}
+	}
+	if len(req.state) > 2048 {
+		req.state = ""
+		return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "state is too long")
+	}
+	if rt := v.Get("response_type"); rt != "code" {
+		if rt == "" {
+			return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "response_type is required")
+		}
+		return req, nil, oauth.NewError(oauth.ErrUnsupportedResponseType, "only response_type=code is supported")
+	}
+	if len(client.GrantTypes) > 0 && !slices.Contains(client.GrantTypes, "authorization_code") {
+		return req, nil, oauth.NewError(oauth.ErrUnauthorizedClient, "the client is not registered for the authorization_code grant")
+	}
+	req.challenge = v.Get("code_challenge")
+	switch method := v.Get("code_challenge_method"); {
+	case req.challenge == "":
+		return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "code_challenge is required (PKCE)")
+	case method != oauth.MethodS256:
+		return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "code_challenge_method must be S256")
+	case !oauth.ValidChallenge(req.challenge):
+		return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "code_challenge is malformed")
+	}
+	scope, oe := s.grantScope(client, v.Get("scope"))
+	if oe != nil {
+		return req, nil, oe
+	}
+	req.scope = scope
+	res, oe := s.pickResource(v["resource"])
+	if oe != nil {
+		return req, nil, oe
+	}
+	req.resource = res
+	return req, nil, nil
+}
+
+// grantScope turns a requested scope into the granted one: offline_access
+// dropped, every other token supported (and, when the client registered a
+// scope, within it), and the default (everything the client may have) for
+// none.
+func (s *Server) grantScope(client store.Client, raw string) ([]string, *oauth.Error) {
+	allowed := s.cfg.Scopes
+	if client.Scope != "" {
+		if cs, err := oauth.ParseScope(client.Scope); err == nil && len(cs) > 0 {
+			allowed = slices.DeleteFunc(cs, func(x string) bool { return !slices.Contains(s.cfg.Scopes, x) })
+		}
+	}
+	req, err := oauth.ParseScope(raw)
+	if err != nil {
+		return nil, oauth.NewError(oauth.ErrInvalidScope, "scope is malformed")
+	}
+	req = slices.DeleteFunc(req, func(x string) bool { return x == oauth.ScopeOfflineAccess })
+	if len(req) == 0 {
+		if len(allowed) == 0 {
+			return nil, oauth.NewError(oauth.ErrInvalidScope, "no scope is available to this client")
+		}
+		return slices.Clone(allowed), nil
+	}
+	if !oauth.ScopeSubset(req, allowed) {
+		return nil, oauth.NewError(oauth.ErrInvalidScope, "unsupported scope requested")
+	}
+	return req, nil
+}
+
+// pickResource applies RFC 8707: the resource must be configured; with
+// none requested the single configured one is used.
+func (s *Server) pickResource(vals []string) (string, *oauth.Error) {
+	switch len(vals) {
+	case 0:
+		if len(s.cfg.Resources) == 1 {
+			return s.cfg.Resources[0].URL, nil
+		}
+		return "", &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "resource is required: this server protects several resources", Status: http.StatusBadRequest}
+	case 1:
+		for _, r := range s.cfg.Resources {
+			if r.URL == vals[0] {
+				return r.URL, nil
+			}
+		}
+		return "", &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "unknown resource", Status: http.StatusBadRequest}
+	default:
+		return "", &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "only one resource per request is supported", Status: http.StatusBadRequest}
+	}
+}
+
+// redirectTo builds the authorization response URL: target plus params
+// plus iss (RFC 9207), keeping target's own query.
+func (s *Server) redirectTo(target string, params url.Values) string {
+	params.Set("iss", s.cfg.Issuer)
+	sep := "?"
+	if strings.Contains(target, "?") {
+		sep = "&"
+		if strings.HasSuffix(target, "?") || strings.HasSuffix(target, "&") {
+			sep = ""
+		}
+	}
+	return target + sep + params.Encode()
+}
+
+// redirectError sends the browser back to the client with an error.
+func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, req *authzRequest, oe *oauth.Error) {
+	p := url.Values{"error": {oe.Code}}
+	if oe.Description != "" {
+		p.Set("error_description", oe.Description)
+	}
+	if req.state != "" {
+		p.Set("state", req.state)
+	}
+	http.Redirect(w, r, s.redirectTo(req.target, p), redirectStatus(r))
+}
+
+// redirectStatus is 303 after a form POST (so the client's callback sees a
+// GET, never a re-POST as 307/308 would cause) and 302 otherwise.
+func redirectStatus(r *http.Request) int {
+	if r.Method == http.MethodPost {
+		return http.StatusSeeOther
+	}
+	return http.StatusFound
+}
+
+func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if len(r.URL.RawQuery) > maxQueryBytes {
+		s.renderError(w, r, http.StatusRequestURITooLong, "The request is too long.", nil)
+		return
+	}
+	v, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		s.renderError(w, r, http.StatusBadRequest, "The request is malformed.", err)
+		return
+	}
+	ev := s.event(r, store.EventAuthorizeRequest, true)
+	ev.ClientID = truncate(v.Get("client_id"), 256)
+	if ok, after := s.allow(r, LimitAuthorize); !ok {
+		w.Header().Set("Retry-After", after)
+		s.renderError(w, r, http.StatusTooManyRequests, "Too many requests. Wait a few minutes and try again.", nil)
+		return
+	}
+	req, pe, oe := s.parseAuthorize(r, v)
+	if pe != nil {
+		ev.Success, ev.Error = false, "invalid_client_or_redirect_uri"
+		s.record(ctx, ev)
+		s.renderError(w, r, pe.status, pe.msg, pe.log)
+		return
+	}
+	if oe != nil {
+		ev.Success, ev.Error = false, oe.Code
+		s.record(ctx, ev)
+		s.redirectError(w, r, req, oe)
+		return
+	}
+	sess, err := s.currentSession(r)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		oe := s.storeError(ctx, "authorize session", err)
+		ev.Success, ev.Error = false, oe.Code
+		s.record(ctx, ev)
+		s.redirectError(w, r, req, oe)
+		return
+	}
+	if err == nil {
+		ev.Username = sess.Username
+	}
+	s.record(ctx, ev)
+	if err != nil {
+		http.Redirect(w, r, s.loginURL(r.URL.EscapedPath()+"?"+r.URL.RawQuery), http.StatusFound)
+		return
+	}
+	s.touch(ctx, sess)
+	// Consent is remembered per user and client for a set of scopes; a
+	// request within an approved set needs no new prompt.
+	c, err := s.cfg.Store.GetConsent(ctx, sess.Username, req.client.ID)
+	switch {
+	case err == nil:
+		approved, _ := oauth.ParseScope(c.Scope)
+		if oauth.ScopeSubset(req.scope, approved) {
+			s.issueCode(w, r, req, sess.Username)
+			return
+		}
+	case !errors.Is(err, store.ErrNotFound):
+		s.redirectError(w, r, req, s.storeError(ctx, "get consent", err))
+		return
+	}
+	s.showConsent(w, r, req, sess, v)
+}
+
+func (s *Server) showConsent(w http.ResponseWriter, r *http.Request, req *authzRequest, sess store.Session, v url.Values) {
+	var params []hiddenField
+	for _, k := range authzParams {
+		if val, ok := v[k]; ok && len(val) == 1 {
+			params = append(params, hiddenField{k, val[0]})
+		}
+	}
+	s.render(w, r, http.StatusOK, "consent", page{Title: "Allow access?", Data: consentData{
+		Action:       s.endpoints.consent,
+		CSRF:         sess.CSRFToken,
+		ClientName:   clientName(req.client),
+		ClientID:     req.client.ID,
+		RedirectHost: redirectHost(req.target),
+		Unverified:   req.client.Source != store.ClientStatic,
+		Scopes:       req.scope,
+		Resource:     req.resource,
+		Username:     sess.Username,
+		Params:       params,
+		LogoutURL:    s.endpoints.logout,
+	}})
+}
+
+// redirectHost is what the consent page shows prominently: the host the
+// code will be sent to, or the scheme of a private-use URI.
+func redirectHost(target string) string {
+	u, err := url.Parse(target)
+	if err != nil {
+		return target
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		if u.Host != "" {
+			return u.Scheme + "://" + u.Host
+		}
+		return u.Scheme + ":"
+	}
+	return u.Host
+}
+
+func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if status, err := parsePostForm(r); err != nil {
+		s.renderError(w, r, status, "The form could not be read.", err)
+		return
+	}
+	v := url.Values{}
+	for _, k := range authzParams {
+		if val, ok := r.PostForm[k]; ok {
+			v[k] = val
+		}
+	}
+	sess, ok := s.requireSession(w, r, s.prefix+"/oauth/authorize?"+v.Encode())
+	if !ok {
+		return
+	}
+	if !checkCSRF(r, sess) {
+		s.renderError(w, r, http.StatusForbidden, "The form expired. Start again from your application.", errors.New("consent csrf mismatch"))
+		return
+	}
+	req, pe, oe := s.parseAuthorize(r, v)
+	if pe != nil {
+		s.renderError(w, r, pe.status, pe.msg, pe.log)
+		return
+	}
+	if oe != nil {
+		s.redirectError(w, r, req, oe)
+		return
+	}
+	ev := s.event(r, store.EventConsentGranted, true)
+	ev.Username, ev.ClientID = sess.Username, req.client.ID
+	switch r.PostForm.Get("decision") {
+	case "approve":
+	case "deny":
+		ev.Event, ev.Success, ev.Error = store.EventConsentDenied, false, oauth.ErrAccessDenied
+		s.record(ctx, ev)
+		s.redirectError(w, r, req, oauth.NewError(oauth.ErrAccessDenied, "the user denied access"))
+		return
+	default:
+		s.renderError(w, r, http.StatusBadRequest, "The form could not be read.", errors.New("consent decision missing"))
+		return
+	}
+	now := s.now()
+	scope := req.scope
+	if prev, err := s.cfg.Store.GetConsent(ctx, sess.Username, req.client.ID); err == nil {
+		old, _ := oauth.ParseScope(prev.Scope)
+		scope = oauth.ScopeUnion(old, scope)
+	} else if !errors.Is(err, store.ErrNotFound) {
+		s.redirectError(w, r, req, s.storeError(ctx, "get consent", err))
+		return
+	}
+	ev = s.cfg.Audit.Stamp(ev)
+	err := s.cfg.Store.PutConsent(ctx, store.Consent{
+		Username: sess.Username, ClientID: req.client.ID, Scope: oauth.JoinScope(scope), CreatedAt: now, UpdatedAt: now,
+	}, &ev)
+	if err != nil {
+		s.redirectError(w, r, req, s.storeError(ctx, "put consent", err))
+		return
+	}
+	s.cfg.Audit.Committed(ev)
+	s.issueCode(w, r, req, sess.Username)
+}
+
+// issueCode stores a fresh authorization code and redirects to the client
+// with code, state and iss.
+func (s *Server) issueCode(w http.ResponseWriter, r *http.Request, req *authzRequest, username string) {
+	ctx := r.Context()
+	now := s.now()
+	code := token.New(token.PrefixCode)
+	err := s.cfg.Store.CreateAuthCode(ctx, store.AuthCode{
+		CodeHash:            token.Hash(code),
+		ClientID:            req.client.ID,
+		Username:            username,
+		RedirectURI:         req.redirectParam,
+		CodeChallenge:       req.challenge,
+		CodeChallengeMethod: oauth.MethodS256,
+		Scope:               oauth.JoinScope(req.scope),
+		Resource:            req.resource,
+		FamilyID:            token.New(""),
+		CreatedAt:           now,
+		ExpiresAt:           now.Add(s.cfg.CodeTTL),
+	}, nil)
+	if err != nil {
+		s.redirectError(w, r, req, s.storeError(ctx, "create code", err))
+		return
+	}
+	p := url.Values{"code": {code}}
+	if req.state != "" {
+		p.Set("state", req.state)
+	}
+	http.Redirect(w, r, s.redirectTo(req.target, p), redirectStatus(r))
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

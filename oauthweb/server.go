@@ -1,0 +1,507 @@
+// Package oauthweb is passgate's authorization server: RFC 8414 and RFC 9728
+// metadata, the authorization endpoint with its login and consent pages,
+// the token endpoint (authorization code with PKCE, refresh rotation with
+// reuse detection), dynamic client registration (RFC 7591), revocation
+// (RFC 7009), introspection (RFC 7662) and the connected-apps page.
+//
+// Pages that carry the session cookie are served through a browser chain
+// (cross-origin protection, a per-session CSRF token, CSP, no-store), the
+// machine endpoints through an API chain (CORS, JSON errors, no cookies).
+// Every URL passgate hands out is built from the configured issuer, never
+// from the Host header.
+package oauthweb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/passgate/passgate/internal/audit"
+	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/store"
+)
+
+// Registration modes.
+const (
+	RegistrationOpen   = "open"
+	RegistrationClosed = "closed"
+	RegistrationToken  = "token"
+)
+
+// Rate-limit endpoint names passed to Config.RateLimit.
+const (
+	LimitLogin      = "login"
+	LimitToken      = "token"
+	LimitAuthorize  = "authorize"
+	LimitRegister   = "register"
+	LimitRevoke     = "revoke"
+	LimitIntrospect = "introspect"
+)
+
+// Body limits. Token, revocation and introspection requests are a handful
+// of short parameters; registration documents are small JSON objects.
+const (
+	maxFormBytes     = 16 << 10
+	maxRegisterBytes = 64 << 10
+	maxQueryBytes    = 8 << 10
+)
+
+// Config configures the authorization server. The field comments are the
+// reference: defaults and "Optional." are stated per field.
+type Config struct {
+	// Issuer is the authorization server's identifier (RFC 8414), e.g.
+	// https://auth.example.com or https://example.com/auth. It is repeated
+	// byte for byte in metadata and in the iss of every authorization
+	// response; endpoint URLs are built from it. https, or http on a
+	// loopback host. Required.
+	Issuer string
+	// Resources are the protected MCP resources; at least one. Tokens are
+	// bound to one of them (RFC 8707); when a request names none, the only
+	// configured resource is used.
+	Resources []resource.Resource
+	// Store persists everything. Required.
+	Store store.Store
+	// Audit records security events. Required.
+	Audit *audit.Recorder
+	// Hasher verifies passwords and client secrets and hashes new client
+	// secrets. Required.
+	Hasher *passwd.Hasher
+	// Logger receives operational logs, never secrets. Optional; default
+	// discards.
+	Logger *slog.Logger
+	// Now is the clock. Optional; default time.Now.
+	Now func() time.Time
+	// Metrics registers passgate_http_requests_total. Optional; nil: no
+	// metrics.
+	Metrics prometheus.Registerer
+	// ClientIP returns the client address of a request for rate limits and
+	// the audit log (trusted-proxy logic plugs in here). Optional; default:
+	// the host of RemoteAddr.
+	ClientIP func(*http.Request) string
+	// Scopes are the supported scopes. Optional; default ["mcp"]. A request
+	// without scope gets all of them.
+	Scopes []string
+	// AccessTokenTTL is the access token lifetime. Optional; default 1h.
+	AccessTokenTTL time.Duration
+	// RefreshTokenTTL is the absolute lifetime of a refresh token family,
+	// counted from the authorization code grant. Optional; default 30 days.
+	RefreshTokenTTL time.Duration
+	// RefreshIdleTTL is how long an unused refresh token stays valid.
+	// Optional; default 14 days.
+	RefreshIdleTTL time.Duration
+	// RefreshGrace is how long after a rotation the old refresh token
+	// still gets the same response again (a client racing itself) instead
+	// of triggering reuse detection. Optional; default 5s; negative
+	// disables the grace window.
+	RefreshGrace time.Duration
+	// SessionTTL is the browser session lifetime. Optional; default 30 days.
+	SessionTTL time.Duration
+	// CodeTTL is the authorization code lifetime. Optional; default 10m.
+	CodeTTL time.Duration
+	// Registration is "open" (default), "closed" or "token" (an initial
+	// access token is required as a Bearer token).
+	Registration string
+	// RegistrationToken is the initial access token required when
+	// Registration is "token".
+	RegistrationToken string
+	// AllowPrivateSchemeRedirects lets registration accept private-use URI
+	// schemes such as cursor:// and vscode://. Optional; default false.
+	AllowPrivateSchemeRedirects bool
+	// TemplateDir overrides the embedded templates: a file there with the
+	// name of an embedded one (layout.html, login.html, consent.html,
+	// error.html, apps.html, logout.html) replaces it. Optional.
+	TemplateDir string
+	// IntrospectionCredentials maps resource-server IDs to their secrets
+	// for RFC 7662 introspection (HTTP Basic or client_secret_post form).
+	// Confidential clients may introspect their own tokens too. Optional.
+	IntrospectionCredentials map[string]string
+	// ResolveClient resolves a client_id that is an https URL (a Client ID
+	// Metadata Document) into a public client. It returns an error wrapping
+	// store.ErrNotFound when the document cannot be used, and
+	// store.ErrUnavailable never (a fetch failure is ErrNotFound). Optional;
+	// nil: URL client_ids are unknown and metadata does not advertise
+	// client_id_metadata_document_supported.
+	ResolveClient func(ctx context.Context, clientID string) (store.Client, error)
+	// RateLimit reports whether a request from ip to endpoint (one of the
+	// Limit* names) may proceed, and if not, when to retry. Optional; nil:
+	// no limits.
+	RateLimit func(endpoint, ip string) (ok bool, retryAfter time.Duration)
+	// LockoutThreshold is the number of failed logins for one account
+	// within LockoutWindow that locks it for LockoutDuration. Optional;
+	// default 10; negative disables lockout.
+	LockoutThreshold int
+	// LockoutWindow optional; default 15m.
+	LockoutWindow time.Duration
+	// LockoutDuration optional; default 15m.
+	LockoutDuration time.Duration
+}
+
+// Server is the authorization server. Build it with New.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	now       func() time.Time
+	clientIP  func(*http.Request) string
+	pages     *pages
+	secure    bool   // issuer is https: Secure cookies with __Host- prefix
+	origin    string // scheme://host of the issuer
+	prefix    string // issuer path without trailing slash ("" for none)
+	base      string // issuer without trailing slash
+	cookie    string // session cookie name
+	csrfCk    string // login CSRF cookie name
+	requests  *prometheus.CounterVec
+	endpoints endpoints
+}
+
+type endpoints struct {
+	authorize, token, register, revoke, introspect, login, consent, logout, apps, css string
+}
+
+// New validates cfg (reporting every problem at once), applies defaults
+// and parses the templates.
+func New(cfg Config) (*Server, error) {
+	var errs []error
+	iu, err := url.Parse(cfg.Issuer)
+	switch {
+	case cfg.Issuer == "":
+		errs = append(errs, errors.New("issuer is required"))
+	case err != nil:
+		errs = append(errs, fmt.Errorf("issuer: %w", err))
+	case iu.Scheme != "https" && !(iu.Scheme == "http" && resource.IsLoopbackHost(iu.Hostname())):
+		errs = append(errs, errors.New("issuer must be https (http only on loopback)"))
+	case iu.Host == "" || iu.User != nil || iu.RawQuery != "" || iu.ForceQuery || iu.Fragment != "" || strings.Contains(cfg.Issuer, "#"):
+		errs = append(errs, errors.New("issuer must be an absolute URL without userinfo, query or fragment"))
+	}
+	if len(cfg.Resources) == 0 {
+		errs = append(errs, errors.New("at least one resource is required"))
+	}
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("store is required"))
+	}
+	if cfg.Audit == nil {
+		errs = append(errs, errors.New("audit recorder is required"))
+	}
+	if cfg.Hasher == nil {
+		errs = append(errs, errors.New("hasher is required"))
+	}
+	switch cfg.Registration {
+	case "":
+		cfg.Registration = RegistrationOpen
+	case RegistrationOpen, RegistrationClosed:
+	case RegistrationToken:
+		if len(cfg.RegistrationToken) < 16 {
+			errs = append(errs, errors.New("registration token must be at least 16 characters"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("registration %q: want open, closed or token", cfg.Registration))
+	}
+	if len(cfg.Scopes) == 0 {
+		cfg.Scopes = []string{"mcp"}
+	}
+	if sc, err := oauth.ParseScope(oauth.JoinScope(cfg.Scopes)); err != nil || len(sc) != len(cfg.Scopes) {
+		errs = append(errs, errors.New("scopes must be distinct valid scope tokens"))
+	} else {
+		cfg.Scopes = sc
+	}
+	for id, secret := range cfg.IntrospectionCredentials {
+		if id == "" || len(secret) < 16 {
+			errs = append(errs, fmt.Errorf("introspection credential %q: secret must be at least 16 characters", id))
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+		if *d < 0 && d != &cfg.RefreshGrace {
+			errs = append(errs, errors.New("durations must not be negative"))
+		}
+	}
+	def(&cfg.AccessTokenTTL, time.Hour)
+	def(&cfg.RefreshTokenTTL, 30*24*time.Hour)
+	def(&cfg.RefreshIdleTTL, 14*24*time.Hour)
+	def(&cfg.RefreshGrace, 5*time.Second)
+	def(&cfg.SessionTTL, 30*24*time.Hour)
+	def(&cfg.CodeTTL, 10*time.Minute)
+	def(&cfg.LockoutWindow, 15*time.Minute)
+	def(&cfg.LockoutDuration, 15*time.Minute)
+	if cfg.LockoutThreshold == 0 {
+		cfg.LockoutThreshold = 10
+	}
+	if cfg.RefreshGrace < 0 {
+		cfg.RefreshGrace = 0
+	}
+	pg, err := loadPages(cfg.TemplateDir)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("oauthweb: %w", err)
+	}
+
+	s := &Server{cfg: cfg, log: cfg.Logger, now: cfg.Now, clientIP: cfg.ClientIP, pages: pg}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.clientIP == nil {
+		s.clientIP = remoteHost
+	}
+	s.secure = iu.Scheme == "https"
+	s.origin = iu.Scheme + "://" + iu.Host
+	s.prefix = strings.TrimSuffix(iu.EscapedPath(), "/")
+	s.base = strings.TrimSuffix(cfg.Issuer, "/")
+	if s.secure {
+		s.cookie, s.csrfCk = "__Host-passgate_session", "__Host-passgate_login"
+	} else {
+		s.cookie, s.csrfCk = "passgate_session", "passgate_login"
+	}
+	s.endpoints = endpoints{
+		authorize:  s.base + "/oauth/authorize",
+		token:      s.base + "/oauth/token",
+		register:   s.base + "/oauth/register",
+		revoke:     s.base + "/oauth/revoke",
+		introspect: s.base + "/oauth/introspect",
+		login:      s.base + "/login",
+		consent:    s.base + "/consent",
+		logout:     s.base + "/logout",
+		apps:       s.base + "/apps",
+		css:        s.prefix + "/static/passgate.css",
+	}
+	if cfg.Metrics != nil {
+		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "passgate_http_requests_total",
+			Help: "HTTP requests to the authorization server by handler, method and status code.",
+		}, []string{"handler", "method", "code"})
+		if err := cfg.Metrics.Register(s.requests); err != nil {
+			return nil, fmt.Errorf("oauthweb: register metrics: %w", err)
+		}
+	}
+	return s, nil
+}
+
+// remoteHost is the default ClientIP: the peer address without its port.
+func remoteHost(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// Handler returns the authorization server's routes. Browser pages and API
+// endpoints are registered through separate chains; see the package doc.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	p := s.prefix
+
+	// API chain: metadata and machine endpoints, CORS, no cookies read.
+	asMeta := s.api("metadata", http.MethodGet, http.HandlerFunc(s.serveASMetadata), 0)
+	mux.Handle("/.well-known/oauth-authorization-server", asMeta)
+	if p != "" {
+		mux.Handle("/.well-known/oauth-authorization-server"+p, asMeta)
+		mux.Handle(p+"/.well-known/oauth-authorization-server", asMeta)
+	}
+	prm := s.api("resource_metadata", http.MethodGet, http.HandlerFunc(s.serveResourceMetadata), 0)
+	seen := map[string]bool{}
+	for _, path := range append([]string{"/.well-known/oauth-protected-resource"}, s.resourceMetadataPaths()...) {
+		if !seen[path] {
+			seen[path] = true
+			mux.Handle(path, prm)
+		}
+	}
+	token := s.api("token", http.MethodPost, http.HandlerFunc(s.serveToken), maxFormBytes)
+	register := s.api("register", http.MethodPost, http.HandlerFunc(s.serveRegister), maxRegisterBytes)
+	revoke := s.api("revoke", http.MethodPost, http.HandlerFunc(s.serveRevoke), maxFormBytes)
+	introspect := s.apiNoCORS("introspect", http.MethodPost, http.HandlerFunc(s.serveIntrospect), maxFormBytes)
+	mux.Handle(p+"/oauth/token", token)
+	mux.Handle(p+"/oauth/register", register)
+	mux.Handle(p+"/oauth/revoke", revoke)
+	mux.Handle(p+"/oauth/introspect", introspect)
+	mux.Handle("GET "+s.endpoints.css, s.instrument("static", http.HandlerFunc(serveCSS)))
+
+	// Browser chain: cookie-bearing pages.
+	authorize := s.browser("authorize", http.HandlerFunc(s.serveAuthorize))
+	mux.Handle("GET "+p+"/oauth/authorize", authorize)
+	mux.Handle("GET "+p+"/login", s.browser("login", http.HandlerFunc(s.serveLoginPage)))
+	mux.Handle("POST "+p+"/login", s.browser("login", http.MaxBytesHandler(http.HandlerFunc(s.serveLogin), maxFormBytes)))
+	mux.Handle("POST "+p+"/consent", s.browser("consent", http.MaxBytesHandler(http.HandlerFunc(s.serveConsent), maxFormBytes)))
+	mux.Handle("GET "+p+"/logout", s.browser("logout", http.HandlerFunc(s.serveLogoutPage)))
+	mux.Handle("POST "+p+"/logout", s.browser("logout", http.MaxBytesHandler(http.HandlerFunc(s.serveLogout), maxFormBytes)))
+	mux.Handle("GET "+p+"/apps", s.browser("apps", http.HandlerFunc(s.serveApps)))
+	mux.Handle("POST "+p+"/apps/revoke", s.browser("apps", http.MaxBytesHandler(http.HandlerFunc(s.serveAppRevoke), maxFormBytes)))
+
+	// The 2025-03-26 default endpoints on the issuer's origin, for clients
+	// that skip discovery.
+	for _, a := range []string{"", p} {
+		if a == p && p == "" {
+			continue
+		}
+		mux.Handle("GET "+a+"/authorize", authorize)
+		mux.Handle(a+"/token", token)
+		mux.Handle(a+"/register", register)
+	}
+	return mux
+}
+
+// instrument counts requests when metrics are configured.
+func (s *Server) instrument(name string, h http.Handler) http.Handler {
+	if s.requests == nil {
+		return h
+	}
+	return promhttp.InstrumentHandlerCounter(s.requests.MustCurryWith(prometheus.Labels{"handler": name}), h)
+}
+
+// browser wraps a page handler: security headers on every response, then
+// Go's cross-origin protection (Sec-Fetch-Site / Origin) on unsafe methods.
+func (s *Server) browser(name string, h http.Handler) http.Handler {
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.renderError(w, r, http.StatusForbidden, "This form was submitted from another site and was refused.", errors.New("cross-origin form post"))
+	}))
+	inner := cop.Handler(h)
+	return s.instrument(name, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		// No inline script anywhere; styles only from our own stylesheet.
+		// form-action is deliberately absent: Chrome applies it to the
+		// redirect that follows the consent POST, which leaves our origin.
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("Cache-Control", "no-store")
+		hd.Set("Pragma", "no-cache")
+		inner.ServeHTTP(w, r)
+	}))
+}
+
+// api wraps a machine endpoint: CORS for browser-based clients (any origin,
+// never credentials; OPTIONS preflight answered here), the method check
+// with a JSON error, and a body limit when limit > 0.
+func (s *Server) api(name, method string, h http.Handler, limit int64) http.Handler {
+	inner := s.apiNoCORS(name, method, h, limit)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", "*")
+		hd.Set("Access-Control-Expose-Headers", "WWW-Authenticate")
+		if r.Method == http.MethodOptions {
+			hd.Set("Access-Control-Allow-Methods", method+", OPTIONS")
+			hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, MCP-Protocol-Version")
+			hd.Set("Access-Control-Max-Age", "86400")
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) apiNoCORS(name, method string, h http.Handler, limit int64) http.Handler {
+	if limit > 0 {
+		h = http.MaxBytesHandler(h, limit)
+	}
+	return s.instrument(name, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
+			w.Header().Set("Allow", method)
+			oauth.WriteError(w, &oauth.Error{Code: oauth.ErrInvalidRequest, Description: "method not allowed", Status: http.StatusMethodNotAllowed})
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
+// event returns an audit event carrying the request's client IP and user
+// agent.
+func (s *Server) event(r *http.Request, name string, success bool) store.AuditEvent {
+	ua := r.UserAgent()
+	if len(ua) > 512 {
+		ua = ua[:512]
+	}
+	return store.AuditEvent{Event: name, Success: success, IP: s.clientIP(r), UserAgent: ua}
+}
+
+// record writes an audit event; a failure to record is logged, not fatal to
+// the request (the state change it describes already happened or was
+// refused).
+func (s *Server) record(ctx context.Context, e store.AuditEvent) {
+	if err := s.cfg.Audit.Record(ctx, e); err != nil {
+		s.log.WarnContext(ctx, "audit record failed", "event", e.Event, "err", err)
+	}
+}
+
+// allow applies the configured rate limit; on refusal it records the event
+// and reports the Retry-After seconds.
+func (s *Server) allow(r *http.Request, endpoint string) (bool, string) {
+	if s.cfg.RateLimit == nil {
+		return true, ""
+	}
+	ok, after := s.cfg.RateLimit(endpoint, s.clientIP(r))
+	if ok {
+		return true, ""
+	}
+	e := s.event(r, store.EventRateLimited, false)
+	e.Error = endpoint
+	s.record(r.Context(), e)
+	secs := int(after.Round(time.Second) / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	return false, fmt.Sprint(secs)
+}
+
+// storeError maps a store error to the OAuth error the client sees and logs
+// the detail.
+func (s *Server) storeError(ctx context.Context, op string, err error) *oauth.Error {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.log.WarnContext(ctx, "store unavailable", "op", op, "err", err)
+		return oauth.Unavailable()
+	}
+	s.log.ErrorContext(ctx, "store failure", "op", op, "err", err)
+	return oauth.ServerError()
+}
+
+// lookupClient finds a registered client, or resolves a Client ID Metadata
+// Document when the client_id is an https URL and a resolver is configured.
+func (s *Server) lookupClient(ctx context.Context, id string) (store.Client, error) {
+	if id == "" || len(id) > 2048 {
+		return store.Client{}, store.ErrNotFound
+	}
+	if strings.HasPrefix(id, "https://") || strings.HasPrefix(id, "http://") {
+		if s.cfg.ResolveClient == nil {
+			return store.Client{}, store.ErrNotFound
+		}
+		c, err := s.cfg.ResolveClient(ctx, id)
+		if err != nil {
+			return store.Client{}, fmt.Errorf("resolve client metadata document: %w", err)
+		}
+		if c.TokenEndpointAuthMethod == "" {
+			c.TokenEndpointAuthMethod = "none"
+		}
+		return c, nil
+	}
+	c, err := s.cfg.Store.GetClient(ctx, id)
+	if err != nil {
+		return store.Client{}, fmt.Errorf("get client: %w", err)
+	}
+	return c, nil
+}
+
+// clientName is what pages call a client.
+func clientName(c store.Client) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.ID
+}

@@ -1,0 +1,308 @@
+package oauthweb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
+)
+
+const (
+	maxUsernameLen = 256
+	maxPasswordLen = 1024
+)
+
+// currentSession returns the live session named by the cookie, or
+// store.ErrNotFound.
+func (s *Server) currentSession(r *http.Request) (store.Session, error) {
+	c, err := r.Cookie(s.cookie)
+	if err != nil || !token.HasPrefix(c.Value, token.PrefixSession) {
+		return store.Session{}, store.ErrNotFound
+	}
+	sess, err := s.cfg.Store.GetSession(r.Context(), token.Hash(c.Value), s.now())
+	if err != nil {
+		return store.Session{}, fmt.Errorf("get session: %w", err)
+	}
+	return sess, nil
+}
+
+func (s *Server) setCookie(w http.ResponseWriter, name, value string, maxAge time.Duration) {
+	c := &http.Cookie{
+		Name:     name,
+		Value:    value,
+		Path:     "/",
+		HttpOnly: true,
+		Secure:   s.secure,
+		SameSite: http.SameSiteLaxMode,
+		MaxAge:   int(maxAge / time.Second),
+	}
+	if maxAge < 0 {
+		c.MaxAge = -1
+	}
+	http.SetCookie(w, c)
+}
+
+// parsePostForm checks the content type and parses the body only (never
+// the query), mapping an oversize body to 413.
+func parsePostForm(r *http.Request) (status int, err error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/x-www-form-urlencoded" {
+		return http.StatusUnsupportedMediaType, errors.New("content type must be application/x-www-form-urlencoded")
+	}
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return http.StatusRequestEntityTooLarge, errors.New("request body too large")
+		}
+		return http.StatusBadRequest, errors.New("malformed form body")
+	}
+	return 0, nil
+}
+
+// safeReturn validates a post-login return URL. Only our own authorization
+// endpoint (and the connected-apps page) are allowed, as a path on the
+// issuer's origin; anything else falls back to the apps page. The seed had
+// an open redirect here.
+func (s *Server) safeReturn(raw string) string {
+	fallback := s.endpoints.apps
+	if raw == "" || len(raw) > maxQueryBytes+256 || strings.ContainsAny(raw, "\\\r\n\t") || !strings.HasPrefix(raw, "/") || strings.HasPrefix(raw, "//") {
+		return fallback
+	}
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Fragment != "" {
+		return fallback
+	}
+	switch u.EscapedPath() {
+	case s.prefix + "/oauth/authorize", "/authorize", s.prefix + "/authorize":
+		return s.origin + u.EscapedPath() + "?" + u.RawQuery
+	case s.prefix + "/apps":
+		return s.endpoints.apps
+	}
+	return fallback
+}
+
+// loginURL sends the browser to the login page, to come back to
+// returnPath (a path with query on our origin) afterwards.
+func (s *Server) loginURL(returnPath string) string {
+	return s.endpoints.login + "?" + url.Values{"return_to": {returnPath}}.Encode()
+}
+
+func (s *Server) serveLoginPage(w http.ResponseWriter, r *http.Request) {
+	returnTo := r.URL.Query().Get("return_to")
+	if len(r.URL.RawQuery) > maxQueryBytes+256 {
+		s.renderError(w, r, http.StatusRequestURITooLong, "The request is too long.", nil)
+		return
+	}
+	s.showLogin(w, r, http.StatusOK, "", "", returnTo)
+}
+
+// showLogin renders the login form with a fresh login CSRF token, set as a
+// cookie and echoed in the form (double submit; the cookie is __Host- on
+// https so no sibling host can plant it).
+func (s *Server) showLogin(w http.ResponseWriter, r *http.Request, status int, msg, username, returnTo string) {
+	csrf := token.New("")
+	s.setCookie(w, s.csrfCk, csrf, time.Hour)
+	// Only a validated path goes back into the form.
+	returnTo = strings.TrimPrefix(s.safeReturn(returnTo), s.origin)
+	s.render(w, r, status, "login", page{Title: "Sign in", Error: msg, Data: loginData{
+		Action: s.endpoints.login, CSRF: csrf, ReturnTo: returnTo, Username: username,
+	}})
+}
+
+const loginFailed = "Sign-in failed. Check your username and password."
+
+func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if status, err := parsePostForm(r); err != nil {
+		s.renderError(w, r, status, "The form could not be read.", err)
+		return
+	}
+	returnTo := r.PostForm.Get("return_to")
+	if ok, after := s.allow(r, LimitLogin); !ok {
+		w.Header().Set("Retry-After", after)
+		s.showLogin(w, r, http.StatusTooManyRequests, "Too many sign-in attempts. Wait a few minutes and try again.", "", returnTo)
+		return
+	}
+	ck, err := r.Cookie(s.csrfCk)
+	if err != nil || ck.Value == "" || !token.Equal(ck.Value, r.PostForm.Get("csrf")) {
+		s.showLogin(w, r, http.StatusForbidden, "The sign-in form expired. Please try again.", "", returnTo)
+		return
+	}
+	username := r.PostForm.Get("username")
+	password := r.PostForm.Get("password")
+	if username == "" || password == "" || len(username) > maxUsernameLen || len(password) > maxPasswordLen {
+		s.showLogin(w, r, http.StatusBadRequest, loginFailed, "", returnTo)
+		return
+	}
+	now := s.now()
+	ev := s.event(r, store.EventLoginFailure, false)
+	ev.Username = username
+
+	locked := false
+	if s.cfg.LockoutThreshold > 0 {
+		lf, err := s.cfg.Store.GetLoginFailures(ctx, username)
+		if err != nil {
+			s.loginUnavailable(w, r, err, returnTo)
+			return
+		}
+		locked = lf.LockedUntil.After(now)
+	}
+	hash := ""
+	u, err := s.cfg.Store.GetUser(ctx, username)
+	switch {
+	case err == nil:
+		hash = u.PasswordHash
+	case errors.Is(err, store.ErrNotFound):
+	default:
+		s.loginUnavailable(w, r, err, returnTo)
+		return
+	}
+	// Always verify, even for unknown or locked accounts: an empty hash
+	// costs a dummy verification, so timing tells nothing.
+	verr := s.cfg.Hasher.Verify(ctx, hash, password)
+	if verr != nil || locked || hash == "" {
+		switch {
+		case locked:
+			ev.Error = "account_locked"
+		case hash == "":
+			ev.Error = "invalid_credentials"
+		case errors.Is(verr, passwd.ErrMismatch):
+			ev.Error = "invalid_credentials"
+		default:
+			ev.Error = "verify_failed"
+			s.log.WarnContext(ctx, "password verification failed", "err", verr)
+		}
+		s.record(ctx, ev)
+		if !locked && s.cfg.LockoutThreshold > 0 {
+			lf, err := s.cfg.Store.RecordLoginFailure(ctx, username, now, s.cfg.LockoutWindow, s.cfg.LockoutThreshold, s.cfg.LockoutDuration)
+			if err != nil {
+				s.log.WarnContext(ctx, "record login failure", "err", err)
+			} else if lf.Count == s.cfg.LockoutThreshold && lf.LockedUntil.After(now) {
+				le := s.event(r, store.EventAccountLocked, false)
+				le.Username = username
+				s.record(ctx, le)
+			}
+		}
+		s.showLogin(w, r, http.StatusUnauthorized, loginFailed, "", returnTo)
+		return
+	}
+
+	// Success: a new session ID every time (no fixation), and the old
+	// session, if any, ends.
+	if old, err := r.Cookie(s.cookie); err == nil && old.Value != "" {
+		if err := s.cfg.Store.DeleteSession(ctx, token.Hash(old.Value)); err != nil {
+			s.log.WarnContext(ctx, "delete previous session", "err", err)
+		}
+	}
+	id := token.New(token.PrefixSession)
+	sess := store.Session{
+		IDHash:     token.Hash(id),
+		Username:   u.Username,
+		CSRFToken:  token.New(""),
+		IP:         s.clientIP(r),
+		UserAgent:  ev.UserAgent,
+		CreatedAt:  now,
+		ExpiresAt:  now.Add(s.cfg.SessionTTL),
+		LastSeenAt: now,
+	}
+	if err := s.cfg.Store.CreateSession(ctx, sess); err != nil {
+		s.loginUnavailable(w, r, err, returnTo)
+		return
+	}
+	if s.cfg.LockoutThreshold > 0 {
+		if err := s.cfg.Store.ResetLoginFailures(ctx, u.Username); err != nil {
+			s.log.WarnContext(ctx, "reset login failures", "err", err)
+		}
+	}
+	s.setCookie(w, s.cookie, id, s.cfg.SessionTTL)
+	s.setCookie(w, s.csrfCk, "", -1)
+	ok := s.event(r, store.EventLoginSuccess, true)
+	ok.Username = u.Username
+	s.record(ctx, ok)
+	http.Redirect(w, r, s.safeReturn(returnTo), http.StatusSeeOther)
+}
+
+func (s *Server) loginUnavailable(w http.ResponseWriter, r *http.Request, err error, returnTo string) {
+	oe := s.storeError(r.Context(), "login", err)
+	s.showLogin(w, r, oe.Status, "Sign-in is temporarily unavailable. Try again in a moment.", "", returnTo)
+}
+
+// requireSession returns the session, or answers the request (login
+// redirect or error page) and returns false.
+func (s *Server) requireSession(w http.ResponseWriter, r *http.Request, returnPath string) (store.Session, bool) {
+	sess, err := s.currentSession(r)
+	if err == nil {
+		return sess, true
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		code := http.StatusFound
+		if r.Method == http.MethodPost {
+			code = http.StatusSeeOther
+		}
+		http.Redirect(w, r, s.loginURL(returnPath), code)
+		return store.Session{}, false
+	}
+	oe := s.storeError(r.Context(), "session", err)
+	s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+	return store.Session{}, false
+}
+
+// checkCSRF compares the form's token with the session's in constant time.
+func checkCSRF(r *http.Request, sess store.Session) bool {
+	got := r.PostForm.Get("csrf")
+	return got != "" && sess.CSRFToken != "" && token.Equal(got, sess.CSRFToken)
+}
+
+func (s *Server) serveLogoutPage(w http.ResponseWriter, r *http.Request) {
+	sess, err := s.currentSession(r)
+	if err != nil {
+		s.render(w, r, http.StatusOK, "logout", page{Title: "Signed out", Data: logoutData{Done: true}})
+		return
+	}
+	s.render(w, r, http.StatusOK, "logout", page{Title: "Sign out", Data: logoutData{
+		Action: s.endpoints.logout, CSRF: sess.CSRFToken, Username: sess.Username,
+	}})
+}
+
+func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	if status, err := parsePostForm(r); err != nil {
+		s.renderError(w, r, status, "The form could not be read.", err)
+		return
+	}
+	sess, err := s.currentSession(r)
+	if err != nil {
+		s.setCookie(w, s.cookie, "", -1)
+		s.render(w, r, http.StatusOK, "logout", page{Title: "Signed out", Data: logoutData{Done: true}})
+		return
+	}
+	if !checkCSRF(r, sess) {
+		s.renderError(w, r, http.StatusForbidden, "The form expired. Reload the page and try again.", errors.New("logout csrf mismatch"))
+		return
+	}
+	if err := s.cfg.Store.DeleteSession(ctx, sess.IDHash); err != nil {
+		oe := s.storeError(ctx, "logout", err)
+		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+		return
+	}
+	s.setCookie(w, s.cookie, "", -1)
+	ev := s.event(r, store.EventLogout, true)
+	ev.Username = sess.Username
+	s.record(ctx, ev)
+	s.render(w, r, http.StatusOK, "logout", page{Title: "Signed out", Data: logoutData{Done: true}})
+}
+
+// touch records session activity, best effort.
+func (s *Server) touch(ctx context.Context, sess store.Session) {
+	if err := s.cfg.Store.TouchSession(ctx, sess.IDHash, s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.WarnContext(ctx, "touch session", "err", err)
+	}
+}

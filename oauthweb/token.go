@@ -1,0 +1,431 @@
+package oauthweb
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
+)
+
+// tokenResponse is RFC 6749 §5.1.
+type tokenResponse struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token,omitempty"`
+	Scope        string `json:"scope"`
+}
+
+// readForm checks the content type and body of an API form request and
+// rejects repeated parameters (RFC 6749 §3.2).
+func readForm(r *http.Request) *oauth.Error {
+	if status, err := parsePostForm(r); err != nil {
+		return &oauth.Error{Code: oauth.ErrInvalidRequest, Description: err.Error(), Status: status}
+	}
+	for k, v := range r.PostForm {
+		if len(v) > 1 && k != "resource" {
+			return oauth.NewError(oauth.ErrInvalidRequest, "parameter "+truncate(k, 64)+" is repeated")
+		}
+	}
+	return nil
+}
+
+// clientCreds is what a request presented to authenticate a client.
+type clientCreds struct {
+	id, secret string
+	// rawID and rawSecret are the Basic credentials before URL-decoding;
+	// some SDKs send them unencoded, and decoding can then change them.
+	rawID, rawSecret string
+	basic            bool
+	method           string // none, client_secret_basic, client_secret_post
+}
+
+// readClientCreds extracts the credentials: HTTP Basic (RFC 6749 §2.3.1
+// form-encodes id and secret before base64) or the form. Using both is an
+// error.
+func readClientCreds(r *http.Request) (clientCreds, *oauth.Error) {
+	var c clientCreds
+	formID, formSecret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
+	if _, _, hasAuth := r.BasicAuth(); hasAuth {
+		u, p, _ := r.BasicAuth()
+		c.basic, c.method = true, "client_secret_basic"
+		c.rawID, c.rawSecret = u, p
+		c.id, c.secret = u, p
+		if d, err := url.QueryUnescape(u); err == nil {
+			c.id = d
+		}
+		if d, err := url.QueryUnescape(p); err == nil {
+			c.secret = d
+		}
+		if formSecret != "" {
+			return c, invalidClient(true, "use one client authentication method")
+		}
+		if formID != "" && formID != c.id && formID != c.rawID {
+			return c, invalidClient(true, "client_id does not match the credentials")
+		}
+		return c, nil
+	}
+	if r.Header.Get("Authorization") != "" {
+		return c, invalidClient(false, "unsupported client authentication")
+	}
+	c.id, c.secret = formID, formSecret
+	c.rawID, c.rawSecret = formID, formSecret
+	if formSecret != "" {
+		c.method = "client_secret_post"
+	} else {
+		c.method = "none"
+	}
+	if c.id == "" {
+		return c, invalidClient(false, "client authentication is required")
+	}
+	return c, nil
+}
+
+func invalidClient(basic bool, desc string) *oauth.Error {
+	e := &oauth.Error{Code: oauth.ErrInvalidClient, Description: desc, Status: http.StatusUnauthorized}
+	if basic {
+		e.WWWAuthenticate = `Basic realm="passgate", charset="UTF-8"`
+	}
+	return e
+}
+
+// authenticateClient resolves and authenticates the client of an API
+// request, holding it to its registered method.
+func (s *Server) authenticateClient(ctx context.Context, c clientCreds) (store.Client, *oauth.Error) {
+	client, err := s.lookupClient(ctx, c.id)
+	if err != nil && c.basic && c.rawID != c.id && errors.Is(err, store.ErrNotFound) {
+		client, err = s.lookupClient(ctx, c.rawID)
+	}
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return store.Client{}, invalidClient(c.basic, "unknown client")
+		}
+		return store.Client{}, s.storeError(ctx, "authenticate client", err)
+	}
+	method := client.TokenEndpointAuthMethod
+	if method == "" {
+		method = "none"
+	}
+	if method != c.method {
+		return store.Client{}, invalidClient(c.basic, "the client must authenticate with "+method)
+	}
+	if method == "none" {
+		return client, nil
+	}
+	if client.SecretHash == "" {
+		return store.Client{}, invalidClient(c.basic, "client has no secret")
+	}
+	err = s.cfg.Hasher.Verify(ctx, client.SecretHash, c.secret)
+	if errors.Is(err, passwd.ErrMismatch) && c.rawSecret != c.secret {
+		err = s.cfg.Hasher.Verify(ctx, client.SecretHash, c.rawSecret)
+	}
+	if err != nil {
+		if !errors.Is(err, passwd.ErrMismatch) {
+			s.log.WarnContext(ctx, "client secret verification failed", "client_id", client.ID, "err", err)
+		}
+		return store.Client{}, invalidClient(c.basic, "client authentication failed")
+	}
+	return client, nil
+}
+
+func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ev := s.event(r, store.EventTokenExchange, true)
+	fail := func(oe *oauth.Error) {
+		ev.Event, ev.Success, ev.Error = store.EventTokenFailure, false, oe.Code
+		s.record(ctx, ev)
+		oauth.WriteError(w, oe)
+	}
+	if ok, after := s.allow(r, LimitToken); !ok {
+		w.Header().Set("Retry-After", after)
+		oauth.WriteError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests})
+		return
+	}
+	if oe := readForm(r); oe != nil {
+		fail(oe)
+		return
+	}
+	creds, oe := readClientCreds(r)
+	ev.ClientID = truncate(creds.id, 256)
+	if oe != nil {
+		fail(oe)
+		return
+	}
+	grant := r.PostForm.Get("grant_type")
+	if grant != "authorization_code" && grant != "refresh_token" {
+		if grant == "" {
+			fail(oauth.NewError(oauth.ErrInvalidRequest, "grant_type is required"))
+		} else {
+			fail(oauth.NewError(oauth.ErrUnsupportedGrantType, "supported grant types are authorization_code and refresh_token"))
+		}
+		return
+	}
+	client, oe := s.authenticateClient(ctx, creds)
+	if oe != nil {
+		fail(oe)
+		return
+	}
+	ev.ClientID = client.ID
+	var resp *tokenResponse
+	if grant == "authorization_code" {
+		resp, oe = s.codeGrant(ctx, r, client, &ev)
+	} else {
+		resp, oe = s.refreshGrant(ctx, r, client, &ev)
+	}
+	if oe != nil {
+		fail(oe)
+		return
+	}
+	oauth.WriteJSON(w, http.StatusOK, resp)
+}
+
+// mint returns a new access and refresh token pair for a family.
+func (s *Server) mint(now time.Time, client store.Client, username, scope, res, family string, familyExpires time.Time) (access, refresh string, at, rt store.Token) {
+	access, refresh = token.New(token.PrefixAccess), token.New(token.PrefixRefresh)
+	at = store.Token{
+		Hash: token.Hash(access), Kind: store.KindAccess, FamilyID: family, ClientID: client.ID,
+		Username: username, Scope: scope, Resource: res, FamilyExpiresAt: familyExpires,
+		CreatedAt: now, ExpiresAt: now.Add(s.cfg.AccessTokenTTL),
+	}
+	refreshExp := now.Add(s.cfg.RefreshIdleTTL)
+	if refreshExp.After(familyExpires) {
+		refreshExp = familyExpires
+	}
+	rt = at
+	rt.Hash, rt.Kind, rt.ExpiresAt = token.Hash(refresh), store.KindRefresh, refreshExp
+	return access, refresh, at, rt
+}
+
+func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Client, ev *store.AuditEvent) (*tokenResponse, *oauth.Error) {
+	code := r.PostForm.Get("code")
+	verifier := r.PostForm.Get("code_verifier")
+	if code == "" {
+		return nil, oauth.NewError(oauth.ErrInvalidRequest, "code is required")
+	}
+	if verifier == "" {
+		return nil, oauth.NewError(oauth.ErrInvalidRequest, "code_verifier is required")
+	}
+	invalid := oauth.NewError(oauth.ErrInvalidGrant, "the authorization code is invalid, expired or already used")
+	if !token.HasPrefix(code, token.PrefixCode) {
+		return nil, invalid
+	}
+	now := s.now()
+	codeHash := token.Hash(code)
+	ac, err := s.cfg.Store.GetAuthCode(ctx, codeHash, now)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, invalid
+		}
+		return nil, s.storeError(ctx, "get code", err)
+	}
+	ev.Username = ac.Username
+	if ac.ClientID != client.ID {
+		return nil, invalid
+	}
+	if !ac.UsedAt.IsZero() {
+		s.revokeReplayedCode(ctx, r, ac)
+		return nil, invalid
+	}
+	if r.PostForm.Get("redirect_uri") != ac.RedirectURI {
+		return nil, oauth.NewError(oauth.ErrInvalidGrant, "redirect_uri does not match the authorization request")
+	}
+	if !oauth.VerifyS256(verifier, ac.CodeChallenge) {
+		return nil, oauth.NewError(oauth.ErrInvalidGrant, "PKCE verification failed")
+	}
+	if res := r.PostForm["resource"]; len(res) > 0 && (len(res) > 1 || res[0] != ac.Resource) {
+		return nil, &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "resource does not match the authorization request", Status: http.StatusBadRequest}
+	}
+	familyExp := now.Add(s.cfg.RefreshTokenTTL)
+	access, refresh, at, rt := s.mint(now, client, ac.Username, ac.Scope, ac.Resource, ac.FamilyID, familyExp)
+	*ev = s.cfg.Audit.Stamp(*ev)
+	err = s.cfg.Store.RedeemCode(ctx, codeHash, now, store.CodeGrant{Access: at, Refresh: rt, Audit: *ev})
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		// Lost a race with another redemption of the same code: that is
+		// a replay too.
+		s.revokeReplayedCode(ctx, r, ac)
+		return nil, invalid
+	case errors.Is(err, store.ErrNotFound):
+		return nil, invalid
+	case err != nil:
+		return nil, s.storeError(ctx, "redeem code", err)
+	}
+	s.cfg.Audit.Committed(*ev)
+	return &tokenResponse{AccessToken: access, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), RefreshToken: refresh, Scope: ac.Scope}, nil
+}
+
+// revokeReplayedCode revokes every token issued from a code presented a
+// second time (OAuth 2.1 §4.1.3): whoever holds it now may be an attacker.
+func (s *Server) revokeReplayedCode(ctx context.Context, r *http.Request, ac store.AuthCode) {
+	e := s.event(r, store.EventTokenRevoked, true)
+	e.ClientID, e.Username, e.Error = ac.ClientID, ac.Username, "code_replayed"
+	e = s.cfg.Audit.Stamp(e)
+	if _, err := s.cfg.Store.RevokeFamily(ctx, ac.FamilyID, s.now(), &e); err != nil {
+		s.log.ErrorContext(ctx, "revoke family of replayed code", "client_id", ac.ClientID, "err", err)
+		return
+	}
+	s.cfg.Audit.Committed(e)
+}
+
+func (s *Server) refreshGrant(ctx context.Context, r *http.Request, client store.Client, ev *store.AuditEvent) (*tokenResponse, *oauth.Error) {
+	ev.Event = store.EventTokenRefresh
+	old := r.PostForm.Get("refresh_token")
+	if old == "" {
+		return nil, oauth.NewError(oauth.ErrInvalidRequest, "refresh_token is required")
+	}
+	invalid := oauth.NewError(oauth.ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
+	if !token.HasPrefix(old, token.PrefixRefresh) {
+		return nil, invalid
+	}
+	now := s.now()
+	oldHash := token.Hash(old)
+	t, err := s.cfg.Store.GetToken(ctx, oldHash, now)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return nil, invalid
+		}
+		return nil, s.storeError(ctx, "get refresh token", err)
+	}
+	ev.Username = t.Username
+	if t.Kind != store.KindRefresh || t.ClientID != client.ID || !t.RevokedAt.IsZero() {
+		return nil, invalid
+	}
+	if !t.FamilyExpiresAt.IsZero() && !now.Before(t.FamilyExpiresAt) {
+		return nil, invalid
+	}
+	if !t.RotatedAt.IsZero() {
+		return s.rotatedRefresh(ctx, r, old, t, now)
+	}
+	scope := t.Scope
+	if raw, ok := r.PostForm["scope"]; ok {
+		req, err := oauth.ParseScope(raw[0])
+		granted, _ := oauth.ParseScope(t.Scope)
+		if err != nil || !oauth.ScopeSubset(req, granted) {
+			return nil, oauth.NewError(oauth.ErrInvalidScope, "the requested scope exceeds the granted scope")
+		}
+		if len(req) > 0 {
+			scope = oauth.JoinScope(req)
+		}
+	}
+	if res := r.PostForm["resource"]; len(res) > 0 && (len(res) > 1 || res[0] != t.Resource) {
+		return nil, &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "the refresh token is bound to another resource", Status: http.StatusBadRequest}
+	}
+	access, refresh, at, rt := s.mint(now, client, t.Username, t.Scope, t.Resource, t.FamilyID, t.FamilyExpiresAt)
+	// A narrower scope applies to the new access token; the refresh token
+	// keeps the original grant (RFC 6749 §6).
+	at.Scope = scope
+	resp := &tokenResponse{AccessToken: access, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), RefreshToken: refresh, Scope: scope}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		return nil, oauth.ServerError()
+	}
+	sealed, err := sealGrace(old, body)
+	if err != nil {
+		s.log.ErrorContext(ctx, "seal grace response", "err", err)
+		return nil, oauth.ServerError()
+	}
+	*ev = s.cfg.Audit.Stamp(*ev)
+	err = s.cfg.Store.RotateRefresh(ctx, oldHash, now, sealed, at, rt, *ev)
+	switch {
+	case errors.Is(err, store.ErrConflict):
+		// Another request rotated (or revoked) it first: answer as for a
+		// rotated token.
+		t, err := s.cfg.Store.GetToken(ctx, oldHash, now)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil, invalid
+			}
+			return nil, s.storeError(ctx, "get refresh token", err)
+		}
+		if !t.RevokedAt.IsZero() || t.RotatedAt.IsZero() {
+			return nil, invalid
+		}
+		return s.rotatedRefresh(ctx, r, old, t, now)
+	case errors.Is(err, store.ErrNotFound):
+		return nil, invalid
+	case err != nil:
+		return nil, s.storeError(ctx, "rotate refresh token", err)
+	}
+	s.cfg.Audit.Committed(*ev)
+	return resp, nil
+}
+
+// rotatedRefresh handles a refresh token that was already exchanged:
+// within the grace window the sealed response is returned again (a client
+// that raced itself); after it, this is reuse of a possibly stolen token
+// and the whole family is revoked.
+func (s *Server) rotatedRefresh(ctx context.Context, r *http.Request, old string, t store.Token, now time.Time) (*tokenResponse, *oauth.Error) {
+	invalid := oauth.NewError(oauth.ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
+	if s.cfg.RefreshGrace > 0 && now.Sub(t.RotatedAt) <= s.cfg.RefreshGrace && len(t.GraceResponse) > 0 {
+		if body, err := openGrace(old, t.GraceResponse); err == nil {
+			var resp tokenResponse
+			if err := json.Unmarshal(body, &resp); err == nil {
+				e := s.event(r, store.EventTokenRefresh, true)
+				e.ClientID, e.Username, e.Error = t.ClientID, t.Username, "grace_replay"
+				s.record(ctx, e)
+				return &resp, nil
+			}
+		}
+	}
+	e := s.event(r, store.EventRefreshReuseDetected, false)
+	e.ClientID, e.Username, e.Error = t.ClientID, t.Username, "refresh_token_reused"
+	e = s.cfg.Audit.Stamp(e)
+	if _, err := s.cfg.Store.RevokeFamily(ctx, t.FamilyID, now, &e); err != nil {
+		return nil, s.storeError(ctx, "revoke family after refresh reuse", err)
+	}
+	s.cfg.Audit.Committed(e)
+	s.log.WarnContext(ctx, "refresh token reuse detected; family revoked", "client_id", t.ClientID, "username", t.Username)
+	return nil, invalid
+}
+
+// graceKey derives the sealing key from the old refresh token's value,
+// which the store never sees: a database dump alone cannot open the blob.
+func graceKey(old string) []byte {
+	m := hmac.New(sha256.New, []byte(old))
+	m.Write([]byte("passgate grace v1"))
+	return m.Sum(nil)
+}
+
+func graceAEAD(old string) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(graceKey(old))
+	if err != nil {
+		return nil, fmt.Errorf("grace cipher: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
+
+// sealGrace encrypts body with AES-256-GCM: nonce || ciphertext.
+func sealGrace(old string, body []byte) ([]byte, error) {
+	aead, err := graceAEAD(old)
+	if err != nil {
+		return nil, err
+	}
+	nonce := make([]byte, aead.NonceSize())
+	_, _ = rand.Read(nonce)
+	return aead.Seal(nonce, nonce, body, []byte("passgate grace v1")), nil
+}
+
+func openGrace(old string, sealed []byte) ([]byte, error) {
+	aead, err := graceAEAD(old)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < aead.NonceSize() {
+		return nil, errors.New("grace response too short")
+	}
+	n := aead.NonceSize()
+	return aead.Open(nil, sealed[:n], sealed[n:], []byte("passgate grace v1"))
+}
