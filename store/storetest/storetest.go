@@ -1,0 +1,1430 @@
+// Package storetest is the conformance suite for store.Store: every backend
+// runs Run against a real database, so the contract written in the store
+// package's doc comments is proven the same way for SQLite and PostgreSQL.
+package storetest
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/store"
+)
+
+// Run runs the conformance suite. newStore must return an open store on a
+// fresh, empty, NOT yet migrated database and close it at t.Cleanup; the
+// suite migrates it. Sub-tests call newStore once each.
+func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
+	open := func(t *testing.T) store.Store {
+		t.Helper()
+		s := newStore(t)
+		n, err := s.Migrate(t.Context())
+		if err != nil {
+			t.Fatalf("Migrate: %v", err)
+		}
+		if n == 0 {
+			t.Fatalf("Migrate on a fresh database applied 0 migrations")
+		}
+		return s
+	}
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Users", testUsers},
+		{"Clients", testClients},
+		{"StaleClients", testStaleClients},
+		{"Sessions", testSessions},
+		{"AuthCodes", testAuthCodes},
+		{"RedeemCodeFailureWritesNothing", testRedeemFailureWritesNothing},
+		{"RedeemCodeConcurrent", testRedeemConcurrent},
+		{"Tokens", testTokens},
+		{"RotateRefresh", testRotateRefresh},
+		{"RotateRefreshConflicts", testRotateConflicts},
+		{"RotateRefreshConcurrent", testRotateConcurrent},
+		{"Revoke", testRevoke},
+		{"RevokeUserTokens", testRevokeUserTokens},
+		{"Subscribe", testSubscribe},
+		{"Consents", testConsents},
+		{"LoginFailures", testLoginFailures},
+		{"LoginFailuresConcurrent", testLoginFailuresConcurrent},
+		{"Audit", testAudit},
+		{"DeleteExpired", testDeleteExpired},
+		{"TimeRoundTrip", testTimeRoundTrip},
+		{"DeleteUser", testDeleteUser},
+		{"DeleteClient", testDeleteClient},
+	}
+	t.Run("Migrate", func(t *testing.T) {
+		s := newStore(t)
+		ctx := t.Context()
+		if err := s.Ping(ctx); err == nil {
+			t.Errorf("Ping before Migrate = nil, want an error (not migrated)")
+		}
+		n, err := s.Migrate(ctx)
+		if err != nil || n == 0 {
+			t.Fatalf("first Migrate = %d, %v; want > 0, nil", n, err)
+		}
+		n, err = s.Migrate(ctx)
+		if err != nil || n != 0 {
+			t.Fatalf("second Migrate = %d, %v; want 0, nil", n, err)
+		}
+		if err := s.Ping(ctx); err != nil {
+			t.Errorf("Ping after Migrate: %v", err)
+		}
+	})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, open(t)) })
+	}
+}
+
+// loc is deliberately not UTC: the store must return UTC times that are
+// Equal to these.
+var loc = time.FixedZone("UTC+05:30", 5*3600+30*60)
+
+// base has microseconds but no nanoseconds, so it must round-trip exactly.
+var base = time.Date(2031, 3, 4, 5, 6, 7, 891011000, loc)
+
+func at(d time.Duration) time.Time { return base.Add(d) }
+
+// h returns a realistic token hash for a label.
+func h(label string) string {
+	sum := sha256.Sum256([]byte(label))
+	return hex.EncodeToString(sum[:])
+}
+
+// exactTime compares times as instants and requires the same location, so
+// a want built with utc() only matches a store result in UTC.
+var exactTime = cmp.Comparer(func(a, b time.Time) bool {
+	return a.Equal(b) && a.Location().String() == b.Location().String()
+})
+
+// utc returns v with every time.Time field (recursively, in structs and
+// slices) converted to UTC, to build wants from inputs.
+func utc[T any](v T) T {
+	rv := reflect.ValueOf(&v).Elem()
+	utcValue(rv)
+	return v
+}
+
+var timeType = reflect.TypeFor[time.Time]()
+
+func utcValue(v reflect.Value) {
+	switch {
+	case v.Type() == timeType:
+		if v.CanSet() {
+			v.Set(reflect.ValueOf(v.Interface().(time.Time).UTC()))
+		}
+	case v.Kind() == reflect.Struct:
+		for i := range v.NumField() {
+			if v.Type().Field(i).IsExported() {
+				utcValue(v.Field(i))
+			}
+		}
+	case v.Kind() == reflect.Slice:
+		for i := range v.Len() {
+			utcValue(v.Index(i))
+		}
+	case v.Kind() == reflect.Pointer && !v.IsNil():
+		utcValue(v.Elem())
+	}
+}
+
+func diff(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if d := cmp.Diff(got, want, exactTime); d != "" {
+		t.Errorf("%s mismatch (-got +want):\n%s", what, d)
+	}
+}
+
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	if want == nil {
+		if err != nil {
+			t.Fatalf("%s: unexpected error %v", what, err)
+		}
+		return
+	}
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: error %v, want %v", what, err, want)
+	}
+}
+
+func must(t *testing.T, what string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func sorted(s []string) []string {
+	s = slices.Clone(s)
+	slices.Sort(s)
+	if s == nil {
+		s = []string{}
+	}
+	return s
+}
+
+// ---- fixtures ----
+
+func newClient(id string, created time.Time) store.Client {
+	return store.Client{
+		ID:                      id,
+		SecretHash:              "$2a$10$" + id,
+		Name:                    "Client " + id,
+		RedirectURIs:            []string{"https://app.example.com/cb", "http://127.0.0.1/callback"},
+		TokenEndpointAuthMethod: "client_secret_basic",
+		GrantTypes:              []string{"authorization_code", "refresh_token"},
+		Scope:                   "mcp",
+		Source:                  store.ClientStatic,
+		ClientURI:               "https://app.example.com",
+		LogoURI:                 "https://app.example.com/logo.png",
+		CreatedAt:               created,
+	}
+}
+
+func newCode(label, client, user string) store.AuthCode {
+	return store.AuthCode{
+		CodeHash:            h("code " + label),
+		ClientID:            client,
+		Username:            user,
+		RedirectURI:         "https://app.example.com/cb",
+		CodeChallenge:       "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+		CodeChallengeMethod: "S256",
+		Scope:               "mcp",
+		Resource:            "https://mcp.example.com/mcp",
+		FamilyID:            "fam-" + label,
+		CreatedAt:           base,
+		ExpiresAt:           at(10 * time.Minute),
+	}
+}
+
+func newToken(label, kind, family, client, user string) store.Token {
+	exp := at(6 * time.Hour)
+	if kind == store.KindRefresh {
+		exp = at(30 * 24 * time.Hour)
+	}
+	return store.Token{
+		Hash:            h(label),
+		Kind:            kind,
+		FamilyID:        family,
+		ClientID:        client,
+		Username:        user,
+		Scope:           "mcp",
+		Resource:        "https://mcp.example.com/mcp",
+		FamilyExpiresAt: at(30 * 24 * time.Hour),
+		CreatedAt:       base,
+		ExpiresAt:       exp,
+	}
+}
+
+func newGrant(label, family, client, user string) store.CodeGrant {
+	return store.CodeGrant{
+		Access:  newToken("access "+label, store.KindAccess, family, client, user),
+		Refresh: newToken("refresh "+label, store.KindRefresh, family, client, user),
+		Audit: store.AuditEvent{Event: store.EventTokenExchange, Success: true, IP: "203.0.113.7",
+			UserAgent: "test", ClientID: client, Username: user, CreatedAt: base},
+	}
+}
+
+// issue stores a family (access+refresh) for user and client through a
+// code redemption.
+func issue(t *testing.T, s store.Store, label, client, user string) store.CodeGrant {
+	t.Helper()
+	ctx := t.Context()
+	c := newCode(label, client, user)
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c, nil))
+	g := newGrant(label, c.FamilyID, client, user)
+	must(t, "RedeemCode", s.RedeemCode(ctx, c.CodeHash, at(time.Second), g))
+	return g
+}
+
+func auditCount(t *testing.T, s store.Store) int {
+	t.Helper()
+	rows, err := s.ListAudit(t.Context(), store.AuditFilter{})
+	must(t, "ListAudit", err)
+	return len(rows)
+}
+
+// ---- users ----
+
+func testUsers(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	alice := store.User{Username: "alice", PasswordHash: "$2a$10$alice", CreatedAt: base, UpdatedAt: base}
+	bob := store.User{Username: "bob", PasswordHash: "$argon2id$v=19$m=65536,t=3,p=4$c2FsdA$aGFzaA", CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute)}
+	must(t, "CreateUser bob", s.CreateUser(ctx, bob))
+	must(t, "CreateUser alice", s.CreateUser(ctx, alice))
+	wantErr(t, "CreateUser duplicate", s.CreateUser(ctx, alice), store.ErrAlreadyExists)
+
+	got, err := s.GetUser(ctx, "alice")
+	must(t, "GetUser", err)
+	diff(t, "GetUser", got, utc(alice))
+	_, err = s.GetUser(ctx, "carol")
+	wantErr(t, "GetUser unknown", err, store.ErrNotFound)
+
+	list, err := s.ListUsers(ctx)
+	must(t, "ListUsers", err)
+	diff(t, "ListUsers", list, utc([]store.User{alice, bob}))
+
+	must(t, "SetPassword", s.SetPassword(ctx, "alice", "$2a$10$new", at(time.Hour)))
+	got, err = s.GetUser(ctx, "alice")
+	must(t, "GetUser", err)
+	want := alice
+	want.PasswordHash, want.UpdatedAt = "$2a$10$new", at(time.Hour)
+	diff(t, "GetUser after SetPassword", got, utc(want))
+	wantErr(t, "SetPassword unknown", s.SetPassword(ctx, "carol", "x", base), store.ErrNotFound)
+	wantErr(t, "DeleteUser unknown", s.DeleteUser(ctx, "carol", base), store.ErrNotFound)
+}
+
+// ---- clients ----
+
+func testClients(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	tests := []struct {
+		name   string
+		client store.Client
+	}{
+		{"confidential", newClient("c1", base)},
+		{"public dynamic", store.Client{ID: "dyn-1", Name: "Claude", RedirectURIs: []string{"https://claude.ai/api/mcp/auth_callback"},
+			TokenEndpointAuthMethod: "none", GrantTypes: []string{"authorization_code"}, Source: store.ClientDynamic, CreatedAt: at(time.Minute)}},
+		{"no lists", store.Client{ID: "bare", Source: store.ClientStatic, CreatedAt: at(time.Minute)}},
+		{"many redirect URIs", store.Client{ID: "many", Source: store.ClientStatic, CreatedAt: at(2 * time.Minute),
+			RedirectURIs: []string{"https://a.example/cb?x=1&y=\"2\"", "http://localhost:33418/", "vscode://cb", "https://ünïcode.example/ça"},
+			LastUsedAt:   at(3 * time.Minute)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			must(t, "CreateClient", s.CreateClient(ctx, tt.client))
+			got, err := s.GetClient(ctx, tt.client.ID)
+			must(t, "GetClient", err)
+			diff(t, "GetClient", got, utc(tt.client))
+			wantErr(t, "CreateClient duplicate", s.CreateClient(ctx, tt.client), store.ErrAlreadyExists)
+		})
+	}
+	_, err := s.GetClient(ctx, "nope")
+	wantErr(t, "GetClient unknown", err, store.ErrNotFound)
+
+	list, err := s.ListClients(ctx)
+	must(t, "ListClients", err)
+	var ids []string
+	for _, c := range list {
+		ids = append(ids, c.ID)
+	}
+	diff(t, "ListClients order (created, then ID)", ids, []string{"c1", "bare", "dyn-1", "many"})
+
+	wantErr(t, "DeleteClient unknown", s.DeleteClient(ctx, "nope", base), store.ErrNotFound)
+	must(t, "DeleteClient", s.DeleteClient(ctx, "bare", base))
+	_, err = s.GetClient(ctx, "bare")
+	wantErr(t, "GetClient deleted", err, store.ErrNotFound)
+}
+
+func testStaleClients(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	dyn := func(id string, created time.Time, used bool) store.Client {
+		c := newClient(id, created)
+		c.Source = store.ClientDynamic
+		if used {
+			c.LastUsedAt = created.Add(time.Minute)
+		}
+		return c
+	}
+	old, young := at(-48*time.Hour), at(-time.Hour)
+	for _, c := range []store.Client{
+		dyn("dyn-old-unused", old, false),
+		dyn("dyn-old-used", old, true),
+		dyn("dyn-young-unused", young, false),
+		newClient("static-old", old),
+		dyn("dyn-old-redeemed", old, false),
+	} {
+		must(t, "CreateClient", s.CreateClient(ctx, c))
+	}
+	// A client becomes used by completing a grant.
+	issue(t, s, "r", "dyn-old-redeemed", "alice")
+	// Codes and consents of a stale client go with it.
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, newCode("stale", "dyn-old-unused", "alice"), nil))
+	must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "alice", ClientID: "dyn-old-unused", Scope: "mcp", CreatedAt: old, UpdatedAt: old}, nil))
+
+	ids, err := s.DeleteStaleClients(ctx, at(-24*time.Hour))
+	must(t, "DeleteStaleClients", err)
+	diff(t, "deleted IDs", sorted(ids), []string{"dyn-old-unused"})
+	list, err := s.ListClients(ctx)
+	must(t, "ListClients", err)
+	var left []string
+	for _, c := range list {
+		left = append(left, c.ID)
+	}
+	diff(t, "remaining", sorted(left), []string{"dyn-old-redeemed", "dyn-old-used", "dyn-young-unused", "static-old"})
+	_, err = s.GetAuthCode(ctx, h("code stale"), base)
+	wantErr(t, "code of stale client", err, store.ErrNotFound)
+	_, err = s.GetConsent(ctx, "alice", "dyn-old-unused")
+	wantErr(t, "consent of stale client", err, store.ErrNotFound)
+
+	ids, err = s.DeleteStaleClients(ctx, at(-24*time.Hour))
+	must(t, "DeleteStaleClients again", err)
+	if len(ids) != 0 {
+		t.Errorf("second DeleteStaleClients = %v, want none", ids)
+	}
+}
+
+// ---- sessions ----
+
+func testSessions(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mk := func(id, user string, created, expires time.Time) store.Session {
+		return store.Session{IDHash: h(id), Username: user, CSRFToken: "csrf-" + id, IP: "198.51.100.1",
+			UserAgent: "Mozilla/5.0", CreatedAt: created, ExpiresAt: expires, LastSeenAt: created}
+	}
+	s1 := mk("s1", "alice", base, at(time.Hour))
+	s2 := mk("s2", "alice", at(time.Minute), at(time.Hour))
+	s3 := mk("s3", "bob", at(2*time.Minute), at(time.Hour))
+	gone := mk("expired", "alice", at(-2*time.Hour), at(-time.Hour))
+	for _, x := range []store.Session{s1, s2, s3, gone} {
+		must(t, "CreateSession", s.CreateSession(ctx, x))
+	}
+	wantErr(t, "CreateSession duplicate", s.CreateSession(ctx, s1), store.ErrAlreadyExists)
+
+	got, err := s.GetSession(ctx, s1.IDHash, base)
+	must(t, "GetSession", err)
+	diff(t, "GetSession", got, utc(s1))
+	for _, tt := range []struct {
+		name string
+		id   string
+		now  time.Time
+	}{
+		{"unknown", h("nope"), base},
+		{"expired", gone.IDHash, base},
+		{"expires exactly now", s1.IDHash, s1.ExpiresAt},
+	} {
+		_, err := s.GetSession(ctx, tt.id, tt.now)
+		wantErr(t, "GetSession "+tt.name, err, store.ErrNotFound)
+	}
+
+	must(t, "TouchSession", s.TouchSession(ctx, s1.IDHash, at(5*time.Minute)))
+	got, err = s.GetSession(ctx, s1.IDHash, base)
+	must(t, "GetSession", err)
+	if !got.LastSeenAt.Equal(at(5 * time.Minute)) {
+		t.Errorf("LastSeenAt = %v, want %v", got.LastSeenAt, at(5*time.Minute))
+	}
+	s1.LastSeenAt = at(5 * time.Minute)
+	wantErr(t, "TouchSession unknown", s.TouchSession(ctx, h("nope"), base), store.ErrNotFound)
+
+	all, err := s.ListSessions(ctx, "", base)
+	must(t, "ListSessions all", err)
+	diff(t, "ListSessions all (newest first, no expired)", all, utc([]store.Session{s3, s2, s1}))
+	mine, err := s.ListSessions(ctx, "alice", base)
+	must(t, "ListSessions alice", err)
+	diff(t, "ListSessions alice", mine, utc([]store.Session{s2, s1}))
+
+	must(t, "DeleteSession", s.DeleteSession(ctx, s2.IDHash))
+	must(t, "DeleteSession unknown", s.DeleteSession(ctx, h("nope")))
+	_, err = s.GetSession(ctx, s2.IDHash, base)
+	wantErr(t, "GetSession deleted", err, store.ErrNotFound)
+
+	n, err := s.DeleteUserSessions(ctx, "alice")
+	must(t, "DeleteUserSessions", err)
+	if n != 2 { // s1 and the expired one
+		t.Errorf("DeleteUserSessions = %d, want 2", n)
+	}
+	mine, err = s.ListSessions(ctx, "alice", base)
+	must(t, "ListSessions", err)
+	if len(mine) != 0 {
+		t.Errorf("sessions left after DeleteUserSessions: %v", mine)
+	}
+	if _, err := s.GetSession(ctx, s3.IDHash, base); err != nil {
+		t.Errorf("other user's session gone: %v", err)
+	}
+}
+
+// ---- codes ----
+
+func testAuthCodes(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	c := newCode("a", "c1", "alice")
+	ev := store.AuditEvent{Event: store.EventAuthorizeRequest, Success: true, ClientID: "c1", Username: "alice", CreatedAt: base}
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c, &ev))
+	wantErr(t, "CreateAuthCode duplicate", s.CreateAuthCode(ctx, c, nil), store.ErrAlreadyExists)
+	if n := auditCount(t, s); n != 1 {
+		t.Errorf("audit rows after CreateAuthCode = %d, want 1 (the failed duplicate writes none)", n)
+	}
+	got, err := s.GetAuthCode(ctx, c.CodeHash, base)
+	must(t, "GetAuthCode", err)
+	diff(t, "GetAuthCode", got, utc(c))
+
+	expired := newCode("expired", "c1", "alice")
+	expired.ExpiresAt = at(-time.Second)
+	must(t, "CreateAuthCode expired", s.CreateAuthCode(ctx, expired, nil))
+	_, err = s.GetAuthCode(ctx, expired.CodeHash, base)
+	wantErr(t, "GetAuthCode expired", err, store.ErrNotFound)
+	_, err = s.GetAuthCode(ctx, h("nope"), base)
+	wantErr(t, "GetAuthCode unknown", err, store.ErrNotFound)
+	wantErr(t, "RedeemCode expired", s.RedeemCode(ctx, expired.CodeHash, base, newGrant("x", expired.FamilyID, "c1", "alice")), store.ErrNotFound)
+	wantErr(t, "RedeemCode unknown", s.RedeemCode(ctx, h("nope"), base, newGrant("y", "f", "c1", "alice")), store.ErrNotFound)
+	wantErr(t, "RedeemCode at expiry", s.RedeemCode(ctx, c.CodeHash, c.ExpiresAt, newGrant("z", c.FamilyID, "c1", "alice")), store.ErrNotFound)
+
+	now := at(time.Minute)
+	g := newGrant("a", c.FamilyID, "c1", "alice")
+	must(t, "RedeemCode", s.RedeemCode(ctx, c.CodeHash, now, g))
+	got, err = s.GetAuthCode(ctx, c.CodeHash, now)
+	must(t, "GetAuthCode used", err)
+	if !got.UsedAt.Equal(now) || got.UsedAt.Location() != time.UTC {
+		t.Errorf("UsedAt = %v, want %v in UTC", got.UsedAt, now)
+	}
+	for _, tok := range []store.Token{g.Access, g.Refresh} {
+		gt, err := s.GetToken(ctx, tok.Hash, now)
+		must(t, "GetToken "+tok.Kind, err)
+		diff(t, "token "+tok.Kind, gt, utc(tok))
+	}
+	rows, err := s.ListAudit(ctx, store.AuditFilter{Event: store.EventTokenExchange})
+	must(t, "ListAudit", err)
+	if len(rows) != 1 {
+		t.Fatalf("token_exchange rows = %d, want 1", len(rows))
+	}
+	wantRow := g.Audit
+	wantRow.ID = rows[0].ID
+	diff(t, "audit row", rows[0], utc(wantRow))
+	cl, err := s.GetClient(ctx, "c1")
+	must(t, "GetClient", err)
+	if !cl.LastUsedAt.Equal(now) {
+		t.Errorf("client LastUsedAt = %v, want %v", cl.LastUsedAt, now)
+	}
+
+	g2 := newGrant("a2", c.FamilyID, "c1", "alice")
+	wantErr(t, "RedeemCode again", s.RedeemCode(ctx, c.CodeHash, now, g2), store.ErrConflict)
+	_, err = s.GetToken(ctx, g2.Access.Hash, now)
+	wantErr(t, "token of failed redeem", err, store.ErrNotFound)
+	if n := auditCount(t, s); n != 2 {
+		t.Errorf("audit rows = %d, want 2", n)
+	}
+}
+
+func testRedeemFailureWritesNothing(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	first := issue(t, s, "first", "c1", "bob")
+
+	c := newCode("b", "c1", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c, nil))
+	before := auditCount(t, s)
+	// The refresh token's hash clashes with an existing token: the insert
+	// fails, and the whole redemption must roll back.
+	g := newGrant("b", c.FamilyID, "c1", "alice")
+	g.Refresh.Hash = first.Refresh.Hash
+	if err := s.RedeemCode(ctx, c.CodeHash, at(time.Minute), g); err == nil {
+		t.Fatal("RedeemCode with a clashing token hash succeeded")
+	}
+	got, err := s.GetAuthCode(ctx, c.CodeHash, at(time.Minute))
+	must(t, "GetAuthCode", err)
+	if !got.UsedAt.IsZero() {
+		t.Errorf("code marked used by a failed redemption (UsedAt %v)", got.UsedAt)
+	}
+	_, err = s.GetToken(ctx, g.Access.Hash, at(time.Minute))
+	wantErr(t, "access token of failed redemption", err, store.ErrNotFound)
+	if n := auditCount(t, s); n != before {
+		t.Errorf("audit rows %d after failed redemption, want %d", n, before)
+	}
+	// The code still works.
+	must(t, "RedeemCode retry", s.RedeemCode(ctx, c.CodeHash, at(time.Minute), newGrant("b", c.FamilyID, "c1", "alice")))
+}
+
+const parallel = 50
+
+func testRedeemConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	c := newCode("race", "c1", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c, nil))
+	var wg sync.WaitGroup
+	errs := make([]error, parallel)
+	start := make(chan struct{})
+	for i := range parallel {
+		wg.Go(func() {
+			<-start
+			errs[i] = s.RedeemCode(ctx, c.CodeHash, at(time.Minute), newGrant(fmt.Sprintf("race %d", i), c.FamilyID, "c1", "alice"))
+		})
+	}
+	close(start)
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Errorf("redemptions %d and %d both succeeded", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, store.ErrConflict):
+			t.Errorf("redemption %d: %v, want ErrConflict", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no redemption succeeded")
+	}
+	// Exactly the winner's tokens exist, and exactly one audit row.
+	for i := range parallel {
+		g := newGrant(fmt.Sprintf("race %d", i), c.FamilyID, "c1", "alice")
+		_, err := s.GetToken(ctx, g.Access.Hash, at(time.Minute))
+		if (err == nil) != (i == winner) {
+			t.Errorf("token of redemption %d: err %v (winner %d)", i, err, winner)
+		}
+	}
+	if n := auditCount(t, s); n != 1 {
+		t.Errorf("audit rows = %d, want 1", n)
+	}
+}
+
+// ---- tokens ----
+
+func testTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	g := issue(t, s, "t", "c1", "alice")
+	now := at(time.Minute)
+
+	got, err := s.GetToken(ctx, g.Access.Hash, now)
+	must(t, "GetToken", err)
+	diff(t, "GetToken", got, utc(g.Access))
+	_, err = s.GetToken(ctx, h("nope"), now)
+	wantErr(t, "GetToken unknown", err, store.ErrNotFound)
+	_, err = s.GetToken(ctx, g.Access.Hash, g.Access.ExpiresAt)
+	wantErr(t, "GetToken at expiry", err, store.ErrNotFound)
+	_, err = s.GetToken(ctx, g.Access.Hash, g.Access.ExpiresAt.Add(time.Hour))
+	wantErr(t, "GetToken expired", err, store.ErrNotFound)
+
+	must(t, "TouchToken", s.TouchToken(ctx, g.Access.Hash, at(2*time.Minute)))
+	got, err = s.GetToken(ctx, g.Access.Hash, now)
+	must(t, "GetToken", err)
+	if !got.LastUsedAt.Equal(at(2 * time.Minute)) {
+		t.Errorf("LastUsedAt = %v, want %v", got.LastUsedAt, at(2*time.Minute))
+	}
+
+	revoked, err := s.RevokeToken(ctx, g.Access.Hash, at(3*time.Minute), nil)
+	must(t, "RevokeToken", err)
+	diff(t, "revoked", revoked, []string{g.Access.Hash})
+	got, err = s.GetToken(ctx, g.Access.Hash, now)
+	must(t, "GetToken revoked is still returned", err)
+	if !got.RevokedAt.Equal(at(3 * time.Minute)) {
+		t.Errorf("RevokedAt = %v, want %v", got.RevokedAt, at(3*time.Minute))
+	}
+}
+
+func rotation(label string, old store.Token) (access, refresh store.Token, ev store.AuditEvent) {
+	access = newToken("access "+label, store.KindAccess, old.FamilyID, old.ClientID, old.Username)
+	refresh = newToken("refresh "+label, store.KindRefresh, old.FamilyID, old.ClientID, old.Username)
+	access.CreatedAt, refresh.CreatedAt = at(time.Hour), at(time.Hour)
+	ev = store.AuditEvent{Event: store.EventTokenRefresh, Success: true, ClientID: old.ClientID, Username: old.Username, CreatedAt: at(time.Hour)}
+	return access, refresh, ev
+}
+
+func testRotateRefresh(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	g := issue(t, s, "rot", "c1", "alice")
+	now := at(time.Hour)
+	grace := []byte("sealed \x00 response")
+	a, r, ev := rotation("rot2", g.Refresh)
+	before := auditCount(t, s)
+	must(t, "RotateRefresh", s.RotateRefresh(ctx, g.Refresh.Hash, now, grace, a, r, ev))
+
+	old, err := s.GetToken(ctx, g.Refresh.Hash, now)
+	must(t, "GetToken old", err)
+	if !old.RotatedAt.Equal(now) || !old.RevokedAt.IsZero() {
+		t.Errorf("old refresh: RotatedAt %v RevokedAt %v, want rotated at %v and not revoked", old.RotatedAt, old.RevokedAt, now)
+	}
+	diff(t, "grace response", old.GraceResponse, grace)
+	for _, tok := range []store.Token{a, r} {
+		got, err := s.GetToken(ctx, tok.Hash, now)
+		must(t, "GetToken new "+tok.Kind, err)
+		diff(t, "new "+tok.Kind, got, utc(tok))
+	}
+	if n := auditCount(t, s); n != before+1 {
+		t.Errorf("audit rows = %d, want %d", n, before+1)
+	}
+	cl, err := s.GetClient(ctx, "c1")
+	must(t, "GetClient", err)
+	if !cl.LastUsedAt.Equal(now) {
+		t.Errorf("client LastUsedAt = %v, want %v", cl.LastUsedAt, now)
+	}
+	// The successor rotates in turn.
+	a3, r3, ev3 := rotation("rot3", r)
+	must(t, "RotateRefresh successor", s.RotateRefresh(ctx, r.Hash, at(2*time.Hour), nil, a3, r3, ev3))
+}
+
+func testRotateConflicts(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	now := at(time.Hour)
+
+	rotated := issue(t, s, "rotated", "c1", "alice")
+	a, r, ev := rotation("rotated-next", rotated.Refresh)
+	must(t, "RotateRefresh", s.RotateRefresh(ctx, rotated.Refresh.Hash, now, nil, a, r, ev))
+
+	revoked := issue(t, s, "revoked", "c1", "alice")
+	_, err := s.RevokeFamily(ctx, revoked.Refresh.FamilyID, now, nil)
+	must(t, "RevokeFamily", err)
+
+	expiredCode := newCode("expired", "c1", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, expiredCode, nil))
+	expired := newGrant("expired", expiredCode.FamilyID, "c1", "alice")
+	expired.Refresh.ExpiresAt = at(30 * time.Minute)
+	must(t, "RedeemCode", s.RedeemCode(ctx, expiredCode.CodeHash, at(time.Second), expired))
+
+	tests := []struct {
+		name string
+		hash string
+	}{
+		{"already rotated", rotated.Refresh.Hash},
+		{"revoked", revoked.Refresh.Hash},
+		{"expired", expired.Refresh.Hash},
+		{"access token", rotated.Access.Hash},
+		{"unknown", h("nope")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := auditCount(t, s)
+			a, r, ev := rotation("x "+tt.name, store.Token{FamilyID: "f", ClientID: "c1", Username: "alice"})
+			wantErr(t, "RotateRefresh", s.RotateRefresh(ctx, tt.hash, now, []byte("g"), a, r, ev), store.ErrConflict)
+			_, err := s.GetToken(ctx, r.Hash, now)
+			wantErr(t, "new refresh of failed rotation", err, store.ErrNotFound)
+			if n := auditCount(t, s); n != before {
+				t.Errorf("audit rows %d, want %d", n, before)
+			}
+		})
+	}
+}
+
+func testRotateConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	g := issue(t, s, "race", "c1", "alice")
+	var wg sync.WaitGroup
+	errs := make([]error, parallel)
+	start := make(chan struct{})
+	for i := range parallel {
+		wg.Go(func() {
+			<-start
+			a, r, ev := rotation(fmt.Sprintf("race %d", i), g.Refresh)
+			errs[i] = s.RotateRefresh(ctx, g.Refresh.Hash, at(time.Hour), []byte(fmt.Sprint(i)), a, r, ev)
+		})
+	}
+	close(start)
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			if winner >= 0 {
+				t.Errorf("rotations %d and %d both succeeded", winner, i)
+			}
+			winner = i
+		case !errors.Is(err, store.ErrConflict):
+			t.Errorf("rotation %d: %v, want ErrConflict", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no rotation succeeded")
+	}
+	old, err := s.GetToken(ctx, g.Refresh.Hash, at(time.Hour))
+	must(t, "GetToken", err)
+	diff(t, "grace response is the winner's", old.GraceResponse, []byte(fmt.Sprint(winner)))
+	for i := range parallel {
+		_, r, _ := rotation(fmt.Sprintf("race %d", i), g.Refresh)
+		_, err := s.GetToken(ctx, r.Hash, at(time.Hour))
+		if (err == nil) != (i == winner) {
+			t.Errorf("refresh token of rotation %d: err %v (winner %d)", i, err, winner)
+		}
+	}
+}
+
+// ---- revocation ----
+
+func testRevoke(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	now := at(time.Hour)
+
+	// Family f1: access, refresh, then a rotation adds access2, refresh2.
+	f1 := issue(t, s, "f1", "c1", "alice")
+	a2, r2, ev := rotation("f1 second", f1.Refresh)
+	must(t, "RotateRefresh", s.RotateRefresh(ctx, f1.Refresh.Hash, now, nil, a2, r2, ev))
+	f2 := issue(t, s, "f2", "c1", "alice")
+	f3 := issue(t, s, "f3", "c1", "alice")
+
+	tests := []struct {
+		name   string
+		revoke func() ([]string, error)
+		want   []string
+	}{
+		{"unknown token", func() ([]string, error) { return s.RevokeToken(ctx, h("nope"), now, nil) }, nil},
+		{"access token revokes only itself", func() ([]string, error) { return s.RevokeToken(ctx, f2.Access.Hash, now, nil) },
+			[]string{f2.Access.Hash}},
+		{"access token again", func() ([]string, error) { return s.RevokeToken(ctx, f2.Access.Hash, now, nil) }, nil},
+		{"rotated refresh token revokes the family", func() ([]string, error) { return s.RevokeToken(ctx, f1.Refresh.Hash, now, nil) },
+			[]string{f1.Access.Hash, f1.Refresh.Hash, a2.Hash, r2.Hash}},
+		{"family again", func() ([]string, error) { return s.RevokeToken(ctx, r2.Hash, now, nil) }, nil},
+		{"refresh token after its access token", func() ([]string, error) { return s.RevokeToken(ctx, f2.Refresh.Hash, now, nil) },
+			[]string{f2.Refresh.Hash}},
+		{"RevokeFamily", func() ([]string, error) { return s.RevokeFamily(ctx, f3.Access.FamilyID, now, nil) },
+			[]string{f3.Access.Hash, f3.Refresh.Hash}},
+		{"RevokeFamily again", func() ([]string, error) { return s.RevokeFamily(ctx, f3.Access.FamilyID, now, nil) }, nil},
+		{"RevokeFamily unknown", func() ([]string, error) { return s.RevokeFamily(ctx, "nope", now, nil) }, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.revoke()
+			must(t, "revoke", err)
+			diff(t, "newly revoked", sorted(got), sorted(tt.want))
+			for _, hash := range tt.want {
+				tok, err := s.GetToken(ctx, hash, now)
+				must(t, "GetToken", err)
+				if !tok.RevokedAt.Equal(now) {
+					t.Errorf("token %s RevokedAt %v, want %v", hash[:8], tok.RevokedAt, now)
+				}
+			}
+		})
+	}
+	// f2's refresh token survived the revocation of f2's access token
+	// until revoked itself: check the audit variant writes its row.
+	before := auditCount(t, s)
+	ev2 := store.AuditEvent{Event: store.EventTokenRevoked, Success: true, ClientID: "c1", Username: "alice", CreatedAt: now}
+	_, err := s.RevokeToken(ctx, h("nope"), now, &ev2)
+	must(t, "RevokeToken with audit", err)
+	_, err = s.RevokeFamily(ctx, "nope", now, &ev2)
+	must(t, "RevokeFamily with audit", err)
+	if n := auditCount(t, s); n != before+2 {
+		t.Errorf("audit rows = %d, want %d", n, before+2)
+	}
+}
+
+func testRevokeUserTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, id := range []string{"c1", "c2"} {
+		must(t, "CreateClient", s.CreateClient(ctx, newClient(id, base)))
+	}
+	now := at(time.Hour)
+	a1 := issue(t, s, "a1", "c1", "alice")
+	a2 := issue(t, s, "a2", "c2", "alice")
+	a3 := issue(t, s, "a3", "c2", "alice")
+	b1 := issue(t, s, "b1", "c1", "bob")
+
+	got, err := s.RevokeUserTokens(ctx, "alice", "c2", now, nil)
+	must(t, "RevokeUserTokens alice c2", err)
+	diff(t, "alice@c2", sorted(got), sorted([]string{a2.Access.Hash, a2.Refresh.Hash, a3.Access.Hash, a3.Refresh.Hash}))
+	got, err = s.RevokeUserTokens(ctx, "alice", "", now, nil)
+	must(t, "RevokeUserTokens alice", err)
+	diff(t, "alice (rest)", sorted(got), sorted([]string{a1.Access.Hash, a1.Refresh.Hash}))
+	got, err = s.RevokeUserTokens(ctx, "alice", "", now, nil)
+	must(t, "RevokeUserTokens alice again", err)
+	diff(t, "alice again", sorted(got), []string{})
+	tok, err := s.GetToken(ctx, b1.Access.Hash, now)
+	must(t, "GetToken bob", err)
+	if !tok.RevokedAt.IsZero() {
+		t.Errorf("bob's token revoked with alice's")
+	}
+}
+
+// collector gathers invalidations delivered by Subscribe.
+type collector struct {
+	mu     sync.Mutex
+	all    int
+	hashes map[string]bool
+}
+
+func (c *collector) fn(inv store.Invalidation) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if inv.All {
+		c.all++
+	}
+	for _, h := range inv.TokenHashes {
+		c.hashes[h] = true
+	}
+}
+
+// waitFor polls cond for up to d.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Subscribe starts s.Subscribe in the background, waits for its first All,
+// and stops it at cleanup. Backends use it for cross-instance tests.
+func Subscribe(t *testing.T, s store.Store) *Collector {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Collector{c: collector{hashes: map[string]bool{}}}
+	done := make(chan error, 1)
+	go func() { done <- s.Subscribe(ctx, c.c.fn) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Subscribe returned %v after cancel, want nil", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Subscribe did not return within 5s of cancel")
+		}
+	})
+	if !waitFor(5*time.Second, func() bool { return c.AllCount() > 0 }) {
+		t.Fatalf("Subscribe did not deliver All at start")
+	}
+	return c
+}
+
+// Collector records what a Subscribe call delivered.
+type Collector struct{ c collector }
+
+// AllCount is how many invalidations with All were delivered.
+func (c *Collector) AllCount() int {
+	c.c.mu.Lock()
+	defer c.c.mu.Unlock()
+	return c.c.all
+}
+
+// WaitHashes reports whether every hash was delivered within d.
+func (c *Collector) WaitHashes(d time.Duration, hashes ...string) bool {
+	return waitFor(d, func() bool {
+		c.c.mu.Lock()
+		defer c.c.mu.Unlock()
+		for _, h := range hashes {
+			if !c.c.hashes[h] {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// Has reports whether hash was delivered.
+func (c *Collector) Has(hash string) bool {
+	c.c.mu.Lock()
+	defer c.c.mu.Unlock()
+	return c.c.hashes[hash]
+}
+
+func testSubscribe(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: "bob", PasswordHash: "x", CreatedAt: base}))
+	c1 := Subscribe(t, s)
+	c2 := Subscribe(t, s)
+	now := at(time.Hour)
+
+	fam := issue(t, s, "fam", "c1", "alice")
+	acc := issue(t, s, "acc", "c1", "alice")
+	usr := issue(t, s, "usr", "c1", "carol")
+	con := issue(t, s, "con", "c1", "dave")
+	must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "dave", ClientID: "c1", Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
+	del := issue(t, s, "del", "c1", "bob")
+	untouched := issue(t, s, "untouched", "c1", "erin")
+
+	steps := []struct {
+		name   string
+		do     func() error
+		hashes []string
+	}{
+		{"RevokeToken refresh", func() error { _, err := s.RevokeToken(ctx, fam.Refresh.Hash, now, nil); return err },
+			[]string{fam.Access.Hash, fam.Refresh.Hash}},
+		{"RevokeFamily", func() error { _, err := s.RevokeFamily(ctx, acc.Access.FamilyID, now, nil); return err },
+			[]string{acc.Access.Hash, acc.Refresh.Hash}},
+		{"RevokeUserTokens", func() error { _, err := s.RevokeUserTokens(ctx, "carol", "", now, nil); return err },
+			[]string{usr.Access.Hash, usr.Refresh.Hash}},
+		{"DeleteConsent", func() error { _, err := s.DeleteConsent(ctx, "dave", "c1", now, nil); return err },
+			[]string{con.Access.Hash, con.Refresh.Hash}},
+		{"DeleteUser", func() error { return s.DeleteUser(ctx, "bob", now) },
+			[]string{del.Access.Hash, del.Refresh.Hash}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			must(t, st.name, st.do())
+			for i, c := range []*Collector{c1, c2} {
+				if !c.WaitHashes(time.Second, st.hashes...) {
+					t.Errorf("subscriber %d did not receive the revoked hashes within 1s", i+1)
+				}
+			}
+		})
+	}
+	if c1.Has(untouched.Access.Hash) {
+		t.Errorf("a token that was never revoked was notified")
+	}
+	// DeleteClient revokes the remaining tokens of the client.
+	must(t, "DeleteClient", s.DeleteClient(ctx, "c1", now))
+	if !c1.WaitHashes(time.Second, untouched.Access.Hash, untouched.Refresh.Hash) {
+		t.Errorf("DeleteClient's revocations not received within 1s")
+	}
+}
+
+// ---- consents ----
+
+func testConsents(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, id := range []string{"c1", "c2"} {
+		must(t, "CreateClient", s.CreateClient(ctx, newClient(id, base)))
+	}
+	c1 := store.Consent{Username: "alice", ClientID: "c1", Scope: "mcp", CreatedAt: base, UpdatedAt: base}
+	c2 := store.Consent{Username: "alice", ClientID: "c2", Scope: "mcp read", CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute)}
+	ev := store.AuditEvent{Event: store.EventConsentGranted, Success: true, ClientID: "c1", Username: "alice", CreatedAt: base}
+	must(t, "PutConsent", s.PutConsent(ctx, c1, &ev))
+	must(t, "PutConsent", s.PutConsent(ctx, c2, nil))
+	if n := auditCount(t, s); n != 1 {
+		t.Errorf("audit rows = %d, want 1", n)
+	}
+	got, err := s.GetConsent(ctx, "alice", "c1")
+	must(t, "GetConsent", err)
+	diff(t, "GetConsent", got, utc(c1))
+	_, err = s.GetConsent(ctx, "bob", "c1")
+	wantErr(t, "GetConsent unknown", err, store.ErrNotFound)
+
+	list, err := s.ListConsents(ctx, "alice")
+	must(t, "ListConsents", err)
+	diff(t, "ListConsents newest first", list, utc([]store.Consent{c2, c1}))
+
+	// Replacing keeps CreatedAt and takes the new scope and UpdatedAt.
+	repl := store.Consent{Username: "alice", ClientID: "c1", Scope: "mcp write", CreatedAt: at(time.Hour), UpdatedAt: at(time.Hour)}
+	must(t, "PutConsent replace", s.PutConsent(ctx, repl, nil))
+	got, err = s.GetConsent(ctx, "alice", "c1")
+	must(t, "GetConsent", err)
+	want := repl
+	want.CreatedAt = base
+	diff(t, "replaced consent", got, utc(want))
+
+	a1 := issue(t, s, "a1", "c1", "alice")
+	a2 := issue(t, s, "a2", "c2", "alice")
+	b1 := issue(t, s, "b1", "c1", "bob")
+	now := at(2 * time.Hour)
+	revoked, err := s.DeleteConsent(ctx, "alice", "c1", now, &store.AuditEvent{Event: store.EventTokenRevoked, Success: true, CreatedAt: now})
+	must(t, "DeleteConsent", err)
+	diff(t, "revoked by DeleteConsent", sorted(revoked), sorted([]string{a1.Access.Hash, a1.Refresh.Hash}))
+	for _, tok := range []store.Token{a2.Access, b1.Access} {
+		got, err := s.GetToken(ctx, tok.Hash, now)
+		must(t, "GetToken", err)
+		if !got.RevokedAt.IsZero() {
+			t.Errorf("token of %s@%s revoked by alice@c1's consent removal", tok.Username, tok.ClientID)
+		}
+	}
+	_, err = s.GetConsent(ctx, "alice", "c1")
+	wantErr(t, "GetConsent deleted", err, store.ErrNotFound)
+	before := auditCount(t, s)
+	_, err = s.DeleteConsent(ctx, "alice", "c1", now, &store.AuditEvent{Event: store.EventTokenRevoked, CreatedAt: now})
+	wantErr(t, "DeleteConsent again", err, store.ErrNotFound)
+	if n := auditCount(t, s); n != before {
+		t.Errorf("failed DeleteConsent wrote an audit row")
+	}
+}
+
+// ---- login failures ----
+
+func testLoginFailures(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const (
+		window    = 15 * time.Minute
+		threshold = 3
+		lockFor   = time.Hour
+	)
+	type step struct {
+		at   time.Duration // failure at base+at; negative: reset instead
+		want store.LoginFailures
+	}
+	lf := func(count int, first time.Duration, locked time.Duration) store.LoginFailures {
+		f := store.LoginFailures{Username: "u", Count: count, FirstAt: at(first)}
+		if locked != 0 {
+			f.LockedUntil = at(locked)
+		}
+		return f
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"counts within the window", []step{
+			{0, lf(1, 0, 0)},
+			{time.Minute, lf(2, 0, 0)},
+		}},
+		{"window passed restarts", []step{
+			{0, lf(1, 0, 0)},
+			{time.Minute, lf(2, 0, 0)},
+			{window, lf(1, window, 0)},
+		}},
+		{"threshold locks", []step{
+			{0, lf(1, 0, 0)},
+			{time.Minute, lf(2, 0, 0)},
+			{2 * time.Minute, lf(3, 0, 2*time.Minute+lockFor)},
+			{3 * time.Minute, lf(4, 0, 3*time.Minute+lockFor)},
+		}},
+		{"lock outlives the window", []step{
+			{0, lf(1, 0, 0)},
+			{time.Second, lf(2, 0, 0)},
+			{2 * time.Second, lf(3, 0, 2*time.Second+lockFor)},
+			{20 * time.Minute, lf(1, 20*time.Minute, 2*time.Second+lockFor)},
+			{2 * time.Hour, lf(1, 2*time.Hour, 0)},
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			user := fmt.Sprintf("unknown-user-%d", i) // never created: no enumeration
+			for j, st := range tt.steps {
+				got, err := s.RecordLoginFailure(ctx, user, at(st.at), window, threshold, lockFor)
+				must(t, "RecordLoginFailure", err)
+				want := st.want
+				want.Username = user
+				diff(t, fmt.Sprintf("step %d result", j), got, utc(want))
+				stored, err := s.GetLoginFailures(ctx, user)
+				must(t, "GetLoginFailures", err)
+				diff(t, fmt.Sprintf("step %d stored", j), stored, utc(want))
+			}
+			must(t, "ResetLoginFailures", s.ResetLoginFailures(ctx, user))
+			got, err := s.GetLoginFailures(ctx, user)
+			must(t, "GetLoginFailures", err)
+			diff(t, "after reset", got, store.LoginFailures{})
+		})
+	}
+	got, err := s.GetLoginFailures(ctx, "never-failed")
+	must(t, "GetLoginFailures never", err)
+	diff(t, "never failed", got, store.LoginFailures{})
+	must(t, "ResetLoginFailures unknown", s.ResetLoginFailures(ctx, "never-failed"))
+}
+
+func testLoginFailuresConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const n = 20
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	counts := make([]int, n)
+	for i := range n {
+		wg.Go(func() {
+			f, err := s.RecordLoginFailure(ctx, "target", at(time.Duration(i)*time.Millisecond), time.Hour, 10, time.Hour)
+			if err != nil {
+				failed.Add(1)
+				t.Errorf("RecordLoginFailure: %v", err)
+				return
+			}
+			counts[i] = f.Count
+		})
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		return
+	}
+	got, err := s.GetLoginFailures(ctx, "target")
+	must(t, "GetLoginFailures", err)
+	if got.Count != n {
+		t.Errorf("Count = %d after %d concurrent failures", got.Count, n)
+	}
+	if got.LockedUntil.IsZero() {
+		t.Errorf("not locked after %d failures with threshold 10", n)
+	}
+	slices.Sort(counts)
+	for i, c := range counts {
+		if c != i+1 {
+			t.Errorf("concurrent failures returned counts %v, want 1..%d each once", counts, n)
+			break
+		}
+	}
+}
+
+// ---- audit ----
+
+func testAudit(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	evs := []store.AuditEvent{
+		{Event: store.EventLoginSuccess, Success: true, IP: "192.0.2.1", UserAgent: "ua1", Username: "alice", CreatedAt: base},
+		{Event: store.EventLoginFailure, Success: false, IP: "192.0.2.2", UserAgent: "ua2", Username: "alice", Error: "bad_password", CreatedAt: at(time.Minute)},
+		{Event: store.EventTokenExchange, Success: true, IP: "2001:db8::1", ClientID: "c1", Username: "alice", CreatedAt: at(2 * time.Minute)},
+		{Event: store.EventTokenFailure, Success: false, ClientID: "c1", Error: "invalid_grant", CreatedAt: at(3 * time.Minute)},
+		{Event: store.EventLoginFailure, Success: false, Username: "bob", Error: "bad_password", CreatedAt: at(4 * time.Minute)},
+		// Same instant as the previous row: the ID breaks the tie.
+		{Event: store.EventAccountLocked, Success: false, Username: "bob", CreatedAt: at(4 * time.Minute)},
+	}
+	for i := range evs {
+		must(t, "RecordAudit", s.RecordAudit(ctx, evs[i]))
+	}
+	all, err := s.ListAudit(ctx, store.AuditFilter{})
+	must(t, "ListAudit", err)
+	if len(all) != len(evs) {
+		t.Fatalf("ListAudit returned %d rows, want %d", len(all), len(evs))
+	}
+	// Newest first; IDs are assigned, increasing.
+	for i := range evs {
+		got := all[len(all)-1-i]
+		if got.ID <= 0 || (i > 0 && got.ID <= all[len(all)-i].ID) {
+			t.Errorf("row %d ID %d not positive and increasing", i, got.ID)
+		}
+		want := evs[i]
+		want.ID = got.ID
+		diff(t, fmt.Sprintf("row %d", i), got, utc(want))
+	}
+	idx := func(rows []store.AuditEvent) []string {
+		out := []string{}
+		for _, r := range rows {
+			out = append(out, r.Event+"/"+r.Username+"/"+r.ClientID)
+		}
+		return out
+	}
+	tests := []struct {
+		name string
+		f    store.AuditFilter
+		want []string
+	}{
+		{"since", store.AuditFilter{Since: at(3 * time.Minute)}, []string{"account_locked/bob/", "login_failure/bob/", "token_failure//c1"}},
+		{"event", store.AuditFilter{Event: store.EventLoginFailure}, []string{"login_failure/bob/", "login_failure/alice/"}},
+		{"username", store.AuditFilter{Username: "alice"}, []string{"token_exchange/alice/c1", "login_failure/alice/", "login_success/alice/"}},
+		{"client", store.AuditFilter{ClientID: "c1"}, []string{"token_failure//c1", "token_exchange/alice/c1"}},
+		{"failed only", store.AuditFilter{FailedOnly: true}, []string{"account_locked/bob/", "login_failure/bob/", "token_failure//c1", "login_failure/alice/"}},
+		{"limit", store.AuditFilter{Limit: 2}, []string{"account_locked/bob/", "login_failure/bob/"}},
+		{"combined", store.AuditFilter{Username: "alice", FailedOnly: true, Since: base}, []string{"login_failure/alice/"}},
+		{"nothing", store.AuditFilter{Event: store.EventLogout}, []string{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.ListAudit(ctx, tt.f)
+			must(t, "ListAudit", err)
+			diff(t, "rows", idx(got), tt.want)
+		})
+	}
+}
+
+// ---- cleanup ----
+
+func testDeleteExpired(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	now := at(7 * time.Hour)
+
+	live := store.Session{IDHash: h("live"), Username: "alice", CSRFToken: "x", CreatedAt: base, ExpiresAt: at(8 * time.Hour)}
+	dead := store.Session{IDHash: h("dead"), Username: "alice", CSRFToken: "x", CreatedAt: base, ExpiresAt: now}
+	must(t, "CreateSession", s.CreateSession(ctx, live))
+	must(t, "CreateSession", s.CreateSession(ctx, dead))
+
+	// Code expires at base+10m; its tokens: access at +6h (expired),
+	// refresh at +30d (live). A revoked but unexpired token stays.
+	g := issue(t, s, "g", "c1", "alice")
+	_, err := s.RevokeToken(ctx, g.Refresh.Hash, at(time.Minute), nil)
+	must(t, "RevokeToken", err)
+	liveCode := newCode("live", "c1", "alice")
+	liveCode.ExpiresAt = at(8 * time.Hour)
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, liveCode, nil))
+
+	_, err = s.RecordLoginFailure(ctx, "lapsed", base, 15*time.Minute, 10, time.Hour)
+	must(t, "RecordLoginFailure", err)
+	_, err = s.RecordLoginFailure(ctx, "locked", at(6*time.Hour+30*time.Minute), time.Minute, 1, time.Hour)
+	must(t, "RecordLoginFailure", err)
+
+	for _, e := range []store.AuditEvent{
+		{Event: store.EventLoginSuccess, Success: true, CreatedAt: at(-100 * 24 * time.Hour)},
+		{Event: store.EventLoginSuccess, Success: true, CreatedAt: at(-89 * 24 * time.Hour)},
+	} {
+		must(t, "RecordAudit", s.RecordAudit(ctx, e))
+	}
+	// Plus the token_exchange row written by issue, at base.
+
+	n, err := s.DeleteExpired(ctx, now, time.Time{})
+	must(t, "DeleteExpired", err)
+	// dead session, code "g", access token, lapsed failures.
+	if n != 4 {
+		t.Errorf("DeleteExpired removed %d rows, want 4", n)
+	}
+	n, err = s.DeleteExpired(ctx, now, at(-90*24*time.Hour))
+	must(t, "DeleteExpired audit", err)
+	if n != 1 {
+		t.Errorf("DeleteExpired with audit cutoff removed %d rows, want 1", n)
+	}
+	n, err = s.DeleteExpired(ctx, now, at(-90*24*time.Hour))
+	must(t, "DeleteExpired again", err)
+	if n != 0 {
+		t.Errorf("DeleteExpired again removed %d rows, want 0", n)
+	}
+
+	// What must remain, seen through a clock where nothing has expired
+	// yet (so only deletion can explain a miss).
+	early := at(time.Second)
+	if _, err := s.GetSession(ctx, live.IDHash, early); err != nil {
+		t.Errorf("live session: %v", err)
+	}
+	if _, err := s.GetSession(ctx, dead.IDHash, early); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired session still there: %v", err)
+	}
+	if _, err := s.GetAuthCode(ctx, liveCode.CodeHash, early); err != nil {
+		t.Errorf("live code: %v", err)
+	}
+	if _, err := s.GetAuthCode(ctx, h("code g"), early); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired code still there: %v", err)
+	}
+	if tok, err := s.GetToken(ctx, g.Refresh.Hash, early); err != nil || tok.RevokedAt.IsZero() {
+		t.Errorf("revoked unexpired refresh token: %v (revoked %v)", err, tok.RevokedAt)
+	}
+	if _, err := s.GetToken(ctx, g.Access.Hash, early); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("expired access token still there: %v", err)
+	}
+	if f, _ := s.GetLoginFailures(ctx, "lapsed"); f.Count != 0 {
+		t.Errorf("lapsed login failures kept: %+v", f)
+	}
+	if f, _ := s.GetLoginFailures(ctx, "locked"); f.Count != 1 {
+		t.Errorf("locked account's failures removed: %+v", f)
+	}
+	if n := auditCount(t, s); n != 2 {
+		t.Errorf("audit rows left = %d, want 2", n)
+	}
+}
+
+// ---- times ----
+
+func testTimeRoundTrip(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	zones := []*time.Location{
+		time.UTC,
+		loc,
+		time.FixedZone("UTC-09:30", -(9*3600 + 30*60)),
+		time.FixedZone("UTC+14", 14*3600),
+	}
+	for i, z := range zones {
+		t.Run(z.String(), func(t *testing.T) {
+			when := time.Date(2030, 12, 31, 23, 59, 59, 999999000, z) // crosses a year in UTC for some zones
+			u := store.User{Username: fmt.Sprintf("tz%d", i), PasswordHash: "x", CreatedAt: when, UpdatedAt: when.Add(time.Microsecond)}
+			must(t, "CreateUser", s.CreateUser(ctx, u))
+			got, err := s.GetUser(ctx, u.Username)
+			must(t, "GetUser", err)
+			diff(t, "user times", got, utc(u))
+			if got.CreatedAt.Location() != time.UTC {
+				t.Errorf("CreatedAt location %v, want UTC", got.CreatedAt.Location())
+			}
+			if !got.CreatedAt.Equal(when) || got.CreatedAt.Nanosecond() != 999999000 {
+				t.Errorf("CreatedAt %v, want %v exactly", got.CreatedAt, when)
+			}
+			// Expiry compares instants, not wall clocks.
+			sess := store.Session{IDHash: h(u.Username), Username: u.Username, CSRFToken: "c", CreatedAt: when, ExpiresAt: when.Add(time.Microsecond)}
+			must(t, "CreateSession", s.CreateSession(ctx, sess))
+			if _, err := s.GetSession(ctx, sess.IDHash, when.In(time.UTC)); err != nil {
+				t.Errorf("session live a microsecond before expiry: %v", err)
+			}
+			if _, err := s.GetSession(ctx, sess.IDHash, when.Add(time.Microsecond).In(zones[(i+1)%len(zones)])); !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("session at expiry (other zone): %v, want ErrNotFound", err)
+			}
+		})
+	}
+	ev := store.AuditEvent{Event: store.EventLogout, Success: true, CreatedAt: time.Date(2029, 1, 1, 0, 0, 0, 1000, loc)}
+	must(t, "RecordAudit", s.RecordAudit(ctx, ev))
+	rows, err := s.ListAudit(ctx, store.AuditFilter{Event: store.EventLogout})
+	must(t, "ListAudit", err)
+	if len(rows) != 1 {
+		t.Fatalf("rows = %d", len(rows))
+	}
+	ev.ID = rows[0].ID
+	diff(t, "audit time", rows[0], utc(ev))
+}
+
+// ---- cascades ----
+
+func testDeleteUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	for _, u := range []string{"alice", "bob"} {
+		must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: u, PasswordHash: "x", CreatedAt: base}))
+		must(t, "CreateSession", s.CreateSession(ctx, store.Session{IDHash: h("s " + u), Username: u, CSRFToken: "c", CreatedAt: base, ExpiresAt: at(time.Hour)}))
+		must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: u, ClientID: "c1", Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
+		_, err := s.RecordLoginFailure(ctx, u, base, time.Hour, 5, time.Hour)
+		must(t, "RecordLoginFailure", err)
+	}
+	ga := issue(t, s, "alice", "c1", "alice")
+	gb := issue(t, s, "bob", "c1", "bob")
+	pending := newCode("pending", "c1", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pending, nil))
+	sub := Subscribe(t, s)
+
+	now := at(time.Minute)
+	must(t, "DeleteUser", s.DeleteUser(ctx, "alice", now))
+	_, err := s.GetUser(ctx, "alice")
+	wantErr(t, "GetUser", err, store.ErrNotFound)
+	_, err = s.GetSession(ctx, h("s alice"), now)
+	wantErr(t, "GetSession", err, store.ErrNotFound)
+	_, err = s.GetConsent(ctx, "alice", "c1")
+	wantErr(t, "GetConsent", err, store.ErrNotFound)
+	_, err = s.GetAuthCode(ctx, pending.CodeHash, now)
+	wantErr(t, "GetAuthCode (an unredeemed code of a deleted user)", err, store.ErrNotFound)
+	if f, _ := s.GetLoginFailures(ctx, "alice"); f.Count != 0 {
+		t.Errorf("login failures kept: %+v", f)
+	}
+	for _, tok := range []store.Token{ga.Access, ga.Refresh} {
+		got, err := s.GetToken(ctx, tok.Hash, now)
+		if err == nil && got.RevokedAt.IsZero() {
+			t.Errorf("%s token of deleted user still valid", tok.Kind)
+		}
+	}
+	if !sub.WaitHashes(time.Second, ga.Access.Hash, ga.Refresh.Hash) {
+		t.Errorf("deleted user's tokens not notified within 1s")
+	}
+	// Bob is untouched.
+	if _, err := s.GetUser(ctx, "bob"); err != nil {
+		t.Errorf("bob: %v", err)
+	}
+	if _, err := s.GetSession(ctx, h("s bob"), now); err != nil {
+		t.Errorf("bob's session: %v", err)
+	}
+	if _, err := s.GetConsent(ctx, "bob", "c1"); err != nil {
+		t.Errorf("bob's consent: %v", err)
+	}
+	if tok, err := s.GetToken(ctx, gb.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
+		t.Errorf("bob's token: %v, revoked %v", err, tok.RevokedAt)
+	}
+	if sub.Has(gb.Access.Hash) {
+		t.Errorf("bob's token notified")
+	}
+	// The name can be taken again.
+	must(t, "CreateUser again", s.CreateUser(ctx, store.User{Username: "alice", PasswordHash: "y", CreatedAt: now}))
+}
+
+func testDeleteClient(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, id := range []string{"c1", "c2"} {
+		must(t, "CreateClient", s.CreateClient(ctx, newClient(id, base)))
+		must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "alice", ClientID: id, Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
+	}
+	g1 := issue(t, s, "one", "c1", "alice")
+	g2 := issue(t, s, "two", "c2", "alice")
+	pending := newCode("pending", "c1", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pending, nil))
+	sub := Subscribe(t, s)
+
+	now := at(time.Minute)
+	must(t, "DeleteClient", s.DeleteClient(ctx, "c1", now))
+	_, err := s.GetClient(ctx, "c1")
+	wantErr(t, "GetClient", err, store.ErrNotFound)
+	_, err = s.GetConsent(ctx, "alice", "c1")
+	wantErr(t, "GetConsent", err, store.ErrNotFound)
+	_, err = s.GetAuthCode(ctx, pending.CodeHash, now)
+	wantErr(t, "GetAuthCode", err, store.ErrNotFound)
+	for _, tok := range []store.Token{g1.Access, g1.Refresh} {
+		got, err := s.GetToken(ctx, tok.Hash, now)
+		if err == nil && got.RevokedAt.IsZero() {
+			t.Errorf("%s token of deleted client still valid", tok.Kind)
+		}
+	}
+	if !sub.WaitHashes(time.Second, g1.Access.Hash, g1.Refresh.Hash) {
+		t.Errorf("deleted client's tokens not notified within 1s")
+	}
+	if tok, err := s.GetToken(ctx, g2.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
+		t.Errorf("other client's token: %v, revoked %v", err, tok.RevokedAt)
+	}
+	if _, err := s.GetConsent(ctx, "alice", "c2"); err != nil {
+		t.Errorf("other client's consent: %v", err)
+	}
+	wantErr(t, "DeleteClient again", s.DeleteClient(ctx, "c1", now), store.ErrNotFound)
+}
