@@ -1,0 +1,819 @@
+// Package extauthz answers the question every proxy in front of an MCP
+// server asks on every request: may this request through? It holds one pure
+// core, Checker.Check, and two thin front ends over it: the Envoy ext_authz
+// v3 gRPC service (envoy.service.auth.v3.Authorization) and an HTTP check for
+// nginx auth_request, Traefik ForwardAuth, Caddy forward_auth and Envoy's HTTP
+// ext_authz mode.
+//
+// A request is allowed when it carries, in "Authorization: Bearer …", an
+// access token that exists, is neither expired nor revoked, and whose
+// audience (RFC 8707) is the protected resource the request is for; or the
+// configured API key. Otherwise it is denied with a 401 whose
+// WWW-Authenticate header points at the resource's RFC 9728 metadata, which
+// is how an MCP client that knows only the server URL finds passgate.
+//
+// Verified tokens are cached in process, bounded in size and never past
+// their expiry; Run consumes the store's invalidations so a revocation on any
+// replica reaches the cache. When the store is unreachable, cached tokens
+// keep working and uncached ones fail closed: the gRPC front end returns
+// codes.Unavailable (Envoy with failure_mode_allow: false denies) and the
+// HTTP front end answers 503 (nginx turns it into a 500). The check path
+// never writes to the store.
+//
+// # Wiring the HTTP check
+//
+// Mount Checker.HTTPHandler at CheckPath and CheckPath+"/". The handler finds
+// the original request in this order:
+//
+//   - nginx auth_request: X-Original-URI and X-Original-Method.
+//   - Traefik ForwardAuth, Caddy forward_auth: X-Forwarded-Uri and
+//     X-Forwarded-Method.
+//   - Envoy HTTP ext_authz (path_prefix: /_passgate/check): the original path
+//     appended to CheckPath, the original method and Host.
+//
+// The host is X-Forwarded-Host when present, else Host; the scheme is
+// X-Forwarded-Proto when present. These headers are trusted, so the proxy
+// MUST set them itself, overwriting whatever the client sent: a client that
+// could choose X-Forwarded-Host or X-Original-URI could pick the resource
+// (and so the audience) its token is checked against. nginx:
+//
+//	location = /_passgate/check {
+//	    internal;
+//	    proxy_pass http://passgate:8080;
+//	    proxy_pass_request_body off;
+//	    proxy_set_header Content-Length "";
+//	    proxy_set_header X-Original-URI $request_uri;
+//	    proxy_set_header X-Original-Method $request_method;
+//	    proxy_set_header X-Forwarded-Host $host;
+//	    proxy_set_header X-Forwarded-Proto $scheme;
+//	}
+//	location /mcp {
+//	    auth_request /_passgate/check;
+//	    auth_request_set $pg_user $upstream_http_x_passgate_user;
+//	    auth_request_set $pg_client $upstream_http_x_passgate_client_id;
+//	    auth_request_set $pg_scope $upstream_http_x_passgate_scope;
+//	    proxy_set_header X-Passgate-User $pg_user;       # overwrites (or, empty, removes) client copies
+//	    proxy_set_header X-Passgate-Client-Id $pg_client;
+//	    proxy_set_header X-Passgate-Scope $pg_scope;
+//	    proxy_set_header Authorization "";               # unless the upstream needs the token
+//	    proxy_pass http://mcp-upstream;
+//	}
+//
+// nginx passes WWW-Authenticate of a 401 to the client by itself; the JSON
+// body and Access-Control-Expose-Headers need an error_page 401 location
+// that returns them (auth_request_set $pg_www $upstream_http_www_authenticate).
+// The HTTP check answers only 200, 401, 403 and, for a store outage on an
+// uncached token, 503. Allowed answers carry the identity headers and
+// X-Envoy-Auth-Headers-To-Remove (the Authorization header and any identity
+// header not set), which Envoy's HTTP ext_authz honours; Traefik's
+// authResponseHeaders and Caddy's copy_headers must list the three identity
+// headers, and the Authorization header must be removed by the proxy.
+//
+// # Wiring the gRPC check
+//
+// NewGRPCServer returns a *grpc.Server with the Authorization service, gRPC
+// health (grpc.health.v1) and server reflection registered, and keepalive
+// MaxConnectionAge set so Envoy's long-lived connections spread over
+// replicas. On SIGTERM call SetServing(false) (health answers NOT_SERVING),
+// give Envoy a moment to notice, then GracefulStop.
+package extauthz
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/textproto"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/health"
+
+	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
+)
+
+// CheckPath is where cmd/passgate mounts HTTPHandler; Envoy's HTTP ext_authz
+// appends the original path to it.
+const CheckPath = "/_passgate/check"
+
+// Defaults for Config.
+const (
+	DefaultUserHeader     = "X-Passgate-User"
+	DefaultClientIDHeader = "X-Passgate-Client-Id"
+	DefaultScopeHeader    = "X-Passgate-Scope"
+	DefaultCacheSize      = 100_000
+	// DefaultStoreTimeout is well under Envoy's default ext_authz timeout
+	// (200ms for gRPC is common, so operators raising it should keep this
+	// below theirs) and nginx's proxy timeouts: a stuck database turns into
+	// a fast fail-closed answer instead of a hung proxy.
+	DefaultStoreTimeout = 300 * time.Millisecond
+)
+
+// maxTokenLen bounds the credential we hash; passgate's tokens are 47 bytes
+// and nothing legitimate comes near this.
+const maxTokenLen = 4096
+
+// Config configures a Checker. Only Resources and Store are required.
+type Config struct {
+	// Resources are the protected resources; a request is for the one whose
+	// origin matches and whose path is the longest prefix of the request
+	// path (resource.Find).
+	Resources []resource.Resource
+	// Store is where tokens are looked up by hash.
+	Store store.Store
+	// APIKey is the seed's static API_KEY. Optional: when set, it is accepted
+	// as a Bearer credential for every resource (compared in constant time,
+	// length included) and bypasses scope rules; no identity headers are
+	// sent for it.
+	APIKey string
+	// Scopes are advertised in the scope parameter of 401 challenges when no
+	// ScopeRule applies (normally the server's supported scopes). Optional.
+	Scopes []string
+	// Logger receives store errors (rate limited). Optional: default discards.
+	Logger *slog.Logger
+	// Now is the clock. Optional: default time.Now.
+	Now func() time.Time
+	// Metrics registers the check metrics. Optional: default a private
+	// registry nobody scrapes.
+	Metrics prometheus.Registerer
+	// UserHeader, ClientIDHeader and ScopeHeader name the identity headers
+	// sent to the upstream. Optional: defaults X-Passgate-User,
+	// X-Passgate-Client-Id, X-Passgate-Scope. Copies sent by the client are
+	// always removed or overwritten.
+	UserHeader, ClientIDHeader, ScopeHeader string
+	// KeepAuthorization passes the client's Authorization header to the
+	// upstream. Default false: the MCP spec forbids token passthrough.
+	KeepAuthorization bool
+	// AllowPreflight allows CORS preflights (OPTIONS with Origin and
+	// Access-Control-Request-Method, without Authorization) for protected
+	// resources, so the upstream can answer them.
+	AllowPreflight bool
+	// RequiredScopes require scopes per resource or path prefix; a valid
+	// token lacking one gets 403 insufficient_scope. Optional.
+	RequiredScopes []ScopeRule
+	// CacheSize bounds the number of cached tokens. Optional: default
+	// 100_000; negative disables the cache.
+	CacheSize int
+	// StoreTimeout bounds a store lookup on the check path. Optional:
+	// default 300ms.
+	StoreTimeout time.Duration
+	// AllowUnknownResources allows requests that match no configured
+	// resource (identity headers stripped, Authorization left alone).
+	// Default false: they are denied with 403.
+	AllowUnknownResources bool
+}
+
+// ScopeRule requires Scopes for the requests Match selects.
+type ScopeRule struct {
+	// Match is either an absolute URL (a resource URL, or a URL below one:
+	// https://mcp.example.com/mcp/admin), matched on host and path prefix
+	// like a resource, or a path prefix starting with "/" (any host).
+	// Prefixes match on segment boundaries.
+	Match string
+	// Scopes are all required.
+	Scopes []string
+}
+
+// Request is what the proxy tells us about the request it holds.
+type Request struct {
+	Method string
+	Scheme string // optional; "" means the resource's own scheme
+	Host   string // authority as the client sent it, port optional
+	Path   string // origin-form, escaped, may include the query
+	// Headers holds request headers with lowercase keys. The check reads
+	// authorization, origin and access-control-request-method.
+	Headers map[string]string
+	// SourceAddress is the client's address as the proxy saw it; for logs.
+	SourceAddress string
+}
+
+// Header is one header name and value.
+type Header struct {
+	Name, Value string
+}
+
+// Decision is the answer to a Request.
+type Decision struct {
+	// Allow lets the request through.
+	Allow bool
+	// Status is 200 when allowed, else 401, 403, or 503 with an error.
+	Status int
+	// Headers: when allowed, set (overwriting) on the upstream request;
+	// when denied, set on the response to the client.
+	Headers []Header
+	// RemoveHeaders lists lowercase names to remove from the upstream
+	// request when allowed. Shared between decisions: do not modify.
+	RemoveHeaders []string
+	// Body is the JSON body of a denial.
+	Body string
+	// Reason says why, from a small fixed set (a metric label).
+	Reason Reason
+
+	// removeJoined is RemoveHeaders joined with ", " for the HTTP front end.
+	removeJoined string
+}
+
+// Reason is why a Decision was made.
+type Reason uint8
+
+// Reasons. Each maps to one decision label (allow, deny, error).
+const (
+	ReasonToken             Reason = iota // allow: valid access token
+	ReasonAPIKey                          // allow: the static API key
+	ReasonPreflight                       // allow: CORS preflight
+	ReasonUnprotected                     // allow: no resource matched and AllowUnknownResources
+	ReasonNoToken                         // 401: no Bearer credentials
+	ReasonMalformed                       // 401: malformed Authorization header
+	ReasonUnknownToken                    // 401: not a token passgate knows
+	ReasonExpired                         // 401
+	ReasonRevoked                         // 401
+	ReasonWrongAudience                   // 401: token for another resource
+	ReasonWrongKind                       // 401: not an access token
+	ReasonInsufficientScope               // 403
+	ReasonUnknownResource                 // 403: no configured resource matched
+	ReasonStoreUnavailable                // error: uncached token, store failed
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	"token", "api_key", "preflight", "unprotected", "no_token", "malformed",
+	"unknown_token", "expired", "revoked", "wrong_audience", "wrong_kind",
+	"insufficient_scope", "unknown_resource", "store_unavailable",
+}
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("Reason(%d)", r)
+}
+
+// label is the decision label of a reason.
+func (r Reason) label() string {
+	switch r {
+	case ReasonToken, ReasonAPIKey, ReasonPreflight, ReasonUnprotected:
+		return "allow"
+	case ReasonStoreUnavailable:
+		return "error"
+	}
+	return "deny"
+}
+
+// ErrStoreUnavailable is returned by Check (wrapping the store's error) when
+// an uncached token could not be looked up in time.
+var ErrStoreUnavailable = errors.New("extauthz: token store unavailable")
+
+// Checker decides requests. It is safe for concurrent use.
+type Checker struct {
+	resources    []resource.Resource
+	store        store.Store
+	logger       *slog.Logger
+	now          func() time.Time
+	storeTimeout time.Duration
+	keepAuth     bool
+	preflight    bool
+	allowUnknown bool
+	rules        []scopeRule
+	scopes       string // default challenge scope
+
+	apiKeyHash [sha256.Size]byte
+	hasAPIKey  bool
+
+	userHeader, clientHeader, scopeHeader string // canonical
+	// removeToken is removed after a token allow; removeNoIdentity after an
+	// allow without identity (API key, preflight); removeUnprotected for
+	// requests outside every resource.
+	removeToken, removeNoIdentity, removeUnprotected []string
+	joinToken, joinNoIdentity, joinUnprotected       string
+
+	cache   *cache
+	sf      singleflight.Group
+	metrics *metrics
+
+	lastLog atomic.Int64 // unix nanos of the last store-error log line
+	health  atomic.Pointer[health.Server]
+}
+
+type scopeRule struct {
+	res    resource.Resource // absolute form
+	prefix string            // path form
+	abs    bool
+	scopes []string
+}
+
+// NewChecker validates cfg and returns a Checker. Call Run to keep its cache
+// fresh; until Run has subscribed, nothing is cached.
+func NewChecker(cfg Config) (*Checker, error) {
+	var errs []error
+	if len(cfg.Resources) == 0 {
+		errs = append(errs, errors.New("no protected resources"))
+	}
+	for i, r := range cfg.Resources {
+		if r.Host == "" || r.Path == "" {
+			errs = append(errs, fmt.Errorf("resource %d (%q) was not built by resource.Parse", i, r.URL))
+		}
+	}
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("no store"))
+	}
+	for _, s := range cfg.Scopes {
+		if !validScope(s) {
+			errs = append(errs, fmt.Errorf("scope %q: not a valid scope token", s))
+		}
+	}
+	c := &Checker{
+		resources:    cfg.Resources,
+		store:        cfg.Store,
+		logger:       cfg.Logger,
+		now:          cfg.Now,
+		storeTimeout: cfg.StoreTimeout,
+		keepAuth:     cfg.KeepAuthorization,
+		preflight:    cfg.AllowPreflight,
+		allowUnknown: cfg.AllowUnknownResources,
+		scopes:       strings.Join(cfg.Scopes, " "),
+	}
+	for _, rule := range cfg.RequiredScopes {
+		sr := scopeRule{scopes: rule.Scopes}
+		if len(rule.Scopes) == 0 {
+			errs = append(errs, fmt.Errorf("scope rule %q: no scopes", rule.Match))
+		}
+		for _, s := range rule.Scopes {
+			if !validScope(s) {
+				errs = append(errs, fmt.Errorf("scope rule %q: scope %q is not a valid scope token", rule.Match, s))
+			}
+		}
+		switch {
+		case strings.HasPrefix(rule.Match, "/"):
+			sr.prefix = rule.Match
+		default:
+			r, err := resource.Parse(rule.Match)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("scope rule: %w", err))
+			}
+			sr.res, sr.abs = r, true
+		}
+		c.rules = append(c.rules, sr)
+	}
+	if c.logger == nil {
+		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	if c.storeTimeout <= 0 {
+		c.storeTimeout = DefaultStoreTimeout
+	}
+	if cfg.APIKey != "" {
+		c.apiKeyHash = sha256.Sum256([]byte(cfg.APIKey))
+		c.hasAPIKey = true
+	}
+	names := []*string{&cfg.UserHeader, &cfg.ClientIDHeader, &cfg.ScopeHeader}
+	defaults := []string{DefaultUserHeader, DefaultClientIDHeader, DefaultScopeHeader}
+	for i, n := range names {
+		if *n == "" {
+			*n = defaults[i]
+		}
+		if !validHeaderName(*n) {
+			errs = append(errs, fmt.Errorf("identity header %q: not a valid header name", *n))
+		}
+	}
+	c.userHeader = textproto.CanonicalMIMEHeaderKey(cfg.UserHeader)
+	c.clientHeader = textproto.CanonicalMIMEHeaderKey(cfg.ClientIDHeader)
+	c.scopeHeader = textproto.CanonicalMIMEHeaderKey(cfg.ScopeHeader)
+	identity := []string{strings.ToLower(c.userHeader), strings.ToLower(c.clientHeader), strings.ToLower(c.scopeHeader)}
+	c.removeUnprotected = identity
+	c.removeNoIdentity = identity
+	if !c.keepAuth {
+		c.removeToken = []string{"authorization"}
+		c.removeNoIdentity = append([]string{"authorization"}, identity...)
+	}
+	c.joinToken = strings.Join(c.removeToken, ", ")
+	c.joinNoIdentity = strings.Join(c.removeNoIdentity, ", ")
+	c.joinUnprotected = strings.Join(c.removeUnprotected, ", ")
+
+	reg := cfg.Metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	size := cfg.CacheSize
+	if size == 0 {
+		size = DefaultCacheSize
+	}
+	var err error
+	if c.metrics, err = newMetrics(reg, c.allowUnknown); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("extauthz: %w", errors.Join(errs...))
+	}
+	c.cache = newCache(size, c.metrics)
+	if err := c.metrics.registerCacheSize(reg, c.cache); err != nil {
+		return nil, fmt.Errorf("extauthz: %w", err)
+	}
+	return c, nil
+}
+
+// Run keeps the cache consistent with the store: it consumes
+// store.Subscribe, dropping revoked tokens (or everything), until ctx is
+// done. The cache is only filled while a subscription is live.
+func (c *Checker) Run(ctx context.Context) error {
+	for {
+		err := c.store.Subscribe(ctx, c.invalidate)
+		// Whatever happened, we may miss invalidations until the next
+		// subscription delivers its initial All.
+		c.cache.disarm()
+		if ctx.Err() != nil {
+			return nil
+		}
+		c.logger.WarnContext(ctx, "token invalidation subscription ended; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (c *Checker) invalidate(inv store.Invalidation) {
+	if inv.All {
+		c.cache.clear()
+		c.metrics.invalidations.WithLabelValues("all").Inc()
+	}
+	for _, h := range inv.TokenHashes {
+		var key [sha256.Size]byte
+		if n, err := hex.Decode(key[:], []byte(h)); err != nil || n != len(key) {
+			// Not a hash we could have cached; drop everything to be safe.
+			c.cache.clear()
+			continue
+		}
+		c.cache.invalidate(key)
+	}
+	if len(inv.TokenHashes) > 0 {
+		c.metrics.invalidations.WithLabelValues("token").Add(float64(len(inv.TokenHashes)))
+	}
+	// The first callback of a subscription (an All, by the store contract)
+	// proves it is live: from now on revocations reach us.
+	c.cache.arm()
+}
+
+// Check decides r. The error is non-nil (wrapping ErrStoreUnavailable) only
+// when the token is not cached and the store could not be asked in time; the
+// Decision then has Reason ReasonStoreUnavailable and Status 503, and
+// callers must fail closed.
+func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
+	res, ok := resource.Find(c.resources, r.Scheme, r.Host, cleanPath(r.Path))
+	if !ok {
+		if c.allowUnknown {
+			return Decision{Allow: true, Status: 200, RemoveHeaders: c.removeUnprotected, removeJoined: c.joinUnprotected, Reason: ReasonUnprotected}, nil
+		}
+		return c.deny(r, resource.Resource{}, ReasonUnknownResource, ""), nil
+	}
+	auth, hasAuth := r.Headers["authorization"]
+	if c.preflight && !hasAuth && r.Method == "OPTIONS" && r.Headers["origin"] != "" && r.Headers["access-control-request-method"] != "" {
+		return c.allowNoIdentity(ReasonPreflight), nil
+	}
+	secret, present, ok := parseBearer(auth)
+	if !present {
+		return c.deny(r, res, ReasonNoToken, ""), nil
+	}
+	if !ok {
+		return c.deny(r, res, ReasonMalformed, ""), nil
+	}
+	key := sha256.Sum256([]byte(secret))
+	if c.hasAPIKey && subtle.ConstantTimeCompare(key[:], c.apiKeyHash[:]) == 1 {
+		return c.allowNoIdentity(ReasonAPIKey), nil
+	}
+	if !token.HasPrefix(secret, token.PrefixAccess) {
+		return c.deny(r, res, ReasonUnknownToken, ""), nil
+	}
+	now := c.now()
+	e, reason, err := c.lookup(ctx, key, now)
+	if err != nil {
+		if now := time.Now().UnixNano(); now-c.lastLog.Load() > int64(time.Second) {
+			c.lastLog.Store(now)
+			c.logger.WarnContext(ctx, "token lookup failed; failing closed", "err", err, "source", r.SourceAddress)
+		}
+		return Decision{Status: 503, Reason: ReasonStoreUnavailable, Body: bodyUnavailable,
+			Headers: []Header{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}}}, err
+	}
+	if reason != ReasonToken {
+		return c.deny(r, res, reason, ""), nil
+	}
+	if e.resource.Value() != res.URL {
+		return c.deny(r, res, ReasonWrongAudience, ""), nil
+	}
+	scope := e.scope.Value()
+	if need := c.requiredScopes(r, res); need != nil {
+		for _, s := range need {
+			if !hasScope(scope, s) {
+				return c.deny(r, res, ReasonInsufficientScope, strings.Join(need, " ")), nil
+			}
+		}
+	}
+	return Decision{
+		Allow:  true,
+		Status: 200,
+		Headers: []Header{
+			{c.userHeader, e.user.Value()},
+			{c.clientHeader, e.client.Value()},
+			{c.scopeHeader, scope},
+		},
+		RemoveHeaders: c.removeToken,
+		removeJoined:  c.joinToken,
+		Reason:        ReasonToken,
+	}, nil
+}
+
+func (c *Checker) allowNoIdentity(reason Reason) Decision {
+	return Decision{Allow: true, Status: 200, RemoveHeaders: c.removeNoIdentity, removeJoined: c.joinNoIdentity, Reason: reason}
+}
+
+// lookup returns the cache entry for key, asking the store on a miss.
+// reason is ReasonToken for a valid access token.
+func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Time) (cacheEntry, Reason, error) {
+	if e, found := c.cache.get(key); found {
+		if now.UnixNano() >= e.expires {
+			c.cache.invalidate(key)
+			return cacheEntry{}, ReasonExpired, nil
+		}
+		c.metrics.hits.Inc()
+		return e, ReasonToken, nil
+	}
+	c.metrics.misses.Inc()
+	var hx [2 * sha256.Size]byte
+	hex.Encode(hx[:], key[:])
+	hash := string(hx[:])
+	type result struct {
+		e      cacheEntry
+		reason Reason
+	}
+	ch := c.sf.DoChan(hash, func() (any, error) {
+		// The generation is read before the store so that an invalidation
+		// racing with this lookup keeps its (maybe stale) answer out of the
+		// cache. The lookup is detached from the first caller's context so
+		// one impatient caller does not fail the others sharing it.
+		gen := c.cache.generation(key)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout)
+		defer cancel()
+		t, err := c.store.GetToken(sctx, hash, now)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return result{reason: ReasonUnknownToken}, nil
+		case err != nil:
+			c.metrics.storeErrors.Inc()
+			return nil, fmt.Errorf("%w: get token: %w", ErrStoreUnavailable, err)
+		case t.Kind != store.KindAccess:
+			return result{reason: ReasonWrongKind}, nil
+		case !t.RevokedAt.IsZero():
+			return result{reason: ReasonRevoked}, nil
+		case !t.ExpiresAt.After(now):
+			return result{reason: ReasonExpired}, nil
+		}
+		e := newEntry(t)
+		c.cache.put(key, e, gen)
+		return result{e: e, reason: ReasonToken}, nil
+	})
+	select {
+	case res := <-ch:
+		if res.Err != nil {
+			return cacheEntry{}, ReasonStoreUnavailable, res.Err
+		}
+		r := res.Val.(result)
+		return r.e, r.reason, nil
+	case <-ctx.Done():
+		return cacheEntry{}, ReasonStoreUnavailable, fmt.Errorf("%w: %w", ErrStoreUnavailable, ctx.Err())
+	}
+}
+
+// requiredScopes returns the scopes the rules require for r, or nil.
+func (c *Checker) requiredScopes(r Request, res resource.Resource) []string {
+	if len(c.rules) == 0 {
+		return nil
+	}
+	p := cleanPath(r.Path)
+	var need []string
+	matched := 0
+	for i := range c.rules {
+		rule := &c.rules[i]
+		var m bool
+		if rule.abs {
+			m = rule.res.Matches(r.Scheme, r.Host, p)
+		} else {
+			m = pathHasPrefix(p, rule.prefix)
+		}
+		if !m {
+			continue
+		}
+		matched++
+		if matched == 1 {
+			need = rule.scopes
+			continue
+		}
+		if matched == 2 {
+			need = append([]string(nil), need...)
+		}
+		for _, s := range rule.scopes {
+			if !contains(need, s) {
+				need = append(need, s)
+			}
+		}
+	}
+	return need
+}
+
+// challengeScope is the scope parameter of a 401 for r.
+func (c *Checker) challengeScope(r Request, res resource.Resource) string {
+	if need := c.requiredScopes(r, res); need != nil {
+		return strings.Join(need, " ")
+	}
+	return c.scopes
+}
+
+const (
+	bodyNoToken      = `{"error":"invalid_token","error_description":"A bearer access token is required."}`
+	bodyInvalidToken = `{"error":"invalid_token","error_description":"The access token is invalid, expired or revoked."}`
+	bodyMalformed    = `{"error":"invalid_token","error_description":"The Authorization header is not a valid Bearer credential."}`
+	bodyAudience     = `{"error":"invalid_token","error_description":"The access token was not issued for this resource."}`
+	bodyScope        = `{"error":"insufficient_scope","error_description":"The access token lacks a scope this resource requires."}`
+	bodyNoResource   = `{"error":"access_denied","error_description":"No protected resource matches this request."}`
+	bodyUnavailable  = `{"error":"temporarily_unavailable","error_description":"The token store is unavailable; try again."}`
+)
+
+// deny builds a denial. scope is the insufficient scope, for 403.
+func (c *Checker) deny(r Request, res resource.Resource, reason Reason, scope string) Decision {
+	d := Decision{Status: 401, Reason: reason}
+	h := make([]Header, 0, 4)
+	var b strings.Builder
+	switch reason {
+	case ReasonUnknownResource:
+		d.Status, d.Body = 403, bodyNoResource
+	case ReasonInsufficientScope:
+		d.Status, d.Body = 403, bodyScope
+		b.WriteString(`Bearer error="insufficient_scope", scope="`)
+		b.WriteString(scope)
+		b.WriteString(`", resource_metadata="`)
+		b.WriteString(res.MetadataURL())
+		b.WriteString(`"`)
+	default:
+		b.WriteString(`Bearer resource_metadata="`)
+		b.WriteString(res.MetadataURL())
+		b.WriteByte('"')
+		if s := c.challengeScope(r, res); s != "" {
+			b.WriteString(`, scope="`)
+			b.WriteString(s)
+			b.WriteByte('"')
+		}
+		switch reason {
+		case ReasonNoToken:
+			// RFC 6750 section 3.1: no error code when no credentials came.
+			d.Body = bodyNoToken
+		case ReasonMalformed:
+			d.Body = bodyMalformed
+			b.WriteString(`, error="invalid_token"`)
+		case ReasonWrongAudience:
+			d.Body = bodyAudience
+			b.WriteString(`, error="invalid_token"`)
+		default:
+			d.Body = bodyInvalidToken
+			b.WriteString(`, error="invalid_token"`)
+		}
+	}
+	if b.Len() > 0 {
+		h = append(h, Header{"WWW-Authenticate", b.String()})
+		if r.Headers["origin"] != "" {
+			h = append(h, Header{"Access-Control-Expose-Headers", "WWW-Authenticate"})
+		}
+	}
+	h = append(h, Header{"Content-Type", "application/json"}, Header{"Cache-Control", "no-store"})
+	d.Headers = h
+	return d
+}
+
+// cleanPath reduces a request target to the escaped path the proxy routes
+// on: query dropped, absolute-form reduced to its path, dot segments
+// (also percent-encoded ones) resolved and duplicate slashes collapsed, so
+// "/mcp/x/../admin" is checked as the "/mcp/admin" nginx serves. An empty
+// or unusable target yields "" (no resource matches it).
+func cleanPath(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		p = p[:i]
+	}
+	if p == "" {
+		return ""
+	}
+	if p[0] != '/' {
+		u, err := url.Parse(p)
+		if err != nil || !u.IsAbs() {
+			return ""
+		}
+		p = u.EscapedPath()
+		if p == "" {
+			p = "/"
+		}
+	}
+	if !needsClean(p) {
+		return p
+	}
+	p = strings.NewReplacer("%2e", ".", "%2E", ".").Replace(p)
+	segs := strings.Split(p[1:], "/")
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+			if last {
+				out = append(out, "")
+			}
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+			if last {
+				out = append(out, "")
+			}
+		case "":
+			if last {
+				out = append(out, "")
+			}
+		default:
+			out = append(out, s)
+		}
+	}
+	return "/" + strings.Join(out, "/")
+}
+
+// needsClean reports whether p has dot segments, encoded dots or "//".
+func needsClean(p string) bool {
+	return strings.Contains(p, "//") || strings.Contains(p, "/.") ||
+		strings.Contains(p, "%2e") || strings.Contains(p, "%2E")
+}
+
+// pathHasPrefix matches prefix on segment boundaries.
+func pathHasPrefix(p, prefix string) bool {
+	prefix = strings.TrimSuffix(prefix, "/")
+	if !strings.HasPrefix(p, prefix) {
+		return false
+	}
+	rest := p[len(prefix):]
+	return rest == "" || rest[0] == '/'
+}
+
+// hasScope reports whether the space-separated list has s, without
+// allocating.
+func hasScope(list, s string) bool {
+	for list != "" {
+		var f string
+		f, list, _ = strings.Cut(list, " ")
+		if f == s {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// validScope: RFC 6749 scope-token (%x21 / %x23-5B / %x5D-7E), which also
+// keeps it safe inside a quoted WWW-Authenticate parameter.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if b < 0x21 || b > 0x7e || b == '"' || b == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		ok := b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
+		if !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,182 @@
+package extauthz
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+)
+
+// AuthorizationService is the gRPC service name Envoy calls, also the
+// service whose health NewGRPCServer reports.
+const AuthorizationService = "envoy.service.auth.v3.Authorization"
+
+// grpcServer adapts a Checker to envoy.service.auth.v3.Authorization.
+type grpcServer struct {
+	authv3.UnimplementedAuthorizationServer
+	c *Checker
+}
+
+var (
+	statusOK               = &rpcstatus.Status{Code: int32(codes.OK)}
+	statusUnauthenticated  = &rpcstatus.Status{Code: int32(codes.Unauthenticated)}
+	statusPermissionDenied = &rpcstatus.Status{Code: int32(codes.PermissionDenied)}
+)
+
+// Check implements the Envoy ext_authz v3 service. A bad token is a
+// DeniedHttpResponse; a store outage on an uncached token is a gRPC
+// Unavailable error, which Envoy (failure_mode_allow: false) turns into a
+// denial.
+func (s grpcServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	start := time.Now()
+	d, err := s.c.Check(ctx, envoyRequest(req))
+	s.c.metrics.observe(frontendGRPC, d.Reason, time.Since(start).Seconds())
+	if err != nil {
+		return nil, status.Error(codes.Unavailable, "token store unavailable")
+	}
+	return envoyResponse(d), nil
+}
+
+// envoyRequest reads a CheckRequest with nil-safe getters. Envoy sends
+// lowercase header keys, either in headers or, with encode_raw_headers, in
+// header_map (where a repeated header appears once per value).
+func envoyRequest(req *authv3.CheckRequest) Request {
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	r := Request{
+		Method:        h.GetMethod(),
+		Scheme:        h.GetScheme(),
+		Host:          h.GetHost(),
+		Path:          h.GetPath(),
+		Headers:       h.GetHeaders(),
+		SourceAddress: attrs.GetSource().GetAddress().GetSocketAddress().GetAddress(),
+	}
+	if hm := h.GetHeaderMap().GetHeaders(); len(r.Headers) == 0 && len(hm) > 0 {
+		r.Headers = make(map[string]string, 4)
+		for _, hv := range hm {
+			k := strings.ToLower(hv.GetKey())
+			switch k {
+			case "authorization", "origin", "access-control-request-method":
+			default:
+				continue
+			}
+			v := hv.GetValue()
+			if raw := hv.GetRawValue(); len(raw) > 0 {
+				v = string(raw)
+			}
+			if old, dup := r.Headers[k]; dup {
+				v = old + "," + v // as Envoy joins them in headers
+			}
+			r.Headers[k] = v
+		}
+	}
+	if r.Host == "" {
+		r.Host = r.Headers[":authority"]
+	}
+	if r.Path == "" {
+		r.Path = r.Headers[":path"]
+	}
+	return r
+}
+
+func envoyResponse(d Decision) *authv3.CheckResponse {
+	if d.Allow {
+		ok := &authv3.OkHttpResponse{HeadersToRemove: d.RemoveHeaders}
+		if len(d.Headers) > 0 {
+			ok.Headers = headerOptions(d.Headers)
+		}
+		return &authv3.CheckResponse{
+			Status:       statusOK,
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		}
+	}
+	st := statusUnauthenticated
+	if d.Status == 403 {
+		st = statusPermissionDenied
+	}
+	return &authv3.CheckResponse{
+		Status: st,
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Headers: headerOptions(d.Headers),
+			Body:    d.Body,
+		}},
+	}
+}
+
+// headerOptions overwrites: identity headers replace any copy the client
+// sent, rather than being appended to it.
+func headerOptions(hs []Header) []*corev3.HeaderValueOption {
+	opts := make([]*corev3.HeaderValueOption, len(hs))
+	vals := make([]corev3.HeaderValueOption, len(hs))
+	hvs := make([]corev3.HeaderValue, len(hs))
+	for i, h := range hs {
+		hvs[i].Key, hvs[i].Value = h.Name, h.Value
+		vals[i].Header = &hvs[i]
+		vals[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		opts[i] = &vals[i]
+	}
+	return opts
+}
+
+// RegisterGRPC registers the Envoy ext_authz v3 Authorization service on s.
+func (c *Checker) RegisterGRPC(s *grpc.Server) {
+	authv3.RegisterAuthorizationServer(s, grpcServer{c: c})
+}
+
+// NewGRPCServer returns a gRPC server with the Authorization service, hs as
+// the grpc.health.v1 service (created when nil) and server reflection. Its
+// keepalive MaxConnectionAge makes Envoy reconnect now and then, so its
+// connections spread over replicas after a scale-out or a rolling restart.
+// Health starts SERVING; SetServing(false) flips it before GracefulStop.
+func NewGRPCServer(c *Checker, hs *health.Server, opts ...grpc.ServerOption) *grpc.Server {
+	if hs == nil {
+		hs = health.NewServer()
+	}
+	opts = append([]grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			MaxConnectionAge:      5 * time.Minute,
+			MaxConnectionAgeGrace: 30 * time.Second,
+		}),
+		// Envoy pings idle HTTP/2 connections when configured to; accept
+		// that rather than answering GOAWAY too_many_pings.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             10 * time.Second,
+			PermitWithoutStream: true,
+		}),
+	}, opts...)
+	s := grpc.NewServer(opts...)
+	c.RegisterGRPC(s)
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	c.health.Store(hs)
+	c.SetServing(true)
+	return s
+}
+
+// SetServing sets the gRPC health of the server built by NewGRPCServer, for
+// the whole server ("") and AuthorizationService: SERVING, or NOT_SERVING
+// while shutting down or while the store is not ready.
+func (c *Checker) SetServing(serving bool) {
+	hs := c.health.Load()
+	if hs == nil {
+		return
+	}
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	hs.SetServingStatus("", st)
+	hs.SetServingStatus(AuthorizationService, st)
+}

@@ -1,0 +1,185 @@
+package extauthz
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/sqlite"
+)
+
+const (
+	mcpURL   = "https://mcp.example.com/mcp"
+	otherURL = "https://other.example.com/mcp"
+	testUser = "alice"
+	testCli  = "client-1"
+	testKey  = "seed-api-key-0123456789"
+)
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// openSQLite opens and migrates a fresh SQLite store with one user and one
+// client.
+func openSQLite(t testing.TB) *sqlite.DB {
+	t.Helper()
+	ctx := context.Background()
+	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "passgate.db"), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seedStore(t, db)
+	return db
+}
+
+func seedStore(t testing.TB, st store.Store) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	if err := st.CreateUser(ctx, store.User{Username: testUser, PasswordHash: "$2b$10$x", CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateClient(ctx, store.Client{
+		ID: testCli, Name: "Test", RedirectURIs: []string{"http://127.0.0.1/cb"}, TokenEndpointAuthMethod: "none",
+		GrantTypes: []string{"authorization_code", "refresh_token"}, Scope: "mcp admin", Source: store.ClientStatic, CreatedAt: now,
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// mintOpts describes a token to issue through the store's real grant path.
+type mintOpts struct {
+	resource string        // default mcpURL
+	scope    string        // default "mcp"
+	ttl      time.Duration // default 1h; negative: already expired
+	// refreshAsAccessPrefix stores the access-prefixed secret as a refresh
+	// token, to test the kind check.
+	refreshAsAccessPrefix bool
+}
+
+// mint issues a token pair by creating and redeeming a code, and returns the
+// access-prefixed secret.
+func mint(t testing.TB, st store.Store, o mintOpts) string {
+	t.Helper()
+	if o.resource == "" {
+		o.resource = mcpURL
+	}
+	if o.scope == "" {
+		o.scope = "mcp"
+	}
+	if o.ttl == 0 {
+		o.ttl = time.Hour
+	}
+	ctx := context.Background()
+	now := time.Now()
+	code := token.New(token.PrefixCode)
+	family := token.New("fam_")
+	if err := st.CreateAuthCode(ctx, store.AuthCode{
+		CodeHash: token.Hash(code), ClientID: testCli, Username: testUser, RedirectURI: "http://127.0.0.1/cb",
+		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", CodeChallengeMethod: "S256",
+		Scope: o.scope, Resource: o.resource, FamilyID: family, CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute),
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	access, refresh := token.New(token.PrefixAccess), token.New(token.PrefixRefresh)
+	secret := access
+	if o.refreshAsAccessPrefix {
+		refresh = token.New(token.PrefixAccess)
+		secret = refresh
+	}
+	tok := func(secret, kind string, ttl time.Duration) store.Token {
+		return store.Token{Hash: token.Hash(secret), Kind: kind, FamilyID: family, ClientID: testCli, Username: testUser,
+			Scope: o.scope, Resource: o.resource, FamilyExpiresAt: now.Add(24 * time.Hour), CreatedAt: now, ExpiresAt: now.Add(ttl)}
+	}
+	if err := st.RedeemCode(ctx, token.Hash(code), now, store.CodeGrant{
+		Access:  tok(access, store.KindAccess, o.ttl),
+		Refresh: tok(refresh, store.KindRefresh, 24*time.Hour),
+		Audit:   store.AuditEvent{Event: store.EventTokenExchange, Success: true, ClientID: testCli, Username: testUser, CreatedAt: now},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return secret
+}
+
+// faultStore injects the faults a real database cannot be made to show on
+// demand in a unit test: GetToken failing (down) or hanging until its
+// context ends (stuck). Everything else is the real store.
+type faultStore struct {
+	store.Store
+	down, stuck atomic.Bool
+}
+
+func (f *faultStore) GetToken(ctx context.Context, hash string, now time.Time) (store.Token, error) {
+	if f.stuck.Load() {
+		<-ctx.Done()
+		return store.Token{}, fmt.Errorf("get token: %w: %w", store.ErrUnavailable, ctx.Err())
+	}
+	if f.down.Load() {
+		return store.Token{}, fmt.Errorf("get token: %w: connection refused", store.ErrUnavailable)
+	}
+	return f.Store.GetToken(ctx, hash, now)
+}
+
+func mustResources(t testing.TB, urls ...string) []resource.Resource {
+	t.Helper()
+	rs, err := resource.ParseAll(urls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// startChecker builds a Checker on st and runs it until the test ends,
+// returning once its cache is armed (the subscription is live).
+func startChecker(t testing.TB, cfg Config) *Checker {
+	t.Helper()
+	if cfg.Resources == nil {
+		cfg.Resources = mustResources(t, mcpURL, otherURL)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = prometheus.NewRegistry()
+	}
+	c, err := NewChecker(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := c.Run(ctx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	deadline := time.Now().Add(5 * time.Second)
+	for !c.cache.armed.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("cache not armed: Subscribe never delivered its initial invalidation")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return c
+}
+
+func bearer(tok string) Request {
+	return Request{Method: "POST", Scheme: "https", Host: "mcp.example.com", Path: "/mcp",
+		Headers: map[string]string{"authorization": "Bearer " + tok}}
+}

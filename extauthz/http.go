@@ -1,0 +1,90 @@
+package extauthz
+
+import (
+	"net/http"
+	"strings"
+	"time"
+)
+
+// HTTPHandler returns the HTTP check, to be mounted at CheckPath and
+// CheckPath+"/" (see the package documentation for the headers it reads).
+// It answers 200 (allowed, identity in the response headers), 401 or 403
+// (denied, with WWW-Authenticate and a JSON body), or 503 when the store
+// cannot be asked about an uncached token.
+func (c *Checker) HTTPHandler() http.Handler {
+	return http.HandlerFunc(c.serveHTTP)
+}
+
+func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	d, _ := c.Check(r.Context(), httpRequest(r))
+	c.metrics.observe(frontendHTTP, d.Reason, time.Since(start).Seconds())
+	h := w.Header()
+	if d.Allow {
+		for _, hd := range d.Headers {
+			h[hd.Name] = []string{hd.Value}
+		}
+		if d.removeJoined != "" {
+			// Envoy's HTTP ext_authz removes these from the upstream request.
+			h["X-Envoy-Auth-Headers-To-Remove"] = []string{d.removeJoined}
+		}
+		h["Cache-Control"] = []string{"no-store"}
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	for _, hd := range d.Headers {
+		h[hd.Name] = []string{hd.Value}
+	}
+	w.WriteHeader(d.Status)
+	_, _ = w.Write([]byte(d.Body))
+}
+
+// httpRequest reconstructs the original request from what the proxy sent.
+func httpRequest(r *http.Request) Request {
+	req := Request{
+		Method:        r.Method,
+		Host:          r.Host,
+		SourceAddress: r.RemoteAddr,
+	}
+	switch {
+	case hdr(r, "X-Original-Uri") != "": // nginx auth_request
+		req.Path = hdr(r, "X-Original-Uri")
+		if m := hdr(r, "X-Original-Method"); m != "" {
+			req.Method = m
+		}
+	case hdr(r, "X-Forwarded-Uri") != "": // Traefik, Caddy
+		req.Path = hdr(r, "X-Forwarded-Uri")
+		if m := hdr(r, "X-Forwarded-Method"); m != "" {
+			req.Method = m
+		}
+	default: // Envoy HTTP ext_authz: CheckPath + original path
+		if rest, ok := strings.CutPrefix(r.RequestURI, CheckPath); ok && rest != "" && rest[0] == '/' {
+			req.Path = rest
+		}
+	}
+	if fh := hdr(r, "X-Forwarded-Host"); fh != "" {
+		req.Host = fh
+	}
+	req.Scheme = hdr(r, "X-Forwarded-Proto")
+	req.Headers = make(map[string]string, 3)
+	if v, ok := r.Header["Authorization"]; ok {
+		// Repeated headers are joined as a proxy would, which makes them
+		// malformed Bearer credentials.
+		req.Headers["authorization"] = strings.Join(v, ",")
+	}
+	if v := hdr(r, "Origin"); v != "" {
+		req.Headers["origin"] = v
+	}
+	if v := hdr(r, "Access-Control-Request-Method"); v != "" {
+		req.Headers["access-control-request-method"] = v
+	}
+	return req
+}
+
+// hdr reads a header by canonical key without canonicalising again.
+func hdr(r *http.Request, canonical string) string {
+	if v := r.Header[canonical]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
