@@ -178,3 +178,19 @@ func parseHop(s string) (netip.Addr, bool) {
 	}
 	return a.Unmap().WithZone(""), true
 }
+
+// RateKey returns the key to rate-limit ip (a ClientIP result) under:
+// an IPv4 address as is, an IPv6 address as its /64 network, because one
+// subscriber usually holds a whole /64 and could otherwise get a fresh
+// bucket per address. Anything that is not an IP is returned unchanged.
+func RateKey(ip string) string {
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return ip
+	}
+	a = a.Unmap().WithZone("")
+	if a.Is4() {
+		return a.String()
+	}
+	return netip.PrefixFrom(a, 64).Masked().String()
+}

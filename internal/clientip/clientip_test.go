@@ -207,3 +207,19 @@ func FuzzClientIP(f *testing.F) {
 		t.Fatalf("result %q is neither the peer %q nor in the headers %q", got, peer, lines)
 	})
 }
+
+func TestRateKey(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"203.0.113.5", "203.0.113.5"},
+		{"::ffff:203.0.113.5", "203.0.113.5"},
+		{"2001:db8:1:2:3:4:5:6", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2::ffff", "2001:db8:1:2::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"@", "@"},
+	}
+	for _, tt := range tests {
+		if got := RateKey(tt.in); got != tt.want {
+			t.Errorf("RateKey(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
