@@ -27,12 +27,12 @@ type Limit struct {
 
 // Defaults, as in the seed where it had them. Treat them as constants.
 var (
-	LoginDefault      = Limit{Events: 5, Per: 15 * time.Minute}
-	TokenDefault      = Limit{Events: 10, Per: 15 * time.Minute}
-	AuthorizeDefault  = Limit{Events: 20, Per: 15 * time.Minute}
-	RegisterDefault   = Limit{Events: 10, Per: time.Hour}
-	RevokeDefault     = Limit{Events: 60, Per: time.Minute}
-	IntrospectDefault = Limit{Events: 60, Per: time.Minute}
+	DefaultLogin      = Limit{Events: 5, Per: 15 * time.Minute}
+	DefaultToken      = Limit{Events: 10, Per: 15 * time.Minute}
+	DefaultAuthorize  = Limit{Events: 20, Per: 15 * time.Minute}
+	DefaultRegister   = Limit{Events: 10, Per: time.Hour}
+	DefaultRevoke     = Limit{Events: 60, Per: time.Minute}
+	DefaultIntrospect = Limit{Events: 60, Per: time.Minute}
 )
 
 // Disabled reports whether l allows everything.

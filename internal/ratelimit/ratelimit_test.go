@@ -68,7 +68,7 @@ func TestParseLimit(t *testing.T) {
 }
 
 func TestLimitStringRoundTrips(t *testing.T) {
-	for _, l := range []Limit{LoginDefault, TokenDefault, AuthorizeDefault, RegisterDefault, RevokeDefault, IntrospectDefault, {}} {
+	for _, l := range []Limit{DefaultLogin, DefaultToken, DefaultAuthorize, DefaultRegister, DefaultRevoke, DefaultIntrospect, {}} {
 		got, err := ParseLimit(l.String())
 		if err != nil {
 			t.Fatalf("ParseLimit(%q): %v", l.String(), err)
@@ -81,7 +81,7 @@ func TestLimitStringRoundTrips(t *testing.T) {
 
 func TestSixthLoginDenied(t *testing.T) {
 	c := newClock()
-	l := New(LoginDefault, c.Now, 0)
+	l := New(DefaultLogin, c.Now, 0)
 	for i := range 5 {
 		if ok, _ := l.Allow("203.0.113.5"); !ok {
 			t.Fatalf("attempt %d denied", i+1)
