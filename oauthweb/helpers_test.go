@@ -1,0 +1,356 @@
+package oauthweb
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/oauth2"
+
+	"github.com/passgate/passgate/internal/audit"
+	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/sqlite"
+)
+
+const (
+	testUser     = "alice"
+	testPassword = "correct horse battery staple"
+	testResource = "http://127.0.0.1:9/mcp"
+	testRedirect = "http://127.0.0.1/callback"
+)
+
+// clock is an injectable, advanceable clock.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// syncBuffer collects logs from concurrent handlers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
+
+type env struct {
+	t      *testing.T
+	srv    *httptest.Server
+	s      *Server
+	st     *sqlite.DB
+	raw    *sql.DB // a second, read-only view for snapshots
+	clock  *clock
+	logs   *syncBuffer
+	issuer string
+	// secrets collects every secret value the test saw, checked against
+	// the logs at cleanup.
+	secrets []string
+}
+
+func newEnv(t *testing.T, mutate ...func(*Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "passgate.db")
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	st, err := sqlite.Open(ctx, path, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
+	hasher, err := passwd.NewHasher(2, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := hasher.Hash(ctx, testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateUser(ctx, store.User{Username: testUser, PasswordHash: hash, CreatedAt: clk.Now(), UpdatedAt: clk.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := audit.New(st, prometheus.NewRegistry(), clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := resource.ParseAll([]string{testResource})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(nil)
+	issuer := "http://" + srv.Listener.Addr().String()
+	cfg := Config{
+		Issuer: issuer, Resources: res, Store: st, Audit: rec, Hasher: hasher,
+		Logger: logger, Now: clk.Now, Metrics: prometheus.NewRegistry(),
+		IntrospectionCredentials: map[string]string{"mcp-resource-server": "rs-secret-0123456789abcdef"},
+	}
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.Config.Handler = s.Handler()
+	srv.Start()
+	t.Cleanup(srv.Close)
+	e := &env{t: t, srv: srv, s: s, st: st, raw: raw, clock: clk, logs: logs, issuer: issuer, secrets: []string{testPassword}}
+	t.Cleanup(e.checkLogs)
+	return e
+}
+
+// checkLogs fails the test if any secret the test handled reached the
+// logs.
+func (e *env) checkLogs() {
+	logs := e.logs.String()
+	for _, s := range e.secrets {
+		if s != "" && strings.Contains(logs, s) {
+			e.t.Errorf("a secret (%.8s…) appears in the logs", s)
+		}
+	}
+	for _, pfx := range []string{"pga_", "pgr_", "pgc_", "pgs_", "pgcs_"} {
+		if strings.Contains(logs, pfx) {
+			e.t.Errorf("something with secret prefix %q appears in the logs", pfx)
+		}
+	}
+}
+
+func (e *env) secret(s ...string) { e.secrets = append(e.secrets, s...) }
+
+// snapshot dumps every table but the audit log, to show a request changed
+// nothing.
+func (e *env) snapshot() map[string][]string {
+	e.t.Helper()
+	out := map[string][]string{}
+	for _, table := range []string{"users", "clients", "sessions", "auth_codes", "tokens", "consents", "login_failures"} {
+		rows, err := e.raw.Query("SELECT * FROM " + table + " ORDER BY 1")
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				e.t.Fatal(err)
+			}
+			out[table] = append(out[table], fmt.Sprint(vals...))
+		}
+		rows.Close()
+	}
+	return out
+}
+
+func (e *env) url(path string) string { return e.issuer + path }
+
+// browser is a cookie-keeping client that does not follow redirects to
+// other hosts (the client's callback).
+func (e *env) browser() *http.Client {
+	jar, _ := cookiejar.New(nil)
+	return &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if req.URL.Host != strings.TrimPrefix(e.issuer, "http://") {
+			return http.ErrUseLastResponse
+		}
+		return nil
+	}}
+}
+
+// noFollow returns a client with the same jar that stops at every
+// redirect.
+func noFollow(c *http.Client) *http.Client {
+	return &http.Client{Jar: c.Jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func readBody(t *testing.T, resp *http.Response) string {
+	t.Helper()
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+var hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]+)" value="([^"]*)">`)
+
+// formFields returns the hidden fields of the page.
+func formFields(body string) url.Values {
+	v := url.Values{}
+	for _, m := range hiddenRE.FindAllStringSubmatch(body, -1) {
+		v.Add(m[1], html.UnescapeString(m[2]))
+	}
+	return v
+}
+
+func postForm(t *testing.T, c *http.Client, u string, v url.Values) *http.Response {
+	t.Helper()
+	resp, err := c.PostForm(u, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// register registers a client by RFC 7591 and returns the response.
+func (e *env) register(meta map[string]any) map[string]any {
+	e.t.Helper()
+	b, _ := json.Marshal(meta)
+	resp, err := http.Post(e.url("/oauth/register"), "application/json", bytes.NewReader(b))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	body := readBody(e.t, resp)
+	if resp.StatusCode != http.StatusCreated {
+		e.t.Fatalf("register: %d %s", resp.StatusCode, body)
+	}
+	var out map[string]any
+	if err := json.Unmarshal([]byte(body), &out); err != nil {
+		e.t.Fatal(err)
+	}
+	if s, ok := out["client_secret"].(string); ok {
+		e.secret(s)
+	}
+	return out
+}
+
+func (e *env) publicClient() string {
+	e.t.Helper()
+	return e.register(map[string]any{
+		"redirect_uris": []string{testRedirect}, "token_endpoint_auth_method": "none", "client_name": "Test Client",
+	})["client_id"].(string)
+}
+
+func (e *env) oauth2Config(clientID, secret string) *oauth2.Config {
+	style := oauth2.AuthStyleInParams
+	if secret != "" {
+		style = oauth2.AuthStyleInHeader
+	}
+	return &oauth2.Config{
+		ClientID: clientID, ClientSecret: secret,
+		Endpoint:    oauth2.Endpoint{AuthURL: e.url("/oauth/authorize"), TokenURL: e.url("/oauth/token"), AuthStyle: style},
+		RedirectURL: testRedirect, Scopes: []string{"mcp"},
+	}
+}
+
+// login signs the browser in through the login page.
+func (e *env) login(c *http.Client) {
+	e.t.Helper()
+	resp, err := c.Get(e.url("/login"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	f := formFields(readBody(e.t, resp))
+	f.Set("username", testUser)
+	f.Set("password", testPassword)
+	resp = postForm(e.t, noFollow(c), e.url("/login"), f)
+	readBody(e.t, resp)
+	if resp.StatusCode != http.StatusSeeOther {
+		e.t.Fatalf("login: status %d", resp.StatusCode)
+	}
+}
+
+// authorize runs the browser part of the flow for authURL from a
+// logged-in browser, approving consent if asked, and returns the callback
+// URL the browser was sent to.
+func (e *env) authorize(c *http.Client, authURL string) *url.URL {
+	e.t.Helper()
+	resp, err := c.Get(authURL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	body := readBody(e.t, resp)
+	if resp.StatusCode == http.StatusOK && strings.Contains(body, `name="decision"`) {
+		f := formFields(body)
+		f.Set("decision", "approve")
+		resp = postForm(e.t, c, e.url("/consent"), f)
+		readBody(e.t, resp)
+		if resp.StatusCode != http.StatusSeeOther {
+			e.t.Fatalf("consent: status %d, want 303", resp.StatusCode)
+		}
+	}
+	if resp.StatusCode != http.StatusFound && resp.StatusCode != http.StatusSeeOther {
+		e.t.Fatalf("authorize: status %d: %s", resp.StatusCode, body)
+	}
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if code := u.Query().Get("code"); code != "" {
+		e.secret(code)
+	}
+	return u
+}
+
+// oauthError decodes an OAuth JSON error body.
+func oauthError(t *testing.T, body string) string {
+	t.Helper()
+	var v struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal([]byte(body), &v)
+	return v.Error
+}
+
+// auditEvents returns the audit rows of one event, newest first.
+func (e *env) auditEvents(event string) []store.AuditEvent {
+	e.t.Helper()
+	evs, err := e.st.ListAudit(context.Background(), store.AuditFilter{Event: event})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return evs
+}
+
+func diff(t *testing.T, what string, got, want any) {
+	t.Helper()
+	if d := cmp.Diff(got, want); d != "" {
+		t.Errorf("%s (-got +want):\n%s", what, d)
+	}
+}
+
+var _ = oauth.ErrInvalidGrant
