@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/passgate/passgate/store"
 )
 
 type clock struct {
@@ -727,6 +728,39 @@ func TestGetRejectsBadURLWithoutFetching(t *testing.T) {
 	for _, id := range []string{"client-123", "https://client.example", "https://u@client.example/c", "ftp://client.example/c"} {
 		if _, err := f.Get(t.Context(), id); !errors.Is(err, ErrInvalidURL) {
 			t.Errorf("Get(%q) = %v, want ErrInvalidURL", id, err)
+		}
+	}
+}
+
+func TestResolveClient(t *testing.T) {
+	srv := newDocServer(t, false)
+	id := srv.URL + "/cimd.json"
+	srv.set(serveDoc(id, ""))
+	f := New(Config{AllowLoopbackHTTP: true, Logger: testLogger(t)})
+	c, err := f.ResolveClient(t.Context(), id)
+	if err != nil {
+		t.Fatalf("ResolveClient: %v", err)
+	}
+	want := store.Client{
+		ID:                      id,
+		Name:                    "Test Client",
+		RedirectURIs:            []string{"http://127.0.0.1:33418/callback"},
+		TokenEndpointAuthMethod: "none",
+		GrantTypes:              []string{"authorization_code"},
+		Source:                  SourceMetadataDocument,
+	}
+	if diff := cmp.Diff(c, want); diff != "" {
+		t.Errorf("ResolveClient (-got +want):\n%s", diff)
+	}
+
+	srv.set(func(w http.ResponseWriter, r *http.Request) { http.NotFound(w, r) })
+	for _, bad := range []string{srv.URL + "/gone.json", "https://u@x.example/c"} {
+		_, err := f.ResolveClient(t.Context(), bad)
+		if !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("ResolveClient(%q) = %v, want store.ErrNotFound", bad, err)
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			t.Errorf("ResolveClient(%q) = %v, must not be ErrUnavailable", bad, err)
 		}
 	}
 }
