@@ -223,3 +223,19 @@ func RetryAfterSeconds(d time.Duration) int {
 	}
 	return s
 }
+
+// Set is one Limiter per endpoint name, e.g. oauthweb's Limit* names.
+// Build it once and do not modify it afterwards; Allow is then safe for
+// concurrent use.
+type Set map[string]*Limiter
+
+// Allow spends one event of endpoint's limit for key. An endpoint with no
+// Limiter in the set is not limited. Its signature fits
+// oauthweb.Config.RateLimit.
+func (s Set) Allow(endpoint, key string) (ok bool, retryAfter time.Duration) {
+	l := s[endpoint]
+	if l == nil {
+		return true, 0
+	}
+	return l.Allow(key)
+}

@@ -269,3 +269,26 @@ func TestRetryAfterSeconds(t *testing.T) {
 		}
 	}
 }
+
+func TestSet(t *testing.T) {
+	c := newClock()
+	s := Set{
+		"login": New(Limit{1, time.Minute}, c.Now, 0),
+		"token": New(Limit{2, time.Minute}, c.Now, 0),
+	}
+	if ok, _ := s.Allow("login", "ip"); !ok {
+		t.Fatal("first login denied")
+	}
+	if ok, retry := s.Allow("login", "ip"); ok || retry != time.Minute {
+		t.Fatalf("second login = %v, %v; want denied for 1m", ok, retry)
+	}
+	// Endpoints have separate buckets for the same key.
+	if ok, _ := s.Allow("token", "ip"); !ok {
+		t.Fatal("token denied because of login")
+	}
+	for range 100 {
+		if ok, _ := s.Allow("unconfigured", "ip"); !ok {
+			t.Fatal("endpoint without a limiter was limited")
+		}
+	}
+}
