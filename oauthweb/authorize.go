@@ -78,7 +78,9 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 	req.state = v.Get("state")
 
 	for _, k := range authzParams {
-		if len(v[k]) > 1 {
+		// Several resources are legal in RFC 8707; pickResource refuses
+		// them with invalid_target.
+		if len(v[k]) > 1 && k != "resource" {
 			return req, nil, oauth.NewError(oauth.ErrInvalidRequest, k+" is repeated")
 		}
 	}

@@ -493,7 +493,7 @@ func (s *Server) lookupClient(ctx context.Context, id string) (store.Client, err
 	}
 	c, err := s.cfg.Store.GetClient(ctx, id)
 	if err != nil {
-		return store.Client{}, fmt.Errorf("get client: %w", err)
+		return store.Client{}, fmt.Errorf("lookup client: %w", err)
 	}
 	return c, nil
 }
