@@ -19,6 +19,9 @@ const cacheShards = 64
 type cacheEntry struct {
 	user, client, scope, resource unique.Handle[string]
 	expires                       int64 // unix nanoseconds
+	// deny is ReasonToken for a verified token; in the negative cache, why
+	// the token was refused.
+	deny Reason
 }
 
 func newEntry(t store.Token) cacheEntry {

@@ -118,6 +118,9 @@ const (
 	DefaultStoreTimeout = 300 * time.Millisecond
 )
 
+// negativeTTL bounds how long a refused token is remembered.
+const negativeTTL = time.Minute
+
 // maxTokenLen bounds the credential we hash; passgate's tokens are 47 bytes
 // and nothing legitimate comes near this.
 const maxTokenLen = 4096
@@ -218,8 +221,9 @@ type Decision struct {
 	// Reason says why, from a small fixed set (a metric label).
 	Reason Reason
 
-	// removeJoined is RemoveHeaders joined with ", " for the HTTP front end.
-	removeJoined string
+	// removeJoined is RemoveHeaders joined with ", " for the HTTP front
+	// end, as a shared header value.
+	removeJoined []string
 }
 
 // Reason is why a Decision was made.
@@ -293,9 +297,15 @@ type Checker struct {
 	// allow without identity (API key, preflight); removeUnprotected for
 	// requests outside every resource.
 	removeToken, removeNoIdentity, removeUnprotected []string
-	joinToken, joinNoIdentity, joinUnprotected       string
+	joinToken, joinNoIdentity, joinUnprotected       []string
 
-	cache   *cache
+	cache *cache
+	// neg remembers tokens the store refused (unknown, expired, revoked,
+	// not an access token). Each of these is final, so a client retrying
+	// with a dead token costs no store round trip; entries still lapse
+	// after negativeTTL. It is separate so that floods of garbage tokens
+	// cannot evict verified ones.
+	neg     *cache
 	sf      singleflight.Group
 	metrics *metrics
 
@@ -396,9 +406,15 @@ func NewChecker(cfg Config) (*Checker, error) {
 		c.removeToken = []string{"authorization"}
 		c.removeNoIdentity = append([]string{"authorization"}, identity...)
 	}
-	c.joinToken = strings.Join(c.removeToken, ", ")
-	c.joinNoIdentity = strings.Join(c.removeNoIdentity, ", ")
-	c.joinUnprotected = strings.Join(c.removeUnprotected, ", ")
+	join := func(names []string) []string {
+		if len(names) == 0 {
+			return nil
+		}
+		return []string{strings.Join(names, ", ")}
+	}
+	c.joinToken = join(c.removeToken)
+	c.joinNoIdentity = join(c.removeNoIdentity)
+	c.joinUnprotected = join(c.removeUnprotected)
 
 	reg := cfg.Metrics
 	if reg == nil {
@@ -416,6 +432,12 @@ func NewChecker(cfg Config) (*Checker, error) {
 		return nil, fmt.Errorf("extauthz: %w", errors.Join(errs...))
 	}
 	c.cache = newCache(size, c.metrics)
+	negSize := size / 8
+	if size > 0 {
+		negSize = max(negSize, cacheShards)
+	}
+	c.neg = newCache(negSize, c.metrics)
+	c.neg.arm()
 	if err := c.metrics.registerCacheSize(reg, c.cache); err != nil {
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
@@ -488,7 +510,7 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 	if !ok {
 		return c.deny(r, res, ReasonMalformed, ""), nil
 	}
-	key := sha256.Sum256([]byte(secret))
+	key := hashSecret(secret)
 	if c.hasAPIKey && subtle.ConstantTimeCompare(key[:], c.apiKeyHash[:]) == 1 {
 		return c.allowNoIdentity(ReasonAPIKey), nil
 	}
@@ -500,7 +522,7 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 	if err != nil {
 		if now := time.Now().UnixNano(); now-c.lastLog.Load() > int64(time.Second) {
 			c.lastLog.Store(now)
-			c.logger.WarnContext(ctx, "token lookup failed; failing closed", "err", err, "source", r.SourceAddress)
+			c.logger.WarnContext(ctx, "token lookup failed; failing closed", "err", err, "source", strings.Clone(r.SourceAddress))
 		}
 		return Decision{Status: 503, Reason: ReasonStoreUnavailable, Body: bodyUnavailable,
 			Headers: []Header{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}}}, err
@@ -548,7 +570,19 @@ func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Ti
 		c.metrics.hits.Inc()
 		return e, ReasonToken, nil
 	}
+	if e, found := c.neg.get(key); found && now.UnixNano() < e.expires {
+		c.metrics.hits.Inc()
+		return cacheEntry{}, e.deny, nil
+	}
 	c.metrics.misses.Inc()
+	return c.fetch(ctx, key, now)
+}
+
+// fetch asks the store about key, once for all concurrent callers, and
+// caches a valid access token. It is separate from lookup because the
+// closure's captured variables move to the heap: the hit path must not pay
+// for that.
+func (c *Checker) fetch(ctx context.Context, key [sha256.Size]byte, now time.Time) (cacheEntry, Reason, error) {
 	var hx [2 * sha256.Size]byte
 	hex.Encode(hx[:], key[:])
 	hash := string(hx[:])
@@ -565,18 +599,23 @@ func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Ti
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout)
 		defer cancel()
 		t, err := c.store.GetToken(sctx, hash, now)
+		var deny Reason
 		switch {
 		case errors.Is(err, store.ErrNotFound):
-			return result{reason: ReasonUnknownToken}, nil
+			deny = ReasonUnknownToken
 		case err != nil:
 			c.metrics.storeErrors.Inc()
 			return nil, fmt.Errorf("%w: get token: %w", ErrStoreUnavailable, err)
 		case t.Kind != store.KindAccess:
-			return result{reason: ReasonWrongKind}, nil
+			deny = ReasonWrongKind
 		case !t.RevokedAt.IsZero():
-			return result{reason: ReasonRevoked}, nil
+			deny = ReasonRevoked
 		case !t.ExpiresAt.After(now):
-			return result{reason: ReasonExpired}, nil
+			deny = ReasonExpired
+		}
+		if deny != ReasonToken {
+			c.neg.put(key, cacheEntry{deny: deny, expires: now.Add(negativeTTL).UnixNano()}, c.neg.generation(key))
+			return result{reason: deny}, nil
 		}
 		e := newEntry(t)
 		c.cache.put(key, e, gen)
@@ -592,6 +631,16 @@ func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Ti
 	case <-ctx.Done():
 		return cacheEntry{}, ReasonStoreUnavailable, fmt.Errorf("%w: %w", ErrStoreUnavailable, ctx.Err())
 	}
+}
+
+// hashSecret is sha256.Sum256([]byte(secret)) without the heap copy Go
+// makes for conversions longer than 32 bytes.
+func hashSecret(secret string) [sha256.Size]byte {
+	var buf [128]byte
+	if len(secret) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], secret...))
+	}
+	return sha256.Sum256([]byte(secret))
 }
 
 // requiredScopes returns the scopes the rules require for r, or nil.
@@ -711,7 +760,9 @@ func cleanPath(p string) string {
 		return ""
 	}
 	if p[0] != '/' {
-		u, err := url.Parse(p)
+		// Cloned so the caller's Request does not escape to the heap on
+		// every check (url.Parse keeps its argument).
+		u, err := url.Parse(strings.Clone(p))
 		if err != nil || !u.IsAbs() {
 			return ""
 		}
@@ -723,8 +774,8 @@ func cleanPath(p string) string {
 	if !needsClean(p) {
 		return p
 	}
-	p = strings.NewReplacer("%2e", ".", "%2E", ".").Replace(p)
-	segs := strings.Split(p[1:], "/")
+	q := decodeDots(p) // a copy, so p (the caller's Request) does not escape
+	segs := strings.Split(q[1:], "/")
 	out := make([]string, 0, len(segs))
 	for i, s := range segs {
 		last := i == len(segs)-1
@@ -749,6 +800,20 @@ func cleanPath(p string) string {
 		}
 	}
 	return "/" + strings.Join(out, "/")
+}
+
+// decodeDots replaces %2e and %2E with ".".
+func decodeDots(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if p[i] == '%' && i+2 < len(p) && p[i+1] == '2' && (p[i+2] == 'e' || p[i+2] == 'E') {
+			b.WriteByte('.')
+			i += 2
+			continue
+		}
+		b.WriteByte(p[i])
+	}
+	return b.String()
 }
 
 // needsClean reports whether p has dot segments, encoded dots or "//".

@@ -125,6 +125,8 @@ func TestCheck(t *testing.T) {
 		{"store down: cached token still allowed", bearerPOST, "cached", true, allowed("mcp")},
 		{"store down: uncached token fails closed", bearerPOST, "uncached", true, outcome{Status: 503, Reason: "store_unavailable"}},
 		{"store down: bad tokens still denied without the store", bearerPOST, "garbage", true, invalid("unknown_token")},
+		// The revoked row above was remembered: a refusal is final.
+		{"store down: refused tokens stay refused", bearerPOST, "revoked", true, invalid("revoked")},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -183,3 +183,5 @@ func bearer(tok string) Request {
 	return Request{Method: "POST", Scheme: "https", Host: "mcp.example.com", Path: "/mcp",
 		Headers: map[string]string{"authorization": "Bearer " + tok}}
 }
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }

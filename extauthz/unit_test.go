@@ -238,7 +238,9 @@ func TestCacheRace(t *testing.T) {
 	}
 }
 
-func mustMetrics(t *testing.T) *metrics {
+func mustMetrics(t *testing.T) *metrics { return mustMetricsB(t) }
+
+func mustMetricsB(t testing.TB) *metrics {
 	m, err := newMetrics(prometheus.NewRegistry(), false)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,321 @@
+package extauthz
+
+import (
+	"context"
+	"crypto/sha256"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/passgate/passgate/internal/token"
+)
+
+// The no-op references allow everything without looking: the cheapest
+// possible check, which passgate's numbers are read against (issue 9).
+type noopGRPC struct {
+	authv3.UnimplementedAuthorizationServer
+}
+
+var noopOK = &authv3.CheckResponse{Status: &rpcstatus.Status{}, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}}}
+
+func (noopGRPC) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return noopOK, nil
+}
+
+var noopHTTP = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+
+func noopCheck(context.Context, Request) (Decision, error) {
+	return Decision{Allow: true, Status: 200}, nil
+}
+
+// benchEnv is a Checker on SQLite with one token to hit and a pool of
+// tokens to miss with.
+type benchEnv struct {
+	c     *Checker
+	hit   string
+	pool  []string
+	keys  [][32]byte
+	next  int
+	drops int
+}
+
+func newBenchEnv(b *testing.B) *benchEnv {
+	b.Helper()
+	db := openSQLite(b)
+	c := startChecker(b, Config{Store: db, Logger: discard()})
+	e := &benchEnv{c: c, hit: mint(b, db, mintOpts{})}
+	for range 200 {
+		tok := mint(b, db, mintOpts{})
+		e.pool = append(e.pool, tok)
+		e.keys = append(e.keys, sha256.Sum256([]byte(tok)))
+	}
+	if d, _ := c.Check(context.Background(), bearer(e.hit)); !d.Allow {
+		b.Fatal("hit token refused")
+	}
+	return e
+}
+
+// missToken returns a valid token that is not in the cache.
+func (e *benchEnv) missToken() string {
+	i := e.next % len(e.pool)
+	e.next++
+	e.c.cache.invalidate(e.keys[i])
+	return e.pool[i]
+}
+
+func envoyReq(tok string) *authv3.CheckRequest {
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Scheme: "https", Host: "mcp.example.com", Path: "/mcp",
+			Headers: map[string]string{
+				":authority": "mcp.example.com", ":method": "POST", ":path": "/mcp", ":scheme": "https",
+				"authorization": "Bearer " + tok, "content-type": "application/json", "accept": "application/json, text/event-stream",
+				"mcp-protocol-version": "2025-06-18", "x-request-id": "5f2c0c5e-8b1a-4a57-9d4e-3c7f0a1b2c3d",
+			}}}}}
+}
+
+func nginxReq(tok string) *http.Request {
+	r := httptest.NewRequest("GET", CheckPath, nil)
+	r.Header.Set("X-Original-URI", "/mcp")
+	r.Header.Set("X-Original-Method", "POST")
+	r.Header.Set("X-Forwarded-Host", "mcp.example.com")
+	r.Header.Set("X-Forwarded-Proto", "https")
+	r.Header.Set("Authorization", "Bearer "+tok)
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Accept", "application/json, text/event-stream")
+	return r
+}
+
+// nopWriter is a ResponseWriter that keeps nothing but a reused header map,
+// so handler benchmarks measure the handler.
+type nopWriter struct{ h http.Header }
+
+func (w *nopWriter) Header() http.Header         { return w.h }
+func (w *nopWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (w *nopWriter) WriteHeader(int)             { clear(w.h) }
+
+func BenchmarkCheck(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	b.Run("noop", func(b *testing.B) {
+		r := bearer(e.hit)
+		b.ReportAllocs()
+		for b.Loop() {
+			noopCheck(ctx, r)
+		}
+	})
+	b.Run("hit", func(b *testing.B) {
+		r := bearer(e.hit)
+		b.ReportAllocs()
+		for b.Loop() {
+			if d, _ := e.c.Check(ctx, r); !d.Allow {
+				b.Fatal("denied")
+			}
+		}
+	})
+	b.Run("hit_parallel", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			r := bearer(e.hit)
+			for pb.Next() {
+				if d, _ := e.c.Check(ctx, r); !d.Allow {
+					b.Error("denied")
+					return
+				}
+			}
+		})
+	})
+	b.Run("miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if d, _ := e.c.Check(ctx, bearer(e.missToken())); !d.Allow {
+				b.Fatal("denied")
+			}
+		}
+	})
+	b.Run("invalid", func(b *testing.B) {
+		r := bearer(token.New(token.PrefixAccess))
+		b.ReportAllocs()
+		for b.Loop() {
+			if d, _ := e.c.Check(ctx, r); d.Allow {
+				b.Fatal("allowed")
+			}
+		}
+	})
+}
+
+func BenchmarkGRPC(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	pg := grpcServer{c: e.c}
+	b.Run("inproc/noop", func(b *testing.B) {
+		req := envoyReq(e.hit)
+		b.ReportAllocs()
+		for b.Loop() {
+			noopGRPC{}.Check(ctx, req)
+		}
+	})
+	b.Run("inproc/hit", func(b *testing.B) {
+		req := envoyReq(e.hit)
+		b.ReportAllocs()
+		for b.Loop() {
+			if resp, _ := pg.Check(ctx, req); resp.GetOkResponse() == nil {
+				b.Fatal("denied")
+			}
+		}
+	})
+	b.Run("inproc/miss", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if resp, _ := pg.Check(ctx, envoyReq(e.missToken())); resp.GetOkResponse() == nil {
+				b.Fatal("denied")
+			}
+		}
+	})
+	// Over loopback with a real client, as Envoy calls it.
+	noopSrv := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(noopSrv, noopGRPC{})
+	for _, tc := range []struct {
+		name string
+		srv  *grpc.Server
+		tok  func() string
+	}{
+		{"loopback/noop", noopSrv, func() string { return e.hit }},
+		{"loopback/hit", NewGRPCServer(e.c, nil), func() string { return e.hit }},
+		{"loopback/miss", NewGRPCServer(e.c, nil), e.missToken},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			client := serveGRPC(b, tc.srv)
+			b.ReportAllocs()
+			for b.Loop() {
+				if resp, err := client.Check(ctx, envoyReq(tc.tok())); err != nil || resp.GetOkResponse() == nil {
+					b.Fatal("denied", err)
+				}
+			}
+		})
+	}
+}
+
+func serveGRPC(b *testing.B, s *grpc.Server) authv3.AuthorizationClient {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go s.Serve(lis)
+	b.Cleanup(s.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	return authv3.NewAuthorizationClient(conn)
+}
+
+func BenchmarkHTTP(b *testing.B) {
+	e := newBenchEnv(b)
+	h := e.c.HTTPHandler()
+	b.Run("inproc/noop", func(b *testing.B) {
+		r, w := nginxReq(e.hit), &nopWriter{h: http.Header{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			noopHTTP.ServeHTTP(w, r)
+		}
+	})
+	b.Run("inproc/hit", func(b *testing.B) {
+		r, w := nginxReq(e.hit), &nopWriter{h: http.Header{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			h.ServeHTTP(w, r)
+		}
+	})
+	b.Run("inproc/miss", func(b *testing.B) {
+		w := &nopWriter{h: http.Header{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			h.ServeHTTP(w, nginxReq(e.missToken()))
+		}
+	})
+	for _, tc := range []struct {
+		name string
+		h    http.Handler
+		tok  func() string
+	}{
+		{"loopback/noop", noopHTTP, func() string { return e.hit }},
+		{"loopback/hit", h, func() string { return e.hit }},
+		{"loopback/miss", h, e.missToken},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			srv := httptest.NewServer(tc.h)
+			defer srv.Close()
+			client := srv.Client()
+			b.ReportAllocs()
+			for b.Loop() {
+				r := nginxReq(tc.tok())
+				r.RequestURI = ""
+				r.URL.Scheme, r.URL.Host = "http", srv.Listener.Addr().String()
+				resp, err := client.Do(r)
+				if err != nil || resp.StatusCode != 200 {
+					b.Fatal("denied", err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		})
+	}
+}
+
+func BenchmarkParseBearer(b *testing.B) {
+	h := "Bearer " + token.New(token.PrefixAccess)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, ok := parseBearer(h); !ok {
+			b.Fatal("rejected")
+		}
+	}
+}
+
+func BenchmarkHash(b *testing.B) {
+	tok := token.New(token.PrefixAccess)
+	b.Run("hashSecret", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = hashSecret(tok)
+		}
+	})
+	b.Run("HashInto", func(b *testing.B) {
+		var dst [64]byte
+		b.ReportAllocs()
+		for b.Loop() {
+			token.HashInto(&dst, tok)
+		}
+	})
+	b.Run("cache_get", func(b *testing.B) {
+		c := newCache(1000, mustMetricsB(b))
+		c.arm()
+		key := sha256.Sum256([]byte(tok))
+		c.put(key, cacheEntry{}, c.generation(key))
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, ok := c.get(key); !ok {
+				b.Fatal("miss")
+			}
+		}
+	})
+}
+
+func BenchmarkDeny(b *testing.B) {
+	e := newBenchEnv(b)
+	r := Request{Method: "POST", Host: "mcp.example.com", Path: "/mcp", Headers: map[string]string{"origin": "https://x"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, _ := e.c.Check(context.Background(), r); d.Allow {
+			b.Fatal("allowed")
+		}
+	}
+}
