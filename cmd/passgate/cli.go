@@ -1,0 +1,258 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
+
+	"golang.org/x/term"
+
+	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/postgres"
+	"github.com/passgate/passgate/store/sqlite"
+)
+
+// version is set at build time with -ldflags "-X main.version=…"; otherwise
+// it comes from the module build info.
+var version = ""
+
+// errHelp reports that help was printed; the exit code is 0 when it was
+// asked for and 2 after a usage error.
+var errHelp = errors.New("help requested")
+
+// usageError is a command-line mistake: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(format, args...)} }
+
+func exitCode(err error) int {
+	var ue usageError
+	switch {
+	case err == nil, errors.Is(err, errHelp):
+		return 0
+	case errors.As(err, &ue):
+		return 2
+	default:
+		return 1
+	}
+}
+
+// stdio is the process's standard streams and environment, passed in so the
+// CLI can be tested without touching the real ones.
+type stdio struct {
+	in     io.Reader
+	out    io.Writer
+	err    io.Writer
+	getenv func(string) string
+}
+
+const mainUsage = `passgate: password-based OAuth 2.1 for MCP servers, enforced at the proxy.
+
+Usage:
+  passgate serve [flags]                 run the authorization server and the checks
+  passgate user add|list|remove|passwd|unlock [NAME]
+  passgate client add|list|remove [ID]   pre-registered OAuth clients
+  passgate token revoke --user NAME      revoke every token of a user
+  passgate session list|revoke           browser sessions
+  passgate audit [flags]                 query the audit log
+  passgate hash-password                 read a password on stdin, print a bcrypt hash
+  passgate migrate                       apply database migrations and exit
+  passgate healthcheck [URL]             exit 0 if /healthz answers (for containers)
+  passgate version
+
+Run "passgate COMMAND --help" for a command's flags.
+`
+
+func run(ctx context.Context, args []string, std stdio) error {
+	if len(args) == 0 {
+		fmt.Fprint(std.err, mainUsage)
+		return usagef("no command given")
+	}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return cmdServe(ctx, rest, std)
+	case "user":
+		return cmdUser(ctx, rest, std)
+	case "client":
+		return cmdClient(ctx, rest, std)
+	case "token":
+		return cmdToken(ctx, rest, std)
+	case "session":
+		return cmdSession(ctx, rest, std)
+	case "audit":
+		return cmdAudit(ctx, rest, std)
+	case "hash-password":
+		return cmdHashPassword(ctx, rest, std)
+	case "migrate":
+		return cmdMigrate(ctx, rest, std)
+	case "healthcheck":
+		return cmdHealthcheck(ctx, rest, std)
+	case "version", "--version", "-version":
+		fmt.Fprintln(std.out, "passgate", buildVersion())
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(std.out, mainUsage)
+		return nil
+	default:
+		fmt.Fprint(std.err, mainUsage)
+		return usagef("unknown command %q", cmd)
+	}
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "(devel)"
+}
+
+// newFlagSet returns a FlagSet that prints usage to std.err and reports
+// errors instead of exiting.
+func newFlagSet(name, usage string, std stdio) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(std.err)
+	fs.Usage = func() {
+		fmt.Fprintf(std.err, "Usage: passgate %s\n\nFlags:\n", usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parseArgs parses flags that may appear before or after positional
+// arguments ("user add alice --password-stdin") and returns the positionals.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, errHelp
+			}
+			return nil, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return pos, nil
+		}
+		if args[0] == "--" {
+			return append(pos, args[1:]...), nil
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+}
+
+// storeConfig binds only the flags a command needs to reach the store.
+func bindStoreFlags(fs *flag.FlagSet, c *Config) []setting {
+	fs.StringVar(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty"+envHelp([]string{"DATABASE_URL"}))
+	fs.StringVar(&c.DataDir, "data-dir", "data", "directory of the SQLite database"+envHelp([]string{"PASSGATE_DATA_DIR"}))
+	return []setting{{"database", []string{"DATABASE_URL"}}, {"data-dir", []string{"PASSGATE_DATA_DIR"}}}
+}
+
+// openStore opens and migrates the configured backend.
+func openStore(ctx context.Context, c *Config, logger *slog.Logger) (store.Store, error) {
+	var (
+		st  store.Store
+		err error
+	)
+	if c.DatabaseURL != "" {
+		st, err = postgres.Open(ctx, c.DatabaseURL, logger)
+		if err != nil {
+			return nil, fmt.Errorf("open postgres: %w", err)
+		}
+	} else {
+		if c.DataDir == "" {
+			return nil, errors.New("--data-dir is empty and --database is not set")
+		}
+		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create data directory: %w", err)
+		}
+		st, err = sqlite.Open(ctx, filepath.Join(c.DataDir, "passgate.db"), logger)
+		if err != nil {
+			return nil, fmt.Errorf("open sqlite: %w", err)
+		}
+	}
+	n, err := st.Migrate(ctx)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	if n > 0 {
+		logger.Info("applied database migrations", "count", n)
+	}
+	return st, nil
+}
+
+// storeCommand parses a store-using subcommand's flags (with env
+// fallbacks), opens the store and returns it with the positionals.
+func storeCommand(ctx context.Context, fs *flag.FlagSet, c *Config, args []string, std stdio, extra []setting) (store.Store, []string, error) {
+	settings := append(bindStoreFlags(fs, c), extra...)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.applyEnv(fs, settings, std.getenv); err != nil {
+		return nil, nil, usageError{err.Error()}
+	}
+	logger := slog.New(slog.NewTextHandler(std.err, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st, err := openStore(ctx, c, logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	return st, pos, nil
+}
+
+// readPassword reads a password from stdin (--password-stdin: the first
+// line) or prompts twice on the terminal without echo.
+func readPassword(std stdio, fromStdin bool) (string, error) {
+	if fromStdin {
+		line, err := bufio.NewReader(std.in).ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return "", fmt.Errorf("read password from stdin: %w", err)
+		}
+		pw := strings.TrimRight(line, "\r\n")
+		if pw == "" {
+			return "", errors.New("empty password on stdin")
+		}
+		return pw, nil
+	}
+	f, ok := std.in.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return "", usagef("stdin is not a terminal: use --password-stdin")
+	}
+	fmt.Fprint(std.err, "Password: ")
+	a, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(std.err)
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	fmt.Fprint(std.err, "Again: ")
+	b, err := term.ReadPassword(int(f.Fd()))
+	fmt.Fprintln(std.err)
+	if err != nil {
+		return "", fmt.Errorf("read password: %w", err)
+	}
+	if string(a) != string(b) {
+		return "", errors.New("passwords do not match")
+	}
+	if len(a) == 0 {
+		return "", errors.New("empty password")
+	}
+	return string(a), nil
+}
+
+func goVersion() string { return runtime.Version() }

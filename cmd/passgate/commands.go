@@ -1,0 +1,459 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
+)
+
+// adminAudit is the audit identity of changes made from the command line.
+const adminIP = "cli"
+
+func cmdUser(ctx context.Context, args []string, std stdio) error {
+	const usage = "user add|list|remove|passwd|unlock [NAME] [--password-stdin]"
+	if len(args) == 0 {
+		fmt.Fprintln(std.err, "Usage: passgate "+usage)
+		return usagef("user: missing subcommand")
+	}
+	sub := args[0]
+	var c Config
+	fs := newFlagSet("user "+sub, usage, std)
+	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of stdin")
+	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	now := time.Now()
+	needName := func() (string, error) {
+		if len(pos) != 1 {
+			return "", usagef("user %s: exactly one NAME is required", sub)
+		}
+		if !validUsername(pos[0]) {
+			return "", usagef("user %s: %q is not a valid username (1-64 letters, digits, . _ - @)", sub, pos[0])
+		}
+		return pos[0], nil
+	}
+	switch sub {
+	case "add", "passwd":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		pw, err := readPassword(std, *fromStdin)
+		if err != nil {
+			return err
+		}
+		hash, err := passwd.Hash(pw, passwd.DefaultCost)
+		if err != nil {
+			return err
+		}
+		if sub == "add" {
+			if err := st.CreateUser(ctx, store.User{Username: name, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
+				if errors.Is(err, store.ErrAlreadyExists) {
+					return fmt.Errorf("user %q already exists", name)
+				}
+				return fmt.Errorf("add user: %w", err)
+			}
+			fmt.Fprintf(std.out, "added user %s\n", name)
+			return nil
+		}
+		if err := st.SetPassword(ctx, name, hash, now); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no user %q", name)
+			}
+			return fmt.Errorf("set password: %w", err)
+		}
+		// A new password ends every session: whoever knew the old one is out.
+		if _, err := st.DeleteUserSessions(ctx, name); err != nil {
+			return fmt.Errorf("end sessions: %w", err)
+		}
+		fmt.Fprintf(std.out, "changed the password of %s and ended their sessions\n", name)
+		return nil
+	case "list":
+		users, err := st.ListUsers(ctx)
+		if err != nil {
+			return fmt.Errorf("list users: %w", err)
+		}
+		tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "USERNAME\tCREATED\tLOCKED UNTIL")
+		for _, u := range users {
+			lf, err := st.GetLoginFailures(ctx, u.Username)
+			if err != nil {
+				return fmt.Errorf("lockout state: %w", err)
+			}
+			locked := "-"
+			if lf.LockedUntil.After(now) {
+				locked = lf.LockedUntil.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Username, u.CreatedAt.Format(time.RFC3339), locked)
+		}
+		return tw.Flush()
+	case "remove":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		if err := st.DeleteUser(ctx, name, now); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no user %q", name)
+			}
+			return fmt.Errorf("remove user: %w", err)
+		}
+		fmt.Fprintf(std.out, "removed user %s, their sessions and tokens\n", name)
+		return nil
+	case "unlock":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		if err := st.ResetLoginFailures(ctx, name); err != nil {
+			return fmt.Errorf("unlock: %w", err)
+		}
+		fmt.Fprintf(std.out, "unlocked %s\n", name)
+		return nil
+	default:
+		return usagef("user: unknown subcommand %q", sub)
+	}
+}
+
+func validUsername(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._-@", r)) {
+			return false
+		}
+	}
+	return true
+}
+
+func cmdClient(ctx context.Context, args []string, std stdio) error {
+	const usage = "client add --name NAME --redirect-uri URI [--redirect-uri URI…] [--public] | client list | client remove ID"
+	if len(args) == 0 {
+		fmt.Fprintln(std.err, "Usage: passgate "+usage)
+		return usagef("client: missing subcommand")
+	}
+	sub := args[0]
+	var (
+		c         Config
+		redirects []string
+	)
+	fs := newFlagSet("client "+sub, usage, std)
+	name := fs.String("name", "", "client name shown on the consent page")
+	id := fs.String("id", "", "client ID (default: random)")
+	public := fs.Bool("public", false, "public client (PKCE only, no secret)")
+	method := fs.String("auth-method", "client_secret_basic", "token endpoint auth method of a confidential client: client_secret_basic or client_secret_post")
+	fs.Func("redirect-uri", "exact redirect URI (repeatable)", func(v string) error {
+		redirects = append(redirects, v)
+		return nil
+	})
+	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	now := time.Now()
+	switch sub {
+	case "add":
+		if *name == "" || len(redirects) == 0 {
+			return usagef("client add: --name and at least one --redirect-uri are required")
+		}
+		for _, r := range redirects {
+			if err := validateRedirectURI(r); err != nil {
+				return usagef("client add: --redirect-uri %q: %v", r, err)
+			}
+		}
+		cl := store.Client{
+			ID: *id, Name: *name, RedirectURIs: redirects, Source: store.ClientStatic,
+			GrantTypes: []string{"authorization_code", "refresh_token"}, CreatedAt: now,
+		}
+		if cl.ID == "" {
+			cl.ID = token.New("pgcl_")[:len("pgcl_")+22]
+		}
+		var secret string
+		if *public {
+			cl.TokenEndpointAuthMethod = "none"
+		} else {
+			if *method != "client_secret_basic" && *method != "client_secret_post" {
+				return usagef("client add: --auth-method must be client_secret_basic or client_secret_post")
+			}
+			cl.TokenEndpointAuthMethod = *method
+			secret = token.New(token.PrefixClientSecret)
+			h, err := passwd.Hash(secret, passwd.DefaultCost)
+			if err != nil {
+				return err
+			}
+			cl.SecretHash = h
+		}
+		if err := st.CreateClient(ctx, cl); err != nil {
+			if errors.Is(err, store.ErrAlreadyExists) {
+				return fmt.Errorf("client %q already exists", cl.ID)
+			}
+			return fmt.Errorf("add client: %w", err)
+		}
+		fmt.Fprintf(std.out, "client_id:     %s\n", cl.ID)
+		if secret != "" {
+			fmt.Fprintf(std.out, "client_secret: %s\n(shown once; only its hash is stored)\n", secret)
+		}
+		return nil
+	case "list":
+		clients, err := st.ListClients(ctx)
+		if err != nil {
+			return fmt.Errorf("list clients: %w", err)
+		}
+		tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "CLIENT ID\tNAME\tSOURCE\tAUTH\tLAST USED\tREDIRECT URIS")
+		for _, cl := range clients {
+			last := "never"
+			if !cl.LastUsedAt.IsZero() {
+				last = cl.LastUsedAt.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cl.ID, cl.Name, cl.Source, cl.TokenEndpointAuthMethod, last, strings.Join(cl.RedirectURIs, " "))
+		}
+		return tw.Flush()
+	case "remove":
+		if len(pos) != 1 {
+			return usagef("client remove: exactly one client ID is required")
+		}
+		if err := st.DeleteClient(ctx, pos[0], now); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no client %q", pos[0])
+			}
+			return fmt.Errorf("remove client: %w", err)
+		}
+		if err := st.RecordAudit(ctx, store.AuditEvent{Event: store.EventClientDeleted, Success: true, IP: adminIP, ClientID: pos[0], CreatedAt: now}); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
+		fmt.Fprintf(std.out, "removed client %s and revoked its tokens\n", pos[0])
+		return nil
+	default:
+		return usagef("client: unknown subcommand %q", sub)
+	}
+}
+
+// validateRedirectURI accepts absolute URIs without fragment or userinfo;
+// http only for loopback hosts.
+func validateRedirectURI(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return err
+	}
+	if !u.IsAbs() || u.Fragment != "" || u.User != nil {
+		return errors.New("must be absolute, without fragment or userinfo")
+	}
+	if u.Scheme == "http" && !resource.IsLoopbackHost(u.Hostname()) {
+		return errors.New("http is allowed only for loopback hosts")
+	}
+	if (u.Scheme == "http" || u.Scheme == "https") && u.Host == "" {
+		return errors.New("missing host")
+	}
+	return nil
+}
+
+func cmdToken(ctx context.Context, args []string, std stdio) error {
+	const usage = "token revoke --user NAME [--client ID]"
+	if len(args) == 0 || args[0] != "revoke" {
+		fmt.Fprintln(std.err, "Usage: passgate "+usage)
+		return usagef("token: expected 'revoke'")
+	}
+	var c Config
+	fs := newFlagSet("token revoke", usage, std)
+	user := fs.String("user", "", "revoke every token of this user")
+	client := fs.String("client", "", "only the tokens of this client")
+	st, _, err := storeCommand(ctx, fs, &c, args[1:], std, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if *user == "" {
+		return usagef("token revoke: --user is required")
+	}
+	now := time.Now()
+	ev := store.AuditEvent{Event: store.EventTokenRevoked, Success: true, IP: adminIP, Username: *user, ClientID: *client, CreatedAt: now}
+	hashes, err := st.RevokeUserTokens(ctx, *user, *client, now, &ev)
+	if err != nil {
+		return fmt.Errorf("revoke: %w", err)
+	}
+	fmt.Fprintf(std.out, "revoked %d tokens of %s\n", len(hashes), *user)
+	return nil
+}
+
+func cmdSession(ctx context.Context, args []string, std stdio) error {
+	const usage = "session list [--user NAME] | session revoke --user NAME"
+	if len(args) == 0 {
+		fmt.Fprintln(std.err, "Usage: passgate "+usage)
+		return usagef("session: missing subcommand")
+	}
+	sub := args[0]
+	var c Config
+	fs := newFlagSet("session "+sub, usage, std)
+	user := fs.String("user", "", "username")
+	st, _, err := storeCommand(ctx, fs, &c, args[1:], std, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	switch sub {
+	case "list":
+		ss, err := st.ListSessions(ctx, *user, time.Now())
+		if err != nil {
+			return fmt.Errorf("list sessions: %w", err)
+		}
+		tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "USER\tCREATED\tLAST SEEN\tEXPIRES\tIP\tUSER AGENT")
+		for _, s := range ss {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Username, s.CreatedAt.Format(time.RFC3339), s.LastSeenAt.Format(time.RFC3339), s.ExpiresAt.Format(time.RFC3339), s.IP, s.UserAgent)
+		}
+		return tw.Flush()
+	case "revoke":
+		if *user == "" {
+			return usagef("session revoke: --user is required")
+		}
+		n, err := st.DeleteUserSessions(ctx, *user)
+		if err != nil {
+			return fmt.Errorf("revoke sessions: %w", err)
+		}
+		fmt.Fprintf(std.out, "ended %d sessions of %s\n", n, *user)
+		return nil
+	default:
+		return usagef("session: unknown subcommand %q", sub)
+	}
+}
+
+func cmdAudit(ctx context.Context, args []string, std stdio) error {
+	const usage = "audit [--since DURATION|RFC3339] [--event NAME] [--user NAME] [--client ID] [--failed] [--limit N] [--json]"
+	var c Config
+	fs := newFlagSet("audit", usage, std)
+	since := fs.String("since", "24h", "how far back: a duration (24h) or an RFC 3339 time")
+	event := fs.String("event", "", "only this event")
+	user := fs.String("user", "", "only this username")
+	client := fs.String("client", "", "only this client ID")
+	failed := fs.Bool("failed", false, "only failures")
+	limit := fs.Int("limit", 1000, "at most this many rows (0: all)")
+	asJSON := fs.Bool("json", false, "one JSON object per line")
+	st, _, err := storeCommand(ctx, fs, &c, args, std, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	f := store.AuditFilter{Event: *event, Username: *user, ClientID: *client, FailedOnly: *failed, Limit: *limit}
+	if *since != "" {
+		if d, err := time.ParseDuration(*since); err == nil {
+			f.Since = time.Now().Add(-d)
+		} else if t, err := time.Parse(time.RFC3339, *since); err == nil {
+			f.Since = t
+		} else {
+			return usagef("audit: --since %q is neither a duration nor an RFC 3339 time", *since)
+		}
+	}
+	rows, err := st.ListAudit(ctx, f)
+	if err != nil {
+		return fmt.Errorf("query audit log: %w", err)
+	}
+	if *asJSON {
+		enc := json.NewEncoder(std.out)
+		for _, r := range rows {
+			if err := enc.Encode(auditJSON{
+				ID: r.ID, Event: r.Event, Success: r.Success, IP: r.IP, UserAgent: r.UserAgent,
+				ClientID: r.ClientID, Username: r.Username, Error: r.Error, CreatedAt: r.CreatedAt,
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TIME\tEVENT\tRESULT\tUSER\tCLIENT\tIP\tERROR")
+	for _, r := range rows {
+		res := "ok"
+		if !r.Success {
+			res = "FAILED"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.CreatedAt.Format(time.RFC3339), r.Event, res, r.Username, r.ClientID, r.IP, r.Error)
+	}
+	return tw.Flush()
+}
+
+type auditJSON struct {
+	ID        int64     `json:"id"`
+	Event     string    `json:"event"`
+	Success   bool      `json:"success"`
+	IP        string    `json:"ip"`
+	UserAgent string    `json:"user_agent"`
+	ClientID  string    `json:"client_id"`
+	Username  string    `json:"username"`
+	Error     string    `json:"error"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+func cmdHashPassword(ctx context.Context, args []string, std stdio) error {
+	fs := newFlagSet("hash-password", "hash-password < password.txt", std)
+	cost := fs.Int("cost", passwd.DefaultCost, "bcrypt cost")
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	pw, err := readPassword(std, true)
+	if err != nil {
+		return err
+	}
+	h, err := passwd.Hash(pw, *cost)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(std.out, h)
+	return nil
+}
+
+func cmdMigrate(ctx context.Context, args []string, std stdio) error {
+	var c Config
+	fs := newFlagSet("migrate", "migrate [--database URL | --data-dir DIR]", std)
+	st, _, err := storeCommand(ctx, fs, &c, args, std, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fmt.Fprintln(std.out, "database is up to date")
+	return nil
+}
+
+// cmdHealthcheck serves containers without curl (distroless): it exits 0
+// when the health endpoint answers 200.
+func cmdHealthcheck(ctx context.Context, args []string, std stdio) error {
+	fs := newFlagSet("healthcheck", "healthcheck [URL]", std)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	target := "http://127.0.0.1:8080/healthz"
+	if len(pos) > 0 {
+		target = pos[0]
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	if err != nil {
+		return usagef("healthcheck: %v", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("healthcheck: %w", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("healthcheck: %s answered %d", target, resp.StatusCode)
+	}
+	return nil
+}

@@ -1,0 +1,487 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/passgate/passgate/internal/clientip"
+	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/ratelimit"
+	"github.com/passgate/passgate/internal/resource"
+)
+
+// Config is passgate's whole configuration. Every field is a flag with an
+// environment fallback; the field comments are the reference the README
+// repeats. A flag given on the command line wins over the environment.
+type Config struct {
+	// Issuer is the authorization server's issuer URL, used byte for byte
+	// in metadata and as the base of every endpoint URL. Must be https
+	// unless its host is loopback. Default http://localhost:8080.
+	// Env PASSGATE_ISSUER, or the seed's SERVER_URL.
+	Issuer string
+	// Resources are the protected MCP resource URLs (RFC 8707 audiences),
+	// e.g. https://mcp.example.com/mcp. Default http://localhost:8080/mcp.
+	// Env PASSGATE_RESOURCES, comma-separated.
+	Resources []string
+	// Scopes are the scopes passgate grants. Default "mcp".
+	// Env PASSGATE_SCOPES, comma- or space-separated.
+	Scopes []string
+
+	// HTTPListen serves the login pages, OAuth endpoints, metadata, the
+	// HTTP check and health. Default :8080. Env PASSGATE_HTTP_LISTEN.
+	HTTPListen string
+	// GRPCListen serves Envoy ext_authz v3 and gRPC health. Default :9191.
+	// Env PASSGATE_GRPC_LISTEN. Empty disables it.
+	GRPCListen string
+	// MetricsListen serves Prometheus metrics, never on the public
+	// listener. Default :9090. Env PASSGATE_METRICS_LISTEN. Empty disables.
+	MetricsListen string
+
+	// DatabaseURL selects PostgreSQL (postgres:// or postgresql://).
+	// Optional; without it passgate uses SQLite in DataDir. Env DATABASE_URL.
+	DatabaseURL string
+	// DataDir holds the SQLite database. Default "data".
+	// Env PASSGATE_DATA_DIR.
+	DataDir string
+
+	// AccessTokenTTL is the access token lifetime. Default 1h.
+	AccessTokenTTL time.Duration
+	// RefreshTokenTTL is the absolute lifetime of a refresh family. Default 720h.
+	RefreshTokenTTL time.Duration
+	// RefreshIdleTTL is how long an unused refresh token lives. Default 336h.
+	RefreshIdleTTL time.Duration
+	// RefreshGrace is how long a rotated refresh token may be presented
+	// again and get the same answer (clients racing themselves). Default 5s.
+	RefreshGrace time.Duration
+	// SessionTTL is the browser session lifetime. Default 720h.
+	SessionTTL time.Duration
+
+	// Registration is "open" (default), "closed" or "token" (requires
+	// RegistrationTokenFile's token as an initial access token).
+	// Env PASSGATE_REGISTRATION.
+	Registration string
+	// RegistrationTokenFile holds the initial access token for
+	// Registration "token". Env PASSGATE_REGISTRATION_TOKEN_FILE.
+	RegistrationTokenFile string
+	// AllowPrivateSchemes lets clients register private-use redirect URI
+	// schemes such as cursor:// or vscode://. Default false.
+	AllowPrivateSchemes bool
+	// StaleClientAge removes dynamically registered clients that never
+	// completed a grant after this long. Default 24h; 0 keeps them.
+	StaleClientAge time.Duration
+	// CIMD enables Client ID Metadata Documents (https client_id URLs).
+	// Default true.
+	CIMD bool
+	// CIMDAllowLoopbackHTTP allows http://localhost client_id URLs, for
+	// development and tests only. Default false.
+	CIMDAllowLoopbackHTTP bool
+	// TemplateDir overrides any page template by file name. Optional.
+	TemplateDir string
+
+	// TrustedProxies are CIDRs whose X-Forwarded-For / X-Real-IP are
+	// believed. Default loopback only. Env PASSGATE_TRUSTED_PROXIES.
+	TrustedProxies []netip.Prefix
+	// Rate limits per client IP, as "N/duration" or "off".
+	LoginLimit, TokenLimit, AuthorizeLimit, RegisterLimit, RevokeLimit ratelimit.Limit
+	// LockoutThreshold failed logins within LockoutWindow lock an account
+	// for LockoutDuration. Defaults 10, 15m, 15m; threshold 0 disables.
+	LockoutThreshold int
+	LockoutWindow    time.Duration
+	LockoutDuration  time.Duration
+
+	// APIKeyFile holds a long-lived bearer credential for scripts that the
+	// checks accept for every resource. Optional. Env PASSGATE_API_KEY_FILE;
+	// the seed's API_KEY (the key itself) also works.
+	APIKeyFile string
+	// UserHeader, ClientIDHeader and ScopeHeader name the identity headers
+	// sent upstream. Defaults X-Passgate-User, X-Passgate-Client-Id,
+	// X-Passgate-Scope.
+	UserHeader, ClientIDHeader, ScopeHeader string
+	// KeepAuthorization forwards the client's Authorization header upstream
+	// (the MCP specification forbids token passthrough). Default false.
+	KeepAuthorization bool
+	// AllowPreflight lets CORS preflight requests (OPTIONS without
+	// credentials) through the checks. Default true.
+	AllowPreflight bool
+	// CheckCacheSize bounds the verified-token cache. Default 100000.
+	CheckCacheSize int
+	// StoreTimeout bounds every store call on the check path. Default 300ms.
+	StoreTimeout time.Duration
+
+	// AuditRetention deletes audit rows older than this. Default 2160h
+	// (90 days); 0 keeps them forever.
+	AuditRetention time.Duration
+	// CleanupInterval is how often expired rows are deleted. Default 10m.
+	CleanupInterval time.Duration
+	// ShutdownTimeout bounds graceful shutdown. Default 15s.
+	ShutdownTimeout time.Duration
+	// LogFormat is "json", "text" or "auto" (JSON unless stderr is a
+	// terminal). LogLevel is debug, info, warn or error.
+	LogFormat, LogLevel string
+
+	// Seed (mcp-oauth-password) compatibility; environment only.
+	//
+	// SeedClientID / SeedClientSecret pre-register one confidential client
+	// (OAUTH_CLIENT_ID / OAUTH_CLIENT_SECRET) with SeedRedirectURIs
+	// (PASSGATE_CLIENT_REDIRECT_URIS, matched exactly; default Claude's
+	// callback URLs).
+	SeedClientID, SeedClientSecret string
+	SeedRedirectURIs               []string
+	// SeedPasswordHash (OAUTH_PASSWORD_HASH) is the bcrypt hash of user
+	// admin's password, created or updated at start.
+	SeedPasswordHash string
+	// SeedAPIKey is the seed's API_KEY.
+	SeedAPIKey string
+}
+
+// defaultSeedRedirectURIs are Claude's OAuth callbacks, the clients the
+// seed's single pre-registered client was made for.
+var defaultSeedRedirectURIs = []string{
+	"https://claude.ai/api/mcp/auth_callback",
+	"https://claude.com/api/mcp/auth_callback",
+}
+
+// setting is one configuration item: a flag and its environment variables.
+type setting struct {
+	flag string
+	env  []string
+}
+
+// bindFlags registers every Config field on fs with its default and returns
+// the flag-to-environment mapping used by applyEnv.
+func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
+	var s []setting
+	str := func(p *string, name, def, usage string, env ...string) {
+		fs.StringVar(p, name, def, usage+envHelp(env))
+		s = append(s, setting{name, env})
+	}
+	dur := func(p *time.Duration, name string, def time.Duration, usage string, env ...string) {
+		fs.DurationVar(p, name, def, usage+envHelp(env))
+		s = append(s, setting{name, env})
+	}
+	boolean := func(p *bool, name string, def bool, usage string, env ...string) {
+		fs.BoolVar(p, name, def, usage+envHelp(env))
+		s = append(s, setting{name, env})
+	}
+	integer := func(p *int, name string, def int, usage string, env ...string) {
+		fs.IntVar(p, name, def, usage+envHelp(env))
+		s = append(s, setting{name, env})
+	}
+	list := func(p *[]string, name string, def []string, usage string, env ...string) {
+		*p = def
+		fs.Func(name, usage+" (comma-separated; default "+strings.Join(def, ",")+")"+envHelp(env), func(v string) error {
+			*p = splitList(v)
+			return nil
+		})
+		s = append(s, setting{name, env})
+	}
+	limit := func(p *ratelimit.Limit, name string, def ratelimit.Limit, usage string, env ...string) {
+		*p = def
+		fs.Func(name, usage+" (N/duration or off; default "+def.String()+")"+envHelp(env), func(v string) error {
+			l, err := ratelimit.ParseLimit(v)
+			if err != nil {
+				return err
+			}
+			*p = l
+			return nil
+		})
+		s = append(s, setting{name, env})
+	}
+
+	str(&c.Issuer, "issuer", "http://localhost:8080", "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
+	list(&c.Resources, "resource", []string{"http://localhost:8080/mcp"}, "protected MCP resource URLs", "PASSGATE_RESOURCES")
+	list(&c.Scopes, "scopes", []string{"mcp"}, "scopes passgate grants", "PASSGATE_SCOPES")
+	str(&c.HTTPListen, "http-listen", ":8080", "address for pages, OAuth endpoints, the HTTP check and health", "PASSGATE_HTTP_LISTEN")
+	str(&c.GRPCListen, "grpc-listen", ":9191", "address for Envoy ext_authz gRPC (empty disables)", "PASSGATE_GRPC_LISTEN")
+	str(&c.MetricsListen, "metrics-listen", ":9090", "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
+	str(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty", "DATABASE_URL")
+	str(&c.DataDir, "data-dir", "data", "directory of the SQLite database", "PASSGATE_DATA_DIR")
+	dur(&c.AccessTokenTTL, "access-token-ttl", time.Hour, "access token lifetime", "PASSGATE_ACCESS_TOKEN_TTL")
+	dur(&c.RefreshTokenTTL, "refresh-token-ttl", 30*24*time.Hour, "absolute refresh token lifetime", "PASSGATE_REFRESH_TOKEN_TTL")
+	dur(&c.RefreshIdleTTL, "refresh-idle-ttl", 14*24*time.Hour, "refresh token idle lifetime", "PASSGATE_REFRESH_IDLE_TTL")
+	dur(&c.RefreshGrace, "refresh-grace", 5*time.Second, "window in which a rotated refresh token gets the same answer again", "PASSGATE_REFRESH_GRACE")
+	dur(&c.SessionTTL, "session-ttl", 30*24*time.Hour, "browser session lifetime", "PASSGATE_SESSION_TTL")
+	str(&c.Registration, "registration", "open", "dynamic client registration: open, closed or token", "PASSGATE_REGISTRATION")
+	str(&c.RegistrationTokenFile, "registration-token-file", "", "file holding the initial access token for --registration=token", "PASSGATE_REGISTRATION_TOKEN_FILE")
+	boolean(&c.AllowPrivateSchemes, "allow-private-schemes", false, "allow private-use redirect URI schemes such as cursor://", "PASSGATE_ALLOW_PRIVATE_SCHEMES")
+	dur(&c.StaleClientAge, "stale-client-age", 24*time.Hour, "remove registered clients that never completed a grant after this long (0 keeps them)", "PASSGATE_STALE_CLIENT_AGE")
+	boolean(&c.CIMD, "cimd", true, "accept Client ID Metadata Document URLs as client_id", "PASSGATE_CIMD")
+	boolean(&c.CIMDAllowLoopbackHTTP, "cimd-allow-loopback-http", false, "allow http://localhost client_id URLs (development only)", "PASSGATE_CIMD_ALLOW_LOOPBACK_HTTP")
+	str(&c.TemplateDir, "template-dir", "", "directory of page templates overriding the built-in ones", "PASSGATE_TEMPLATE_DIR")
+	fs.Func("trusted-proxies", "CIDRs whose X-Forwarded-For is believed (default loopback)"+envHelp([]string{"PASSGATE_TRUSTED_PROXIES"}), func(v string) error {
+		p, err := clientip.ParsePrefixes(v)
+		if err != nil {
+			return err
+		}
+		c.TrustedProxies = p
+		return nil
+	})
+	s = append(s, setting{"trusted-proxies", []string{"PASSGATE_TRUSTED_PROXIES"}})
+	limit(&c.LoginLimit, "login-limit", ratelimit.DefaultLogin, "login attempts per client IP", "PASSGATE_LOGIN_LIMIT")
+	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "token requests per client IP", "PASSGATE_TOKEN_LIMIT")
+	limit(&c.AuthorizeLimit, "authorize-limit", ratelimit.DefaultAuthorize, "authorization requests per client IP", "PASSGATE_AUTHORIZE_LIMIT")
+	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
+	limit(&c.RevokeLimit, "revoke-limit", ratelimit.DefaultRevoke, "revocation and introspection requests per client IP", "PASSGATE_REVOKE_LIMIT")
+	integer(&c.LockoutThreshold, "lockout-threshold", 10, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
+	dur(&c.LockoutWindow, "lockout-window", 15*time.Minute, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
+	dur(&c.LockoutDuration, "lockout-duration", 15*time.Minute, "how long a locked account stays locked", "PASSGATE_LOCKOUT_DURATION")
+	str(&c.APIKeyFile, "api-key-file", "", "file holding a static bearer credential the checks accept", "PASSGATE_API_KEY_FILE")
+	str(&c.UserHeader, "user-header", "X-Passgate-User", "identity header carrying the username upstream", "PASSGATE_USER_HEADER")
+	str(&c.ClientIDHeader, "client-id-header", "X-Passgate-Client-Id", "identity header carrying the client ID upstream", "PASSGATE_CLIENT_ID_HEADER")
+	str(&c.ScopeHeader, "scope-header", "X-Passgate-Scope", "identity header carrying the granted scope upstream", "PASSGATE_SCOPE_HEADER")
+	boolean(&c.KeepAuthorization, "keep-authorization", false, "forward the client's Authorization header upstream", "PASSGATE_KEEP_AUTHORIZATION")
+	boolean(&c.AllowPreflight, "allow-preflight", true, "let CORS preflight requests through the checks", "PASSGATE_ALLOW_PREFLIGHT")
+	integer(&c.CheckCacheSize, "check-cache-size", 100000, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
+	dur(&c.StoreTimeout, "store-timeout", 300*time.Millisecond, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
+	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
+	dur(&c.CleanupInterval, "cleanup-interval", 10*time.Minute, "how often expired rows are deleted", "PASSGATE_CLEANUP_INTERVAL")
+	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "graceful shutdown bound", "PASSGATE_SHUTDOWN_TIMEOUT")
+	str(&c.LogFormat, "log-format", "auto", "log format: auto, json or text", "PASSGATE_LOG_FORMAT")
+	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error", "PASSGATE_LOG_LEVEL")
+	return s
+}
+
+func envHelp(env []string) string {
+	if len(env) == 0 {
+		return ""
+	}
+	return " [$" + strings.Join(env, ", $") + "]"
+}
+
+// applyEnv sets every flag not given on the command line from the first of
+// its environment variables that is set, and reads the seed's
+// environment-only variables. It reports every bad value at once.
+func (c *Config) applyEnv(fs *flag.FlagSet, settings []setting, getenv func(string) string) error {
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	for _, s := range settings {
+		if given[s.flag] {
+			continue
+		}
+		for _, e := range s.env {
+			v := getenv(e)
+			if v == "" {
+				continue
+			}
+			if err := fs.Set(s.flag, v); err != nil {
+				errs = append(errs, fmt.Errorf("$%s: invalid value %q: %v", e, v, err))
+			}
+			break
+		}
+	}
+	c.SeedClientID = getenv("OAUTH_CLIENT_ID")
+	c.SeedClientSecret = getenv("OAUTH_CLIENT_SECRET")
+	c.SeedRedirectURIs = defaultSeedRedirectURIs
+	if v := getenv("PASSGATE_CLIENT_REDIRECT_URIS"); v != "" {
+		c.SeedRedirectURIs = splitList(v)
+	}
+	c.SeedPasswordHash = getenv("OAUTH_PASSWORD_HASH")
+	c.SeedAPIKey = getenv("API_KEY")
+	if c.TrustedProxies == nil {
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	return errors.Join(errs...)
+}
+
+// Validate reports every problem with the configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if err := validateIssuer(c.Issuer); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.Resources) == 0 {
+		add("--resource: at least one protected resource URL is required")
+	}
+	if _, err := resource.ParseAll(c.Resources); err != nil {
+		errs = append(errs, fmt.Errorf("--resource: %w", err))
+	}
+	if len(c.Scopes) == 0 {
+		add("--scopes: at least one scope is required")
+	}
+	for _, s := range c.Scopes {
+		if !validScopeToken(s) {
+			add("--scopes: %q is not a valid scope token", s)
+		}
+	}
+	for name, addr := range map[string]string{"--http-listen": c.HTTPListen, "--grpc-listen": c.GRPCListen, "--metrics-listen": c.MetricsListen} {
+		if addr == "" && name == "--http-listen" {
+			add("--http-listen: required")
+			continue
+		}
+		if addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			add("%s: %q is not host:port: %v", name, addr, err)
+		}
+	}
+	if c.HTTPListen != "" && (c.HTTPListen == c.GRPCListen || c.HTTPListen == c.MetricsListen) ||
+		c.GRPCListen != "" && c.GRPCListen == c.MetricsListen {
+		add("listeners: --http-listen, --grpc-listen and --metrics-listen must differ")
+	}
+	if c.DatabaseURL != "" {
+		u, err := url.Parse(c.DatabaseURL)
+		if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+			add("--database: must be a postgres:// URL")
+		}
+	} else if c.DataDir == "" {
+		add("--data-dir: required when --database is not set")
+	}
+	for name, d := range map[string]time.Duration{
+		"--access-token-ttl": c.AccessTokenTTL, "--refresh-token-ttl": c.RefreshTokenTTL,
+		"--refresh-idle-ttl": c.RefreshIdleTTL, "--session-ttl": c.SessionTTL,
+		"--cleanup-interval": c.CleanupInterval, "--shutdown-timeout": c.ShutdownTimeout,
+		"--store-timeout": c.StoreTimeout,
+	} {
+		if d <= 0 {
+			add("%s: must be positive, got %v", name, d)
+		}
+	}
+	for name, d := range map[string]time.Duration{
+		"--refresh-grace": c.RefreshGrace, "--stale-client-age": c.StaleClientAge,
+		"--audit-retention": c.AuditRetention, "--lockout-window": c.LockoutWindow,
+		"--lockout-duration": c.LockoutDuration,
+	} {
+		if d < 0 {
+			add("%s: must not be negative, got %v", name, d)
+		}
+	}
+	if c.RefreshGrace > time.Minute {
+		add("--refresh-grace: at most 1m (a long grace window weakens reuse detection), got %v", c.RefreshGrace)
+	}
+	switch c.Registration {
+	case "open", "closed":
+	case "token":
+		if c.RegistrationTokenFile == "" {
+			add("--registration=token needs --registration-token-file")
+		}
+	default:
+		add("--registration: must be open, closed or token, got %q", c.Registration)
+	}
+	if c.LockoutThreshold < 0 {
+		add("--lockout-threshold: must not be negative")
+	}
+	if c.CheckCacheSize <= 0 {
+		add("--check-cache-size: must be positive")
+	}
+	for name, h := range map[string]string{"--user-header": c.UserHeader, "--client-id-header": c.ClientIDHeader, "--scope-header": c.ScopeHeader} {
+		if !validHeaderName(h) {
+			add("%s: %q is not a valid header name", name, h)
+		}
+	}
+	switch c.LogFormat {
+	case "auto", "json", "text":
+	default:
+		add("--log-format: must be auto, json or text")
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		add("--log-level: must be debug, info, warn or error")
+	}
+	if (c.SeedClientID == "") != (c.SeedClientSecret == "") {
+		add("$OAUTH_CLIENT_ID and $OAUTH_CLIENT_SECRET must be set together")
+	}
+	if c.SeedPasswordHash != "" {
+		if err := passwd.CheckFormat(c.SeedPasswordHash); err != nil {
+			add("$OAUTH_PASSWORD_HASH: %v (make one with `passgate hash-password`)", err)
+		}
+	}
+	if c.SeedAPIKey != "" && c.APIKeyFile != "" {
+		add("$API_KEY and --api-key-file: set only one")
+	}
+	for _, f := range []struct{ name, path string }{{"--api-key-file", c.APIKeyFile}, {"--registration-token-file", c.RegistrationTokenFile}} {
+		if f.path == "" {
+			continue
+		}
+		if v, err := readSecretFile(f.path); err != nil {
+			add("%s: %v", f.name, err)
+		} else if len(v) < 16 {
+			add("%s: the secret must be at least 16 characters", f.name)
+		}
+	}
+	if c.SeedAPIKey != "" && len(c.SeedAPIKey) < 16 {
+		add("$API_KEY: must be at least 16 characters")
+	}
+	if c.TemplateDir != "" {
+		if st, err := os.Stat(c.TemplateDir); err != nil || !st.IsDir() {
+			add("--template-dir: %q is not a directory", c.TemplateDir)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// validateIssuer enforces RFC 8414 §2: https, no query or fragment; http
+// only on loopback (HTTPS enforcement with a development escape hatch).
+func validateIssuer(issuer string) error {
+	u, err := url.Parse(issuer)
+	if err != nil || !u.IsAbs() || u.Host == "" {
+		return fmt.Errorf("--issuer: %q must be an absolute URL", issuer)
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
+		return fmt.Errorf("--issuer: %q must not have a query, fragment or userinfo", issuer)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !resource.IsLoopbackHost(u.Hostname()) {
+			return fmt.Errorf("--issuer: %q must use https (http is allowed only for loopback hosts)", issuer)
+		}
+	default:
+		return fmt.Errorf("--issuer: %q must use https", issuer)
+	}
+	return nil
+}
+
+// readSecretFile reads a secret from a file, trimming surrounding white space.
+func readSecretFile(path string) (string, error) {
+	b, err := os.ReadFile(filepath.Clean(path))
+	if err != nil {
+		return "", fmt.Errorf("read secret: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
+		out = append(out, f)
+	}
+	return out
+}
+
+// validScopeToken follows RFC 6749 §3.3: %x21 / %x23-5B / %x5D-7E.
+func validScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x21 || r > 0x7e || r == '"' || r == '\\' {
+			return false
+		}
+	}
+	return true
+}
+
+func validHeaderName(h string) bool {
+	if h == "" {
+		return false
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}

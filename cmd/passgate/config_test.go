@@ -1,0 +1,107 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// parseConfig builds a Config from args and env as `passgate serve` does.
+func parseConfig(t *testing.T, args []string, env map[string]string) (*Config, error) {
+	t.Helper()
+	return loadServeConfig(args, stdio{out: io.Discard, err: io.Discard, getenv: func(k string) string { return env[k] }})
+}
+
+func TestConfigDefaultsAreValid(t *testing.T) {
+	c, err := parseConfig(t, nil, nil)
+	if err != nil {
+		t.Fatalf("default configuration is invalid: %v", err)
+	}
+	if c.Issuer != "http://localhost:8080" || c.HTTPListen != ":8080" || c.GRPCListen != ":9191" || c.MetricsListen != ":9090" {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+	if c.AccessTokenTTL != time.Hour || c.RefreshTokenTTL != 720*time.Hour || c.SessionTTL != 720*time.Hour {
+		t.Errorf("unexpected lifetimes: access %v refresh %v session %v", c.AccessTokenTTL, c.RefreshTokenTTL, c.SessionTTL)
+	}
+	if len(c.TrustedProxies) != 2 {
+		t.Errorf("default trusted proxies = %v, want loopback v4 and v6", c.TrustedProxies)
+	}
+}
+
+func TestConfigEnvironment(t *testing.T) {
+	env := map[string]string{
+		"SERVER_URL":           "https://auth.example.com",
+		"PASSGATE_RESOURCES":   "https://mcp.example.com/mcp, https://mcp.example.com/other",
+		"PASSGATE_HTTP_LISTEN": "127.0.0.1:18080",
+		"DATABASE_URL":         "postgres://u@db/passgate",
+		"OAUTH_CLIENT_ID":      "mcp-a8ff0614d0153f07",
+		"OAUTH_CLIENT_SECRET":  "cqlJlRhOpGE3n5ZOeW_PYERAY75-5lDqNoDMr3v1D7Y",
+		"API_KEY":              "a-long-enough-api-key",
+		"PASSGATE_LOGIN_LIMIT": "3/10m",
+	}
+	c, err := parseConfig(t, []string{"--http-listen", "127.0.0.1:28080"}, env)
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	got := []string{c.Issuer, strings.Join(c.Resources, "|"), c.HTTPListen, c.DatabaseURL, c.SeedClientID, c.SeedAPIKey, c.LoginLimit.String()}
+	want := []string{"https://auth.example.com", "https://mcp.example.com/mcp|https://mcp.example.com/other", "127.0.0.1:28080", "postgres://u@db/passgate", "mcp-a8ff0614d0153f07", "a-long-enough-api-key", "3/10m0s"}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("config from env (-got +want):\n%s", diff)
+	}
+	// PASSGATE_ISSUER wins over the seed's SERVER_URL.
+	env["PASSGATE_ISSUER"] = "https://new.example.com"
+	if c, err = parseConfig(t, nil, env); err != nil || c.Issuer != "https://new.example.com" {
+		t.Errorf("PASSGATE_ISSUER over SERVER_URL: issuer %q, err %v", c.Issuer, err)
+	}
+}
+
+func TestConfigRejects(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want []string // every substring must appear in the one error
+	}{
+		{"http issuer off loopback", []string{"--issuer", "http://auth.example.com"}, nil, []string{"--issuer", "https"}},
+		{"issuer with query", []string{"--issuer", "https://auth.example.com?x=1"}, nil, []string{"--issuer"}},
+		{"relative issuer", []string{"--issuer", "auth.example.com"}, nil, []string{"absolute"}},
+		{"http resource off loopback", []string{"--resource", "http://mcp.example.com/mcp"}, nil, []string{"--resource"}},
+		{"bad duration env", nil, map[string]string{"PASSGATE_ACCESS_TOKEN_TTL": "forever"}, []string{"$PASSGATE_ACCESS_TOKEN_TTL", "forever"}},
+		{"negative ttl", []string{"--access-token-ttl", "-1h"}, nil, []string{"--access-token-ttl"}},
+		{"bad registration", []string{"--registration", "sometimes"}, nil, []string{"--registration"}},
+		{"token registration without file", []string{"--registration", "token"}, nil, []string{"--registration-token-file"}},
+		{"client id without secret", nil, map[string]string{"OAUTH_CLIENT_ID": "x"}, []string{"OAUTH_CLIENT_SECRET"}},
+		{"plaintext password hash", nil, map[string]string{"OAUTH_PASSWORD_HASH": "hunter2"}, []string{"OAUTH_PASSWORD_HASH"}},
+		{"short api key", nil, map[string]string{"API_KEY": "short"}, []string{"API_KEY"}},
+		{"bad listen", []string{"--http-listen", "8080"}, nil, []string{"--http-listen"}},
+		{"same listeners", []string{"--grpc-listen", ":8080"}, nil, []string{"must differ"}},
+		{"not postgres", []string{"--database", "mysql://x"}, nil, []string{"--database"}},
+		{"bad trusted proxies", nil, map[string]string{"PASSGATE_TRUSTED_PROXIES": "10.0.0.0/99"}, []string{"PASSGATE_TRUSTED_PROXIES"}},
+		{"bad limit", nil, map[string]string{"PASSGATE_LOGIN_LIMIT": "lots"}, []string{"PASSGATE_LOGIN_LIMIT"}},
+		{"long grace", []string{"--refresh-grace", "1h"}, nil, []string{"--refresh-grace"}},
+		{"bad header", []string{"--user-header", "X User"}, nil, []string{"--user-header"}},
+		{"bad scope", []string{"--scopes", `a"b`}, nil, []string{"--scopes"}},
+		{
+			"every problem at once",
+			[]string{"--issuer", "http://auth.example.com", "--registration", "x", "--log-level", "loud"},
+			map[string]string{"PASSGATE_SESSION_TTL": "soon"},
+			[]string{"--issuer", "--registration", "--log-level", "$PASSGATE_SESSION_TTL"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig(t, tt.args, tt.env)
+			if err == nil {
+				t.Fatalf("configuration accepted, want an error mentioning %q", tt.want)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,27 @@
+// Command passgate is a password-based OAuth 2.1 authorization server for
+// MCP servers, and the check that Envoy (ext_authz gRPC) or nginx
+// (auth_request) asks on every request to them.
+//
+// Usage: passgate serve | user | client | token | session | audit |
+// hash-password | migrate | healthcheck | version. Run `passgate help`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], stdio{in: os.Stdin, out: os.Stdout, err: os.Stderr, getenv: os.Getenv})
+	stop()
+	if err != nil {
+		if err != errHelp {
+			fmt.Fprintf(os.Stderr, "passgate: %v\n", err)
+		}
+		os.Exit(exitCode(err))
+	}
+}
