@@ -354,3 +354,5 @@ func diff(t *testing.T, what string, got, want any) {
 }
 
 var _ = oauth.ErrInvalidGrant
+
+func mustRE(s string) *regexp.Regexp { return regexp.MustCompile(s) }
