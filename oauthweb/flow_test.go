@@ -19,7 +19,14 @@ import (
 // golang.org/x/oauth2: register → authorize → login → consent → code →
 // token → refresh, then introspection and revocation.
 func TestFullFlow(t *testing.T) {
-	e := newEnv(t)
+	for _, path := range []string{"", "/auth"} {
+		t.Run("issuer path "+path, func(t *testing.T) {
+			fullFlow(t, newEnv(t, func(c *Config) { c.Issuer += path }))
+		})
+	}
+}
+
+func fullFlow(t *testing.T, e *env) {
 	ctx := context.Background()
 	clientID := e.publicClient()
 	conf := e.oauth2Config(clientID, "")

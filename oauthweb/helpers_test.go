@@ -133,6 +133,7 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	issuer = cfg.Issuer
 	srv.Config.Handler = s.Handler()
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -193,7 +194,7 @@ func (e *env) url(path string) string { return e.issuer + path }
 func (e *env) browser() *http.Client {
 	jar, _ := cookiejar.New(nil)
 	return &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
-		if req.URL.Host != strings.TrimPrefix(e.issuer, "http://") {
+		if req.URL.Host != e.srv.Listener.Addr().String() {
 			return http.ErrUseLastResponse
 		}
 		return nil

@@ -345,10 +345,11 @@ func (s *Server) Handler() http.Handler {
 
 	// The 2025-03-26 default endpoints on the issuer's origin, for clients
 	// that skip discovery.
-	for _, a := range []string{"", p} {
-		if a == p && p == "" {
-			continue
-		}
+	aliases := []string{""}
+	if p != "" {
+		aliases = append(aliases, p)
+	}
+	for _, a := range aliases {
 		mux.Handle("GET "+a+"/authorize", authorize)
 		mux.Handle(a+"/token", token)
 		mux.Handle(a+"/register", register)
