@@ -1,0 +1,519 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildDir holds the binary built by Binary; RunMain removes it.
+var (
+	buildMu  sync.Mutex
+	buildDir string
+	buildBin string
+	buildErr error
+)
+
+// Binary returns the path of a passgate binary built from this checkout's
+// cmd/passgate, once per test process (later calls reuse it). With
+// PASSGATE_E2E_RACE=1 it is built with -race. The build takes a few
+// seconds; a failure fails the test.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildBin == "" && buildErr == nil {
+		buildBin, buildErr = build()
+	}
+	if buildErr != nil {
+		t.Fatalf("e2e: build passgate: %v", buildErr)
+	}
+	return buildBin
+}
+
+func build() (string, error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "passgate-e2e-")
+	if err != nil {
+		return "", err
+	}
+	buildDir = dir
+	out := filepath.Join(dir, "passgate")
+	args := []string{"build", "-o", out}
+	if os.Getenv("PASSGATE_E2E_RACE") == "1" {
+		args = append(args, "-race")
+	}
+	args = append(args, "./cmd/passgate")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool(), args...)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
+}
+
+// ModuleRoot returns the directory holding passgate's go.mod, found by
+// walking up from the working directory (a test runs in its package
+// directory).
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && bytes.Contains(b, []byte("module github.com/passgate/passgate\n")) {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("e2e: go.mod of github.com/passgate/passgate not found above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// RunMain runs the tests and removes the binary Binary built. Call it from
+// TestMain; without it the binary stays in the system's temp directory.
+func RunMain(m *testing.M) {
+	code := m.Run()
+	buildMu.Lock()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	buildMu.Unlock()
+	os.Exit(code)
+}
+
+// FreeAddr returns a 127.0.0.1:port that was free a moment ago.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("e2e: free port: %v", err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// Options configures Start. Every field is optional.
+type Options struct {
+	// Name prefixes log lines in failure output ("a", "b" for replicas).
+	Name string
+	// DatabaseURL selects PostgreSQL; empty means SQLite in DataDir.
+	DatabaseURL string
+	// DataDir is the SQLite directory; default a t.TempDir().
+	DataDir string
+	// HTTPAddr, GRPCAddr and MetricsAddr are the listeners; default free
+	// loopback ports (kept across Restart).
+	HTTPAddr, GRPCAddr, MetricsAddr string
+	// Resource is the protected resource URL; default
+	// http://127.0.0.1:<a free port>/mcp (nothing needs to listen there:
+	// the checks only compare host and path).
+	Resource string
+	// Args are extra `passgate serve` flags, such as "--store-timeout=200ms".
+	// They come after the harness's flags, so they win.
+	Args []string
+	// Env is added to the process environment (which is otherwise the
+	// test's, minus PASSGATE_* and DATABASE_URL variables).
+	Env []string
+	// ReadyTimeout bounds the wait for /readyz; default 20s.
+	ReadyTimeout time.Duration
+	// NoWaitReady makes Start return once the HTTP listener accepts
+	// connections, without waiting for /readyz 200 (for a store that is
+	// down on purpose).
+	NoWaitReady bool
+}
+
+// Server is a passgate process started by Start. Its addresses, store and
+// flags stay the same across Restart, so tokens, cookies (keyed by host)
+// and clients keep working.
+type Server struct {
+	Opts Options
+	// Issuer is http://HTTPAddr, also the base URL of every endpoint.
+	Issuer string
+	// Resource is the protected resource URL.
+	Resource string
+	// HTTPClient talks to the server; it does not follow redirects.
+	HTTPClient *http.Client
+
+	t    testing.TB
+	mu   sync.Mutex
+	logs *logBuffer
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+	werr error         // cmd.Wait's error, valid after done
+}
+
+// Start starts `passgate serve` and waits until /readyz answers 200 (unless
+// NoWaitReady). The process is stopped (SIGTERM, then SIGKILL after 10s)
+// when the test ends, and its log is printed if the test failed.
+func Start(t testing.TB, o Options) *Server {
+	t.Helper()
+	if o.DatabaseURL == "" && o.DataDir == "" {
+		o.DataDir = t.TempDir()
+	}
+	if o.HTTPAddr == "" {
+		o.HTTPAddr = FreeAddr(t)
+	}
+	if o.GRPCAddr == "" {
+		o.GRPCAddr = FreeAddr(t)
+	}
+	if o.MetricsAddr == "" {
+		o.MetricsAddr = FreeAddr(t)
+	}
+	if o.Resource == "" {
+		o.Resource = "http://" + FreeAddr(t) + "/mcp"
+	}
+	if o.ReadyTimeout == 0 {
+		o.ReadyTimeout = 20 * time.Second
+	}
+	s := &Server{
+		Opts:     o,
+		Issuer:   "http://" + o.HTTPAddr,
+		Resource: o.Resource,
+		HTTPClient: &http.Client{
+			Timeout:       30 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+			Transport:     &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true},
+		},
+		t:    t,
+		logs: &logBuffer{},
+	}
+	t.Cleanup(func() {
+		s.Stop(t)
+		if t.Failed() {
+			t.Logf("passgate %s log:\n%s", o.Name, s.Logs())
+		}
+	})
+	s.start(t)
+	return s
+}
+
+// Args returns the `passgate serve` arguments the server runs with.
+func (s *Server) Args() []string {
+	o := s.Opts
+	args := []string{"serve",
+		"--http-listen", o.HTTPAddr, "--grpc-listen", o.GRPCAddr, "--metrics-listen", o.MetricsAddr,
+		"--issuer", s.Issuer, "--resource", s.Resource,
+		"--log-format", "json", "--log-level", "debug",
+	}
+	args = append(args, s.StoreArgs()...)
+	return append(args, o.Args...)
+}
+
+// StoreArgs are the flags that select the server's store, for CLI commands.
+func (s *Server) StoreArgs() []string {
+	if s.Opts.DatabaseURL != "" {
+		return []string{"--database", s.Opts.DatabaseURL}
+	}
+	return []string{"--data-dir", s.Opts.DataDir}
+}
+
+func (s *Server) env() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "PASSGATE_") || strings.HasPrefix(kv, "DATABASE_URL=") ||
+			strings.HasPrefix(kv, "OAUTH_") || strings.HasPrefix(kv, "API_KEY=") || strings.HasPrefix(kv, "SERVER_URL=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, s.Opts.Env...)
+}
+
+func (s *Server) start(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	if s.cmd != nil {
+		select {
+		case <-s.done:
+		default:
+			s.mu.Unlock()
+			t.Fatalf("e2e: passgate %s is already running", s.Opts.Name)
+		}
+	}
+	fmt.Fprintf(s.logs, "---- start passgate %s\n", strings.Join(s.Args(), " "))
+	cmd := exec.Command(Binary(t), s.Args()...)
+	cmd.Env = s.env()
+	cmd.Stdout, cmd.Stderr = s.logs, s.logs
+	// Its own process group, so a SIGKILL to the test does not leave it
+	// behind silently, and signals from the terminal do not reach it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		s.mu.Unlock()
+		t.Fatalf("e2e: start passgate: %v", err)
+	}
+	done := make(chan struct{})
+	s.cmd, s.done = cmd, done
+	s.mu.Unlock()
+	go func() {
+		err := cmd.Wait()
+		s.mu.Lock()
+		s.werr = err
+		s.mu.Unlock()
+		close(done)
+	}()
+	deadline := time.Now().Add(s.Opts.ReadyTimeout)
+	for {
+		if s.Opts.NoWaitReady {
+			if c, err := net.DialTimeout("tcp", s.Opts.HTTPAddr, time.Second); err == nil {
+				c.Close()
+				return
+			}
+		} else if code, err := s.Readyz(context.Background()); err == nil && code == http.StatusOK {
+			return
+		}
+		select {
+		case <-done:
+			t.Fatalf("e2e: passgate %s exited before it was ready (%v); log:\n%s", s.Opts.Name, s.ExitErr(), s.Logs())
+		case <-time.After(25 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("e2e: passgate %s not ready after %v; log:\n%s", s.Opts.Name, s.Opts.ReadyTimeout, s.Logs())
+		}
+	}
+}
+
+// Restart starts the server again with the same options after Stop or
+// Kill, and waits for readiness.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.HTTPClient.CloseIdleConnections()
+	s.start(t)
+}
+
+// Pid returns the process ID of the running process.
+func (s *Server) Pid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cmd.Process.Pid
+}
+
+// Exited returns a channel closed when the current process has exited.
+func (s *Server) Exited() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.done
+}
+
+// ExitErr is the current process's exit error (nil for exit status 0),
+// valid once Exited is closed.
+func (s *Server) ExitErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.werr
+}
+
+// Signal sends sig to the running process, without waiting.
+func (s *Server) Signal(sig syscall.Signal) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return errors.New("not started")
+	}
+	return s.cmd.Process.Signal(sig)
+}
+
+// Stop sends SIGTERM and waits for the process to exit (up to 20s, then
+// SIGKILL and a test error). It does nothing if the process has exited.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	select {
+	case <-done:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Errorf("e2e: passgate %s ignored SIGTERM for 20s; killing it", s.Opts.Name)
+		_ = cmd.Process.Kill()
+		<-done
+	}
+	s.HTTPClient.CloseIdleConnections()
+}
+
+// Kill sends SIGKILL and waits for the process to be gone.
+func (s *Server) Kill(t testing.TB) {
+	t.Helper()
+	s.mu.Lock()
+	cmd, done := s.cmd, s.done
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("e2e: passgate %s survived SIGKILL for 10s", s.Opts.Name)
+	}
+	s.HTTPClient.CloseIdleConnections()
+}
+
+// Logs returns everything the server's processes wrote so far (JSON lines,
+// one "---- start" marker per start).
+func (s *Server) Logs() string { return s.logs.String() }
+
+// WaitLog waits up to timeout for a log line containing substr and
+// reports whether one appeared.
+func (s *Server) WaitLog(substr string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if strings.Contains(s.Logs(), substr) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// AssertNoSecrets fails the test if the logs contain anything that looks
+// like a passgate secret (access, refresh, code, session, client secret)
+// or any of the extra strings (such as passwords).
+func (s *Server) AssertNoSecrets(t testing.TB, extra ...string) {
+	t.Helper()
+	logs := s.Logs()
+	for _, p := range []string{"pga_", "pgr_", "pgc_", "pgs_", "pgcs_"} {
+		if strings.Contains(logs, p) {
+			t.Errorf("passgate %s logged something with the secret prefix %q", s.Opts.Name, p)
+		}
+	}
+	for _, x := range extra {
+		if x != "" && strings.Contains(logs, x) {
+			t.Errorf("passgate %s logged a secret", s.Opts.Name)
+		}
+	}
+}
+
+// URL returns the issuer joined with path ("/oauth/token").
+func (s *Server) URL(path string) string { return s.Issuer + path }
+
+// Readyz returns the status of GET /readyz (a 2s bound).
+func (s *Server) Readyz(ctx context.Context) (int, error) {
+	return s.getStatus(ctx, "/readyz")
+}
+
+// Healthz returns the status of GET /healthz (a 2s bound).
+func (s *Server) Healthz(ctx context.Context) (int, error) {
+	return s.getStatus(ctx, "/healthz")
+}
+
+func (s *Server) getStatus(ctx context.Context, path string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL(path), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := s.HTTPClient.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// Metrics returns the Prometheus text exposition from the metrics listener.
+func (s *Server) Metrics(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+s.Opts.MetricsAddr+"/metrics", nil)
+	if err != nil {
+		return "", err
+	}
+	resp, err := s.HTTPClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// WaitReadyz polls /readyz every 50ms until it answers want or timeout
+// passes, and returns how long that took, or an error.
+func (s *Server) WaitReadyz(want int, timeout time.Duration) (time.Duration, error) {
+	start := time.Now()
+	var last string
+	for time.Since(start) < timeout {
+		code, err := s.Readyz(context.Background())
+		if err == nil && code == want {
+			return time.Since(start), nil
+		}
+		last = fmt.Sprint(code, err)
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("readyz did not answer %d within %v (last: %s)", want, timeout, last)
+}
+
+// CLI runs `passgate args… <store flags>` against the server's store and
+// returns its stdout; stdin feeds --password-stdin. A non-zero exit fails
+// the test.
+func (s *Server) CLI(t testing.TB, stdin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Binary(t), append(args, s.StoreArgs()...)...)
+	cmd.Env = s.env()
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("e2e: passgate %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	return out.String()
+}
+
+// logBuffer is a concurrency-safe, growing log.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
