@@ -1,0 +1,633 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+)
+
+// scenario is one comparison between passgate and the reference.
+type scenario struct {
+	name      string
+	transport string // grpc, http, nginx
+	kind      string // hit, miss, invalid
+	// Targets from issue 9; zero means none stated.
+	minThroughput float64
+	maxP99        float64
+	pgOnly        bool // the throughput target applies on PostgreSQL only
+}
+
+var scenarios = []scenario{
+	{name: "gRPC check, cache hit", transport: "grpc", kind: "hit", minThroughput: 0.85, maxP99: 1.5},
+	{name: "HTTP check, cache hit", transport: "http", kind: "hit", minThroughput: 0.85, maxP99: 1.5},
+	{name: "gRPC check, cache miss", transport: "grpc", kind: "miss", minThroughput: 0.5, pgOnly: true},
+	{name: "HTTP check, cache miss", transport: "http", kind: "miss", minThroughput: 0.5, pgOnly: true},
+	{name: "gRPC check, invalid token", transport: "grpc", kind: "invalid"},
+	{name: "HTTP check, invalid token", transport: "http", kind: "invalid"},
+	{name: "nginx auth_request, cache hit", transport: "nginx", kind: "hit", minThroughput: 0.85},
+}
+
+// row is one line of the results table.
+type row struct {
+	backend string
+	sc      scenario
+	ref, pg phase
+	// lookups is passgate's store lookups per measured request, from its
+	// metrics: ~0 for hits, ~1 for misses and invalid tokens.
+	lookups float64
+}
+
+func (r row) thrRatio() float64 {
+	if r.ref.rps() == 0 {
+		return 0
+	}
+	return r.pg.rps() / r.ref.rps()
+}
+
+func (r row) p99Ratio() float64 {
+	if r.ref.quantile(.99) == 0 {
+		return 0
+	}
+	return float64(r.pg.quantile(.99)) / float64(r.ref.quantile(.99))
+}
+
+func (r row) target() string {
+	var t []string
+	if r.sc.minThroughput > 0 && (!r.sc.pgOnly || r.backend == "postgres") {
+		t = append(t, fmt.Sprintf("≥ %.2f", r.sc.minThroughput))
+	}
+	if r.sc.maxP99 > 0 {
+		t = append(t, fmt.Sprintf("p99 ≤ %.1f×", r.sc.maxP99))
+	}
+	return strings.Join(t, ", ")
+}
+
+// met is "yes", "no", or "" without a target.
+func (r row) met() string {
+	if r.target() == "" {
+		return ""
+	}
+	if r.pg.errs > 0 || r.pg.exhausted || r.pg.n == 0 {
+		return "no"
+	}
+	ok := true
+	if r.sc.minThroughput > 0 && (!r.sc.pgOnly || r.backend == "postgres") {
+		ok = ok && r.thrRatio() >= r.sc.minThroughput
+	}
+	if r.sc.maxP99 > 0 {
+		ok = ok && r.p99Ratio() <= r.sc.maxP99
+	}
+	if ok {
+		return "yes"
+	}
+	return "no"
+}
+
+// floodResult compares paced check latency idle and during a login flood.
+type floodResult struct {
+	backend      string
+	idle, flood  []phase // per round
+	logins       int64   // wrong-password logins answered 401 during flood phases
+	loginOther   int64   // any other answer
+	floodSeconds float64
+}
+
+func medianP(ps []phase, q float64) time.Duration {
+	v := make([]time.Duration, len(ps))
+	for i, p := range ps {
+		v[i] = p.quantile(q)
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func (f floodResult) ratio() float64 {
+	idle := medianP(f.idle, .99)
+	if idle == 0 {
+		return 0
+	}
+	return float64(medianP(f.flood, .99)) / float64(idle)
+}
+
+// rssResult is passgate's memory with n cached tokens.
+type rssResult struct {
+	backend  string
+	tokens   int
+	entries  float64 // the cache's own count
+	mem      memStatus
+	warmRate float64 // checks/s while warming (all misses)
+}
+
+// results is everything a run measured.
+type results struct {
+	cfg      *Config
+	started  time.Time
+	finished time.Time
+	rows     []row
+	floods   []floodResult
+	rss      []rssResult
+	notes    []string
+}
+
+// benchRun holds what the scenarios share.
+type benchRun struct {
+	cfg      *Config
+	out      io.Writer
+	dir      string
+	tokens   []string // tokens[0] is the hit token; the rest the miss pool
+	resHost  string   // 127.0.0.1:nginxPassgatePort, the resource's authority
+	resURL   string
+	httpPort int // passgate's HTTP port, fixed for nginx's sake
+	ref      *reference
+	refCl    *client
+	nginx    *nginxProc
+	ngPG     string // nginx front URL asking passgate
+	ngRef    string // nginx front URL asking the reference
+	res      *results
+}
+
+func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err error) {
+	if cfg.CPUProfile != "" {
+		f, err := os.Create(cfg.CPUProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	dir, err := os.MkdirTemp("", "passgate-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b := &benchRun{cfg: cfg, out: stdout, dir: dir, res: &results{cfg: cfg, started: time.Now()}}
+	ngPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	ngRefPort, err := freePort()
+	if err != nil {
+		return err
+	}
+	if b.httpPort, err = freePort(); err != nil {
+		return err
+	}
+	b.resHost = "127.0.0.1:" + strconv.Itoa(ngPort)
+	b.resURL = "http://" + b.resHost + "/mcp"
+
+	n := cfg.Pool + 1
+	if len(cfg.RSSTokens) > 0 {
+		n = max(n, cfg.RSSTokens[len(cfg.RSSTokens)-1])
+	}
+	b.logf("minting %d access tokens", n)
+	b.tokens = mintTokens(n)
+
+	if b.ref, err = startReference(ctx, cfg.RefInProcess); err != nil {
+		return err
+	}
+	defer b.ref.stop()
+	if cfg.Nginx != "" {
+		ngDir := filepath.Join(dir, "nginx")
+		if b.nginx, err = startNginx(ctx, cfg.Nginx, ngDir, ngPort, ngRefPort, "127.0.0.1:"+strconv.Itoa(b.httpPort), b.ref.httpAddr); err != nil {
+			return err
+		}
+		defer b.nginx.stop()
+		b.ngPG = "http://127.0.0.1:" + strconv.Itoa(ngPort) + "/mcp"
+		b.ngRef = "http://127.0.0.1:" + strconv.Itoa(ngRefPort) + "/mcp"
+	} else {
+		b.note("nginx not found or disabled: the nginx scenario was skipped")
+	}
+	if b.refCl, err = newClient(b.ref.grpcAddr, b.ref.httpAddr, b.ngRef, b.resHost, cfg.GRPCConns, cfg.Concurrency); err != nil {
+		return err
+	}
+	defer b.refCl.close()
+
+	for i, backend := range cfg.Backends {
+		if err := b.runBackend(ctx, backend, i == 0); err != nil {
+			return fmt.Errorf("%s: %w", backend, err)
+		}
+	}
+	b.res.finished = time.Now()
+	printTable(stdout, b.res)
+	if cfg.Out != "" {
+		if err := writeMarkdown(cfg.Out, b.res); err != nil {
+			return err
+		}
+		b.logf("wrote %s", cfg.Out)
+	}
+	return nil
+}
+
+func (b *benchRun) logf(format string, args ...any) {
+	fmt.Fprintf(b.out, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+}
+
+func (b *benchRun) note(s string) {
+	b.res.notes = append(b.res.notes, s)
+	b.logf("note: %s", s)
+}
+
+// runBackend seeds one store, then runs every scenario, the flood (first
+// backend only) and the memory measurement (RSSBackend) against passgate
+// on it.
+func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) error {
+	cfg := b.cfg
+	seedN := cfg.Pool + 1
+	if backend == cfg.RSSBackend && len(cfg.RSSTokens) > 0 {
+		seedN = max(seedN, cfg.RSSTokens[len(cfg.RSSTokens)-1])
+	}
+	seedN = min(seedN, len(b.tokens))
+	tokens := b.tokens[:seedN]
+	var backendArgs []string
+	start := time.Now()
+	b.logf("%s: seeding %d tokens", backend, seedN)
+	switch backend {
+	case "sqlite":
+		dataDir := filepath.Join(b.dir, "sqlite")
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return err
+		}
+		if err := seedSQLite(ctx, filepath.Join(dataDir, "passgate.db"), tokens, b.resURL); err != nil {
+			return err
+		}
+		backendArgs = []string{"--data-dir", dataDir}
+	case "postgres":
+		dbURL, drop, err := createPostgresDB(ctx, cfg.PostgresURL)
+		if err != nil {
+			return err
+		}
+		defer drop()
+		if err := seedPostgres(ctx, dbURL, tokens, b.resURL); err != nil {
+			return err
+		}
+		backendArgs = []string{"--database", dbURL}
+	}
+	b.logf("%s: seeded in %s", backend, time.Since(start).Round(time.Millisecond))
+
+	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
+		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool})
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	ngURL := ""
+	if first {
+		ngURL = b.ngPG
+	}
+	pc, err := newClient(p.grpcAddr, p.httpAddr, ngURL, b.resHost, cfg.GRPCConns, cfg.Concurrency)
+	if err != nil {
+		return err
+	}
+	defer pc.close()
+	if err := b.awaitCache(ctx, p, pc); err != nil {
+		return err
+	}
+
+	missCursor := new(atomic.Int64)
+	missCursor.Store(1)
+	for _, sc := range scenarios {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if sc.transport == "nginx" && ngURL == "" {
+			continue
+		}
+		r, err := b.compare(ctx, backend, sc, p, pc, tokens, missCursor)
+		if err != nil {
+			return err
+		}
+		b.res.rows = append(b.res.rows, r)
+	}
+	if first && cfg.FloodConcurrency > 0 {
+		f, err := b.flood(ctx, backend, p, pc)
+		if err != nil {
+			return err
+		}
+		b.res.floods = append(b.res.floods, f)
+	}
+	p.stop()
+
+	if backend == cfg.RSSBackend && len(cfg.RSSTokens) > 0 {
+		if err := b.measureRSS(ctx, backend, backendArgs, tokens); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// awaitCache waits until passgate caches the hit token: the cache is armed
+// only once the store's invalidation subscription is live.
+func (b *benchRun) awaitCache(ctx context.Context, p *passgateProc, pc *client) error {
+	req := pc.checkRequest(b.tokens[0])
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if err := pc.grpcCheck(ctx, 0, req, wantAllow); err != nil {
+			return fmt.Errorf("first check: %w (passgate log: %s)", err, p.logs)
+		}
+		if n, err := p.metric("passgate_check_cache_entries"); err == nil && n >= 1 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("passgate never cached the hit token")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// doer builds the request function of a scenario for one target.
+func (b *benchRun) doer(sc scenario, cl *client, isRef bool, tokens []string, missCursor *atomic.Int64) doFunc {
+	conc := b.cfg.Concurrency
+	var src tokenSource
+	want := wantAllow
+	switch sc.kind {
+	case "hit":
+		src = fixedToken(tokens[0])
+	case "miss":
+		if isRef {
+			src = poolTokens{pool: tokens[1:], i: new(atomic.Int64), wrap: true}
+		} else {
+			src = poolTokens{pool: tokens, i: missCursor}
+		}
+	case "invalid":
+		src = newInvalidTokens(conc)
+		if !isRef {
+			want = wantDeny
+		}
+	}
+	switch sc.transport {
+	case "grpc":
+		if sc.kind == "hit" {
+			// Built once per worker, as the fastest client would.
+			reqs := make([]*authv3.CheckRequest, conc)
+			for i := range reqs {
+				reqs[i] = cl.checkRequest(tokens[0])
+			}
+			return func(ctx context.Context, w int) error { return cl.grpcCheck(ctx, w, reqs[w], want) }
+		}
+		return func(ctx context.Context, w int) error {
+			tok, err := src.next(w)
+			if err != nil {
+				return err
+			}
+			return cl.grpcCheck(ctx, w, cl.checkRequest(tok), want)
+		}
+	case "http":
+		return func(ctx context.Context, w int) error {
+			tok, err := src.next(w)
+			if err != nil {
+				return err
+			}
+			return cl.httpCheck(ctx, tok, want)
+		}
+	default:
+		return func(ctx context.Context, w int) error {
+			tok, err := src.next(w)
+			if err != nil {
+				return err
+			}
+			return cl.nginxRequest(ctx, tok, want)
+		}
+	}
+}
+
+// compare runs a scenario: warm-up on both sides, then Rounds pairs of
+// (reference, passgate) phases; the best phase of each side is kept.
+func (b *benchRun) compare(ctx context.Context, backend string, sc scenario, p *passgateProc, pc *client, tokens []string, missCursor *atomic.Int64) (row, error) {
+	cfg := b.cfg
+	refDo := b.doer(sc, b.refCl, true, tokens, missCursor)
+	pgDo := b.doer(sc, pc, false, tokens, missCursor)
+	if cfg.Warmup > 0 {
+		runClosed(ctx, cfg.Concurrency, cfg.Warmup, refDo)
+		runClosed(ctx, cfg.Concurrency, cfg.Warmup, pgDo)
+	}
+	r := row{backend: backend, sc: sc}
+	var lookups, requests float64
+	for round := range cfg.Rounds {
+		ref := runClosed(ctx, cfg.Concurrency, cfg.Duration, refDo)
+		b.logf("%-8s %-30s ref      %s", backend, sc.name, ref)
+		before, err1 := p.metric("passgate_check_cache_misses_total")
+		pg := runClosed(ctx, cfg.Concurrency, cfg.Duration, pgDo)
+		after, err2 := p.metric("passgate_check_cache_misses_total")
+		b.logf("%-8s %-30s passgate %s", backend, sc.name, pg)
+		if err1 == nil && err2 == nil {
+			lookups += after - before
+			requests += float64(pg.n + pg.errs)
+		}
+		if round == 0 || ref.rps() > r.ref.rps() {
+			r.ref = ref
+		}
+		if round == 0 || pg.rps() > r.pg.rps() {
+			r.pg = pg
+		}
+		if ctx.Err() != nil {
+			return r, ctx.Err()
+		}
+	}
+	if requests > 0 {
+		r.lookups = lookups / requests
+	}
+	if r.pg.exhausted {
+		b.note(fmt.Sprintf("%s, %s: the pool of %d valid tokens ran out; raise -pool", backend, sc.name, len(tokens)-1))
+	}
+	return r, nil
+}
+
+// flood measures paced gRPC cache-hit checks idle and while many clients
+// post wrong passwords to /login, alternating.
+func (b *benchRun) flood(ctx context.Context, backend string, p *passgateProc, pc *client) (floodResult, error) {
+	cfg := b.cfg
+	f := floodResult{backend: backend}
+	reqs := make([]*authv3.CheckRequest, 8)
+	for i := range reqs {
+		reqs[i] = pc.checkRequest(b.tokens[0])
+	}
+	checks := func(ctx context.Context, w int) error { return pc.grpcCheck(ctx, w, reqs[w], wantAllow) }
+	login := newLoginFlood("http://"+p.httpAddr+"/login", cfg.FloodConcurrency)
+	defer login.http.CloseIdleConnections()
+	// Make sure the flood really costs password verifications.
+	if code, err := login.once(ctx); err != nil || code != http.StatusUnauthorized {
+		return f, fmt.Errorf("login flood: a wrong-password login answered %d, %v; want 401 (log: %s)", code, err, p.logs)
+	}
+	for range cfg.FloodRounds {
+		idle := runPaced(ctx, len(reqs), cfg.Duration, cfg.FloodRate, checks)
+		b.logf("%-8s %-30s idle     %s", backend, "paced gRPC check", idle)
+		stop := login.start(ctx)
+		time.Sleep(min(cfg.Duration/4, time.Second)) // let the flood reach full strength
+		t0 := time.Now()
+		l0, o0 := login.ok.Load(), login.other.Load()
+		fl := runPaced(ctx, len(reqs), cfg.Duration, cfg.FloodRate, checks)
+		l1, o1 := login.ok.Load(), login.other.Load()
+		f.floodSeconds += time.Since(t0).Seconds()
+		stop()
+		f.logins += l1 - l0
+		f.loginOther += o1 - o0
+		b.logf("%-8s %-30s flood    %s  (%d logins/s)", backend, "paced gRPC check", fl, int(float64(l1-l0)/time.Since(t0).Seconds()))
+		f.idle = append(f.idle, idle)
+		f.flood = append(f.flood, fl)
+		if ctx.Err() != nil {
+			return f, ctx.Err()
+		}
+	}
+	if f.loginOther > 0 {
+		b.note(fmt.Sprintf("login flood: %d answers other than 401 (first: %v)", f.loginOther, login.firstErr()))
+	}
+	return f, nil
+}
+
+// loginFlood posts wrong passwords for the bench user with a valid login
+// CSRF pair (passgate's login form is double-submit: the cookie and the form
+// field must match), so each post costs a real password verification.
+type loginFlood struct {
+	url       string
+	conc      int
+	http      *http.Client
+	ok, other atomic.Int64
+	mu        sync.Mutex
+	first     error
+}
+
+func newLoginFlood(u string, conc int) *loginFlood {
+	return &loginFlood{url: u, conc: conc, http: &http.Client{
+		Transport: &http.Transport{MaxIdleConnsPerHost: conc, MaxConnsPerHost: conc},
+		Timeout:   30 * time.Second,
+		// A successful login would redirect; a flood never succeeds.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+const floodCSRF = "benchcsrfbenchcsrfbenchcsrfbenchcsrfbenchcs"
+
+func (l *loginFlood) once(ctx context.Context) (int, error) {
+	form := url.Values{"csrf": {floodCSRF}, "username": {benchUser}, "password": {"not-the-password"}, "return_to": {""}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, l.url, strings.NewReader(form.Encode()))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.AddCookie(&http.Cookie{Name: "passgate_login", Value: floodCSRF})
+	resp, err := l.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
+// start runs the flood until the returned function is called.
+func (l *loginFlood) start(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range l.conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				code, err := l.once(ctx)
+				switch {
+				case ctx.Err() != nil:
+				case err == nil && code == http.StatusUnauthorized:
+					l.ok.Add(1)
+				default:
+					l.other.Add(1)
+					l.mu.Lock()
+					if l.first == nil {
+						l.first = fmt.Errorf("status %d, %v", code, err)
+					}
+					l.mu.Unlock()
+				}
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+func (l *loginFlood) firstErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.first
+}
+
+// measureRSS starts a fresh passgate, checks each of the first n tokens
+// once (every one a miss that fills the cache) for each n of RSSTokens, and
+// reads VmRSS.
+func (b *benchRun) measureRSS(ctx context.Context, backend string, backendArgs []string, tokens []string) error {
+	cfg := b.cfg
+	maxN := cfg.RSSTokens[len(cfg.RSSTokens)-1]
+	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
+		resourceURL: b.resURL, cacheSize: maxN + maxN/5 + 64*64})
+	if err != nil {
+		return err
+	}
+	defer p.stop()
+	pc, err := newClient(p.grpcAddr, p.httpAddr, "", b.resHost, cfg.GRPCConns, cfg.Concurrency)
+	if err != nil {
+		return err
+	}
+	defer pc.close()
+	if err := b.awaitCache(ctx, p, pc); err != nil {
+		return err
+	}
+	time.Sleep(500 * time.Millisecond)
+	m, err := readMem(p.pid())
+	if err != nil {
+		return err
+	}
+	b.res.rss = append(b.res.rss, rssResult{backend: backend, tokens: 1, entries: 1, mem: m})
+	b.logf("%-8s RSS with %8d cached tokens: %6.1f MB", backend, 1, float64(m.rss)/1e6)
+	cursor := new(atomic.Int64)
+	cursor.Store(1)
+	for _, n := range cfg.RSSTokens {
+		src := poolTokens{pool: tokens[:n], i: cursor}
+		do := func(ctx context.Context, w int) error {
+			tok, err := src.next(w)
+			if err != nil {
+				return err
+			}
+			return pc.grpcCheck(ctx, w, pc.checkRequest(tok), wantAllow)
+		}
+		ph := runClosed(ctx, cfg.Concurrency, 10*time.Minute, do)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if ph.errs > 0 {
+			return fmt.Errorf("warming %d tokens: %d errors (%v)", n, ph.errs, ph.firstErr)
+		}
+		entries, err := p.metric("passgate_check_cache_entries")
+		if err != nil {
+			return err
+		}
+		// Let the process settle: RSS right after a burst includes garbage
+		// the next GC would free.
+		time.Sleep(2 * time.Second)
+		m, err := readMem(p.pid())
+		if err != nil {
+			return err
+		}
+		b.res.rss = append(b.res.rss, rssResult{backend: backend, tokens: n, entries: entries, mem: m, warmRate: ph.rps()})
+		b.logf("%-8s RSS with %8d cached tokens: %6.1f MB (peak %6.1f MB, cache entries %.0f, warmed at %.0f checks/s)",
+			backend, n, float64(m.rss)/1e6, float64(m.hwm)/1e6, entries, ph.rps())
+	}
+	return nil
+}

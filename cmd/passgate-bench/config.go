@@ -1,0 +1,201 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the benchmark's whole configuration; each field is a flag.
+type Config struct {
+	// Passgate is the passgate binary to run. Required.
+	Passgate string
+	// Out is the Markdown file to write. Optional: nothing is written when
+	// empty. When the file exists and has the generated-section markers,
+	// only the text between them is replaced.
+	Out string
+	// Backends lists the stores to run passgate on: sqlite, postgres.
+	// Default both.
+	Backends []string
+	// PostgresURL is an administrative URL of the PostgreSQL server; the
+	// benchmark creates its own database there and drops it at the end.
+	// Default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable.
+	PostgresURL string
+	// Nginx is the nginx binary; empty or "off" skips the nginx scenario.
+	// Default: nginx from $PATH or /usr/sbin/nginx.
+	Nginx string
+	// Duration is the length of one measured phase. Default 5s.
+	Duration time.Duration
+	// Warmup runs before each scenario's first phase on each target,
+	// unmeasured. Default 500ms.
+	Warmup time.Duration
+	// Rounds is how many reference/passgate phase pairs each scenario runs;
+	// the best round of each side (by throughput) is reported. Default 2.
+	Rounds int
+	// Concurrency is the number of closed-loop clients. Default 16.
+	Concurrency int
+	// GRPCConns is the number of HTTP/2 connections the gRPC clients share
+	// (Envoy opens one per worker thread). Default 2.
+	GRPCConns int
+	// Pool is the number of valid tokens seeded for cache misses per
+	// backend. Default 400000.
+	Pool int
+	// RSSTokens are the cache sizes at which passgate's resident memory is
+	// measured, ascending. Default 100000,1000000. Empty skips.
+	RSSTokens []int
+	// RSSBackend is the backend of the memory measurement. Default sqlite.
+	RSSBackend string
+	// FloodConcurrency is the number of concurrent wrong-password logins.
+	// Default 32; 0 skips the flood scenario.
+	FloodConcurrency int
+	// FloodRate is the paced (open-loop) check rate whose latency is
+	// compared idle and during the flood. Default 1000/s.
+	FloodRate float64
+	// FloodRounds is the number of idle/flood pairs; the median is
+	// reported. Default 3.
+	FloodRounds int
+	// RefInProcess runs the reference in this process (sharing the load
+	// generator's Go runtime) instead of a subprocess.
+	RefInProcess bool
+	// CPUProfile writes this process's CPU profile (load generator and, with
+	// RefInProcess, the reference). Optional.
+	CPUProfile string
+	// Label names the run in the Markdown (e.g. the command line).
+	Label string
+}
+
+// profiles are the -quick and -smoke presets; explicit flags win.
+var profiles = map[string]map[string]string{
+	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1"},
+	"smoke": {"duration": "250ms", "warmup": "50ms", "rounds": "1", "pool": "3000", "rss-tokens": "1000", "flood-rounds": "1",
+		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200"},
+}
+
+func parseConfig(args []string, stderr io.Writer) (*Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("passgate-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Passgate, "passgate", "", "passgate binary to benchmark (required)")
+	fs.StringVar(&c.Out, "out", "", "Markdown file to write (generated section only, if it has the markers)")
+	backends := fs.String("backends", "sqlite,postgres", "stores to run passgate on: sqlite, postgres")
+	fs.StringVar(&c.PostgresURL, "postgres", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable", "administrative PostgreSQL URL (a database is created and dropped)")
+	fs.StringVar(&c.Nginx, "nginx", "", "nginx binary (default from $PATH or /usr/sbin/nginx; off skips)")
+	fs.DurationVar(&c.Duration, "duration", 5*time.Second, "length of one measured phase")
+	fs.DurationVar(&c.Warmup, "warmup", 500*time.Millisecond, "unmeasured warm-up per scenario and target")
+	fs.IntVar(&c.Rounds, "rounds", 2, "reference/passgate phase pairs per scenario (best reported)")
+	fs.IntVar(&c.Concurrency, "concurrency", 16, "closed-loop clients")
+	fs.IntVar(&c.GRPCConns, "grpc-conns", 2, "HTTP/2 connections shared by the gRPC clients")
+	fs.IntVar(&c.Pool, "pool", 400_000, "valid tokens seeded per backend for cache misses")
+	rss := fs.String("rss-tokens", "100000,1000000", "cached token counts at which RSS is measured (empty skips)")
+	fs.StringVar(&c.RSSBackend, "rss-backend", "sqlite", "backend of the memory measurement")
+	fs.IntVar(&c.FloodConcurrency, "flood-concurrency", 32, "concurrent wrong-password logins (0 skips the flood)")
+	fs.Float64Var(&c.FloodRate, "flood-rate", 1000, "paced check rate measured idle and during the flood (req/s)")
+	fs.IntVar(&c.FloodRounds, "flood-rounds", 3, "idle/flood phase pairs (median reported)")
+	fs.BoolVar(&c.RefInProcess, "ref-inprocess", false, "run the reference in this process instead of a subprocess")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this process's CPU profile to the file")
+	fs.StringVar(&c.Label, "label", "", "how the run was started, for the Markdown")
+	quick := fs.Bool("quick", false, "short run (under 2 minutes): 2s phases, one round, RSS at 100k only")
+	smoke := fs.Bool("smoke", false, "a few seconds on SQLite only, for tests; numbers are meaningless")
+	if err := fs.Parse(args); err != nil {
+		return nil, usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	preset := ""
+	switch {
+	case *quick && *smoke:
+		return nil, usageError{"-quick and -smoke exclude each other"}
+	case *quick:
+		preset = "quick"
+	case *smoke:
+		preset = "smoke"
+	}
+	for name, v := range profiles[preset] {
+		if !given[name] {
+			if err := fs.Set(name, v); err != nil {
+				return nil, fmt.Errorf("preset %s: %w", preset, err)
+			}
+		}
+	}
+	c.Backends = splitList(*backends)
+	var errs []error
+	for _, s := range splitList(*rss) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n <= 0 {
+			errs = append(errs, fmt.Errorf("-rss-tokens: %q is not a positive count", s))
+			continue
+		}
+		if len(c.RSSTokens) > 0 && n <= c.RSSTokens[len(c.RSSTokens)-1] {
+			errs = append(errs, errors.New("-rss-tokens must ascend"))
+		}
+		c.RSSTokens = append(c.RSSTokens, n)
+	}
+	if c.Nginx == "" {
+		if p, err := exec.LookPath("nginx"); err == nil {
+			c.Nginx = p
+		} else if p, err := exec.LookPath("/usr/sbin/nginx"); err == nil {
+			c.Nginx = p
+		}
+	}
+	if c.Nginx == "off" {
+		c.Nginx = ""
+	}
+	if err := c.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, usageError{err.Error()}
+	}
+	return &c, nil
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Passgate == "" {
+		errs = append(errs, errors.New("-passgate is required"))
+	}
+	for _, b := range c.Backends {
+		if b != "sqlite" && b != "postgres" {
+			errs = append(errs, fmt.Errorf("-backends: unknown backend %q", b))
+		}
+	}
+	if len(c.Backends) == 0 {
+		errs = append(errs, errors.New("-backends is empty"))
+	}
+	if c.RSSBackend != "sqlite" && c.RSSBackend != "postgres" {
+		errs = append(errs, fmt.Errorf("-rss-backend: unknown backend %q", c.RSSBackend))
+	}
+	if c.Duration <= 0 || c.Duration > 5*time.Minute {
+		errs = append(errs, errors.New("-duration must be in (0, 5m]"))
+	}
+	if c.Rounds < 1 || c.FloodRounds < 1 {
+		errs = append(errs, errors.New("-rounds and -flood-rounds must be at least 1"))
+	}
+	if c.Concurrency < 1 || c.GRPCConns < 1 {
+		errs = append(errs, errors.New("-concurrency and -grpc-conns must be at least 1"))
+	}
+	if c.Pool < 10 {
+		errs = append(errs, errors.New("-pool must be at least 10"))
+	}
+	if c.FloodConcurrency < 0 || c.FloodRate <= 0 {
+		errs = append(errs, errors.New("-flood-concurrency must not be negative and -flood-rate must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' }) {
+		out = append(out, f)
+	}
+	return out
+}

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"text/template"
+	"time"
+)
+
+// freePort returns a loopback port nobody listens on right now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// tail keeps the last bytes written to it, for error messages.
+type tail struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > 8192 {
+		t.buf = append([]byte(nil), t.buf[len(t.buf)-4096:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(bytes.TrimSpace(t.buf))
+}
+
+// passgateProc is a running `passgate serve`.
+type passgateProc struct {
+	cmd                           *exec.Cmd
+	httpAddr, grpcAddr, metricsAt string
+	logs                          *tail
+	done                          chan struct{}
+}
+
+// passgateOpts are the per-instance settings.
+type passgateOpts struct {
+	bin         string
+	httpPort    int      // fixed so nginx's upstream stays valid across instances
+	backendArgs []string // --data-dir D or --database URL
+	resourceURL string
+	cacheSize   int
+}
+
+func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
+	gp, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	mp, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	p := &passgateProc{
+		httpAddr:  "127.0.0.1:" + strconv.Itoa(o.httpPort),
+		grpcAddr:  "127.0.0.1:" + strconv.Itoa(gp),
+		metricsAt: "http://127.0.0.1:" + strconv.Itoa(mp) + "/metrics",
+		logs:      &tail{},
+		done:      make(chan struct{}),
+	}
+	args := []string{"serve",
+		"--http-listen", p.httpAddr,
+		"--grpc-listen", p.grpcAddr,
+		"--metrics-listen", "127.0.0.1:" + strconv.Itoa(mp),
+		"--issuer", "http://" + p.httpAddr,
+		"--resource", o.resourceURL,
+		// The flood must cost password verifications, not rate-limit
+		// answers or lockouts.
+		"--login-limit", "off",
+		"--lockout-threshold", "0",
+		"--check-cache-size", strconv.Itoa(o.cacheSize),
+		"--log-level", "warn",
+		"--log-format", "json",
+	}
+	args = append(args, o.backendArgs...)
+	p.cmd = exec.Command(o.bin, args...)
+	p.cmd.Env = cleanEnv()
+	p.cmd.Stdout = p.logs
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start passgate: %w", err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-p.done:
+			return nil, fmt.Errorf("passgate exited at start: %s", p.logs)
+		case <-ctx.Done():
+			p.stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		resp, err := http.Get("http://" + p.httpAddr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("passgate not ready after 30s: %s", p.logs)
+		}
+	}
+}
+
+func (p *passgateProc) pid() int { return p.cmd.Process.Pid }
+
+// stop sends SIGTERM and waits, killing after 15s.
+func (p *passgateProc) stop() {
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+// metric returns the value of an unlabelled metric.
+func (p *passgateProc) metric(name string) (float64, error) {
+	resp, err := http.Get(p.metricsAt)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	return 0, fmt.Errorf("metric %s not found", name)
+}
+
+// memStatus is a process's memory from /proc/PID/status, in bytes.
+type memStatus struct{ rss, hwm int64 }
+
+func readMem(pid int) (memStatus, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return memStatus{}, err
+	}
+	var m memStatus
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			m.rss = kb << 10
+		case "VmHWM:":
+			m.hwm = kb << 10
+		}
+	}
+	if m.rss == 0 {
+		return m, errors.New("no VmRSS in /proc status")
+	}
+	return m, nil
+}
+
+// nginxConf is a minimal nginx in front of passgate and of the reference:
+// the auth_request wiring of extauthz's package documentation (and of
+// deploy/nginx.conf, minus TLS and the OAuth routes), with keepalive
+// connections to the check and to the upstream. The upstream is nginx
+// itself answering 200, the cheapest MCP server there is. Both front
+// servers are identical except for the check they ask.
+var nginxConf = template.Must(template.New("nginx").Parse(`
+worker_processes {{.Workers}};
+daemon off;
+pid {{.Dir}}/nginx.pid;
+error_log {{.Dir}}/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path {{.Dir}}/body;
+    proxy_temp_path {{.Dir}}/proxy;
+    fastcgi_temp_path {{.Dir}}/fastcgi;
+    uwsgi_temp_path {{.Dir}}/uwsgi;
+    scgi_temp_path {{.Dir}}/scgi;
+
+    upstream check_passgate  { server {{.Passgate}};  keepalive 16; }
+    upstream check_reference { server {{.Reference}}; keepalive 16; }
+    upstream app             { server 127.0.0.1:{{.AppPort}}; keepalive 16; }
+
+    server {
+        listen 127.0.0.1:{{.AppPort}};
+        location / { return 200 "ok\n"; }
+    }
+{{range .Fronts}}
+    server {
+        listen 127.0.0.1:{{.Port}};
+        location = /_passgate/check {
+            internal;
+            proxy_pass http://{{.Upstream}};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Original-URI $request_uri;
+            proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Forwarded-Proto $scheme;
+        }
+        location /mcp {
+            auth_request /_passgate/check;
+            auth_request_set $pg_user   $upstream_http_x_passgate_user;
+            auth_request_set $pg_client $upstream_http_x_passgate_client_id;
+            auth_request_set $pg_scope  $upstream_http_x_passgate_scope;
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header X-Passgate-User      $pg_user;
+            proxy_set_header X-Passgate-Client-Id $pg_client;
+            proxy_set_header X-Passgate-Scope     $pg_scope;
+            proxy_set_header Authorization "";
+        }
+    }
+{{end}}
+}
+`))
+
+// nginxProc is a running nginx.
+type nginxProc struct {
+	cmd  *exec.Cmd
+	logs *tail
+	done chan struct{}
+}
+
+type nginxFront struct {
+	Port     int
+	Upstream string
+}
+
+// startNginx runs nginx with two front servers: passgatePort checks with
+// passgate at passgateAddr, refPort with the reference at refAddr.
+func startNginx(ctx context.Context, bin, dir string, passgatePort, refPort int, passgateAddr, refAddr string) (*nginxProc, error) {
+	appPort, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"body", "proxy", "fastcgi", "uwsgi", "scgi"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	var conf bytes.Buffer
+	err = nginxConf.Execute(&conf, map[string]any{
+		"Workers": 2, "Dir": dir, "Passgate": passgateAddr, "Reference": refAddr, "AppPort": appPort,
+		"Fronts": []nginxFront{{passgatePort, "check_passgate"}, {refPort, "check_reference"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, conf.Bytes(), 0o600); err != nil {
+		return nil, err
+	}
+	n := &nginxProc{logs: &tail{}, done: make(chan struct{})}
+	n.cmd = exec.Command(bin, "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log"))
+	n.cmd.Stdout = n.logs
+	n.cmd.Stderr = n.logs
+	if err := n.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start nginx: %w", err)
+	}
+	go func() { _ = n.cmd.Wait(); close(n.done) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		select {
+		case <-n.done:
+			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			return nil, fmt.Errorf("nginx exited at start: %s %s", n.logs, errLog)
+		case <-ctx.Done():
+			n.stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(refPort))
+		if err == nil {
+			c.Close()
+			return n, nil
+		}
+		if time.Now().After(deadline) {
+			n.stop()
+			return nil, errors.New("nginx not listening after 10s")
+		}
+	}
+}
+
+// stop asks nginx for a graceful stop (SIGQUIT), killing after 5s.
+func (n *nginxProc) stop() {
+	_ = n.cmd.Process.Signal(syscall.SIGQUIT)
+	select {
+	case <-n.done:
+	case <-time.After(5 * time.Second):
+		_ = n.cmd.Process.Kill()
+		<-n.done
+	}
+}
+
+var _ io.Writer = (*tail)(nil)
