@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
@@ -185,3 +186,5 @@ func bearer(tok string) Request {
 }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func testutilValue(c prometheus.Counter) float64 { return testutil.ToFloat64(c) }
