@@ -239,7 +239,10 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 		s.revokeReplayedCode(ctx, r, ac)
 		return nil, invalid
 	}
-	if r.PostForm.Get("redirect_uri") != ac.RedirectURI {
+	// redirect_uri must repeat the authorization request's; when that
+	// request omitted it (one registered URI), sending that URI is fine.
+	if ru := r.PostForm.Get("redirect_uri"); ru != ac.RedirectURI &&
+		!(ac.RedirectURI == "" && len(client.RedirectURIs) == 1 && ru == client.RedirectURIs[0]) {
 		return nil, oauth.NewError(oauth.ErrInvalidGrant, "redirect_uri does not match the authorization request")
 	}
 	if !oauth.VerifyS256(verifier, ac.CodeChallenge) {
