@@ -157,6 +157,11 @@ func startChecker(t testing.TB, cfg Config) *Checker {
 	if cfg.Metrics == nil {
 		cfg.Metrics = prometheus.NewRegistry()
 	}
+	if cfg.StoreTimeout == 0 {
+		// Generous: the test machine is shared and loaded; tests of the
+		// budget itself set their own.
+		cfg.StoreTimeout = 5 * time.Second
+	}
 	c, err := NewChecker(cfg)
 	if err != nil {
 		t.Fatal(err)
