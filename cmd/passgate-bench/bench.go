@@ -141,6 +141,9 @@ type results struct {
 	floods   []floodResult
 	rss      []rssResult
 	notes    []string
+	// loads are 1-minute load averages sampled before every phase: other
+	// work on the machine shows up here.
+	loads []float64
 }
 
 // benchRun holds what the scenarios share.
@@ -424,6 +427,7 @@ func (b *benchRun) compare(ctx context.Context, backend string, sc scenario, p *
 	r := row{backend: backend, sc: sc}
 	var lookups, requests float64
 	for round := range cfg.Rounds {
+		b.res.sampleLoad()
 		ref := runClosed(ctx, cfg.Concurrency, cfg.Duration, refDo)
 		b.logf("%-8s %-30s ref      %s", backend, sc.name, ref)
 		before, err1 := p.metric("passgate_check_cache_misses_total")
@@ -470,6 +474,7 @@ func (b *benchRun) flood(ctx context.Context, backend string, p *passgateProc, p
 		return f, fmt.Errorf("login flood: a wrong-password login answered %d, %v; want 401 (log: %s)", code, err, p.logs)
 	}
 	for range cfg.FloodRounds {
+		b.res.sampleLoad()
 		idle := runPaced(ctx, len(reqs), cfg.Duration, cfg.FloodRate, checks)
 		b.logf("%-8s %-30s idle     %s", backend, "paced gRPC check", idle)
 		stop := login.start(ctx)
@@ -607,9 +612,13 @@ func (b *benchRun) measureRSS(ctx context.Context, backend string, backendArgs [
 			}
 			return pc.grpcCheck(ctx, w, pc.checkRequest(tok), wantAllow)
 		}
-		ph := runClosed(ctx, cfg.Concurrency, 10*time.Minute, do)
+		b.res.sampleLoad()
+		ph := runClosed(ctx, cfg.Concurrency, cfg.RSSTimeout, do)
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if !ph.exhausted {
+			b.note(fmt.Sprintf("warming %d tokens took longer than -rss-timeout %s; measured with %d checked", n, cfg.RSSTimeout, cursor.Load()))
 		}
 		if ph.errs > 0 {
 			return fmt.Errorf("warming %d tokens: %d errors (%v)", n, ph.errs, ph.firstErr)
@@ -630,4 +639,19 @@ func (b *benchRun) measureRSS(ctx context.Context, backend string, backendArgs [
 			backend, n, float64(m.rss)/1e6, float64(m.hwm)/1e6, entries, ph.rps())
 	}
 	return nil
+}
+
+// sampleLoad records the 1-minute load average.
+func (r *results) sampleLoad() {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return
+	}
+	if v, err := strconv.ParseFloat(f[0], 64); err == nil {
+		r.loads = append(r.loads, v)
+	}
 }

@@ -48,6 +48,8 @@ type Config struct {
 	// RSSTokens are the cache sizes at which passgate's resident memory is
 	// measured, ascending. Default 100000,1000000. Empty skips.
 	RSSTokens []int
+	// RSSTimeout bounds the warm-up of each memory step. Default 4m.
+	RSSTimeout time.Duration
 	// RSSBackend is the backend of the memory measurement. Default sqlite.
 	RSSBackend string
 	// FloodConcurrency is the number of concurrent wrong-password logins.
@@ -71,7 +73,7 @@ type Config struct {
 
 // profiles are the -quick and -smoke presets; explicit flags win.
 var profiles = map[string]map[string]string{
-	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1"},
+	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1", "rss-timeout": "40s"},
 	"smoke": {"duration": "250ms", "warmup": "50ms", "rounds": "1", "pool": "3000", "rss-tokens": "1000", "flood-rounds": "1",
 		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200"},
 }
@@ -92,6 +94,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.GRPCConns, "grpc-conns", 2, "HTTP/2 connections shared by the gRPC clients")
 	fs.IntVar(&c.Pool, "pool", 400_000, "valid tokens seeded per backend for cache misses")
 	rss := fs.String("rss-tokens", "100000,1000000", "cached token counts at which RSS is measured (empty skips)")
+	fs.DurationVar(&c.RSSTimeout, "rss-timeout", 4*time.Minute, "bound on warming the cache for each memory step")
 	fs.StringVar(&c.RSSBackend, "rss-backend", "sqlite", "backend of the memory measurement")
 	fs.IntVar(&c.FloodConcurrency, "flood-concurrency", 32, "concurrent wrong-password logins (0 skips the flood)")
 	fs.Float64Var(&c.FloodRate, "flood-rate", 1000, "paced check rate measured idle and during the flood (req/s)")

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"text/tabwriter"
 )
@@ -67,6 +68,10 @@ func markdown(res *results) string {
 	fmt.Fprintf(&b, "- Go: %s, %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	if v := nginxVersion(cfg.Nginx); v != "" {
 		fmt.Fprintf(&b, "- nginx: %s\n", v)
+	}
+	if len(res.loads) > 0 {
+		lo, hi := slices.Min(res.loads), slices.Max(res.loads)
+		fmt.Fprintf(&b, "- 1-minute load average sampled before each phase: %.1f to %.1f (anything well above the ~2 the benchmark itself causes is other work on the machine)\n", lo, hi)
 	}
 	if cfg.Label != "" {
 		fmt.Fprintf(&b, "- Command: `%s`\n", cfg.Label)

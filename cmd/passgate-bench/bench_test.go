@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/internal/token"
+)
+
+// buildPassgate builds ./cmd/passgate into a temporary directory.
+func buildPassgate(t *testing.T) string {
+	t.Helper()
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	bin := filepath.Join(t.TempDir(), "passgate")
+	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/passgate/passgate/cmd/passgate")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build passgate: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestSmoke runs the whole harness briefly against SQLite: it exercises
+// seeding, passgate as a subprocess, every scenario but nginx, the flood and
+// the memory measurement, and the Markdown. It asserts what ran and what
+// the answers were, never how fast: numbers from a loaded CI machine mean
+// nothing.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs passgate")
+	}
+	bin := buildPassgate(t)
+	out := filepath.Join(t.TempDir(), "benchmarks.md")
+	// Text around the generated section must survive.
+	if err := os.WriteFile(out, []byte("# Title\n\nintro\n\n"+beginMarker+"\nold\n"+endMarker+"\n\nanalysis\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	err := run(ctx, []string{"-passgate", bin, "-smoke", "-ref-inprocess", "-out", out, "-label", "go test"}, &stdout, &stderr)
+	t.Log(stdout.String())
+	if err != nil {
+		t.Fatalf("run: %v\nstderr: %s", err, stderr.String())
+	}
+	md, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(md)
+	for _, want := range []string{
+		"# Title\n\nintro\n\n" + beginMarker, endMarker + "\n\nanalysis\n",
+		"| sqlite | gRPC check, cache hit |", "| sqlite | HTTP check, cache hit |",
+		"| sqlite | gRPC check, cache miss |", "| sqlite | HTTP check, cache miss |",
+		"| sqlite | gRPC check, invalid token |", "| sqlite | HTTP check, invalid token |",
+		"### Check latency during a login flood", "### Resident memory", "| sqlite | 1000 |",
+		"- Command: `go test`",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "\nold\n") {
+		t.Errorf("the old generated section survived:\n%s", got)
+	}
+	// Every measured request got the expected decision: a hit or miss that
+	// passgate denied, or an invalid token it allowed, is an error.
+	if strings.Contains(got, "errors)") {
+		t.Errorf("unexpected decisions:\n%s", got)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    func(*Config) any
+		wantVal any
+		wantErr string
+	}{
+		{name: "passgate required", args: nil, wantErr: "-passgate is required"},
+		{name: "unknown backend", args: []string{"-passgate", "x", "-backends", "mysql"}, wantErr: `unknown backend "mysql"`},
+		{name: "rss must ascend", args: []string{"-passgate", "x", "-rss-tokens", "10,5"}, wantErr: "must ascend"},
+		{name: "quick and smoke", args: []string{"-passgate", "x", "-quick", "-smoke"}, wantErr: "exclude each other"},
+		{name: "defaults", args: []string{"-passgate", "x", "-nginx", "off"},
+			want:    func(c *Config) any { return []any{c.Duration, c.Rounds, c.Backends, c.RSSTokens, c.Nginx} },
+			wantVal: []any{5 * time.Second, 2, []string{"sqlite", "postgres"}, []int{100_000, 1_000_000}, ""}},
+		{name: "quick preset", args: []string{"-passgate", "x", "-quick"},
+			want:    func(c *Config) any { return []any{c.Duration, c.Rounds, c.RSSTokens} },
+			wantVal: []any{2 * time.Second, 1, []int{100_000}}},
+		{name: "explicit flag beats preset", args: []string{"-passgate", "x", "-quick", "-duration", "3s"},
+			want:    func(c *Config) any { return c.Duration },
+			wantVal: 3 * time.Second},
+		{name: "smoke preset", args: []string{"-passgate", "x", "-smoke"},
+			want:    func(c *Config) any { return []any{c.Backends, c.Nginx} },
+			wantVal: []any{[]string{"sqlite"}, ""}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stderr bytes.Buffer
+			c, err := parseConfig(tt.args, &stderr)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want(c), tt.wantVal); diff != "" {
+				t.Errorf("(-got +want)\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestWriteMarkdownRefusesUnmarkedFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.md")
+	if err := os.WriteFile(path, []byte("hand-written\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res := &results{cfg: &Config{Duration: time.Second, Rounds: 1, Concurrency: 1, GRPCConns: 1}}
+	if err := writeMarkdown(path, res); err == nil {
+		t.Fatal("overwrote a file without markers")
+	}
+	b, _ := os.ReadFile(path)
+	if string(b) != "hand-written\n" {
+		t.Errorf("file changed: %q", b)
+	}
+}
+
+func TestPhaseQuantile(t *testing.T) {
+	p := phase{lat: []time.Duration{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}}
+	got := []time.Duration{p.quantile(.5), p.quantile(.99), p.quantile(0)}
+	if diff := cmp.Diff(got, []time.Duration{5, 10, 1}); diff != "" {
+		t.Errorf("(-got +want)\n%s", diff)
+	}
+}
+
+func TestInvalidTokensAreWellFormedAndDistinct(t *testing.T) {
+	src := newInvalidTokens(2)
+	seen := map[string]bool{}
+	for w := range 2 {
+		for range 100 {
+			tok, _ := src.next(w)
+			if !token.HasPrefix(tok, token.PrefixAccess) {
+				t.Fatalf("token %q is not shaped like an access token", tok)
+			}
+			if seen[tok] {
+				t.Fatalf("duplicate %q", tok)
+			}
+			seen[tok] = true
+		}
+	}
+}
