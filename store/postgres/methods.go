@@ -89,7 +89,7 @@ func (db *DB) DeleteUser(ctx context.Context, username string, now time.Time) er
 		}
 		// Every deleted token counts as revoked for the caches, even
 		// one revoked earlier: dropping it again is harmless.
-		hashes, err = queryStrings(ctx, tx, `DELETE FROM tokens WHERE username = $1 RETURNING hash`, username)
+		hashes, err = revokeAll(ctx, tx, `DELETE FROM tokens WHERE username = $1 RETURNING hash`, username)
 		if err != nil {
 			return err
 		}
@@ -185,7 +185,7 @@ func (db *DB) DeleteClient(ctx context.Context, id string, now time.Time) error 
 		if _, err := tx.Exec(ctx, `DELETE FROM consents WHERE client_id = $1`, id); err != nil {
 			return err
 		}
-		hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL RETURNING hash`, tv(now), id)
+		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL RETURNING hash`, tv(now), id)
 		if err != nil {
 			return err
 		}
@@ -448,9 +448,9 @@ func (db *DB) RevokeToken(ctx context.Context, hash string, now time.Time, audit
 		case err != nil:
 			return err
 		case kind == store.KindRefresh:
-			hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL RETURNING hash`, tv(now), family)
+			hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL RETURNING hash`, tv(now), family)
 		default:
-			hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL RETURNING hash`, tv(now), hash)
+			hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL RETURNING hash`, tv(now), hash)
 		}
 		if err != nil {
 			return err
@@ -484,7 +484,7 @@ func (db *DB) revokeWhere(ctx context.Context, op, where string, args []any, now
 	var hashes []string
 	err := db.tx(ctx, func(tx pgx.Tx) error {
 		var err error
-		hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE `+where+` AND revoked_at IS NULL RETURNING hash`,
+		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE `+where+` AND revoked_at IS NULL RETURNING hash`,
 			append([]any{tv(now)}, args...)...)
 		if err != nil {
 			return err
@@ -568,6 +568,8 @@ func (db *DB) ListConsents(ctx context.Context, username string) ([]store.Consen
 	return out, nil
 }
 
+// DeleteConsent removes the consent and the user's unredeemed codes for
+// the client, and revokes the user's tokens for the client.
 func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now time.Time, audit *store.AuditEvent) ([]string, error) {
 	var hashes []string
 	err := db.tx(ctx, func(tx pgx.Tx) error {
@@ -578,7 +580,14 @@ func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now 
 		if n == 0 {
 			return store.ErrNotFound
 		}
-		hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND client_id = $3 AND revoked_at IS NULL RETURNING hash`,
+		// Pending codes go too, so an authorization in flight cannot
+		// mint tokens after the user revoked the client. A redemption
+		// holding the code's row lock finishes first, and its tokens are
+		// then visible to the revocation below.
+		if _, err := tx.Exec(ctx, `DELETE FROM auth_codes WHERE username = $1 AND client_id = $2 AND used_at IS NULL`, username, clientID); err != nil {
+			return err
+		}
+		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND client_id = $3 AND revoked_at IS NULL RETURNING hash`,
 			tv(now), username, clientID)
 		if err != nil {
 			return err
@@ -803,6 +812,29 @@ func (db *DB) exec(ctx context.Context, query string, args ...any) (int64, error
 		return 0, mapErr(err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// revokeAll runs a revoking statement (UPDATE … SET revoked_at … WHERE …
+// AND revoked_at IS NULL RETURNING hash, or a DELETE … RETURNING hash)
+// until it finds nothing more, and returns every hash it hit.
+//
+// One statement is not enough at READ COMMITTED: when it waits for a
+// concurrent rotation holding a token's row lock, it then re-checks that
+// row but never sees the tokens the rotation inserted. Those are visible to
+// the next statement, which therefore runs until a pass comes back empty.
+// A rotation that starts later finds its token revoked (or gone) and fails.
+func revokeAll(ctx context.Context, tx pgx.Tx, query string, args ...any) ([]string, error) {
+	var all []string
+	for {
+		hashes, err := queryStrings(ctx, tx, query, args...)
+		if err != nil {
+			return nil, err
+		}
+		if len(hashes) == 0 {
+			return all, nil
+		}
+		all = append(all, hashes...)
+	}
 }
 
 func queryStrings(ctx context.Context, tx pgx.Tx, query string, args ...any) ([]string, error) {

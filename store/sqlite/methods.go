@@ -574,6 +574,8 @@ func (db *DB) ListConsents(ctx context.Context, username string) ([]store.Consen
 	return out, nil
 }
 
+// DeleteConsent removes the consent and the user's unredeemed codes for
+// the client, and revokes the user's tokens for the client.
 func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now time.Time, audit *store.AuditEvent) ([]string, error) {
 	var hashes []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -583,6 +585,11 @@ func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now 
 		}
 		if n == 0 {
 			return store.ErrNotFound
+		}
+		// Pending codes go too, so an authorization in flight cannot
+		// mint tokens after the user revoked the client.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM auth_codes WHERE username = ? AND client_id = ? AND used_at IS NULL`, username, clientID); err != nil {
+			return err
 		}
 		hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = ? WHERE username = ? AND client_id = ? AND revoked_at IS NULL RETURNING hash`,
 			ts(now), username, clientID)

@@ -53,6 +53,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RotateRefreshConflicts", testRotateConflicts},
 		{"RotateRefreshConcurrent", testRotateConcurrent},
 		{"Revoke", testRevoke},
+		{"RevokeFamilyRacesRotation", testRevokeRacesRotation},
 		{"RevokeUserTokens", testRevokeUserTokens},
 		{"Subscribe", testSubscribe},
 		{"Consents", testConsents},
@@ -806,6 +807,63 @@ func testRevoke(t *testing.T, s store.Store) {
 	}
 }
 
+// testRevokeRacesRotation revokes families while a client keeps rotating
+// their refresh tokens: once both are done, no token of a revoked family
+// may be left unrevoked, whichever committed first. (On PostgreSQL at READ
+// COMMITTED, one UPDATE does not see tokens a concurrent rotation inserts.)
+func testRevokeRacesRotation(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	const rounds = 20
+	for round := range rounds {
+		g := issue(t, s, fmt.Sprintf("round %d", round), "c1", "alice")
+		issued := []string{g.Access.Hash, g.Refresh.Hash}
+		var mu sync.Mutex
+		var revoked atomic.Bool
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			cur := g.Refresh
+			// After the revocation returned, one more attempt must fail; a
+			// backend that lets it succeed would otherwise rotate forever.
+			for i, after := 0, 0; i < 1000 && after < 2; i++ {
+				if revoked.Load() {
+					after++
+				}
+				a, r, ev := rotation(fmt.Sprintf("round %d rot %d", round, i), cur)
+				if err := s.RotateRefresh(ctx, cur.Hash, at(time.Hour), nil, a, r, ev); err != nil {
+					if !errors.Is(err, store.ErrConflict) {
+						t.Errorf("RotateRefresh: %v", err)
+					}
+					return
+				}
+				mu.Lock()
+				issued = append(issued, a.Hash, r.Hash)
+				mu.Unlock()
+				cur = r
+			}
+		}()
+		time.Sleep(time.Duration(round%5) * time.Millisecond)
+		_, err := s.RevokeFamily(ctx, g.Access.FamilyID, at(time.Hour), nil)
+		revoked.Store(true)
+		<-done
+		if err != nil {
+			t.Fatalf("RevokeFamily: %v", err)
+		}
+		mu.Lock()
+		for _, hash := range issued {
+			tok, err := s.GetToken(ctx, hash, at(time.Hour))
+			if err != nil {
+				t.Fatalf("GetToken: %v", err)
+			}
+			if tok.RevokedAt.IsZero() {
+				t.Errorf("round %d: %s token of a revoked family survived (%d tokens issued)", round, tok.Kind, len(issued))
+			}
+		}
+		mu.Unlock()
+	}
+}
+
 func testRevokeUserTokens(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	for _, id := range []string{"c1", "c2"} {
@@ -1011,6 +1069,10 @@ func testConsents(t *testing.T, s store.Store) {
 	a2 := issue(t, s, "a2", "c2", "alice")
 	b1 := issue(t, s, "b1", "c1", "bob")
 	now := at(2 * time.Hour)
+	pending := newCode("pending", "c1", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pending, nil))
+	other := newCode("other", "c2", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, other, nil))
 	revoked, err := s.DeleteConsent(ctx, "alice", "c1", now, &store.AuditEvent{Event: store.EventTokenRevoked, Success: true, CreatedAt: now})
 	must(t, "DeleteConsent", err)
 	diff(t, "revoked by DeleteConsent", sorted(revoked), sorted([]string{a1.Access.Hash, a1.Refresh.Hash}))
@@ -1023,6 +1085,11 @@ func testConsents(t *testing.T, s store.Store) {
 	}
 	_, err = s.GetConsent(ctx, "alice", "c1")
 	wantErr(t, "GetConsent deleted", err, store.ErrNotFound)
+	wantErr(t, "RedeemCode of a pending code after DeleteConsent",
+		s.RedeemCode(ctx, pending.CodeHash, at(time.Minute), newGrant("pending", pending.FamilyID, "c1", "alice")), store.ErrNotFound)
+	if _, err := s.GetAuthCode(ctx, other.CodeHash, at(time.Minute)); err != nil {
+		t.Errorf("pending code for another client: %v", err)
+	}
 	before := auditCount(t, s)
 	_, err = s.DeleteConsent(ctx, "alice", "c1", now, &store.AuditEvent{Event: store.EventTokenRevoked, CreatedAt: now})
 	wantErr(t, "DeleteConsent again", err, store.ErrNotFound)
