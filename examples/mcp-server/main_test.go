@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -176,8 +177,21 @@ func TestCountdownProgress(t *testing.T) {
 	if got.Steps != 3 {
 		t.Errorf("steps = %d, want 3", got.Steps)
 	}
+	// Notifications are handled concurrently with the result: wait for the
+	// last ones, and do not rely on their order.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		mu.Lock()
+		n := len(progress)
+		mu.Unlock()
+		if n >= 3 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	mu.Lock()
 	defer mu.Unlock()
+	slices.Sort(progress)
 	if diff := cmp.Diff(progress, []float64{1, 2, 3}); diff != "" {
 		t.Errorf("progress (-got +want):\n%s", diff)
 	}

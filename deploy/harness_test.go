@@ -1,0 +1,502 @@
+package deploy
+
+// The end-to-end harness: render deploy/nginx.conf, run nginx, build and run
+// Go binaries, all on loopback and stopped when the test ends.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// nginxTemplatePath is deploy/nginx.conf, relative to this package.
+const nginxTemplatePath = "nginx.conf"
+
+// nginxVarPrefix is the prefix of every variable deploy/nginx.conf uses;
+// docker-compose.yml sets NGINX_ENVSUBST_FILTER to it.
+const nginxVarPrefix = "NGINX_"
+
+// envsubstRef matches what GNU envsubst treats as a variable reference:
+// $NAME or ${NAME}.
+var envsubstRef = regexp.MustCompile(`\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))`)
+
+// templateVars returns the sorted, distinct NGINX_* variables tmpl refers to.
+func templateVars(tmpl string) []string {
+	var names []string
+	for _, m := range envsubstRef.FindAllStringSubmatch(tmpl, -1) {
+		name := m[1] + m[2]
+		if strings.HasPrefix(name, nginxVarPrefix) && !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// envsubst replaces $NAME and ${NAME} for each NAME in vars and leaves every
+// other $ untouched, like `envsubst '${A} ${B}'` with A and B exported, which
+// is what the official nginx image runs on /etc/nginx/templates/*.template.
+func envsubst(tmpl string, vars map[string]string) string {
+	return envsubstRef.ReplaceAllStringFunc(tmpl, func(ref string) string {
+		m := envsubstRef.FindStringSubmatch(ref)
+		if v, ok := vars[m[1]+m[2]]; ok {
+			return v
+		}
+		return ref
+	})
+}
+
+// renderTemplate renders tmpl with vars, which must give exactly the NGINX_*
+// variables tmpl uses: a missing one would render as written (and nginx
+// would choke on it, or worse, not), an extra one is a typo.
+func renderTemplate(tmpl string, vars map[string]string) (string, error) {
+	used := templateVars(tmpl)
+	var errs []error
+	for _, name := range used {
+		if _, ok := vars[name]; !ok {
+			errs = append(errs, fmt.Errorf("variable %s is used but not given", name))
+		}
+	}
+	for name := range vars {
+		if !slices.Contains(used, name) {
+			errs = append(errs, fmt.Errorf("variable %s is given but not used", name))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return "", fmt.Errorf("render nginx template: %w", err)
+	}
+	return envsubst(tmpl, vars), nil
+}
+
+// renderNginxConf renders deploy/nginx.conf with vars (see renderTemplate).
+func renderNginxConf(t testing.TB, vars map[string]string) string {
+	t.Helper()
+	tmpl, err := os.ReadFile(nginxTemplatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := renderTemplate(string(tmpl), vars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// nginxOptions configures startNginx.
+type nginxOptions struct {
+	// PassgateAddr is host:port of passgate's HTTP listener. Required.
+	PassgateAddr string
+	// MCPAddr is host:port of the MCP server. Required.
+	MCPAddr string
+	// PlainHTTP makes nginx listen without TLS. Optional: by default it
+	// serves HTTPS with a self-signed certificate for 127.0.0.1 and
+	// localhost, which nginx.Client trusts.
+	PlainHTTP bool
+	// ServerName is NGINX_SERVER_NAME. Optional: defaults to "localhost".
+	ServerName string
+}
+
+// nginx is a running nginx serving the rendered deploy/nginx.conf.
+type nginx struct {
+	// Dir is the nginx prefix directory (inside t.TempDir()) holding the
+	// configuration, certificate, logs and temporary files.
+	Dir string
+	// Addr is the 127.0.0.1:port nginx listens on.
+	Addr string
+	// URL is "https://" + Addr, or "http://" + Addr with PlainHTTP.
+	URL string
+	// Vars are the variables deploy/nginx.conf was rendered with.
+	Vars map[string]string
+	// Client trusts nginx's certificate and does not follow redirects.
+	Client *http.Client
+	// Transport is Client's transport, for clients that need their own
+	// http.Client (such as one adding an Authorization header).
+	Transport *http.Transport
+}
+
+// ErrorLog returns nginx's error log so far.
+func (n *nginx) ErrorLog() string {
+	b, _ := os.ReadFile(filepath.Join(n.Dir, "error.log"))
+	return string(b)
+}
+
+// startNginx renders deploy/nginx.conf for loopback, starts nginx in the
+// foreground (installing it from Debian's packages when missing), waits until
+// it accepts connections, and stops it when the test ends. On failure the
+// test's output gets nginx's error log.
+func startNginx(t testing.TB, opts nginxOptions) *nginx {
+	t.Helper()
+	if opts.PassgateAddr == "" || opts.MCPAddr == "" {
+		t.Fatal("startNginx: PassgateAddr and MCPAddr are required")
+	}
+	if opts.ServerName == "" {
+		opts.ServerName = "localhost"
+	}
+	bin := nginxBinary(t)
+	dir := t.TempDir()
+	cert, key, pool := writeSelfSignedCert(t, dir)
+
+	// A port picked by listening and closing can be taken by someone else
+	// before nginx binds it: try again with another one.
+	var lastErr error
+	for range 3 {
+		addr := freeAddr(t)
+		listen := addr + " ssl"
+		scheme := "https"
+		if opts.PlainHTTP {
+			listen, scheme = addr, "http"
+		}
+		vars := map[string]string{
+			"NGINX_SERVER_NAME":   opts.ServerName,
+			"NGINX_LISTEN":        listen,
+			"NGINX_TLS_CERT":      cert,
+			"NGINX_TLS_KEY":       key,
+			"NGINX_PASSGATE_ADDR": opts.PassgateAddr,
+			"NGINX_MCP_ADDR":      opts.MCPAddr,
+		}
+		confPath := filepath.Join(dir, "passgate.conf")
+		if err := os.WriteFile(confPath, []byte(renderNginxConf(t, vars)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mainPath := filepath.Join(dir, "nginx.conf")
+		if err := os.WriteFile(mainPath, []byte(nginxMainConf(dir, confPath)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tr := &http.Transport{
+			TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
+			MaxIdleConnsPerHost: 4,
+		}
+		n := &nginx{Dir: dir, Addr: addr, URL: scheme + "://" + addr, Vars: vars, Transport: tr}
+		n.Client = &http.Client{
+			Transport:     tr,
+			Timeout:       30 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+		err := n.start(t, bin, mainPath)
+		if err == nil {
+			t.Cleanup(tr.CloseIdleConnections)
+			return n
+		}
+		lastErr = err
+		if !strings.Contains(n.ErrorLog(), "Address already in use") {
+			break
+		}
+	}
+	t.Fatalf("start nginx: %v", lastErr)
+	return nil
+}
+
+// nginxMainConf is the main configuration wrapped around the rendered
+// template, the counterpart of the official image's /etc/nginx/nginx.conf,
+// with every path inside dir. daemon and pid are given with -g.
+func nginxMainConf(dir, include string) string {
+	var b strings.Builder
+	if os.Geteuid() == 0 {
+		// Workers would run as nobody, who cannot enter the 0700 test
+		// directory.
+		b.WriteString("user root;\n")
+	}
+	fmt.Fprintf(&b, `worker_processes 1;
+error_log %[1]s/error.log info;
+events {
+    worker_connections 512;
+}
+http {
+    default_type application/octet-stream;
+    access_log %[1]s/access.log;
+    client_body_temp_path %[1]s/tmp/body;
+    proxy_temp_path %[1]s/tmp/proxy;
+    fastcgi_temp_path %[1]s/tmp/fastcgi;
+    uwsgi_temp_path %[1]s/tmp/uwsgi;
+    scgi_temp_path %[1]s/tmp/scgi;
+    include %[2]s;
+}
+`, dir, include)
+	return b.String()
+}
+
+// start runs nginx and waits until it listens on n.Addr.
+func (n *nginx) start(t testing.TB, bin, mainPath string) error {
+	if err := os.MkdirAll(filepath.Join(n.Dir, "tmp"), 0o755); err != nil {
+		return err
+	}
+	// Check first, for a readable error on a bad configuration.
+	errLog := filepath.Join(n.Dir, "error.log")
+	if out, err := exec.Command(bin, "-t", "-q", "-p", n.Dir, "-c", mainPath, "-e", errLog).CombinedOutput(); err != nil {
+		return fmt.Errorf("nginx -t: %w\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "-p", n.Dir, "-c", mainPath, "-e", errLog,
+		"-g", fmt.Sprintf("daemon off; pid %s;", filepath.Join(n.Dir, "nginx.pid")))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := waitListening(n.Addr, exited, 10*time.Second); err != nil {
+		cmd.Process.Kill()
+		<-exited
+		return fmt.Errorf("%w\n%s\n%s", err, out.String(), n.ErrorLog())
+	}
+	t.Cleanup(func() {
+		stopProcess(t, cmd.Process, exited)
+		if t.Failed() {
+			t.Logf("nginx error log:\n%s", n.ErrorLog())
+		}
+	})
+	return nil
+}
+
+// nginxInstall installs nginx once per test binary.
+var nginxInstall = sync.OnceValues(func() (string, error) {
+	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("nginx"); err == nil {
+		return p, nil
+	}
+	if os.Geteuid() != 0 {
+		return "", errors.New("nginx is not installed and only root can install it: apt-get install nginx-light")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	run := func(args ...string) error {
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %w\n%s", strings.Join(args, " "), err, out)
+		}
+		return nil
+	}
+	if err := run("apt-get", "update"); err != nil {
+		return "", err
+	}
+	// nginx-light has auth_request; plain nginx is the fallback on
+	// releases without it.
+	if err := run("apt-get", "install", "-y", "--no-install-recommends", "nginx-light"); err != nil {
+		if err2 := run("apt-get", "install", "-y", "--no-install-recommends", "nginx"); err2 != nil {
+			return "", errors.Join(err, err2)
+		}
+	}
+	return "/usr/sbin/nginx", nil
+})
+
+// nginxBinary returns the path of nginx, installing it if needed.
+func nginxBinary(t testing.TB) string {
+	t.Helper()
+	p, err := nginxInstall()
+	if err != nil {
+		t.Fatalf("nginx: %v", err)
+	}
+	return p
+}
+
+// writeSelfSignedCert writes a certificate for 127.0.0.1 and localhost and
+// its key into dir and returns their paths and a pool trusting it.
+func writeSelfSignedCert(t testing.TB, dir string) (certPath, keyPath string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "passgate test"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		DNSNames:              []string{"localhost"},
+		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certPath, keyPath, pool
+}
+
+// freeAddr returns a 127.0.0.1:port that was free a moment ago.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitListening waits until addr accepts TCP connections, the process
+// exits (a value on exited), or timeout passes.
+func waitListening(addr string, exited <-chan error, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case err := <-exited:
+			return fmt.Errorf("exited before listening on %s: %v", addr, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not listening on %s after %v", addr, timeout)
+		}
+	}
+}
+
+// stopProcess sends SIGTERM (a fast shutdown that does not wait for open
+// event streams), then SIGKILL after 5 s.
+func stopProcess(t testing.TB, p *os.Process, exited <-chan error) {
+	p.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(5 * time.Second):
+		t.Errorf("process %d ignored SIGTERM for 5s; killing it", p.Pid)
+		p.Kill()
+		<-exited
+	}
+}
+
+// binDir holds the binaries buildBinary built, for the whole test binary;
+// TestMain removes it.
+var (
+	binDir   string
+	binMu    sync.Mutex
+	binBuilt = map[string]string{}
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	binDir, err = os.MkdirTemp("", "passgate-deploy-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(binDir)
+	os.Exit(code)
+}
+
+// buildBinary builds the main package pkg (relative to the module root, such
+// as "./examples/mcp-server" or "./cmd/passgate") once per test binary and
+// returns the path of the executable.
+func buildBinary(t testing.TB, pkg string) string {
+	t.Helper()
+	binMu.Lock()
+	defer binMu.Unlock()
+	if p, ok := binBuilt[pkg]; ok {
+		return p
+	}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	out := filepath.Join(binDir, strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
+	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	cmd.Dir = ".." // the module root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+	binBuilt[pkg] = out
+	return out
+}
+
+// startProcess runs bin with args and env added to the test's environment,
+// sends its output to the test's output, waits until it listens on addr and
+// stops it (SIGTERM) when the test ends.
+func startProcess(t testing.TB, addr, bin string, args, env []string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	w := testOutput(t)
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", bin, err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	if err := waitListening(addr, exited, 15*time.Second); err != nil {
+		cmd.Process.Kill()
+		<-exited
+		t.Fatalf("%s: %v", filepath.Base(bin), err)
+	}
+	t.Cleanup(func() { stopProcess(t, cmd.Process, exited) })
+}
+
+// testOutput is where child processes write: the test's output, which is
+// only shown for failing tests (or with -v).
+func testOutput(t testing.TB) *lockedWriter {
+	return &lockedWriter{w: t.Output()}
+}
+
+// lockedWriter serializes writes from a child's stdout and stderr copiers.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// startExampleMCPServer builds and runs examples/mcp-server on a free
+// loopback port and returns its address.
+func startExampleMCPServer(t testing.TB) string {
+	t.Helper()
+	bin := buildBinary(t, "./examples/mcp-server")
+	addr := freeAddr(t)
+	startProcess(t, addr, bin, []string{"--listen", addr}, nil)
+	return addr
+}
