@@ -82,6 +82,13 @@ type env struct {
 
 func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	t.Helper()
+	return newEnvWrapped(t, nil, mutate...)
+}
+
+// newEnvWrapped is newEnv with the server's handler wrapped, e.g. to mount
+// a protected MCP endpoint next to the authorization server.
+func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mutate ...func(*Config)) *env {
+	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "passgate.db")
 	logs := &syncBuffer{}
@@ -134,10 +141,14 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 		t.Fatal(err)
 	}
 	issuer = cfg.Issuer
-	srv.Config.Handler = s.Handler()
+	e := &env{t: t, srv: srv, s: s, st: st, raw: raw, clock: clk, logs: logs, issuer: issuer, secrets: []string{testPassword}}
+	h := s.Handler()
+	if wrap != nil {
+		h = wrap(e, h)
+	}
+	srv.Config.Handler = h
 	srv.Start()
 	t.Cleanup(srv.Close)
-	e := &env{t: t, srv: srv, s: s, st: st, raw: raw, clock: clk, logs: logs, issuer: issuer, secrets: []string{testPassword}}
 	t.Cleanup(e.checkLogs)
 	return e
 }
