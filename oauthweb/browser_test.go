@@ -278,3 +278,17 @@ func TestTemplateOverride(t *testing.T) {
 		t.Errorf("broken override: %v, want an error naming consent.html", err)
 	}
 }
+
+func TestPrefillSingleUser(t *testing.T) {
+	for _, prefill := range []bool{false, true} {
+		e := newEnv(t, func(c *Config) { c.PrefillSingleUser = prefill })
+		resp, err := http.Get(e.url("/login"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := readBody(t, resp)
+		if got := strings.Contains(body, `value="`+testUser+`"`); got != prefill {
+			t.Errorf("prefill %v: username shown %v", prefill, got)
+		}
+	}
+}

@@ -137,6 +137,11 @@ type Config struct {
 	// Limit* names) may proceed, and if not, when to retry. Optional; nil:
 	// no limits.
 	RateLimit func(endpoint, ip string) (ok bool, retryAfter time.Duration)
+	// PrefillSingleUser fills in the username on the login page when
+	// exactly one user exists (the seed had a single password and no
+	// username). It reveals that username to anyone who opens the page.
+	// Optional; default false.
+	PrefillSingleUser bool
 	// LockoutThreshold is the number of failed logins for one account
 	// within LockoutWindow that locks it for LockoutDuration. Optional;
 	// default 10; negative disables lockout.

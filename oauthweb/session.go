@@ -112,6 +112,11 @@ func (s *Server) showLogin(w http.ResponseWriter, r *http.Request, status int, m
 	s.setCookie(w, s.csrfCk, csrf, time.Hour)
 	// Only a validated path goes back into the form.
 	returnTo = strings.TrimPrefix(s.safeReturn(returnTo), s.origin)
+	if username == "" && s.cfg.PrefillSingleUser {
+		if users, err := s.cfg.Store.ListUsers(r.Context()); err == nil && len(users) == 1 {
+			username = users[0].Username
+		}
+	}
 	s.render(w, r, status, "login", page{Title: "Sign in", Error: msg, Data: loginData{
 		Action: s.endpoints.login, CSRF: csrf, ReturnTo: returnTo, Username: username,
 	}})
