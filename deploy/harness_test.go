@@ -115,7 +115,8 @@ type nginxOptions struct {
 	// serves HTTPS with a self-signed certificate for 127.0.0.1 and
 	// localhost, which nginx.Client trusts.
 	PlainHTTP bool
-	// ServerName is NGINX_SERVER_NAME. Optional: defaults to "localhost".
+	// ServerName is NGINX_SERVER_NAME. Optional: defaults to "127.0.0.1",
+	// the host of nginx.URL.
 	ServerName string
 }
 
@@ -153,7 +154,7 @@ func startNginx(t testing.TB, opts nginxOptions) *nginx {
 		t.Fatal("startNginx: PassgateAddr and MCPAddr are required")
 	}
 	if opts.ServerName == "" {
-		opts.ServerName = "localhost"
+		opts.ServerName = "127.0.0.1"
 	}
 	bin := nginxBinary(t)
 	dir := t.TempDir()

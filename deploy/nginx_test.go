@@ -213,6 +213,9 @@ func TestNginxDenials(t *testing.T) {
 			if tt.wantError == "" {
 				return
 			}
+			if got := resp.Header.Get("Access-Control-Expose-Headers"); got != "WWW-Authenticate" {
+				t.Errorf("Access-Control-Expose-Headers = %q", got)
+			}
 			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 				t.Errorf("Content-Type = %q, want application/json", ct)
 			}
@@ -236,7 +239,20 @@ func TestNginxDenials(t *testing.T) {
 // and not the body.
 func TestNginxCheckRequest(t *testing.T) {
 	st := startStack(t, false)
-	st.do(t, "POST", "/mcp?x=1&y=%2F", tokenGood, mcpInitialize, mcpHeader)
+	// A client must not choose what passgate believes about the request.
+	h := mcpHeader.Clone()
+	for k, v := range map[string]string{
+		"X-Forwarded-Host":   "other.example",
+		"X-Forwarded-Proto":  "http",
+		"X-Forwarded-Uri":    "/elsewhere",
+		"X-Forwarded-Method": "GET",
+		"X-Forwarded-For":    "6.6.6.6",
+		"X-Original-URI":     "/elsewhere",
+		"X-Original-Method":  "GET",
+	} {
+		h.Set(k, v)
+	}
+	st.do(t, "POST", "/mcp?x=1&y=%2F", tokenGood, mcpInitialize, h)
 	checks := st.standin.Checks()
 	if len(checks) != 1 {
 		t.Fatalf("got %d checks, want 1: %+v", len(checks), checks)
@@ -250,6 +266,10 @@ func TestNginxCheckRequest(t *testing.T) {
 		"X-Original-Method":  c.Header.Get("X-Original-Method"),
 		"Host":               c.Header.Get("Host"),
 		"X-Forwarded-Proto":  c.Header.Get("X-Forwarded-Proto"),
+		"X-Forwarded-Host":   c.Header.Get("X-Forwarded-Host"),
+		"X-Forwarded-Uri":    c.Header.Get("X-Forwarded-Uri"),
+		"X-Forwarded-Method": c.Header.Get("X-Forwarded-Method"),
+		"X-Forwarded-For":    c.Header.Get("X-Forwarded-For"),
 		"Content-Length hdr": c.Header.Get("Content-Length"),
 	}
 	want := map[string]string{
@@ -262,6 +282,10 @@ func TestNginxCheckRequest(t *testing.T) {
 		"X-Original-Method":  "POST",
 		"Host":               st.nginx.Addr,
 		"X-Forwarded-Proto":  "https",
+		"X-Forwarded-Host":   st.nginx.Addr,
+		"X-Forwarded-Uri":    "",
+		"X-Forwarded-Method": "",
+		"X-Forwarded-For":    "127.0.0.1",
 		"Content-Length hdr": "",
 	}
 	if diff := cmp.Diff(got, want); diff != "" {
@@ -556,6 +580,32 @@ func TestNginxRoutesPassgate(t *testing.T) {
 				t.Errorf("GET %s reached passgate", path)
 			}
 		})
+	}
+}
+
+// TestNginxRejectsOtherHosts: only requests for NGINX_SERVER_NAME reach
+// passgate or the MCP server.
+func TestNginxRejectsOtherHosts(t *testing.T) {
+	st := startStack(t, false)
+	for _, path := range []string{"/mcp", "/.well-known/oauth-protected-resource/mcp", "/token"} {
+		req, err := http.NewRequestWithContext(t.Context(), "POST", st.nginx.URL+path, strings.NewReader(mcpInitialize))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = "other.example"
+		req.Header = mcpHeader.Clone()
+		req.Header.Set("Authorization", "Bearer "+tokenGood)
+		resp, err := st.nginx.Client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMisdirectedRequest {
+			t.Errorf("POST %s for other.example = %d, want 421", path, resp.StatusCode)
+		}
+	}
+	if n, m := len(st.standin.Checks()), len(st.standin.Pages()); n+m != 0 {
+		t.Errorf("passgate got %d checks and %d page requests for another host", n, m)
 	}
 }
 
