@@ -12,25 +12,28 @@ import (
 // cacheShards spreads lock contention; a power of two.
 const cacheShards = 64
 
-// cacheEntry is a verified access token. Strings are interned: users,
-// clients, scopes and resources repeat across many tokens, and a cache of a
-// million tokens must stay small. The key is the raw SHA-256 (32 bytes, not
-// the 64-byte hex the store uses) for the same reason.
+// cacheEntry is a verified access token, or in the negative cache a refused
+// one. The identity is interned: users, clients, scopes and resources repeat
+// across many tokens, and a cache of a million tokens must stay small
+// (24 bytes of value here). The key is the raw SHA-256 (32 bytes, not the
+// 64-byte hex the store uses) for the same reason.
 type cacheEntry struct {
-	user, client, scope, resource unique.Handle[string]
-	expires                       int64 // unix nanoseconds
+	id      unique.Handle[identity]
+	expires int64 // unix nanoseconds
 	// deny is ReasonToken for a verified token; in the negative cache, why
 	// the token was refused.
 	deny Reason
 }
 
+// identity is what a verified token says about its bearer.
+type identity struct {
+	user, client, scope, resource string
+}
+
 func newEntry(t store.Token) cacheEntry {
 	return cacheEntry{
-		user:     unique.Make(t.Username),
-		client:   unique.Make(t.ClientID),
-		scope:    unique.Make(t.Scope),
-		resource: unique.Make(t.Resource),
-		expires:  t.ExpiresAt.UnixNano(),
+		id:      unique.Make(identity{user: t.Username, client: t.ClientID, scope: t.Scope, resource: t.Resource}),
+		expires: t.ExpiresAt.UnixNano(),
 	}
 }
 

@@ -530,10 +530,11 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 	if reason != ReasonToken {
 		return c.deny(r, res, reason, ""), nil
 	}
-	if e.resource.Value() != res.URL {
+	id := e.id.Value()
+	if id.resource != res.URL {
 		return c.deny(r, res, ReasonWrongAudience, ""), nil
 	}
-	scope := e.scope.Value()
+	scope := id.scope
 	if need := c.requiredScopes(r, res); need != nil {
 		for _, s := range need {
 			if !hasScope(scope, s) {
@@ -545,8 +546,8 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 		Allow:  true,
 		Status: 200,
 		Headers: []Header{
-			{c.userHeader, e.user.Value()},
-			{c.clientHeader, e.client.Value()},
+			{c.userHeader, id.user},
+			{c.clientHeader, id.client},
 			{c.scopeHeader, scope},
 		},
 		RemoveHeaders: c.removeToken,

@@ -1,0 +1,98 @@
+package extauthz
+
+import (
+	"context"
+	"runtime"
+	"sort"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/passgate/passgate/store"
+)
+
+// TestNeverFromQuery: a token in the query string is ignored (RFC 6750
+// section 2.3 is not supported, and MCP forbids it).
+func TestNeverFromQuery(t *testing.T) {
+	db := openSQLite(t)
+	c := startChecker(t, Config{Store: db})
+	tok := mint(t, db, mintOpts{})
+	for _, p := range []string{"/mcp?access_token=" + tok, "/mcp?authorization=Bearer%20" + tok} {
+		d, err := c.Check(context.Background(), Request{Method: "GET", Host: "mcp.example.com", Path: p})
+		if err != nil || d.Allow || d.Reason != ReasonNoToken {
+			t.Errorf("%s: %+v, %v", p, d, err)
+		}
+	}
+}
+
+// TestMetricFamilies: the check metrics exist with their fixed labels,
+// before any traffic (dashboards see zeros, not gaps).
+func TestMetricFamilies(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	if _, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: openSQLite(t), Metrics: reg}); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	reasons := map[string]bool{}
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+		if mf.GetHelp() == "" {
+			t.Errorf("%s has no HELP", mf.GetName())
+		}
+		if mf.GetName() != "passgate_checks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" {
+					reasons[l.GetValue()] = true
+				}
+			}
+		}
+	}
+	sort.Strings(names)
+	want := []string{
+		"passgate_check_cache_entries", "passgate_check_cache_evictions_total", "passgate_check_cache_hits_total",
+		"passgate_check_cache_invalidations_total", "passgate_check_cache_misses_total", "passgate_check_duration_seconds",
+		"passgate_check_store_errors_total", "passgate_checks_total",
+	}
+	if diff := cmp.Diff(names, want); diff != "" {
+		t.Errorf("metric families (-got +want):\n%s", diff)
+	}
+	if len(reasons) != int(numReasons)-1 { // unprotected only with AllowUnknownResources
+		t.Errorf("reasons pre-created: %v", reasons)
+	}
+	// A second Checker on the same registry is a configuration error, not
+	// a panic.
+	if _, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: openSQLite(t), Metrics: reg}); err == nil {
+		t.Error("second Checker registered the same metrics")
+	}
+}
+
+// BenchmarkCacheMemory reports the heap one cached token costs, for the
+// issue 9 target (RSS under 200 MB with 1M cached tokens).
+func BenchmarkCacheMemory(b *testing.B) {
+	const n = 1_000_000
+	for b.Loop() {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		c := newCache(n, mustMetricsB(b))
+		c.arm()
+		for i := range n {
+			key := hashSecret(string(rune(i)) + "x" + string(rune(i>>10)))
+			t := store.Token{Username: "alice", ClientID: "client-1", Scope: "mcp", Resource: mcpURL}
+			c.put(key, newEntry(t), c.generation(key))
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(c.len()), "B/entry")
+		b.ReportMetric(float64(c.len()), "entries")
+		runtime.KeepAlive(c)
+	}
+}
