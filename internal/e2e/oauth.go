@@ -55,6 +55,10 @@ func newHTTPError(op string, resp *http.Response, body []byte) *HTTPError {
 // redirects, so each step of the flow is visible.
 type Browser struct {
 	HTTP *http.Client
+	// Trace lists the pages OAuthClient.Authorize went through with this
+	// browser: "login" when it had to sign in, "consent" when it was asked
+	// to approve. A test may reset it to see what the next run needs.
+	Trace []string
 }
 
 // NewBrowser returns a Browser with an empty cookie jar. Requests are
@@ -206,9 +210,9 @@ func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, passw
 		}
 		switch {
 		case resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther:
-			loc, err := resp.Location()
-			if err != nil {
-				return "", "", fmt.Errorf("authorize: bad Location: %w", err)
+			loc, lerr := resp.Location()
+			if lerr != nil {
+				return "", "", fmt.Errorf("authorize: bad Location: %w", lerr)
 			}
 			if strings.HasPrefix(loc.String(), RedirectURI) {
 				q := loc.Query()
@@ -231,6 +235,7 @@ func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, passw
 			}
 			fields.Set("username", username)
 			fields.Set("password", password)
+			b.Trace = append(b.Trace, "login")
 			resp, body, err = b.PostForm(ctx, absURL(c.Server, action), fields)
 			if err == nil && resp.StatusCode != http.StatusSeeOther {
 				return "", "", newHTTPError("login", resp, body)
@@ -241,6 +246,7 @@ func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, passw
 				return "", "", ferr
 			}
 			fields.Set("decision", "approve")
+			b.Trace = append(b.Trace, "consent")
 			resp, body, err = b.PostForm(ctx, absURL(c.Server, action), fields)
 			if err == nil && resp.StatusCode != http.StatusSeeOther {
 				return "", "", newHTTPError("consent", resp, body)
