@@ -192,6 +192,7 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		Resources:         resources,
 		Store:             st,
 		APIKey:            apiKey,
+		Scopes:            c.Scopes,
 		Logger:            logger.With("component", "extauthz"),
 		Metrics:           reg,
 		UserHeader:        c.UserHeader,
