@@ -227,3 +227,95 @@ func TestPayloads(t *testing.T) {
 		})
 	}
 }
+
+// TestSubscribeEndsOnClose: Close ends Subscribe, so a forgotten listener
+// cannot outlive the store.
+func TestSubscribeEndsOnClose(t *testing.T) {
+	db := openDB(t, pgtest.NewDatabase(t))
+	done := make(chan error, 1)
+	go func() { done <- db.Subscribe(context.Background(), func(store.Invalidation) {}) }()
+	time.Sleep(50 * time.Millisecond)
+	db.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Subscribe: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Subscribe did not return after Close")
+	}
+}
+
+// FuzzPayloads: any list of hashes (hex, so never a comma) survives the
+// chunking, every payload fits in a NOTIFY, and "all" is the only lossy
+// answer.
+func FuzzPayloads(f *testing.F) {
+	f.Add(uint16(1), byte(0))
+	f.Add(uint16(500), byte(7))
+	f.Add(uint16(5000), byte(255))
+	f.Fuzz(func(t *testing.T, n uint16, seed byte) {
+		hashes := make([]string, int(n)%4000)
+		for i := range hashes {
+			hashes[i] = fmt.Sprintf("%064x", int(seed)*100000+i)
+		}
+		var got []string
+		ps := payloads(hashes)
+		for _, p := range ps {
+			if len(p) >= 8000 {
+				t.Fatalf("payload of %d bytes", len(p))
+			}
+			inv := parsePayload(p)
+			if inv.All {
+				if len(ps) != 1 {
+					t.Fatalf("all mixed with lists")
+				}
+				return
+			}
+			got = append(got, inv.TokenHashes...)
+		}
+		if len(got) != len(hashes) {
+			t.Fatalf("%d hashes back, want %d", len(got), len(hashes))
+		}
+		for i := range got {
+			if got[i] != hashes[i] {
+				t.Fatalf("hash %d changed", i)
+			}
+		}
+	})
+}
+
+// BenchmarkGetToken measures the cache-miss path of the proxy checks.
+func BenchmarkGetToken(b *testing.B) {
+	ctx := b.Context()
+	db, err := Open(ctx, pgtest.NewDatabase(b), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	hash := strings.Repeat("ab", 32)
+	err = db.CreateAuthCode(ctx, store.AuthCode{CodeHash: "c", ClientID: "c", Username: "u", FamilyID: "f", ExpiresAt: now.Add(time.Hour)}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = db.RedeemCode(ctx, "c", now, store.CodeGrant{
+		Access:  store.Token{Hash: hash, Kind: store.KindAccess, FamilyID: "f", ClientID: "c", Username: "u", Scope: "mcp", ExpiresAt: now.Add(time.Hour)},
+		Refresh: store.Token{Hash: strings.Repeat("cd", 32), Kind: store.KindRefresh, FamilyID: "f", ClientID: "c", Username: "u", ExpiresAt: now.Add(time.Hour)},
+		Audit:   store.AuditEvent{Event: store.EventTokenExchange, CreatedAt: now},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := db.GetToken(ctx, hash, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

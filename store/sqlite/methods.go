@@ -407,13 +407,36 @@ func touchClient(ctx context.Context, tx *sql.Tx, clientID string, now time.Time
 
 func (db *DB) GetToken(ctx context.Context, hash string, now time.Time) (store.Token, error) {
 	var t store.Token
-	err := db.reader.QueryRowContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND expires_at > ?`, hash, ts(now)).
+	stmt, err := db.getTokenStmt(ctx)
+	if err != nil {
+		return store.Token{}, fmt.Errorf("get token: %w", mapErr(err))
+	}
+	err = stmt.QueryRowContext(ctx, hash, ts(now)).
 		Scan(&t.Hash, &t.Kind, &t.FamilyID, &t.ClientID, &t.Username, &t.Scope, &t.Resource, tm(&t.FamilyExpiresAt), tm(&t.CreatedAt),
 			tm(&t.ExpiresAt), tm(&t.RevokedAt), tm(&t.RotatedAt), &t.GraceResponse, tm(&t.LastUsedAt))
 	if err != nil {
 		return store.Token{}, fmt.Errorf("get token: %w", notFound(err))
 	}
 	return t, nil
+}
+
+// getTokenStmt prepares the hot-path lookup once the table exists; the
+// proxy checks call GetToken on every cache miss.
+func (db *DB) getTokenStmt(ctx context.Context) (*sql.Stmt, error) {
+	if stmt := db.getToken.Load(); stmt != nil {
+		return stmt, nil
+	}
+	db.stmtMu.Lock()
+	defer db.stmtMu.Unlock()
+	if stmt := db.getToken.Load(); stmt != nil {
+		return stmt, nil
+	}
+	stmt, err := db.reader.PrepareContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND expires_at > ?`)
+	if err != nil {
+		return nil, err
+	}
+	db.getToken.Store(stmt)
+	return stmt, nil
 }
 
 func (db *DB) RotateRefresh(ctx context.Context, oldHash string, now time.Time, graceResponse []byte, access, refresh store.Token, audit store.AuditEvent) error {

@@ -33,6 +33,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"modernc.org/sqlite"
@@ -52,6 +54,9 @@ type DB struct {
 	reader *sql.DB // query_only pool
 	logger *slog.Logger
 	hub    *hub
+
+	stmtMu   sync.Mutex
+	getToken atomic.Pointer[sql.Stmt] // prepared on first use, see getTokenStmt
 }
 
 // busyTimeout is how long a statement waits for another process's write
@@ -148,7 +153,8 @@ func mapErr(err error) error {
 		}
 		return err
 	}
-	if errors.Is(err, sql.ErrConnDone) || strings.Contains(err.Error(), "sql: database is closed") {
+	if errors.Is(err, sql.ErrConnDone) || errors.Is(err, context.DeadlineExceeded) ||
+		strings.Contains(err.Error(), "sql: database is closed") || strings.Contains(err.Error(), "sql: statement is closed") {
 		return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 	}
 	return err

@@ -40,7 +40,13 @@ func TestClosedIsUnavailable(t *testing.T) {
 	if _, err := db.Migrate(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := db.GetToken(t.Context(), "x", time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetToken: %v", err)
+	}
 	db.Close()
+	if _, err := db.GetToken(t.Context(), "x", time.Now()); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("GetToken on closed DB: %v, want ErrUnavailable", err)
+	}
 	if _, err := db.GetUser(t.Context(), "x"); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("GetUser on closed DB: %v, want ErrUnavailable", err)
 	}
@@ -123,4 +129,65 @@ func TestBackup(t *testing.T) {
 	if _, err := restored.GetUser(ctx, "alice"); err != nil {
 		t.Errorf("restored user: %v", err)
 	}
+}
+
+// TestSlowSubscriberCollapses: a subscriber that falls far behind gets one
+// All instead of an unbounded queue.
+func TestSlowSubscriberCollapses(t *testing.T) {
+	h := newHub()
+	s := &subscriber{wake: make(chan struct{}, 1)}
+	h.subs[s] = struct{}{}
+	for i := range maxPending + 10 {
+		h.publish(store.Invalidation{TokenHashes: []string{string(rune('a' + i%26))}})
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.pending) > maxPending {
+		t.Fatalf("%d invalidations queued, want at most %d", len(s.pending), maxPending)
+	}
+	if !s.pending[0].All {
+		t.Errorf("overflowed queue does not start with All: %+v", s.pending[0])
+	}
+	h.publish(store.Invalidation{}) // empty: not queued
+	// The publication that overflowed is covered by the All; the 9 after
+	// it are queued behind it.
+	if n := len(s.pending); n != 10 {
+		t.Errorf("queue length %d, want 10 (All plus the 9 after it)", n)
+	}
+}
+
+// BenchmarkGetToken measures the cache-miss path of the proxy checks.
+func BenchmarkGetToken(b *testing.B) {
+	ctx := b.Context()
+	db, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	if _, err := db.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	hash := "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	err = db.CreateAuthCode(ctx, store.AuthCode{CodeHash: "c", ClientID: "c", Username: "u", FamilyID: "f", ExpiresAt: now.Add(time.Hour)}, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = db.RedeemCode(ctx, "c", now, store.CodeGrant{
+		Access:  store.Token{Hash: hash, Kind: store.KindAccess, FamilyID: "f", ClientID: "c", Username: "u", Scope: "mcp", ExpiresAt: now.Add(time.Hour)},
+		Refresh: store.Token{Hash: "r" + hash[1:], Kind: store.KindRefresh, FamilyID: "f", ClientID: "c", Username: "u", ExpiresAt: now.Add(time.Hour)},
+		Audit:   store.AuditEvent{Event: store.EventTokenExchange, CreatedAt: now},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := db.GetToken(ctx, hash, now); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
