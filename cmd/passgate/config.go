@@ -9,9 +9,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
+	"github.com/passgate/passgate/extauthz"
 	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/ratelimit"
@@ -111,6 +113,11 @@ type Config struct {
 	// AllowPreflight lets CORS preflight requests (OPTIONS without
 	// credentials) through the checks. Default true.
 	AllowPreflight bool
+	// RequireScopes demands scopes for a resource URL or path prefix, as
+	// "MATCH=scope1 scope2"; several rules are separated by ";". Requests
+	// whose token lacks them get 403 insufficient_scope. Optional.
+	// Env PASSGATE_REQUIRE_SCOPES.
+	RequireScopes []extauthz.ScopeRule
 	// CheckCacheSize bounds the verified-token cache. Default 100000.
 	CheckCacheSize int
 	// StoreTimeout bounds every store call on the check path. Default 300ms.
@@ -239,6 +246,15 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.ScopeHeader, "scope-header", "X-Passgate-Scope", "identity header carrying the granted scope upstream", "PASSGATE_SCOPE_HEADER")
 	boolean(&c.KeepAuthorization, "keep-authorization", false, "forward the client's Authorization header upstream", "PASSGATE_KEEP_AUTHORIZATION")
 	boolean(&c.AllowPreflight, "allow-preflight", true, "let CORS preflight requests through the checks", "PASSGATE_ALLOW_PREFLIGHT")
+	fs.Func("require-scopes", `scopes required per resource URL or path prefix: "MATCH=scope1 scope2;MATCH2=scope3"`+envHelp([]string{"PASSGATE_REQUIRE_SCOPES"}), func(v string) error {
+		rules, err := parseScopeRules(v)
+		if err != nil {
+			return err
+		}
+		c.RequireScopes = append(c.RequireScopes, rules...)
+		return nil
+	})
+	s = append(s, setting{"require-scopes", []string{"PASSGATE_REQUIRE_SCOPES"}})
 	integer(&c.CheckCacheSize, "check-cache-size", 100000, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
 	dur(&c.StoreTimeout, "store-timeout", 300*time.Millisecond, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
@@ -247,6 +263,33 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.LogFormat, "log-format", "auto", "log format: auto, json or text", "PASSGATE_LOG_FORMAT")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error", "PASSGATE_LOG_LEVEL")
 	return s
+}
+
+// parseScopeRules parses "MATCH=scope1 scope2;MATCH2=scope3".
+func parseScopeRules(v string) ([]extauthz.ScopeRule, error) {
+	var (
+		rules []extauthz.ScopeRule
+		errs  []error
+	)
+	for _, part := range strings.Split(v, ";") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		match, scopes, ok := strings.Cut(part, "=")
+		match = strings.TrimSpace(match)
+		list := splitList(scopes)
+		if !ok || match == "" || len(list) == 0 {
+			errs = append(errs, fmt.Errorf("%q: want MATCH=scope1 scope2", part))
+			continue
+		}
+		if !strings.HasPrefix(match, "/") && !strings.HasPrefix(match, "https://") && !strings.HasPrefix(match, "http://") {
+			errs = append(errs, fmt.Errorf("%q: MATCH must be a URL or a path starting with /", part))
+			continue
+		}
+		rules = append(rules, extauthz.ScopeRule{Match: match, Scopes: list})
+	}
+	return rules, errors.Join(errs...)
 }
 
 func envHelp(env []string) string {
@@ -312,6 +355,13 @@ func (c *Config) Validate() error {
 	for _, s := range c.Scopes {
 		if !validScopeToken(s) {
 			add("--scopes: %q is not a valid scope token", s)
+		}
+	}
+	for _, r := range c.RequireScopes {
+		for _, s := range r.Scopes {
+			if !slices.Contains(c.Scopes, s) {
+				add("--require-scopes: %q requires scope %q, which is not in --scopes", r.Match, s)
+			}
 		}
 	}
 	for name, addr := range map[string]string{"--http-listen": c.HTTPListen, "--grpc-listen": c.GRPCListen, "--metrics-listen": c.MetricsListen} {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/extauthz"
 )
 
 // parseConfig builds a Config from args and env as `passgate serve` does.
@@ -58,6 +60,17 @@ func TestConfigEnvironment(t *testing.T) {
 	}
 }
 
+func TestScopeRules(t *testing.T) {
+	c, err := parseConfig(t, []string{"--scopes", "mcp admin"}, map[string]string{"PASSGATE_REQUIRE_SCOPES": "/mcp/admin=admin mcp; https://localhost:8080/mcp=mcp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []extauthz.ScopeRule{{Match: "/mcp/admin", Scopes: []string{"admin", "mcp"}}, {Match: "https://localhost:8080/mcp", Scopes: []string{"mcp"}}}
+	if diff := cmp.Diff(c.RequireScopes, want); diff != "" {
+		t.Errorf("rules (-got +want):\n%s", diff)
+	}
+}
+
 func TestConfigRejects(t *testing.T) {
 	tests := []struct {
 		name string
@@ -84,6 +97,8 @@ func TestConfigRejects(t *testing.T) {
 		{"long grace", []string{"--refresh-grace", "1h"}, nil, []string{"--refresh-grace"}},
 		{"bad header", []string{"--user-header", "X User"}, nil, []string{"--user-header"}},
 		{"bad scope", []string{"--scopes", `a"b`}, nil, []string{"--scopes"}},
+		{"bad scope rule", nil, map[string]string{"PASSGATE_REQUIRE_SCOPES": "mcp"}, []string{"PASSGATE_REQUIRE_SCOPES"}},
+		{"rule with unknown scope", []string{"--require-scopes", "/mcp/admin=admin"}, nil, []string{"not in --scopes"}},
 		{
 			"every problem at once",
 			[]string{"--issuer", "http://auth.example.com", "--registration", "x", "--log-level", "loud"},

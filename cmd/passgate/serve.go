@@ -200,6 +200,7 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		ScopeHeader:       c.ScopeHeader,
 		KeepAuthorization: c.KeepAuthorization,
 		AllowPreflight:    c.AllowPreflight,
+		RequiredScopes:    c.RequireScopes,
 		CacheSize:         c.CheckCacheSize,
 		StoreTimeout:      c.StoreTimeout,
 	})
