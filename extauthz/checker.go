@@ -52,16 +52,30 @@
 //	    auth_request_set $pg_user $upstream_http_x_passgate_user;
 //	    auth_request_set $pg_client $upstream_http_x_passgate_client_id;
 //	    auth_request_set $pg_scope $upstream_http_x_passgate_scope;
+//	    auth_request_set $pg_www $upstream_http_www_authenticate;
 //	    proxy_set_header X-Passgate-User $pg_user;       # overwrites (or, empty, removes) client copies
 //	    proxy_set_header X-Passgate-Client-Id $pg_client;
 //	    proxy_set_header X-Passgate-Scope $pg_scope;
 //	    proxy_set_header Authorization "";               # unless the upstream needs the token
+//	    error_page 401 = @unauthorized;
+//	    error_page 403 = @forbidden;
 //	    proxy_pass http://mcp-upstream;
 //	}
+//	location @unauthorized {
+//	    # nginx copies WWW-Authenticate of a 401 by itself: don't add it again.
+//	    add_header Access-Control-Expose-Headers WWW-Authenticate always;
+//	    default_type application/json;
+//	    return 401 '{"error":"invalid_token"}';
+//	}
+//	location @forbidden {
+//	    add_header WWW-Authenticate $pg_www always;
+//	    add_header Access-Control-Expose-Headers WWW-Authenticate always;
+//	    default_type application/json;
+//	    return 403 '{"error":"insufficient_scope"}';
+//	}
 //
-// nginx passes WWW-Authenticate of a 401 to the client by itself; the JSON
-// body and Access-Control-Expose-Headers need an error_page 401 location
-// that returns them (auth_request_set $pg_www $upstream_http_www_authenticate).
+// TestNginx runs exactly this against a real nginx. A store outage (503
+// from the check) becomes nginx's 500: the request fails closed.
 // The HTTP check answers only 200, 401, 403 and, for a store outage on an
 // uncached token, 503. Allowed answers carry the identity headers and
 // X-Envoy-Auth-Headers-To-Remove (the Authorization header and any identity
