@@ -76,6 +76,7 @@
 //
 // TestNginx runs exactly this against a real nginx. A store outage (503
 // from the check) becomes nginx's 500: the request fails closed.
+//
 // The HTTP check answers only 200, 401, 403 and, for a store outage on an
 // uncached token, 503. Allowed answers carry the identity headers and
 // X-Envoy-Auth-Headers-To-Remove (the Authorization header and any identity
