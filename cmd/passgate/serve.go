@@ -29,6 +29,7 @@ import (
 	"github.com/passgate/passgate/internal/audit"
 	"github.com/passgate/passgate/internal/cimd"
 	"github.com/passgate/passgate/internal/clientip"
+	"github.com/passgate/passgate/internal/httplog"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
@@ -89,6 +90,8 @@ func newLogger(c *Config, w io.Writer) *slog.Logger {
 // serve wires the store, the authorization server, the checks and the
 // listeners, and runs until ctx ends (SIGTERM), then shuts down gracefully.
 func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error {
+	// Every line logged with a request's context carries its request ID.
+	logger = slog.New(httplog.ContextHandler(logger.Handler()))
 	st, err := openStore(ctx, c, logger)
 	if err != nil {
 		return err
@@ -269,7 +272,14 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 	}
 
 	httpSrv := &http.Server{
-		Handler:           mux,
+		// One log line per request (request ID, route, status, duration,
+		// client IP; never queries, bodies or credentials). The checks and
+		// health probes are logged at debug: proxies call them constantly.
+		Handler: httplog.Handler(httplog.Config{
+			Logger:        logger.With("component", "http"),
+			ClientIP:      ips.ClientIP,
+			QuietPrefixes: []string{"/_passgate/check", "/healthz", "/readyz"},
+		}, mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
