@@ -57,7 +57,7 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 	client, err := s.lookupClient(ctx, clientID)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			return nil, &pageError{http.StatusBadRequest, "The application is not registered with this server. Remove and add the connection again in your application.", err}, nil
+			return nil, &pageError{http.StatusBadRequest, msgUnknownClient, err}, nil
 		}
 		oe := s.storeError(ctx, "authorize client", err)
 		return nil, &pageError{oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil}, nil
@@ -66,7 +66,7 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 	switch {
 	case req.redirectParam != "":
 		if !oauth.MatchRedirectURI(client.RedirectURIs, req.redirectParam) {
-			return nil, &pageError{http.StatusBadRequest, "The redirect URI does not match the ones registered for this application.", fmt.Errorf("redirect uri mismatch for client %s", clientID)}, nil
+			return nil, &pageError{http.StatusBadRequest, msgBadRedirect, fmt.Errorf("redirect uri mismatch for client %s", clientID)}, nil
 		}
 		req.target = req.redirectParam
 	case len(client.RedirectURIs) == 1:

@@ -2,15 +2,23 @@ package oauthweb
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"html/template"
+	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 //go:embed templates/*.html
@@ -22,75 +30,150 @@ var stylesheet []byte
 // pageNames are the templates rendered inside layout.html.
 var pageNames = []string{"login", "consent", "error", "apps", "logout"}
 
+// Messages of the authorization errors that get their own heading on the
+// error page.
+const (
+	msgUnknownClient = "The application is not registered with this server. Remove and add the connection again in your application."
+	msgBadRedirect   = "The redirect URI does not match the ones registered for this application."
+)
+
 type pages struct {
-	t map[string]*template.Template
+	t     map[string]*template.Template
+	brand brand
+	// css is the embedded stylesheet plus the branding overrides; cssTag
+	// is a short hash of it, appended to the stylesheet URL so a new
+	// brand is not hidden by a cached stylesheet.
+	css    []byte
+	cssTag string
 }
 
 // readTemplate returns the override from dir when it has the file, else
-// the embedded one.
-func readTemplate(dir, name string) ([]byte, error) {
+// the embedded one, and where it came from (for error messages).
+func readTemplate(dir, name string) ([]byte, string, error) {
 	if dir != "" {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		p := filepath.Join(dir, name)
+		b, err := os.ReadFile(p)
 		if err == nil {
-			return b, nil
+			return b, p, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("read template %s: %w", name, err)
+			return nil, p, fmt.Errorf("read template %s: %w", p, err)
 		}
 	}
 	b, err := embeddedTemplates.ReadFile("templates/" + name)
 	if err != nil {
-		return nil, fmt.Errorf("embedded template %s missing: %w", name, err)
+		return nil, "", fmt.Errorf("embedded template %s missing: %w", name, err)
 	}
-	return b, nil
+	return b, "built-in " + name, nil
 }
 
-// loadPages parses layout.html with each page once, at startup, so a
-// broken override fails New instead of a login.
-func loadPages(dir string) (*pages, error) {
+var funcs = template.FuncMap{
+	"date": func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.UTC().Format("2 Jan 2006, 15:04 UTC")
+	},
+	"initial": initial,
+}
+
+// loadPages parses layout.html with each page once, at startup, and
+// renders each with sample data, so a broken override fails New instead
+// of a login.
+func loadPages(dir string, b Branding) (*pages, error) {
+	var errs []error
+	br, err := b.resolve()
+	if err != nil {
+		errs = append(errs, err)
+	}
 	if dir != "" {
 		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			return nil, fmt.Errorf("template dir %q is not a readable directory", dir)
+			return nil, errors.Join(append(errs, fmt.Errorf("template dir %q is not a readable directory", dir))...)
 		}
 	}
-	layout, err := readTemplate(dir, "layout.html")
+	css := append(append([]byte{}, stylesheet...), br.css...)
+	sum := sha256.Sum256(css)
+	p := &pages{t: map[string]*template.Template{}, brand: br, css: css, cssTag: hex.EncodeToString(sum[:4])}
+	layout, layoutSrc, err := readTemplate(dir, "layout.html")
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(append(errs, err)...)
 	}
-	p := &pages{t: map[string]*template.Template{}}
 	for _, name := range pageNames {
-		body, err := readTemplate(dir, name+".html")
+		body, src, err := readTemplate(dir, name+".html")
 		if err != nil {
-			return nil, err
+			errs = append(errs, err)
+			continue
 		}
-		t, err := template.New("layout.html").Funcs(template.FuncMap{
-			"date": func(t time.Time) string {
-				if t.IsZero() {
-					return "never"
-				}
-				return t.UTC().Format("2006-01-02 15:04 UTC")
-			},
-		}).Parse(string(layout))
+		t, err := template.New("layout.html").Funcs(funcs).Parse(string(layout))
 		if err != nil {
-			return nil, fmt.Errorf("parse template layout.html: %w", err)
+			return nil, errors.Join(append(errs, fmt.Errorf("parse template %s: %w", layoutSrc, err))...)
 		}
 		if _, err := t.New(name + ".html").Parse(string(body)); err != nil {
-			return nil, fmt.Errorf("parse template %s.html: %w", name, err)
+			errs = append(errs, fmt.Errorf("parse template %s: %w", src, err))
+			continue
 		}
 		if t.Lookup("content") == nil {
-			return nil, fmt.Errorf("template %s.html does not define \"content\"", name)
+			errs = append(errs, fmt.Errorf("template %s does not define \"content\"", src))
+			continue
+		}
+		// A template that parses can still fail on every request, e.g.
+		// by naming a field its data does not have.
+		for _, pg := range samplePages(name) {
+			pg.Brand, pg.CSS = br, "/static/passgate.css"
+			if pg.Status == 0 {
+				pg.Status = http.StatusOK
+			}
+			if err := t.ExecuteTemplate(io.Discard, "layout.html", pg); err != nil {
+				errs = append(errs, fmt.Errorf("template %s fails with sample data: %w", src, err))
+				break
+			}
 		}
 		p.t[name] = t
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return p, nil
 }
 
-// page is what every template receives.
+// samplePages is what loadPages renders each page with: every field set,
+// and the variants a page has.
+func samplePages(name string) []page {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	switch name {
+	case "login":
+		d := loginData{Action: "/login", CSRF: "x", ReturnTo: "/apps", Username: "alice"}
+		return []page{{Title: "Sign in", Data: d}, {Title: "Sign in", Error: "Sign-in failed.", Status: 401, Data: loginData{}}}
+	case "consent":
+		d := consentData{Action: "/consent", CSRF: "x", ClientName: "App", ClientID: "https://app.example/client.json",
+			RedirectHost: "app.example", Unverified: true, Scopes: []string{"mcp", "other"}, Resource: "https://mcp.example/mcp",
+			Username: "alice", Params: []hiddenField{{"state", "s"}}, LogoutURL: "/logout"}
+		return []page{{Title: "Allow access?", Data: d}}
+	case "apps":
+		d := appsData{Username: "alice", CSRF: "x", RevokeURL: "/apps/revoke", LogoutURL: "/logout", RevokedName: "App",
+			Apps: []appRow{{ClientID: "c", Name: "App", Scope: "mcp", ApprovedAt: now, LastUsedAt: now}, {ClientID: "d", Name: "B"}}}
+		return []page{{Title: "Connected apps", Data: d}, {Title: "Connected apps", Data: appsData{}}}
+	case "logout":
+		return []page{{Title: "Sign out", Data: logoutData{Action: "/logout", CSRF: "x", Username: "alice", LoginURL: "/login"}},
+			{Title: "Signed out", Data: logoutData{Done: true}}}
+	case "error":
+		return []page{{Title: "Error", Error: "m", Data: errorData{Message: "m", Heading: "h", Hint: "x"}}}
+	}
+	return nil
+}
+
+// page is what every template receives; see docs/templates.md.
 type page struct {
+	// Title is the page's title, used in <title>.
 	Title string
-	CSS   string
+	// CSS is the stylesheet URL.
+	CSS string
 	// Error is shown in an aria-live region.
 	Error string
+	// Status is the HTTP status of the response.
+	Status int
+	// Brand is the configured branding.
+	Brand brand
 	// Data is the page's own struct.
 	Data any
 }
@@ -114,6 +197,55 @@ type consentData struct {
 	Username     string
 	Params       []hiddenField
 	LogoutURL    string
+}
+
+// ClientIDHost is the host of a client_id that is a URL (a Client ID
+// Metadata Document: the document's publisher), else "".
+func (d consentData) ClientIDHost() string {
+	if !strings.HasPrefix(d.ClientID, "https://") && !strings.HasPrefix(d.ClientID, "http://") {
+		return ""
+	}
+	u, err := url.Parse(d.ClientID)
+	if err != nil {
+		return ""
+	}
+	return u.Host
+}
+
+// ResourceHost is the host of the resource the token will be good for.
+func (d consentData) ResourceHost() string {
+	u, err := url.Parse(d.Resource)
+	if err != nil || u.Host == "" {
+		return d.Resource
+	}
+	return u.Host
+}
+
+// scopeItem is one permission in words.
+type scopeItem struct {
+	Name string
+	Text string
+}
+
+// ScopeList describes each requested scope in words.
+func (d consentData) ScopeList() []scopeItem {
+	host := d.ResourceHost()
+	var out []scopeItem
+	for _, s := range d.Scopes {
+		var text string
+		switch s {
+		case "mcp":
+			text = "Use the MCP server at " + host + " as you: call its tools and read its resources"
+		case "read", "mcp:read":
+			text = "Read your data on " + host
+		case "write", "mcp:write":
+			text = "Change your data on " + host
+		default:
+			text = "The permission “" + s + "” on " + host
+		}
+		out = append(out, scopeItem{Name: s, Text: text})
+	}
+	return out
 }
 
 type hiddenField struct{ Name, Value string }
@@ -144,13 +276,34 @@ type logoutData struct {
 }
 
 type errorData struct {
+	// Heading names the problem in a few words.
+	Heading string
+	// Message says what happened.
 	Message string
+	// Hint says what to do, or is "".
+	Hint string
+}
+
+// initial is the first letter of a name, upper-cased, for the avatar
+// beside a client's name.
+func initial(name string) string {
+	for _, r := range name {
+		if unicode.IsLetter(r) || unicode.IsDigit(r) {
+			return string(unicode.ToUpper(r))
+		}
+	}
+	if r, _ := utf8.DecodeRuneInString(name); r != utf8.RuneError {
+		return string(r)
+	}
+	return "?"
 }
 
 // render executes a page into a buffer, then writes it with status, so a
 // template failure never leaves half a page.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, pg page) {
-	pg.CSS = s.endpoints.css
+	pg.CSS = s.endpoints.css + "?v=" + s.pages.cssTag
+	pg.Brand = s.pages.brand
+	pg.Status = status
 	var buf bytes.Buffer
 	if err := s.pages.t[name].ExecuteTemplate(&buf, "layout.html", pg); err != nil {
 		s.log.ErrorContext(r.Context(), "render page", "page", name, "err", err)
@@ -168,12 +321,55 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	if err != nil {
 		s.log.InfoContext(r.Context(), "page error", "status", status, "path", r.URL.Path, "err", err)
 	}
-	s.render(w, r, status, "error", page{Title: "Error", Error: message, Data: errorData{Message: message}})
+	d := errorData{Heading: "Something went wrong", Message: message}
+	switch {
+	case message == msgUnknownClient:
+		d.Heading = "Unknown application"
+		d.Hint = "This usually means the server was reset or the connection is old. If you did not start this sign-in yourself, close this window."
+	case message == msgBadRedirect:
+		d.Heading = "Unexpected return address"
+		d.Hint = "Sign-in results are only sent to addresses the application registered, so nobody can redirect them elsewhere. If you did not start this sign-in yourself, close this window."
+	case status == http.StatusTooManyRequests:
+		d.Heading = "Too many attempts"
+		if secs, err := strconv.Atoi(w.Header().Get("Retry-After")); err == nil && secs > 0 {
+			d.Hint = "Try again in " + waitText(secs) + "."
+		}
+	case status == http.StatusServiceUnavailable:
+		d.Heading = "Temporarily unavailable"
+	case status == http.StatusForbidden:
+		d.Heading = "This page expired"
+	}
+	s.render(w, r, status, "error", page{Title: d.Heading, Error: message, Data: d})
 }
 
-func serveCSS(w http.ResponseWriter, r *http.Request) {
+// waitText says how long "secs" is in words.
+func waitText(secs int) string {
+	switch {
+	case secs <= 1:
+		return "a second"
+	case secs < 90:
+		return strconv.Itoa(secs) + " seconds"
+	default:
+		return "about " + strconv.Itoa((secs+30)/60) + " minutes"
+	}
+}
+
+// csp is the Content-Security-Policy of every page: no script at all,
+// styles only from our own stylesheet, images from us, data: URLs (an
+// embedded logo) and the configured logo's origin.
+func (p *pages) csp() string {
+	img := "'self' data:"
+	if p.brand.imgOrigin != "" {
+		img += " " + p.brand.imgOrigin
+	}
+	// form-action is deliberately absent: Chrome applies it to the
+	// redirect that follows the consent POST, which leaves our origin.
+	return "default-src 'none'; style-src 'self'; img-src " + img + "; base-uri 'none'; frame-ancestors 'none'"
+}
+
+func (s *Server) serveCSS(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/css; charset=utf-8")
 	w.Header().Set("Cache-Control", "public, max-age=3600")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
-	_, _ = w.Write(stylesheet)
+	_, _ = w.Write(s.pages.css)
 }

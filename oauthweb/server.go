@@ -122,6 +122,9 @@ type Config struct {
 	// name of an embedded one (layout.html, login.html, consent.html,
 	// error.html, apps.html, logout.html) replaces it. Optional.
 	TemplateDir string
+	// Branding sets the pages' title, logo, accent colour and footer.
+	// Optional; see Branding.
+	Branding Branding
 	// IntrospectionCredentials maps resource-server IDs to their secrets
 	// for RFC 7662 introspection (HTTP Basic or client_secret_post form).
 	// Confidential clients may introspect their own tokens too. Optional.
@@ -246,7 +249,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RefreshGrace < 0 {
 		cfg.RefreshGrace = 0
 	}
-	pg, err := loadPages(cfg.TemplateDir)
+	pg, err := loadPages(cfg.TemplateDir, cfg.Branding)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -335,7 +338,7 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle(p+"/oauth/register", register)
 	mux.Handle(p+"/oauth/revoke", revoke)
 	mux.Handle(p+"/oauth/introspect", introspect)
-	mux.Handle("GET "+s.endpoints.css, s.instrument("static", http.HandlerFunc(serveCSS)))
+	mux.Handle("GET "+s.endpoints.css, s.instrument("static", http.HandlerFunc(s.serveCSS)))
 
 	// Browser chain: cookie-bearing pages.
 	authorize := s.browser("authorize", http.HandlerFunc(s.serveAuthorize))
@@ -380,10 +383,9 @@ func (s *Server) browser(name string, h http.Handler) http.Handler {
 	inner := cop.Handler(h)
 	return s.instrument(name, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hd := w.Header()
-		// No inline script anywhere; styles only from our own stylesheet.
-		// form-action is deliberately absent: Chrome applies it to the
-		// redirect that follows the consent POST, which leaves our origin.
-		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; frame-ancestors 'none'")
+		// No inline script anywhere; styles only from our own stylesheet
+		// (see pages.csp).
+		hd.Set("Content-Security-Policy", s.pages.csp())
 		hd.Set("X-Content-Type-Options", "nosniff")
 		hd.Set("Referrer-Policy", "no-referrer")
 		hd.Set("X-Frame-Options", "DENY")
