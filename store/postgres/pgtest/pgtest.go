@@ -40,9 +40,7 @@ func NewDatabase(t testing.TB) string {
 		t.Fatalf("pgtest: TEST_DATABASE_URL must be a postgres:// URL")
 	}
 	conn := connect(t, base)
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	name := "passgate_test_" + hex.EncodeToString(b[:])
+	name := "passgate_test_" + randomName()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
@@ -65,6 +63,53 @@ func NewDatabase(t testing.TB) string {
 	})
 	u.Path = "/" + name
 	return u.String()
+}
+
+// NewSchema creates a uniquely named, empty schema in the database at dbURL
+// (typically from NewDatabase) and returns dbURL with search_path set to
+// it, so a store opened on that URL keeps its tables there. It is much
+// cheaper than a database per test; the schema is dropped at t.Cleanup.
+// LISTEN/NOTIFY channels and advisory locks are per database, so tests
+// sharing one database through schemas must not run in parallel if they
+// count notifications.
+func NewSchema(t testing.TB, dbURL string) string {
+	t.Helper()
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatalf("pgtest: bad database URL")
+	}
+	conn := connect(t, dbURL)
+	name := "s_" + randomName()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	_, err = conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize())
+	conn.Close(ctx)
+	if err != nil {
+		t.Fatalf("pgtest: create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, dbURL)
+		if err != nil {
+			t.Errorf("pgtest: drop schema %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("pgtest: drop schema %s: %v", name, err)
+		}
+	})
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func randomName() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // connect connects to base, skipping (or, with CI=true, failing) the test
