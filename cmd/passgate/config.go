@@ -18,6 +18,7 @@ import (
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/oauthweb"
 )
 
 // Config is passgate's whole configuration. Every field is a flag with an
@@ -87,6 +88,13 @@ type Config struct {
 	CIMDAllowLoopbackHTTP bool
 	// TemplateDir overrides any page template by file name. Optional.
 	TemplateDir string
+	// BrandTitle, BrandLogoURL, BrandLogoFile, BrandAccent and BrandFooter
+	// brand the pages (oauthweb.Branding): a title instead of "passgate",
+	// a logo as an absolute path, https or data:image URL, or a PNG, JPEG,
+	// GIF, WebP or SVG file embedded in the pages, an accent colour
+	// (#RGB or #RRGGBB) and a footer line. Optional.
+	// Env PASSGATE_BRAND_TITLE, _LOGO_URL, _LOGO_FILE, _ACCENT, _FOOTER.
+	BrandTitle, BrandLogoURL, BrandLogoFile, BrandAccent, BrandFooter string
 
 	// TrustedProxies are CIDRs whose X-Forwarded-For / X-Real-IP are
 	// believed. Default loopback only. Env PASSGATE_TRUSTED_PROXIES.
@@ -223,6 +231,11 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	boolean(&c.CIMD, "cimd", true, "accept Client ID Metadata Document URLs as client_id", "PASSGATE_CIMD")
 	boolean(&c.CIMDAllowLoopbackHTTP, "cimd-allow-loopback-http", false, "allow http://localhost client_id URLs (development only)", "PASSGATE_CIMD_ALLOW_LOOPBACK_HTTP")
 	str(&c.TemplateDir, "template-dir", "", "directory of page templates overriding the built-in ones", "PASSGATE_TEMPLATE_DIR")
+	str(&c.BrandTitle, "brand-title", "", "title shown on the pages instead of passgate", "PASSGATE_BRAND_TITLE")
+	str(&c.BrandLogoURL, "brand-logo-url", "", "logo on the pages: an absolute path, https URL or data:image URL", "PASSGATE_BRAND_LOGO_URL")
+	str(&c.BrandLogoFile, "brand-logo-file", "", "logo image file (PNG, JPEG, GIF, WebP, SVG; max 256 KiB) embedded in the pages", "PASSGATE_BRAND_LOGO_FILE")
+	str(&c.BrandAccent, "brand-accent", "", "accent colour of the pages, #RGB or #RRGGBB", "PASSGATE_BRAND_ACCENT")
+	str(&c.BrandFooter, "brand-footer", "", "a line of text at the bottom of every page", "PASSGATE_BRAND_FOOTER")
 	fs.Func("trusted-proxies", "CIDRs whose X-Forwarded-For is believed (default loopback)"+envHelp([]string{"PASSGATE_TRUSTED_PROXIES"}), func(v string) error {
 		p, err := clientip.ParsePrefixes(v)
 		if err != nil {
@@ -469,7 +482,18 @@ func (c *Config) Validate() error {
 			add("--template-dir: %q is not a directory", c.TemplateDir)
 		}
 	}
+	if err := c.branding().Check(); err != nil {
+		add("--brand-*: %v", err)
+	}
 	return errors.Join(errs...)
+}
+
+// branding is the pages' branding from the --brand-* flags.
+func (c *Config) branding() oauthweb.Branding {
+	return oauthweb.Branding{
+		Title: c.BrandTitle, LogoURL: c.BrandLogoURL, LogoFile: c.BrandLogoFile,
+		Accent: c.BrandAccent, Footer: c.BrandFooter,
+	}
 }
 
 // validateIssuer enforces RFC 8414 §2: https, no query or fragment; http

@@ -180,6 +180,7 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		RegistrationToken:           regToken,
 		AllowPrivateSchemeRedirects: c.AllowPrivateSchemes,
 		TemplateDir:                 c.TemplateDir,
+		Branding:                    c.branding(),
 		ResolveClient:               resolveClient,
 		RateLimit: func(endpoint, ip string) (bool, time.Duration) {
 			return limits.Allow(endpoint, clientip.RateKey(ip))
