@@ -12,6 +12,9 @@ import (
 	"github.com/passgate/passgate/store"
 )
 
+// The methods below implement store.Store, whose doc comments state their
+// contracts; comments here add only what is specific to this backend.
+
 // ---- users ----
 
 func (db *DB) CreateUser(ctx context.Context, u store.User) error {

@@ -29,6 +29,8 @@ import (
 	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
+	"path/filepath"
 	"runtime"
 	"sort"
 	"strconv"
@@ -64,8 +66,8 @@ type DB struct {
 // store.ErrUnavailable). It must exceed any transaction passgate runs.
 const busyTimeout = 10 * time.Second
 
-// Open opens (creating if needed) the SQLite database at path. It does not
-// migrate: call Migrate. path is a file name; ":memory:" is not supported
+// Open opens the SQLite database at path, creating the file (mode 0600)
+// and its directory (0700) if needed. It does not migrate: call Migrate. path is a file name; ":memory:" is not supported
 // since the writer and reader pools would see different databases.
 func Open(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
 	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
@@ -74,6 +76,16 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	// The file holds password and token hashes: keep it private. SQLite
+	// creates the -wal and -shm files with the main file's permissions.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite: %w", err)
+	}
+	f.Close()
 	q := url.Values{}
 	q.Add("_pragma", "busy_timeout("+strconv.Itoa(int(busyTimeout/time.Millisecond))+")")
 	q.Add("_pragma", "foreign_keys(1)")
