@@ -179,19 +179,23 @@ func BenchmarkGRPC(b *testing.B) {
 		}
 	})
 	// Over loopback with a real client, as Envoy calls it.
-	noopSrv := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(noopSrv, noopGRPC{})
+	noopSrv := func() *grpc.Server {
+		s := grpc.NewServer()
+		authv3.RegisterAuthorizationServer(s, noopGRPC{})
+		return s
+	}
+	pgSrv := func() *grpc.Server { return NewGRPCServer(e.c, nil) }
 	for _, tc := range []struct {
 		name string
-		srv  *grpc.Server
+		srv  func() *grpc.Server
 		tok  func() string
 	}{
 		{"loopback/noop", noopSrv, func() string { return e.hit }},
-		{"loopback/hit", NewGRPCServer(e.c, nil), func() string { return e.hit }},
-		{"loopback/miss", NewGRPCServer(e.c, nil), e.missToken},
+		{"loopback/hit", pgSrv, func() string { return e.hit }},
+		{"loopback/miss", pgSrv, e.missToken},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			client := serveGRPC(b, tc.srv)
+			client := serveGRPC(b, tc.srv())
 			b.ReportAllocs()
 			for b.Loop() {
 				if resp, err := client.Check(ctx, envoyReq(tc.tok())); err != nil || resp.GetOkResponse() == nil {
