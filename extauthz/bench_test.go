@@ -38,12 +38,11 @@ func noopCheck(context.Context, Request) (Decision, error) {
 // benchEnv is a Checker on SQLite with one token to hit and a pool of
 // tokens to miss with.
 type benchEnv struct {
-	c     *Checker
-	hit   string
-	pool  []string
-	keys  [][32]byte
-	next  int
-	drops int
+	c    *Checker
+	hit  string
+	pool []string
+	keys [][32]byte
+	next int
 }
 
 func newBenchEnv(b *testing.B) *benchEnv {

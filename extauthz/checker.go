@@ -111,6 +111,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/health"
 
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -704,13 +705,13 @@ func (c *Checker) challengeScope(r Request, res resource.Resource) string {
 }
 
 const (
-	bodyNoToken      = `{"error":"invalid_token","error_description":"A bearer access token is required."}`
-	bodyInvalidToken = `{"error":"invalid_token","error_description":"The access token is invalid, expired or revoked."}`
-	bodyMalformed    = `{"error":"invalid_token","error_description":"The Authorization header is not a valid Bearer credential."}`
-	bodyAudience     = `{"error":"invalid_token","error_description":"The access token was not issued for this resource."}`
-	bodyScope        = `{"error":"insufficient_scope","error_description":"The access token lacks a scope this resource requires."}`
-	bodyNoResource   = `{"error":"access_denied","error_description":"No protected resource matches this request."}`
-	bodyUnavailable  = `{"error":"temporarily_unavailable","error_description":"The token store is unavailable; try again."}`
+	bodyNoToken      = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"A bearer access token is required."}`
+	bodyInvalidToken = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token is invalid, expired or revoked."}`
+	bodyMalformed    = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The Authorization header is not a valid Bearer credential."}`
+	bodyAudience     = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token was not issued for this resource."}`
+	bodyScope        = `{"error":"` + oauth.ErrInsufficientScope + `","error_description":"The access token lacks a scope this resource requires."}`
+	bodyNoResource   = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"No protected resource matches this request."}`
+	bodyUnavailable  = `{"error":"` + oauth.ErrTemporarilyUnavailable + `","error_description":"The token store is unavailable; try again."}`
 )
 
 // deny builds a denial. scope is the insufficient scope, for 403.
