@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
@@ -312,6 +313,9 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		if sc.transport == "nginx" && ngURL == "" {
 			continue
 		}
+		if len(cfg.Scenarios) > 0 && !slices.Contains(cfg.Scenarios, sc.transport+"-"+sc.kind) {
+			continue
+		}
 		r, err := b.compare(ctx, backend, sc, p, pc, tokens, missCursor)
 		if err != nil {
 			return err
@@ -431,7 +435,14 @@ func (b *benchRun) compare(ctx context.Context, backend string, sc scenario, p *
 		ref := runClosed(ctx, cfg.Concurrency, cfg.Duration, refDo)
 		b.logf("%-8s %-30s ref      %s", backend, sc.name, ref)
 		before, err1 := p.metric("passgate_check_cache_misses_total")
+		var perfDone func()
+		if round == 0 {
+			perfDone = b.perf(p, backend+"-"+sc.transport+"-"+sc.kind)
+		}
 		pg := runClosed(ctx, cfg.Concurrency, cfg.Duration, pgDo)
+		if perfDone != nil {
+			perfDone()
+		}
 		after, err2 := p.metric("passgate_check_cache_misses_total")
 		b.logf("%-8s %-30s passgate %s", backend, sc.name, pg)
 		if err1 == nil && err2 == nil {
@@ -481,7 +492,11 @@ func (b *benchRun) flood(ctx context.Context, backend string, p *passgateProc, p
 		time.Sleep(min(cfg.Duration/4, time.Second)) // let the flood reach full strength
 		t0 := time.Now()
 		l0, o0 := login.ok.Load(), login.other.Load()
+		perfDone := b.perf(p, backend+"-flood")
 		fl := runPaced(ctx, len(reqs), cfg.Duration, cfg.FloodRate, checks)
+		if perfDone != nil {
+			perfDone()
+		}
 		l1, o1 := login.ok.Load(), login.other.Load()
 		f.floodSeconds += time.Since(t0).Seconds()
 		stop()
@@ -653,5 +668,32 @@ func (r *results) sampleLoad() {
 	}
 	if v, err := strconv.ParseFloat(f[0], 64); err == nil {
 		r.loads = append(r.loads, v)
+	}
+}
+
+// perf records passgate's CPU with Linux perf for one phase when -perf is
+// set (passgate has no pprof endpoint; perf needs none). The returned
+// function waits for the recording to end.
+func (b *benchRun) perf(p *passgateProc, name string) func() {
+	if b.cfg.Perf == "" {
+		return nil
+	}
+	if err := os.MkdirAll(b.cfg.Perf, 0o755); err != nil {
+		b.note("perf: " + err.Error())
+		return nil
+	}
+	secs := strconv.FormatFloat(b.cfg.Duration.Seconds(), 'f', 2, 64)
+	cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strconv.Itoa(p.pid()),
+		"-o", filepath.Join(b.cfg.Perf, name+".perf.data"), "--", "sleep", secs)
+	var logs tail
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		b.note("perf: " + err.Error())
+		return nil
+	}
+	return func() {
+		if err := cmd.Wait(); err != nil {
+			b.note(fmt.Sprintf("perf %s: %v %s", name, err, logs.String()))
+		}
 	}
 }

@@ -48,7 +48,7 @@ type Config struct {
 	// RSSTokens are the cache sizes at which passgate's resident memory is
 	// measured, ascending. Default 100000,1000000. Empty skips.
 	RSSTokens []int
-	// RSSTimeout bounds the warm-up of each memory step. Default 4m.
+	// RSSTimeout bounds the warm-up of each memory step. Default 5m.
 	RSSTimeout time.Duration
 	// RSSBackend is the backend of the memory measurement. Default sqlite.
 	RSSBackend string
@@ -67,6 +67,12 @@ type Config struct {
 	// CPUProfile writes this process's CPU profile (load generator and, with
 	// RefInProcess, the reference). Optional.
 	CPUProfile string
+	// Scenarios limits the run to these scenarios (transport-kind:
+	// grpc-hit, http-miss, nginx-hit, ...). Default all.
+	Scenarios []string
+	// Perf records passgate's CPU with Linux perf into this directory
+	// during the first passgate phase of every scenario. Optional.
+	Perf string
 	// Label names the run in the Markdown (e.g. the command line).
 	Label string
 }
@@ -94,13 +100,15 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.GRPCConns, "grpc-conns", 2, "HTTP/2 connections shared by the gRPC clients")
 	fs.IntVar(&c.Pool, "pool", 400_000, "valid tokens seeded per backend for cache misses")
 	rss := fs.String("rss-tokens", "100000,1000000", "cached token counts at which RSS is measured (empty skips)")
-	fs.DurationVar(&c.RSSTimeout, "rss-timeout", 4*time.Minute, "bound on warming the cache for each memory step")
+	fs.DurationVar(&c.RSSTimeout, "rss-timeout", 5*time.Minute, "bound on warming the cache for each memory step")
 	fs.StringVar(&c.RSSBackend, "rss-backend", "sqlite", "backend of the memory measurement")
 	fs.IntVar(&c.FloodConcurrency, "flood-concurrency", 32, "concurrent wrong-password logins (0 skips the flood)")
 	fs.Float64Var(&c.FloodRate, "flood-rate", 1000, "paced check rate measured idle and during the flood (req/s)")
 	fs.IntVar(&c.FloodRounds, "flood-rounds", 3, "idle/flood phase pairs (median reported)")
 	fs.BoolVar(&c.RefInProcess, "ref-inprocess", false, "run the reference in this process instead of a subprocess")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this process's CPU profile to the file")
+	scen := fs.String("scenarios", "", "only these scenarios, e.g. grpc-hit,http-miss (default all)")
+	fs.StringVar(&c.Perf, "perf", "", "record passgate with Linux perf into this directory (one file per scenario)")
 	fs.StringVar(&c.Label, "label", "", "how the run was started, for the Markdown")
 	quick := fs.Bool("quick", false, "short run (under 2 minutes): 2s phases, one round, RSS at 100k only")
 	smoke := fs.Bool("smoke", false, "a few seconds on SQLite only, for tests; numbers are meaningless")
@@ -129,6 +137,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 		}
 	}
 	c.Backends = splitList(*backends)
+	c.Scenarios = splitList(*scen)
 	var errs []error
 	for _, s := range splitList(*rss) {
 		n, err := strconv.Atoi(s)
