@@ -127,10 +127,11 @@ const (
 	DefaultClientIDHeader = "X-Passgate-Client-Id"
 	DefaultScopeHeader    = "X-Passgate-Scope"
 	DefaultCacheSize      = 100_000
-	// DefaultStoreTimeout is well under Envoy's default ext_authz timeout
-	// (200ms for gRPC is common, so operators raising it should keep this
-	// below theirs) and nginx's proxy timeouts: a stuck database turns into
-	// a fast fail-closed answer instead of a hung proxy.
+	// DefaultStoreTimeout bounds a store lookup on the check path, so a
+	// stuck database turns into a fast fail-closed answer instead of a hung
+	// proxy. It must stay below the proxy's own timeout for the check:
+	// Envoy's ext_authz grpc_service timeout defaults to 200ms, so
+	// envoy.yaml should set it to at least 500ms (or StoreTimeout lower).
 	DefaultStoreTimeout = 300 * time.Millisecond
 )
 
