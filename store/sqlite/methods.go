@@ -92,7 +92,10 @@ func (db *DB) DeleteUser(ctx context.Context, username string, now time.Time) er
 		// Every deleted token counts as revoked for the caches, even
 		// one revoked earlier: dropping it again is harmless.
 		hashes, err = queryStrings(ctx, tx, `DELETE FROM tokens WHERE username = ? RETURNING hash`, username)
-		return err
+		if err != nil {
+			return err
+		}
+		return db.recordInvalidation(ctx, tx, hashes, now)
 	})
 	if err != nil {
 		return fmt.Errorf("delete user: %w", err)
@@ -201,7 +204,10 @@ func (db *DB) DeleteClient(ctx context.Context, id string, now time.Time) error 
 			return err
 		}
 		hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL RETURNING hash`, ts(now), id)
-		return err
+		if err != nil {
+			return err
+		}
+		return db.recordInvalidation(ctx, tx, hashes, now)
 	})
 	if err != nil {
 		return fmt.Errorf("delete client: %w", err)
@@ -491,6 +497,9 @@ func (db *DB) RevokeToken(ctx context.Context, hash string, now time.Time, audit
 		if err != nil {
 			return err
 		}
+		if err := db.recordInvalidation(ctx, tx, hashes, now); err != nil {
+			return err
+		}
 		if audit != nil {
 			return insertAudit(ctx, tx, audit)
 		}
@@ -521,6 +530,9 @@ func (db *DB) revokeWhere(ctx context.Context, op, where string, args []any, now
 		hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = ? WHERE `+where+` AND revoked_at IS NULL RETURNING hash`,
 			append([]any{ts(now)}, args...)...)
 		if err != nil {
+			return err
+		}
+		if err := db.recordInvalidation(ctx, tx, hashes, now); err != nil {
 			return err
 		}
 		if audit != nil {
@@ -620,6 +632,9 @@ func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now 
 		hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = ? WHERE username = ? AND client_id = ? AND revoked_at IS NULL RETURNING hash`,
 			ts(now), username, clientID)
 		if err != nil {
+			return err
+		}
+		if err := db.recordInvalidation(ctx, tx, hashes, now); err != nil {
 			return err
 		}
 		if audit != nil {
@@ -795,6 +810,11 @@ func (db *DB) DeleteExpired(ctx context.Context, now, auditBefore time.Time) (in
 				return err
 			}
 			total += n
+		}
+		// Invalidation rows only bridge processes for a moment; they are
+		// bookkeeping, not counted.
+		if _, err := tx.ExecContext(ctx, `DELETE FROM invalidations WHERE created_at < ?`, ts(now.Add(-invalidationRetention))); err != nil {
+			return err
 		}
 		if !auditBefore.IsZero() {
 			n, err := execN(ctx, tx, `DELETE FROM auth_logs WHERE created_at < ?`, ts(auditBefore))

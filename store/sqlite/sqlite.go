@@ -15,15 +15,19 @@
 // exactly at microsecond precision (finer digits are truncated). A zero
 // time.Time is stored as NULL where the column allows it.
 //
-// Invalidations (Subscribe) are delivered in process only: several
-// processes that share one SQLite file do not see each other's
-// revocations. Run several replicas on PostgreSQL instead.
+// Invalidations (Subscribe) are fanned out in process right after commit,
+// and also written to an invalidations table that other processes on the
+// same file poll, so a revocation by the CLI reaches a running server's
+// caches within a fraction of a second. Several server replicas belong on
+// PostgreSQL, not on one SQLite file.
 package sqlite
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
 	"embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -56,6 +60,7 @@ type DB struct {
 	reader *sql.DB // query_only pool
 	logger *slog.Logger
 	hub    *hub
+	origin string // random; marks this handle's rows in invalidations
 
 	stmtMu   sync.Mutex
 	getToken atomic.Pointer[sql.Stmt] // prepared on first use, see getTokenStmt
@@ -126,7 +131,9 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
 		reader.Close()
 		return nil, mapErr(fmt.Errorf("open sqlite %s: %w", path, err))
 	}
-	return &DB{writer: writer, reader: reader, logger: logger, hub: newHub()}, nil
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return &DB{writer: writer, reader: reader, logger: logger, hub: newHub(), origin: hex.EncodeToString(b[:])}, nil
 }
 
 // Close closes both connection pools and ends every Subscribe call.

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +104,37 @@ func TestTwoHandlesOneFile(t *testing.T) {
 	}
 	if err := b.CreateUser(ctx, store.User{Username: "alice", PasswordHash: "x"}); !errors.Is(err, store.ErrAlreadyExists) {
 		t.Errorf("duplicate through b: %v, want ErrAlreadyExists", err)
+	}
+
+	// Revocations through one handle (the CLI) reach the subscribers of
+	// another (the server) within a second, through the invalidations
+	// table; the revoking handle's own subscribers hear them in process.
+	subB := storetest.Subscribe(t, b)
+	subA := storetest.Subscribe(t, a)
+	now := time.Now()
+	hash := strings.Repeat("e", 64)
+	c := store.AuthCode{CodeHash: "code", ClientID: "c", Username: "alice", FamilyID: "f", ExpiresAt: now.Add(time.Minute)}
+	if err := a.CreateAuthCode(ctx, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	g := store.CodeGrant{
+		Access:  store.Token{Hash: hash, Kind: store.KindAccess, FamilyID: "f", ClientID: "c", Username: "alice", ExpiresAt: now.Add(time.Hour)},
+		Refresh: store.Token{Hash: strings.Repeat("f", 64), Kind: store.KindRefresh, FamilyID: "f", ClientID: "c", Username: "alice", ExpiresAt: now.Add(time.Hour)},
+		Audit:   store.AuditEvent{Event: store.EventTokenExchange, CreatedAt: now},
+	}
+	if err := a.RedeemCode(ctx, c.CodeHash, now, g); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := a.DeleteUser(ctx, "alice", now); err != nil {
+		t.Fatal(err)
+	}
+	if !subB.WaitHashes(time.Second, g.Access.Hash, g.Refresh.Hash) {
+		t.Fatalf("the other handle did not see the revocation within 1s")
+	}
+	t.Logf("revocation crossed handles in %v", time.Since(start))
+	if !subA.WaitHashes(time.Second, g.Access.Hash) {
+		t.Errorf("own handle did not see its revocation")
 	}
 }
 
@@ -206,5 +238,58 @@ func TestOpenCreatesPrivateFile(t *testing.T) {
 	}
 	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
 		t.Errorf("database file mode %v, want no group/other access", perm)
+	}
+}
+
+// TestInvalidationRowsTrimmed: DeleteExpired trims the cross-process
+// invalidation rows once they are older than invalidationRetention, and
+// does not count them.
+func TestInvalidationRowsTrimmed(t *testing.T) {
+	db := newTestDB(t)
+	ctx := t.Context()
+	if _, err := db.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := store.AuthCode{CodeHash: "code", ClientID: "c", Username: "u", FamilyID: "f", ExpiresAt: now.Add(time.Minute)}
+	if err := db.CreateAuthCode(ctx, c, nil); err != nil {
+		t.Fatal(err)
+	}
+	g := store.CodeGrant{
+		Access:  store.Token{Hash: "a", Kind: store.KindAccess, FamilyID: "f", ClientID: "c", Username: "u", ExpiresAt: now.Add(48 * time.Hour)},
+		Refresh: store.Token{Hash: "r", Kind: store.KindRefresh, FamilyID: "f", ClientID: "c", Username: "u", ExpiresAt: now.Add(48 * time.Hour)},
+		Audit:   store.AuditEvent{Event: store.EventTokenExchange, CreatedAt: now},
+	}
+	if err := db.RedeemCode(ctx, c.CodeHash, now, g); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.RevokeFamily(ctx, "f", now, nil); err != nil {
+		t.Fatal(err)
+	}
+	count := func() int {
+		var n int
+		if err := db.reader.QueryRowContext(ctx, `SELECT COUNT(*) FROM invalidations`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("invalidation rows = %d, want 1", n)
+	}
+	if _, err := db.DeleteExpired(ctx, now.Add(invalidationRetention/2), time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Errorf("fresh invalidation row trimmed")
+	}
+	n, err := db.DeleteExpired(ctx, now.Add(2*invalidationRetention), time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 { // the code went in the first call; tokens live 48h
+		t.Errorf("DeleteExpired = %d, want 0 (invalidation rows are not counted)", n)
+	}
+	if n := count(); n != 0 {
+		t.Errorf("old invalidation rows left: %d", n)
 	}
 }
