@@ -43,7 +43,7 @@ type Config struct {
 	// (Envoy opens one per worker thread). Default 2.
 	GRPCConns int
 	// Pool is the number of valid tokens seeded for cache misses per
-	// backend. Default 400000.
+	// backend. Default 200000.
 	Pool int
 	// RSSTokens are the cache sizes at which passgate's resident memory is
 	// measured, ascending. Default 100000,1000000. Empty skips.
@@ -98,7 +98,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.Rounds, "rounds", 2, "reference/passgate phase pairs per scenario (best reported)")
 	fs.IntVar(&c.Concurrency, "concurrency", 16, "closed-loop clients")
 	fs.IntVar(&c.GRPCConns, "grpc-conns", 2, "HTTP/2 connections shared by the gRPC clients")
-	fs.IntVar(&c.Pool, "pool", 400_000, "valid tokens seeded per backend for cache misses")
+	fs.IntVar(&c.Pool, "pool", 200_000, "valid tokens seeded per backend for cache misses")
 	rss := fs.String("rss-tokens", "100000,1000000", "cached token counts at which RSS is measured (empty skips)")
 	fs.DurationVar(&c.RSSTimeout, "rss-timeout", 5*time.Minute, "bound on warming the cache for each memory step")
 	fs.StringVar(&c.RSSBackend, "rss-backend", "sqlite", "backend of the memory measurement")

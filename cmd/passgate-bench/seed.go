@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -115,10 +117,38 @@ func seedSQLite(ctx context.Context, path string, tokens []string, resourceURL s
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
+	// Secondary indexes are dropped during the load and rebuilt from their
+	// own definitions after it, and rows go in in primary-key order: both
+	// turn random B-tree inserts into appends, several times faster.
+	rows, err := db.QueryContext(ctx, `SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tokens' AND sql IS NOT NULL`)
+	if err != nil {
+		return fmt.Errorf("seed sqlite: %w", err)
+	}
+	var names, defs []string
+	for rows.Next() {
+		var n, d string
+		if err := rows.Scan(&n, &d); err != nil {
+			rows.Close()
+			return fmt.Errorf("seed sqlite: %w", err)
+		}
+		names, defs = append(names, n), append(defs, d)
+	}
+	rows.Close()
+	for _, n := range names {
+		if _, err := db.ExecContext(ctx, `DROP INDEX "`+n+`"`); err != nil {
+			return fmt.Errorf("seed sqlite: %w", err)
+		}
+	}
+	order := make([]int, len(tokens))
+	hashes := make([]string, len(tokens))
+	for i := range tokens {
+		order[i], hashes[i] = i, token.Hash(tokens[i])
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(hashes[a], hashes[b]) })
 	now := time.Now()
 	const batch = 50_000
-	for lo := 0; lo < len(tokens); lo += batch {
-		hi := min(lo+batch, len(tokens))
+	for lo := 0; lo < len(order); lo += batch {
+		hi := min(lo+batch, len(order))
 		err := func() error {
 			tx, err := db.BeginTx(ctx, nil)
 			if err != nil {
@@ -130,7 +160,7 @@ func seedSQLite(ctx context.Context, path string, tokens []string, resourceURL s
 				return err
 			}
 			defer stmt.Close()
-			for i := lo; i < hi; i++ {
+			for _, i := range order[lo:hi] {
 				t := seedRow(tokens, i, resourceURL, now)
 				if _, err := stmt.ExecContext(ctx, t.Hash, t.Kind, t.FamilyID, t.ClientID, t.Username, t.Scope, t.Resource,
 					sqliteTime(t.FamilyExpiresAt), sqliteTime(t.CreatedAt), sqliteTime(t.ExpiresAt)); err != nil {
@@ -141,6 +171,11 @@ func seedSQLite(ctx context.Context, path string, tokens []string, resourceURL s
 		}()
 		if err != nil {
 			return fmt.Errorf("seed sqlite: %w", err)
+		}
+	}
+	for _, d := range defs {
+		if _, err := db.ExecContext(ctx, d); err != nil {
+			return fmt.Errorf("seed sqlite: rebuild index: %w", err)
 		}
 	}
 	if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
