@@ -75,8 +75,9 @@ const busyTimeout = 10 * time.Second
 // and its directory (0700) if needed. It does not migrate: call Migrate. path is a file name; ":memory:" is not supported
 // since the writer and reader pools would see different databases.
 func Open(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
-	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") {
-		return nil, fmt.Errorf("open sqlite: path must be a plain file name, got %q", path)
+	// A '?' would start the driver's DSN parameters.
+	if path == "" || path == ":memory:" || strings.HasPrefix(path, "file:") || strings.Contains(path, "?") {
+		return nil, fmt.Errorf("open sqlite: path must be a plain file name without '?', got %q", path)
 	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -30,7 +30,7 @@ func TestConformance(t *testing.T) {
 }
 
 func TestOpenRejectsMemory(t *testing.T) {
-	for _, p := range []string{"", ":memory:", "file::memory:"} {
+	for _, p := range []string{"", ":memory:", "file::memory:", "/tmp/x.db?_pragma=journal_mode(DELETE)"} {
 		if _, err := Open(t.Context(), p, nil); err == nil {
 			t.Errorf("Open(%q) succeeded", p)
 		}
