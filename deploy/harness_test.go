@@ -429,8 +429,9 @@ func TestMain(m *testing.M) {
 }
 
 // buildBinary builds the main package pkg (relative to the module root, such
-// as "./examples/mcp-server" or "./cmd/passgate") once per test binary and
-// returns the path of the executable.
+// as "./examples/mcp-server" or "./cmd/passgate") once per test binary, the
+// way the Dockerfile does (static, CGO-free, trimmed), and returns the path
+// of the executable.
 func buildBinary(t testing.TB, pkg string) string {
 	t.Helper()
 	binMu.Lock()
@@ -443,8 +444,9 @@ func buildBinary(t testing.TB, pkg string) string {
 		goBin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	out := filepath.Join(binDir, strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
-	cmd := exec.Command(goBin, "build", "-o", out, pkg)
+	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
 	cmd.Dir = ".." // the module root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
