@@ -200,7 +200,7 @@ func newServer() *mcp.Server {
 		Name:        "echo",
 		Description: "Echo the given text.",
 	}, func(_ context.Context, _ *mcp.CallToolRequest, in EchoInput) (*mcp.CallToolResult, EchoOutput, error) {
-		return nil, EchoOutput{Text: in.Text}, nil
+		return nil, EchoOutput(in), nil
 	})
 	mcp.AddTool(s, &mcp.Tool{
 		Name:        "countdown",
