@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"golang.org/x/term"
 
@@ -170,7 +171,21 @@ func openStore(ctx context.Context, c *Config, logger *slog.Logger) (store.Store
 		err error
 	)
 	if c.DatabaseURL != "" {
-		st, err = postgres.Open(ctx, c.DatabaseURL, logger)
+		// PostgreSQL may start after passgate (docker compose, a reboot):
+		// wait for it a while rather than exit at once.
+		deadline := time.Now().Add(c.StartupWait)
+		for backoff := 250 * time.Millisecond; ; backoff = min(2*backoff, 5*time.Second) {
+			st, err = postgres.Open(ctx, c.DatabaseURL, logger)
+			if err == nil || !errors.Is(err, store.ErrUnavailable) || time.Now().Add(backoff).After(deadline) {
+				break
+			}
+			logger.Warn("waiting for PostgreSQL", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("open postgres: %w", ctx.Err())
+			case <-time.After(backoff):
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("open postgres: %w", err)
 		}

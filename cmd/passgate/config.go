@@ -136,6 +136,9 @@ type Config struct {
 	AuditRetention time.Duration
 	// CleanupInterval is how often expired rows are deleted. Default 10m.
 	CleanupInterval time.Duration
+	// StartupWait is how long serve waits for an unreachable PostgreSQL
+	// before giving up. Default 60s.
+	StartupWait time.Duration
 	// ShutdownTimeout bounds graceful shutdown. Default 15s.
 	ShutdownTimeout time.Duration
 	// LogFormat is "json", "text" or "auto" (JSON unless stderr is a
@@ -272,6 +275,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	dur(&c.StoreTimeout, "store-timeout", 300*time.Millisecond, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
 	dur(&c.CleanupInterval, "cleanup-interval", 10*time.Minute, "how often expired rows are deleted", "PASSGATE_CLEANUP_INTERVAL")
+	dur(&c.StartupWait, "startup-wait", time.Minute, "how long to wait for an unreachable PostgreSQL at start", "PASSGATE_STARTUP_WAIT")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "graceful shutdown bound", "PASSGATE_SHUTDOWN_TIMEOUT")
 	str(&c.LogFormat, "log-format", "auto", "log format: auto, json or text", "PASSGATE_LOG_FORMAT")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error", "PASSGATE_LOG_LEVEL")
