@@ -1,0 +1,210 @@
+package oauthweb
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/passgate/passgate/internal/audit"
+	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/sqlite"
+)
+
+// fuzzServer is an in-process authorization server on SQLite for fuzz
+// targets (which cannot use newEnv's *testing.T), with a user and a
+// confidential client, and a raw handle to count rows.
+type fuzzServer struct {
+	h          http.Handler
+	raw        *sql.DB
+	clientID   string
+	secret     string
+	loginCSRF  string
+	tokenCount int
+}
+
+func newFuzzServer(tb testing.TB) *fuzzServer {
+	tb.Helper()
+	ctx := context.Background()
+	path := filepath.Join(tb.TempDir(), "passgate.db")
+	st, err := sqlite.Open(ctx, path, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(ctx); err != nil {
+		tb.Fatal(err)
+	}
+	hasher, err := passwd.NewHasher(2, 4)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now()
+	hash, _ := hasher.Hash(ctx, testPassword)
+	if err := st.CreateUser(ctx, store.User{Username: testUser, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
+		tb.Fatal(err)
+	}
+	const secret = "pgcs_fuzzsecret0123456789abcdefghijklmnopqrstu"
+	shash, _ := hasher.Hash(ctx, secret)
+	if err := st.CreateClient(ctx, store.Client{ID: "conf", SecretHash: shash, RedirectURIs: []string{testRedirect},
+		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
+		Source: store.ClientStatic, CreatedAt: now}); err != nil {
+		tb.Fatal(err)
+	}
+	rec, err := audit.New(st, prometheus.NewRegistry(), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	res, _ := resource.ParseAll([]string{testResource})
+	s, err := New(Config{Issuer: "http://127.0.0.1:9999", Resources: res, Store: st, Audit: rec, Hasher: hasher,
+		Logger: slog.New(slog.DiscardHandler), LockoutThreshold: -1})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { raw.Close() })
+	return &fuzzServer{h: s.Handler(), raw: raw, clientID: "conf", secret: secret, loginCSRF: strings.Repeat("c", 43)}
+}
+
+func (f *fuzzServer) count(t *testing.T, table string) int {
+	t.Helper()
+	var n int
+	if err := f.raw.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// oauthErrorCodes are the error codes the token endpoint may answer
+// (RFC 6749 §5.2, plus temporarily_unavailable).
+var oauthErrorCodes = map[string]bool{
+	"invalid_request": true, "invalid_client": true, "invalid_grant": true, "unauthorized_client": true,
+	"unsupported_grant_type": true, "invalid_scope": true, "invalid_target": true, "temporarily_unavailable": true,
+}
+
+// FuzzTokenForm: whatever form body reaches the token endpoint, with or
+// without the confidential client's real credentials, the answer is a
+// 4xx OAuth JSON error with a known code and no-store, never a token, and
+// no token row is written.
+func FuzzTokenForm(f *testing.F) {
+	for _, s := range []string{
+		"grant_type=authorization_code&code=pgc_AAAA&code_verifier=" + strings.Repeat("v", 43) + "&redirect_uri=" + url.QueryEscape(testRedirect),
+		"grant_type=refresh_token&refresh_token=pgr_x&client_id=conf",
+		"grant_type=client_credentials&scope=mcp",
+		"grant_type=authorization_code&grant_type=refresh_token",
+		"code=%zz&grant_type=authorization_code",
+		"client_id=conf&client_secret=wrong&grant_type=refresh_token&refresh_token=",
+		"grant_type=authorization_code&resource=http%3A%2F%2F127.0.0.1%3A9%2Fmcp&resource=https%3A%2F%2Fevil.example",
+		";;;&&&==",
+		"",
+	} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	srv := newFuzzServer(f)
+	f.Fuzz(func(t *testing.T, body string, basic bool) {
+		req := httptest.NewRequest("POST", "/oauth/token", strings.NewReader(body))
+		req.Header.Set("Content-Type", formCT)
+		if basic {
+			req.SetBasicAuth(srv.clientID, srv.secret)
+		}
+		rec := httptest.NewRecorder()
+		srv.h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case 400, 401, 413:
+		default:
+			t.Fatalf("token %q: status %d: %s", body, rec.Code, rec.Body)
+		}
+		var e struct {
+			Error       string `json:"error"`
+			AccessToken string `json:"access_token"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &e); err != nil || !oauthErrorCodes[e.Error] || e.AccessToken != "" {
+			t.Fatalf("token %q: body %s", body, rec.Body)
+		}
+		if rec.Header().Get("Cache-Control") != "no-store" {
+			t.Fatalf("token %q: no Cache-Control: no-store", body)
+		}
+		if srv.count(t, "tokens") != 0 {
+			t.Fatalf("token %q wrote a token", body)
+		}
+	})
+}
+
+// FuzzLoginForm: whatever form body and login-CSRF cookie are posted to
+// /login, the answer is a page or a redirect with a known status; a
+// session exists only after a redirect, and a redirect only for the right
+// username, password and double-submitted CSRF token; the submitted
+// password is never echoed, and the redirect stays on the issuer.
+func FuzzLoginForm(f *testing.F) {
+	srv := newFuzzServer(f)
+	good := url.Values{"username": {testUser}, "password": {testPassword}, "csrf": {srv.loginCSRF}, "return_to": {"/oauth/authorize?client_id=x"}}
+	for _, s := range []string{
+		good.Encode(),
+		"username=alice&password=wrong&csrf=" + srv.loginCSRF,
+		"username=alice&password=" + url.QueryEscape(testPassword) + "&csrf=nope",
+		"username=alice&password=" + url.QueryEscape(testPassword) + "&csrf=" + srv.loginCSRF + "&return_to=https%3A%2F%2Fevil.example",
+		"username=&password=&csrf=",
+		"username=" + strings.Repeat("a", 300) + "&password=x&csrf=" + srv.loginCSRF,
+		"%gg=1&username=alice",
+		"return_to=%2F%2Fevil.example&username=alice&password=x",
+	} {
+		f.Add(s, srv.loginCSRF)
+		f.Add(s, "")
+	}
+	f.Fuzz(func(t *testing.T, body, cookie string) {
+		req := httptest.NewRequest("POST", "/login", strings.NewReader(body))
+		req.Header.Set("Content-Type", formCT)
+		if c := (&http.Cookie{Name: "passgate_login", Value: cookie}); c.Valid() == nil && cookie != "" {
+			req.AddCookie(c)
+		}
+		before := srv.count(t, "sessions")
+		rec := httptest.NewRecorder()
+		srv.h.ServeHTTP(rec, req)
+		after := srv.count(t, "sessions")
+		form, perr := url.ParseQuery(body)
+		rightCreds := perr == nil && form.Get("username") == testUser && form.Get("password") == testPassword &&
+			cookie != "" && form.Get("csrf") == cookie
+		switch rec.Code {
+		case http.StatusSeeOther:
+			if !rightCreds {
+				t.Fatalf("login %q (cookie %q) succeeded without the right credentials and CSRF token", body, cookie)
+			}
+			if after != before+1 {
+				t.Fatalf("login %q: redirect without a new session", body)
+			}
+			loc := rec.Header().Get("Location")
+			if !strings.HasPrefix(loc, "http://127.0.0.1:9999/") {
+				t.Fatalf("login %q redirected off the issuer to %q", body, loc)
+			}
+		case 400, 401, 403, 413:
+			if after != before {
+				t.Fatalf("login %q: status %d but a session was created", body, rec.Code)
+			}
+		default:
+			t.Fatalf("login %q: status %d", body, rec.Code)
+		}
+		if perr == nil {
+			if pw := form.Get("password"); len(pw) >= 8 && strings.Contains(rec.Body.String(), pw) {
+				t.Fatalf("login %q: the page echoes the password", body)
+			}
+		}
+		if rec.Header().Get("Cache-Control") != "no-store" {
+			t.Fatalf("login %q: no Cache-Control: no-store", body)
+		}
+	})
+}
