@@ -250,6 +250,7 @@ func (n *nginx) start(t testing.TB, bin, mainPath string) error {
 	}
 	cmd := exec.Command(bin, "-p", n.Dir, "-c", mainPath, "-e", errLog,
 		"-g", fmt.Sprintf("daemon off; pid %s;", filepath.Join(n.Dir, "nginx.pid")))
+	cmd.SysProcAttr = orphanSignal()
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -394,6 +395,13 @@ func waitListening(addr string, exited <-chan error, timeout time.Duration) erro
 	}
 }
 
+// orphanSignal makes a child get SIGTERM when the test binary dies without
+// running its cleanups (a panic, a -timeout), instead of living on. (SIGTERM,
+// not SIGKILL, so nginx's master takes its workers down with it.)
+func orphanSignal() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+}
+
 // stopProcess sends SIGTERM (a fast shutdown that does not wait for open
 // event streams), then SIGKILL after 5 s.
 func stopProcess(t testing.TB, p *os.Process, exited <-chan error) {
@@ -460,6 +468,7 @@ func startProcess(t testing.TB, addr, bin string, args, env []string) {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = orphanSignal()
 	w := testOutput(t)
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
