@@ -72,7 +72,7 @@ var funcs = template.FuncMap{
 		if t.IsZero() {
 			return "never"
 		}
-		return t.UTC().Format("2 Jan 2006, 15:04 UTC")
+		return t.UTC().Format("2 Jan 2006 15:04 UTC")
 	},
 	"initial": initial,
 }

@@ -1,0 +1,229 @@
+// Package browsertest drives passgate's pages (login, consent, connected
+// apps, logout and the error pages) in a real headless Chromium through
+// the DevTools protocol (github.com/chromedp/chromedp), against the real
+// passgate binary started by internal/e2e. Its tests check the whole
+// browser flow at a phone and a desktop viewport, labels and live regions
+// in the page's own DOM, that no request leaves loopback, and that a
+// broken template override stops startup. With PASSGATE_SCREENSHOTS set to
+// a directory, TestScreenshots writes a PNG of every page at both
+// viewports in light and dark mode (scripts/screenshots.sh).
+//
+// Chromium is Debian's /usr/bin/chromium. When it is missing and the test
+// runs as root, the package installs it with apt-get; otherwise the tests
+// skip, except with CI=true, where they fail.
+package browsertest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+)
+
+// Viewport is a browser window size.
+type Viewport struct {
+	Name          string
+	Width, Height int64
+	// Mobile emulates a phone: the page's meta viewport applies and touch
+	// is on.
+	Mobile bool
+}
+
+// The viewports every page is tested and photographed at.
+var (
+	Phone   = Viewport{Name: "phone", Width: 375, Height: 812, Mobile: true}
+	Desktop = Viewport{Name: "desktop", Width: 1280, Height: 800}
+)
+
+var (
+	installOnce sync.Once
+	installErr  error
+)
+
+// candidates are where Chromium lives on Debian and in common setups.
+var candidates = []string{"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"}
+
+func findChromium() string {
+	for _, p := range candidates {
+		if st, err := os.Stat(p); err == nil && !st.IsDir() {
+			return p
+		}
+	}
+	return ""
+}
+
+// ChromiumPath returns the Chromium executable. When none is installed and
+// the process runs as root it installs Debian's chromium package (once per
+// process). If there is still none, the test fails with CI=true and is
+// skipped otherwise.
+func ChromiumPath(t testing.TB) string {
+	t.Helper()
+	if p := findChromium(); p != "" {
+		return p
+	}
+	installOnce.Do(func() { installErr = installChromium() })
+	if p := findChromium(); p != "" {
+		return p
+	}
+	msg := "chromium is not installed"
+	if installErr != nil {
+		msg += " and could not be installed: " + installErr.Error()
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg + " (install it with: apt-get install chromium)")
+	return ""
+}
+
+func installChromium() error {
+	if os.Geteuid() != 0 {
+		return errors.New("not root, so apt-get cannot install it")
+	}
+	if _, err := exec.LookPath("apt-get"); err != nil {
+		return errors.New("no apt-get")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-dejavu-core"}} {
+		cmd := exec.CommandContext(ctx, "apt-get", args...)
+		cmd.Env = env
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return errors.New("apt-get " + strings.Join(args, " ") + ": " + err.Error() + ": " + lastLines(string(out), 5))
+		}
+	}
+	return nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Browser is a headless Chromium with a fresh profile, one tab, a
+// viewport, a colour scheme, and a record of every URL the tab requested.
+type Browser struct {
+	// Ctx runs actions in the tab: chromedp.Do(b.Ctx, …). Derive
+	// per-step timeouts from it, never set one on it.
+	Ctx context.Context
+
+	mu   sync.Mutex
+	urls []string
+}
+
+// NewBrowser starts Chromium for the test; it stops when the test ends.
+// dark selects prefers-color-scheme: dark.
+func NewBrowser(t testing.TB, vp Viewport, dark bool) *Browser {
+	t.Helper()
+	exe := ChromiumPath(t)
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(exe),
+		chromedp.Headless,
+		chromedp.NoSandbox, // root in a container has no user namespaces
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.NoDefaultBrowserCheck,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-default-apps", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-features", "Translate,MediaRouter,OptimizationHints"),
+		chromedp.Flag("metrics-recording-only", true),
+		chromedp.Flag("no-pings", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("lang", "en-US"),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(int(vp.Width), int(vp.Height)),
+	}
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	b := &Browser{}
+	ctx, cancel := chromedp.NewContext(actx,
+		chromedp.WithLogf(t.Logf),
+		chromedp.WithListener(func(ev any) {
+			switch e := ev.(type) {
+			case *network.EventRequestWillBeSent:
+				b.record(e.Request.URL)
+			case network.EventRequestWillBeSent:
+				b.record(e.Request.URL)
+			}
+		}))
+	t.Cleanup(func() { cancel(); acancel() })
+	b.Ctx = ctx
+
+	var vpOpts []chromedp.EmulateViewportOption
+	if vp.Mobile {
+		vpOpts = append(vpOpts, chromedp.EmulateMobile, chromedp.EmulateTouch)
+	}
+	scheme := "light"
+	if dark {
+		scheme = "dark"
+	}
+	err := chromedp.Do(ctx,
+		chromedp.EmulateViewport(vp.Width, vp.Height, vpOpts...),
+		func(ctx context.Context, tg *chromedp.Target) (chromedp.Void, error) {
+			_, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+				Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: scheme}},
+			})
+			return chromedp.Void{}, err
+		},
+	)
+	if err != nil {
+		t.Fatalf("browsertest: start chromium: %v", err)
+	}
+	return b
+}
+
+func (b *Browser) record(u string) {
+	b.mu.Lock()
+	b.urls = append(b.urls, u)
+	b.mu.Unlock()
+}
+
+// Requests returns every URL the tab has requested so far.
+func (b *Browser) Requests() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.urls...)
+}
+
+// NonLoopback returns the requested URLs that are neither data: URLs nor
+// addressed to 127.0.0.1, ::1 or localhost.
+func (b *Browser) NonLoopback() []string {
+	var out []string
+	for _, raw := range b.Requests() {
+		if strings.HasPrefix(raw, "data:") || raw == "about:blank" {
+			continue
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			out = append(out, raw)
+			continue
+		}
+		h := u.Hostname()
+		if h == "localhost" {
+			continue
+		}
+		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+			continue
+		}
+		out = append(out, raw)
+	}
+	return out
+}
