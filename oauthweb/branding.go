@@ -55,7 +55,8 @@ type brand struct {
 	css string
 }
 
-// Check reports every problem with b at once. It reads LogoFile.
+// Check reports every problem with b at once, naming the passgate serve
+// flag of each field. It reads LogoFile.
 func (b Branding) Check() error {
 	_, err := b.resolve()
 	return err
@@ -67,32 +68,32 @@ func (b Branding) resolve() (brand, error) {
 	out := brand{Title: "passgate", Footer: b.Footer}
 	if t := strings.TrimSpace(b.Title); t != "" {
 		if len(t) > 60 || strings.ContainsAny(t, "\r\n") {
-			errs = append(errs, errors.New("brand title: at most 60 characters on one line"))
+			errs = append(errs, errors.New("--brand-title: at most 60 characters on one line"))
 		}
 		out.Title = t
 	}
 	if len(b.Footer) > 200 || strings.ContainsAny(b.Footer, "\r\n") {
-		errs = append(errs, errors.New("brand footer: at most 200 characters on one line"))
+		errs = append(errs, errors.New("--brand-footer: at most 200 characters on one line"))
 	}
 	switch {
 	case b.LogoURL != "" && b.LogoFile != "":
-		errs = append(errs, errors.New("brand logo: set a logo URL or a logo file, not both"))
+		errs = append(errs, errors.New("--brand-logo-url and --brand-logo-file: set only one"))
 	case b.LogoFile != "":
 		data, err := os.ReadFile(b.LogoFile)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("brand logo file: %w", err))
+			errs = append(errs, fmt.Errorf("--brand-logo-file: %w", err))
 			break
 		}
 		u, err := logoDataURL(data)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("brand logo file %s: %w", b.LogoFile, err))
+			errs = append(errs, fmt.Errorf("--brand-logo-file %s: %w", b.LogoFile, err))
 			break
 		}
 		out.Logo = template.URL(u)
 	case b.LogoURL != "":
 		origin, err := checkLogoURL(b.LogoURL)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("brand logo URL: %w", err))
+			errs = append(errs, fmt.Errorf("--brand-logo-url: %w", err))
 			break
 		}
 		out.Logo, out.imgOrigin = template.URL(b.LogoURL), origin
@@ -100,7 +101,7 @@ func (b Branding) resolve() (brand, error) {
 	if b.Accent != "" {
 		css, err := accentCSS(b.Accent)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("brand accent: %w", err))
+			errs = append(errs, fmt.Errorf("--brand-accent: %w", err))
 		}
 		out.css = css
 	}

@@ -487,7 +487,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	if err := c.branding().Check(); err != nil {
-		add("--brand-*: %v", err)
+		if j, ok := err.(interface{ Unwrap() []error }); ok {
+			errs = append(errs, j.Unwrap()...)
+		} else {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
