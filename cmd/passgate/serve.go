@@ -156,6 +156,10 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		oauthweb.LimitRevoke:     ratelimit.New(c.RevokeLimit, nil, 0),
 		oauthweb.LimitIntrospect: ratelimit.New(c.RevokeLimit, nil, 0),
 	}
+	refreshGrace := c.RefreshGrace
+	if refreshGrace == 0 {
+		refreshGrace = -1 // oauthweb: negative disables, zero means the default
+	}
 	lockout := c.LockoutThreshold
 	if lockout == 0 {
 		lockout = -1 // oauthweb: negative disables
@@ -174,7 +178,7 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		AccessTokenTTL:              c.AccessTokenTTL,
 		RefreshTokenTTL:             c.RefreshTokenTTL,
 		RefreshIdleTTL:              c.RefreshIdleTTL,
-		RefreshGrace:                c.RefreshGrace,
+		RefreshGrace:                refreshGrace,
 		SessionTTL:                  c.SessionTTL,
 		Registration:                c.Registration,
 		RegistrationToken:           regToken,
