@@ -43,6 +43,8 @@ type Viewport struct {
 var (
 	Phone   = Viewport{Name: "phone", Width: 375, Height: 812, Mobile: true}
 	Desktop = Viewport{Name: "desktop", Width: 1280, Height: 800}
+	// Narrow is the smallest phone still common (iPhone SE, 1st gen).
+	Narrow = Viewport{Name: "narrow", Width: 320, Height: 568, Mobile: true}
 )
 
 var (

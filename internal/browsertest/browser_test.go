@@ -57,8 +57,11 @@ func newEnvOpts(t *testing.T, o e2e.Options) *env {
 // callback is the client's loopback redirect URI: it records the query of
 // every request and answers with a small page.
 type callback struct {
-	URL  string
-	hits chan url.Values
+	URL string
+	// DocumentURL serves a Client ID Metadata Document for a client
+	// named "Docs Bot" redirecting to URL.
+	DocumentURL string
+	hits        chan url.Values
 }
 
 func newCallback(t *testing.T) *callback {
@@ -67,8 +70,17 @@ func newCallback(t *testing.T) *callback {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &callback{URL: "http://" + ln.Addr().String() + "/callback", hits: make(chan url.Values, 16)}
+	base := "http://" + ln.Addr().String()
+	c := &callback{URL: base + "/callback", DocumentURL: base + "/client.json", hits: make(chan url.Values, 16)}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/client.json" {
+			w.Header().Set("Content-Type", "application/json")
+			json.NewEncoder(w).Encode(map[string]any{
+				"client_id": c.DocumentURL, "client_name": "Docs Bot", "redirect_uris": []string{c.URL},
+				"token_endpoint_auth_method": "none", "grant_types": []string{"authorization_code", "refresh_token"},
+			})
+			return
+		}
 		if r.URL.Path != "/callback" {
 			http.NotFound(w, r)
 			return
@@ -431,9 +443,9 @@ func TestFlow(t *testing.T) {
 		"--brand-title", "Example Corp", "--brand-accent", "#0f766e",
 		"--brand-footer", "Example Corp · help@example.com",
 		"--login-limit=off", "--authorize-limit=off")
-	for _, vp := range []Viewport{Phone, Desktop} {
+	for _, vp := range []Viewport{Phone, Desktop, Narrow} {
 		t.Run(vp.Name, func(t *testing.T) {
-			b := NewBrowser(t, vp, false)
+			b := NewBrowser(t, vp, vp == Narrow)
 			walk(t, e, b, func(name string) {
 				if name != "login" {
 					return
@@ -444,8 +456,11 @@ func TestFlow(t *testing.T) {
 				if got := text(t, b, ".footer"); got != "Example Corp · help@example.com" {
 					t.Errorf("footer %q", got)
 				}
-				if got := eval[string](t, b, `getComputedStyle(document.querySelector('button.primary')).backgroundColor`); got != "rgb(15, 118, 110)" {
-					t.Errorf("accent: button background %q, want rgb(15, 118, 110)", got)
+				// Light mode uses the accent as given; dark mode (the
+				// narrow run) lifts this dark green.
+				got := eval[string](t, b, `getComputedStyle(document.querySelector('button.primary')).backgroundColor`)
+				if light := got == "rgb(15, 118, 110)"; light == (vp == Narrow) {
+					t.Errorf("accent at %s: button background %q", vp.Name, got)
 				}
 			})
 		})
@@ -493,6 +508,41 @@ func TestErrorPages(t *testing.T) {
 	}
 	if m := text(t, b, "[aria-live]"); !strings.Contains(m, "Sign-in failed") || !strings.Contains(m, "pauses") {
 		t.Errorf("locked: live region %q", m)
+	}
+	if out := b.NonLoopback(); len(out) > 0 {
+		t.Errorf("requests left loopback: %q", out)
+	}
+}
+
+// TestCIMDConsent: for a Client ID Metadata Document client, the consent
+// page shows the host publishing the document next to the redirect host,
+// and approving works.
+func TestCIMDConsent(t *testing.T) {
+	ChromiumPath(t)
+	e := newEnv(t, "--cimd-allow-loopback-http", "--login-limit=off", "--authorize-limit=off")
+	b := NewBrowser(t, Phone, false)
+	v, ch := e2e.PKCE()
+	c := &client{ID: e.cb.DocumentURL, Verifier: v, Challenge: ch, State: randHex(), RedirectURI: e.cb.URL}
+	navigate(t, b, e.authorizeURL(c))
+	typeInto(t, b, "#username", testUser)
+	typeInto(t, b, "#password", testPassword)
+	click(t, b, "button[type=submit]")
+	checkPage(t, b, "cimd consent")
+	host := strings.TrimPrefix(e.cb.URL, "http://")
+	host = host[:strings.Index(host, "/")]
+	for sel, want := range map[string]string{".client-name": "Docs Bot", ".redirect-host": host, ".client-id-host": host} {
+		if got := text(t, b, sel); got != want {
+			t.Errorf("consent: %s = %q, want %q", sel, got, want)
+		}
+	}
+	click(t, b, "button[value=approve]")
+	select {
+	case q := <-e.cb.hits:
+		if !strings.HasPrefix(q.Get("code"), "pgc_") || q.Get("state") != c.State {
+			t.Errorf("callback: code %t, state %q", strings.HasPrefix(q.Get("code"), "pgc_"), q.Get("state"))
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("approve: the callback was not called")
 	}
 	if out := b.NonLoopback(); len(out) > 0 {
 		t.Errorf("requests left loopback: %q", out)
