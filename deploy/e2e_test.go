@@ -1,0 +1,409 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/postgres/pgtest"
+)
+
+// e2eRedirect is where the MCP client's authorization ends; nothing
+// listens there, the browser stops at the redirect and hands the code over.
+const e2eRedirect = "http://127.0.0.1:1/callback"
+
+// passgateStack is the real binary, the example MCP server and real nginx
+// rendered from deploy/nginx.conf, wired as the README tells users to.
+type passgateStack struct {
+	ngx      *nginx
+	bin      string
+	storeEnv []string // DATABASE_URL or PASSGATE_DATA_DIR, for CLI calls
+	resource string
+}
+
+func startPassgateStack(t *testing.T, backend string) *passgateStack {
+	t.Helper()
+	bin := buildBinary(t, "./cmd/passgate")
+	passAddr, grpcAddr := freeAddr(t), freeAddr(t)
+	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: startExampleMCPServer(t)})
+	var storeEnv []string
+	switch backend {
+	case "sqlite":
+		storeEnv = []string{"PASSGATE_DATA_DIR=" + t.TempDir()}
+	case "postgres":
+		storeEnv = []string{"DATABASE_URL=" + pgtest.NewDatabase(t)}
+	}
+	st := &passgateStack{ngx: ngx, bin: bin, storeEnv: storeEnv, resource: ngx.URL + "/mcp"}
+	// The user exists before passgate starts, so no bootstrap password.
+	st.cli(t, "correct horse battery\n", "user", "add", "alice", "--password-stdin")
+	startProcess(t, passAddr, bin, []string{
+		"serve", "--issuer", ngx.URL, "--resource", st.resource,
+		"--http-listen", passAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
+	}, storeEnv)
+	return st
+}
+
+func (st *passgateStack) cli(t *testing.T, stdin string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(st.bin, args...)
+	cmd.Env = append(cmd.Environ(), st.storeEnv...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("passgate %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// browser logs in and approves consent on the pages passgate serves through
+// nginx, as a person would, and returns the client's callback URL.
+type browser struct {
+	http *http.Client
+	base string
+	user string
+	pass string
+}
+
+func newBrowser(ngx *nginx, user, pass string) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{
+		http: &http.Client{
+			Jar: jar, Transport: ngx.Transport, Timeout: 30 * time.Second,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		base: ngx.URL, user: user, pass: pass,
+	}
+}
+
+func (b *browser) authorize(ctx context.Context, authURL string) (*url.URL, error) {
+	next, method, form := authURL, http.MethodGet, url.Values(nil)
+	for range 10 {
+		var body io.Reader
+		if method == http.MethodPost {
+			body = strings.NewReader(form.Encode())
+		}
+		req, err := http.NewRequestWithContext(ctx, method, next, body)
+		if err != nil {
+			return nil, err
+		}
+		if method == http.MethodPost {
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			req.Header.Set("Origin", b.base)
+		}
+		resp, err := b.http.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		page, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther:
+			loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
+			if err != nil {
+				return nil, err
+			}
+			if strings.HasPrefix(loc.String(), e2eRedirect) {
+				return loc, nil
+			}
+			next, method = loc.String(), http.MethodGet
+		case resp.StatusCode == http.StatusOK:
+			action, fields, err := e2e.Form(page)
+			if err != nil {
+				return nil, fmt.Errorf("page at %s has no form: %v", next, err)
+			}
+			if _, ok := fields["password"]; ok || strings.Contains(string(page), `name="password"`) {
+				fields.Set("username", b.user)
+				fields.Set("password", b.pass)
+			} else {
+				fields.Set("decision", "approve")
+			}
+			u, err := resp.Request.URL.Parse(action)
+			if err != nil {
+				return nil, err
+			}
+			next, method, form = u.String(), http.MethodPost, fields
+		default:
+			return nil, fmt.Errorf("%s %s: %d %s", method, next, resp.StatusCode, page)
+		}
+	}
+	return nil, fmt.Errorf("authorization did not reach the client within 10 steps")
+}
+
+// TestEndToEndThroughNginx runs the whole MCP authorization flow through real
+// nginx with the shipped deploy/nginx.conf, the real passgate binary and the
+// example MCP server, with an MCP client that knows only the MCP URL.
+func TestEndToEndThroughNginx(t *testing.T) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			st := startPassgateStack(t, backend)
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			hc := &http.Client{Transport: st.ngx.Transport, Timeout: 10 * time.Second}
+
+			// 1. Without a token: 401 naming the resource metadata.
+			resp, err := hc.Post(st.resource, "application/json", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			wantMeta := st.ngx.URL + "/.well-known/oauth-protected-resource/mcp"
+			if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(resp.Header.Get("WWW-Authenticate"), `resource_metadata="`+wantMeta+`"`) {
+				t.Fatalf("unauthenticated /mcp: %d %q, want 401 with resource_metadata=%q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), wantMeta)
+			}
+
+			// 2-5. Discovery, registration, login, consent and the code
+			// exchange, all through nginx, driven by the official MCP Go SDK.
+			b := newBrowser(st.ngx, "alice", "correct horse battery")
+			var fetches atomic.Int32
+			h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+				DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+					RedirectURIs: []string{e2eRedirect}, TokenEndpointAuthMethod: "none", ClientName: "e2e MCP client",
+					GrantTypes: []string{"authorization_code", "refresh_token"},
+				}},
+				RedirectURL: e2eRedirect,
+				Client:      hc,
+				AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+					fetches.Add(1)
+					cb, err := b.authorize(ctx, args.URL)
+					if err != nil {
+						return nil, err
+					}
+					q := cb.Query()
+					if q.Get("iss") != st.ngx.URL {
+						return nil, fmt.Errorf("callback iss = %q, want %q", q.Get("iss"), st.ngx.URL)
+					}
+					return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var progress atomic.Int32
+			client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, &mcp.ClientOptions{
+				ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { progress.Add(1) },
+			})
+			session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.resource, OAuthHandler: h, HTTPClient: hc}, nil)
+			if err != nil {
+				t.Fatalf("MCP initialize through nginx: %v", err)
+			}
+			defer session.Close()
+			if fetches.Load() != 1 {
+				t.Errorf("the user was asked to authorize %d times, want 1", fetches.Load())
+			}
+
+			// 6. tools/call: the upstream sees passgate's identity headers
+			// and never the client's Authorization header.
+			res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"})
+			if err != nil || res.IsError {
+				t.Fatalf("tools/call whoami: %v %+v", err, res)
+			}
+			var who struct {
+				User, ClientID, Scope string
+				AuthorizationReceived bool `json:"authorization_received"`
+			}
+			raw, _ := json.Marshal(res.StructuredContent)
+			if err := json.Unmarshal(raw, &who); err != nil {
+				t.Fatalf("whoami result %s: %v", raw, err)
+			}
+			var who2 struct {
+				ClientID string `json:"client_id"`
+			}
+			json.Unmarshal(raw, &who2)
+			if who.User != "alice" || who2.ClientID == "" || who.Scope != "mcp" || who.AuthorizationReceived {
+				t.Errorf("upstream saw %s; want user alice, a client id, scope mcp and no Authorization", raw)
+			}
+
+			// 7. A streamed answer (progress events over SSE) passes nginx.
+			res, err = session.CallTool(ctx, &mcp.CallToolParams{
+				Name: "countdown", Arguments: map[string]any{"steps": 3, "interval_ms": 50},
+				Meta: mcp.Meta{"progressToken": "e2e"},
+			})
+			if err != nil || res.IsError {
+				t.Fatalf("tools/call countdown: %v %+v", err, res)
+			}
+			if got := progress.Load(); got != 3 {
+				t.Errorf("received %d progress notifications through nginx, want 3", got)
+			}
+
+			// 8. The token is bound to the resource, and once revoked the
+			// proxy refuses it.
+			ts, err := h.TokenSource(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := ts.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			call := func() int {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodPost, st.resource, strings.NewReader(`{"jsonrpc":"2.0","id":9,"method":"ping"}`))
+				req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				resp, err := hc.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			if code := call(); code == http.StatusUnauthorized || code == http.StatusForbidden {
+				t.Fatalf("a valid token was refused through nginx: %d", code)
+			}
+			out := st.cli(t, "", "token", "revoke", "--user", "alice")
+			if !strings.Contains(out, "revoked") {
+				t.Fatalf("token revoke: %s", out)
+			}
+			deadline := time.Now().Add(2 * time.Second)
+			for call() != http.StatusUnauthorized {
+				if time.Now().After(deadline) {
+					t.Fatal("a revoked token was still accepted through nginx 2s after revocation")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestEnvoyRoutesAgainstPassgate sends passgate's real gRPC server the
+// CheckRequests Envoy would send for every route of deploy/envoy.yaml that
+// keeps ext_authz on, and checks the answers Envoy would act on.
+func TestEnvoyRoutesAgainstPassgate(t *testing.T) {
+	const host = "mcp.example.com"
+	bootstrap := loadEnvoy(t)
+	bin := buildBinary(t, "./cmd/passgate")
+	dataDir := t.TempDir()
+	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
+	resourceURL := "https://" + host + "/mcp"
+	startProcess(t, httpAddr, bin, []string{
+		"serve", "--data-dir", dataDir, "--issuer", "https://" + host, "--resource", resourceURL,
+		"--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
+	}, nil)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// Tokens minted straight into the store, through the same code
+	// redemption the token endpoint uses.
+	st := e2e.OpenStore(t, "", dataDir)
+	now := time.Now()
+	mint := func(resource string) string {
+		s := token.New(token.PrefixAccess)
+		code := store.AuthCode{
+			CodeHash: token.Hash(token.New(token.PrefixCode)), ClientID: "envoy-test", Username: "alice",
+			RedirectURI: "https://app.example/cb", CodeChallenge: "x", CodeChallengeMethod: "S256",
+			Scope: "mcp", Resource: resource, FamilyID: token.New(""), CreatedAt: now, ExpiresAt: now.Add(time.Minute),
+		}
+		if err := st.CreateAuthCode(ctx, code, nil); err != nil {
+			t.Fatal(err)
+		}
+		g := store.CodeGrant{
+			Access:  store.Token{Hash: token.Hash(s), Kind: store.KindAccess, FamilyID: code.FamilyID, ClientID: "envoy-test", Username: "alice", Scope: "mcp", Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+			Refresh: store.Token{Hash: token.Hash(token.New(token.PrefixRefresh)), Kind: store.KindRefresh, FamilyID: code.FamilyID, ClientID: "envoy-test", Username: "alice", Scope: "mcp", Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)},
+			Audit:   store.AuditEvent{Event: store.EventTokenExchange, Success: true, ClientID: "envoy-test", Username: "alice", CreatedAt: now},
+		}
+		if err := st.RedeemCode(ctx, code.CodeHash, now, g); err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	good := mint(resourceURL)
+	foreign := mint("https://other.example.com/mcp")
+
+	conn, err := grpc.NewClient(grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	authz := authv3.NewAuthorizationClient(conn)
+
+	checked := 0
+	for _, r := range envoyRoutes(t, bootstrap) {
+		if extAuthzDisabled(t, r) {
+			continue
+		}
+		path := r.GetMatch().GetPath()
+		if path == "" {
+			path = r.GetMatch().GetPrefix()
+		}
+		checked++
+		send := func(authz_ string) *authv3.CheckResponse {
+			t.Helper()
+			headers := map[string]string{":authority": host, ":path": path, ":method": "POST", "content-type": "application/json", "x-passgate-user": "mallory"}
+			if authz_ != "" {
+				headers["authorization"] = authz_
+			}
+			req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+				Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{Address: "203.0.113.7", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 51000}}}}},
+				Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+					Method: "POST", Host: host, Path: path, Scheme: "https", Protocol: "HTTP/1.1", Headers: headers,
+				}},
+			}}
+			resp, err := authz.Check(ctx, req)
+			if err != nil {
+				t.Fatalf("Check %s: %v", path, err)
+			}
+			return resp
+		}
+		// No token: denied with the challenge MCP clients need.
+		deny := send("").GetDeniedResponse()
+		if deny.GetStatus().GetCode() != 401 || !hasHeader(deny.GetHeaders(), "www-authenticate", "resource_metadata=\"https://"+host+"/.well-known/oauth-protected-resource/mcp\"") {
+			t.Errorf("route %s without token: %v, want 401 with resource_metadata", path, deny)
+		}
+		// A token for another resource: denied.
+		if d := send("Bearer " + foreign).GetDeniedResponse(); d.GetStatus().GetCode() != 401 {
+			t.Errorf("route %s with a foreign-audience token: %v, want 401", path, d)
+		}
+		// The right token: allowed, identity set, Authorization removed.
+		ok := send("Bearer " + good).GetOkResponse()
+		if ok == nil {
+			t.Fatalf("route %s with a valid token was denied", path)
+		}
+		if !hasHeader(ok.GetHeaders(), "x-passgate-user", "alice") {
+			t.Errorf("route %s: identity headers %v lack x-passgate-user alice", path, ok.GetHeaders())
+		}
+		if !containsFold(ok.GetHeadersToRemove(), "authorization") {
+			t.Errorf("route %s: headers_to_remove %v lacks authorization", path, ok.GetHeadersToRemove())
+		}
+	}
+	if checked == 0 {
+		t.Fatal("envoy.yaml has no route with ext_authz enabled")
+	}
+}
+
+func hasHeader(hs []*corev3.HeaderValueOption, name, substr string) bool {
+	for _, h := range hs {
+		if strings.EqualFold(h.GetHeader().GetKey(), name) && strings.Contains(h.GetHeader().GetValue(), substr) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsFold(list []string, s string) bool {
+	for _, v := range list {
+		if strings.EqualFold(v, s) {
+			return true
+		}
+	}
+	return false
+}
