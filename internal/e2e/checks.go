@@ -11,6 +11,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -60,7 +61,13 @@ func (s *Server) GRPCConn() *grpc.ClientConn {
 	if c, ok := grpcConns.Load(s.Opts.GRPCAddr); ok {
 		return c.(*grpc.ClientConn)
 	}
-	c, err := grpc.NewClient(s.Opts.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// Reconnect quickly after a restart, as Envoy does: grpc-go's default
+	// backoff grows to two minutes.
+	c, err := grpc.NewClient(s.Opts.GRPCAddr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 500 * time.Millisecond},
+			MinConnectTimeout: 2 * time.Second,
+		}))
 	if err != nil {
 		s.t.Fatalf("e2e: grpc client: %v", err)
 	}

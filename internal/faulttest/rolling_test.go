@@ -225,7 +225,13 @@ func TestRollingRestart(t *testing.T) {
 	for _, r := range replicas {
 		r.srv.Stop(t)
 		r.srv.Restart(t)
-		time.Sleep(500 * time.Millisecond) // health poller sees it back
+		// Like a rolling update: the next replica goes only once this one
+		// is healthy again.
+		deadline := time.Now().Add(10 * time.Second)
+		for !r.serving.Load() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 	time.Sleep(300 * time.Millisecond)
 	cancel()
