@@ -125,6 +125,9 @@ func (p *Postgres) run(timeout time.Duration, name string, args ...string) ([]by
 		cmd = exec.CommandContext(ctx, path, args...)
 	}
 	cmd.Dir = p.Dir
+	// A server started by pg_ctl must not hold our pipes open past the
+	// timeout.
+	cmd.WaitDelay = 5 * time.Second
 	return cmd.CombinedOutput()
 }
 

@@ -63,6 +63,7 @@ func build() (string, error) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goTool(), args...)
 	cmd.Dir = root
+	cmd.WaitDelay = 10 * time.Second
 	if b, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build: %w\n%s", err, b)
 	}
@@ -492,6 +493,7 @@ func (s *Server) CLI(t testing.TB, stdin string, args ...string) string {
 	cmd := exec.CommandContext(ctx, Binary(t), append(args, s.StoreArgs()...)...)
 	cmd.Env = s.env()
 	cmd.Stdin = strings.NewReader(stdin)
+	cmd.WaitDelay = 5 * time.Second
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
