@@ -308,6 +308,8 @@ func walk(t *testing.T, e *env, b *Browser, shot func(name string)) {
 			t.Errorf("login: %s autocomplete %q, want %q", sel, got, want)
 		}
 	}
+	shot("login")
+
 	// Focus is visible: moving through the form with the keyboard puts a
 	// solid outline on the focused field.
 	step(t, b, "tab", chromedp.Evaluate[chromedp.Void](`document.activeElement && document.activeElement.blur()`),
@@ -319,7 +321,6 @@ func walk(t *testing.T, e *env, b *Browser, shot func(name string)) {
 	if f := eval[focus](t, b, `({id: document.activeElement.tagName + '#' + document.activeElement.id, outline: getComputedStyle(document.activeElement).outlineStyle})`); !strings.HasPrefix(f.ID, "INPUT#") && !strings.HasPrefix(f.ID, "BUTTON#") || f.Outline != "solid" {
 		t.Errorf("login: after Tab, focus on %q with outline-style %q, want a field or button with a solid outline", f.ID, f.Outline)
 	}
-	shot("login")
 
 	// A wrong password: the error is shown in an aria-live region.
 	typeInto(t, b, "#username", testUser)
