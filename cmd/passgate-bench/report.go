@@ -120,8 +120,8 @@ func markdown(res *results) string {
 		fmt.Fprintln(&b)
 		fmt.Fprintln(&b, "A fresh passgate; each token checked once over gRPC (every check a miss that fills the cache), then VmRSS from /proc/PID/status after 2 s.")
 		fmt.Fprintln(&b)
-		fmt.Fprintln(&b, "| Backend | cached tokens | cache entries | VmRSS | VmHWM (peak) | warm-up rate (misses/s) | target | met |")
-		fmt.Fprintln(&b, "|---|--:|--:|--:|--:|--:|---|---|")
+		fmt.Fprintln(&b, "| Backend | cached tokens | cache entries | VmRSS | VmHWM (peak) | Go heap in use | warm-up rate (misses/s) | target | met |")
+		fmt.Fprintln(&b, "|---|--:|--:|--:|--:|--:|--:|---|---|")
 		for _, r := range res.rss {
 			target, met := "", ""
 			if r.tokens == 1_000_000 {
@@ -131,8 +131,12 @@ func markdown(res *results) string {
 			if r.warmRate > 0 {
 				rate = fmt.Sprintf("%.0f", r.warmRate)
 			}
-			fmt.Fprintf(&b, "| %s | %d | %.0f | %.1f MB | %.1f MB | %s | %s | %s |\n", r.backend, r.tokens, r.entries,
-				float64(r.mem.rss)/1e6, float64(r.mem.hwm)/1e6, rate, orDash(target), orDash(met))
+			heap := "—"
+			if r.heap > 0 {
+				heap = fmt.Sprintf("%.1f MB", r.heap/1e6)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %.0f | %.1f MB | %.1f MB | %s | %s | %s | %s |\n", r.backend, r.tokens, r.entries,
+				float64(r.mem.rss)/1e6, float64(r.mem.hwm)/1e6, heap, rate, orDash(target), orDash(met))
 		}
 		fmt.Fprintln(&b)
 	}
