@@ -156,8 +156,19 @@ func NewBrowser(t testing.TB, vp Viewport, dark bool) *Browser {
 	}
 	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
 	b := &Browser{}
+	// chromedp may log from its reader goroutine while the browser shuts
+	// down; t.Logf after the test ended would panic.
+	var logMu sync.Mutex
+	ended := false
+	logf := func(format string, args ...any) {
+		logMu.Lock()
+		defer logMu.Unlock()
+		if !ended {
+			t.Logf(format, args...)
+		}
+	}
 	ctx, cancel := chromedp.NewContext(actx,
-		chromedp.WithLogf(t.Logf),
+		chromedp.WithLogf(logf), chromedp.WithErrorf(logf),
 		chromedp.WithListener(func(ev any) {
 			switch e := ev.(type) {
 			case *network.EventRequestWillBeSent:
@@ -166,7 +177,13 @@ func NewBrowser(t testing.TB, vp Viewport, dark bool) *Browser {
 				b.record(e.Request.URL)
 			}
 		}))
-	t.Cleanup(func() { cancel(); acancel() })
+	t.Cleanup(func() {
+		cancel()
+		acancel()
+		logMu.Lock()
+		ended = true
+		logMu.Unlock()
+	})
 	b.Ctx = ctx
 
 	var vpOpts []chromedp.EmulateViewportOption
