@@ -139,6 +139,14 @@ type Config struct {
 	// StartupWait is how long serve waits for an unreachable PostgreSQL
 	// before giving up. Default 60s.
 	StartupWait time.Duration
+	// RequestTimeout bounds every request to the authorization server's
+	// pages and endpoints, so a stuck database yields 503
+	// temporarily_unavailable instead of a hanging client. Default 10s.
+	RequestTimeout time.Duration
+	// ShutdownDelay is how long, after SIGTERM, passgate keeps serving while
+	// /readyz and gRPC health already say NOT_SERVING, so proxies and
+	// orchestrators move traffic away before listeners close. Default 2s.
+	ShutdownDelay time.Duration
 	// ShutdownTimeout bounds graceful shutdown. Default 15s.
 	ShutdownTimeout time.Duration
 	// LogFormat is "json", "text" or "auto" (JSON unless stderr is a
@@ -276,6 +284,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
 	dur(&c.CleanupInterval, "cleanup-interval", 10*time.Minute, "how often expired rows are deleted", "PASSGATE_CLEANUP_INTERVAL")
 	dur(&c.StartupWait, "startup-wait", time.Minute, "how long to wait for an unreachable PostgreSQL at start", "PASSGATE_STARTUP_WAIT")
+	dur(&c.RequestTimeout, "request-timeout", 10*time.Second, "bound on every authorization server request", "PASSGATE_REQUEST_TIMEOUT")
+	dur(&c.ShutdownDelay, "shutdown-delay", 2*time.Second, "after SIGTERM, keep serving this long while readiness says not ready", "PASSGATE_SHUTDOWN_DELAY")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "graceful shutdown bound", "PASSGATE_SHUTDOWN_TIMEOUT")
 	str(&c.LogFormat, "log-format", "auto", "log format: auto, json or text", "PASSGATE_LOG_FORMAT")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error", "PASSGATE_LOG_LEVEL")
@@ -409,7 +419,7 @@ func (c *Config) Validate() error {
 		"--access-token-ttl": c.AccessTokenTTL, "--refresh-token-ttl": c.RefreshTokenTTL,
 		"--refresh-idle-ttl": c.RefreshIdleTTL, "--session-ttl": c.SessionTTL,
 		"--cleanup-interval": c.CleanupInterval, "--shutdown-timeout": c.ShutdownTimeout,
-		"--store-timeout": c.StoreTimeout,
+		"--store-timeout": c.StoreTimeout, "--request-timeout": c.RequestTimeout,
 	} {
 		if d <= 0 {
 			add("%s: must be positive, got %v", name, d)
@@ -418,7 +428,7 @@ func (c *Config) Validate() error {
 	for name, d := range map[string]time.Duration{
 		"--refresh-grace": c.RefreshGrace, "--stale-client-age": c.StaleClientAge,
 		"--audit-retention": c.AuditRetention, "--lockout-window": c.LockoutWindow,
-		"--lockout-duration": c.LockoutDuration,
+		"--lockout-duration": c.LockoutDuration, "--shutdown-delay": c.ShutdownDelay,
 	} {
 		if d < 0 {
 			add("%s: must not be negative, got %v", name, d)

@@ -237,7 +237,7 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 	setReady(pingStore(ctx))
 
 	mux := http.NewServeMux()
-	mux.Handle("/", web.Handler())
+	mux.Handle("/", withTimeout(web.Handler(), c.RequestTimeout))
 	mux.Handle("/_passgate/check", checker.HTTPHandler())
 	mux.Handle("/_passgate/check/", checker.HTTPHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -368,6 +368,10 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		// Go NOT_SERVING first so proxies move away, then drain.
 		setReady(false)
 		healthSrv.Shutdown()
+		if c.ShutdownDelay > 0 {
+			logger.Info("draining: not ready, still serving", "delay", c.ShutdownDelay)
+			time.Sleep(c.ShutdownDelay)
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 		defer cancel()
 		if err := httpSrv.Shutdown(sctx); err != nil {
@@ -387,6 +391,17 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		return nil
 	})
 	return g.Wait()
+}
+
+// withTimeout bounds each request's context: every store call of the
+// authorization server then has a deadline, which the handlers answer with
+// 503 temporarily_unavailable instead of hanging on a stuck database.
+func withTimeout(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), d)
+		defer cancel()
+		h.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 func addrOf(l net.Listener) string {

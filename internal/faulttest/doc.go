@@ -10,10 +10,4 @@
 // listens on loopback only, and starts its own PostgreSQL server (initdb
 // into a temporary directory) when it needs to stop one; tests that only
 // need a database use store/postgres/pgtest on the shared server.
-//
-// Some assertions check behaviour that other packages have not delivered
-// yet. They call gap(t, …): by default that skips the rest of the test with
-// "KNOWN GAP: …" (so the package stays green while the gap is open), and
-// with PASSGATE_FAULTTEST_STRICT=1 it fails. Once the gap is closed the
-// assertion simply passes.
 package faulttest

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -26,16 +25,6 @@ func serveArgs(extra ...string) []string {
 		"--login-limit=off", "--token-limit=off", "--authorize-limit=off",
 		"--register-limit=off", "--revoke-limit=off",
 	}, extra...)
-}
-
-// gap reports behaviour another package still lacks: a skip by default, a
-// failure with PASSGATE_FAULTTEST_STRICT=1. See the package doc.
-func gap(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("PASSGATE_FAULTTEST_STRICT") == "1" {
-		t.Fatalf("KNOWN GAP: "+format, args...)
-	}
-	t.Skipf("KNOWN GAP (set PASSGATE_FAULTTEST_STRICT=1 to fail): "+format, args...)
 }
 
 // ctxT returns a context bounded by d, cancelled at test end.

@@ -126,7 +126,7 @@ func TestReadinessDropsBeforeListenersClose(t *testing.T) {
 	srv.Signal(syscall.SIGTERM)
 	<-done
 	if !saw503.Load() {
-		gap(t, "after SIGTERM /readyz went from 200 straight to connection refused; passgate should answer 503 for a drain delay "+
+		t.Fatalf("after SIGTERM /readyz went from 200 straight to connection refused; passgate should answer 503 for a drain delay " +
 			"(a --shutdown-delay in cmd/passgate) before closing its listeners")
 	}
 }
