@@ -86,6 +86,9 @@ type Config struct {
 	// CIMDAllowLoopbackHTTP allows http://localhost client_id URLs, for
 	// development and tests only. Default false.
 	CIMDAllowLoopbackHTTP bool
+	// PrefillSingleUser fills in the username on the login page when only
+	// one user exists. Default false: it tells anyone the username.
+	PrefillSingleUser bool
 	// TemplateDir overrides any page template by file name. Optional.
 	TemplateDir string
 	// BrandTitle, BrandLogoURL, BrandLogoFile, BrandAccent and BrandFooter
@@ -241,6 +244,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	dur(&c.StaleClientAge, "stale-client-age", 24*time.Hour, "remove registered clients that never completed a grant after this long (0 keeps them)", "PASSGATE_STALE_CLIENT_AGE")
 	boolean(&c.CIMD, "cimd", true, "accept Client ID Metadata Document URLs as client_id", "PASSGATE_CIMD")
 	boolean(&c.CIMDAllowLoopbackHTTP, "cimd-allow-loopback-http", false, "allow http://localhost client_id URLs (development only)", "PASSGATE_CIMD_ALLOW_LOOPBACK_HTTP")
+	boolean(&c.PrefillSingleUser, "prefill-single-user", false, "prefill the login form's username when only one user exists", "PASSGATE_PREFILL_SINGLE_USER")
 	str(&c.TemplateDir, "template-dir", "", "directory of page templates overriding the built-in ones", "PASSGATE_TEMPLATE_DIR")
 	str(&c.BrandTitle, "brand-title", "", "title shown on the pages instead of passgate", "PASSGATE_BRAND_TITLE")
 	str(&c.BrandLogoURL, "brand-logo-url", "", "logo on the pages: an absolute path, https URL or data:image URL", "PASSGATE_BRAND_LOGO_URL")

@@ -184,6 +184,7 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		RegistrationToken:           regToken,
 		AllowPrivateSchemeRedirects: c.AllowPrivateSchemes,
 		TemplateDir:                 c.TemplateDir,
+		PrefillSingleUser:           c.PrefillSingleUser,
 		Branding:                    c.branding(),
 		ResolveClient:               resolveClient,
 		RateLimit: func(endpoint, ip string) (bool, time.Duration) {
