@@ -26,12 +26,11 @@ import (
 // targets (which cannot use newEnv's *testing.T), with a user and a
 // confidential client, and a raw handle to count rows.
 type fuzzServer struct {
-	h          http.Handler
-	raw        *sql.DB
-	clientID   string
-	secret     string
-	loginCSRF  string
-	tokenCount int
+	h         http.Handler
+	raw       *sql.DB
+	clientID  string
+	secret    string
+	loginCSRF string
 }
 
 func newFuzzServer(tb testing.TB) *fuzzServer {

@@ -550,11 +550,7 @@ func readSecretFile(path string) (string, error) {
 }
 
 func splitList(v string) []string {
-	var out []string
-	for _, f := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' }) {
-		out = append(out, f)
-	}
-	return out
+	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
 }
 
 // validScopeToken follows RFC 6749 §3.3: %x21 / %x23-5B / %x5D-7E.

@@ -286,17 +286,7 @@ func Parse(clientID string, body []byte, allowPrivateSchemes bool) (Document, er
 	if _, err := oauth.ParseScope(raw.Scope); err != nil {
 		return Document{}, bad("scope: %v", err)
 	}
-	return Document{
-		ClientID:                raw.ClientID,
-		ClientName:              raw.ClientName,
-		ClientURI:               raw.ClientURI,
-		LogoURI:                 raw.LogoURI,
-		RedirectURIs:            raw.RedirectURIs,
-		GrantTypes:              raw.GrantTypes,
-		ResponseTypes:           raw.ResponseTypes,
-		TokenEndpointAuthMethod: raw.TokenEndpointAuthMethod,
-		Scope:                   raw.Scope,
-	}, nil
+	return Document(raw), nil
 }
 
 func contains(list []string, s string) bool {

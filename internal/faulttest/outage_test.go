@@ -50,8 +50,7 @@ func TestPostgresOutage(t *testing.T) {
 		}
 	})
 	t.Run("cached tokens keep working", func(t *testing.T) {
-		var took time.Duration
-		took = timed(func() { wantCheck(t, srv, "cached token during the outage", cached.AccessToken, http.StatusOK) })
+		took := timed(func() { wantCheck(t, srv, "cached token during the outage", cached.AccessToken, http.StatusOK) })
 		if took > time.Second {
 			t.Errorf("cached checks took %v", took)
 		}

@@ -146,7 +146,7 @@ func scriptedFlow(t *testing.T, srv *e2e.Server) {
 	}
 
 	// Logout.
-	resp, page, err = b.Get(ctx, srv.URL("/logout"))
+	_, page, err = b.Get(ctx, srv.URL("/logout"))
 	must(t, "logout page", err)
 	secrets = append(secrets, cookieValues(srv, b)...)
 	action, fields, err = e2e.Form(page)

@@ -323,7 +323,7 @@ func TestOperatorsKit(t *testing.T) {
 			if r.Alert == "" || r.Record != "" || strings.TrimSpace(r.Expr) == "" {
 				t.Errorf("rule %q: an alert needs alert and expr", r.Alert)
 			}
-			if !model.IsValidLegacyMetricName(r.Alert) {
+			if !model.LegacyValidation.IsValidMetricName(r.Alert) {
 				t.Errorf("alert name %q is not a valid identifier", r.Alert)
 			}
 			if r.For != "" {
