@@ -241,6 +241,11 @@ func TestEndToEndThroughNginx(t *testing.T) {
 			if err != nil || res.IsError {
 				t.Fatalf("tools/call countdown: %v %+v", err, res)
 			}
+			// The SDK hands notifications to the handler asynchronously, so
+			// the last one may land just after the result.
+			for deadline := time.Now().Add(2 * time.Second); progress.Load() < 3 && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
 			if got := progress.Load(); got != 3 {
 				t.Errorf("received %d progress notifications through nginx, want 3", got)
 			}
