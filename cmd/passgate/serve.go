@@ -401,7 +401,14 @@ func withTimeout(h http.Handler, d time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), d)
 		defer cancel()
-		h.ServeHTTP(w, r.WithContext(ctx))
+		r2 := r.WithContext(ctx)
+		h.ServeHTTP(w, r2)
+		// The authorization server's own mux set the pattern that served
+		// the request on r2; hand it back so the request log names the
+		// route ("POST /oauth/token") rather than the outer mux's "/".
+		if r2.Pattern != "" {
+			r.Pattern = r2.Pattern
+		}
 	})
 }
 
