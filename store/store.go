@@ -288,6 +288,13 @@ type Store interface {
 	// GetToken returns an unexpired token by hash, including revoked and
 	// rotated ones (RevokedAt / RotatedAt tell); ErrNotFound otherwise.
 	GetToken(ctx context.Context, hash string, now time.Time) (Token, error)
+	// LookupToken is like GetToken but without GraceResponse and
+	// LastUsedAt, for the hot path (the proxy checks' cache misses): the
+	// same tokens and the same errors, with only Hash, Kind, ClientID,
+	// Username, Scope, Resource, ExpiresAt and RevokedAt set; every other
+	// field is zero. It reads less than GetToken, and backends keep it a
+	// prepared statement.
+	LookupToken(ctx context.Context, hash string, now time.Time) (Token, error)
 	// RotateRefresh atomically marks the refresh token oldHash rotated at
 	// now (storing graceResponse on it), stores the new access and refresh
 	// tokens, records audit and sets the client's LastUsedAt. It fails with

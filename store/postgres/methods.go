@@ -409,6 +409,22 @@ func (db *DB) GetToken(ctx context.Context, hash string, now time.Time) (store.T
 	return t, nil
 }
 
+// lookupTokenQuery selects only what a proxy check needs: no blob, no
+// bookkeeping columns. pgx prepares it once per connection and caches the
+// statement (its default QueryExecModeCacheStatement), so a lookup is one
+// round trip with no parsing or planning.
+const lookupTokenQuery = `SELECT kind, client_id, username, scope, resource, expires_at, revoked_at FROM tokens WHERE hash = $1 AND expires_at > $2`
+
+func (db *DB) LookupToken(ctx context.Context, hash string, now time.Time) (store.Token, error) {
+	t := store.Token{Hash: hash}
+	err := db.pool.QueryRow(ctx, lookupTokenQuery, hash, tv(now)).
+		Scan(&t.Kind, &t.ClientID, &t.Username, &t.Scope, &t.Resource, tm(&t.ExpiresAt), tm(&t.RevokedAt))
+	if err != nil {
+		return store.Token{}, fmt.Errorf("lookup token: %w", notFound(err))
+	}
+	return t, nil
+}
+
 func (db *DB) RotateRefresh(ctx context.Context, oldHash string, now time.Time, graceResponse []byte, access, refresh store.Token, audit store.AuditEvent) error {
 	if graceResponse == nil {
 		graceResponse = []byte{}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/passgate/passgate/store"
@@ -416,7 +417,7 @@ func touchClient(ctx context.Context, tx *sql.Tx, clientID string, now time.Time
 
 func (db *DB) GetToken(ctx context.Context, hash string, now time.Time) (store.Token, error) {
 	var t store.Token
-	stmt, err := db.getTokenStmt(ctx)
+	stmt, err := db.prepared(ctx, &db.getToken, `SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND expires_at > ?`)
 	if err != nil {
 		return store.Token{}, fmt.Errorf("get token: %w", mapErr(err))
 	}
@@ -429,22 +430,53 @@ func (db *DB) GetToken(ctx context.Context, hash string, now time.Time) (store.T
 	return t, nil
 }
 
-// getTokenStmt prepares the hot-path lookup once the table exists; the
-// proxy checks call GetToken on every cache miss.
-func (db *DB) getTokenStmt(ctx context.Context) (*sql.Stmt, error) {
-	if stmt := db.getToken.Load(); stmt != nil {
+// lookupTokenQuery selects only what a proxy check needs: no blob, no
+// bookkeeping columns, fewer values to convert and copy on every miss.
+const lookupTokenQuery = `SELECT kind, client_id, username, scope, resource, expires_at, revoked_at FROM tokens WHERE hash = ? AND expires_at > ?`
+
+func (db *DB) LookupToken(ctx context.Context, hash string, now time.Time) (store.Token, error) {
+	stmt, err := db.prepared(ctx, &db.lookupToken, lookupTokenQuery)
+	if err != nil {
+		return store.Token{}, fmt.Errorf("lookup token: %w", mapErr(err))
+	}
+	t := store.Token{Hash: hash}
+	// Times scan into strings and are parsed here rather than through a
+	// Scanner value, which would be boxed (allocated) per column.
+	var expires string
+	var revoked sql.NullString
+	err = stmt.QueryRowContext(ctx, hash, ts(now)).
+		Scan(&t.Kind, &t.ClientID, &t.Username, &t.Scope, &t.Resource, &expires, &revoked)
+	if err != nil {
+		return store.Token{}, fmt.Errorf("lookup token: %w", notFound(err))
+	}
+	if err := tm(&t.ExpiresAt).parse(expires); err != nil {
+		return store.Token{}, fmt.Errorf("lookup token: %w", err)
+	}
+	if revoked.Valid {
+		if err := tm(&t.RevokedAt).parse(revoked.String); err != nil {
+			return store.Token{}, fmt.Errorf("lookup token: %w", err)
+		}
+	}
+	return t, nil
+}
+
+// prepared returns the statement in p, preparing query on the reader pool
+// the first time (once the table exists). The proxy checks look tokens up
+// on every cache miss; a prepared statement skips parsing and planning.
+func (db *DB) prepared(ctx context.Context, p *atomic.Pointer[sql.Stmt], query string) (*sql.Stmt, error) {
+	if stmt := p.Load(); stmt != nil {
 		return stmt, nil
 	}
 	db.stmtMu.Lock()
 	defer db.stmtMu.Unlock()
-	if stmt := db.getToken.Load(); stmt != nil {
+	if stmt := p.Load(); stmt != nil {
 		return stmt, nil
 	}
-	stmt, err := db.reader.PrepareContext(ctx, `SELECT `+tokenCols+` FROM tokens WHERE hash = ? AND expires_at > ?`)
+	stmt, err := db.reader.PrepareContext(ctx, query)
 	if err != nil {
 		return nil, err
 	}
-	db.getToken.Store(stmt)
+	p.Store(stmt)
 	return stmt, nil
 }
 

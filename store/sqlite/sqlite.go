@@ -62,8 +62,9 @@ type DB struct {
 	hub    *hub
 	origin string // random; marks this handle's rows in invalidations
 
-	stmtMu   sync.Mutex
-	getToken atomic.Pointer[sql.Stmt] // prepared on first use, see getTokenStmt
+	stmtMu sync.Mutex
+	// Prepared on first use, see prepared.
+	getToken, lookupToken atomic.Pointer[sql.Stmt]
 }
 
 // busyTimeout is how long a statement waits for another process's write

@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RedeemCodeFailureWritesNothing", testRedeemFailureWritesNothing},
 		{"RedeemCodeConcurrent", testRedeemConcurrent},
 		{"Tokens", testTokens},
+		{"LookupToken", testLookupToken},
 		{"RotateRefresh", testRotateRefresh},
 		{"RotateRefreshConflicts", testRotateConflicts},
 		{"RotateRefreshConcurrent", testRotateConcurrent},
@@ -616,6 +617,63 @@ func testTokens(t *testing.T, s store.Store) {
 	must(t, "GetToken revoked is still returned", err)
 	if !got.RevokedAt.Equal(at(3 * time.Minute)) {
 		t.Errorf("RevokedAt = %v, want %v", got.RevokedAt, at(3*time.Minute))
+	}
+}
+
+// lookupView is what LookupToken returns for a token GetToken returns as t.
+func lookupView(t store.Token) store.Token {
+	return store.Token{Hash: t.Hash, Kind: t.Kind, ClientID: t.ClientID, Username: t.Username,
+		Scope: t.Scope, Resource: t.Resource, ExpiresAt: t.ExpiresAt, RevokedAt: t.RevokedAt}
+}
+
+// testLookupToken runs GetToken's cases through LookupToken: the same
+// tokens and errors, narrowed to the fields the proxy checks need.
+func testLookupToken(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	g := issue(t, s, "t", "c1", "alice")
+	rot := issue(t, s, "rot", "c1", "bob")
+	a, r, ev := rotation("rot2", rot.Refresh)
+	must(t, "RotateRefresh", s.RotateRefresh(ctx, rot.Refresh.Hash, at(time.Hour), []byte("sealed grace"), a, r, ev))
+	revoked := issue(t, s, "revoked", "c1", "carol")
+	_, err := s.RevokeToken(ctx, revoked.Access.Hash, at(3*time.Minute), nil)
+	must(t, "RevokeToken", err)
+	must(t, "TouchToken", s.TouchToken(ctx, g.Access.Hash, at(2*time.Minute)))
+	now := at(time.Hour + time.Minute)
+
+	tests := []struct {
+		name string
+		hash string
+		now  time.Time
+		want store.Token // zero: ErrNotFound
+	}{
+		{"access", g.Access.Hash, now, lookupView(utc(g.Access))},
+		{"refresh", g.Refresh.Hash, now, lookupView(utc(g.Refresh))},
+		{"rotated refresh without its grace response", rot.Refresh.Hash, now, lookupView(utc(rot.Refresh))},
+		{"successor", a.Hash, now, lookupView(utc(a))},
+		{"revoked is still returned", revoked.Access.Hash, now, func() store.Token {
+			v := lookupView(utc(revoked.Access))
+			v.RevokedAt = at(3 * time.Minute).UTC()
+			return v
+		}()},
+		{"unknown", h("nope"), now, store.Token{}},
+		{"at expiry", g.Access.Hash, g.Access.ExpiresAt, store.Token{}},
+		{"expired", g.Access.Hash, g.Access.ExpiresAt.Add(time.Hour), store.Token{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.LookupToken(ctx, tt.hash, tt.now)
+			full, ferr := s.GetToken(ctx, tt.hash, tt.now)
+			if tt.want.Hash == "" {
+				wantErr(t, "LookupToken", err, store.ErrNotFound)
+				wantErr(t, "GetToken", ferr, store.ErrNotFound)
+				return
+			}
+			must(t, "LookupToken", err)
+			must(t, "GetToken", ferr)
+			diff(t, "LookupToken", got, tt.want)
+			diff(t, "LookupToken against GetToken", got, lookupView(full))
+		})
 	}
 }
 
