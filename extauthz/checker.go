@@ -78,9 +78,10 @@
 // from the check) becomes nginx's 500: the request fails closed.
 //
 // The HTTP check answers only 200, 401, 403 and, for a store outage on an
-// uncached token, 503. Allowed answers carry the identity headers and
-// X-Envoy-Auth-Headers-To-Remove (the Authorization header and any identity
-// header not set), which Envoy's HTTP ext_authz honours; Traefik's
+// uncached token, 503. Allowed answers carry the identity headers and, in
+// Envoy's path-prefix form only, X-Envoy-Auth-Headers-To-Remove (the
+// Authorization header and any identity header not set), which Envoy's
+// HTTP ext_authz honours; Traefik's
 // authResponseHeaders and Caddy's copy_headers must list the three identity
 // headers, and the Authorization header must be removed by the proxy.
 //
@@ -616,14 +617,14 @@ func (c *Checker) fetch(ctx context.Context, key [sha256.Size]byte, now time.Tim
 		gen := c.cache.generation(key)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout)
 		defer cancel()
-		t, err := c.store.GetToken(sctx, hash, now)
+		t, err := c.store.LookupToken(sctx, hash, now)
 		var deny Reason
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			deny = ReasonUnknownToken
 		case err != nil:
 			c.metrics.storeErrors.Inc()
-			return nil, fmt.Errorf("%w: get token: %w", ErrStoreUnavailable, err)
+			return nil, fmt.Errorf("%w: lookup token: %w", ErrStoreUnavailable, err)
 		case t.Kind != store.KindAccess:
 			deny = ReasonWrongKind
 		case !t.RevokedAt.IsZero():

@@ -90,16 +90,38 @@ func envoyRequest(req *authv3.CheckRequest) Request {
 	return r
 }
 
+// okResponse is every message of an allowed answer, with room for the three
+// identity headers, so that building it is one allocation instead of six.
+// gRPC marshals the response after Check returns, so it cannot be pooled.
+type okResponse struct {
+	resp authv3.CheckResponse
+	wrap authv3.CheckResponse_OkResponse
+	ok   authv3.OkHttpResponse
+	ptrs [3]*corev3.HeaderValueOption
+	opts [3]corev3.HeaderValueOption
+	hvs  [3]corev3.HeaderValue
+}
+
 func envoyResponse(d Decision) *authv3.CheckResponse {
 	if d.Allow {
-		ok := &authv3.OkHttpResponse{HeadersToRemove: d.RemoveHeaders}
-		if len(d.Headers) > 0 {
-			ok.Headers = headerOptions(d.Headers)
+		r := new(okResponse)
+		r.ok.HeadersToRemove = d.RemoveHeaders
+		switch n := len(d.Headers); {
+		case n > len(r.ptrs):
+			r.ok.Headers = headerOptions(d.Headers)
+		case n > 0:
+			for i, h := range d.Headers {
+				r.hvs[i].Key, r.hvs[i].Value = h.Name, h.Value
+				r.opts[i].Header = &r.hvs[i]
+				r.opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+				r.ptrs[i] = &r.opts[i]
+			}
+			r.ok.Headers = r.ptrs[:n:n]
 		}
-		return &authv3.CheckResponse{
-			Status:       statusOK,
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		}
+		r.wrap.OkResponse = &r.ok
+		r.resp.Status = statusOK
+		r.resp.HttpResponse = &r.wrap
+		return &r.resp
 	}
 	st := statusUnauthenticated
 	if d.Status == 403 {

@@ -117,22 +117,22 @@ func mint(t testing.TB, st store.Store, o mintOpts) string {
 }
 
 // faultStore injects the faults a real database cannot be made to show on
-// demand in a unit test: GetToken failing (down) or hanging until its
-// context ends (stuck). Everything else is the real store.
+// demand in a unit test: LookupToken (the check's read) failing (down) or
+// hanging until its context ends (stuck). Everything else is the real store.
 type faultStore struct {
 	store.Store
 	down, stuck atomic.Bool
 }
 
-func (f *faultStore) GetToken(ctx context.Context, hash string, now time.Time) (store.Token, error) {
+func (f *faultStore) LookupToken(ctx context.Context, hash string, now time.Time) (store.Token, error) {
 	if f.stuck.Load() {
 		<-ctx.Done()
-		return store.Token{}, fmt.Errorf("get token: %w: %w", store.ErrUnavailable, ctx.Err())
+		return store.Token{}, fmt.Errorf("lookup token: %w: %w", store.ErrUnavailable, ctx.Err())
 	}
 	if f.down.Load() {
-		return store.Token{}, fmt.Errorf("get token: %w: connection refused", store.ErrUnavailable)
+		return store.Token{}, fmt.Errorf("lookup token: %w: connection refused", store.ErrUnavailable)
 	}
-	return f.Store.GetToken(ctx, hash, now)
+	return f.Store.LookupToken(ctx, hash, now)
 }
 
 func mustResources(t testing.TB, urls ...string) []resource.Resource {

@@ -18,7 +18,8 @@ func (c *Checker) HTTPHandler() http.Handler {
 func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	// The map lives on this stack frame (Check does not keep it).
-	d, _ := c.Check(r.Context(), httpRequest(r, make(map[string]string, 3)))
+	req, envoy := httpRequest(r, make(map[string]string, 3))
+	d, _ := c.Check(r.Context(), req)
 	c.metrics.observe(frontendHTTP, d.Reason, time.Since(start).Seconds())
 	h := w.Header()
 	// One backing array for all values: fewer allocations per check.
@@ -28,8 +29,12 @@ func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		h[hd.Name] = vals[i : i+1 : i+1]
 	}
 	if d.Allow {
-		if d.removeJoined != nil {
-			// Envoy's HTTP ext_authz removes these from the upstream request.
+		if envoy && d.removeJoined != nil {
+			// Envoy's HTTP ext_authz removes these from the upstream
+			// request. nginx, Traefik and Caddy ignore the header (their
+			// own configuration removes Authorization), so they are not
+			// sent it: every byte of a check answer is paid twice, by
+			// passgate writing it and by the proxy parsing it.
 			h["X-Envoy-Auth-Headers-To-Remove"] = d.removeJoined
 		}
 		h["Cache-Control"] = noStore
@@ -41,9 +46,11 @@ func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // httpRequest reconstructs the original request from what the proxy sent.
-// Headers go into hm.
-func httpRequest(r *http.Request, hm map[string]string) Request {
-	req := Request{
+// Headers go into hm. envoy reports Envoy's HTTP ext_authz form (the
+// original path appended to CheckPath, no X-Original-Uri or
+// X-Forwarded-Uri).
+func httpRequest(r *http.Request, hm map[string]string) (req Request, envoy bool) {
+	req = Request{
 		Method:        r.Method,
 		Host:          r.Host,
 		SourceAddress: r.RemoteAddr,
@@ -60,6 +67,7 @@ func httpRequest(r *http.Request, hm map[string]string) Request {
 			req.Method = m
 		}
 	default: // Envoy HTTP ext_authz: CheckPath + original path
+		envoy = true
 		if rest, ok := strings.CutPrefix(r.RequestURI, CheckPath); ok && rest != "" && rest[0] == '/' {
 			req.Path = rest
 		}
@@ -80,7 +88,7 @@ func httpRequest(r *http.Request, hm map[string]string) Request {
 	if v := hdr(r, "Access-Control-Request-Method"); v != "" {
 		req.Headers["access-control-request-method"] = v
 	}
-	return req
+	return req, envoy
 }
 
 // noStore is shared by every response; net/http never modifies header
