@@ -35,6 +35,9 @@ fi
 echo "== go vet"
 go vet -tags e2e ./...
 
+echo "== staticcheck"
+go tool staticcheck -tags e2e ./...
+
 echo "== go test -race"
 go test -race -tags e2e -count=1 -timeout 20m ./...
 
