@@ -83,7 +83,8 @@ type Config struct {
 	// CIMD enables Client ID Metadata Documents (https client_id URLs).
 	// Default true.
 	CIMD bool
-	// CIMDAllowLoopbackHTTP allows http://localhost client_id URLs, for
+	// CIMDAllowLoopbackHTTP lets passgate fetch client ID metadata
+	// documents from loopback addresses, over http or https, for
 	// development and tests only. Default false.
 	CIMDAllowLoopbackHTTP bool
 	// PrefillSingleUser fills in the username on the login page when only
@@ -243,7 +244,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	boolean(&c.AllowPrivateSchemes, "allow-private-schemes", false, "allow private-use redirect URI schemes such as cursor://", "PASSGATE_ALLOW_PRIVATE_SCHEMES")
 	dur(&c.StaleClientAge, "stale-client-age", 24*time.Hour, "remove registered clients that never completed a grant after this long (0 keeps them)", "PASSGATE_STALE_CLIENT_AGE")
 	boolean(&c.CIMD, "cimd", true, "accept Client ID Metadata Document URLs as client_id", "PASSGATE_CIMD")
-	boolean(&c.CIMDAllowLoopbackHTTP, "cimd-allow-loopback-http", false, "allow http://localhost client_id URLs (development only)", "PASSGATE_CIMD_ALLOW_LOOPBACK_HTTP")
+	boolean(&c.CIMDAllowLoopbackHTTP, "cimd-allow-loopback-http", false, "allow client_id documents on loopback, over http or https (development only; SSL_CERT_FILE trusts a self-signed certificate)", "PASSGATE_CIMD_ALLOW_LOOPBACK_HTTP")
 	boolean(&c.PrefillSingleUser, "prefill-single-user", false, "prefill the login form's username when only one user exists", "PASSGATE_PREFILL_SINGLE_USER")
 	str(&c.TemplateDir, "template-dir", "", "directory of page templates overriding the built-in ones", "PASSGATE_TEMPLATE_DIR")
 	str(&c.BrandTitle, "brand-title", "", "title shown on the pages instead of passgate", "PASSGATE_BRAND_TITLE")
