@@ -254,7 +254,7 @@ func TestCacheBounded(t *testing.T) {
 	c.arm()
 	for i := range 10_000 {
 		var key [32]byte
-		key[0], key[1], key[2] = byte(i), byte(i>>8), byte(i>>16)
+		key[0], key[1], key[2], key[3] = byte(i), byte(i>>8), byte(i>>16), 1 // never the zero key
 		c.put(key, cacheEntry{}, c.generation(key))
 	}
 	if n := c.len(); n > cacheShards*2 {
