@@ -48,8 +48,7 @@ func newClient(grpcAddr, httpAddr, nginxURL, resHost string, conns, conc int) (*
 	for range conns {
 		// Separate connections, as Envoy opens one per worker thread.
 		cc, err := grpc.NewClient("passthrough:///"+grpcAddr,
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithSharedWriteBuffer(true))
+			grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			c.close()
 			return nil, fmt.Errorf("grpc client: %w", err)
