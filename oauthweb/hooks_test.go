@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"golang.org/x/oauth2"
 
+	"github.com/passgate/passgate/internal/ratelimit"
+	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
 
@@ -147,5 +149,48 @@ func TestAuditContext(t *testing.T) {
 	b, _ := json.Marshal(ev)
 	if strings.Contains(string(b), "pgc_") {
 		t.Error("audit row contains the code")
+	}
+}
+
+// TestTokenLimitCountsFailuresOnly: with RateLimitCheck the token endpoint
+// charges its limit only for failed requests, so a client refreshing
+// successfully is never throttled while guessing is.
+func TestTokenLimitCountsFailuresOnly(t *testing.T) {
+	limits := ratelimit.Set{LimitToken: ratelimit.New(ratelimit.Limit{Events: 3, Per: 15 * time.Minute}, nil, 0)}
+	e := newEnv(t, func(c *Config) {
+		c.RateLimit = limits.Allow
+		c.RateLimitCheck = limits.Check
+	})
+	conf, tok := e.grant()
+	rt := tok.RefreshToken
+	// Ten successful refreshes: more than the limit, none counted.
+	for i := range 10 {
+		status, body := e.refreshRaw(conf.ClientID, rt)
+		if status != http.StatusOK {
+			t.Fatalf("successful refresh %d: %d %s", i+1, status, body)
+		}
+		var r tokenResponse
+		_ = json.Unmarshal([]byte(body), &r)
+		e.secret(r.AccessToken, r.RefreshToken)
+		rt = r.RefreshToken
+	}
+	// Three failures spend the limit; the fourth request is refused
+	// before it is even looked at, success or not.
+	for i := range 3 {
+		if status, body := e.refreshRaw(conf.ClientID, "pgr_guess"); status != http.StatusBadRequest {
+			t.Fatalf("failed refresh %d: %d %s", i+1, status, body)
+		}
+	}
+	status, body := e.refreshRaw(conf.ClientID, rt)
+	if status != http.StatusTooManyRequests {
+		t.Fatalf("request after three failures: %d %s, want 429", status, body)
+	}
+	if evs := e.auditEvents(store.EventRateLimited); len(evs) != 1 || evs[0].Error != LimitToken {
+		t.Errorf("rate_limited audit: %+v", evs)
+	}
+	// Nothing was rotated by the refused request: rt still works later.
+	tk, err := e.st.GetToken(context.Background(), token.Hash(rt), e.clock.Now())
+	if err != nil || !tk.RotatedAt.IsZero() {
+		t.Errorf("the refused request rotated the refresh token (err %v)", err)
 	}
 }

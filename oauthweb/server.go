@@ -140,6 +140,14 @@ type Config struct {
 	// Limit* names) may proceed, and if not, when to retry. Optional; nil:
 	// no limits.
 	RateLimit func(endpoint, ip string) (ok bool, retryAfter time.Duration)
+	// RateLimitCheck reports, without spending, whether ip could spend an
+	// event of endpoint's limit. Optional; when set, the token endpoint
+	// checks its limit up front and spends it (through RateLimit) only on
+	// failed requests, so successful grants are not counted: a hosted
+	// client (claude.ai, ChatGPT) refreshes for all its users from a few
+	// addresses, while guessing codes, refresh tokens or client secrets
+	// fails every time.
+	RateLimitCheck func(endpoint, ip string) (ok bool, retryAfter time.Duration)
 	// PrefillSingleUser fills in the username on the login page when
 	// exactly one user exists (the seed had a single password and no
 	// username). It reveals that username to anyone who opens the page.
@@ -452,10 +460,16 @@ func (s *Server) record(ctx context.Context, e store.AuditEvent) {
 // allow applies the configured rate limit; on refusal it records the event
 // and reports the Retry-After seconds.
 func (s *Server) allow(r *http.Request, endpoint string) (bool, string) {
-	if s.cfg.RateLimit == nil {
+	return s.limited(r, endpoint, s.cfg.RateLimit)
+}
+
+// limited asks limit (RateLimit or RateLimitCheck) about r's client and,
+// when it says no, records rate_limited and returns the Retry-After value.
+func (s *Server) limited(r *http.Request, endpoint string, limit func(endpoint, ip string) (bool, time.Duration)) (bool, string) {
+	if limit == nil {
 		return true, ""
 	}
-	ok, after := s.cfg.RateLimit(endpoint, s.clientIP(r))
+	ok, after := limit(endpoint, s.clientIP(r))
 	if ok {
 		return true, ""
 	}

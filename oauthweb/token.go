@@ -144,12 +144,20 @@ func (s *Server) authenticateClient(ctx context.Context, c clientCreds) (store.C
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ev := s.event(r, store.EventTokenExchange, true)
+	failuresOnly := s.cfg.RateLimitCheck != nil && s.cfg.RateLimit != nil
 	fail := func(oe *oauth.Error) {
 		ev.Event, ev.Success, ev.Error = store.EventTokenFailure, false, oe.Code
 		s.record(ctx, ev)
+		if failuresOnly && oe.Status != http.StatusServiceUnavailable {
+			s.cfg.RateLimit(LimitToken, s.clientIP(r))
+		}
 		oauth.WriteError(w, oe)
 	}
-	if ok, after := s.allow(r, LimitToken); !ok {
+	check := s.cfg.RateLimit
+	if failuresOnly {
+		check = s.cfg.RateLimitCheck
+	}
+	if ok, after := s.limited(r, LimitToken, check); !ok {
 		w.Header().Set("Retry-After", after)
 		oauth.WriteError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests})
 		return

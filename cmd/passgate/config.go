@@ -262,7 +262,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	})
 	s = append(s, setting{"trusted-proxies", []string{"PASSGATE_TRUSTED_PROXIES"}})
 	limit(&c.LoginLimit, "login-limit", ratelimit.DefaultLogin, "login attempts per client IP", "PASSGATE_LOGIN_LIMIT")
-	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "token requests per client IP", "PASSGATE_TOKEN_LIMIT")
+	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "failed token requests per client IP", "PASSGATE_TOKEN_LIMIT")
 	limit(&c.AuthorizeLimit, "authorize-limit", ratelimit.DefaultAuthorize, "authorization requests per client IP", "PASSGATE_AUTHORIZE_LIMIT")
 	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
 	limit(&c.RevokeLimit, "revoke-limit", ratelimit.DefaultRevoke, "revocation and introspection requests per client IP", "PASSGATE_REVOKE_LIMIT")

@@ -190,6 +190,11 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		RateLimit: func(endpoint, ip string) (bool, time.Duration) {
 			return limits.Allow(endpoint, clientip.RateKey(ip))
 		},
+		// The token endpoint counts failures only: hosted clients refresh
+		// for all their users from a few addresses.
+		RateLimitCheck: func(endpoint, ip string) (bool, time.Duration) {
+			return limits.Check(endpoint, clientip.RateKey(ip))
+		},
 		LockoutThreshold: lockout,
 		LockoutWindow:    c.LockoutWindow,
 		LockoutDuration:  c.LockoutDuration,

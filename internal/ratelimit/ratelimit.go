@@ -166,6 +166,28 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 	return spend(b, now)
 }
 
+// Check reports, without spending anything, whether key could spend an
+// event now, and if not how long until it could. Callers that count only
+// failures Check first and Allow after a failure.
+func (l *Limiter) Check(key string) (ok bool, retryAfter time.Duration) {
+	if l.limit.Disabled() {
+		return true, 0
+	}
+	now := l.now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.overflow
+	if el, found := l.keys[key]; found {
+		b = el.Value.(*entry).lim
+	} else if len(l.keys) < l.maxKeys {
+		return true, 0 // a new key starts with a full bucket
+	}
+	if tokens := b.TokensAt(now); tokens < 1 {
+		return false, time.Duration((1 - tokens) / float64(b.Limit()) * float64(time.Second))
+	}
+	return true, 0
+}
+
 // spend takes one token at now or reports the wait for one.
 func spend(b *rate.Limiter, now time.Time) (bool, time.Duration) {
 	r := b.ReserveN(now, 1)
@@ -228,6 +250,16 @@ func RetryAfterSeconds(d time.Duration) int {
 // Build it once and do not modify it afterwards; Allow is then safe for
 // concurrent use.
 type Set map[string]*Limiter
+
+// Check reports whether key could spend an event of endpoint's limit now,
+// without spending it (see Limiter.Check).
+func (s Set) Check(endpoint, key string) (ok bool, retryAfter time.Duration) {
+	l := s[endpoint]
+	if l == nil {
+		return true, 0
+	}
+	return l.Check(key)
+}
 
 // Allow spends one event of endpoint's limit for key. An endpoint with no
 // Limiter in the set is not limited. Its signature fits

@@ -292,3 +292,35 @@ func TestSet(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSpendsNothing: Check answers like Allow would, but only Allow
+// counts, so a caller can charge failures alone.
+func TestCheckSpendsNothing(t *testing.T) {
+	c := newClock()
+	l := New(Limit{Events: 2, Per: 10 * time.Minute}, c.Now, 0)
+	for range 10 {
+		if ok, _ := l.Check("ip"); !ok {
+			t.Fatal("Check denied a key that never spent anything")
+		}
+	}
+	l.Allow("ip")
+	l.Allow("ip")
+	ok, after := l.Check("ip")
+	if ok || after <= 0 || after > 5*time.Minute {
+		t.Fatalf("Check after the burst = %v, %v; want denied with a wait of at most one refill (5m)", ok, after)
+	}
+	if ok, _ := l.Allow("ip"); ok {
+		t.Fatal("Allow succeeded where Check said no")
+	}
+	c.Advance(after)
+	if ok, _ := l.Check("ip"); !ok {
+		t.Errorf("Check still denies after the announced wait %v", after)
+	}
+	if ok, _ := New(Limit{}, c.Now, 0).Check("ip"); !ok {
+		t.Error("a disabled limit denied")
+	}
+	s := Set{"token": l}
+	if ok, _ := s.Check("other", "ip"); !ok {
+		t.Error("Set.Check limited an endpoint without a limiter")
+	}
+}
