@@ -4,9 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"math/bits"
+	"runtime"
 	"sync"
 	"sync/atomic"
-	"unique"
 
 	"github.com/passgate/passgate/store"
 )
@@ -15,12 +15,10 @@ import (
 const cacheShards = 64
 
 // cacheEntry is a verified access token, or in the negative cache a refused
-// one. The identity is interned: users, clients, scopes and resources repeat
-// across many tokens, and a cache of a million tokens must stay small
-// (24 bytes of value here). The key is the raw SHA-256 (32 bytes, not the
-// 64-byte hex the store uses) for the same reason.
+// one, as the cache hands it out. In the table it is a 48-byte slot without
+// pointers (see cache), the identity replaced by an index into identities.
 type cacheEntry struct {
-	id      unique.Handle[identity]
+	id      identity
 	expires int64 // unix nanoseconds
 	// deny is ReasonToken for a verified token; in the negative cache, why
 	// the token was refused.
@@ -34,7 +32,7 @@ type identity struct {
 
 func newEntry(t store.Token) cacheEntry {
 	return cacheEntry{
-		id:      unique.Make(identity{user: t.Username, client: t.ClientID, scope: t.Scope, resource: t.Resource}),
+		id:      identity{user: t.Username, client: t.ClientID, scope: t.Scope, resource: t.Resource},
 		expires: t.ExpiresAt.UnixNano(),
 	}
 }
@@ -46,13 +44,20 @@ func newEntry(t store.Token) cacheEntry {
 // serves.
 //
 // Each shard is an open-addressing table (linear probing, backward-shift
-// deletion) allocated once at its full capacity, at most 80% occupied.
-// Against a Go map this halves the heap a million tokens take (a map of
-// this key and value measured 134 B per entry, most of it empty slots
-// after growth; here it is at most 70 B) and never reallocates, so filling
-// the cache leaves no old tables behind for the GC. The slots start as
-// zero pages the kernel has not yet backed, so a cache that is never full
-// does not cost its capacity in RSS.
+// deletion), at most 80% occupied, in memory mapped outside the Go heap
+// (see allocSlots). It starts at one page and doubles as it fills, up to
+// what the size cap needs; a table it outgrew is unmapped at once. Why,
+// measured with 1M tokens (docs/benchmarks.md): a Go map of this key and
+// value held 137 B per entry, much of it empty slots after growth, and the
+// garbage collector lets the heap grow to twice what is live (GOGC=100),
+// so a big cache on the heap costs about twice its size in RSS as soon as
+// the check path makes garbage; a table on the heap allocated at its full
+// capacity took a process with 100k cached tokens to 248 MB. Off the heap
+// a slot is 48 bytes and the collector neither counts nor scans the table.
+//
+// Slots hold no Go pointers, so the identity of a token is an index into
+// the cache's identities, reference counted: users, clients, scopes and
+// resources repeat across many tokens and are kept once.
 //
 // Keys are the full 32-byte SHA-256 of the token. Keying by a 16-byte
 // prefix would save 16 B per slot, but a hit would then vouch for any token
@@ -61,20 +66,29 @@ func newEntry(t store.Token) cacheEntry {
 // are. The all-zero key marks an empty slot; a token hashing to it (never,
 // in practice) is simply not cached.
 type cache struct {
-	shards   [cacheShards]shard
-	perShard int
+	// shards is its own allocation so that the cleanup that unmaps the
+	// tables can hold it without keeping the cache alive. Methods that
+	// touch a table end with runtime.KeepAlive(c).
+	shards   *[cacheShards]shard
+	perShard int // size cap per shard; 0 stores nothing
+	maxSlots int // table size the cap needs at 80%
+	ids      identities
 	armed    atomic.Bool
 	metrics  *metrics
 }
 
+// slot is one table entry: 48 bytes, no pointers.
 type slot struct {
-	key [sha256.Size]byte
-	e   cacheEntry
+	key     [sha256.Size]byte
+	expires int64
+	id      uint32 // index+1 in identities; 0 for none
+	deny    Reason
+	_       [3]byte
 }
 
 type shard struct {
 	mu    sync.RWMutex
-	slots []slot // capacity fixed; nil when the cache is disabled
+	slots []slot // off-heap; nil when the cache is disabled
 	n     int    // occupied slots
 	// gen changes (under mu) on every invalidation touching the shard, so
 	// a lookup that started before it does not cache its result.
@@ -82,8 +96,11 @@ type shard struct {
 	// 64 bytes in all: one cache line per shard.
 }
 
+// minSlots fills one 4 KiB page.
+const minSlots = 4096 / 48
+
 func newCache(size int, m *metrics) *cache {
-	c := &cache{metrics: m}
+	c := &cache{metrics: m, shards: new([cacheShards]shard)}
 	if size < 0 {
 		return c // disabled: perShard 0 stores nothing
 	}
@@ -91,10 +108,16 @@ func newCache(size int, m *metrics) *cache {
 	// 80% at most: linear probing stays short (about 3 probes for a hit,
 	// 13 for a miss, which then pays a store round trip anyway), and at
 	// least one slot is always empty, which ends every probe.
-	capacity := c.perShard + c.perShard/4 + 1
+	c.maxSlots = c.perShard + c.perShard/4 + 1
 	for i := range c.shards {
-		c.shards[i].slots = make([]slot, capacity)
+		c.shards[i].slots = allocSlots(min(minSlots, c.maxSlots))
 	}
+	c.ids.init(cacheShards * c.perShard)
+	runtime.AddCleanup(c, func(shards *[cacheShards]shard) {
+		for i := range shards {
+			freeSlots(shards[i].slots)
+		}
+	}, c.shards)
 	return c
 }
 
@@ -105,15 +128,15 @@ func (c *cache) shard(key [sha256.Size]byte) *shard {
 // home is key's first probe position. Bytes 8..15 are independent of the
 // shard (byte 0); SHA-256 output is uniform, so a multiply spreads them
 // over any table size without a power-of-two mask.
-func (s *shard) home(key *[sha256.Size]byte) int {
-	hi, _ := bits.Mul64(binary.LittleEndian.Uint64(key[8:16]), uint64(len(s.slots)))
+func home(key *[sha256.Size]byte, n int) int {
+	hi, _ := bits.Mul64(binary.LittleEndian.Uint64(key[8:16]), uint64(n))
 	return int(hi)
 }
 
 // find returns the slot holding key, or the empty slot ending its probe
 // and false. The caller holds mu and key is not zero.
 func (s *shard) find(key *[sha256.Size]byte) (int, bool) {
-	i := s.home(key)
+	i := home(key, len(s.slots))
 	for {
 		k := &s.slots[i].key
 		if *k == *key {
@@ -128,9 +151,25 @@ func (s *shard) find(key *[sha256.Size]byte) (int, bool) {
 	}
 }
 
-// deleteAt empties slot i and shifts later entries of its probe run back,
-// so that no probe ever stops early at the hole. The caller holds mu.
-func (s *shard) deleteAt(i int) {
+// grow moves the entries to a table of n slots and unmaps the old one.
+// The caller holds mu.
+func (s *shard) grow(n int) {
+	old := s.slots
+	s.slots = allocSlots(n)
+	for j := range old {
+		if old[j].key != ([sha256.Size]byte{}) {
+			i, _ := s.find(&old[j].key)
+			s.slots[i] = old[j]
+		}
+	}
+	freeSlots(old)
+}
+
+// deleteAt empties slot i, releasing its identity, and shifts later entries
+// of its probe run back, so that no probe ever stops early at the hole. The
+// caller holds mu.
+func (c *cache) deleteAt(s *shard, i int) {
+	c.ids.release(s.slots[i].id)
 	n := len(s.slots)
 	j := i
 	for {
@@ -142,7 +181,7 @@ func (s *shard) deleteAt(i int) {
 		}
 		// The entry at j may move to the hole at i unless its home lies
 		// cyclically in (i, j].
-		h := s.home(&s.slots[j].key)
+		h := home(&s.slots[j].key, n)
 		if i <= j && i < h && h <= j || i > j && (h > i || h <= j) {
 			continue
 		}
@@ -160,12 +199,14 @@ func (c *cache) get(key [sha256.Size]byte) (cacheEntry, bool) {
 	s := c.shard(key)
 	s.mu.RLock()
 	i, ok := s.find(&key)
-	e := s.slots[i].e
-	s.mu.RUnlock()
-	if !ok {
-		return cacheEntry{}, false
+	var e cacheEntry
+	if ok {
+		sl := &s.slots[i]
+		e = cacheEntry{id: c.ids.get(sl.id), expires: sl.expires, deny: sl.deny}
 	}
-	return e, true
+	s.mu.RUnlock()
+	runtime.KeepAlive(c)
+	return e, ok
 }
 
 func (c *cache) generation(key [sha256.Size]byte) uint64 {
@@ -177,6 +218,7 @@ func (c *cache) put(key [sha256.Size]byte, e cacheEntry, gen uint64) {
 	if c.perShard == 0 || !c.armed.Load() || key == ([sha256.Size]byte{}) {
 		return
 	}
+	defer runtime.KeepAlive(c)
 	s := c.shard(key)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -184,17 +226,17 @@ func (c *cache) put(key [sha256.Size]byte, e cacheEntry, gen uint64) {
 		return
 	}
 	i, ok := s.find(&key)
-	if ok {
-		s.slots[i].e = e
-		return
-	}
-	if s.n >= c.perShard {
+	switch {
+	case ok:
+		c.ids.release(s.slots[i].id)
+		s.n--
+	case s.n >= c.perShard:
 		// Evict the first entry at or after a position picked by the new
 		// key's other bytes: arbitrary, like a map's iteration order.
 		j, _ := bits.Mul64(binary.LittleEndian.Uint64(key[16:24]), uint64(len(s.slots)))
 		for v := int(j); ; {
 			if s.slots[v].key != ([sha256.Size]byte{}) {
-				s.deleteAt(v)
+				c.deleteAt(s, v)
 				c.metrics.evictions.Inc()
 				break
 			}
@@ -203,8 +245,11 @@ func (c *cache) put(key [sha256.Size]byte, e cacheEntry, gen uint64) {
 			}
 		}
 		i, _ = s.find(&key) // the hole may have moved the probe's end
+	case (s.n+1)*5 > len(s.slots)*4 && len(s.slots) < c.maxSlots:
+		s.grow(min(2*len(s.slots), c.maxSlots))
+		i, _ = s.find(&key)
 	}
-	s.slots[i] = slot{key: key, e: e}
+	s.slots[i] = slot{key: key, expires: e.expires, id: c.ids.acquire(e.id), deny: e.deny}
 	s.n++
 }
 
@@ -213,11 +258,12 @@ func (c *cache) invalidate(key [sha256.Size]byte) {
 	s.mu.Lock()
 	if s.slots != nil && key != ([sha256.Size]byte{}) {
 		if i, ok := s.find(&key); ok {
-			s.deleteAt(i)
+			c.deleteAt(s, i)
 		}
 	}
 	s.gen.Add(1)
 	s.mu.Unlock()
+	runtime.KeepAlive(c)
 }
 
 func (c *cache) clear() {
@@ -227,12 +273,16 @@ func (c *cache) clear() {
 		// An empty shard is left alone: zeroing it would make the kernel
 		// back every page of a table nothing was ever stored in.
 		if s.n > 0 {
-			clear(s.slots)
+			for j := range s.slots {
+				c.ids.release(s.slots[j].id)
+			}
+			clearSlots(s.slots)
 			s.n = 0
 		}
 		s.gen.Add(1)
 		s.mu.Unlock()
 	}
+	runtime.KeepAlive(c)
 }
 
 // arm starts caching; disarm stops and forgets everything, for when
@@ -253,4 +303,93 @@ func (c *cache) len() int {
 		s.mu.RUnlock()
 	}
 	return n
+}
+
+// identities interns the identities of cached tokens, reference counted
+// by the slots that name them. Lock order: a shard's mu, then identities.mu.
+//
+// get runs without identities.mu: an index read from a slot under the
+// shard's lock names an identity written before that slot was (acquire
+// happens under the same shard lock), and it cannot be released and
+// reused until the slot is removed under the shard's write lock, after
+// every reader of the slot is done.
+type identities struct {
+	mu     sync.Mutex
+	index  map[identity]uint32 // identity -> index
+	chunks []*identityChunk    // allocated once with room for every slot
+	refs   []uint32            // per index
+	free   []uint32            // released indexes
+}
+
+const identityChunkSize = 1024
+
+type identityChunk [identityChunkSize]identity
+
+func (ids *identities) init(maxEntries int) {
+	ids.index = make(map[identity]uint32)
+	ids.chunks = make([]*identityChunk, (maxEntries+identityChunkSize-1)/identityChunkSize)
+}
+
+// acquire returns id's index+1, taking a reference. The caller holds a
+// shard's mu.
+func (ids *identities) acquire(id identity) uint32 {
+	if id == (identity{}) {
+		return 0 // negative cache entries carry no identity
+	}
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if i, ok := ids.index[id]; ok {
+		ids.refs[i]++
+		return i + 1
+	}
+	var i uint32
+	if n := len(ids.free); n > 0 {
+		i, ids.free = ids.free[n-1], ids.free[:n-1]
+	} else {
+		i = uint32(len(ids.refs))
+		ids.refs = append(ids.refs, 0)
+	}
+	ch := ids.chunks[i/identityChunkSize]
+	if ch == nil {
+		ch = new(identityChunk)
+		ids.chunks[i/identityChunkSize] = ch
+	}
+	ch[i%identityChunkSize] = id
+	ids.refs[i] = 1
+	ids.index[id] = i
+	return i + 1
+}
+
+// release drops a reference taken by acquire. The caller holds a shard's
+// mu.
+func (ids *identities) release(ref uint32) {
+	if ref == 0 {
+		return
+	}
+	i := ref - 1
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	if ids.refs[i]--; ids.refs[i] == 0 {
+		ch := ids.chunks[i/identityChunkSize]
+		delete(ids.index, ch[i%identityChunkSize])
+		ch[i%identityChunkSize] = identity{}
+		ids.free = append(ids.free, i)
+	}
+}
+
+// get returns the identity of ref. The caller holds the read lock of the
+// shard whose slot holds ref.
+func (ids *identities) get(ref uint32) identity {
+	if ref == 0 {
+		return identity{}
+	}
+	i := ref - 1
+	return ids.chunks[i/identityChunkSize][i%identityChunkSize]
+}
+
+// len is the number of distinct identities held.
+func (ids *identities) len() int {
+	ids.mu.Lock()
+	defer ids.mu.Unlock()
+	return len(ids.index)
 }

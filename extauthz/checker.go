@@ -548,7 +548,7 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 	if reason != ReasonToken {
 		return c.deny(r, res, reason, ""), nil
 	}
-	id := e.id.Value()
+	id := e.id
 	if id.resource != res.URL {
 		return c.deny(r, res, ReasonWrongAudience, ""), nil
 	}
