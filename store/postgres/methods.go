@@ -643,46 +643,17 @@ func (db *DB) RecordLoginFailure(ctx context.Context, username string, now time.
 		if err != nil {
 			return err
 		}
-		out = nextFailures(cur, username, now, window, threshold, lockFor)
-		expires := out.FirstAt.Add(window)
-		if out.LockedUntil.After(expires) {
-			expires = out.LockedUntil
-		}
+		out = store.NextLoginFailures(cur, username, now, window, threshold, lockFor)
 		_, err = tx.Exec(ctx, `INSERT INTO login_failures (username, count, first_at, locked_until, expires_at) VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (username) DO UPDATE SET count = excluded.count, first_at = excluded.first_at,
 				locked_until = excluded.locked_until, expires_at = excluded.expires_at`,
-			username, out.Count, tv(out.FirstAt), ntv(out.LockedUntil), tv(expires))
+			username, out.Count, tv(out.FirstAt), ntv(out.LockedUntil), tv(out.ExpiresAt(window)))
 		return err
 	})
 	if err != nil {
 		return store.LoginFailures{}, fmt.Errorf("record login failure: %w", err)
 	}
 	return out, nil
-}
-
-// nextFailures is the lockout state machine: cur is the stored state (zero
-// if none). A window that has passed restarts counting; reaching threshold
-// (when positive) locks until now+lockFor, never shortening a running lock.
-func nextFailures(cur store.LoginFailures, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) store.LoginFailures {
-	next := store.LoginFailures{Username: username, LockedUntil: cur.LockedUntil}
-	if cur.Count == 0 || !now.Before(cur.FirstAt.Add(window)) {
-		next.Count, next.FirstAt = 1, now
-	} else {
-		next.Count, next.FirstAt = cur.Count+1, cur.FirstAt
-	}
-	if !next.LockedUntil.After(now) {
-		next.LockedUntil = time.Time{}
-	}
-	if threshold > 0 && next.Count >= threshold {
-		if until := now.Add(lockFor); until.After(next.LockedUntil) {
-			next.LockedUntil = until
-		}
-	}
-	next.FirstAt = next.FirstAt.UTC().Truncate(time.Microsecond)
-	if !next.LockedUntil.IsZero() {
-		next.LockedUntil = next.LockedUntil.UTC().Truncate(time.Microsecond)
-	}
-	return next
 }
 
 func (db *DB) GetLoginFailures(ctx context.Context, username string) (store.LoginFailures, error) {
