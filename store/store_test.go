@@ -1,7 +1,9 @@
 package store
 
 import (
+	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -101,6 +103,66 @@ func TestLoginFailuresExpiresAt(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := tt.f.ExpiresAt(window); !got.Equal(tt.want) {
 				t.Errorf("ExpiresAt(%v) = %v, want %v", window, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadMigrations(t *testing.T) {
+	file := func(sql string) *fstest.MapFile { return &fstest.MapFile{Data: []byte(sql)} }
+	tests := []struct {
+		name    string
+		fsys    fstest.MapFS
+		want    []Migration
+		wantErr string // substring; empty: success
+	}{
+		{
+			name: "ordered by version, not by name",
+			fsys: fstest.MapFS{
+				"m/10_ten.sql":  file("S10"),
+				"m/1_one.sql":   file("S1"),
+				"m/2_two.sql":   file("S2"),
+				"m/3_three.sql": file("S3"),
+				"m/4_four.sql":  file("S4"),
+				"m/5_five.sql":  file("S5"),
+				"m/6_six.sql":   file("S6"),
+				"m/7_seven.sql": file("S7"),
+				"m/8_eight.sql": file("S8"),
+				"m/9_nine.sql":  file("S9"),
+				"other/1_x.sql": file("not read"),
+			},
+			want: []Migration{
+				{1, "1_one.sql", "S1"}, {2, "2_two.sql", "S2"}, {3, "3_three.sql", "S3"}, {4, "4_four.sql", "S4"},
+				{5, "5_five.sql", "S5"}, {6, "6_six.sql", "S6"}, {7, "7_seven.sql", "S7"}, {8, "8_eight.sql", "S8"},
+				{9, "9_nine.sql", "S9"}, {10, "10_ten.sql", "S10"},
+			},
+		},
+		{
+			name: "leading zeros",
+			fsys: fstest.MapFS{"m/0001_init.sql": file("CREATE"), "m/0002_more.sql": file("ALTER")},
+			want: []Migration{{1, "0001_init.sql", "CREATE"}, {2, "0002_more.sql", "ALTER"}},
+		},
+		{name: "gap", fsys: fstest.MapFS{"m/1_a.sql": file(""), "m/3_c.sql": file("")}, wantErr: "want version 2, found 3_c.sql"},
+		{name: "repeat", fsys: fstest.MapFS{"m/1_a.sql": file(""), "m/01_b.sql": file("")}, wantErr: "want version 2"},
+		{name: "no version", fsys: fstest.MapFS{"m/init.sql": file("")}, wantErr: "migration init.sql: name must start"},
+		{name: "version zero", fsys: fstest.MapFS{"m/0_init.sql": file("")}, wantErr: "migration 0_init.sql: name must start"},
+		{name: "negative version", fsys: fstest.MapFS{"m/-1_init.sql": file("")}, wantErr: "name must start"},
+		{name: "missing directory", fsys: fstest.MapFS{}, wantErr: "read migrations"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := LoadMigrations(tt.fsys, "m")
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("LoadMigrations error = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("LoadMigrations: %v", err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("LoadMigrations (-want +got):\n%s", diff)
 			}
 		})
 	}
