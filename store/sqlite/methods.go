@@ -27,10 +27,16 @@ func (db *DB) CreateUser(ctx context.Context, u store.User) error {
 	return nil
 }
 
-func (db *DB) GetUser(ctx context.Context, username string) (store.User, error) {
+const userCols = `username, password_hash, created_at, updated_at`
+
+func scanUser(r scanner) (store.User, error) {
 	var u store.User
-	err := db.reader.QueryRowContext(ctx, `SELECT username, password_hash, created_at, updated_at FROM users WHERE username = ?`, username).
-		Scan(&u.Username, &u.PasswordHash, tm(&u.CreatedAt), tm(&u.UpdatedAt))
+	err := r.Scan(&u.Username, &u.PasswordHash, tm(&u.CreatedAt), tm(&u.UpdatedAt))
+	return u, err
+}
+
+func (db *DB) GetUser(ctx context.Context, username string) (store.User, error) {
+	u, err := scanUser(db.reader.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE username = ?`, username))
 	if err != nil {
 		return store.User{}, fmt.Errorf("get user: %w", notFound(err))
 	}
@@ -38,20 +44,12 @@ func (db *DB) GetUser(ctx context.Context, username string) (store.User, error) 
 }
 
 func (db *DB) ListUsers(ctx context.Context) ([]store.User, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT username, password_hash, created_at, updated_at FROM users ORDER BY username`)
+	rows, err := db.reader.QueryContext(ctx, `SELECT `+userCols+` FROM users ORDER BY username`)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", mapErr(err))
 	}
-	defer rows.Close()
-	var out []store.User
-	for rows.Next() {
-		var u store.User
-		if err := rows.Scan(&u.Username, &u.PasswordHash, tm(&u.CreatedAt), tm(&u.UpdatedAt)); err != nil {
-			return nil, fmt.Errorf("list users: %w", mapErr(err))
-		}
-		out = append(out, u)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanUser)
+	if err != nil {
 		return nil, fmt.Errorf("list users: %w", mapErr(err))
 	}
 	return out, nil
@@ -171,16 +169,8 @@ func (db *DB) ListClients(ctx context.Context) ([]store.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list clients: %w", mapErr(err))
 	}
-	defer rows.Close()
-	var out []store.Client
-	for rows.Next() {
-		c, err := scanClient(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list clients: %w", mapErr(err))
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanClient)
+	if err != nil {
 		return nil, fmt.Errorf("list clients: %w", mapErr(err))
 	}
 	return out, nil
@@ -299,16 +289,8 @@ func (db *DB) ListSessions(ctx context.Context, username string, now time.Time) 
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", mapErr(err))
 	}
-	defer rows.Close()
-	var out []store.Session
-	for rows.Next() {
-		s, err := scanSession(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list sessions: %w", mapErr(err))
-		}
-		out = append(out, s)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanSession)
+	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", mapErr(err))
 	}
 	return out, nil
@@ -613,10 +595,17 @@ func (db *DB) PutConsent(ctx context.Context, c store.Consent, audit *store.Audi
 	return nil
 }
 
-func (db *DB) GetConsent(ctx context.Context, username, clientID string) (store.Consent, error) {
+const consentCols = `username, client_id, scope, created_at, updated_at`
+
+func scanConsent(r scanner) (store.Consent, error) {
 	var c store.Consent
-	err := db.reader.QueryRowContext(ctx, `SELECT username, client_id, scope, created_at, updated_at FROM consents WHERE username = ? AND client_id = ?`,
-		username, clientID).Scan(&c.Username, &c.ClientID, &c.Scope, tm(&c.CreatedAt), tm(&c.UpdatedAt))
+	err := r.Scan(&c.Username, &c.ClientID, &c.Scope, tm(&c.CreatedAt), tm(&c.UpdatedAt))
+	return c, err
+}
+
+func (db *DB) GetConsent(ctx context.Context, username, clientID string) (store.Consent, error) {
+	c, err := scanConsent(db.reader.QueryRowContext(ctx, `SELECT `+consentCols+` FROM consents WHERE username = ? AND client_id = ?`,
+		username, clientID))
 	if err != nil {
 		return store.Consent{}, fmt.Errorf("get consent: %w", notFound(err))
 	}
@@ -624,21 +613,13 @@ func (db *DB) GetConsent(ctx context.Context, username, clientID string) (store.
 }
 
 func (db *DB) ListConsents(ctx context.Context, username string) ([]store.Consent, error) {
-	rows, err := db.reader.QueryContext(ctx, `SELECT username, client_id, scope, created_at, updated_at FROM consents
+	rows, err := db.reader.QueryContext(ctx, `SELECT `+consentCols+` FROM consents
 		WHERE username = ? ORDER BY updated_at DESC, created_at DESC, client_id`, username)
 	if err != nil {
 		return nil, fmt.Errorf("list consents: %w", mapErr(err))
 	}
-	defer rows.Close()
-	var out []store.Consent
-	for rows.Next() {
-		var c store.Consent
-		if err := rows.Scan(&c.Username, &c.ClientID, &c.Scope, tm(&c.CreatedAt), tm(&c.UpdatedAt)); err != nil {
-			return nil, fmt.Errorf("list consents: %w", mapErr(err))
-		}
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanConsent)
+	if err != nil {
 		return nil, fmt.Errorf("list consents: %w", mapErr(err))
 	}
 	return out, nil
@@ -751,6 +732,12 @@ func (db *DB) RecordAudit(ctx context.Context, e store.AuditEvent) error {
 	return nil
 }
 
+func scanAuditEvent(r scanner) (store.AuditEvent, error) {
+	var e store.AuditEvent
+	err := r.Scan(&e.ID, &e.Event, &e.Success, &e.IP, &e.UserAgent, &e.ClientID, &e.Username, &e.Error, tm(&e.CreatedAt))
+	return e, err
+}
+
 func (db *DB) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
 	var where []string
 	var args []any
@@ -782,16 +769,8 @@ func (db *DB) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Audit
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", mapErr(err))
 	}
-	defer rows.Close()
-	var out []store.AuditEvent
-	for rows.Next() {
-		var e store.AuditEvent
-		if err := rows.Scan(&e.ID, &e.Event, &e.Success, &e.IP, &e.UserAgent, &e.ClientID, &e.Username, &e.Error, tm(&e.CreatedAt)); err != nil {
-			return nil, fmt.Errorf("list audit: %w", mapErr(err))
-		}
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := collect(rows, scanAuditEvent)
+	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", mapErr(err))
 	}
 	return out, nil
@@ -849,14 +828,26 @@ func queryStrings(ctx context.Context, tx *sql.Tx, query string, args ...any) ([
 	if err != nil {
 		return nil, err
 	}
+	return collect(rows, scanString)
+}
+
+func scanString(r scanner) (string, error) {
+	var s string
+	err := r.Scan(&s)
+	return s, err
+}
+
+// collect scans every row of rows with scan and closes rows. It returns
+// errors as they come; callers map and wrap them.
+func collect[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
 	defer rows.Close()
-	var out []string
+	var out []T
 	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
+		v, err := scan(rows)
+		if err != nil {
 			return nil, err
 		}
-		out = append(out, s)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }
