@@ -47,8 +47,7 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 		oauth.WriteError(w, oe)
 	}
 	if ok, after := s.allow(r, LimitRegister); !ok {
-		w.Header().Set("Retry-After", after)
-		oauth.WriteError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests})
+		writeTooManyRequests(w, after)
 		return
 	}
 	switch s.cfg.Registration {

@@ -17,8 +17,7 @@ import (
 func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if ok, after := s.allow(r, LimitRevoke); !ok {
-		w.Header().Set("Retry-After", after)
-		oauth.WriteError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests})
+		writeTooManyRequests(w, after)
 		return
 	}
 	if oe := readForm(r); oe != nil {
@@ -87,8 +86,7 @@ type introspection struct {
 func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	if ok, after := s.allow(r, LimitIntrospect); !ok {
-		w.Header().Set("Retry-After", after)
-		oauth.WriteError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests})
+		writeTooManyRequests(w, after)
 		return
 	}
 	if oe := readForm(r); oe != nil {

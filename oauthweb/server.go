@@ -463,6 +463,13 @@ func (s *Server) allow(r *http.Request, endpoint string) (bool, string) {
 	return s.limited(r, endpoint, s.cfg.RateLimit)
 }
 
+// writeTooManyRequests answers an API request refused by the rate limit;
+// after is the Retry-After value from allow or limited.
+func writeTooManyRequests(w http.ResponseWriter, after string) {
+	w.Header().Set("Retry-After", after)
+	oauth.WriteError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests})
+}
+
 // limited asks limit (RateLimit or RateLimitCheck) about r's client and,
 // when it says no, records rate_limited and returns the Retry-After value.
 func (s *Server) limited(r *http.Request, endpoint string, limit func(endpoint, ip string) (bool, time.Duration)) (bool, string) {

@@ -158,8 +158,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		check = s.cfg.RateLimitCheck
 	}
 	if ok, after := s.limited(r, LimitToken, check); !ok {
-		w.Header().Set("Retry-After", after)
-		oauth.WriteError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests})
+		writeTooManyRequests(w, after)
 		return
 	}
 	if oe := readForm(r); oe != nil {
