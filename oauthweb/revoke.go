@@ -16,17 +16,8 @@ import (
 // caller whether a token exists.
 func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if ok, after := s.allow(r, LimitRevoke); !ok {
-		writeTooManyRequests(w, after)
-		return
-	}
-	if oe := readForm(r); oe != nil {
-		oauth.WriteError(w, oe)
-		return
-	}
-	creds, oe := readClientCreds(r)
-	if oe != nil {
-		oauth.WriteError(w, oe)
+	creds, ok := s.readClientForm(w, r, LimitRevoke)
+	if !ok {
 		return
 	}
 	client, oe := s.authenticateClient(ctx, creds)
@@ -65,6 +56,27 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	oauth.WriteJSON(w, http.StatusOK, struct{}{})
 }
 
+// readClientForm starts the revocation and introspection endpoints: it
+// applies endpoint's rate limit, then reads the form and the client's
+// credentials (not yet checked). When it returns false it has written the
+// error response.
+func (s *Server) readClientForm(w http.ResponseWriter, r *http.Request, endpoint string) (clientCreds, bool) {
+	if ok, after := s.allow(r, endpoint); !ok {
+		writeTooManyRequests(w, after)
+		return clientCreds{}, false
+	}
+	if oe := readForm(r); oe != nil {
+		oauth.WriteError(w, oe)
+		return clientCreds{}, false
+	}
+	creds, oe := readClientCreds(r)
+	if oe != nil {
+		oauth.WriteError(w, oe)
+		return clientCreds{}, false
+	}
+	return creds, true
+}
+
 // introspection is the RFC 7662 response; only active is sent for an
 // inactive token.
 type introspection struct {
@@ -85,17 +97,8 @@ type introspection struct {
 // (only their own tokens).
 func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if ok, after := s.allow(r, LimitIntrospect); !ok {
-		writeTooManyRequests(w, after)
-		return
-	}
-	if oe := readForm(r); oe != nil {
-		oauth.WriteError(w, oe)
-		return
-	}
-	creds, oe := readClientCreds(r)
-	if oe != nil {
-		oauth.WriteError(w, oe)
+	creds, ok := s.readClientForm(w, r, LimitIntrospect)
+	if !ok {
 		return
 	}
 	var owner string // "" for a resource server: any token
