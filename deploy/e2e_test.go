@@ -44,7 +44,7 @@ type passgateStack struct {
 func startPassgateStack(t *testing.T, backend string) *passgateStack {
 	t.Helper()
 	bin := buildBinary(t, "./cmd/passgate")
-	passAddr, grpcAddr := freeAddr(t), freeAddr(t)
+	passAddr, grpcAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)
 	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: startExampleMCPServer(t)})
 	var storeEnv []string
 	switch backend {
@@ -298,7 +298,7 @@ func TestEnvoyRoutesAgainstPassgate(t *testing.T) {
 	bootstrap := loadEnvoy(t)
 	bin := buildBinary(t, "./cmd/passgate")
 	dataDir := t.TempDir()
-	httpAddr, grpcAddr := freeAddr(t), freeAddr(t)
+	httpAddr, grpcAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)
 	resourceURL := "https://" + host + "/mcp"
 	startProcess(t, httpAddr, bin, []string{
 		"serve", "--data-dir", dataDir, "--issuer", "https://" + host, "--resource", resourceURL,

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/passgate/passgate/internal/e2e"
 )
 
 // nginxTemplatePath is deploy/nginx.conf, relative to this package.
@@ -163,7 +165,7 @@ func startNginx(t testing.TB, opts nginxOptions) *nginx {
 	// before nginx binds it: try again with another one.
 	var lastErr error
 	for range 3 {
-		addr := freeAddr(t)
+		addr := e2e.FreeAddr(t)
 		listen := addr + " ssl"
 		scheme := "https"
 		if opts.PlainHTTP {
@@ -363,17 +365,6 @@ func writeSelfSignedCert(t testing.TB, dir string) (certPath, keyPath string, po
 	return certPath, keyPath, pool
 }
 
-// freeAddr returns a 127.0.0.1:port that was free a moment ago.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // waitListening waits until addr accepts TCP connections, the process
 // exits (a value on exited), or timeout passes.
 func waitListening(addr string, exited <-chan error, timeout time.Duration) error {
@@ -507,7 +498,7 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 func startExampleMCPServer(t testing.TB) string {
 	t.Helper()
 	bin := buildBinary(t, "./examples/mcp-server")
-	addr := freeAddr(t)
+	addr := e2e.FreeAddr(t)
 	startProcess(t, addr, bin, []string{"--listen", addr}, nil)
 	return addr
 }

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passgate/passgate/internal/e2e"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/store/postgres/pgtest"
 )
@@ -63,19 +64,9 @@ func passgate(t *testing.T, env []string, stdin string, args ...string) (stdout,
 	return o.String(), e.String(), code
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 func TestServeBootstrapsAndAnswersHealth(t *testing.T) {
 	dataDir := t.TempDir()
-	httpAddr, grpcAddr, metricsAddr := freePort(t), freePort(t), freePort(t)
+	httpAddr, grpcAddr, metricsAddr := e2e.FreeAddr(t), e2e.FreeAddr(t), e2e.FreeAddr(t)
 	cmd := exec.Command(binary, "serve", "--data-dir", dataDir, "--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", metricsAddr, "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	stderr, err := cmd.StderrPipe()
@@ -188,7 +179,7 @@ func TestServeBootstrapsAndAnswersHealth(t *testing.T) {
 // runBriefly starts serve, waits until it listens, and stops it.
 func runBriefly(t *testing.T, dataDir string) (string, string, int) {
 	t.Helper()
-	httpAddr := freePort(t)
+	httpAddr := e2e.FreeAddr(t)
 	cmd := exec.Command(binary, "serve", "--data-dir", dataDir, "--http-listen", httpAddr, "--grpc-listen", "", "--metrics-listen", "")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	var o, e bytes.Buffer
