@@ -456,13 +456,7 @@ func (db *DB) RevokeToken(ctx context.Context, hash string, now time.Time, audit
 		if err != nil {
 			return err
 		}
-		if err := notify(ctx, tx, hashes); err != nil {
-			return err
-		}
-		if audit != nil {
-			return insertAudit(ctx, tx, audit)
-		}
-		return nil
+		return finishRevocation(ctx, tx, hashes, audit)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke token: %w", err)
@@ -490,18 +484,24 @@ func (db *DB) revokeWhere(ctx context.Context, op, where string, args []any, now
 		if err != nil {
 			return err
 		}
-		if err := notify(ctx, tx, hashes); err != nil {
-			return err
-		}
-		if audit != nil {
-			return insertAudit(ctx, tx, audit)
-		}
-		return nil
+		return finishRevocation(ctx, tx, hashes, audit)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	return hashes, nil
+}
+
+// finishRevocation ends a revoking transaction: it queues the
+// notification of the revoked hashes and writes the audit row, if any.
+func finishRevocation(ctx context.Context, tx pgx.Tx, hashes []string, audit *store.AuditEvent) error {
+	if err := notify(ctx, tx, hashes); err != nil {
+		return err
+	}
+	if audit != nil {
+		return insertAudit(ctx, tx, audit)
+	}
+	return nil
 }
 
 // TouchToken sets LastUsedAt; ErrNotFound for an unknown token.
@@ -592,13 +592,7 @@ func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now 
 		if err != nil {
 			return err
 		}
-		if err := notify(ctx, tx, hashes); err != nil {
-			return err
-		}
-		if audit != nil {
-			return insertAudit(ctx, tx, audit)
-		}
-		return nil
+		return finishRevocation(ctx, tx, hashes, audit)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delete consent: %w", err)

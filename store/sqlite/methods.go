@@ -511,13 +511,7 @@ func (db *DB) RevokeToken(ctx context.Context, hash string, now time.Time, audit
 		if err != nil {
 			return err
 		}
-		if err := db.recordInvalidation(ctx, tx, hashes, now); err != nil {
-			return err
-		}
-		if audit != nil {
-			return insertAudit(ctx, tx, audit)
-		}
-		return nil
+		return db.finishRevocation(ctx, tx, hashes, now, audit)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("revoke token: %w", err)
@@ -546,19 +540,26 @@ func (db *DB) revokeWhere(ctx context.Context, op, where string, args []any, now
 		if err != nil {
 			return err
 		}
-		if err := db.recordInvalidation(ctx, tx, hashes, now); err != nil {
-			return err
-		}
-		if audit != nil {
-			return insertAudit(ctx, tx, audit)
-		}
-		return nil
+		return db.finishRevocation(ctx, tx, hashes, now, audit)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
 	}
 	db.hub.publish(store.Invalidation{TokenHashes: hashes})
 	return hashes, nil
+}
+
+// finishRevocation ends a revoking transaction: it records the
+// invalidation of the revoked hashes and writes the audit row, if any.
+// The caller publishes the invalidation after the commit.
+func (db *DB) finishRevocation(ctx context.Context, tx *sql.Tx, hashes []string, now time.Time, audit *store.AuditEvent) error {
+	if err := db.recordInvalidation(ctx, tx, hashes, now); err != nil {
+		return err
+	}
+	if audit != nil {
+		return insertAudit(ctx, tx, audit)
+	}
+	return nil
 }
 
 // TouchToken sets LastUsedAt; ErrNotFound for an unknown token.
@@ -647,13 +648,7 @@ func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now 
 		if err != nil {
 			return err
 		}
-		if err := db.recordInvalidation(ctx, tx, hashes, now); err != nil {
-			return err
-		}
-		if audit != nil {
-			return insertAudit(ctx, tx, audit)
-		}
-		return nil
+		return db.finishRevocation(ctx, tx, hashes, now, audit)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("delete consent: %w", err)
