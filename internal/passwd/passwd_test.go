@@ -5,6 +5,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/argon2"
@@ -95,5 +99,34 @@ func TestHashRefusesLongPasswords(t *testing.T) {
 	long := string(make([]byte, 73))
 	if _, err := Hash(long, bcrypt.MinCost); err == nil {
 		t.Error("Hash accepted a 73-byte password that bcrypt would truncate")
+	}
+}
+
+// TestBackgroundPriority: hashes run on a thread the kernel deprioritises
+// (Linux), and that priority does not leak to other goroutines' threads.
+func TestBackgroundPriority(t *testing.T) {
+	nice := func() int {
+		b, err := os.ReadFile("/proc/thread-self/stat")
+		if err != nil {
+			t.Skipf("no /proc/thread-self: %v", err)
+		}
+		// Fields after the parenthesised command name; nice is field 19.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+		n, err := strconv.Atoi(f[16])
+		if err != nil {
+			t.Fatalf("parse nice from %q: %v", b, err)
+		}
+		return n
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("per-thread priority is Linux-only")
+	}
+	if got := background(nice); got != backgroundNice {
+		t.Errorf("nice on the hashing thread = %d, want %d", got, backgroundNice)
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if got := nice(); got == backgroundNice {
+		t.Errorf("the caller's thread got the background priority too")
 	}
 }
