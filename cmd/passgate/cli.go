@@ -201,13 +201,10 @@ func openStore(ctx context.Context, c *Config, logger *slog.Logger) (store.Store
 			return nil, fmt.Errorf("open sqlite: %w", err)
 		}
 	}
-	n, err := st.Migrate(ctx)
-	if err != nil {
+	// Migrate logs what it applied itself.
+	if _, err := st.Migrate(ctx); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("migrate: %w", err)
-	}
-	if n > 0 {
-		logger.Info("applied database migrations", "count", n)
 	}
 	return st, nil
 }
