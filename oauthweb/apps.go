@@ -4,11 +4,13 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/store"
 )
 
-// serveApps lists the clients the user approved, with the last use of
-// each, and a revoke button per client.
+// serveApps lists the clients the user approved, with the resources and
+// scopes of each approval, the last use of each client, and a revoke
+// button per client (revoking covers every resource).
 func (s *Server) serveApps(w http.ResponseWriter, r *http.Request) {
 	sess, ok := s.requireSession(w, r, s.prefix+"/apps")
 	if !ok {
@@ -25,14 +27,27 @@ func (s *Server) showApps(w http.ResponseWriter, r *http.Request, sess store.Ses
 		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
 		return
 	}
+	// One row per client, listing its approvals per resource; consents
+	// come newest first, so the first one of a client is its latest.
 	var rows []appRow
+	index := map[string]int{}
 	for _, c := range consents {
-		row := appRow{ClientID: c.ClientID, Name: c.ClientID, Scope: c.Scope, ApprovedAt: c.UpdatedAt}
-		if cl, err := s.lookupClient(ctx, c.ClientID); err == nil {
-			row.Name = clientName(cl)
-			row.LastUsedAt = cl.LastUsedAt
+		i, ok := index[c.ClientID]
+		if !ok {
+			row := appRow{ClientID: c.ClientID, Name: c.ClientID, ApprovedAt: c.UpdatedAt}
+			if cl, err := s.lookupClient(ctx, c.ClientID); err == nil {
+				row.Name = clientName(cl)
+				row.LastUsedAt = cl.LastUsedAt
+			}
+			i = len(rows)
+			index[c.ClientID] = i
+			rows = append(rows, row)
 		}
-		rows = append(rows, row)
+		row := &rows[i]
+		row.Grants = append(row.Grants, grantRow{Resource: c.Resource, Scope: c.Scope, ApprovedAt: c.UpdatedAt})
+		have, _ := oauth.ParseScope(row.Scope)
+		add, _ := oauth.ParseScope(c.Scope)
+		row.Scope = oauth.JoinScope(oauth.ScopeUnion(have, add))
 	}
 	s.render(w, r, http.StatusOK, "apps", page{Title: "Connected apps", Data: appsData{
 		Username: sess.Username, Apps: rows, CSRF: sess.CSRFToken,

@@ -228,44 +228,111 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, pe.status, pe.msg, pe.log)
 		return
 	}
+	// The session is read before any error is sent to the client: whether
+	// the redirect URI may be trusted can depend on it.
+	sess, err := s.currentSession(r)
+	signedIn := err == nil
+	if signedIn {
+		ev.Username = sess.Username
+	}
+	if oe == nil && err != nil && !errors.Is(err, store.ErrNotFound) {
+		oe = s.storeError(ctx, "authorize session", err)
+	}
 	if oe != nil {
 		ev.Success, ev.Error = false, oe.Code
 		s.record(ctx, ev)
-		s.redirectError(w, r, req, oe)
+		if signedIn || redirectTrustedBeforeLogin(req.client) {
+			s.redirectError(w, r, req, oe)
+		} else {
+			s.renderAuthorizeError(w, r, oe)
+		}
 		return
-	}
-	sess, err := s.currentSession(r)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		oe := s.storeError(ctx, "authorize session", err)
-		ev.Success, ev.Error = false, oe.Code
-		s.record(ctx, ev)
-		s.redirectError(w, r, req, oe)
-		return
-	}
-	if err == nil {
-		ev.Username = sess.Username
 	}
 	s.record(ctx, ev)
-	if err != nil {
+	if !signedIn {
 		http.Redirect(w, r, s.loginURL(r.URL.EscapedPath()+"?"+r.URL.RawQuery), http.StatusFound)
 		return
 	}
 	s.touch(ctx, sess)
-	// Consent is remembered per user and client for a set of scopes; a
-	// request within an approved set needs no new prompt.
-	c, err := s.cfg.Store.GetConsent(ctx, sess.Username, req.client.ID)
-	switch {
-	case err == nil:
-		approved, _ := oauth.ParseScope(c.Scope)
-		if oauth.ScopeSubset(req.scope, approved) {
-			s.issueCode(w, r, req, sess.Username)
+	// Consent is remembered per user, client and resource for a set of
+	// scopes: a request within an approved set needs no new prompt, unless
+	// the client's identity is not assured (see rememberConsent).
+	if s.rememberConsent(req) {
+		c, err := s.cfg.Store.GetConsent(ctx, sess.Username, req.client.ID, req.resource)
+		switch {
+		case err == nil:
+			approved, _ := oauth.ParseScope(c.Scope)
+			if oauth.ScopeSubset(req.scope, approved) {
+				s.issueCode(w, r, req, sess.Username)
+				return
+			}
+		case !errors.Is(err, store.ErrNotFound):
+			s.redirectError(w, r, req, s.storeError(ctx, "get consent", err))
 			return
 		}
-	case !errors.Is(err, store.ErrNotFound):
-		s.redirectError(w, r, req, s.storeError(ctx, "get consent", err))
-		return
 	}
 	s.showConsent(w, r, req, sess, v)
+}
+
+// redirectTrustedBeforeLogin reports whether an error about a request of c
+// (its client and redirect URI already verified) may be sent to c's
+// redirect URI before the user has signed in. OAuth 2.1 §7.12.2 and RFC
+// 9700 §4.11.2: an authorization server must not redirect automatically to
+// a URI it does not trust, or it becomes an open redirector: a link to
+// passgate that lands on an attacker's site.
+//
+// Only clients the operator registered (store.ClientStatic: the CLI or
+// OAUTH_CLIENT_ID) are trusted. Dynamically registered clients are not:
+// with open registration anyone creates one with their own redirect URI,
+// and a closed or token mode today says nothing about clients registered
+// while it was open. Client ID Metadata Document clients are not either:
+// anyone who can publish a file on an https host mints one, with any
+// redirect URIs, so a "verified" redirect URI is only verified against the
+// attacker's own document. For those clients the error is shown on
+// passgate's error page, and after the user has signed in (the user is
+// then authenticated, as §7.12.2 asks) it goes to the client as usual.
+func redirectTrustedBeforeLogin(c store.Client) bool {
+	return c.Source == store.ClientStatic
+}
+
+// renderAuthorizeError shows an authorization error that may not be
+// redirected (see redirectTrustedBeforeLogin). The description is one of
+// passgate's own fixed texts, never request input.
+func (s *Server) renderAuthorizeError(w http.ResponseWriter, r *http.Request, oe *oauth.Error) {
+	msg := msgBadAuthorizeRequest
+	switch oe.Code {
+	case oauth.ErrTemporarilyUnavailable:
+		msg = "The service is temporarily unavailable. Try again in a moment."
+	case oauth.ErrServerError:
+		msg = "Something went wrong on this server. Try again in a moment."
+	default:
+		if oe.Description != "" {
+			msg += " (" + oe.Code + ": " + oe.Description + ")"
+		}
+	}
+	s.renderError(w, r, oe.Status, msg, nil)
+}
+
+// rememberConsent reports whether an earlier consent may answer req
+// without showing the page. RFC 8252 §8.6: a request must not be approved
+// automatically unless the client's identity is assured. It is when the
+// client authenticates at the token endpoint (a code is useless without
+// its secret) or when the code can only reach an https redirect URI the
+// client registered (for a metadata document: that its publisher listed).
+// It is not for a public client redirecting to loopback or a private-use
+// scheme: any program on any computer can use that client_id with such a
+// redirect URI (Claude Code's and VS Code's metadata documents are
+// public), so a remembered consent would hand it codes without a word.
+// Those clients see the page every time unless the operator opted in with
+// Config.RememberPublicConsent.
+func (s *Server) rememberConsent(req *authzRequest) bool {
+	if s.cfg.RememberPublicConsent {
+		return true
+	}
+	if m := req.client.TokenEndpointAuthMethod; m != "" && m != "none" {
+		return true
+	}
+	return !oauth.LoopbackRedirect(req.target) && oauth.PrivateScheme(req.target) == ""
 }
 
 func (s *Server) showConsent(w http.ResponseWriter, r *http.Request, req *authzRequest, sess store.Session, v url.Values) {
@@ -276,17 +343,21 @@ func (s *Server) showConsent(w http.ResponseWriter, r *http.Request, req *authzR
 		}
 	}
 	s.render(w, r, http.StatusOK, "consent", page{Title: "Allow access?", Data: consentData{
-		Action:       s.endpoints.consent,
-		CSRF:         sess.CSRFToken,
-		ClientName:   clientName(req.client),
-		ClientID:     req.client.ID,
-		RedirectHost: redirectHost(req.target),
-		Unverified:   req.client.Source != store.ClientStatic,
-		Scopes:       req.scope,
-		Resource:     req.resource,
-		Username:     sess.Username,
-		Params:       params,
-		LogoutURL:    s.endpoints.logout,
+		Action:         s.endpoints.consent,
+		CSRF:           sess.CSRFToken,
+		ClientName:     clientName(req.client),
+		ClientID:       req.client.ID,
+		RedirectHost:   redirectHost(req.target),
+		Unverified:     req.client.Source != store.ClientStatic,
+		SelfDeclared:   req.client.Source == store.ClientDynamic,
+		Local:          oauth.LoopbackRedirect(req.target),
+		AppScheme:      oauth.PrivateScheme(req.target),
+		AskedEveryTime: !s.rememberConsent(req),
+		Scopes:         req.scope,
+		Resource:       req.resource,
+		Username:       sess.Username,
+		Params:         params,
+		LogoutURL:      s.endpoints.logout,
 	}})
 }
 
@@ -350,7 +421,7 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	scope := req.scope
-	if prev, err := s.cfg.Store.GetConsent(ctx, sess.Username, req.client.ID); err == nil {
+	if prev, err := s.cfg.Store.GetConsent(ctx, sess.Username, req.client.ID, req.resource); err == nil {
 		old, _ := oauth.ParseScope(prev.Scope)
 		scope = oauth.ScopeUnion(old, scope)
 	} else if !errors.Is(err, store.ErrNotFound) {
@@ -359,7 +430,7 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	ev = s.cfg.Audit.Stamp(ev)
 	err := s.cfg.Store.PutConsent(ctx, store.Consent{
-		Username: sess.Username, ClientID: req.client.ID, Scope: oauth.JoinScope(scope), CreatedAt: now, UpdatedAt: now,
+		Username: sess.Username, ClientID: req.client.ID, Resource: req.resource, Scope: oauth.JoinScope(scope), CreatedAt: now, UpdatedAt: now,
 	}, &ev)
 	if err != nil {
 		s.redirectError(w, r, req, s.storeError(ctx, "put consent", err))

@@ -194,7 +194,7 @@ func TestConsentDenyLogoutAndApps(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther || loc.Query().Get("error") != "access_denied" || loc.Query().Get("state") != "deny-state" || loc.Query().Get("iss") != e.issuer {
 		t.Fatalf("deny: %d %v", resp.StatusCode, loc)
 	}
-	if _, err := e.st.GetConsent(ctx, testUser, clientID); err == nil {
+	if _, err := e.st.GetConsent(ctx, testUser, clientID, testResource); err == nil {
 		t.Error("denied consent was stored")
 	}
 	if len(e.auditEvents(store.EventConsentDenied)) != 1 {
@@ -214,7 +214,7 @@ func TestConsentDenyLogoutAndApps(t *testing.T) {
 		t.Fatal(err)
 	}
 	body := readBody(t, resp)
-	if !strings.Contains(body, "Test Client") || !strings.Contains(body, "last used") {
+	if !strings.Contains(body, "Test Client") || !strings.Contains(body, "last used") || !strings.Contains(body, testResource) {
 		t.Fatalf("apps page lacks the client:\n%s", body)
 	}
 	f = formFields(body)
@@ -223,7 +223,7 @@ func TestConsentDenyLogoutAndApps(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("apps revoke: %d", resp.StatusCode)
 	}
-	if _, err := e.st.GetConsent(ctx, testUser, clientID); err == nil {
+	if _, err := e.st.GetConsent(ctx, testUser, clientID, testResource); err == nil {
 		t.Error("consent survives revocation")
 	}
 	if at, _ := e.st.GetToken(ctx, token.Hash(tok.AccessToken), e.clock.Now()); at.RevokedAt.IsZero() {

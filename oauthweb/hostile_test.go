@@ -217,8 +217,8 @@ func TestHostileInputs(t *testing.T) {
 		{"refresh with access token", hreq{path: "/oauth/token", ctype: formCT, body: form("grant_type", "refresh_token", "refresh_token", f.basicAccess), basic: [2]string{f.basicID, f.basicSecret}}, 400, "invalid_grant"},
 
 		// Registration.
-		{"register text/plain", hreq{path: "/oauth/register", ctype: "text/plain", body: `{"redirect_uris":["https://a.example/cb"]}`}, 415, "invalid_client_metadata"},
-		{"register form", hreq{path: "/oauth/register", ctype: formCT, body: "redirect_uris=https://a.example/cb"}, 415, "invalid_client_metadata"},
+		{"register text/plain", hreq{path: "/oauth/register", ctype: "text/plain", body: `{"redirect_uris":["https://a.example/cb"]}`}, 400, "invalid_client_metadata"},
+		{"register form", hreq{path: "/oauth/register", ctype: formCT, body: "redirect_uris=https://a.example/cb"}, 400, "invalid_client_metadata"},
 		{"register not json", hreq{path: "/oauth/register", ctype: "application/json", body: `{"redirect_uris":`}, 400, "invalid_client_metadata"},
 		{"register array", hreq{path: "/oauth/register", ctype: "application/json", body: `["https://a.example/cb"]`}, 400, "invalid_client_metadata"},
 		{"register null", hreq{path: "/oauth/register", ctype: "application/json", body: `null`}, 400, "invalid_client_metadata"},

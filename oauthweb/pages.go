@@ -35,6 +35,9 @@ var pageNames = []string{"login", "consent", "error", "apps", "logout"}
 const (
 	msgUnknownClient = "The application is not registered with this server. Remove and add the connection again in your application."
 	msgBadRedirect   = "The redirect URI does not match the ones registered for this application."
+	// msgBadAuthorizeRequest starts the page shown instead of redirecting
+	// an authorization error to a client that is not trusted before login.
+	msgBadAuthorizeRequest = "The application sent a sign-in request this server cannot accept."
 )
 
 type pages struct {
@@ -148,10 +151,16 @@ func samplePages(name string) []page {
 		d := consentData{Action: "/consent", CSRF: "x", ClientName: "App", ClientID: "https://app.example/client.json",
 			RedirectHost: "app.example", Unverified: true, Scopes: []string{"mcp", "other"}, Resource: "https://mcp.example/mcp",
 			Username: "alice", Params: []hiddenField{{"state", "s"}}, LogoutURL: "/logout"}
-		return []page{{Title: "Allow access?", Data: d}}
+		local := d
+		local.ClientID, local.RedirectHost, local.SelfDeclared, local.Local, local.AskedEveryTime = "c", "127.0.0.1:3000", true, true, true
+		app := d
+		app.RedirectHost, app.AppScheme, app.AskedEveryTime = "cursor:", "cursor", true
+		return []page{{Title: "Allow access?", Data: d}, {Title: "Allow access?", Data: local}, {Title: "Allow access?", Data: app}}
 	case "apps":
 		d := appsData{Username: "alice", CSRF: "x", RevokeURL: "/apps/revoke", LogoutURL: "/logout", RevokedName: "App",
-			Apps: []appRow{{ClientID: "c", Name: "App", Scope: "mcp", ApprovedAt: now, LastUsedAt: now}, {ClientID: "d", Name: "B"}}}
+			Apps: []appRow{{ClientID: "c", Name: "App", Scope: "mcp", ApprovedAt: now, LastUsedAt: now,
+				Grants: []grantRow{{Resource: "https://mcp.example/mcp", Scope: "mcp", ApprovedAt: now}, {Scope: "mcp", ApprovedAt: now}}},
+				{ClientID: "d", Name: "B"}}}
 		return []page{{Title: "Connected apps", Data: d}, {Title: "Connected apps", Data: appsData{}}}
 	case "logout":
 		return []page{{Title: "Sign out", Data: logoutData{Action: "/logout", CSRF: "x", Username: "alice", LoginURL: "/login"}},
@@ -192,11 +201,23 @@ type consentData struct {
 	ClientID     string
 	RedirectHost string
 	Unverified   bool
-	Scopes       []string
-	Resource     string
-	Username     string
-	Params       []hiddenField
-	LogoutURL    string
+	// SelfDeclared: the client registered itself (dynamic registration);
+	// nobody vouches for its name.
+	SelfDeclared bool
+	// Local: the redirect URI is http on a loopback host, so the app runs
+	// on the user's own computer.
+	Local bool
+	// AppScheme is the private-use scheme of the redirect URI (an app on
+	// this device), or "".
+	AppScheme string
+	// AskedEveryTime: this client's identity is not assured, so the page
+	// comes back on every sign-in.
+	AskedEveryTime bool
+	Scopes         []string
+	Resource       string
+	Username       string
+	Params         []hiddenField
+	LogoutURL      string
 }
 
 // ClientIDHost is the host of a client_id that is a URL (a Client ID
@@ -260,11 +281,24 @@ type appsData struct {
 }
 
 type appRow struct {
-	ClientID   string
-	Name       string
-	Scope      string
+	ClientID string
+	Name     string
+	// Scope is every scope approved for the client, on any resource.
+	Scope string
+	// ApprovedAt is the latest approval, on any resource.
 	ApprovedAt time.Time
 	LastUsedAt time.Time
+	// Grants are the approvals, one per resource, newest first.
+	Grants []grantRow
+}
+
+// grantRow is what the user approved a client for on one resource.
+type grantRow struct {
+	// Resource is the MCP server URL, or "" for an approval recorded
+	// before passgate kept consents per resource.
+	Resource   string
+	Scope      string
+	ApprovedAt time.Time
 }
 
 type logoutData struct {
@@ -326,6 +360,9 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	case message == msgUnknownClient:
 		d.Heading = "Unknown application"
 		d.Hint = "This usually means the server was reset or the connection is old. If you did not start this sign-in yourself, close this window."
+	case strings.HasPrefix(message, msgBadAuthorizeRequest):
+		d.Heading = "Invalid sign-in request"
+		d.Hint = "Go back to the application and start again. If you did not start this sign-in yourself, close this window."
 	case message == msgBadRedirect:
 		d.Heading = "Unexpected return address"
 		d.Hint = "Sign-in results are only sent to addresses the application registered, so nobody can redirect them elsewhere. If you did not start this sign-in yourself, close this window."

@@ -63,7 +63,9 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
-		fail(&oauth.Error{Code: oauth.ErrInvalidClientMetadata, Description: "content type must be application/json", Status: http.StatusUnsupportedMediaType})
+		// RFC 7591 §3.2.2: every registration error is a 400 with its
+		// code; only a body over the size limit gets its own status.
+		fail(metadataError(oauth.ErrInvalidClientMetadata, "content type must be application/json"))
 		return
 	}
 	var buf bytes.Buffer

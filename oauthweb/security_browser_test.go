@@ -197,7 +197,9 @@ func TestSecurityOversizeBodies(t *testing.T) {
 
 // TestSecurityStrictContentTypes: the token, revocation and introspection
 // endpoints take only application/x-www-form-urlencoded and registration
-// only application/json; anything else is 415 before the body is used.
+// only application/json; anything else is refused before the body is
+// used: 415, and for registration 400 invalid_client_metadata (RFC 7591
+// §3.2.2 has every registration error a 400).
 func TestSecurityStrictContentTypes(t *testing.T) {
 	f := newFixture(t)
 	e := f.env
@@ -226,8 +228,15 @@ func TestSecurityStrictContentTypes(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			resp := f.do(t, hreq{path: tt.path, ctype: tt.ctype, body: tt.body, basic: tt.basic})
 			body := readBody(t, resp)
-			if resp.StatusCode != http.StatusUnsupportedMediaType || oauthError(t, body) == "" {
-				t.Errorf("status %d body %.120s, want 415 with an OAuth error", resp.StatusCode, body)
+			want, code := http.StatusUnsupportedMediaType, oauthError(t, body)
+			if strings.Contains(tt.path, "register") {
+				want = http.StatusBadRequest
+				if code != "invalid_client_metadata" {
+					t.Errorf("registration error %q, want invalid_client_metadata", code)
+				}
+			}
+			if resp.StatusCode != want || code == "" {
+				t.Errorf("status %d body %.120s, want %d with an OAuth error", resp.StatusCode, body, want)
 			}
 			if resp.Header.Get("Cache-Control") != "no-store" {
 				t.Errorf("error without Cache-Control: no-store")

@@ -61,6 +61,11 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 		Source: store.ClientStatic, CreatedAt: now}); err != nil {
 		tb.Fatal(err)
 	}
+	// A client anyone could have registered, redirecting to their site.
+	if err := st.CreateClient(ctx, store.Client{ID: "dyn", RedirectURIs: []string{evilRedirect}, TokenEndpointAuthMethod: "none",
+		GrantTypes: []string{"authorization_code", "refresh_token"}, Source: store.ClientDynamic, CreatedAt: now}); err != nil {
+		tb.Fatal(err)
+	}
 	rec, err := audit.New(st, prometheus.NewRegistry(), nil)
 	if err != nil {
 		tb.Fatal(err)
@@ -204,6 +209,53 @@ func FuzzLoginForm(f *testing.F) {
 		}
 		if rec.Header().Get("Cache-Control") != "no-store" {
 			t.Fatalf("login %q: no Cache-Control: no-store", body)
+		}
+	})
+}
+
+// FuzzAuthorizeLoggedOut: whatever query a logged-out browser brings to
+// /oauth/authorize, passgate answers with a page or a redirect to its own
+// login page, or, for the operator's client only, a redirect to that
+// client's registered URI; never to a URI a dynamically registered client
+// chose, and nothing is written (no code, no consent).
+func FuzzAuthorizeLoggedOut(f *testing.F) {
+	for _, s := range []string{
+		"response_type=token&client_id=dyn&redirect_uri=" + url.QueryEscape(evilRedirect),
+		"response_type=code&client_id=dyn&state=x",
+		"response_type=code&client_id=dyn&code_challenge=" + strings.Repeat("a", 43) + "&code_challenge_method=S256&scope=admin",
+		"client_id=dyn&client_id=conf",
+		"response_type=token&client_id=conf&redirect_uri=" + url.QueryEscape(testRedirect),
+		"response_type=code&client_id=conf&code_challenge=" + strings.Repeat("a", 43) + "&code_challenge_method=S256",
+		"client_id=nope&redirect_uri=https%3A%2F%2Fevil.example%2Fcb",
+		"%zz",
+		"",
+	} {
+		f.Add(s)
+	}
+	srv := newFuzzServer(f)
+	f.Fuzz(func(t *testing.T, query string) {
+		req, err := http.NewRequest("GET", "http://127.0.0.1:9999/oauth/authorize", nil)
+		if err != nil {
+			t.Skip()
+		}
+		req.URL.RawQuery = query
+		rec := httptest.NewRecorder()
+		srv.h.ServeHTTP(rec, req)
+		loc := rec.Header().Get("Location")
+		switch rec.Code {
+		case http.StatusFound:
+			if !strings.HasPrefix(loc, "http://127.0.0.1:9999/login?") && !strings.HasPrefix(loc, testRedirect+"?") {
+				t.Fatalf("authorize %q redirected to %q", query, loc)
+			}
+		case 400, 414, 500, 503:
+			if loc != "" {
+				t.Fatalf("authorize %q: status %d with Location %q", query, rec.Code, loc)
+			}
+		default:
+			t.Fatalf("authorize %q: status %d", query, rec.Code)
+		}
+		if n := srv.count(t, "auth_codes") + srv.count(t, "consents"); n != 0 {
+			t.Fatalf("authorize %q wrote %d rows", query, n)
 		}
 	})
 }

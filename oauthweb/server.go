@@ -148,6 +148,14 @@ type Config struct {
 	// addresses, while guessing codes, refresh tokens or client secrets
 	// fails every time.
 	RateLimitCheck func(endpoint, ip string) (ok bool, retryAfter time.Duration)
+	// RememberPublicConsent lets an earlier consent answer a request
+	// without the consent page for public clients whose identity is not
+	// assured: no client secret, and a loopback or private-use redirect URI
+	// (RFC 8252 §8.6; any program can use such a client_id, e.g. a public
+	// Client ID Metadata Document). Optional; default false: those clients
+	// see the consent page every time. Confidential clients and https
+	// redirect URIs are remembered either way.
+	RememberPublicConsent bool
 	// PrefillSingleUser fills in the username on the login page when
 	// exactly one user exists (the seed had a single password and no
 	// username). It reveals that username to anyone who opens the page.

@@ -130,10 +130,17 @@ type Token struct {
 	LastUsedAt    time.Time
 }
 
-// Consent records that a user approved a client for a set of scopes.
+// Consent records that a user approved a client for a set of scopes on one
+// resource (RFC 8707): an approval for one MCP server says nothing about
+// another.
 type Consent struct {
-	Username  string
-	ClientID  string
+	Username string
+	ClientID string
+	// Resource is the protected resource the approval is for. It is ""
+	// only on rows recorded before consents were kept per resource; such
+	// a row matches no request (every request names a configured
+	// resource) but still lists the client and is removed with it.
+	Resource  string
 	Scope     string // space-separated, sorted
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -315,14 +322,22 @@ type Store interface {
 	// TouchToken sets a token's LastUsedAt (best effort, for connected apps).
 	TouchToken(ctx context.Context, hash string, now time.Time) error
 
-	// PutConsent creates or replaces the consent of (Username, ClientID).
+	// PutConsent creates or replaces the consent of (Username, ClientID,
+	// Resource), keeping an existing row's CreatedAt, and writes audit in
+	// the same transaction when it is non-nil. Consents of the same user
+	// and client for other resources are left alone.
 	PutConsent(ctx context.Context, c Consent, audit *AuditEvent) error
-	// GetConsent returns ErrNotFound if the user never approved the client.
-	GetConsent(ctx context.Context, username, clientID string) (Consent, error)
-	// ListConsents returns a user's consents, newest first.
+	// GetConsent returns the consent of (username, clientID, resource), or
+	// ErrNotFound if the user never approved the client for that resource
+	// (an approval for another resource does not count).
+	GetConsent(ctx context.Context, username, clientID, resource string) (Consent, error)
+	// ListConsents returns a user's consents, one per client and
+	// resource, newest (UpdatedAt) first, then by client ID and resource.
 	ListConsents(ctx context.Context, username string) ([]Consent, error)
-	// DeleteConsent removes the consent and revokes the user's tokens for
-	// that client (notified), in one transaction. ErrNotFound if none.
+	// DeleteConsent removes every consent of the user for the client
+	// (all resources), the user's unredeemed codes for it, and revokes the
+	// user's tokens for it (notified), in one transaction. ErrNotFound if
+	// there was no consent for any resource.
 	DeleteConsent(ctx context.Context, username, clientID string, now time.Time, audit *AuditEvent) ([]string, error)
 
 	// RecordLoginFailure counts one failed login for username. When the

@@ -87,6 +87,12 @@ type Config struct {
 	// documents from loopback addresses, over http or https, for
 	// development and tests only. Default false.
 	CIMDAllowLoopbackHTTP bool
+	// RememberPublicConsent lets a consent skip the page next time for
+	// public clients whose identity is not assured (loopback or private-use
+	// redirect URIs; see oauthweb.Config.RememberPublicConsent). Default
+	// false: they see the consent page every time.
+	// Env PASSGATE_REMEMBER_PUBLIC_CONSENT.
+	RememberPublicConsent bool
 	// PrefillSingleUser fills in the username on the login page when only
 	// one user exists. Default false: it tells anyone the username.
 	PrefillSingleUser bool
@@ -245,6 +251,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	dur(&c.StaleClientAge, "stale-client-age", 24*time.Hour, "remove registered clients that never completed a grant after this long (0 keeps them)", "PASSGATE_STALE_CLIENT_AGE")
 	boolean(&c.CIMD, "cimd", true, "accept Client ID Metadata Document URLs as client_id", "PASSGATE_CIMD")
 	boolean(&c.CIMDAllowLoopbackHTTP, "cimd-allow-loopback-http", false, "allow client_id documents on loopback, over http or https (development only; SSL_CERT_FILE trusts a self-signed certificate)", "PASSGATE_CIMD_ALLOW_LOOPBACK_HTTP")
+	boolean(&c.RememberPublicConsent, "remember-public-consent", false, "remember consent for public clients on loopback or private-scheme redirects (default: ask every time)", "PASSGATE_REMEMBER_PUBLIC_CONSENT")
 	boolean(&c.PrefillSingleUser, "prefill-single-user", false, "prefill the login form's username when only one user exists", "PASSGATE_PREFILL_SINGLE_USER")
 	str(&c.TemplateDir, "template-dir", "", "directory of page templates overriding the built-in ones", "PASSGATE_TEMPLATE_DIR")
 	str(&c.BrandTitle, "brand-title", "", "title shown on the pages instead of passgate", "PASSGATE_BRAND_TITLE")

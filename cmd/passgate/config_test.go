@@ -120,3 +120,31 @@ func TestConfigRejects(t *testing.T) {
 		})
 	}
 }
+
+// TestRememberPublicConsentSetting: off by default (public clients on
+// loopback or private-scheme redirects are asked every time); the flag and
+// its environment variable turn it on.
+func TestRememberPublicConsentSetting(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		want bool
+	}{
+		{"default", nil, nil, false},
+		{"flag", []string{"--remember-public-consent"}, nil, true},
+		{"env", nil, map[string]string{"PASSGATE_REMEMBER_PUBLIC_CONSENT": "true"}, true},
+		{"flag over env", []string{"--remember-public-consent=false"}, map[string]string{"PASSGATE_REMEMBER_PUBLIC_CONSENT": "true"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := parseConfig(t, tt.args, tt.env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(c.RememberPublicConsent, tt.want); diff != "" {
+				t.Errorf("RememberPublicConsent (-got +want):\n%s", diff)
+			}
+		})
+	}
+}

@@ -185,6 +185,7 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		AllowPrivateSchemeRedirects: c.AllowPrivateSchemes,
 		TemplateDir:                 c.TemplateDir,
 		PrefillSingleUser:           c.PrefillSingleUser,
+		RememberPublicConsent:       c.RememberPublicConsent,
 		Branding:                    c.branding(),
 		ResolveClient:               resolveClient,
 		RateLimit: func(endpoint, ip string) (bool, time.Duration) {

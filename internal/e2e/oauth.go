@@ -197,7 +197,10 @@ func (c *OAuthClient) AuthorizeURL(challenge, state string) string {
 // and POST the form with username and password; back at /oauth/authorize,
 // POST the consent form with decision=approve when it is shown; then read
 // the code from the redirect to RedirectURI (checking state and iss). A
-// Browser that already has a session and consent goes straight through.
+// Browser that already has a session skips the login. The client is public
+// on a loopback redirect, so passgate asks for consent every time unless
+// the server runs with --remember-public-consent; then a Browser that
+// already consented goes straight through.
 // Any unexpected answer is an *HTTPError naming the step.
 func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, password string) (code, verifier string, err error) {
 	verifier, challenge := PKCE()

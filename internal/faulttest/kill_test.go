@@ -79,7 +79,10 @@ func TestKillUnderLoad(t *testing.T) {
 				// A one-minute grace window: a refresh whose rotation
 				// committed but whose answer died with the process is
 				// answered again (the same tokens) after the restart.
-				Args: serveArgs("--refresh-grace=1m"),
+				// The harness's client is public on a loopback redirect,
+				// whose consent is asked every time by default; remembering
+				// it lets the test see that consents survive the kill.
+				Args: serveArgs("--refresh-grace=1m", "--remember-public-consent"),
 			}
 			if backend == "postgres" {
 				o.DatabaseURL = pgtest.NewDatabase(t)

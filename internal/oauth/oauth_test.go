@@ -258,3 +258,40 @@ func TestWriteError(t *testing.T) {
 		t.Errorf("body (-got +want):\n%s", diff)
 	}
 }
+
+// TestRedirectKinds: which redirect URIs reach an app on the user's own
+// device (where a client_id alone does not identify the client).
+func TestRedirectKinds(t *testing.T) {
+	tests := []struct {
+		uri      string
+		loopback bool
+		scheme   string
+	}{
+		{"http://127.0.0.1:3000/cb", true, ""},
+		{"http://localhost/cb", true, ""},
+		{"http://[::1]:8080/cb", true, ""},
+		{"https://127.0.0.1/cb", false, ""},
+		{"https://app.example/cb", false, ""},
+		{"http://app.example/cb", false, ""},
+		{"http://127.0.0.1:80@evil.example/cb", false, ""},
+		{"cursor://anysphere.cursor-retrieval/oauth/cb", false, "cursor"},
+		{"com.example.app:/cb", false, "com.example.app"},
+		{"HTTP://127.0.0.1/cb", false, ""},
+		{"", false, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.uri, func(t *testing.T) {
+			got := struct {
+				Loopback bool
+				Scheme   string
+			}{LoopbackRedirect(tt.uri), PrivateScheme(tt.uri)}
+			want := struct {
+				Loopback bool
+				Scheme   string
+			}{tt.loopback, tt.scheme}
+			if d := cmp.Diff(got, want); d != "" {
+				t.Errorf("(-got +want):\n%s", d)
+			}
+		})
+	}
+}

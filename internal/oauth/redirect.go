@@ -160,3 +160,23 @@ func loopbackMatch(reg, requested string) bool {
 	}
 	return rebuilt == requested
 }
+
+// LoopbackRedirect reports whether raw is an http redirect URI on a
+// loopback host: the code goes to whatever program listens on that port of
+// the user's own computer (RFC 8252 §7.3), so it does not identify the
+// client.
+func LoopbackRedirect(raw string) bool {
+	u, err := parse(raw)
+	return err == nil && u.Scheme == "http" && isLoopback(u.Hostname())
+}
+
+// PrivateScheme returns the scheme of a private-use redirect URI (RFC 8252
+// §7.1, e.g. "cursor"), which any app on the device may claim, or "" for
+// http and https URIs and for anything that does not parse.
+func PrivateScheme(raw string) string {
+	u, err := parse(raw)
+	if err != nil || u.Scheme == "http" || u.Scheme == "https" {
+		return ""
+	}
+	return u.Scheme
+}

@@ -518,13 +518,13 @@ func (db *DB) TouchToken(ctx context.Context, hash string, now time.Time) error 
 
 // ---- consents ----
 
-// PutConsent keeps the CreatedAt of an existing consent and replaces scope
-// and UpdatedAt.
+// PutConsent keeps the CreatedAt of an existing consent of the same
+// client and resource and replaces scope and UpdatedAt.
 func (db *DB) PutConsent(ctx context.Context, c store.Consent, audit *store.AuditEvent) error {
 	err := db.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO consents (username, client_id, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (username, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at`,
-			c.Username, c.ClientID, c.Scope, ntv(c.CreatedAt), ntv(c.UpdatedAt)); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO consents (username, client_id, resource, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (username, client_id, resource) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at`,
+			c.Username, c.ClientID, c.Resource, c.Scope, ntv(c.CreatedAt), ntv(c.UpdatedAt)); err != nil {
 			return err
 		}
 		if audit != nil {
@@ -538,17 +538,17 @@ func (db *DB) PutConsent(ctx context.Context, c store.Consent, audit *store.Audi
 	return nil
 }
 
-const consentCols = `username, client_id, scope, created_at, updated_at`
+const consentCols = `username, client_id, resource, scope, created_at, updated_at`
 
 func scanConsent(r scanner) (store.Consent, error) {
 	var c store.Consent
-	err := r.Scan(&c.Username, &c.ClientID, &c.Scope, tm(&c.CreatedAt), tm(&c.UpdatedAt))
+	err := r.Scan(&c.Username, &c.ClientID, &c.Resource, &c.Scope, tm(&c.CreatedAt), tm(&c.UpdatedAt))
 	return c, err
 }
 
-func (db *DB) GetConsent(ctx context.Context, username, clientID string) (store.Consent, error) {
-	c, err := scanConsent(db.pool.QueryRow(ctx, `SELECT `+consentCols+` FROM consents WHERE username = $1 AND client_id = $2`,
-		username, clientID))
+func (db *DB) GetConsent(ctx context.Context, username, clientID, resource string) (store.Consent, error) {
+	c, err := scanConsent(db.pool.QueryRow(ctx, `SELECT `+consentCols+` FROM consents WHERE username = $1 AND client_id = $2 AND resource = $3`,
+		username, clientID, resource))
 	if err != nil {
 		return store.Consent{}, fmt.Errorf("get consent: %w", notFound(err))
 	}
@@ -557,7 +557,7 @@ func (db *DB) GetConsent(ctx context.Context, username, clientID string) (store.
 
 func (db *DB) ListConsents(ctx context.Context, username string) ([]store.Consent, error) {
 	rows, err := db.pool.Query(ctx, `SELECT `+consentCols+` FROM consents
-		WHERE username = $1 ORDER BY updated_at DESC, created_at DESC, client_id`, username)
+		WHERE username = $1 ORDER BY updated_at DESC, created_at DESC, client_id, resource`, username)
 	if err != nil {
 		return nil, fmt.Errorf("list consents: %w", mapErr(err))
 	}
@@ -568,8 +568,9 @@ func (db *DB) ListConsents(ctx context.Context, username string) ([]store.Consen
 	return out, nil
 }
 
-// DeleteConsent removes the consent and the user's unredeemed codes for
-// the client, and revokes the user's tokens for the client.
+// DeleteConsent removes the user's consents for the client (every
+// resource) and unredeemed codes for it, and revokes the user's tokens for
+// it.
 func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now time.Time, audit *store.AuditEvent) ([]string, error) {
 	var hashes []string
 	err := db.tx(ctx, func(tx pgx.Tx) error {

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres/pgtest"
@@ -389,5 +391,55 @@ func TestStuckDatabase(t *testing.T) {
 	}
 	if err := db.RedeemCode(ctx, c.CodeHash, now, g); err != nil {
 		t.Errorf("RedeemCode after the lock is gone: %v", err)
+	}
+}
+
+// TestConsentResourceMigrationKeepsRows: a consent recorded before
+// consents were per resource survives the migration with an empty
+// resource, so the client stays listed (and revocable) but matches no
+// request: the user is asked again.
+func TestConsentResourceMigrationKeepsRows(t *testing.T) {
+	ctx := t.Context()
+	db := openDB(t, pgtest.NewDatabase(t))
+	ms, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := slices.IndexFunc(ms, func(m store.Migration) bool { return strings.HasSuffix(m.Name, "_consent_resource.sql") })
+	if idx < 0 {
+		t.Fatal("no consent_resource migration")
+	}
+	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	err = db.tx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return err
+		}
+		for _, m := range ms[:idx] {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+				return err
+			}
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO consents (username, client_id, scope, created_at, updated_at) VALUES ('alice', 'c1', 'mcp', $1, $1)`, when)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.Migrate(ctx); err != nil || n != len(ms)-idx {
+		t.Fatalf("Migrate = %d, %v; want %d", n, err, len(ms)-idx)
+	}
+	list, err := db.ListConsents(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Consent{{Username: "alice", ClientID: "c1", Scope: "mcp", CreatedAt: when, UpdatedAt: when}}
+	if d := cmp.Diff(list, want); d != "" {
+		t.Errorf("consents after migration (-got +want):\n%s", d)
+	}
+	if _, err := db.GetConsent(ctx, "alice", "c1", "https://mcp.example.com/mcp"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetConsent for a resource after migration = %v, want ErrNotFound", err)
 	}
 }

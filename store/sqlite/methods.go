@@ -576,13 +576,13 @@ func (db *DB) TouchToken(ctx context.Context, hash string, now time.Time) error 
 
 // ---- consents ----
 
-// PutConsent keeps the CreatedAt of an existing consent and replaces scope
-// and UpdatedAt.
+// PutConsent keeps the CreatedAt of an existing consent of the same
+// client and resource and replaces scope and UpdatedAt.
 func (db *DB) PutConsent(ctx context.Context, c store.Consent, audit *store.AuditEvent) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO consents (username, client_id, scope, created_at, updated_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (username, client_id) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at`,
-			c.Username, c.ClientID, c.Scope, nts(c.CreatedAt), nts(c.UpdatedAt)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO consents (username, client_id, resource, scope, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (username, client_id, resource) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at`,
+			c.Username, c.ClientID, c.Resource, c.Scope, nts(c.CreatedAt), nts(c.UpdatedAt)); err != nil {
 			return err
 		}
 		if audit != nil {
@@ -596,17 +596,17 @@ func (db *DB) PutConsent(ctx context.Context, c store.Consent, audit *store.Audi
 	return nil
 }
 
-const consentCols = `username, client_id, scope, created_at, updated_at`
+const consentCols = `username, client_id, resource, scope, created_at, updated_at`
 
 func scanConsent(r scanner) (store.Consent, error) {
 	var c store.Consent
-	err := r.Scan(&c.Username, &c.ClientID, &c.Scope, tm(&c.CreatedAt), tm(&c.UpdatedAt))
+	err := r.Scan(&c.Username, &c.ClientID, &c.Resource, &c.Scope, tm(&c.CreatedAt), tm(&c.UpdatedAt))
 	return c, err
 }
 
-func (db *DB) GetConsent(ctx context.Context, username, clientID string) (store.Consent, error) {
-	c, err := scanConsent(db.reader.QueryRowContext(ctx, `SELECT `+consentCols+` FROM consents WHERE username = ? AND client_id = ?`,
-		username, clientID))
+func (db *DB) GetConsent(ctx context.Context, username, clientID, resource string) (store.Consent, error) {
+	c, err := scanConsent(db.reader.QueryRowContext(ctx, `SELECT `+consentCols+` FROM consents WHERE username = ? AND client_id = ? AND resource = ?`,
+		username, clientID, resource))
 	if err != nil {
 		return store.Consent{}, fmt.Errorf("get consent: %w", notFound(err))
 	}
@@ -615,7 +615,7 @@ func (db *DB) GetConsent(ctx context.Context, username, clientID string) (store.
 
 func (db *DB) ListConsents(ctx context.Context, username string) ([]store.Consent, error) {
 	rows, err := db.reader.QueryContext(ctx, `SELECT `+consentCols+` FROM consents
-		WHERE username = ? ORDER BY updated_at DESC, created_at DESC, client_id`, username)
+		WHERE username = ? ORDER BY updated_at DESC, created_at DESC, client_id, resource`, username)
 	if err != nil {
 		return nil, fmt.Errorf("list consents: %w", mapErr(err))
 	}
@@ -626,8 +626,9 @@ func (db *DB) ListConsents(ctx context.Context, username string) ([]store.Consen
 	return out, nil
 }
 
-// DeleteConsent removes the consent and the user's unredeemed codes for
-// the client, and revokes the user's tokens for the client.
+// DeleteConsent removes the user's consents for the client (every
+// resource) and unredeemed codes for it, and revokes the user's tokens for
+// it.
 func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now time.Time, audit *store.AuditEvent) ([]string, error) {
 	var hashes []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {

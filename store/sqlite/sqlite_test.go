@@ -2,13 +2,17 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/storetest"
@@ -315,5 +319,55 @@ func TestInvalidationRowsTrimmed(t *testing.T) {
 	}
 	if n := count(); n != 0 {
 		t.Errorf("old invalidation rows left: %d", n)
+	}
+}
+
+// TestConsentResourceMigrationKeepsRows: a consent recorded before
+// consents were per resource survives the migration with an empty
+// resource, so the client stays listed (and revocable) but matches no
+// request: the user is asked again.
+func TestConsentResourceMigrationKeepsRows(t *testing.T) {
+	ctx := t.Context()
+	db := newTestDB(t)
+	ms, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := slices.IndexFunc(ms, func(m store.Migration) bool { return strings.HasSuffix(m.Name, "_consent_resource.sql") })
+	if idx < 0 {
+		t.Fatal("no consent_resource migration")
+	}
+	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)`); err != nil {
+			return err
+		}
+		for _, m := range ms[:idx] {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`, m.Version, m.Name, ts(when)); err != nil {
+				return err
+			}
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO consents (username, client_id, scope, created_at, updated_at) VALUES ('alice', 'c1', 'mcp', ?, ?)`, ts(when), ts(when))
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := db.Migrate(ctx); err != nil || n != len(ms)-idx {
+		t.Fatalf("Migrate = %d, %v; want %d", n, err, len(ms)-idx)
+	}
+	list, err := db.ListConsents(ctx, "alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Consent{{Username: "alice", ClientID: "c1", Scope: "mcp", CreatedAt: when, UpdatedAt: when}}
+	if d := cmp.Diff(list, want); d != "" {
+		t.Errorf("consents after migration (-got +want):\n%s", d)
+	}
+	if _, err := db.GetConsent(ctx, "alice", "c1", "https://mcp.example.com/mcp"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("GetConsent for a resource after migration = %v, want ErrNotFound", err)
 	}
 }

@@ -58,6 +58,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RevokeUserTokens", testRevokeUserTokens},
 		{"Subscribe", testSubscribe},
 		{"Consents", testConsents},
+		{"ConsentsPerResource", testConsentsPerResource},
 		{"LoginFailures", testLoginFailures},
 		{"LoginFailuresConcurrent", testLoginFailuresConcurrent},
 		{"Audit", testAudit},
@@ -354,7 +355,7 @@ func testStaleClients(t *testing.T, s store.Store) {
 	issue(t, s, "r", "dyn-old-redeemed", "alice")
 	// Codes and consents of a stale client go with it.
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, newCode("stale", "dyn-old-unused", "alice"), nil))
-	must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "alice", ClientID: "dyn-old-unused", Scope: "mcp", CreatedAt: old, UpdatedAt: old}, nil))
+	must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "alice", ClientID: "dyn-old-unused", Resource: resA, Scope: "mcp", CreatedAt: old, UpdatedAt: old}, nil))
 
 	ids, err := s.DeleteStaleClients(ctx, at(-24*time.Hour))
 	must(t, "DeleteStaleClients", err)
@@ -368,7 +369,7 @@ func testStaleClients(t *testing.T, s store.Store) {
 	diff(t, "remaining", sorted(left), []string{"dyn-old-redeemed", "dyn-old-used", "dyn-young-unused", "static-old"})
 	_, err = s.GetAuthCode(ctx, h("code stale"), base)
 	wantErr(t, "code of stale client", err, store.ErrNotFound)
-	_, err = s.GetConsent(ctx, "alice", "dyn-old-unused")
+	_, err = s.GetConsent(ctx, "alice", "dyn-old-unused", resA)
 	wantErr(t, "consent of stale client", err, store.ErrNotFound)
 
 	ids, err = s.DeleteStaleClients(ctx, at(-24*time.Hour))
@@ -1049,7 +1050,7 @@ func testSubscribe(t *testing.T, s store.Store) {
 	acc := issue(t, s, "acc", "c1", "alice")
 	usr := issue(t, s, "usr", "c1", "carol")
 	con := issue(t, s, "con", "c1", "dave")
-	must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "dave", ClientID: "c1", Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
+	must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "dave", ClientID: "c1", Resource: resA, Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
 	del := issue(t, s, "del", "c1", "bob")
 	untouched := issue(t, s, "untouched", "c1", "erin")
 
@@ -1091,23 +1092,29 @@ func testSubscribe(t *testing.T, s store.Store) {
 
 // ---- consents ----
 
+// resA and resB are two protected resources: consent is per resource.
+const (
+	resA = "https://mcp.example.com/mcp"
+	resB = "https://other.example.com/mcp"
+)
+
 func testConsents(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	for _, id := range []string{"c1", "c2"} {
 		must(t, "CreateClient", s.CreateClient(ctx, newClient(id, base)))
 	}
-	c1 := store.Consent{Username: "alice", ClientID: "c1", Scope: "mcp", CreatedAt: base, UpdatedAt: base}
-	c2 := store.Consent{Username: "alice", ClientID: "c2", Scope: "mcp read", CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute)}
+	c1 := store.Consent{Username: "alice", ClientID: "c1", Resource: resA, Scope: "mcp", CreatedAt: base, UpdatedAt: base}
+	c2 := store.Consent{Username: "alice", ClientID: "c2", Resource: resA, Scope: "mcp read", CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute)}
 	ev := store.AuditEvent{Event: store.EventConsentGranted, Success: true, ClientID: "c1", Username: "alice", CreatedAt: base}
 	must(t, "PutConsent", s.PutConsent(ctx, c1, &ev))
 	must(t, "PutConsent", s.PutConsent(ctx, c2, nil))
 	if n := auditCount(t, s); n != 1 {
 		t.Errorf("audit rows = %d, want 1", n)
 	}
-	got, err := s.GetConsent(ctx, "alice", "c1")
+	got, err := s.GetConsent(ctx, "alice", "c1", resA)
 	must(t, "GetConsent", err)
 	diff(t, "GetConsent", got, utc(c1))
-	_, err = s.GetConsent(ctx, "bob", "c1")
+	_, err = s.GetConsent(ctx, "bob", "c1", resA)
 	wantErr(t, "GetConsent unknown", err, store.ErrNotFound)
 
 	list, err := s.ListConsents(ctx, "alice")
@@ -1115,9 +1122,9 @@ func testConsents(t *testing.T, s store.Store) {
 	diff(t, "ListConsents newest first", list, utc([]store.Consent{c2, c1}))
 
 	// Replacing keeps CreatedAt and takes the new scope and UpdatedAt.
-	repl := store.Consent{Username: "alice", ClientID: "c1", Scope: "mcp write", CreatedAt: at(time.Hour), UpdatedAt: at(time.Hour)}
+	repl := store.Consent{Username: "alice", ClientID: "c1", Resource: resA, Scope: "mcp write", CreatedAt: at(time.Hour), UpdatedAt: at(time.Hour)}
 	must(t, "PutConsent replace", s.PutConsent(ctx, repl, nil))
-	got, err = s.GetConsent(ctx, "alice", "c1")
+	got, err = s.GetConsent(ctx, "alice", "c1", resA)
 	must(t, "GetConsent", err)
 	want := repl
 	want.CreatedAt = base
@@ -1141,7 +1148,7 @@ func testConsents(t *testing.T, s store.Store) {
 			t.Errorf("token of %s@%s revoked by alice@c1's consent removal", tok.Username, tok.ClientID)
 		}
 	}
-	_, err = s.GetConsent(ctx, "alice", "c1")
+	_, err = s.GetConsent(ctx, "alice", "c1", resA)
 	wantErr(t, "GetConsent deleted", err, store.ErrNotFound)
 	wantErr(t, "RedeemCode of a pending code after DeleteConsent",
 		s.RedeemCode(ctx, pending.CodeHash, at(time.Minute), newGrant("pending", pending.FamilyID, "c1", "alice")), store.ErrNotFound)
@@ -1154,6 +1161,60 @@ func testConsents(t *testing.T, s store.Store) {
 	if n := auditCount(t, s); n != before {
 		t.Errorf("failed DeleteConsent wrote an audit row")
 	}
+}
+
+// testConsentsPerResource: an approval for one resource is not one for
+// another; each resource has its own row, scope and times; revoking the
+// client removes them all.
+func testConsentsPerResource(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, id := range []string{"c1", "c2"} {
+		must(t, "CreateClient", s.CreateClient(ctx, newClient(id, base)))
+	}
+	onA := store.Consent{Username: "alice", ClientID: "c1", Resource: resA, Scope: "mcp", CreatedAt: base, UpdatedAt: base}
+	must(t, "PutConsent A", s.PutConsent(ctx, onA, nil))
+	_, err := s.GetConsent(ctx, "alice", "c1", resB)
+	wantErr(t, "GetConsent for a resource never approved", err, store.ErrNotFound)
+	_, err = s.GetConsent(ctx, "alice", "c1", "")
+	wantErr(t, "GetConsent for the empty resource", err, store.ErrNotFound)
+
+	onB := store.Consent{Username: "alice", ClientID: "c1", Resource: resB, Scope: "mcp read", CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute)}
+	must(t, "PutConsent B", s.PutConsent(ctx, onB, nil))
+	// Replacing B leaves A as it was.
+	onB2 := onB
+	onB2.Scope, onB2.CreatedAt, onB2.UpdatedAt = "mcp write", at(time.Hour), at(time.Hour)
+	must(t, "PutConsent B again", s.PutConsent(ctx, onB2, nil))
+	got, err := s.GetConsent(ctx, "alice", "c1", resA)
+	must(t, "GetConsent A", err)
+	diff(t, "consent A after B was replaced", got, utc(onA))
+	wantB := onB2
+	wantB.CreatedAt = onB.CreatedAt
+	got, err = s.GetConsent(ctx, "alice", "c1", resB)
+	must(t, "GetConsent B", err)
+	diff(t, "consent B", got, utc(wantB))
+
+	// A row without a resource (recorded before consents were per
+	// resource) is listed and revoked like the others.
+	legacy := store.Consent{Username: "alice", ClientID: "c1", Scope: "mcp", CreatedAt: at(-time.Hour), UpdatedAt: at(-time.Hour)}
+	must(t, "PutConsent legacy", s.PutConsent(ctx, legacy, nil))
+	otherClient := store.Consent{Username: "alice", ClientID: "c2", Resource: resB, Scope: "mcp", CreatedAt: at(time.Hour), UpdatedAt: at(time.Hour)}
+	must(t, "PutConsent c2", s.PutConsent(ctx, otherClient, nil))
+	list, err := s.ListConsents(ctx, "alice")
+	must(t, "ListConsents", err)
+	diff(t, "ListConsents: one row per client and resource", list, utc([]store.Consent{otherClient, wantB, onA, legacy}))
+
+	revoked, err := s.DeleteConsent(ctx, "alice", "c1", at(2*time.Hour), nil)
+	must(t, "DeleteConsent", err)
+	if len(revoked) != 0 {
+		t.Errorf("DeleteConsent revoked %d tokens, want none (there were none)", len(revoked))
+	}
+	for _, r := range []string{resA, resB, ""} {
+		_, err := s.GetConsent(ctx, "alice", "c1", r)
+		wantErr(t, "GetConsent after DeleteConsent, resource "+r, err, store.ErrNotFound)
+	}
+	list, err = s.ListConsents(ctx, "alice")
+	must(t, "ListConsents", err)
+	diff(t, "ListConsents after DeleteConsent", list, utc([]store.Consent{otherClient}))
 }
 
 // ---- login failures ----
@@ -1464,7 +1525,7 @@ func testDeleteUser(t *testing.T, s store.Store) {
 	for _, u := range []string{"alice", "bob"} {
 		must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: u, PasswordHash: "x", CreatedAt: base}))
 		must(t, "CreateSession", s.CreateSession(ctx, store.Session{IDHash: h("s " + u), Username: u, CSRFToken: "c", CreatedAt: base, ExpiresAt: at(time.Hour)}))
-		must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: u, ClientID: "c1", Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
+		must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: u, ClientID: "c1", Resource: resA, Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
 		_, err := s.RecordLoginFailure(ctx, u, base, time.Hour, 5, time.Hour)
 		must(t, "RecordLoginFailure", err)
 	}
@@ -1480,7 +1541,7 @@ func testDeleteUser(t *testing.T, s store.Store) {
 	wantErr(t, "GetUser", err, store.ErrNotFound)
 	_, err = s.GetSession(ctx, h("s alice"), now)
 	wantErr(t, "GetSession", err, store.ErrNotFound)
-	_, err = s.GetConsent(ctx, "alice", "c1")
+	_, err = s.GetConsent(ctx, "alice", "c1", resA)
 	wantErr(t, "GetConsent", err, store.ErrNotFound)
 	_, err = s.GetAuthCode(ctx, pending.CodeHash, now)
 	wantErr(t, "GetAuthCode (an unredeemed code of a deleted user)", err, store.ErrNotFound)
@@ -1503,7 +1564,7 @@ func testDeleteUser(t *testing.T, s store.Store) {
 	if _, err := s.GetSession(ctx, h("s bob"), now); err != nil {
 		t.Errorf("bob's session: %v", err)
 	}
-	if _, err := s.GetConsent(ctx, "bob", "c1"); err != nil {
+	if _, err := s.GetConsent(ctx, "bob", "c1", resA); err != nil {
 		t.Errorf("bob's consent: %v", err)
 	}
 	if tok, err := s.GetToken(ctx, gb.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
@@ -1520,7 +1581,7 @@ func testDeleteClient(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	for _, id := range []string{"c1", "c2"} {
 		must(t, "CreateClient", s.CreateClient(ctx, newClient(id, base)))
-		must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "alice", ClientID: id, Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
+		must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: "alice", ClientID: id, Resource: resA, Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
 	}
 	g1 := issue(t, s, "one", "c1", "alice")
 	g2 := issue(t, s, "two", "c2", "alice")
@@ -1532,7 +1593,7 @@ func testDeleteClient(t *testing.T, s store.Store) {
 	must(t, "DeleteClient", s.DeleteClient(ctx, "c1", now))
 	_, err := s.GetClient(ctx, "c1")
 	wantErr(t, "GetClient", err, store.ErrNotFound)
-	_, err = s.GetConsent(ctx, "alice", "c1")
+	_, err = s.GetConsent(ctx, "alice", "c1", resA)
 	wantErr(t, "GetConsent", err, store.ErrNotFound)
 	_, err = s.GetAuthCode(ctx, pending.CodeHash, now)
 	wantErr(t, "GetAuthCode", err, store.ErrNotFound)
@@ -1548,7 +1609,7 @@ func testDeleteClient(t *testing.T, s store.Store) {
 	if tok, err := s.GetToken(ctx, g2.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
 		t.Errorf("other client's token: %v, revoked %v", err, tok.RevokedAt)
 	}
-	if _, err := s.GetConsent(ctx, "alice", "c2"); err != nil {
+	if _, err := s.GetConsent(ctx, "alice", "c2", resA); err != nil {
 		t.Errorf("other client's consent: %v", err)
 	}
 	wantErr(t, "DeleteClient again", s.DeleteClient(ctx, "c1", now), store.ErrNotFound)
