@@ -200,3 +200,18 @@ func TestAPIKeyThroughTheBinary(t *testing.T) {
 	}
 	srv.AssertNoSecrets(t, key, legacy)
 }
+
+func TestAPIKeyHelp(t *testing.T) {
+	for _, args := range [][]string{{"apikey", "--help"}, {"apikey", "add", "--help"}, {"apikey", "list", "--help"}} {
+		stdout, stderr, code := passgate(t, []string{"PASSGATE_DATA_DIR=" + t.TempDir()}, "", args...)
+		if code != 0 || !strings.Contains(stdout+stderr, "Usage: passgate apikey") {
+			t.Errorf("passgate %v: exit %d, output %q", args, code, stdout+stderr)
+		}
+	}
+	if _, stderr, code := passgate(t, nil, "", "apikey"); code != 2 || !strings.Contains(stderr, "missing subcommand") {
+		t.Errorf("passgate apikey: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := passgate(t, nil, "", "apikey", "rotate"); code != 2 || !strings.Contains(stderr, "unknown subcommand") {
+		t.Errorf("passgate apikey rotate: exit %d, %q", code, stderr)
+	}
+}
