@@ -7,10 +7,11 @@
 //
 // A request is allowed when it carries, in "Authorization: Bearer …", an
 // access token that exists, is neither expired nor revoked, and whose
-// audience (RFC 8707) is the protected resource the request is for; or the
-// configured API key. Otherwise it is denied with a 401 whose
-// WWW-Authenticate header points at the resource's RFC 9728 metadata, which
-// is how an MCP client that knows only the server URL finds passgate.
+// audience (RFC 8707) is the protected resource the request is for; or an
+// API key bound to that resource (see apikey.go). Otherwise it is denied
+// with a 401 whose WWW-Authenticate header points at the resource's RFC 9728
+// metadata, which is how an MCP client that knows only the server URL finds
+// passgate.
 //
 // Verified tokens are cached in process, bounded in size and never past
 // their expiry; Run consumes the store's invalidations so a revocation on any
@@ -97,7 +98,6 @@ package extauthz
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -151,10 +151,12 @@ type Config struct {
 	Resources []resource.Resource
 	// Store is where tokens are looked up by hash.
 	Store store.Store
-	// APIKey is the seed's static API_KEY. Optional: when set, it is accepted
-	// as a Bearer credential for every resource (compared in constant time,
-	// length included) and bypasses scope rules; no identity headers are
-	// sent for it.
+	// APIKey is the seed's static API_KEY, kept for migration (named keys
+	// from `passgate apikey add` replace it). Optional: when set, it is
+	// accepted as a Bearer credential for the configured resources only
+	// (compared in constant time, length included), with no scopes, so
+	// scope rules refuse it; the user identity header says apikey:legacy.
+	// It must pass ValidateAPIKey.
 	APIKey string
 	// Scopes are advertised in the scope parameter of 401 challenges when no
 	// ScopeRule applies (normally the server's supported scopes). Optional.
@@ -312,7 +314,7 @@ type Checker struct {
 
 	userHeader, clientHeader, scopeHeader string // canonical
 	// removeToken is removed after a token allow; removeNoIdentity after an
-	// allow without identity (API key, preflight); removeUnprotected for
+	// allow without identity (preflight); removeUnprotected for
 	// requests outside every resource.
 	removeToken, removeNoIdentity, removeUnprotected []string
 	joinToken, joinNoIdentity, joinUnprotected       []string
@@ -401,6 +403,9 @@ func NewChecker(cfg Config) (*Checker, error) {
 		c.storeTimeout = DefaultStoreTimeout
 	}
 	if cfg.APIKey != "" {
+		if err := ValidateAPIKey(cfg.APIKey); err != nil {
+			errs = append(errs, fmt.Errorf("api key: %w", err))
+		}
 		c.apiKeyHash = sha256.Sum256([]byte(cfg.APIKey))
 		c.hasAPIKey = true
 	}
@@ -513,6 +518,9 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 	res, ok := resource.Find(c.resources, r.Scheme, r.Host, cleanPath(r.Path))
 	if !ok {
 		if c.allowUnknown {
+			if d, refused := c.refuseAPIKeyOffResource(r); refused {
+				return d, nil
+			}
 			return Decision{Allow: true, Status: 200, RemoveHeaders: c.removeUnprotected, removeJoined: c.joinUnprotected, Reason: ReasonUnprotected}, nil
 		}
 		return c.deny(r, resource.Resource{}, ReasonUnknownResource, ""), nil
@@ -529,8 +537,8 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 		return c.deny(r, res, ReasonMalformed, ""), nil
 	}
 	key := hashSecret(secret)
-	if c.hasAPIKey && subtle.ConstantTimeCompare(key[:], c.apiKeyHash[:]) == 1 {
-		return c.allowNoIdentity(ReasonAPIKey), nil
+	if d, done, err := c.checkAPIKey(ctx, r, res, secret, key); done {
+		return d, err
 	}
 	if !token.HasPrefix(secret, token.PrefixAccess) {
 		return c.deny(r, res, ReasonUnknownToken, ""), nil

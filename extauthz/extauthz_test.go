@@ -73,12 +73,25 @@ func TestCheck(t *testing.T) {
 		"unknown":  token.New(token.PrefixAccess),
 		"apikey":   testKey,
 		"garbage":  "not-a-passgate-token",
+		// Named API keys (passgate apikey add).
+		"key":         mintAPIKey(t, db, "ci", "mcp", mcpURL),
+		"adminkey":    mintAPIKey(t, db, "ops", "mcp admin", otherURL, mcpURL),
+		"otherkey":    mintAPIKey(t, db, "elsewhere", "mcp admin", otherURL),
+		"revokedkey":  mintAPIKey(t, db, "gone", "mcp", mcpURL),
+		"unknownkey":  token.New(token.PrefixAPIKey),
+		"cachedkey":   mintAPIKey(t, db, "cached", "mcp", mcpURL),
+		"uncachedkey": mintAPIKey(t, db, "uncached", "mcp", mcpURL),
 	}
 	if _, err := db.RevokeToken(ctx, token.Hash(tokens["revoked"]), time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := c.Check(ctx, bearer(tokens["cached"])); err != nil || !d.Allow {
-		t.Fatalf("warming the cache: %+v, %v", d, err)
+	if err := db.RevokeAPIKey(ctx, "gone", time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range []string{"cached", "cachedkey"} {
+		if d, err := c.Check(ctx, bearer(tokens[tok])); err != nil || !d.Allow {
+			t.Fatalf("warming the cache with %s: %+v, %v", tok, d, err)
+		}
 	}
 
 	identity := []string{"x-passgate-user", "x-passgate-client-id", "x-passgate-scope"}
@@ -86,6 +99,13 @@ func TestCheck(t *testing.T) {
 		return outcome{Status: 200, Reason: "token", Remove: []string{"authorization"},
 			Set: map[string]string{"x-passgate-user": testUser, "x-passgate-client-id": testCli, "x-passgate-scope": scope}}
 	}
+	apiKey := func(name, scope string) outcome {
+		return outcome{Status: 200, Reason: "api_key", Remove: []string{"authorization"},
+			Set: map[string]string{"x-passgate-user": "apikey:" + name, "x-passgate-client-id": "", "x-passgate-scope": scope}}
+	}
+	insufficient := outcome{
+		Status: 403, Reason: "insufficient_scope", BodyError: "insufficient_scope", Expose: "WWW-Authenticate",
+		WWWAuth: `Bearer error="insufficient_scope", scope="admin", resource_metadata="` + metaURL + `"`}
 	invalid := func(reason string) outcome {
 		return outcome{Status: 401, Reason: reason, BodyError: "invalid_token", Expose: "WWW-Authenticate",
 			WWWAuth: `Bearer resource_metadata="` + metaURL + `", scope="mcp", error="invalid_token"`}
@@ -110,7 +130,15 @@ func TestCheck(t *testing.T) {
 		{"revoked token", bearerPOST, "revoked", false, invalid("revoked")},
 		{"token for another resource", bearerPOST, "other", false, invalid("wrong_audience")},
 		{"refresh token used as access token", bearerPOST, "refresh", false, invalid("wrong_kind")},
-		{"API key", bearerPOST, "apikey", false, outcome{Status: 200, Reason: "api_key", Remove: append([]string{"authorization"}, identity...)}},
+		{"legacy API key: identity apikey:legacy, no scopes", bearerPOST, "apikey", false, apiKey("legacy", "")},
+		{"legacy API key where a scope rule applies", []string{"envoy_admin.json", "nginx_admin.http"}, "apikey", false, insufficient},
+		{"named API key: identity apikey:NAME and its scopes", bearerPOST, "key", false, apiKey("ci", "mcp")},
+		{"named API key bound to two resources", bearerPOST, "adminkey", false, apiKey("ops", "mcp admin")},
+		{"named API key without the scope a rule requires", []string{"envoy_admin.json", "nginx_admin.http"}, "key", false, insufficient},
+		{"named API key with the scope a rule requires", []string{"envoy_admin.json", "nginx_admin.http"}, "adminkey", false, apiKey("ops", "mcp admin")},
+		{"named API key for another resource", bearerPOST, "otherkey", false, invalid("wrong_audience")},
+		{"revoked named API key", bearerPOST, "revokedkey", false, invalid("revoked")},
+		{"unknown named API key", bearerPOST, "unknownkey", false, invalid("unknown_token")},
 		{"missing scope", []string{"envoy_admin.json", "nginx_admin.http"}, "valid", false, outcome{
 			Status: 403, Reason: "insufficient_scope", BodyError: "insufficient_scope", Expose: "WWW-Authenticate",
 			WWWAuth: `Bearer error="insufficient_scope", scope="admin", resource_metadata="` + metaURL + `"`}},
@@ -125,6 +153,9 @@ func TestCheck(t *testing.T) {
 		{"store down: cached token still allowed", bearerPOST, "cached", true, allowed("mcp")},
 		{"store down: uncached token fails closed", bearerPOST, "uncached", true, outcome{Status: 503, Reason: "store_unavailable"}},
 		{"store down: bad tokens still denied without the store", bearerPOST, "garbage", true, invalid("unknown_token")},
+		{"store down: cached named API key still allowed", bearerPOST, "cachedkey", true, apiKey("cached", "mcp")},
+		{"store down: uncached named API key fails closed", bearerPOST, "uncachedkey", true, outcome{Status: 503, Reason: "store_unavailable"}},
+		{"store down: the legacy API key needs no store", bearerPOST, "apikey", true, apiKey("legacy", "")},
 		// The revoked row above was remembered: a refusal is final.
 		{"store down: refused tokens stay refused", bearerPOST, "revoked", true, invalid("revoked")},
 	}

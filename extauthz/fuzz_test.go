@@ -40,8 +40,9 @@ func FuzzParseBearer(f *testing.F) {
 
 // FuzzCheck feeds mutated Envoy CheckRequests (protobuf wire format, seeded
 // from the protojson fixtures) to the real check and holds one invariant:
-// nothing is allowed without the valid token for that resource, the API key,
-// or (for a credential-less OPTIONS with CORS headers) a preflight.
+// nothing is allowed without the valid token for that resource, an API key
+// bound to it whose scopes satisfy the rules, or (for a credential-less
+// OPTIONS with CORS headers) a preflight.
 func FuzzCheck(f *testing.F) {
 	db := openSQLite(f)
 	c := startChecker(f, Config{
@@ -50,13 +51,15 @@ func FuzzCheck(f *testing.F) {
 	})
 	valid := mint(f, db, mintOpts{})
 	other := mint(f, db, mintOpts{resource: otherURL})
+	named := mintAPIKey(f, db, "ci", "mcp", mcpURL)
+	otherKey := mintAPIKey(f, db, "elsewhere", "mcp admin", otherURL)
 	fixtures, _ := filepath.Glob(filepath.Join("testdata", "envoy_*.json"))
 	for _, fx := range fixtures {
 		raw, err := os.ReadFile(fx)
 		if err != nil {
 			f.Fatal(err)
 		}
-		for _, tok := range []string{valid, other, testKey, token.New(token.PrefixAccess)} {
+		for _, tok := range []string{valid, other, testKey, named, otherKey, token.New(token.PrefixAccess)} {
 			req := new(authv3.CheckRequest)
 			if err := protojson.Unmarshal(fill(raw, tok), req); err != nil {
 				f.Fatal(err)
@@ -99,8 +102,18 @@ func FuzzCheck(f *testing.F) {
 				t.Fatalf("allowed without identity: %+v", d)
 			}
 		case d.Reason == ReasonAPIKey:
-			if !strings.Contains(auth, testKey) {
-				t.Fatalf("API key allowed without the key: %q", auth)
+			user := headerValue(d.Headers, DefaultUserHeader)
+			switch {
+			case strings.Contains(auth, named) && user == "apikey:ci":
+				if !strings.Contains(strings.ToLower(r.Host), "mcp.example.com") {
+					t.Fatalf("key for %s allowed on host %q", mcpURL, r.Host)
+				}
+			case strings.Contains(auth, testKey) && user == "apikey:legacy":
+			default:
+				t.Fatalf("API key allowed as %q without that key: %q", user, auth)
+			}
+			if pathHasPrefix(cleanPath(r.Path), "/mcp/admin") {
+				t.Fatalf("API key without the admin scope allowed on %q", r.Path)
 			}
 		case d.Reason == ReasonPreflight:
 			if r.Method != "OPTIONS" || auth != "" {
@@ -109,8 +122,8 @@ func FuzzCheck(f *testing.F) {
 		default:
 			t.Fatalf("allowed for reason %v", d.Reason)
 		}
-		if d.Allow && d.Reason != ReasonToken && len(d.Headers) != 0 {
-			t.Fatalf("identity headers without a token: %+v", d)
+		if d.Allow && d.Reason != ReasonToken && d.Reason != ReasonAPIKey && len(d.Headers) != 0 {
+			t.Fatalf("identity headers without a token or key: %+v", d)
 		}
 	})
 }

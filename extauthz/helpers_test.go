@@ -117,7 +117,7 @@ func mint(t testing.TB, st store.Store, o mintOpts) string {
 }
 
 // faultStore injects the faults a real database cannot be made to show on
-// demand in a unit test: LookupToken (the check's read) failing (down) or
+// demand in a unit test: LookupToken and LookupAPIKey (the check's reads) failing (down) or
 // hanging until its context ends (stuck). Everything else is the real store.
 type faultStore struct {
 	store.Store
@@ -133,6 +133,17 @@ func (f *faultStore) LookupToken(ctx context.Context, hash string, now time.Time
 		return store.Token{}, fmt.Errorf("lookup token: %w: connection refused", store.ErrUnavailable)
 	}
 	return f.Store.LookupToken(ctx, hash, now)
+}
+
+func (f *faultStore) LookupAPIKey(ctx context.Context, hash string) (store.APIKey, error) {
+	if f.stuck.Load() {
+		<-ctx.Done()
+		return store.APIKey{}, fmt.Errorf("lookup api key: %w: %w", store.ErrUnavailable, ctx.Err())
+	}
+	if f.down.Load() {
+		return store.APIKey{}, fmt.Errorf("lookup api key: %w: connection refused", store.ErrUnavailable)
+	}
+	return f.Store.LookupAPIKey(ctx, hash)
 }
 
 func mustResources(t testing.TB, urls ...string) []resource.Resource {
@@ -193,3 +204,16 @@ func bearer(tok string) Request {
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func testutilValue(c prometheus.Counter) float64 { return testutil.ToFloat64(c) }
+
+// mintAPIKey stores a named API key bound to resources with scope, as
+// `passgate apikey add` does, and returns the key.
+func mintAPIKey(t testing.TB, st store.Store, name, scope string, resources ...string) string {
+	t.Helper()
+	key := token.New(token.PrefixAPIKey)
+	if err := st.CreateAPIKey(context.Background(), store.APIKey{
+		Name: name, Hash: token.Hash(key), Resources: resources, Scope: scope, CreatedAt: time.Now(),
+	}, nil); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}

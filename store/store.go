@@ -1,12 +1,12 @@
 // Package store defines what passgate keeps across restarts: users, OAuth
-// clients, browser sessions, authorization codes, tokens, consents, login
-// failure counters and the audit log. It holds the Store interface, its
+// clients, browser sessions, authorization codes, tokens, consents, API
+// keys, login failure counters and the audit log. It holds the Store interface, its
 // domain types and sentinel errors; the backends live in store/sqlite and
 // store/postgres and both pass the suite in store/storetest.
 //
 // Secrets never reach the store in clear: session IDs, authorization codes,
-// access and refresh tokens are identified by the SHA-256 hash of their
-// value (see internal/token), passwords and client secrets by a password
+// access and refresh tokens and API keys are identified by the SHA-256 hash
+// of their value (see internal/token), passwords and client secrets by a password
 // hash (see internal/passwd).
 package store
 
@@ -146,6 +146,23 @@ type Consent struct {
 	UpdatedAt time.Time
 }
 
+// APIKey is a named, long-lived bearer credential for scripts
+// (`passgate apikey add`), accepted by the checks only for its Resources
+// and carrying Scope like a token. Keys do not expire; they end when
+// revoked.
+type APIKey struct {
+	// Name is unique forever: a revoked key keeps its name, so an audit
+	// row or the identity header apikey:NAME always means one key.
+	Name string
+	Hash string // SHA-256 hex of the key (internal/token); the key itself is never stored
+	// Resources are the resource URLs (RFC 8707 audiences) the key is
+	// accepted for, as configured; at least one.
+	Resources []string
+	Scope     string // space-separated; may be empty
+	CreatedAt time.Time
+	RevokedAt time.Time // zero unless revoked
+}
+
 // LoginFailures is the lockout state of one account.
 type LoginFailures struct {
 	Username    string
@@ -172,6 +189,8 @@ const (
 	EventAccountLocked        = "account_locked"
 	EventRateLimited          = "rate_limited"
 	EventClientDeleted        = "client_deleted"
+	EventAPIKeyCreated        = "api_key_created"
+	EventAPIKeyRevoked        = "api_key_revoked"
 )
 
 // AuditEvent is one row of the auth_logs table.
@@ -199,7 +218,9 @@ type AuditFilter struct {
 
 // Invalidation tells token caches which tokens are no longer valid.
 type Invalidation struct {
-	// TokenHashes lists the revoked tokens.
+	// TokenHashes lists the revoked tokens and API keys (both are cached
+	// under the hash of their value, which never collide: their prefixes
+	// differ).
 	TokenHashes []string
 	// All asks to drop every cached token: sent when notifications may have
 	// been lost (after a reconnect) or when a revocation was too large to
@@ -339,6 +360,24 @@ type Store interface {
 	// user's tokens for it (notified), in one transaction. ErrNotFound if
 	// there was no consent for any resource.
 	DeleteConsent(ctx context.Context, username, clientID string, now time.Time, audit *AuditEvent) ([]string, error)
+
+	// CreateAPIKey stores k, writing audit in the same transaction when it
+	// is non-nil. ErrAlreadyExists if the name is taken, by a live or a
+	// revoked key, or on a hash clash; then nothing is written.
+	CreateAPIKey(ctx context.Context, k APIKey, audit *AuditEvent) error
+	// ListAPIKeys returns every key, revoked ones included, ordered by
+	// name.
+	ListAPIKeys(ctx context.Context) ([]APIKey, error)
+	// LookupAPIKey returns the key whose Hash is hash, revoked ones
+	// included (RevokedAt tells, so the checks can remember the refusal);
+	// ErrNotFound if there is none. It is the checks' read on a cache miss.
+	LookupAPIKey(ctx context.Context, hash string) (APIKey, error)
+	// RevokeAPIKey atomically marks the named key revoked at now, notifies
+	// its hash to Subscribe (every replica's check cache drops it) and
+	// writes audit when it is non-nil, all in one transaction. ErrNotFound
+	// for an unknown name; ErrConflict if it is already revoked (nothing is
+	// written). Of concurrent calls for one key exactly one succeeds.
+	RevokeAPIKey(ctx context.Context, name string, now time.Time, audit *AuditEvent) error
 
 	// RecordLoginFailure counts one failed login for username. When the
 	// window (starting at the first failure) has passed, counting restarts.

@@ -65,6 +65,7 @@ Usage:
   passgate user add|list|remove|passwd|unlock [NAME]
   passgate client add|list|remove [ID]   pre-registered OAuth clients
   passgate token revoke --user NAME      revoke every token of a user
+  passgate apikey add|list|revoke [NAME] named API keys bound to resources and scopes
   passgate session list|revoke           browser sessions
   passgate audit [flags]                 query the audit log
   passgate hash-password                 read a password on stdin, print a bcrypt hash
@@ -90,6 +91,8 @@ func run(ctx context.Context, args []string, std stdio) error {
 		return cmdClient(ctx, rest, std)
 	case "token":
 		return cmdToken(ctx, rest, std)
+	case "apikey":
+		return cmdAPIKey(ctx, rest, std)
 	case "session":
 		return cmdSession(ctx, rest, std)
 	case "audit":

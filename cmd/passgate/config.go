@@ -117,9 +117,13 @@ type Config struct {
 	LockoutWindow    time.Duration
 	LockoutDuration  time.Duration
 
-	// APIKeyFile holds a long-lived bearer credential for scripts that the
-	// checks accept for every resource. Optional. Env PASSGATE_API_KEY_FILE;
-	// the seed's API_KEY (the key itself) also works.
+	// APIKeyFile holds the legacy static bearer credential for scripts,
+	// accepted by the checks for the configured resources as user
+	// apikey:legacy, with no scopes. Named keys (`passgate apikey add`)
+	// replace it; serve warns while it is set. The key must be 16 to 4096
+	// characters of the Bearer token alphabet (A-Z a-z 0-9 - . _ ~ + /,
+	// trailing =). Optional. Env PASSGATE_API_KEY_FILE; the seed's API_KEY
+	// (the key itself) also works.
 	APIKeyFile string
 	// UserHeader, ClientIDHeader and ScopeHeader name the identity headers
 	// sent upstream. Defaults X-Passgate-User, X-Passgate-Client-Id,
@@ -185,6 +189,13 @@ var defaultSeedRedirectURIs = []string{
 	"https://claude.com/api/mcp/auth_callback",
 }
 
+// Defaults of Config.Resources and Config.Scopes, which `passgate apikey
+// add` also reads (from $PASSGATE_RESOURCES and $PASSGATE_SCOPES).
+var (
+	defaultResources = []string{"http://localhost:8080/mcp"}
+	defaultScopes    = []string{"mcp"}
+)
+
 // setting is one configuration item: a flag and its environment variables.
 type setting struct {
 	flag string
@@ -233,8 +244,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	}
 
 	str(&c.Issuer, "issuer", "http://localhost:8080", "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
-	list(&c.Resources, "resource", []string{"http://localhost:8080/mcp"}, "protected MCP resource URLs", "PASSGATE_RESOURCES")
-	list(&c.Scopes, "scopes", []string{"mcp"}, "scopes passgate grants", "PASSGATE_SCOPES")
+	list(&c.Resources, "resource", defaultResources, "protected MCP resource URLs", "PASSGATE_RESOURCES")
+	list(&c.Scopes, "scopes", defaultScopes, "scopes passgate grants", "PASSGATE_SCOPES")
 	str(&c.HTTPListen, "http-listen", ":8080", "address for pages, OAuth endpoints, the HTTP check and health", "PASSGATE_HTTP_LISTEN")
 	str(&c.GRPCListen, "grpc-listen", ":9191", "address for Envoy ext_authz gRPC (empty disables)", "PASSGATE_GRPC_LISTEN")
 	str(&c.MetricsListen, "metrics-listen", ":9090", "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
@@ -490,18 +501,24 @@ func (c *Config) Validate() error {
 	if c.SeedAPIKey != "" && c.APIKeyFile != "" {
 		add("$API_KEY and --api-key-file: set only one")
 	}
-	for _, f := range []struct{ name, path string }{{"--api-key-file", c.APIKeyFile}, {"--registration-token-file", c.RegistrationTokenFile}} {
-		if f.path == "" {
-			continue
-		}
-		if v, err := readSecretFile(f.path); err != nil {
-			add("%s: %v", f.name, err)
+	if c.RegistrationTokenFile != "" {
+		if v, err := readSecretFile(c.RegistrationTokenFile); err != nil {
+			add("--registration-token-file: %v", err)
 		} else if len(v) < 16 {
-			add("%s: the secret must be at least 16 characters", f.name)
+			add("--registration-token-file: the secret must be at least 16 characters")
 		}
 	}
-	if c.SeedAPIKey != "" && len(c.SeedAPIKey) < 16 {
-		add("$API_KEY: must be at least 16 characters")
+	if c.APIKeyFile != "" {
+		if v, err := readSecretFile(c.APIKeyFile); err != nil {
+			add("--api-key-file: %v", err)
+		} else if err := extauthz.ValidateAPIKey(v); err != nil {
+			add("--api-key-file: the key %v", err)
+		}
+	}
+	if c.SeedAPIKey != "" {
+		if err := extauthz.ValidateAPIKey(c.SeedAPIKey); err != nil {
+			add("$API_KEY: %v", err)
+		}
 	}
 	if c.TemplateDir != "" {
 		if st, err := os.Stat(c.TemplateDir); err != nil || !st.IsDir() {

@@ -2,7 +2,7 @@
 // MCP servers, and the check that Envoy (ext_authz gRPC) or nginx
 // (auth_request) asks on every request to them.
 //
-// Usage: passgate serve | user | client | token | session | audit |
+// Usage: passgate serve | user | client | token | apikey | session | audit |
 // hash-password | migrate | healthcheck | version. Run `passgate help`.
 package main
 

@@ -132,6 +132,11 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 			return fmt.Errorf("api key: %w", err)
 		}
 	}
+	if apiKey != "" {
+		logger.Warn("the static API key (API_KEY or --api-key-file) is deprecated: it is accepted for every configured resource as user apikey:legacy, with no scopes; "+
+			"replace it with named keys bound to resources and scopes: passgate apikey add NAME --resource URL [--scope SCOPE]",
+			"resources", c.Resources)
+	}
 	regToken := ""
 	if c.RegistrationTokenFile != "" {
 		if regToken, err = readSecretFile(c.RegistrationTokenFile); err != nil {

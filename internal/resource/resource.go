@@ -73,6 +73,21 @@ func ParseAll(raws []string) ([]Resource, error) {
 	return out, errors.Join(errs...)
 }
 
+// Lookup returns the configured resource (one of rs) whose URL is raw byte
+// for byte, as tokens carry it as their audience; otherwise an error that
+// names the configured ones. Credentials are only ever bound to a
+// configured resource.
+func Lookup(rs []Resource, raw string) (Resource, error) {
+	urls := make([]string, 0, len(rs))
+	for _, r := range rs {
+		if r.URL == raw {
+			return r, nil
+		}
+		urls = append(urls, r.URL)
+	}
+	return Resource{}, fmt.Errorf("resource %q is not a configured resource (configured: %s)", raw, strings.Join(urls, ", "))
+}
+
 // canonicalHost lowercases host and drops the scheme's default port.
 func canonicalHost(scheme, host string) string {
 	host = strings.ToLower(host)

@@ -88,3 +88,21 @@ func contains(s, sub string) bool {
 	}
 	return false
 }
+
+func TestLookup(t *testing.T) {
+	rs, err := ParseAll([]string{"https://mcp.example.com/mcp", "https://other.example.com/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, raw := range []string{"https://mcp.example.com/mcp", "https://other.example.com/"} {
+		if r, err := Lookup(rs, raw); err != nil || r.URL != raw {
+			t.Errorf("Lookup(%q) = %+v, %v", raw, r, err)
+		}
+	}
+	// Byte for byte, as audiences are compared: no near misses.
+	for _, raw := range []string{"https://mcp.example.com/mcp/", "https://MCP.example.com/mcp", "https://mcp.example.com:443/mcp", "https://evil.example.com/mcp", ""} {
+		if _, err := Lookup(rs, raw); err == nil {
+			t.Errorf("Lookup(%q) = nil error, want not configured", raw)
+		}
+	}
+}

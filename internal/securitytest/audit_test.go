@@ -155,6 +155,16 @@ func scriptedFlow(t *testing.T, srv *e2e.Server) {
 		t.Fatalf("logout: %v %v", resp, err)
 	}
 
+	// An operator adds and revokes a named API key from the command line;
+	// the key reaches no log.
+	out := srv.CLI(t, "", "apikey", "add", "flow", "--resource", "http://localhost:8080/mcp")
+	key, _, _ := strings.Cut(strings.TrimPrefix(out, "api_key:"), "\n")
+	if key = strings.TrimSpace(key); !strings.HasPrefix(key, "pgk_") {
+		t.Fatalf("apikey add printed no key:\n%s", out)
+	}
+	secrets = append(secrets, key)
+	srv.CLI(t, "", "apikey", "revoke", "flow")
+
 	// The cleanup removes the clients that never completed a grant.
 	if !waitFor(20*time.Second, func() bool { return len(auditOf(t, st, store.EventClientDeleted)) >= 3 }) {
 		t.Errorf("stale clients were not deleted: %d client_deleted rows", len(auditOf(t, st, store.EventClientDeleted)))
@@ -200,10 +210,16 @@ func scriptedFlow(t *testing.T, srv *e2e.Server) {
 			t.Errorf("the flow produced no %s row", want)
 		}
 	}
+	// The command line's events, recorded by the CLI process.
+	for _, ev := range []string{store.EventAPIKeyCreated, store.EventAPIKeyRevoked} {
+		if rows := auditOf(t, st, ev); len(rows) != 1 || rows[0].IP != "cli" || rows[0].Username != "apikey:flow" || !rows[0].Success {
+			t.Errorf("%s rows: %+v, want one successful row by cli for apikey:flow", ev, rows)
+		}
+	}
 	t.Logf("event deltas: %v", dr)
 
 	// `passgate audit --failed --json` prints exactly the failures.
-	out := srv.CLI(t, "", "audit", "--failed", "--json", "--since", "1h", "--limit", "0")
+	out = srv.CLI(t, "", "audit", "--failed", "--json", "--since", "1h", "--limit", "0")
 	got := map[string]int{}
 	sc := bufio.NewScanner(strings.NewReader(out))
 	for sc.Scan() {

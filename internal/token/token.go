@@ -1,5 +1,5 @@
 // Package token mints passgate's opaque secrets (access and refresh tokens,
-// authorization codes, session IDs, client secrets) and hashes them for
+// authorization codes, session IDs, client secrets, API keys) and hashes them for
 // lookup. A secret is a recognisable prefix followed by 256 bits of
 // randomness in base64url, so secret scanners can find leaked ones; the store
 // only ever sees Hash(secret).
@@ -21,6 +21,7 @@ const (
 	PrefixCode         = "pgc_"  // authorization code
 	PrefixSession      = "pgs_"  // browser session cookie value
 	PrefixClientSecret = "pgcs_" // confidential client secret
+	PrefixAPIKey       = "pgk_"  // named API key (`passgate apikey add`)
 )
 
 // randomBytes is the amount of randomness in every secret (256 bits).

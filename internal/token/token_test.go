@@ -59,3 +59,20 @@ func TestHasPrefixRejects(t *testing.T) {
 		}
 	}
 }
+
+// TestPrefixesDistinct: the checks tell an API key from an access token by
+// its prefix alone, so no prefix may begin another.
+func TestPrefixesDistinct(t *testing.T) {
+	prefixes := []string{PrefixAccess, PrefixRefresh, PrefixCode, PrefixSession, PrefixClientSecret, PrefixAPIKey}
+	for i, a := range prefixes {
+		for j, b := range prefixes {
+			if i != j && strings.HasPrefix(b, a) {
+				t.Errorf("prefix %q begins prefix %q", a, b)
+			}
+		}
+	}
+	k := New(PrefixAPIKey)
+	if !HasPrefix(k, PrefixAPIKey) || HasPrefix(k, PrefixAccess) {
+		t.Errorf("New(PrefixAPIKey) = %q: HasPrefix API key %v, access %v", k, HasPrefix(k, PrefixAPIKey), HasPrefix(k, PrefixAccess))
+	}
+}

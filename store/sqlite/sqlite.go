@@ -62,7 +62,7 @@ type DB struct {
 
 	stmtMu sync.Mutex
 	// Prepared on first use, see prepared.
-	getToken, lookupToken atomic.Pointer[sql.Stmt]
+	getToken, lookupToken, lookupAPIKey atomic.Pointer[sql.Stmt]
 }
 
 // busyTimeout is how long a statement waits for another process's write

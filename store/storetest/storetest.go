@@ -66,6 +66,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"TimeRoundTrip", testTimeRoundTrip},
 		{"DeleteUser", testDeleteUser},
 		{"DeleteClient", testDeleteClient},
+		{"APIKeys", testAPIKeys},
+		{"RevokeAPIKeyConcurrent", testRevokeAPIKeyConcurrent},
+		{"RevokeAPIKeySubscribe", testRevokeAPIKeySubscribe},
 	}
 	t.Run("Migrate", func(t *testing.T) {
 		s := newStore(t)
@@ -1613,4 +1616,145 @@ func testDeleteClient(t *testing.T, s store.Store) {
 		t.Errorf("other client's consent: %v", err)
 	}
 	wantErr(t, "DeleteClient again", s.DeleteClient(ctx, "c1", now), store.ErrNotFound)
+}
+
+// ---- API keys ----
+
+func newAPIKey(name string) store.APIKey {
+	return store.APIKey{
+		Name:      name,
+		Hash:      h("api key " + name),
+		Resources: []string{"https://mcp.example.com/mcp", "https://other.example.com/mcp"},
+		Scope:     "mcp admin",
+		CreatedAt: base,
+	}
+}
+
+func testAPIKeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	keys, err := s.ListAPIKeys(ctx)
+	must(t, "ListAPIKeys empty", err)
+	diff(t, "ListAPIKeys empty", len(keys), 0)
+
+	ci, ops := newAPIKey("ci"), newAPIKey("ops")
+	ops.Resources, ops.Scope = []string{"https://mcp.example.com/mcp"}, ""
+	ev := store.AuditEvent{Event: store.EventAPIKeyCreated, Success: true, IP: "cli", Username: "apikey:ci", CreatedAt: base}
+	must(t, "CreateAPIKey ci", s.CreateAPIKey(ctx, ci, &ev))
+	must(t, "CreateAPIKey ops", s.CreateAPIKey(ctx, ops, nil))
+	if n := auditCount(t, s); n != 1 {
+		t.Errorf("audit rows after two creations (one audited) = %d, want 1", n)
+	}
+
+	// A taken name, even with another hash, and a taken hash, even under
+	// another name, are refused; nothing is written, not even the audit row.
+	dupName := newAPIKey("ci")
+	dupName.Hash = h("another key")
+	wantErr(t, "CreateAPIKey duplicate name", s.CreateAPIKey(ctx, dupName, &ev), store.ErrAlreadyExists)
+	dupHash := newAPIKey("other")
+	dupHash.Hash = ci.Hash
+	wantErr(t, "CreateAPIKey duplicate hash", s.CreateAPIKey(ctx, dupHash, &ev), store.ErrAlreadyExists)
+	if n := auditCount(t, s); n != 1 {
+		t.Errorf("audit rows after refused creations = %d, want 1", n)
+	}
+
+	got, err := s.LookupAPIKey(ctx, ci.Hash)
+	must(t, "LookupAPIKey", err)
+	diff(t, "LookupAPIKey", got, utc(ci))
+	_, err = s.LookupAPIKey(ctx, h("nope"))
+	wantErr(t, "LookupAPIKey unknown", err, store.ErrNotFound)
+	_, err = s.LookupAPIKey(ctx, "")
+	wantErr(t, "LookupAPIKey empty hash", err, store.ErrNotFound)
+
+	keys, err = s.ListAPIKeys(ctx)
+	must(t, "ListAPIKeys", err)
+	diff(t, "ListAPIKeys", keys, utc([]store.APIKey{ci, ops}))
+
+	rev := store.AuditEvent{Event: store.EventAPIKeyRevoked, Success: true, IP: "cli", Username: "apikey:ci", CreatedAt: at(time.Hour)}
+	must(t, "RevokeAPIKey", s.RevokeAPIKey(ctx, "ci", at(time.Hour), &rev))
+	wantErr(t, "RevokeAPIKey again", s.RevokeAPIKey(ctx, "ci", at(2*time.Hour), &rev), store.ErrConflict)
+	wantErr(t, "RevokeAPIKey unknown", s.RevokeAPIKey(ctx, "nobody", at(time.Hour), &rev), store.ErrNotFound)
+	if n := auditCount(t, s); n != 2 {
+		t.Errorf("audit rows after one revocation and two refused ones = %d, want 2", n)
+	}
+
+	// A revoked key is still found, marked, and keeps its name.
+	got, err = s.LookupAPIKey(ctx, ci.Hash)
+	must(t, "LookupAPIKey revoked", err)
+	wantCI := utc(ci)
+	wantCI.RevokedAt = at(time.Hour).UTC()
+	diff(t, "LookupAPIKey revoked", got, wantCI)
+	wantErr(t, "CreateAPIKey reusing a revoked name", s.CreateAPIKey(ctx, dupName, nil), store.ErrAlreadyExists)
+	got, err = s.LookupAPIKey(ctx, ops.Hash)
+	must(t, "LookupAPIKey ops", err)
+	if !got.RevokedAt.IsZero() {
+		t.Errorf("ops revoked along with ci")
+	}
+	keys, err = s.ListAPIKeys(ctx)
+	must(t, "ListAPIKeys after revoke", err)
+	diff(t, "ListAPIKeys after revoke", keys, []store.APIKey{wantCI, utc(ops)})
+
+	// Keys do not expire: the cleanup leaves them, revoked or not.
+	_, err = s.DeleteExpired(ctx, at(100*365*24*time.Hour), time.Time{})
+	must(t, "DeleteExpired", err)
+	keys, err = s.ListAPIKeys(ctx)
+	must(t, "ListAPIKeys after cleanup", err)
+	if len(keys) != 2 {
+		t.Errorf("DeleteExpired removed API keys: %d left, want 2", len(keys))
+	}
+}
+
+// testRevokeAPIKeyConcurrent: of concurrent revocations of one key exactly
+// one succeeds and writes its audit row; the others get ErrConflict.
+func testRevokeAPIKeyConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateAPIKey", s.CreateAPIKey(ctx, newAPIKey("ci"), nil))
+	const n = 8
+	var wg sync.WaitGroup
+	var ok, conflict atomic.Int32
+	errs := make(chan error, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ev := store.AuditEvent{Event: store.EventAPIKeyRevoked, Success: true, IP: "cli", Username: "apikey:ci", CreatedAt: base}
+			switch err := s.RevokeAPIKey(ctx, "ci", at(time.Hour), &ev); {
+			case err == nil:
+				ok.Add(1)
+			case errors.Is(err, store.ErrConflict):
+				conflict.Add(1)
+			default:
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("RevokeAPIKey: unexpected error %v", err)
+	}
+	if ok.Load() != 1 || conflict.Load() != n-1 {
+		t.Errorf("concurrent revocations: %d succeeded, %d conflicted; want 1 and %d", ok.Load(), conflict.Load(), n-1)
+	}
+	if c := auditCount(t, s); c != 1 {
+		t.Errorf("audit rows = %d, want 1", c)
+	}
+}
+
+// testRevokeAPIKeySubscribe: a key's revocation reaches every subscriber
+// as its hash, like a token's; a refused revocation notifies nothing.
+func testRevokeAPIKeySubscribe(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	ci, ops := newAPIKey("ci"), newAPIKey("ops")
+	must(t, "CreateAPIKey ci", s.CreateAPIKey(ctx, ci, nil))
+	must(t, "CreateAPIKey ops", s.CreateAPIKey(ctx, ops, nil))
+	c1, c2 := Subscribe(t, s), Subscribe(t, s)
+	must(t, "RevokeAPIKey", s.RevokeAPIKey(ctx, "ci", at(time.Hour), nil))
+	for i, c := range []*Collector{c1, c2} {
+		if !c.WaitHashes(time.Second, ci.Hash) {
+			t.Errorf("subscriber %d did not receive the revoked key's hash within 1s", i+1)
+		}
+	}
+	if c1.Has(ops.Hash) {
+		t.Errorf("a key that was never revoked was notified")
+	}
 }
