@@ -96,7 +96,7 @@ var legacyIdentity = identity{user: APIKeyUserPrefix + LegacyAPIKeyName}
 // key. done is false when secret is not one (the caller goes on with
 // tokens). The error is non-nil only when a named key is not cached and
 // the store could not be asked (ErrStoreUnavailable), with a 503 Decision.
-func (c *Checker) checkAPIKey(ctx context.Context, r Request, res resource.Resource, secret string, key [sha256.Size]byte) (d Decision, done bool, err error) {
+func (c *Checker) checkAPIKey(ctx context.Context, r Request, p string, res resource.Resource, secret string, key [sha256.Size]byte) (d Decision, done bool, err error) {
 	var id identity
 	switch {
 	case c.hasAPIKey && subtle.ConstantTimeCompare(key[:], c.apiKeyHash[:]) == 1:
@@ -107,36 +107,25 @@ func (c *Checker) checkAPIKey(ctx context.Context, r Request, res resource.Resou
 			return c.storeUnavailable(ctx, r, err), true, err
 		}
 		if reason != ReasonAPIKey {
-			return c.deny(r, res, reason, ""), true, nil
+			return c.deny(r, p, res, reason, ""), true, nil
 		}
 		if !boundTo(e.id.resource, res.URL) {
 			// Like a token for another audience (RFC 8707; the MCP
 			// specification: accept only credentials meant for you).
-			return c.deny(r, res, ReasonWrongAudience, ""), true, nil
+			return c.deny(r, p, res, ReasonWrongAudience, ""), true, nil
 		}
 		id = e.id
 	default:
 		return Decision{}, false, nil
 	}
-	if need := c.requiredScopes(r, res); need != nil {
+	if need := c.requiredScopes(r.Scheme, r.Host, p); need != nil {
 		for _, s := range need {
 			if !hasScope(id.scope, s) {
-				return c.deny(r, res, ReasonInsufficientScope, strings.Join(need, " ")), true, nil
+				return c.deny(r, p, res, ReasonInsufficientScope, strings.Join(need, " ")), true, nil
 			}
 		}
 	}
-	return Decision{
-		Allow:  true,
-		Status: 200,
-		Headers: []Header{
-			{c.userHeader, id.user},
-			{c.clientHeader, ""},
-			{c.scopeHeader, id.scope},
-		},
-		RemoveHeaders: c.removeToken,
-		removeJoined:  c.joinToken,
-		Reason:        ReasonAPIKey,
-	}, true, nil
+	return c.allowIdentity(ReasonAPIKey, id.user, "", id.scope, !c.keepAuth), true, nil
 }
 
 // bodyAPIKeyElsewhere answers an API key sent to a host passgate does not

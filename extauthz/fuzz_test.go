@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 )
 
@@ -85,7 +86,7 @@ func FuzzCheck(f *testing.F) {
 		auth := r.Headers["authorization"]
 		switch {
 		case !d.Allow:
-			if d.Status != 401 && d.Status != 403 {
+			if d.Status != 400 && d.Status != 401 && d.Status != 403 {
 				t.Fatalf("denied with status %d", d.Status)
 			}
 			if d.Status == 401 && !strings.Contains(headerValue(d.Headers, "WWW-Authenticate"), "resource_metadata=") {
@@ -112,7 +113,7 @@ func FuzzCheck(f *testing.F) {
 			default:
 				t.Fatalf("API key allowed as %q without that key: %q", user, auth)
 			}
-			if pathHasPrefix(cleanPath(r.Path), "/mcp/admin") {
+			if p, _ := resource.CanonicalPath(r.Path); pathHasPrefix(p, "/mcp/admin") {
 				t.Fatalf("API key without the admin scope allowed on %q", r.Path)
 			}
 		case d.Reason == ReasonPreflight:
@@ -122,8 +123,21 @@ func FuzzCheck(f *testing.F) {
 		default:
 			t.Fatalf("allowed for reason %v", d.Reason)
 		}
-		if d.Allow && d.Reason != ReasonToken && d.Reason != ReasonAPIKey && len(d.Headers) != 0 {
-			t.Fatalf("identity headers without a token or key: %+v", d)
+		if d.Allow {
+			if len(d.Headers) != 3 {
+				t.Fatalf("allowed without every identity header: %+v", d)
+			}
+			if _, err := resource.CanonicalPath(r.Path); err != nil {
+				t.Fatalf("allowed an ambiguous path %q: %v", r.Path, err)
+			}
+		}
+		if d.Allow && d.Reason != ReasonToken {
+			for _, h := range d.Headers {
+				keyIdentity := d.Reason == ReasonAPIKey && (h.Name == DefaultUserHeader && strings.HasPrefix(h.Value, APIKeyUserPrefix) || h.Name == DefaultScopeHeader)
+				if h.Value != "" && !keyIdentity {
+					t.Fatalf("identity header %s=%q without a token or key: %+v", h.Name, h.Value, d)
+				}
+			}
 		}
 	})
 }
