@@ -21,6 +21,11 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc/codes"
+
 	"github.com/passgate/passgate/internal/e2e"
 )
 
@@ -477,7 +482,7 @@ func segmentPrefix(p, prefix string) bool {
 
 // corpusPaths are the request targets of the path part of the corpus.
 var corpusPaths = []string{
-	"/mcp", "/mcp/", "/mcp/admin", "/mcp/admin/x", "/mcp/adminx", "/other", "/other/x",
+	"/mcp", "/mcp/", "/mcp/admin", "/mcp/admin/x", "/mcp/adminx", "/other", "/other/x", "/", "/mcpx", "/unknown",
 	// Percent-encoding (attack 2) and double encoding.
 	"/mcp/%61dmin", "/mcp/%61%64%6d%69%6e", "/mcp/%2561dmin", "/%6dcp/admin", "/mcp%2Fadmin", "/mcp%2fadmin",
 	// Dot segments, raw and encoded, and crossing resources (attack 3).
@@ -770,4 +775,148 @@ func TestHostileCorpusIngressNginx(t *testing.T) {
 			`POST /mcp/%61dmin host localhost token "B/mcp"`,
 			`absolute-form http://localhost/mcp Host 127.0.0.1 token A/mcp`,
 		))
+}
+
+// envoyEdge is what the shipped deploy/envoy.yaml does to a request around
+// the ext_authz check, as far as the corpus needs it.
+type envoyEdge struct {
+	// Underscores is the HTTP connection manager's
+	// headers_with_underscores_action.
+	Underscores corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
+	// BeforeCheck are the headers the header_mutation filter removes
+	// before ext_authz.
+	BeforeCheck []string
+	// BeforeUpstream are the headers the /mcp route removes.
+	BeforeUpstream []string
+}
+
+func loadEnvoyEdge(t *testing.T) envoyEdge {
+	t.Helper()
+	b := loadEnvoy(t)
+	var e envoyEdge
+	for _, hcm := range envoyHCMs(t, b) {
+		e.Underscores = hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction()
+		for _, f := range hcm.GetHttpFilters() {
+			if f.GetName() != "envoy.filters.http.header_mutation" {
+				continue
+			}
+			hm := unpack(t, f.GetTypedConfig(), &headermutationv3.HeaderMutation{})
+			for _, m := range hm.GetMutations().GetRequestMutations() {
+				if r := m.GetRemove(); r != "" {
+					e.BeforeCheck = append(e.BeforeCheck, r)
+				}
+			}
+		}
+	}
+	if r := envoyRouteFor(t, b, "/mcp"); r != nil {
+		e.BeforeUpstream = r.GetRequestHeadersToRemove()
+	}
+	return e
+}
+
+// envoyCheckRequest turns a corpus request into the CheckRequest Envoy's
+// ext_authz filter would send for it with the shipped envoy.yaml: the
+// :authority from an absolute-form target or the Host header, the path
+// (not normalized: passgate must not rely on Envoy for that), lowercased
+// headers with duplicates joined by ",", minus what envoy.yaml drops before
+// the check. ok is false for requests Envoy refuses before the filter.
+func (e envoyEdge) checkRequest(w *corpusWorld, r corpusReq) (req *authv3.CheckRequest, ok bool) {
+	host, p := "", r.Target
+	if u, err := url.Parse(r.Target); err == nil && u.IsAbs() {
+		host, p = u.Host, u.RequestURI()
+	} else if len(r.Hosts) == 1 {
+		host = r.Hosts[0]
+	}
+	if host == "" || len(r.Hosts) != 1 {
+		return nil, false
+	}
+	headers := map[string]string{}
+	for _, h := range r.Header {
+		k := strings.ToLower(h[0])
+		if strings.Contains(k, "_") {
+			switch e.Underscores {
+			case corev3.HttpProtocolOptions_REJECT_REQUEST:
+				return nil, false
+			case corev3.HttpProtocolOptions_DROP_HEADER:
+				continue
+			}
+		}
+		if slices.Contains(e.BeforeCheck, k) {
+			continue
+		}
+		v := h[1]
+		for name, tok := range w.tokens {
+			v = strings.ReplaceAll(v, "{token:"+name+"}", tok.Secret)
+		}
+		if prev, ok := headers[k]; ok {
+			v = prev + "," + v
+		}
+		headers[k] = v
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Method: r.Method, Scheme: "http", Host: host, Path: p, Headers: headers, Protocol: "HTTP/1.1",
+		}},
+	}}, true
+}
+
+// upstreamSaw is what the upstream receives after Envoy applied an
+// allowing answer to the request: the checked headers, overwritten or
+// added to by the answer's headers, minus the ones the answer and the
+// route remove.
+func (e envoyEdge) upstreamSaw(req *authv3.CheckRequest, ok *authv3.OkHttpResponse) upstreamSaw {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	hdr := http.Header{}
+	for k, v := range h.GetHeaders() {
+		hdr.Add(k, v)
+	}
+	for _, o := range ok.GetHeaders() {
+		k, v := o.GetHeader().GetKey(), o.GetHeader().GetValue()
+		if o.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD || o.GetAppend().GetValue() {
+			hdr.Add(k, v)
+		} else {
+			hdr.Set(k, v)
+		}
+	}
+	for _, k := range append(ok.GetHeadersToRemove(), e.BeforeUpstream...) {
+		hdr.Del(k)
+	}
+	return upstreamSaw{Method: h.GetMethod(), RequestURI: h.GetPath(), Host: h.GetHost(), Header: hdr}
+}
+
+// TestHostileCorpusEnvoyGRPC asks passgate's real gRPC server the corpus as
+// Envoy with the shipped envoy.yaml would, but without Envoy's own path
+// normalization (passgate canonicalizes defensively), and checks the
+// invariant on every request it allows, as the upstream would see it.
+func TestHostileCorpusEnvoyGRPC(t *testing.T) {
+	w := startCorpusWorld(t)
+	edge := loadEnvoyEdge(t)
+	client := authv3.NewAuthorizationClient(w.srv.GRPCConn())
+	reqs := buildCorpus([]string{hostA, hostB})
+	allowed := 0
+	for _, r := range reqs {
+		req, ok := edge.checkRequest(w, r)
+		if !ok {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+		resp, err := client.Check(ctx, req)
+		cancel()
+		if err != nil {
+			t.Errorf("%s: %v", r.Name, err)
+			continue
+		}
+		if codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+			continue
+		}
+		allowed++
+		s := edge.upstreamSaw(req, resp.GetOkResponse())
+		for _, v := range w.checkInvariant(corpusProxy{StripsAuthorization: true}, r, s) {
+			t.Errorf("%s (allowed, upstream would see %s %s Host %s): %s", r.Name, s.Method, s.RequestURI, s.Host, v)
+		}
+	}
+	if allowed == 0 {
+		t.Error("nothing was allowed; the corpus proves nothing")
+	}
+	t.Logf("%d requests, %d allowed", len(reqs), allowed)
 }
