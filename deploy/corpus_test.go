@@ -920,3 +920,39 @@ func TestHostileCorpusEnvoyGRPC(t *testing.T) {
 	}
 	t.Logf("%d requests, %d allowed", len(reqs), allowed)
 }
+
+// TestCaddyRoutesPassgate: through the shipped Caddyfile, passgate's own
+// paths reach passgate without a token (no check in the way) and never the
+// MCP server.
+func TestCaddyRoutesPassgate(t *testing.T) {
+	srv := e2e.Start(t, e2e.Options{Resource: "http://" + hostA + "/mcp"})
+	rec := startRecorder(t)
+	addr := startCaddy(t, caddyOptions{Hosts: []string{hostA}, PassgateAddr: srv.Opts.HTTPAddr, UpstreamAddr: rec.addr()})
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/.well-known/oauth-authorization-server", http.StatusOK},
+		{"GET", "/.well-known/oauth-protected-resource/mcp", http.StatusOK},
+		{"GET", "/login", http.StatusOK},
+		{"GET", "/healthz", http.StatusOK},
+		{"GET", "/readyz", http.StatusOK},
+		{"POST", "/oauth/token", http.StatusUnsupportedMediaType},
+		{"POST", "/token", http.StatusUnsupportedMediaType},
+	} {
+		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
+			r := corpusReq{Method: tt.method, Target: tt.path, Hosts: []string{hostA}}
+			id := "route " + tt.path
+			status, err := sendRaw(addr, r.wire(&corpusWorld{}, id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if status != tt.want {
+				t.Errorf("%s %s through Caddy = %d, want passgate's %d", tt.method, tt.path, status, tt.want)
+			}
+			if n := len(rec.saw(id)); n != 0 {
+				t.Errorf("%s %s reached the MCP server", tt.method, tt.path)
+			}
+		})
+	}
+}
