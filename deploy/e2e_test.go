@@ -307,30 +307,8 @@ func TestEnvoyRoutesAgainstPassgate(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	// Tokens minted straight into the store, through the same code
-	// redemption the token endpoint uses.
 	st := e2e.OpenStore(t, "", dataDir)
-	now := time.Now()
-	mint := func(resource string) string {
-		s := token.New(token.PrefixAccess)
-		code := store.AuthCode{
-			CodeHash: token.Hash(token.New(token.PrefixCode)), ClientID: "envoy-test", Username: "alice",
-			RedirectURI: "https://app.example/cb", CodeChallenge: "x", CodeChallengeMethod: "S256",
-			Scope: "mcp", Resource: resource, FamilyID: token.New(""), CreatedAt: now, ExpiresAt: now.Add(time.Minute),
-		}
-		if err := st.CreateAuthCode(ctx, code, nil); err != nil {
-			t.Fatal(err)
-		}
-		g := store.CodeGrant{
-			Access:  store.Token{Hash: token.Hash(s), Kind: store.KindAccess, FamilyID: code.FamilyID, ClientID: "envoy-test", Username: "alice", Scope: "mcp", Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
-			Refresh: store.Token{Hash: token.Hash(token.New(token.PrefixRefresh)), Kind: store.KindRefresh, FamilyID: code.FamilyID, ClientID: "envoy-test", Username: "alice", Scope: "mcp", Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)},
-			Audit:   store.AuditEvent{Event: store.EventTokenExchange, Success: true, ClientID: "envoy-test", Username: "alice", CreatedAt: now},
-		}
-		if err := st.RedeemCode(ctx, code.CodeHash, now, g); err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
+	mint := func(resource string) string { return mintAccessToken(t, st, resource, "mcp") }
 	good := mint(resourceURL)
 	foreign := mint("https://other.example.com/mcp")
 
@@ -393,6 +371,33 @@ func TestEnvoyRoutesAgainstPassgate(t *testing.T) {
 	if checked == 0 {
 		t.Fatal("envoy.yaml has no route with ext_authz enabled")
 	}
+}
+
+// mintAccessToken stores an access token for resource and scope straight
+// into st, through the same code redemption the token endpoint uses, and
+// returns its secret.
+func mintAccessToken(t testing.TB, st store.Store, resource, scope string) string {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now()
+	s := token.New(token.PrefixAccess)
+	code := store.AuthCode{
+		CodeHash: token.Hash(token.New(token.PrefixCode)), ClientID: "deploy-test", Username: "alice",
+		RedirectURI: "https://app.example/cb", CodeChallenge: "x", CodeChallengeMethod: "S256",
+		Scope: scope, Resource: resource, FamilyID: token.New(""), CreatedAt: now, ExpiresAt: now.Add(time.Minute),
+	}
+	if err := st.CreateAuthCode(ctx, code, nil); err != nil {
+		t.Fatal(err)
+	}
+	g := store.CodeGrant{
+		Access:  store.Token{Hash: token.Hash(s), Kind: store.KindAccess, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: "alice", Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Refresh: store.Token{Hash: token.Hash(token.New(token.PrefixRefresh)), Kind: store.KindRefresh, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: "alice", Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)},
+		Audit:   store.AuditEvent{Event: store.EventTokenExchange, Success: true, ClientID: "deploy-test", Username: "alice", CreatedAt: now},
+	}
+	if err := st.RedeemCode(ctx, code.CodeHash, now, g); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func hasHeader(hs []*corev3.HeaderValueOption, name, substr string) bool {

@@ -26,6 +26,8 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/passgate/passgate/extauthz"
 )
 
 // envoyPath is deploy/envoy.yaml, relative to this package.
@@ -308,6 +310,24 @@ func TestEnvoyRoutesUseDefinedClusters(t *testing.T) {
 	}
 }
 
+// TestEnvoyNormalizesPaths: Envoy routes, checks and forwards the
+// normalized path, and refuses encoded slashes, so passgate (which refuses
+// them too, see resource.CanonicalPath) judges the path the MCP server
+// serves.
+func TestEnvoyNormalizesPaths(t *testing.T) {
+	for _, h := range envoyHCMs(t, loadEnvoy(t)) {
+		if !h.GetNormalizePath().GetValue() {
+			t.Error("normalize_path is not true")
+		}
+		if !h.GetMergeSlashes() {
+			t.Error("merge_slashes is not true")
+		}
+		if got := h.GetPathWithEscapedSlashesAction(); got != hcmv3.HttpConnectionManager_REJECT_REQUEST {
+			t.Errorf("path_with_escaped_slashes_action = %v, want REJECT_REQUEST", got)
+		}
+	}
+}
+
 func TestEnvoyExtAuthzFilter(t *testing.T) {
 	b := loadEnvoy(t)
 	for _, h := range envoyHCMs(t, b) {
@@ -414,7 +434,7 @@ func TestEnvoyRoutePolicy(t *testing.T) {
 		}
 	}
 	// The check endpoint and the metrics are never routed.
-	for _, path := range []string{"/_passgate/check", "/_passgate/check/mcp", "/metrics", "/"} {
+	for _, path := range []string{"/_passgate/check", "/_passgate/check/mcp", extauthz.CheckPathNginx, extauthz.CheckPathEnvoy + "/mcp", "/metrics", "/"} {
 		if r := envoyRouteFor(t, b, path); r != nil {
 			t.Errorf("%s is routed to %q", path, r.GetRoute().GetCluster())
 		}

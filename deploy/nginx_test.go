@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/passgate/passgate/extauthz"
 )
 
 // The stand-in's answers. Passgate's real check is tested in extauthz; here
@@ -46,7 +48,7 @@ type checkSeen struct {
 }
 
 // standin is a real HTTP server on loopback playing passgate's HTTP
-// listener: /_passgate/check answers by Bearer token, and every other path
+// listener: the nginx check answers by Bearer token, and every other path
 // answers 200 "passgate" with the request echoed as JSON.
 type standin struct {
 	Addr string
@@ -75,14 +77,14 @@ func (s *standin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	seen := checkSeen{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), ContentLength: r.ContentLength, BodyLen: len(body)}
 	seen.Header.Set("Host", r.Host)
 	s.mu.Lock()
-	if r.URL.Path == "/_passgate/check" {
+	if r.URL.Path == extauthz.CheckPathNginx {
 		s.checks = append(s.checks, seen)
 	} else {
 		s.pages = append(s.pages, seen)
 	}
 	s.mu.Unlock()
 
-	if r.URL.Path != "/_passgate/check" {
+	if r.URL.Path != extauthz.CheckPathNginx {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]any{"passgate": true, "path": seen.Path, "method": r.Method, "body_len": len(body)})
 		return
@@ -276,7 +278,7 @@ func TestNginxCheckRequest(t *testing.T) {
 		// nginx subrequests are GETs whatever the client sent; the
 		// method is in X-Original-Method.
 		"method":             "GET",
-		"path":               "/_passgate/check",
+		"path":               extauthz.CheckPathNginx,
 		"Authorization":      "Bearer " + tokenGood,
 		"X-Original-URI":     "/mcp?x=1&y=%2F",
 		"X-Original-Method":  "POST",
@@ -569,7 +571,8 @@ func TestNginxRoutesPassgate(t *testing.T) {
 		})
 	}
 
-	for _, path := range []string{"/_passgate/check", "/_passgate/check/mcp", "/", "/admin", "/metrics", "/.well-known/other"} {
+	for _, path := range []string{"/_passgate/check", "/_passgate/check/mcp", extauthz.CheckPathNginx, extauthz.CheckPathForwardAuth,
+		extauthz.CheckPathIngressNginx, extauthz.CheckPathEnvoy + "/mcp", "/", "/admin", "/metrics", "/.well-known/other"} {
 		t.Run("not routed "+path, func(t *testing.T) {
 			pagesBefore, checksBefore := len(st.standin.Pages()), len(st.standin.Checks())
 			resp, _ := st.do(t, "GET", path, tokenGood, "", nil)

@@ -80,7 +80,7 @@ func envoyReq(tok string) *authv3.CheckRequest {
 }
 
 func nginxReq(tok string) *http.Request {
-	r := httptest.NewRequest("GET", CheckPath, nil)
+	r := httptest.NewRequest("GET", CheckPathNginx, nil)
 	r.Header.Set("X-Original-URI", "/mcp")
 	r.Header.Set("X-Original-Method", "POST")
 	r.Header.Set("X-Forwarded-Host", "mcp.example.com")
@@ -222,7 +222,7 @@ func serveGRPC(b *testing.B, s *grpc.Server) authv3.AuthorizationClient {
 
 func BenchmarkHTTP(b *testing.B) {
 	e := newBenchEnv(b)
-	h := e.c.HTTPHandler()
+	h := e.c.HTTPHandler(nil)
 	b.Run("inproc/noop", func(b *testing.B) {
 		r, w := nginxReq(e.hit), &nopWriter{h: http.Header{}}
 		b.ReportAllocs()

@@ -1,97 +1,3 @@
-// Package extauthz answers the question every proxy in front of an MCP
-// server asks on every request: may this request through? It holds one pure
-// core, Checker.Check, and two thin front ends over it: the Envoy ext_authz
-// v3 gRPC service (envoy.service.auth.v3.Authorization) and an HTTP check for
-// nginx auth_request, Traefik ForwardAuth, Caddy forward_auth and Envoy's HTTP
-// ext_authz mode.
-//
-// A request is allowed when it carries, in "Authorization: Bearer …", an
-// access token that exists, is neither expired nor revoked, and whose
-// audience (RFC 8707) is the protected resource the request is for; or the
-// configured API key. Otherwise it is denied with a 401 whose
-// WWW-Authenticate header points at the resource's RFC 9728 metadata, which
-// is how an MCP client that knows only the server URL finds passgate.
-//
-// Verified tokens are cached in process, bounded in size and never past
-// their expiry; Run consumes the store's invalidations so a revocation on any
-// replica reaches the cache. When the store is unreachable, cached tokens
-// keep working and uncached ones fail closed: the gRPC front end returns
-// codes.Unavailable (Envoy with failure_mode_allow: false denies) and the
-// HTTP front end answers 503 (nginx turns it into a 500). The check path
-// never writes to the store.
-//
-// # Wiring the HTTP check
-//
-// Mount Checker.HTTPHandler at CheckPath and CheckPath+"/". The handler finds
-// the original request in this order:
-//
-//   - nginx auth_request: X-Original-URI and X-Original-Method.
-//   - Traefik ForwardAuth, Caddy forward_auth: X-Forwarded-Uri and
-//     X-Forwarded-Method.
-//   - Envoy HTTP ext_authz (path_prefix: /_passgate/check): the original path
-//     appended to CheckPath, the original method and Host.
-//
-// The host is X-Forwarded-Host when present, else Host; the scheme is
-// X-Forwarded-Proto when present. These headers are trusted, so the proxy
-// MUST set them itself, overwriting whatever the client sent: a client that
-// could choose X-Forwarded-Host or X-Original-URI could pick the resource
-// (and so the audience) its token is checked against. nginx:
-//
-//	location = /_passgate/check {
-//	    internal;
-//	    proxy_pass http://passgate:8080;
-//	    proxy_pass_request_body off;
-//	    proxy_set_header Content-Length "";
-//	    proxy_set_header X-Original-URI $request_uri;
-//	    proxy_set_header X-Original-Method $request_method;
-//	    proxy_set_header X-Forwarded-Host $host;
-//	    proxy_set_header X-Forwarded-Proto $scheme;
-//	}
-//	location /mcp {
-//	    auth_request /_passgate/check;
-//	    auth_request_set $pg_user $upstream_http_x_passgate_user;
-//	    auth_request_set $pg_client $upstream_http_x_passgate_client_id;
-//	    auth_request_set $pg_scope $upstream_http_x_passgate_scope;
-//	    auth_request_set $pg_www $upstream_http_www_authenticate;
-//	    proxy_set_header X-Passgate-User $pg_user;       # overwrites (or, empty, removes) client copies
-//	    proxy_set_header X-Passgate-Client-Id $pg_client;
-//	    proxy_set_header X-Passgate-Scope $pg_scope;
-//	    proxy_set_header Authorization "";               # unless the upstream needs the token
-//	    error_page 401 = @unauthorized;
-//	    error_page 403 = @forbidden;
-//	    proxy_pass http://mcp-upstream;
-//	}
-//	location @unauthorized {
-//	    # nginx copies WWW-Authenticate of a 401 by itself: don't add it again.
-//	    add_header Access-Control-Expose-Headers WWW-Authenticate always;
-//	    default_type application/json;
-//	    return 401 '{"error":"invalid_token"}';
-//	}
-//	location @forbidden {
-//	    add_header WWW-Authenticate $pg_www always;
-//	    add_header Access-Control-Expose-Headers WWW-Authenticate always;
-//	    default_type application/json;
-//	    return 403 '{"error":"insufficient_scope"}';
-//	}
-//
-// TestNginx runs exactly this against a real nginx. A store outage (503
-// from the check) becomes nginx's 500: the request fails closed.
-//
-// The HTTP check answers only 200, 401, 403 and, for a store outage on an
-// uncached token, 503. Allowed answers carry the identity headers and, in
-// Envoy's path-prefix form only, X-Envoy-Auth-Headers-To-Remove (the
-// Authorization header and any identity header not set), which Envoy's
-// HTTP ext_authz honours; Traefik's
-// authResponseHeaders and Caddy's copy_headers must list the three identity
-// headers, and the Authorization header must be removed by the proxy.
-//
-// # Wiring the gRPC check
-//
-// NewGRPCServer returns a *grpc.Server with the Authorization service, gRPC
-// health (grpc.health.v1) and server reflection registered, and keepalive
-// MaxConnectionAge set so Envoy's long-lived connections spread over
-// replicas. On SIGTERM call SetServing(false) (health answers NOT_SERVING),
-// give Envoy a moment to notice, then GracefulStop.
 package extauthz
 
 import (
@@ -103,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/textproto"
-	"net/url"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -117,10 +22,6 @@ import (
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
-
-// CheckPath is where cmd/passgate mounts HTTPHandler; Envoy's HTTP ext_authz
-// appends the original path to it.
-const CheckPath = "/_passgate/check"
 
 // Defaults for Config.
 const (
@@ -153,8 +54,8 @@ type Config struct {
 	Store store.Store
 	// APIKey is the seed's static API_KEY. Optional: when set, it is accepted
 	// as a Bearer credential for every resource (compared in constant time,
-	// length included) and bypasses scope rules; no identity headers are
-	// sent for it.
+	// length included) and bypasses scope rules; the user identity header
+	// says "apikey:legacy" and the client and scope headers are empty.
 	APIKey string
 	// Scopes are advertised in the scope parameter of 401 challenges when no
 	// ScopeRule applies (normally the server's supported scopes). Optional.
@@ -208,8 +109,11 @@ type ScopeRule struct {
 type Request struct {
 	Method string
 	Scheme string // optional; "" means the resource's own scheme
-	Host   string // authority as the client sent it, port optional
-	Path   string // origin-form, escaped, may include the query
+	Host   string // authority the proxy routed on, port optional
+	// Path is the request target in origin form as the proxy received it
+	// (escaped, may include the query). Check matches on its canonical
+	// form (resource.CanonicalPath) and refuses an ambiguous one.
+	Path string
 	// Headers holds request headers with lowercase keys. The check reads
 	// authorization, origin and access-control-request-method.
 	Headers map[string]string
@@ -226,13 +130,18 @@ type Header struct {
 type Decision struct {
 	// Allow lets the request through.
 	Allow bool
-	// Status is 200 when allowed, else 401, 403, or 503 with an error.
+	// Status is 200 when allowed, else 400, 401, 403, or 503 with an
+	// error.
 	Status int
-	// Headers: when allowed, set (overwriting) on the upstream request;
-	// when denied, set on the response to the client.
+	// Headers: when allowed, every identity header, set (overwriting) on
+	// the upstream request; an empty value means "no such identity" and
+	// the header is in RemoveHeaders too. When denied, set on the response
+	// to the client. Shared between decisions: do not modify.
 	Headers []Header
 	// RemoveHeaders lists lowercase names to remove from the upstream
-	// request when allowed. Shared between decisions: do not modify.
+	// request when allowed: Authorization (unless KeepAuthorization) and
+	// the identity headers without a value. Shared between decisions: do
+	// not modify.
 	RemoveHeaders []string
 	// Body is the JSON body of a denial.
 	Body string
@@ -254,7 +163,7 @@ const (
 	ReasonPreflight                       // allow: CORS preflight
 	ReasonUnprotected                     // allow: no resource matched and AllowUnknownResources
 	ReasonNoToken                         // 401: no Bearer credentials
-	ReasonMalformed                       // 401: malformed Authorization header
+	ReasonMalformed                       // 400: malformed Authorization header (RFC 6750 section 3.1 invalid_request)
 	ReasonUnknownToken                    // 401: not a token passgate knows
 	ReasonExpired                         // 401
 	ReasonRevoked                         // 401
@@ -263,6 +172,9 @@ const (
 	ReasonInsufficientScope               // 403
 	ReasonUnknownResource                 // 403: no configured resource matched
 	ReasonStoreUnavailable                // error: uncached token, store failed
+	ReasonInvalidPath                     // 400: a path proxies and upstreams read differently (resource.CanonicalPath)
+	ReasonInvalidRequest                  // 400: the proxy reported the request incompletely (HTTP check)
+	ReasonHostMismatch                    // 403: the reported host is not the one the check URL pins (ingress-nginx)
 	numReasons
 )
 
@@ -270,6 +182,7 @@ var reasonNames = [numReasons]string{
 	"token", "api_key", "preflight", "unprotected", "no_token", "malformed",
 	"unknown_token", "expired", "revoked", "wrong_audience", "wrong_kind",
 	"insufficient_scope", "unknown_resource", "store_unavailable",
+	"invalid_path", "invalid_request", "host_mismatch",
 }
 
 func (r Reason) String() string {
@@ -311,11 +224,11 @@ type Checker struct {
 	hasAPIKey  bool
 
 	userHeader, clientHeader, scopeHeader string // canonical
-	// removeToken is removed after a token allow; removeNoIdentity after an
-	// allow without identity (API key, preflight); removeUnprotected for
-	// requests outside every resource.
-	removeToken, removeNoIdentity, removeUnprotected []string
-	joinToken, joinNoIdentity, joinUnprotected       []string
+	// removeToken is removed after a token allow whose identity headers
+	// all have values.
+	removeToken, joinToken []string
+	// The allowed answers that carry no token identity, built once.
+	preflightAllow, unprotectedAllow, apiKeyAllow Decision
 
 	cache *cache
 	// neg remembers tokens the store refused (unknown, expired, revoked,
@@ -381,6 +294,11 @@ func NewChecker(cfg Config) (*Checker, error) {
 		}
 		switch {
 		case strings.HasPrefix(rule.Match, "/"):
+			// Matched against canonical request paths, so it must be
+			// canonical itself.
+			if cp, err := resource.CanonicalPath(rule.Match); err != nil || cp != rule.Match {
+				errs = append(errs, fmt.Errorf("scope rule %q: path is not canonical (%q, %v)", rule.Match, cp, err))
+			}
 			sr.prefix = rule.Match
 		default:
 			r, err := resource.Parse(rule.Match)
@@ -417,22 +335,15 @@ func NewChecker(cfg Config) (*Checker, error) {
 	c.userHeader = textproto.CanonicalMIMEHeaderKey(cfg.UserHeader)
 	c.clientHeader = textproto.CanonicalMIMEHeaderKey(cfg.ClientIDHeader)
 	c.scopeHeader = textproto.CanonicalMIMEHeaderKey(cfg.ScopeHeader)
-	identity := []string{strings.ToLower(c.userHeader), strings.ToLower(c.clientHeader), strings.ToLower(c.scopeHeader)}
-	c.removeUnprotected = identity
-	c.removeNoIdentity = identity
 	if !c.keepAuth {
 		c.removeToken = []string{"authorization"}
-		c.removeNoIdentity = append([]string{"authorization"}, identity...)
+		c.joinToken = []string{"authorization"}
 	}
-	join := func(names []string) []string {
-		if len(names) == 0 {
-			return nil
-		}
-		return []string{strings.Join(names, ", ")}
-	}
-	c.joinToken = join(c.removeToken)
-	c.joinNoIdentity = join(c.removeNoIdentity)
-	c.joinUnprotected = join(c.removeUnprotected)
+	c.preflightAllow = c.allowIdentity(ReasonPreflight, "", "", "", !c.keepAuth)
+	// Outside every resource the Authorization header is not passgate's
+	// to remove.
+	c.unprotectedAllow = c.allowIdentity(ReasonUnprotected, "", "", "", false)
+	c.apiKeyAllow = c.allowIdentity(ReasonAPIKey, legacyAPIKeyUser, "", "", !c.keepAuth)
 
 	reg := cfg.Metrics
 	if reg == nil {
@@ -510,30 +421,41 @@ func (c *Checker) invalidate(inv store.Invalidation) {
 // Decision then has Reason ReasonStoreUnavailable and Status 503, and
 // callers must fail closed.
 func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
-	res, ok := resource.Find(c.resources, r.Scheme, r.Host, cleanPath(r.Path))
+	// Everything below judges the canonical path: the one nginx, Envoy,
+	// Caddy, Traefik and the upstream route on. A path they would read
+	// differently is refused before any resource is looked up, so that
+	// not even AllowUnknownResources lets it through.
+	p, err := resource.CanonicalPath(r.Path)
+	if err != nil {
+		return c.refuse(ReasonInvalidPath), nil
+	}
+	res, ok := resource.Find(c.resources, r.Scheme, r.Host, p)
 	if !ok {
 		if c.allowUnknown {
-			return Decision{Allow: true, Status: 200, RemoveHeaders: c.removeUnprotected, removeJoined: c.joinUnprotected, Reason: ReasonUnprotected}, nil
+			return c.unprotectedAllow, nil
 		}
-		return c.deny(r, resource.Resource{}, ReasonUnknownResource, ""), nil
+		return c.deny(r, p, resource.Resource{}, ReasonUnknownResource, ""), nil
 	}
 	auth, hasAuth := r.Headers["authorization"]
+	// r.Method is the method the proxy reports (Envoy's attributes, the
+	// header its configuration sets from the request line), never a
+	// client's header: each front end reads it from one declared source.
 	if c.preflight && !hasAuth && r.Method == "OPTIONS" && r.Headers["origin"] != "" && r.Headers["access-control-request-method"] != "" {
-		return c.allowNoIdentity(ReasonPreflight), nil
+		return c.preflightAllow, nil
 	}
 	secret, present, ok := parseBearer(auth)
 	if !present {
-		return c.deny(r, res, ReasonNoToken, ""), nil
+		return c.deny(r, p, res, ReasonNoToken, ""), nil
 	}
 	if !ok {
-		return c.deny(r, res, ReasonMalformed, ""), nil
+		return c.deny(r, p, res, ReasonMalformed, ""), nil
 	}
 	key := hashSecret(secret)
 	if c.hasAPIKey && subtle.ConstantTimeCompare(key[:], c.apiKeyHash[:]) == 1 {
-		return c.allowNoIdentity(ReasonAPIKey), nil
+		return c.apiKeyAllow, nil
 	}
 	if !token.HasPrefix(secret, token.PrefixAccess) {
-		return c.deny(r, res, ReasonUnknownToken, ""), nil
+		return c.deny(r, p, res, ReasonUnknownToken, ""), nil
 	}
 	now := c.now()
 	e, reason, err := c.lookup(ctx, key, now)
@@ -546,19 +468,22 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 			Headers: []Header{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}}}, err
 	}
 	if reason != ReasonToken {
-		return c.deny(r, res, reason, ""), nil
+		return c.deny(r, p, res, reason, ""), nil
 	}
 	id := e.id
 	if id.resource != res.URL {
-		return c.deny(r, res, ReasonWrongAudience, ""), nil
+		return c.deny(r, p, res, ReasonWrongAudience, ""), nil
 	}
 	scope := id.scope
-	if need := c.requiredScopes(r, res); need != nil {
+	if need := c.requiredScopes(r.Scheme, r.Host, p); need != nil {
 		for _, s := range need {
 			if !hasScope(scope, s) {
-				return c.deny(r, res, ReasonInsufficientScope, strings.Join(need, " ")), nil
+				return c.deny(r, p, res, ReasonInsufficientScope, strings.Join(need, " ")), nil
 			}
 		}
+	}
+	if id.user == "" || id.client == "" || scope == "" {
+		return c.allowIdentity(ReasonToken, id.user, id.client, scope, !c.keepAuth), nil
 	}
 	return Decision{
 		Allow:  true,
@@ -574,8 +499,44 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 	}, nil
 }
 
-func (c *Checker) allowNoIdentity(reason Reason) Decision {
-	return Decision{Allow: true, Status: 200, RemoveHeaders: c.removeNoIdentity, removeJoined: c.joinNoIdentity, Reason: reason}
+// legacyAPIKeyUser is the user identity of the static API key (Config.APIKey).
+const legacyAPIKeyUser = "apikey:legacy"
+
+// allowIdentity builds an allowed Decision that carries every identity
+// header, so a proxy that copies them from the answer overwrites what the
+// client sent. Empty values are also removed (Envoy drops an empty header
+// instead of setting it); removeAuth removes Authorization too.
+func (c *Checker) allowIdentity(reason Reason, user, client, scope string, removeAuth bool) Decision {
+	d := Decision{Allow: true, Status: 200, Reason: reason,
+		Headers: []Header{{c.userHeader, user}, {c.clientHeader, client}, {c.scopeHeader, scope}}}
+	if removeAuth {
+		d.RemoveHeaders = append(d.RemoveHeaders, "authorization")
+	}
+	for _, h := range d.Headers {
+		if h.Value == "" {
+			d.RemoveHeaders = append(d.RemoveHeaders, strings.ToLower(h.Name))
+		}
+	}
+	if len(d.RemoveHeaders) > 0 {
+		d.removeJoined = []string{strings.Join(d.RemoveHeaders, ", ")}
+	}
+	return d
+}
+
+// refuse answers a request passgate cannot judge: an ambiguous path, a
+// proxy report that is incomplete, or a host other than the pinned one.
+func (c *Checker) refuse(reason Reason) Decision {
+	d := Decision{Status: 400, Reason: reason,
+		Headers: []Header{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}}}
+	switch reason {
+	case ReasonInvalidPath:
+		d.Body = bodyInvalidPath
+	case ReasonHostMismatch:
+		d.Status, d.Body = 403, bodyHostMismatch
+	default:
+		d.Body = bodyInvalidRequest
+	}
+	return d
 }
 
 // lookup returns the cache entry for key, asking the store on a miss.
@@ -662,19 +623,19 @@ func hashSecret(secret string) [sha256.Size]byte {
 	return sha256.Sum256([]byte(secret))
 }
 
-// requiredScopes returns the scopes the rules require for r, or nil.
-func (c *Checker) requiredScopes(r Request, res resource.Resource) []string {
+// requiredScopes returns the scopes the rules require for a request to
+// host and canonical path p, or nil.
+func (c *Checker) requiredScopes(scheme, host, p string) []string {
 	if len(c.rules) == 0 {
 		return nil
 	}
-	p := cleanPath(r.Path)
 	var need []string
 	matched := 0
 	for i := range c.rules {
 		rule := &c.rules[i]
 		var m bool
 		if rule.abs {
-			m = rule.res.Matches(r.Scheme, r.Host, p)
+			m = rule.res.Matches(scheme, host, p)
 		} else {
 			m = pathHasPrefix(p, rule.prefix)
 		}
@@ -698,26 +659,30 @@ func (c *Checker) requiredScopes(r Request, res resource.Resource) []string {
 	return need
 }
 
-// challengeScope is the scope parameter of a 401 for r.
-func (c *Checker) challengeScope(r Request, res resource.Resource) string {
-	if need := c.requiredScopes(r, res); need != nil {
+// challengeScope is the scope parameter of a 401 for r at canonical path p.
+func (c *Checker) challengeScope(r Request, p string) string {
+	if need := c.requiredScopes(r.Scheme, r.Host, p); need != nil {
 		return strings.Join(need, " ")
 	}
 	return c.scopes
 }
 
 const (
-	bodyNoToken      = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"A bearer access token is required."}`
-	bodyInvalidToken = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token is invalid, expired or revoked."}`
-	bodyMalformed    = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The Authorization header is not a valid Bearer credential."}`
-	bodyAudience     = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token was not issued for this resource."}`
-	bodyScope        = `{"error":"` + oauth.ErrInsufficientScope + `","error_description":"The access token lacks a scope this resource requires."}`
-	bodyNoResource   = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"No protected resource matches this request."}`
-	bodyUnavailable  = `{"error":"` + oauth.ErrTemporarilyUnavailable + `","error_description":"The token store is unavailable; try again."}`
+	bodyNoToken        = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"A bearer access token is required."}`
+	bodyInvalidToken   = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token is invalid, expired or revoked."}`
+	bodyMalformed      = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The Authorization header is not a valid Bearer credential."}`
+	bodyAudience       = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token was not issued for this resource."}`
+	bodyScope          = `{"error":"` + oauth.ErrInsufficientScope + `","error_description":"The access token lacks a scope this resource requires."}`
+	bodyNoResource     = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"No protected resource matches this request."}`
+	bodyUnavailable    = `{"error":"` + oauth.ErrTemporarilyUnavailable + `","error_description":"The token store is unavailable; try again."}`
+	bodyInvalidPath    = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The request path is ambiguous (encoded separators, parameters or double encoding) and is refused."}`
+	bodyInvalidRequest = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The proxy did not report the request as this check path expects."}`
+	bodyHostMismatch   = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"The request's host is not the host this check is pinned to."}`
 )
 
-// deny builds a denial. scope is the insufficient scope, for 403.
-func (c *Checker) deny(r Request, res resource.Resource, reason Reason, scope string) Decision {
+// deny builds a denial of r at canonical path p. scope is the insufficient
+// scope, for 403.
+func (c *Checker) deny(r Request, p string, res resource.Resource, reason Reason, scope string) Decision {
 	d := Decision{Status: 401, Reason: reason}
 	h := make([]Header, 0, 4)
 	var b strings.Builder
@@ -735,7 +700,7 @@ func (c *Checker) deny(r Request, res resource.Resource, reason Reason, scope st
 		b.WriteString(`Bearer resource_metadata="`)
 		b.WriteString(res.MetadataURL())
 		b.WriteByte('"')
-		if s := c.challengeScope(r, res); s != "" {
+		if s := c.challengeScope(r, p); s != "" {
 			b.WriteString(`, scope="`)
 			b.WriteString(s)
 			b.WriteByte('"')
@@ -745,8 +710,10 @@ func (c *Checker) deny(r Request, res resource.Resource, reason Reason, scope st
 			// RFC 6750 section 3.1: no error code when no credentials came.
 			d.Body = bodyNoToken
 		case ReasonMalformed:
-			d.Body = bodyMalformed
-			b.WriteString(`, error="invalid_token"`)
+			// RFC 6750 section 3.1: a malformed request is 400
+			// invalid_request, not 401.
+			d.Status, d.Body = 400, bodyMalformed
+			b.WriteString(`, error="invalid_request"`)
 		case ReasonWrongAudience:
 			d.Body = bodyAudience
 			b.WriteString(`, error="invalid_token"`)
@@ -764,81 +731,6 @@ func (c *Checker) deny(r Request, res resource.Resource, reason Reason, scope st
 	h = append(h, Header{"Content-Type", "application/json"}, Header{"Cache-Control", "no-store"})
 	d.Headers = h
 	return d
-}
-
-// cleanPath reduces a request target to the escaped path the proxy routes
-// on: query dropped, absolute-form reduced to its path, dot segments
-// (also percent-encoded ones) resolved and duplicate slashes collapsed, so
-// "/mcp/x/../admin" is checked as the "/mcp/admin" nginx serves. An empty
-// or unusable target yields "" (no resource matches it).
-func cleanPath(p string) string {
-	if i := strings.IndexAny(p, "?#"); i >= 0 {
-		p = p[:i]
-	}
-	if p == "" {
-		return ""
-	}
-	if p[0] != '/' {
-		// Cloned so the caller's Request does not escape to the heap on
-		// every check (url.Parse keeps its argument).
-		u, err := url.Parse(strings.Clone(p))
-		if err != nil || !u.IsAbs() {
-			return ""
-		}
-		p = u.EscapedPath()
-		if p == "" {
-			p = "/"
-		}
-	}
-	if !needsClean(p) {
-		return p
-	}
-	q := decodeDots(p) // a copy, so p (the caller's Request) does not escape
-	segs := strings.Split(q[1:], "/")
-	out := make([]string, 0, len(segs))
-	for i, s := range segs {
-		last := i == len(segs)-1
-		switch s {
-		case ".":
-			if last {
-				out = append(out, "")
-			}
-		case "..":
-			if len(out) > 0 {
-				out = out[:len(out)-1]
-			}
-			if last {
-				out = append(out, "")
-			}
-		case "":
-			if last {
-				out = append(out, "")
-			}
-		default:
-			out = append(out, s)
-		}
-	}
-	return "/" + strings.Join(out, "/")
-}
-
-// decodeDots replaces %2e and %2E with ".".
-func decodeDots(p string) string {
-	var b strings.Builder
-	for i := 0; i < len(p); i++ {
-		if p[i] == '%' && i+2 < len(p) && p[i+1] == '2' && (p[i+2] == 'e' || p[i+2] == 'E') {
-			b.WriteByte('.')
-			i += 2
-			continue
-		}
-		b.WriteByte(p[i])
-	}
-	return b.String()
-}
-
-// needsClean reports whether p has dot segments, encoded dots or "//".
-func needsClean(p string) bool {
-	return strings.Contains(p, "//") || strings.Contains(p, "/.") ||
-		strings.Contains(p, "%2e") || strings.Contains(p, "%2E")
 }
 
 // pathHasPrefix matches prefix on segment boundaries.

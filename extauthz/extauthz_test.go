@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -43,14 +44,54 @@ type outcome struct {
 
 const metaURL = "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
 
+// Attacks the check table has rows for; each has a test of its own name
+// that runs those rows, and TestCheck runs them all.
+const (
+	// A client adds the headers of another proxy family (X-Original-URI,
+	// X-Original-Method: OPTIONS) to a forward-auth request; Traefik and
+	// Caddy pass them on.
+	attackHeaderFamily = "header-family confusion"
+	// "/mcp/%61dmin" is "/mcp/admin" to every proxy and upstream.
+	attackPercentEncoding = "percent-encoding escapes a scope rule"
+	// nginx routes "/other/..%2Fmcp" into location /mcp.
+	attackEncodedSlash = "encoded slash crosses resources"
+	// The host the check is told differs from the host the proxy routed on.
+	attackClientHost = "client-chosen audience host"
+)
+
 // TestCheck is the one table: every row is a real Envoy CheckRequest
 // (protojson, as Envoy sends it) or a real proxy subrequest (nginx
-// auth_request as captured from nginx 1.22, Traefik ForwardAuth, Envoy HTTP
-// ext_authz), run through the real front ends over loopback against SQLite.
-func TestCheck(t *testing.T) {
+// auth_request as captured from nginx 1.22, Traefik ForwardAuth,
+// ingress-nginx auth-url, Envoy HTTP ext_authz), run through the real front
+// ends over loopback against SQLite.
+func TestCheck(t *testing.T) { runCheckTable(t, "") }
+
+// TestHeaderFamilyConfusion: under forward auth, a client's X-Original-URI
+// and X-Original-Method: OPTIONS are ignored, never read: they neither
+// grant a preflight exemption nor move the path out of a scope rule.
+func TestHeaderFamilyConfusion(t *testing.T) { runCheckTable(t, attackHeaderFamily) }
+
+// TestPercentEncodingCannotEscapeScopeRules: "/mcp/%61dmin" is judged as
+// the "/mcp/admin" proxies and upstreams serve.
+func TestPercentEncodingCannotEscapeScopeRules(t *testing.T) {
+	runCheckTable(t, attackPercentEncoding)
+}
+
+// TestEncodedSlashCannotCrossResources: "/other/..%2Fmcp", which nginx
+// routes into /mcp, is refused rather than checked against /other.
+func TestEncodedSlashCannotCrossResources(t *testing.T) { runCheckTable(t, attackEncodedSlash) }
+
+// TestClientCannotChooseAudienceHost: an absolute-form target and a
+// reported host other than the pinned one are refused.
+func TestClientCannotChooseAudienceHost(t *testing.T) { runCheckTable(t, attackClientHost) }
+
+// runCheckTable runs the rows of the check table for attack, or all of
+// them when attack is "".
+func runCheckTable(t *testing.T, attack string) {
 	db := openSQLite(t)
 	fs := &faultStore{Store: db}
 	c := startChecker(t, Config{
+		Resources:      mustResources(t, mcpURL, otherURL, sameHostURL),
 		Store:          fs,
 		APIKey:         testKey,
 		Scopes:         []string{"mcp"},
@@ -67,6 +108,7 @@ func TestCheck(t *testing.T) {
 		"expired":  mint(t, db, mintOpts{ttl: -time.Minute}),
 		"revoked":  mint(t, db, mintOpts{}),
 		"other":    mint(t, db, mintOpts{resource: otherURL}),
+		"sameHost": mint(t, db, mintOpts{resource: sameHostURL}),
 		"refresh":  mint(t, db, mintOpts{refreshAsAccessPrefix: true}),
 		"cached":   mint(t, db, mintOpts{}),
 		"uncached": mint(t, db, mintOpts{}),
@@ -90,45 +132,85 @@ func TestCheck(t *testing.T) {
 		return outcome{Status: 401, Reason: reason, BodyError: "invalid_token", Expose: "WWW-Authenticate",
 			WWWAuth: `Bearer resource_metadata="` + metaURL + `", scope="mcp", error="invalid_token"`}
 	}
-	bearerPOST := []string{"envoy_post_mcp.json", "envoy_header_map.json", "nginx_post_mcp.http", "traefik_post_mcp.http", "envoyhttp_post_mcp.http"}
+	noToken := outcome{Status: 401, Reason: "no_token", BodyError: "invalid_token", Expose: "WWW-Authenticate",
+		WWWAuth: `Bearer resource_metadata="` + metaURL + `", scope="mcp"`}
+	needAdmin := outcome{Status: 403, Reason: "insufficient_scope", BodyError: "insufficient_scope", Expose: "WWW-Authenticate",
+		WWWAuth: `Bearer error="insufficient_scope", scope="admin", resource_metadata="` + metaURL + `"`}
+	refused := func(reason string) outcome {
+		return outcome{Status: 400, Reason: reason, BodyError: "invalid_request"}
+	}
+	bearerPOST := []string{"envoy_post_mcp.json", "envoy_header_map.json", "nginx_post_mcp.http", "forwardauth_post_mcp.http",
+		"ingress_post_mcp.http", "envoyhttp_post_mcp.http"}
 	tests := []struct {
 		name     string
+		attack   string
 		fixtures []string
 		token    string
 		down     bool
 		want     outcome
 	}{
-		{"valid token: identity set, spoofed copies overwritten, Authorization removed", bearerPOST, "valid", false, allowed("mcp")},
-		{"no Authorization header", []string{"envoy_no_authorization.json", "nginx_no_authorization.http"}, "", false, outcome{
-			Status: 401, Reason: "no_token", BodyError: "invalid_token", Expose: "WWW-Authenticate",
-			WWWAuth: `Bearer resource_metadata="` + metaURL + `", scope="mcp"`}},
-		{"malformed Authorization header", []string{"envoy_malformed.json", "nginx_malformed.http"}, "", false, invalid("malformed")},
-		{"unknown token", bearerPOST, "unknown", false, invalid("unknown_token")},
-		{"not a passgate token", bearerPOST, "garbage", false, invalid("unknown_token")},
+		{name: "valid token: identity set, spoofed copies overwritten, Authorization removed", fixtures: bearerPOST, token: "valid", want: allowed("mcp")},
+		{name: "ingress-nginx: the host pinned by the resource", fixtures: []string{"ingress_resource_pin.http"}, token: "valid", want: allowed("mcp")},
+		{name: "no Authorization header", fixtures: []string{"envoy_no_authorization.json", "nginx_no_authorization.http"}, want: noToken},
+		{name: "malformed Authorization header: 400 invalid_request", fixtures: []string{"envoy_malformed.json", "nginx_malformed.http"}, want: outcome{
+			Status: 400, Reason: "malformed", BodyError: "invalid_request", Expose: "WWW-Authenticate",
+			WWWAuth: `Bearer resource_metadata="` + metaURL + `", scope="mcp", error="invalid_request"`}},
+		{name: "unknown token", fixtures: bearerPOST, token: "unknown", want: invalid("unknown_token")},
+		{name: "not a passgate token", fixtures: bearerPOST, token: "garbage", want: invalid("unknown_token")},
 		// The store never returns expired rows: an expired token is unknown to it.
-		{"expired token", bearerPOST, "expired", false, invalid("unknown_token")},
-		{"revoked token", bearerPOST, "revoked", false, invalid("revoked")},
-		{"token for another resource", bearerPOST, "other", false, invalid("wrong_audience")},
-		{"refresh token used as access token", bearerPOST, "refresh", false, invalid("wrong_kind")},
-		{"API key", bearerPOST, "apikey", false, outcome{Status: 200, Reason: "api_key", Remove: append([]string{"authorization"}, identity...)}},
-		{"missing scope", []string{"envoy_admin.json", "nginx_admin.http"}, "valid", false, outcome{
-			Status: 403, Reason: "insufficient_scope", BodyError: "insufficient_scope", Expose: "WWW-Authenticate",
-			WWWAuth: `Bearer error="insufficient_scope", scope="admin", resource_metadata="` + metaURL + `"`}},
-		{"missing scope behind dot segments", []string{"envoy_dotdot_admin.json", "nginx_dotdot_admin.http"}, "valid", false, outcome{
-			Status: 403, Reason: "insufficient_scope", BodyError: "insufficient_scope", Expose: "WWW-Authenticate",
-			WWWAuth: `Bearer error="insufficient_scope", scope="admin", resource_metadata="` + metaURL + `"`}},
-		{"required scope present", []string{"envoy_admin.json", "nginx_admin.http"}, "admin", false, allowed("mcp admin")},
-		{"unknown resource", []string{"envoy_unknown_host.json", "nginx_unknown_host.http"}, "valid", false, outcome{
+		{name: "expired token", fixtures: bearerPOST, token: "expired", want: invalid("unknown_token")},
+		{name: "revoked token", fixtures: bearerPOST, token: "revoked", want: invalid("revoked")},
+		{name: "token for another resource", fixtures: bearerPOST, token: "other", want: invalid("wrong_audience")},
+		{name: "refresh token used as access token", fixtures: bearerPOST, token: "refresh", want: invalid("wrong_kind")},
+		{name: "API key: a named user, the other identity headers emptied", fixtures: bearerPOST, token: "apikey", want: outcome{
+			Status: 200, Reason: "api_key", Set: map[string]string{"x-passgate-user": "apikey:legacy"},
+			Remove: []string{"authorization", "x-passgate-client-id", "x-passgate-scope"}}},
+		{name: "missing scope", fixtures: []string{"envoy_admin.json", "nginx_admin.http"}, token: "valid", want: needAdmin},
+		{name: "missing scope behind dot segments", fixtures: []string{"envoy_dotdot_admin.json", "nginx_dotdot_admin.http"}, token: "valid", want: needAdmin},
+		{name: "required scope present", fixtures: []string{"envoy_admin.json", "nginx_admin.http"}, token: "admin", want: allowed("mcp admin")},
+		{name: "unknown resource", fixtures: []string{"envoy_unknown_host.json", "nginx_unknown_host.http"}, token: "valid", want: outcome{
 			Status: 403, Reason: "unknown_resource", BodyError: "access_denied"}},
-		{"CORS preflight", []string{"envoy_preflight.json", "nginx_preflight.http"}, "", false, outcome{
+		{name: "CORS preflight: every identity header emptied", fixtures: []string{"envoy_preflight.json", "nginx_preflight.http"}, want: outcome{
 			Status: 200, Reason: "preflight", Remove: append([]string{"authorization"}, identity...)}},
-		{"store down: cached token still allowed", bearerPOST, "cached", true, allowed("mcp")},
-		{"store down: uncached token fails closed", bearerPOST, "uncached", true, outcome{Status: 503, Reason: "store_unavailable"}},
-		{"store down: bad tokens still denied without the store", bearerPOST, "garbage", true, invalid("unknown_token")},
+		{name: "store down: cached token still allowed", fixtures: bearerPOST, token: "cached", down: true, want: allowed("mcp")},
+		{name: "store down: uncached token fails closed", fixtures: bearerPOST, token: "uncached", down: true, want: outcome{Status: 503, Reason: "store_unavailable"}},
+		{name: "store down: bad tokens still denied without the store", fixtures: bearerPOST, token: "garbage", down: true, want: invalid("unknown_token")},
 		// The revoked row above was remembered: a refusal is final.
-		{"store down: refused tokens stay refused", bearerPOST, "revoked", true, invalid("revoked")},
+		{name: "store down: refused tokens stay refused", fixtures: bearerPOST, token: "revoked", down: true, want: invalid("revoked")},
+
+		{name: "forward auth: injected X-Original-Method OPTIONS is no preflight", attack: attackHeaderFamily,
+			fixtures: []string{"forwardauth_injected_preflight.http"}, want: outcome{
+				Status: 401, Reason: "no_token", BodyError: "invalid_token", Expose: "WWW-Authenticate",
+				WWWAuth: `Bearer resource_metadata="` + metaURL + `", scope="admin"`}},
+		{name: "forward auth: injected X-Original-URI does not move the path", attack: attackHeaderFamily,
+			fixtures: []string{"forwardauth_injected_uri.http"}, token: "valid", want: needAdmin},
+		{name: "forward auth: a second X-Forwarded-Uri is refused", attack: attackHeaderFamily,
+			fixtures: []string{"forwardauth_duplicate_uri.http"}, token: "valid", want: refused("invalid_request")},
+		{name: "percent-encoded admin path needs the admin scope", attack: attackPercentEncoding,
+			fixtures: []string{"envoy_encoded_admin.json", "nginx_encoded_admin.http", "forwardauth_encoded_admin.http", "ingress_encoded_admin.http", "envoyhttp_encoded_admin.http"},
+			token:    "valid", want: needAdmin},
+		{name: "percent-encoded admin path with the admin scope", attack: attackPercentEncoding,
+			fixtures: []string{"envoy_encoded_admin.json", "nginx_encoded_admin.http"}, token: "admin", want: allowed("mcp admin")},
+		{name: "encoded slash after a dot segment is refused", attack: attackEncodedSlash,
+			fixtures: []string{"envoy_encoded_slash.json", "nginx_encoded_slash.http", "forwardauth_encoded_slash.http", "envoyhttp_encoded_slash.http"},
+			token:    "sameHost", want: refused("invalid_path")},
+		{name: "double-encoded slash is refused", attack: attackEncodedSlash,
+			fixtures: []string{"envoy_double_encoded.json", "nginx_double_encoded.http"}, token: "sameHost", want: refused("invalid_path")},
+		{name: "path parameter dot segment is refused", attack: attackEncodedSlash,
+			fixtures: []string{"envoy_path_parameter.json", "nginx_path_parameter.http"}, token: "sameHost", want: refused("invalid_path")},
+		{name: "absolute-form target is refused", attack: attackClientHost,
+			fixtures: []string{"envoy_absolute_target.json", "nginx_absolute_target.http"}, token: "valid", want: refused("invalid_path")},
+		{name: "ingress-nginx: a host other than the pinned one", attack: attackClientHost,
+			fixtures: []string{"ingress_host_mismatch.http"}, token: "other", want: outcome{Status: 403, Reason: "host_mismatch", BodyError: "access_denied"}},
+		{name: "ingress-nginx: no pinned host", attack: attackClientHost,
+			fixtures: []string{"ingress_unpinned.http"}, token: "valid", want: refused("invalid_request")},
 	}
+	ran := 0
 	for _, tt := range tests {
+		if attack != "" && tt.attack != attack {
+			continue
+		}
+		ran++
 		t.Run(tt.name, func(t *testing.T) {
 			fs.down.Store(tt.down)
 			defer fs.down.Store(false)
@@ -146,7 +228,7 @@ func TestCheck(t *testing.T) {
 						got = checkHTTP(t, c, httpURL, raw)
 					}
 					want := tt.want
-					if strings.HasPrefix(fx, "nginx_") || strings.HasPrefix(fx, "traefik_") {
+					if !strings.HasPrefix(fx, "envoy") {
 						// Only Envoy's HTTP ext_authz honours
 						// X-Envoy-Auth-Headers-To-Remove, so passgate sends it
 						// only there; nginx, Traefik and Caddy remove
@@ -159,6 +241,9 @@ func TestCheck(t *testing.T) {
 				})
 			}
 		})
+	}
+	if ran == 0 {
+		t.Fatalf("no rows for %q", attack)
 	}
 }
 
@@ -189,10 +274,7 @@ func startGRPC(t testing.TB, c *Checker) authv3.AuthorizationClient {
 
 func startHTTP(t testing.TB, c *Checker) string {
 	t.Helper()
-	mux := http.NewServeMux()
-	mux.Handle(CheckPath, c.HTTPHandler())
-	mux.Handle(CheckPath+"/", c.HTTPHandler())
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(c.HTTPHandler(nil))
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().String()
 }
@@ -263,10 +345,17 @@ func checkGRPC(t *testing.T, c *Checker, client authv3.AuthorizationClient, raw 
 				t.Errorf("header %s both set and removed", name)
 			}
 		}
+		// Every identity header is set or removed, so no client copy
+		// survives.
+		for _, name := range []string{"x-passgate-user", "x-passgate-client-id", "x-passgate-scope"} {
+			if _, set := o.Set[name]; !set && !slices.Contains(o.Remove, name) {
+				t.Errorf("identity header %s neither set nor removed", name)
+			}
+		}
 	case *authv3.CheckResponse_DeniedResponse:
 		d := r.DeniedResponse
 		o.Status = int(d.GetStatus().GetCode())
-		wantCode := map[int]codes.Code{401: codes.Unauthenticated, 403: codes.PermissionDenied}[o.Status]
+		wantCode := map[int]codes.Code{400: codes.InvalidArgument, 401: codes.Unauthenticated, 403: codes.PermissionDenied}[o.Status]
 		if code := codes.Code(resp.GetStatus().GetCode()); code != wantCode {
 			t.Errorf("denied %d with gRPC status %v, want %v", o.Status, code, wantCode)
 		}
@@ -310,13 +399,24 @@ func checkHTTP(t *testing.T, c *Checker, addr string, raw []byte) outcome {
 	o := outcome{Status: resp.StatusCode, Reason: movedReason(t, before, reasonCounts(c, frontendHTTP))}
 	switch resp.StatusCode {
 	case 200:
-		for name, v := range resp.Header {
-			if strings.HasPrefix(name, "X-Passgate-") {
-				if o.Set == nil {
-					o.Set = map[string]string{}
-				}
-				o.Set[strings.ToLower(name)] = strings.Join(v, ",")
+		// Every identity header is in the answer, empty when there is no
+		// such identity, so a proxy copying them overwrites client copies.
+		for _, name := range []string{"X-Passgate-User", "X-Passgate-Client-Id", "X-Passgate-Scope"} {
+			v, ok := resp.Header[name]
+			if !ok {
+				t.Errorf("allowed answer without %s", name)
+				continue
 			}
+			if len(v) != 1 {
+				t.Errorf("%s: %q", name, v)
+			}
+			if strings.Join(v, ",") == "" {
+				continue
+			}
+			if o.Set == nil {
+				o.Set = map[string]string{}
+			}
+			o.Set[strings.ToLower(name)] = strings.Join(v, ",")
 		}
 		if rm := resp.Header.Get("X-Envoy-Auth-Headers-To-Remove"); rm != "" {
 			o.Remove = strings.Split(rm, ", ")
@@ -324,7 +424,7 @@ func checkHTTP(t *testing.T, c *Checker, addr string, raw []byte) outcome {
 		if body.Len() != 0 {
 			t.Errorf("200 with a body: %q", body.String())
 		}
-	case 401, 403:
+	case 400, 401, 403:
 		o.WWWAuth = resp.Header.Get("WWW-Authenticate")
 		o.Expose = resp.Header.Get("Access-Control-Expose-Headers")
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
@@ -333,7 +433,7 @@ func checkHTTP(t *testing.T, c *Checker, addr string, raw []byte) outcome {
 		o.BodyError = bodyError(t, body.String())
 	case 503:
 	default:
-		t.Errorf("status %d: the HTTP check answers only 200, 401, 403 or 503", resp.StatusCode)
+		t.Errorf("status %d: the HTTP check answers only 200, 400, 401, 403 or 503", resp.StatusCode)
 	}
 	return o
 }

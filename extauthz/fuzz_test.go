@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 )
 
@@ -82,7 +83,7 @@ func FuzzCheck(f *testing.F) {
 		auth := r.Headers["authorization"]
 		switch {
 		case !d.Allow:
-			if d.Status != 401 && d.Status != 403 {
+			if d.Status != 400 && d.Status != 401 && d.Status != 403 {
 				t.Fatalf("denied with status %d", d.Status)
 			}
 			if d.Status == 401 && !strings.Contains(headerValue(d.Headers, "WWW-Authenticate"), "resource_metadata=") {
@@ -109,8 +110,20 @@ func FuzzCheck(f *testing.F) {
 		default:
 			t.Fatalf("allowed for reason %v", d.Reason)
 		}
-		if d.Allow && d.Reason != ReasonToken && len(d.Headers) != 0 {
-			t.Fatalf("identity headers without a token: %+v", d)
+		if d.Allow {
+			if len(d.Headers) != 3 {
+				t.Fatalf("allowed without every identity header: %+v", d)
+			}
+			if _, err := resource.CanonicalPath(r.Path); err != nil {
+				t.Fatalf("allowed an ambiguous path %q: %v", r.Path, err)
+			}
+		}
+		if d.Allow && d.Reason != ReasonToken {
+			for _, h := range d.Headers {
+				if h.Value != "" && !(d.Reason == ReasonAPIKey && h.Name == DefaultUserHeader && h.Value == legacyAPIKeyUser) {
+					t.Fatalf("identity header %s=%q without a token: %+v", h.Name, h.Value, d)
+				}
+			}
 		}
 	})
 }

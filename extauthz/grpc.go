@@ -32,6 +32,7 @@ var (
 	statusOK               = &rpcstatus.Status{Code: int32(codes.OK)}
 	statusUnauthenticated  = &rpcstatus.Status{Code: int32(codes.Unauthenticated)}
 	statusPermissionDenied = &rpcstatus.Status{Code: int32(codes.PermissionDenied)}
+	statusInvalidArgument  = &rpcstatus.Status{Code: int32(codes.InvalidArgument)}
 )
 
 // Check implements the Envoy ext_authz v3 service. A bad token is a
@@ -106,16 +107,26 @@ func envoyResponse(d Decision) *authv3.CheckResponse {
 	if d.Allow {
 		r := new(okResponse)
 		r.ok.HeadersToRemove = d.RemoveHeaders
-		switch n := len(d.Headers); {
-		case n > len(r.ptrs):
-			r.ok.Headers = headerOptions(d.Headers)
-		case n > 0:
-			for i, h := range d.Headers {
-				r.hvs[i].Key, r.hvs[i].Value = h.Name, h.Value
-				r.opts[i].Header = &r.hvs[i]
-				r.opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-				r.ptrs[i] = &r.opts[i]
+		// Identity headers without a value are in RemoveHeaders: Envoy
+		// would drop an empty header rather than overwrite the client's
+		// copy with it.
+		n := 0
+		for _, h := range d.Headers {
+			if h.Value == "" {
+				continue
 			}
+			if n == len(r.ptrs) {
+				r.ok.Headers = headerOptions(d.Headers)
+				n = -1
+				break
+			}
+			r.hvs[n].Key, r.hvs[n].Value = h.Name, h.Value
+			r.opts[n].Header = &r.hvs[n]
+			r.opts[n].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+			r.ptrs[n] = &r.opts[n]
+			n++
+		}
+		if n > 0 {
 			r.ok.Headers = r.ptrs[:n:n]
 		}
 		r.wrap.OkResponse = &r.ok
@@ -124,8 +135,11 @@ func envoyResponse(d Decision) *authv3.CheckResponse {
 		return &r.resp
 	}
 	st := statusUnauthenticated
-	if d.Status == 403 {
+	switch d.Status {
+	case 403:
 		st = statusPermissionDenied
+	case 400:
+		st = statusInvalidArgument
 	}
 	return &authv3.CheckResponse{
 		Status: st,
@@ -138,16 +152,20 @@ func envoyResponse(d Decision) *authv3.CheckResponse {
 }
 
 // headerOptions overwrites: identity headers replace any copy the client
-// sent, rather than being appended to it.
+// sent, rather than being appended to it. Empty values are skipped (see
+// envoyResponse).
 func headerOptions(hs []Header) []*corev3.HeaderValueOption {
-	opts := make([]*corev3.HeaderValueOption, len(hs))
+	opts := make([]*corev3.HeaderValueOption, 0, len(hs))
 	vals := make([]corev3.HeaderValueOption, len(hs))
 	hvs := make([]corev3.HeaderValue, len(hs))
 	for i, h := range hs {
+		if h.Value == "" {
+			continue
+		}
 		hvs[i].Key, hvs[i].Value = h.Name, h.Value
 		vals[i].Header = &hvs[i]
 		vals[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
-		opts[i] = &vals[i]
+		opts = append(opts, &vals[i])
 	}
 	return opts
 }

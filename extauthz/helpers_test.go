@@ -21,9 +21,11 @@ import (
 const (
 	mcpURL   = "https://mcp.example.com/mcp"
 	otherURL = "https://other.example.com/mcp"
-	testUser = "alice"
-	testCli  = "client-1"
-	testKey  = "seed-api-key-0123456789"
+	// sameHostURL is a second resource on mcpURL's host.
+	sameHostURL = "https://mcp.example.com/other"
+	testUser    = "alice"
+	testCli     = "client-1"
+	testKey     = "seed-api-key-0123456789"
 )
 
 func testLogger(t testing.TB) *slog.Logger {

@@ -1,25 +1,107 @@
 package extauthz
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/passgate/passgate/internal/resource"
 )
 
-// HTTPHandler returns the HTTP check, to be mounted at CheckPath and
-// CheckPath+"/" (see the package documentation for the headers it reads).
-// It answers 200 (allowed, identity in the response headers), 401 or 403
-// (denied, with WWW-Authenticate and a JSON body), or 503 when the store
-// cannot be asked about an uncached token.
-func (c *Checker) HTTPHandler() http.Handler {
-	return http.HandlerFunc(c.serveHTTP)
+// The HTTP check paths, one per proxy family. The path the proxy calls
+// declares which headers describe the original request; the headers of
+// another family are never read, so a client cannot pick the model by
+// adding headers (Traefik and Caddy pass every client header to the
+// check).
+const (
+	// CheckPathNginx is for nginx auth_request (deploy/nginx.conf). It reads
+	// X-Original-URI, X-Original-Method, X-Forwarded-Host and
+	// X-Forwarded-Proto, which that configuration sets itself.
+	CheckPathNginx = "/_passgate/check/nginx"
+	// CheckPathForwardAuth is for Traefik ForwardAuth and Caddy
+	// forward_auth. It reads X-Forwarded-Method, X-Forwarded-Uri,
+	// X-Forwarded-Host and X-Forwarded-Proto, which both proxies set
+	// themselves.
+	CheckPathForwardAuth = "/_passgate/check/forward-auth"
+	// CheckPathIngressNginx is for the Kubernetes ingress-nginx auth-url
+	// annotation. It reads X-Original-URL (absolute) and X-Original-Method,
+	// and requires the host the Ingress serves pinned in the query:
+	// ?host=mcp.example.com or ?resource=<resource URL>.
+	CheckPathIngressNginx = "/_passgate/check/ingress-nginx"
+	// CheckPathEnvoy is the path_prefix of Envoy's HTTP ext_authz
+	// (http_service): Envoy appends the original path and query, and sends
+	// the original method and Host.
+	CheckPathEnvoy = "/_passgate/check/envoy"
+
+	// CheckPathPrefix holds every check path; HTTPHandler answers
+	// everything under it (404 for what is not a check path).
+	CheckPathPrefix = "/_passgate/check/"
+)
+
+// family is a proxy family: one declared model of the request a proxy
+// reports to the HTTP check.
+type family uint8
+
+const (
+	familyNginx family = iota
+	familyForwardAuth
+	familyIngressNginx
+	familyEnvoy
+)
+
+// HTTPHandler returns the HTTP check. It serves exactly the four check
+// paths (CheckPathNginx, CheckPathForwardAuth, CheckPathIngressNginx and
+// CheckPathEnvoy followed by the original path) and 404 for anything else
+// under /_passgate/check/; every other request goes to next (nil: 404).
+//
+// It routes before any http.ServeMux: a ServeMux answers a path with dot
+// segments or "//" with a redirect to its cleaned form, while Envoy's form
+// carries the client's path, which the check must judge (and refuse when
+// ambiguous), not redirect.
+//
+// It answers 200 (allowed, every identity header set, empty when there is
+// no identity), 400 (invalid_request: an ambiguous path, a malformed
+// Authorization header, or a request the proxy reported incompletely), 401
+// or 403 (denied, with WWW-Authenticate and a JSON body), or 503 when the
+// store cannot be asked about an uncached token.
+func (c *Checker) HTTPHandler(next http.Handler) http.Handler {
+	if next == nil {
+		next = http.NotFoundHandler()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, CheckPathPrefix) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		var f family
+		switch p := r.URL.EscapedPath(); {
+		case p == CheckPathNginx:
+			f = familyNginx
+		case p == CheckPathForwardAuth:
+			f = familyForwardAuth
+		case p == CheckPathIngressNginx:
+			f = familyIngressNginx
+		case strings.HasPrefix(r.RequestURI, CheckPathEnvoy+"/"):
+			f = familyEnvoy
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		c.serveHTTP(w, r, f)
+	})
 }
 
-func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request) {
+func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request, f family) {
 	start := time.Now()
+	var d Decision
 	// The map lives on this stack frame (Check does not keep it).
-	req, envoy := httpRequest(r, make(map[string]string, 3))
-	d, _ := c.Check(r.Context(), req)
+	req, reason := c.httpRequest(r, f, make(map[string]string, 3))
+	if reason != ReasonToken {
+		d = c.refuse(reason)
+	} else {
+		d, _ = c.Check(r.Context(), req)
+	}
 	c.metrics.observe(frontendHTTP, d.Reason, time.Since(start).Seconds())
 	h := w.Header()
 	// One backing array for all values: fewer allocations per check.
@@ -29,7 +111,7 @@ func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		h[hd.Name] = vals[i : i+1 : i+1]
 	}
 	if d.Allow {
-		if envoy && d.removeJoined != nil {
+		if f == familyEnvoy && d.removeJoined != nil {
 			// Envoy's HTTP ext_authz removes these from the upstream
 			// request. nginx, Traefik and Caddy ignore the header (their
 			// own configuration removes Authorization), so they are not
@@ -45,50 +127,158 @@ func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(d.Body))
 }
 
-// httpRequest reconstructs the original request from what the proxy sent.
-// Headers go into hm. envoy reports Envoy's HTTP ext_authz form (the
-// original path appended to CheckPath, no X-Original-Uri or
-// X-Forwarded-Uri).
-func httpRequest(r *http.Request, hm map[string]string) (req Request, envoy bool) {
-	req = Request{
-		Method:        r.Method,
-		Host:          r.Host,
-		SourceAddress: r.RemoteAddr,
-	}
-	switch {
-	case hdr(r, "X-Original-Uri") != "": // nginx auth_request
-		req.Path = hdr(r, "X-Original-Uri")
-		if m := hdr(r, "X-Original-Method"); m != "" {
-			req.Method = m
+// errHeader is a declared header that is missing, empty or repeated.
+var errHeader = errors.New("header missing or repeated")
+
+// httpRequest reads the original request the way family f reports it, and
+// nothing else: headers of other families are never looked at. Headers go
+// into hm. reason is ReasonToken when the report is usable, else the
+// refusal (ReasonInvalidRequest, ReasonHostMismatch).
+func (c *Checker) httpRequest(r *http.Request, f family, hm map[string]string) (req Request, reason Reason) {
+	req = Request{SourceAddress: r.RemoteAddr, Headers: hm}
+	var errs [4]error
+	switch f {
+	case familyNginx:
+		// Set by deploy/nginx.conf from $request_uri, $request_method,
+		// the server block's own name and port, and $scheme.
+		req.Path, errs[0] = one(r, "X-Original-Uri")
+		req.Method, errs[1] = one(r, "X-Original-Method")
+		req.Host, errs[2] = one(r, "X-Forwarded-Host")
+		req.Scheme, errs[3] = optional(r, "X-Forwarded-Proto")
+	case familyForwardAuth:
+		// Traefik and Caddy set these from the request they route,
+		// overwriting the client's copies (Traefik without
+		// trustForwardHeader, Caddy for clients outside trusted_proxies).
+		req.Path, errs[0] = one(r, "X-Forwarded-Uri")
+		req.Method, errs[1] = one(r, "X-Forwarded-Method")
+		req.Host, errs[2] = one(r, "X-Forwarded-Host")
+		req.Scheme, errs[3] = optional(r, "X-Forwarded-Proto")
+	case familyIngressNginx:
+		// The controller's template sets X-Original-URL to
+		// $scheme://$http_host$request_uri: the host is the client's Host
+		// header, not necessarily the one nginx routed on, so the check
+		// URL pins it.
+		var u string
+		u, errs[0] = one(r, "X-Original-Url")
+		req.Method, errs[1] = one(r, "X-Original-Method")
+		if errs[0] == nil {
+			var ok bool
+			if req.Scheme, req.Host, req.Path, ok = splitAbsolute(u); !ok {
+				return req, ReasonInvalidRequest
+			}
 		}
-	case hdr(r, "X-Forwarded-Uri") != "": // Traefik, Caddy
-		req.Path = hdr(r, "X-Forwarded-Uri")
-		if m := hdr(r, "X-Forwarded-Method"); m != "" {
-			req.Method = m
+		if anyErr(errs) {
+			return req, ReasonInvalidRequest
 		}
-	default: // Envoy HTTP ext_authz: CheckPath + original path
-		envoy = true
-		if rest, ok := strings.CutPrefix(r.RequestURI, CheckPath); ok && rest != "" && rest[0] == '/' {
-			req.Path = rest
+		if reason := c.pinnedHost(r, req); reason != ReasonToken {
+			return req, reason
 		}
+	case familyEnvoy:
+		// Envoy's path_prefix form: the original path and query follow
+		// the prefix; method and Host are the original request's.
+		req.Path = strings.TrimPrefix(r.RequestURI, CheckPathEnvoy)
+		req.Method = r.Method
+		req.Host = r.Host
 	}
-	if fh := hdr(r, "X-Forwarded-Host"); fh != "" {
-		req.Host = fh
+	if anyErr(errs) {
+		return req, ReasonInvalidRequest
 	}
-	req.Scheme = hdr(r, "X-Forwarded-Proto")
-	req.Headers = hm
 	if v, ok := r.Header["Authorization"]; ok {
 		// Repeated headers are joined as a proxy would, which makes them
 		// malformed Bearer credentials.
-		req.Headers["authorization"] = strings.Join(v, ",")
+		if len(v) == 1 {
+			hm["authorization"] = v[0]
+		} else {
+			hm["authorization"] = strings.Join(v, ",")
+		}
 	}
 	if v := hdr(r, "Origin"); v != "" {
-		req.Headers["origin"] = v
+		hm["origin"] = v
 	}
 	if v := hdr(r, "Access-Control-Request-Method"); v != "" {
-		req.Headers["access-control-request-method"] = v
+		hm["access-control-request-method"] = v
 	}
-	return req, envoy
+	return req, ReasonToken
+}
+
+// pinnedHost checks the host ingress-nginx reported against the one the
+// check URL pins: ?host=H, or ?resource=U for the host of a configured
+// resource. Exactly one pin is required: without it a client could choose
+// the audience with an absolute-form request target.
+func (c *Checker) pinnedHost(r *http.Request, req Request) Reason {
+	q := r.URL.Query()
+	hosts, resources := q["host"], q["resource"]
+	var pin string
+	switch {
+	case len(hosts) == 1 && len(resources) == 0 && hosts[0] != "":
+		pin = resource.CanonicalHost(req.Scheme, hosts[0])
+	case len(resources) == 1 && len(hosts) == 0:
+		for _, res := range c.resources {
+			if res.URL == resources[0] {
+				pin = res.Host
+			}
+		}
+		if pin == "" {
+			return ReasonInvalidRequest
+		}
+	default:
+		return ReasonInvalidRequest
+	}
+	if resource.CanonicalHost(req.Scheme, req.Host) != pin {
+		return ReasonHostMismatch
+	}
+	return ReasonToken
+}
+
+// splitAbsolute splits an absolute http(s) URL into scheme, authority and
+// origin-form target, without decoding anything (CanonicalPath does that).
+func splitAbsolute(u string) (scheme, host, target string, ok bool) {
+	scheme, rest, ok := strings.Cut(u, "://")
+	scheme = strings.ToLower(scheme)
+	if !ok || scheme != "http" && scheme != "https" {
+		return "", "", "", false
+	}
+	i := strings.IndexByte(rest, '/')
+	if i <= 0 {
+		return "", "", "", false
+	}
+	host, target = rest[:i], rest[i:]
+	if strings.ContainsAny(host, "@?#") {
+		return "", "", "", false
+	}
+	return scheme, host, target, true
+}
+
+// one reads a declared header that must be present exactly once and not
+// empty: a missing one means the proxy is not configured as documented, a
+// repeated one that someone besides the proxy set it.
+func one(r *http.Request, canonical string) (string, error) {
+	v := r.Header[canonical]
+	if len(v) != 1 || v[0] == "" {
+		return "", errHeader
+	}
+	return v[0], nil
+}
+
+// optional reads a declared header that may be absent but not repeated.
+func optional(r *http.Request, canonical string) (string, error) {
+	v := r.Header[canonical]
+	switch len(v) {
+	case 0:
+		return "", nil
+	case 1:
+		return v[0], nil
+	}
+	return "", errHeader
+}
+
+func anyErr(errs [4]error) bool {
+	for _, err := range errs {
+		if err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // noStore is shared by every response; net/http never modifies header

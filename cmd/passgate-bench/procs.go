@@ -221,20 +221,20 @@ http {
 {{range .Fronts}}
     server {
         listen 127.0.0.1:{{.Port}};
-        location = /_passgate/check {
+        location = /_passgate/check/nginx {
             internal;
             proxy_pass http://{{.Upstream}};
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_pass_request_body off;
             proxy_set_header Content-Length "";
-            proxy_set_header Host $http_host;
             proxy_set_header X-Original-URI $request_uri;
             proxy_set_header X-Original-Method $request_method;
+            proxy_set_header X-Forwarded-Host $host:$server_port;
             proxy_set_header X-Forwarded-Proto $scheme;
         }
         location /mcp {
-            auth_request /_passgate/check;
+            auth_request /_passgate/check/nginx;
             auth_request_set $pg_user   $upstream_http_x_passgate_user;
             auth_request_set $pg_client $upstream_http_x_passgate_client_id;
             auth_request_set $pg_scope  $upstream_http_x_passgate_scope;

@@ -17,6 +17,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/passgate/passgate/extauthz"
 )
 
 // client talks to one check server (passgate or the reference) over gRPC,
@@ -32,7 +34,7 @@ type client struct {
 
 func newClient(grpcAddr, httpAddr, nginxURL, resHost string, conns, conc int) (*client, error) {
 	c := &client{
-		checkURL: "http://" + httpAddr + "/_passgate/check",
+		checkURL: "http://" + httpAddr + extauthz.CheckPathNginx,
 		nginxURL: nginxURL,
 		resHost:  resHost,
 		http: &http.Client{
@@ -113,9 +115,9 @@ func (c *client) httpCheck(ctx context.Context, tok string, want outcome) error 
 	if err != nil {
 		return err
 	}
-	req.Host = c.resHost
 	req.Header["X-Original-Uri"] = []string{"/mcp"}
 	req.Header["X-Original-Method"] = []string{"POST"}
+	req.Header["X-Forwarded-Host"] = []string{c.resHost}
 	req.Header["X-Forwarded-Proto"] = []string{"http"}
 	req.Header["Authorization"] = []string{"Bearer " + tok}
 	return c.do(req, want)

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passgate/passgate/extauthz"
 	"github.com/passgate/passgate/internal/e2e"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/store/postgres/pgtest"
@@ -325,6 +326,65 @@ func TestAdminCommands(t *testing.T) {
 			}
 			run("", "user", "remove", "alice")
 			fail("no user", "user", "remove", "alice")
+		})
+	}
+}
+
+// TestServeMountsCheckPaths: the HTTP listener serves exactly the four
+// check paths, each reading its own family's headers; the old
+// /_passgate/check is gone, and Envoy's form is judged, never redirected
+// to a cleaned path.
+func TestServeMountsCheckPaths(t *testing.T) {
+	httpAddr := e2e.FreeAddr(t)
+	// The default resource is http://localhost:8080/mcp.
+	cmd := exec.Command(binary, "serve", "--data-dir", t.TempDir(), "--http-listen", httpAddr, "--grpc-listen", "", "--metrics-listen", "")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 400 && !listening(httpAddr); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	client := &http.Client{
+		Timeout:       10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	const host = "localhost:8080"
+	tests := []struct {
+		name, method, path string
+		header             map[string]string
+		want               int
+	}{
+		{"old path", "GET", "/_passgate/check", nil, 404},
+		{"old path, Envoy form", "POST", "/_passgate/check/mcp", nil, 404},
+		{"no family", "GET", "/_passgate/check/", nil, 404},
+		{"nginx", "GET", extauthz.CheckPathNginx, map[string]string{"X-Original-URI": "/mcp", "X-Original-Method": "POST", "X-Forwarded-Host": host}, 401},
+		{"nginx without its headers", "GET", extauthz.CheckPathNginx, map[string]string{"X-Forwarded-Uri": "/mcp", "X-Forwarded-Method": "POST", "X-Forwarded-Host": host}, 400},
+		{"forward auth", "GET", extauthz.CheckPathForwardAuth, map[string]string{"X-Forwarded-Uri": "/mcp", "X-Forwarded-Method": "POST", "X-Forwarded-Host": host}, 401},
+		{"ingress-nginx", "GET", extauthz.CheckPathIngressNginx + "?host=" + host, map[string]string{"X-Original-URL": "http://" + host + "/mcp", "X-Original-Method": "POST"}, 401},
+		{"Envoy", "POST", extauthz.CheckPathEnvoy + "/mcp", nil, 401},
+		{"Envoy, dot segments judged not redirected", "POST", extauthz.CheckPathEnvoy + "/x/../mcp", nil, 401},
+		{"Envoy, encoded slash refused", "POST", extauthz.CheckPathEnvoy + "/x/..%2Fmcp", nil, 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, "http://"+httpAddr+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Host = host
+			for k, v := range tt.header {
+				req.Header.Set(k, v)
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Errorf("%s %s = %d, want %d", tt.method, tt.path, resp.StatusCode, tt.want)
+			}
 		})
 	}
 }

@@ -244,8 +244,6 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 
 	mux := http.NewServeMux()
 	mux.Handle("/", withTimeout(web.Handler(), c.RequestTimeout))
-	mux.Handle("/_passgate/check", checker.HTTPHandler())
-	mux.Handle("/_passgate/check/", checker.HTTPHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		io.WriteString(w, "ok\n")
@@ -289,8 +287,9 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		Handler: httplog.Handler(httplog.Config{
 			Logger:        logger.With("component", "http"),
 			ClientIP:      ips.ClientIP,
-			QuietPrefixes: []string{"/_passgate/check", "/healthz", "/readyz"},
-		}, mux),
+			QuietPrefixes: []string{extauthz.CheckPathPrefix, "/healthz", "/readyz"},
+			// The checks are routed before the mux (see HTTPHandler).
+		}, checker.HTTPHandler(mux)),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,

@@ -16,13 +16,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/passgate/passgate/extauthz"
 )
 
-// CheckPath is where passgate serves the HTTP check.
-const CheckPath = "/_passgate/check"
-
-// CheckHTTP asks the HTTP check, as nginx auth_request would, whether a GET
-// of the resource with "Authorization: Bearer token" may pass, and returns
+// CheckHTTP asks the HTTP check, as nginx auth_request would
+// (extauthz.CheckPathNginx), whether a POST to the resource with "Authorization: Bearer token" may pass, and returns
 // the status (200, 401, 403, or 503 when the store cannot answer). An
 // empty token sends no Authorization header. It is bounded by 5s.
 func (s *Server) CheckHTTP(ctx context.Context, tok string) (int, error) {
@@ -32,7 +31,7 @@ func (s *Server) CheckHTTP(ctx context.Context, tok string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL(CheckPath), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL(extauthz.CheckPathNginx), nil)
 	if err != nil {
 		return 0, err
 	}

@@ -46,7 +46,16 @@ func Parse(raw string) (Resource, error) {
 	if p == "" {
 		p = "/"
 	}
-	return Resource{URL: raw, Scheme: u.Scheme, Host: canonicalHost(u.Scheme, u.Host), Path: p}, nil
+	// Requests are matched on their canonical path, so the resource's path
+	// must be canonical too.
+	cp, err := CanonicalPath(p)
+	if err != nil {
+		return Resource{}, fmt.Errorf("resource %q: %w", raw, err)
+	}
+	if cp != p {
+		return Resource{}, fmt.Errorf("resource %q: path is not canonical; write %q", raw, cp)
+	}
+	return Resource{URL: raw, Scheme: u.Scheme, Host: CanonicalHost(u.Scheme, u.Host), Path: p}, nil
 }
 
 // ParseAll parses every URL and reports all problems at once, plus
@@ -73,8 +82,9 @@ func ParseAll(raws []string) ([]Resource, error) {
 	return out, errors.Join(errs...)
 }
 
-// canonicalHost lowercases host and drops the scheme's default port.
-func canonicalHost(scheme, host string) string {
+// CanonicalHost lowercases host and drops the scheme's default port, so
+// hosts compare as origins do.
+func CanonicalHost(scheme, host string) string {
 	host = strings.ToLower(host)
 	if scheme == "https" {
 		host = strings.TrimSuffix(host, ":443")
@@ -101,15 +111,16 @@ func (r Resource) MetadataURL() string {
 	return r.Scheme + "://" + r.Host + r.MetadataPath()
 }
 
-// Matches reports whether a request to host and path (as the proxy saw
-// them) is for r: same host (case-insensitive, default port ignored) and
-// r's path is a prefix of path on a segment boundary ("/mcp" matches
-// "/mcp", "/mcp/" and "/mcp/x", not "/mcpx").
+// Matches reports whether a request to host and path (as the proxy routed
+// them; path canonical, see CanonicalPath) is for r: same host
+// (case-insensitive, default port ignored) and r's path is a prefix of path
+// on a segment boundary ("/mcp" matches "/mcp", "/mcp/" and "/mcp/x", not
+// "/mcpx").
 func (r Resource) Matches(scheme, host, path string) bool {
 	if scheme == "" {
 		scheme = r.Scheme
 	}
-	if canonicalHost(scheme, host) != r.Host {
+	if CanonicalHost(scheme, host) != r.Host {
 		return false
 	}
 	if r.Path == "/" {
@@ -120,7 +131,7 @@ func (r Resource) Matches(scheme, host, path string) bool {
 		return false
 	}
 	rest := path[len(base):]
-	return rest == "" || rest[0] == '/' || rest[0] == '?'
+	return rest == "" || rest[0] == '/'
 }
 
 // Find returns the resource a request is for: the matching resource with the

@@ -22,6 +22,10 @@ func TestParse(t *testing.T) {
 		{raw: "mcp.example.com/mcp", wantErr: true},
 		{raw: "ftp://mcp.example.com/", wantErr: true},
 		{raw: "", wantErr: true},
+		{raw: "https://mcp.example.com/a/../mcp", wantErr: true},
+		{raw: "https://mcp.example.com/%6Dcp", wantErr: true},
+		{raw: "https://mcp.example.com/a%2Fb", wantErr: true},
+		{raw: "https://mcp.example.com/m;cp", wantErr: true},
 	}
 	for _, tt := range tests {
 		r, err := Parse(tt.raw)
@@ -49,7 +53,6 @@ func TestFind(t *testing.T) {
 	}{
 		{"mcp.example.com", "/mcp", "https://mcp.example.com/mcp"},
 		{"MCP.example.com:443", "/mcp/", "https://mcp.example.com/mcp"},
-		{"mcp.example.com", "/mcp?x=1", "https://mcp.example.com/mcp"},
 		{"mcp.example.com", "/mcp/admin/tools", "https://mcp.example.com/mcp/admin"},
 		{"mcp.example.com", "/mcpx", ""},
 		{"mcp.example.com", "/", ""},
