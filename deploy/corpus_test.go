@@ -29,19 +29,12 @@ import (
 	"github.com/passgate/passgate/internal/e2e"
 )
 
-// The two resource hosts. Clients send them without a port (the proxies
-// listen on random ports and route on the host name), so one passgate and
-// one set of tokens serve every proxy.
+// The names of the two resource hosts; a corpus world adds the port of the
+// proxy in front (corpusWorld.hostA, hostB).
 const (
-	hostA = "127.0.0.1"
-	hostB = "localhost"
+	nameA = "127.0.0.1"
+	nameB = "localhost"
 )
-
-// corpusResources are the protected resources: two on each host.
-var corpusResources = []string{
-	"http://" + hostA + "/mcp", "http://" + hostA + "/other",
-	"http://" + hostB + "/mcp", "http://" + hostB + "/other",
-}
 
 // corpusRules is --require-scopes: a path prefix and the scopes it needs.
 var corpusRules = map[string][]string{"/mcp/admin": {"admin"}}
@@ -59,30 +52,46 @@ type corpusToken struct {
 	Secret, Resource, Scope string
 }
 
-// corpusWorld is passgate with corpusResources and corpusRules, one user
-// and one client, and a token per resource and scope.
+// corpusWorld is passgate with two resources on each of two hosts, the
+// scope rules corpusRules, one user and one client, and a token per
+// resource and scope.
 type corpusWorld struct {
-	srv      *e2e.Server
-	user     string
-	clientID string
-	tokens   map[string]corpusToken // by name: "A/mcp", "A/mcp+admin", ...
+	srv *e2e.Server
+	// hostA and hostB are the resource hosts, nameA and nameB with the
+	// port of the proxy in front.
+	hostA, hostB string
+	user         string
+	clientID     string
+	tokens       map[string]corpusToken // by name: "A/mcp", "A/mcp+admin", ...
 }
 
-func startCorpusWorld(t *testing.T) *corpusWorld {
+// resources are the protected resources: /mcp and /other on each host.
+func (w *corpusWorld) resources() []string {
+	return []string{
+		"http://" + w.hostA + "/mcp", "http://" + w.hostA + "/other",
+		"http://" + w.hostB + "/mcp", "http://" + w.hostB + "/other",
+	}
+}
+
+// startCorpusWorld starts passgate on passAddr for resources on
+// nameA:port and nameB:port, and mints the tokens.
+func startCorpusWorld(t *testing.T, passAddr, port string) *corpusWorld {
 	t.Helper()
 	var rules []string
 	for p, s := range corpusRules {
 		rules = append(rules, p+"="+strings.Join(s, " "))
 	}
+	w := &corpusWorld{hostA: net.JoinHostPort(nameA, port), hostB: net.JoinHostPort(nameB, port), user: "alice", tokens: map[string]corpusToken{}}
 	srv := e2e.Start(t, e2e.Options{
-		Resource: corpusResources[0],
+		HTTPAddr: passAddr,
+		Resource: w.resources()[0],
 		Args: []string{
-			"--resource", strings.Join(corpusResources, ","),
+			"--resource", strings.Join(w.resources(), ","),
 			"--scopes", "mcp,admin",
 			"--require-scopes", strings.Join(rules, ";"),
 		},
 	})
-	w := &corpusWorld{srv: srv, user: "alice", tokens: map[string]corpusToken{}}
+	w.srv = srv
 	e2e.AddUser(t, srv.OpenStore(t), w.user, "correct horse")
 	cl := srv.RegisterClient(t)
 	w.clientID = cl.ClientID
@@ -90,12 +99,12 @@ func startCorpusWorld(t *testing.T) *corpusWorld {
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	for _, spec := range []struct{ name, resource, scope string }{
-		{"A/mcp", "http://" + hostA + "/mcp", "mcp"},
-		{"A/mcp+admin", "http://" + hostA + "/mcp", "mcp admin"},
-		{"A/other", "http://" + hostA + "/other", "mcp"},
-		{"B/mcp", "http://" + hostB + "/mcp", "mcp"},
-		{"B/mcp+admin", "http://" + hostB + "/mcp", "mcp admin"},
-		{"B/other", "http://" + hostB + "/other", "mcp"},
+		{"A/mcp", "http://" + w.hostA + "/mcp", "mcp"},
+		{"A/mcp+admin", "http://" + w.hostA + "/mcp", "mcp admin"},
+		{"A/other", "http://" + w.hostA + "/other", "mcp"},
+		{"B/mcp", "http://" + w.hostB + "/mcp", "mcp"},
+		{"B/mcp+admin", "http://" + w.hostB + "/mcp", "mcp admin"},
+		{"B/other", "http://" + w.hostB + "/other", "mcp"},
 	} {
 		c := *cl
 		c.Resource, c.Scope = spec.resource, spec.scope
@@ -315,7 +324,7 @@ func (w *corpusWorld) checkInvariant(p corpusProxy, r corpusReq, s upstreamSaw) 
 		return bad
 	}
 
-	hosts := servedHosts(p, s)
+	hosts := w.servedHosts(p, s)
 	if len(hosts) == 0 {
 		bad = append(bad, fmt.Sprintf("upstream served no known host (Host %q, X-Forwarded-Host %q)", s.Host, s.Header.Values("X-Forwarded-Host")))
 	}
@@ -328,7 +337,7 @@ func (w *corpusWorld) checkInvariant(p corpusProxy, r corpusReq, s upstreamSaw) 
 		}
 		for _, h := range hosts {
 			for _, pth := range paths {
-				res := resourceFor(h, pth)
+				res := w.resourceFor(h, pth)
 				if res != tok.Resource {
 					bad = append(bad, fmt.Sprintf("token %s (audience %s) reached %s%s, resource %q", name, tok.Resource, h, pth, res))
 				}
@@ -371,15 +380,11 @@ func identityValues(h http.Header, name string) []string {
 
 // servedHosts returns the resource hosts the upstream may have served s
 // for.
-func servedHosts(p corpusProxy, s upstreamSaw) []string {
+func (w *corpusWorld) servedHosts(p corpusProxy, s upstreamSaw) []string {
 	var hosts []string
 	add := func(h string) {
-		h = strings.TrimSpace(strings.ToLower(h))
-		if hh, _, err := net.SplitHostPort(h); err == nil {
-			h = hh
-		}
-		h = strings.TrimSuffix(h, ".")
-		if (h == hostA || h == hostB) && !slices.Contains(hosts, h) {
+		h = strings.TrimSuffix(strings.TrimSpace(strings.ToLower(h)), ":80")
+		if (h == w.hostA || h == w.hostB) && !slices.Contains(hosts, h) {
 			hosts = append(hosts, h)
 		}
 	}
@@ -451,9 +456,9 @@ func canonicalPath(p string) string {
 
 // resourceFor returns the corpus resource for host and canonical path:
 // the longest resource path that is a segment prefix of p, or "".
-func resourceFor(host, p string) string {
+func (w *corpusWorld) resourceFor(host, p string) string {
 	best, bestLen := "", -1
-	for _, r := range corpusResources {
+	for _, r := range w.resources() {
 		u, _ := url.Parse(r)
 		if u.Host != host || !segmentPrefix(p, u.Path) {
 			continue
@@ -503,8 +508,11 @@ var corpusPaths = []string{
 // path: none, each token, an unknown one.
 var corpusTokenNames = []string{"", "A/mcp", "A/mcp+admin", "A/other", "B/mcp", "B/mcp+admin", "B/other", "unknown"}
 
-// buildCorpus returns the corpus for a proxy serving hosts.
-func buildCorpus(hosts []string) []corpusReq {
+// buildCorpus returns the corpus for a proxy serving hosts (of hostA and
+// hostB).
+func (w *corpusWorld) buildCorpus(hosts []string) []corpusReq {
+	hostA, hostB := w.hostA, w.hostB
+	_, port, _ := net.SplitHostPort(hostA)
 	var reqs []corpusReq
 	bearer := func(name string) [][2]string {
 		if name == "" {
@@ -586,13 +594,13 @@ func buildCorpus(hosts []string) []corpusReq {
 	for _, tok := range []string{"A/mcp", "A/mcp+admin", "B/mcp", "B/mcp+admin", "A/other", "B/other"} {
 		for _, p := range []string{"/mcp", "/mcp/admin", "/other"} {
 			h := [][2]string{{"Authorization", "Bearer {token:" + tok + "}"}}
-			for _, pair := range [][2]string{{hostA, hostB}, {hostB, hostA}} {
+			for _, pair := range [][2]string{{hostA, hostB}, {hostB, hostA}, {nameA, hostB}, {nameB, hostA}} {
 				target, host := pair[0], pair[1]
 				reqs = append(reqs,
 					corpusReq{Name: fmt.Sprintf("absolute-form http://%s%s Host %s token %s", target, p, host, tok), Method: "POST",
 						Target: "http://" + target + p, Hosts: []string{host}, Header: h},
 					corpusReq{Name: fmt.Sprintf("absolute-form with port http://%s:1%s Host %s token %s", target, p, host, tok), Method: "POST",
-						Target: "http://" + target + ":1" + p, Hosts: []string{host}, Header: h},
+						Target: "http://" + strings.Split(target, ":")[0] + ":1" + p, Hosts: []string{host}, Header: h},
 					corpusReq{Name: fmt.Sprintf("absolute-form userinfo http://%s@%s%s token %s", host, target, p, tok), Method: "POST",
 						Target: "http://" + host + "@" + target + p, Hosts: []string{host}, Header: h},
 					corpusReq{Name: fmt.Sprintf("two Host headers %s %s %s token %s", target, host, p, tok), Method: "POST",
@@ -601,7 +609,7 @@ func buildCorpus(hosts []string) []corpusReq {
 						Target: p, Hosts: []string{target}, Header: append([][2]string{{"X-Forwarded-Host", host}, {"X-Original-URL", "http://" + host + p}}, h...)},
 				)
 			}
-			for _, host := range []string{hostA + ":1", strings.ToUpper(hostB), hostB + ".", hostA + "," + hostB, hostB + "@" + hostA, ""} {
+			for _, host := range []string{nameA, nameB, nameA + ":1", strings.ToUpper(hostB), nameB + ".:" + port, hostA + "," + hostB, nameB + "@" + hostA, hostA + " ", ""} {
 				reqs = append(reqs, corpusReq{Name: fmt.Sprintf("Host %q %s token %s", host, p, tok), Method: "POST",
 					Target: p, Hosts: []string{host}, Header: h})
 			}
@@ -668,44 +676,59 @@ func corpusAttack1(host string) []string {
 	}
 }
 
+// port returns the port of a host:port.
+func port(t *testing.T, addr string) string {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestHostileCorpusNginx runs the corpus through real nginx with the shipped
-// deploy/nginx.conf, which routes only /mcp on host A to the upstream.
+// deploy/nginx.conf, which serves host A and routes only /mcp to the
+// upstream.
 func TestHostileCorpusNginx(t *testing.T) {
-	w := startCorpusWorld(t)
 	rec := startRecorder(t)
-	ngx := startNginx(t, nginxOptions{PassgateAddr: w.srv.Opts.HTTPAddr, MCPAddr: rec.addr(), PlainHTTP: true, ServerName: hostA})
-	outs := w.runCorpus(t, ngx.Addr, rec, buildCorpus([]string{hostA}))
-	w.assertCorpus(t, corpusProxy{FixedHost: hostA, StripsAuthorization: true}, outs,
+	passAddr := e2e.FreeAddr(t)
+	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: rec.addr(), PlainHTTP: true, ServerName: nameA})
+	w := startCorpusWorld(t, passAddr, port(t, ngx.Addr))
+	outs := w.runCorpus(t, ngx.Addr, rec, w.buildCorpus([]string{w.hostA}))
+	a, b := w.hostA, w.hostB
+	w.assertCorpus(t, corpusProxy{FixedHost: a, StripsAuthorization: true}, outs,
 		[]string{
-			`POST /mcp host 127.0.0.1 token "A/mcp"`,
-			`POST /mcp/admin host 127.0.0.1 token "A/mcp+admin"`,
+			fmt.Sprintf(`POST /mcp host %s token "A/mcp"`, a),
+			fmt.Sprintf(`POST /mcp/admin host %s token "A/mcp+admin"`, a),
 		},
-		append(corpusAttack1(hostA),
-			`POST /mcp/%61dmin host 127.0.0.1 token "A/mcp"`,
-			`POST /other/..%2Fmcp host 127.0.0.1 token "A/other"`,
-			`absolute-form http://127.0.0.1/mcp Host localhost token B/mcp`,
+		append(corpusAttack1(a),
+			fmt.Sprintf(`POST /mcp/%%61dmin host %s token "A/mcp"`, a),
+			fmt.Sprintf(`POST /other/..%%2Fmcp host %s token "A/other"`, a),
+			fmt.Sprintf(`absolute-form http://%s/mcp Host %s token B/mcp`, a, b),
 		))
 }
 
 // TestHostileCorpusCaddy runs the corpus through real Caddy with the shipped
 // deploy/caddy/Caddyfile, serving both hosts with one upstream.
 func TestHostileCorpusCaddy(t *testing.T) {
-	w := startCorpusWorld(t)
 	rec := startRecorder(t)
-	addr := startCaddy(t, caddyOptions{Hosts: []string{hostA, hostB}, PassgateAddr: w.srv.Opts.HTTPAddr, UpstreamAddr: rec.addr()})
-	outs := w.runCorpus(t, addr, rec, buildCorpus([]string{hostA, hostB}))
+	passAddr := e2e.FreeAddr(t)
+	addr := startCaddy(t, caddyOptions{Hosts: []string{nameA, nameB}, PassgateAddr: passAddr, UpstreamAddr: rec.addr()})
+	w := startCorpusWorld(t, passAddr, port(t, addr))
+	outs := w.runCorpus(t, addr, rec, w.buildCorpus([]string{w.hostA, w.hostB}))
+	a, b := w.hostA, w.hostB
 	w.assertCorpus(t, corpusProxy{StripsAuthorization: true}, outs,
 		[]string{
-			`POST /mcp host 127.0.0.1 token "A/mcp"`,
-			`POST /mcp/admin host 127.0.0.1 token "A/mcp+admin"`,
-			`POST /other host 127.0.0.1 token "A/other"`,
-			`POST /mcp host localhost token "B/mcp"`,
-			`POST /other/x host localhost token "B/other"`,
+			fmt.Sprintf(`POST /mcp host %s token "A/mcp"`, a),
+			fmt.Sprintf(`POST /mcp/admin host %s token "A/mcp+admin"`, a),
+			fmt.Sprintf(`POST /other host %s token "A/other"`, a),
+			fmt.Sprintf(`POST /mcp host %s token "B/mcp"`, b),
+			fmt.Sprintf(`POST /other/x host %s token "B/other"`, b),
 		},
-		append(append(corpusAttack1(hostA), corpusAttack1(hostB)...),
-			`POST /mcp/%61dmin host 127.0.0.1 token "A/mcp"`,
-			`POST /other/..%2Fmcp host 127.0.0.1 token "A/other"`,
-			`absolute-form http://127.0.0.1/mcp Host localhost token B/mcp`,
+		append(append(corpusAttack1(a), corpusAttack1(b)...),
+			fmt.Sprintf(`POST /mcp/%%61dmin host %s token "A/mcp"`, a),
+			fmt.Sprintf(`POST /other/..%%2Fmcp host %s token "A/other"`, a),
+			fmt.Sprintf(`absolute-form http://%s/mcp Host %s token B/mcp`, a, b),
 		))
 }
 
@@ -715,9 +738,10 @@ func TestHostileCorpusCaddy(t *testing.T) {
 // X-Original-Method there would take a token-less POST /mcp/admin for a
 // preflight of /mcp and let it through.
 func TestCaddyForwardAuthIgnoresInjectedOriginalHeaders(t *testing.T) {
-	w := startCorpusWorld(t)
 	rec := startRecorder(t)
-	addr := startCaddy(t, caddyOptions{Hosts: []string{hostA}, PassgateAddr: w.srv.Opts.HTTPAddr, UpstreamAddr: rec.addr()})
+	passAddr := e2e.FreeAddr(t)
+	addr := startCaddy(t, caddyOptions{Hosts: []string{nameA}, PassgateAddr: passAddr, UpstreamAddr: rec.addr()})
+	w := startCorpusWorld(t, passAddr, port(t, addr))
 	attack := [][2]string{
 		{"X-Original-Uri", "/mcp"}, {"X-Original-Method", "OPTIONS"},
 		{"Origin", "https://evil.example"}, {"Access-Control-Request-Method", "POST"},
@@ -731,7 +755,7 @@ func TestCaddyForwardAuthIgnoresInjectedOriginalHeaders(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := corpusReq{Name: tt.name, Method: "POST", Target: "/mcp/admin", Hosts: []string{hostA}, Header: tt.header}
+			r := corpusReq{Name: tt.name, Method: "POST", Target: "/mcp/admin", Hosts: []string{w.hostA}, Header: tt.header}
 			id := fmt.Sprintf("attack1-%d", i)
 			status, err := sendRaw(addr, r.wire(w, id))
 			if err != nil {
@@ -748,32 +772,35 @@ func TestCaddyForwardAuthIgnoresInjectedOriginalHeaders(t *testing.T) {
 // what the ingress-nginx controller renders for the shipped Ingress (host
 // B, /mcp), with the auth-url pinning host B.
 func TestHostileCorpusIngressNginx(t *testing.T) {
-	w := startCorpusWorld(t)
 	rec := startRecorder(t)
+	passAddr := e2e.FreeAddr(t)
 	ing := readIngressManifests(t)
-	authURL := ing.authURL(t, w.srv.Opts.HTTPAddr, hostB)
-	u, err := url.Parse(authURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var authURL string
 	addr := startNginxTemplate(t, ingressNginxFixture, func(listen string) map[string]string {
+		authURL = ing.authURL(t, passAddr, net.JoinHostPort(nameB, port(t, listen)))
+		u, err := url.Parse(authURL)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return map[string]string{
-			"NGINX_SERVER_NAME": hostB,
+			"NGINX_SERVER_NAME": nameB,
 			"NGINX_LISTEN":      listen,
 			"NGINX_AUTH_URL":    authURL,
 			"NGINX_AUTH_HOST":   u.Hostname(),
 			"NGINX_MCP_ADDR":    rec.addr(),
 		}
 	})
-	outs := w.runCorpus(t, addr, rec, buildCorpus([]string{hostB}))
-	w.assertCorpus(t, corpusProxy{FixedHost: hostB, StripsAuthorization: true}, outs,
+	w := startCorpusWorld(t, passAddr, port(t, addr))
+	outs := w.runCorpus(t, addr, rec, w.buildCorpus([]string{w.hostB}))
+	a, b := w.hostA, w.hostB
+	w.assertCorpus(t, corpusProxy{FixedHost: b, StripsAuthorization: true}, outs,
 		[]string{
-			`POST /mcp host localhost token "B/mcp"`,
-			`POST /mcp/admin host localhost token "B/mcp+admin"`,
+			fmt.Sprintf(`POST /mcp host %s token "B/mcp"`, b),
+			fmt.Sprintf(`POST /mcp/admin host %s token "B/mcp+admin"`, b),
 		},
-		append(corpusAttack1(hostB),
-			`POST /mcp/%61dmin host localhost token "B/mcp"`,
-			`absolute-form http://localhost/mcp Host 127.0.0.1 token A/mcp`,
+		append(corpusAttack1(b),
+			fmt.Sprintf(`POST /mcp/%%61dmin host %s token "B/mcp"`, b),
+			fmt.Sprintf(`absolute-form http://%s/mcp Host %s token A/mcp`, b, a),
 		))
 }
 
@@ -889,10 +916,11 @@ func (e envoyEdge) upstreamSaw(req *authv3.CheckRequest, ok *authv3.OkHttpRespon
 // normalization (passgate canonicalizes defensively), and checks the
 // invariant on every request it allows, as the upstream would see it.
 func TestHostileCorpusEnvoyGRPC(t *testing.T) {
-	w := startCorpusWorld(t)
+	// No proxy listens: the hosts get a port nobody uses.
+	w := startCorpusWorld(t, e2e.FreeAddr(t), port(t, e2e.FreeAddr(t)))
 	edge := loadEnvoyEdge(t)
 	client := authv3.NewAuthorizationClient(w.srv.GRPCConn())
-	reqs := buildCorpus([]string{hostA, hostB})
+	reqs := w.buildCorpus([]string{w.hostA, w.hostB})
 	allowed := 0
 	for _, r := range reqs {
 		req, ok := edge.checkRequest(w, r)
@@ -925,9 +953,9 @@ func TestHostileCorpusEnvoyGRPC(t *testing.T) {
 // paths reach passgate without a token (no check in the way) and never the
 // MCP server.
 func TestCaddyRoutesPassgate(t *testing.T) {
-	srv := e2e.Start(t, e2e.Options{Resource: "http://" + hostA + "/mcp"})
+	srv := e2e.Start(t, e2e.Options{Resource: "http://" + nameA + "/mcp"})
 	rec := startRecorder(t)
-	addr := startCaddy(t, caddyOptions{Hosts: []string{hostA}, PassgateAddr: srv.Opts.HTTPAddr, UpstreamAddr: rec.addr()})
+	addr := startCaddy(t, caddyOptions{Hosts: []string{nameA}, PassgateAddr: srv.Opts.HTTPAddr, UpstreamAddr: rec.addr()})
 	for _, tt := range []struct {
 		method, path string
 		want         int
@@ -941,7 +969,7 @@ func TestCaddyRoutesPassgate(t *testing.T) {
 		{"POST", "/token", http.StatusUnsupportedMediaType},
 	} {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
-			r := corpusReq{Method: tt.method, Target: tt.path, Hosts: []string{hostA}}
+			r := corpusReq{Method: tt.method, Target: tt.path, Hosts: []string{nameA}}
 			id := "route " + tt.path
 			status, err := sendRaw(addr, r.wire(&corpusWorld{}, id))
 			if err != nil {
