@@ -899,7 +899,7 @@ func (e envoyEdge) upstreamSaw(req *authv3.CheckRequest, ok *authv3.OkHttpRespon
 	}
 	for _, o := range ok.GetHeaders() {
 		k, v := o.GetHeader().GetKey(), o.GetHeader().GetValue()
-		if o.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD || o.GetAppend().GetValue() {
+		if o.GetAppendAction() == corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
 			hdr.Add(k, v)
 		} else {
 			hdr.Set(k, v)
