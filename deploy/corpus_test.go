@@ -553,6 +553,7 @@ func (w *corpusWorld) buildCorpus(hosts []string) []corpusReq {
 				add("preflight headers on POST", preflight...)
 				add("client identity headers", [2]string{"X-Passgate-User", corpusForged["X-Passgate-User"]}, [2]string{"X-Passgate-Client-Id", corpusForged["X-Passgate-Client-Id"]}, [2]string{"X-Passgate-Scope", corpusForged["X-Passgate-Scope"]})
 				add("client identity headers, underscores", [2]string{"X_Passgate_User", "mallory"}, [2]string{"x-passgate-scope", "admin"})
+				add("client identity headers, duplicated", [2]string{"X-Passgate-User", "mallory"}, [2]string{"X-Passgate-User", "root"}, [2]string{"X-Passgate-Client-Id", "forged-client"}, [2]string{"X-Passgate-Client-Id", "other-client"})
 			}
 		}
 		// Preflights and look-alikes, with forged identities.
