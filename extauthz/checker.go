@@ -77,7 +77,8 @@ type Config struct {
 	KeepAuthorization bool
 	// AllowPreflight allows CORS preflights (OPTIONS with Origin and
 	// Access-Control-Request-Method, without Authorization) for protected
-	// resources, so the upstream can answer them.
+	// resources, so the upstream can answer them. The method is the one the
+	// proxy reports (Request.Method), never a header the client chose.
 	AllowPreflight bool
 	// RequiredScopes require scopes per resource or path prefix; a valid
 	// token lacking one gets 403 insufficient_scope. Optional.
@@ -107,6 +108,9 @@ type ScopeRule struct {
 
 // Request is what the proxy tells us about the request it holds.
 type Request struct {
+	// Method is the method the proxy reports: from Envoy's attributes or
+	// from the header the proxy's own configuration sets (see the package
+	// documentation), never from one a client could add.
 	Method string
 	Scheme string // optional; "" means the resource's own scheme
 	Host   string // authority the proxy routed on, port optional

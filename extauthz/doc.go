@@ -96,8 +96,8 @@
 // MaxConnectionAge set so Envoy's long-lived connections spread over
 // replicas. On SIGTERM call SetServing(false) (health answers NOT_SERVING),
 // give Envoy a moment to notice, then GracefulStop. Envoy reports the
-// method, host and path it routes on in the CheckRequest's attributes; the
-// path gets the same canonicalization (deploy/envoy.yaml makes Envoy
-// normalize it first, so a refusal there means Envoy was configured
-// otherwise).
+// method, host and path it routes on in the CheckRequest's attributes. The
+// path gets the same canonicalization and refusals as over HTTP, although
+// deploy/envoy.yaml already has Envoy normalize it and reject escaped
+// slashes: passgate does not rely on the proxy's configuration for it.
 package extauthz

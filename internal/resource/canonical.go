@@ -47,7 +47,10 @@ func CanonicalPath(target string) (string, error) {
 	if isCanonical(p) {
 		return p, nil
 	}
-	segs := strings.Split(p[1:], "/")
+	// Cloned so the caller's string does not escape to the heap on every
+	// call (strings.Split keeps its argument): the check's Request stays on
+	// the stack.
+	segs := strings.Split(strings.Clone(p[1:]), "/")
 	out := make([]string, 0, len(segs))
 	for i, raw := range segs {
 		last := i == len(segs)-1
