@@ -1,5 +1,3 @@
-//go:build e2e
-
 package deploy
 
 // The hostile corpus: requests an attacker would send, through each real
@@ -12,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"path"
 	"slices"
@@ -188,46 +185,6 @@ func sendRaw(addr, req string) (int, error) {
 	}
 	resp.Body.Close()
 	return resp.StatusCode, nil
-}
-
-// upstreamSaw is what the upstream received.
-type upstreamSaw struct {
-	Method, RequestURI, Host string
-	Header                   http.Header
-}
-
-// recorder is the MCP server: it records every request and answers 200.
-type recorder struct {
-	mu      sync.Mutex
-	byID    map[string][]upstreamSaw
-	orphans []upstreamSaw
-	srv     *httptest.Server
-}
-
-func startRecorder(t *testing.T) *recorder {
-	rec := &recorder{byID: map[string][]upstreamSaw{}}
-	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s := upstreamSaw{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone()}
-		ids := r.Header.Values("X-Corpus-Id")
-		rec.mu.Lock()
-		if len(ids) == 1 {
-			rec.byID[ids[0]] = append(rec.byID[ids[0]], s)
-		} else {
-			rec.orphans = append(rec.orphans, s)
-		}
-		rec.mu.Unlock()
-		w.Write([]byte("upstream\n"))
-	}))
-	t.Cleanup(rec.srv.Close)
-	return rec
-}
-
-func (r *recorder) addr() string { return strings.TrimPrefix(r.srv.URL, "http://") }
-
-func (r *recorder) saw(id string) []upstreamSaw {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.byID[id]
 }
 
 // corpusOutcome is one request's fate.

@@ -17,7 +17,7 @@
 // nginx configuration the ingress-nginx controller renders for the
 // Ingresses (ingress-nginx/testdata) runs in a real nginx.
 //
-// Behind the e2e build tag, a hostile corpus (corpus_test.go) goes through
+// A hostile corpus (corpus_test.go) goes through
 // each of those proxies, and over gRPC as Envoy would send it, to the real
 // passgate binary; an upstream records what reached it, and every request
 // that did is checked: the token's audience is the resource the upstream

@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -666,4 +667,46 @@ func startNginxTemplate(t testing.TB, path string, vars func(listen string) map[
 	}
 	t.Fatalf("start nginx with %s: %v", path, lastErr)
 	return ""
+}
+
+// upstreamSaw is what the upstream received.
+type upstreamSaw struct {
+	Method, RequestURI, Host string
+	Header                   http.Header
+}
+
+// recorder stands in for the MCP server: it answers 200 and records every
+// request it receives, by the value of its X-Corpus-Id header (a request
+// without exactly one goes to orphans), so a test can tell what reached it.
+type recorder struct {
+	mu      sync.Mutex
+	byID    map[string][]upstreamSaw
+	orphans []upstreamSaw
+	srv     *httptest.Server
+}
+
+func startRecorder(t *testing.T) *recorder {
+	rec := &recorder{byID: map[string][]upstreamSaw{}}
+	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := upstreamSaw{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone()}
+		ids := r.Header.Values("X-Corpus-Id")
+		rec.mu.Lock()
+		if len(ids) == 1 {
+			rec.byID[ids[0]] = append(rec.byID[ids[0]], s)
+		} else {
+			rec.orphans = append(rec.orphans, s)
+		}
+		rec.mu.Unlock()
+		w.Write([]byte("upstream\n"))
+	}))
+	t.Cleanup(rec.srv.Close)
+	return rec
+}
+
+func (r *recorder) addr() string { return strings.TrimPrefix(r.srv.URL, "http://") }
+
+func (r *recorder) saw(id string) []upstreamSaw {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byID[id]
 }
