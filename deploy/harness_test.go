@@ -19,6 +19,7 @@ import (
 	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -423,6 +424,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(binDir)
+	e2e.RemoveBinary()
 	os.Exit(code)
 }
 
@@ -501,4 +503,210 @@ func startExampleMCPServer(t testing.TB) string {
 	addr := e2e.FreeAddr(t)
 	startProcess(t, addr, bin, []string{"--listen", addr}, nil)
 	return addr
+}
+
+// caddyfilePath is deploy/caddy/Caddyfile, relative to this package.
+const caddyfilePath = "caddy/Caddyfile"
+
+// caddyEnvRef matches a Caddyfile environment placeholder, {$NAME} or
+// {$NAME:default}, which Caddy replaces when it reads the file.
+var caddyEnvRef = regexp.MustCompile(`\{\$([A-Za-z_][A-Za-z0-9_]*)(:[^}]*)?\}`)
+
+// caddyfileVars returns the sorted, distinct variables of the Caddyfile
+// text outside comments, and which of them have a default.
+func caddyfileVars(text string) (names []string, withDefault map[string]bool) {
+	withDefault = map[string]bool{}
+	var code strings.Builder
+	for line := range strings.Lines(text) {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			code.WriteString(line)
+		}
+	}
+	for _, m := range caddyEnvRef.FindAllStringSubmatch(code.String(), -1) {
+		if !slices.Contains(names, m[1]) {
+			names = append(names, m[1])
+		}
+		if m[2] != "" {
+			withDefault[m[1]] = true
+		}
+	}
+	slices.Sort(names)
+	return names, withDefault
+}
+
+// checkCaddyfileEnv reports a variable the Caddyfile uses without a
+// default that env does not give, and one env gives that it does not use.
+func checkCaddyfileEnv(text string, env map[string]string) error {
+	names, withDefault := caddyfileVars(text)
+	var errs []error
+	for _, name := range names {
+		if _, ok := env[name]; !ok && !withDefault[name] {
+			errs = append(errs, fmt.Errorf("variable %s is used but not given", name))
+		}
+	}
+	for name := range env {
+		if !slices.Contains(names, name) {
+			errs = append(errs, fmt.Errorf("variable %s is given but not used", name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// caddyBinary returns the path of caddy. scripts/test.sh installs Debian's
+// caddy package; a test never installs it, and with CI=true a missing caddy
+// fails instead of skipping.
+func caddyBinary(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/caddy", "/usr/local/bin/caddy"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("caddy"); err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("caddy is not installed (scripts/test.sh installs it: apt-get install caddy)")
+	}
+	t.Skip("caddy is not installed (apt-get install caddy)")
+	return ""
+}
+
+// caddyOptions configures startCaddy.
+type caddyOptions struct {
+	// Hosts are the host names of PASSGATE_SITE, each served on plain HTTP
+	// at the port startCaddy picks. Required.
+	Hosts []string
+	// PassgateAddr is host:port of passgate's HTTP listener. Required.
+	PassgateAddr string
+	// UpstreamAddr is host:port of the MCP server. Required.
+	UpstreamAddr string
+}
+
+// startCaddy runs caddy with the shipped deploy/caddy/Caddyfile, whose
+// variables it gives in the environment (Caddy's own substitution, so the
+// file runs as shipped), on a free loopback port, with its admin API off
+// and its state in a temporary directory. It returns the 127.0.0.1:port
+// Caddy listens on and stops Caddy when the test ends.
+func startCaddy(t testing.TB, opts caddyOptions) string {
+	t.Helper()
+	if len(opts.Hosts) == 0 || opts.PassgateAddr == "" || opts.UpstreamAddr == "" {
+		t.Fatal("startCaddy: Hosts, PassgateAddr and UpstreamAddr are required")
+	}
+	bin := caddyBinary(t)
+	text, err := os.ReadFile(caddyfilePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, err := filepath.Abs(caddyfilePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	addr := e2e.FreeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	var sites []string
+	for _, h := range opts.Hosts {
+		sites = append(sites, "http://"+net.JoinHostPort(h, port))
+	}
+	vars := map[string]string{
+		"PASSGATE_SITE":     strings.Join(sites, ", "),
+		"PASSGATE_ADDR":     opts.PassgateAddr,
+		"PASSGATE_UPSTREAM": opts.UpstreamAddr,
+		"CADDY_ADMIN":       "off",
+	}
+	if err := checkCaddyfileEnv(string(text), vars); err != nil {
+		t.Fatalf("render %s: %v", caddyfilePath, err)
+	}
+	env := []string{"HOME=" + dir, "XDG_DATA_HOME=" + dir, "XDG_CONFIG_HOME=" + dir}
+	for k, v := range vars {
+		env = append(env, k+"="+v)
+	}
+	startProcess(t, addr, bin, []string{"run", "--adapter", "caddyfile", "--config", conf}, env)
+	return addr
+}
+
+// ingressNginxFixture is the controller-rendered nginx configuration for
+// deploy/ingress-nginx/passgate.yaml (see its header).
+const ingressNginxFixture = "ingress-nginx/testdata/nginx.conf"
+
+// startNginxTemplate renders the NGINX_* template at path with the
+// variables vars returns for a listen address (plain HTTP on a free
+// loopback port) and runs nginx with it, like startNginx. It returns the
+// 127.0.0.1:port nginx listens on.
+func startNginxTemplate(t testing.TB, path string, vars func(listen string) map[string]string) string {
+	t.Helper()
+	bin := nginxBinary(t)
+	dir := t.TempDir()
+	tmpl, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastErr error
+	for range 3 {
+		addr := e2e.FreeAddr(t)
+		conf, err := renderTemplate(string(tmpl), vars(addr))
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		confPath := filepath.Join(dir, "site.conf")
+		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		mainPath := filepath.Join(dir, "nginx.conf")
+		if err := os.WriteFile(mainPath, []byte(nginxMainConf(dir, confPath)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n := &nginx{Dir: dir, Addr: addr}
+		if lastErr = n.start(t, bin, mainPath); lastErr == nil {
+			return addr
+		}
+		if !strings.Contains(n.ErrorLog(), "Address already in use") {
+			break
+		}
+	}
+	t.Fatalf("start nginx with %s: %v", path, lastErr)
+	return ""
+}
+
+// upstreamSaw is what the upstream received.
+type upstreamSaw struct {
+	Method, RequestURI, Host string
+	Header                   http.Header
+}
+
+// recorder stands in for the MCP server: it answers 200 and records every
+// request it receives, by the value of its X-Corpus-Id header (a request
+// without exactly one goes to orphans), so a test can tell what reached it.
+type recorder struct {
+	mu      sync.Mutex
+	byID    map[string][]upstreamSaw
+	orphans []upstreamSaw
+	srv     *httptest.Server
+}
+
+func startRecorder(t *testing.T) *recorder {
+	rec := &recorder{byID: map[string][]upstreamSaw{}}
+	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s := upstreamSaw{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone()}
+		ids := r.Header.Values("X-Corpus-Id")
+		rec.mu.Lock()
+		if len(ids) == 1 {
+			rec.byID[ids[0]] = append(rec.byID[ids[0]], s)
+		} else {
+			rec.orphans = append(rec.orphans, s)
+		}
+		rec.mu.Unlock()
+		w.Write([]byte("upstream\n"))
+	}))
+	t.Cleanup(rec.srv.Close)
+	return rec
+}
+
+func (r *recorder) addr() string { return strings.TrimPrefix(r.srv.URL, "http://") }
+
+func (r *recorder) saw(id string) []upstreamSaw {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.byID[id]
 }

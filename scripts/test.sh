@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every passgate test: vet, the unit and conformance tests on SQLite and
-# PostgreSQL, the end-to-end tests through real nginx and headless Chromium,
-# and a short run of every fuzz target. It installs what it needs (nginx,
-# chromium) when missing. PostgreSQL comes from TEST_DATABASE_URL or
+# PostgreSQL, the end-to-end tests through real nginx, Caddy and headless
+# Chromium, and a short run of every fuzz target. It installs what it needs
+# (nginx, caddy, chromium) when missing. PostgreSQL comes from TEST_DATABASE_URL or
 # 127.0.0.1:5432; with CI=true a missing PostgreSQL fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,7 @@ fi
 need_apt=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
+command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${need_apt[*]}"

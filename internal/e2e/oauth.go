@@ -125,6 +125,25 @@ func Form(page []byte) (action string, fields url.Values, err error) {
 type OAuthClient struct {
 	Server   *Server
 	ClientID string
+	// Resource is the RFC 8707 resource the client asks tokens for.
+	// Optional: Server.Resource when empty.
+	Resource string
+	// Scope is the scope the client asks for. Optional: "mcp" when empty.
+	Scope string
+}
+
+func (c *OAuthClient) resource() string {
+	if c.Resource != "" {
+		return c.Resource
+	}
+	return c.Server.Resource
+}
+
+func (c *OAuthClient) scope() string {
+	if c.Scope != "" {
+		return c.Scope
+	}
+	return "mcp"
 }
 
 // RegisterClient registers a public client with RFC 7591 dynamic
@@ -187,8 +206,8 @@ func (c *OAuthClient) AuthorizeURL(challenge, state string) string {
 		"state":                 {state},
 		"code_challenge":        {challenge},
 		"code_challenge_method": {"S256"},
-		"resource":              {c.Server.Resource},
-		"scope":                 {"mcp"},
+		"resource":              {c.resource()},
+		"scope":                 {c.scope()},
 	}.Encode()
 }
 
@@ -285,7 +304,7 @@ func (c *OAuthClient) Exchange(ctx context.Context, code, verifier string) (*Tok
 		"code_verifier": {verifier},
 		"redirect_uri":  {RedirectURI},
 		"client_id":     {c.ClientID},
-		"resource":      {c.Server.Resource},
+		"resource":      {c.resource()},
 	})
 }
 

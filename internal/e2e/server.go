@@ -102,12 +102,18 @@ func ModuleRoot() (string, error) {
 // TestMain; without it the binary stays in the system's temp directory.
 func RunMain(m *testing.M) {
 	code := m.Run()
+	RemoveBinary()
+	os.Exit(code)
+}
+
+// RemoveBinary removes the binary Binary built, for a TestMain that does
+// more than RunMain. Call it after m.Run.
+func RemoveBinary() {
 	buildMu.Lock()
+	defer buildMu.Unlock()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
-	buildMu.Unlock()
-	os.Exit(code)
 }
 
 // FreeAddr returns a 127.0.0.1:port that was free a moment ago.
