@@ -22,6 +22,7 @@ var Events = []string{
 	store.EventConsentGranted, store.EventConsentDenied, store.EventLogout,
 	store.EventTokenRefresh, store.EventRefreshReuseDetected, store.EventTokenRevoked,
 	store.EventAccountLocked, store.EventRateLimited, store.EventClientDeleted,
+	store.EventPasswordChanged,
 }
 
 // Recorder writes audit rows and counts them. It is safe for concurrent use.
