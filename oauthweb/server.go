@@ -157,8 +157,11 @@ type Config struct {
 	// Optional; default false.
 	PrefillSingleUser bool
 	// LockoutThreshold is the number of failed logins for one account
-	// within LockoutWindow that locks it for LockoutDuration. Optional;
-	// default 10; negative disables lockout.
+	// within LockoutWindow that locks it for LockoutDuration. Each attempt
+	// is reserved in the store before its password is verified (and given
+	// back on success), so at most this many verifications run per lock
+	// window under any burst, and none while locked. Optional; default
+	// 10; negative disables lockout.
 	LockoutThreshold int
 	// LockoutWindow optional; default 15m.
 	LockoutWindow time.Duration
