@@ -627,22 +627,32 @@ func (db *DB) ReserveLoginAttempt(ctx context.Context, username string, now time
 		ok  bool
 	)
 	err := db.tx(ctx, func(tx pgx.Tx) error {
-		// The placeholder's count of 0 reads as "no failures".
-		if _, err := tx.Exec(ctx, `INSERT INTO login_failures (username, count, first_at, expires_at) VALUES ($1, 0, $2, $2)
-			ON CONFLICT (username) DO NOTHING`, username, tv(now)); err != nil {
-			return err
-		}
 		var cur store.LoginFailures
-		err := tx.QueryRow(ctx, `SELECT username, count, first_at, locked_until FROM login_failures WHERE username = $1 FOR UPDATE`, username).
-			Scan(&cur.Username, &cur.Count, tm(&cur.FirstAt), tm(&cur.LockedUntil))
-		if err != nil {
-			return err
+		for attempt := 0; ; attempt++ {
+			// The placeholder's count of 0 reads as "no failures".
+			if _, err := tx.Exec(ctx, `INSERT INTO login_failures (username, count, first_at, expires_at) VALUES ($1, 0, $2, $2)
+				ON CONFLICT (username) DO NOTHING`, username, tv(now)); err != nil {
+				return err
+			}
+			err := tx.QueryRow(ctx, `SELECT username, count, first_at, locked_until FROM login_failures WHERE username = $1 FOR UPDATE`, username).
+				Scan(&cur.Username, &cur.Count, tm(&cur.FirstAt), tm(&cur.LockedUntil))
+			// A successful login's ResetLoginFailures may delete the row
+			// between the two statements (the lock wait ends on a
+			// deleted row): insert it again. Each statement sees the
+			// latest commits (READ COMMITTED), so this ends.
+			if errors.Is(err, pgx.ErrNoRows) && attempt < 10 {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			break
 		}
 		out, ok = store.ReserveLoginAttempt(cur, username, now, window, threshold, lockFor)
 		if !ok {
 			return nil
 		}
-		_, err = tx.Exec(ctx, `UPDATE login_failures SET count = $2, first_at = $3, locked_until = $4, expires_at = $5 WHERE username = $1`,
+		_, err := tx.Exec(ctx, `UPDATE login_failures SET count = $2, first_at = $3, locked_until = $4, expires_at = $5 WHERE username = $1`,
 			username, out.Count, tv(out.FirstAt), ntv(out.LockedUntil), tv(out.ExpiresAt(window)))
 		return err
 	})

@@ -61,6 +61,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"LoginFailures", testLoginFailures},
 		{"LoginFailuresConcurrent", testLoginFailuresConcurrent},
 		{"LockoutHoldsUnderConcurrentGuesses", testLockoutHoldsUnderConcurrentGuesses},
+		{"LoginReservationRacesReset", testLoginReservationRacesReset},
 		{"PasswordChangeRevokesTokens", testPasswordChangeRevokesTokens},
 		{"Settings", testSettings},
 		{"Audit", testAudit},
@@ -1319,6 +1320,30 @@ func testLockoutHoldsUnderConcurrentGuesses(t *testing.T, s store.Store) {
 	if ok || !f.LockedUntil.Equal(at(time.Hour)) || f.Count != threshold {
 		t.Errorf("after the burst: ok %v, state %+v; want locked until base+1h at count %d", ok, f, threshold)
 	}
+}
+
+// testLoginReservationRacesReset: reservations racing successful logins'
+// resets (which delete the state) never fail, whatever the interleaving.
+func testLoginReservationRacesReset(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			for range 10 {
+				var err error
+				if i%2 == 0 {
+					_, _, err = s.ReserveLoginAttempt(ctx, "busy", base, time.Hour, 1000, time.Hour)
+				} else {
+					err = s.ResetLoginFailures(ctx, "busy")
+				}
+				if err != nil {
+					t.Errorf("goroutine %d: %v", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // testPasswordChangeRevokesTokens: SetPassword ends the user's sessions
