@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
@@ -215,7 +216,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := s.event(r, store.EventAuthorizeRequest, true)
-	ev.ClientID = truncate(v.Get("client_id"), 256)
+	ev.ClientID = textsafe.Escape(truncate(v.Get("client_id"), 256))
 	if ok, after := s.allow(r, LimitAuthorize); !ok {
 		w.Header().Set("Retry-After", after)
 		s.renderError(w, r, http.StatusTooManyRequests, "Too many requests. Wait a few minutes and try again.", nil)

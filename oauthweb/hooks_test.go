@@ -71,11 +71,11 @@ func TestRateLimitAndMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	e := newEnv(t, func(c *Config) {
 		c.Metrics = reg
-		c.RateLimit = func(endpoint, ip string) (bool, time.Duration) {
+		c.RateLimit = func(endpoint, ip string) (bool, time.Duration, func()) {
 			mu.Lock()
 			defer mu.Unlock()
 			counts[endpoint+" "+ip]++
-			return counts[endpoint+" "+ip] <= 2, 90 * time.Second
+			return counts[endpoint+" "+ip] <= 2, 90 * time.Second, func() {}
 		}
 	})
 	var last *http.Response
@@ -152,14 +152,13 @@ func TestAuditContext(t *testing.T) {
 	}
 }
 
-// TestTokenLimitCountsFailuresOnly: with RateLimitCheck the token endpoint
-// charges its limit only for failed requests, so a client refreshing
-// successfully is never throttled while guessing is.
+// TestTokenLimitCountsFailuresOnly: the token endpoint refunds its limit
+// for successful requests, so a client refreshing successfully is never
+// throttled while guessing is.
 func TestTokenLimitCountsFailuresOnly(t *testing.T) {
 	limits := ratelimit.Set{LimitToken: ratelimit.New(ratelimit.Limit{Events: 3, Per: 15 * time.Minute}, nil, 0)}
 	e := newEnv(t, func(c *Config) {
-		c.RateLimit = limits.Allow
-		c.RateLimitCheck = limits.Check
+		c.RateLimit = limits.Reserve
 	})
 	conf, tok := e.grant()
 	rt := tok.RefreshToken

@@ -212,9 +212,10 @@ func TestCodeExpiry(t *testing.T) {
 	}
 }
 
-// TestConfidentialClients: client_secret_basic with URL-encoded and raw
-// credentials, and client_secret_post; a seed-style static client with
-// exact redirect URIs.
+// TestConfidentialClients: client_secret_basic with form-urlencoded
+// credentials (RFC 6749 §2.3.1; raw ones are TestBasicSecretDecodedOnce's),
+// and client_secret_post; a seed-style static client with exact redirect
+// URIs.
 func TestConfidentialClients(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
@@ -230,25 +231,21 @@ func TestConfidentialClients(t *testing.T) {
 	}
 	b := e.browser()
 	e.login(b)
-	for _, raw := range []bool{false, true} {
+	{
 		conf := e.oauth2Config(id, secret)
 		v := oauth2.GenerateVerifier()
 		cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
 		form := url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")}, "code_verifier": {v}, "redirect_uri": {testRedirect}}
 		req, _ := http.NewRequest("POST", e.url("/oauth/token"), strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", formCT)
-		if raw {
-			req.SetBasicAuth(id, secret)
-		} else {
-			req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-		}
+		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
 		body := readBody(t, resp)
 		if resp.StatusCode != 200 {
-			t.Errorf("basic (raw=%v): %d %s", raw, resp.StatusCode, body)
+			t.Errorf("basic: %d %s", resp.StatusCode, body)
 		}
 		var r tokenResponse
 		_ = json.Unmarshal([]byte(body), &r)

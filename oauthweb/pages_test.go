@@ -200,7 +200,7 @@ func TestErrorPageHeadings(t *testing.T) {
 	e := newEnv(t)
 	client := e.publicClient()
 	limited := newEnv(t, func(c *Config) {
-		c.RateLimit = func(endpoint, ip string) (bool, time.Duration) { return false, 125 * time.Second }
+		c.RateLimit = func(endpoint, ip string) (bool, time.Duration, func()) { return false, 125 * time.Second, func() {} }
 	})
 	for _, tc := range []struct {
 		name, url     string

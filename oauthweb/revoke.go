@@ -20,7 +20,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	client, oe := s.authenticateClient(ctx, creds)
+	client, oe := s.authenticateClient(ctx, w, r, LimitRevoke, creds)
 	if oe != nil {
 		oauth.WriteError(w, oe)
 		return
@@ -57,7 +57,8 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 }
 
 // readClientForm starts the revocation and introspection endpoints: it
-// applies endpoint's rate limit, then reads the form and the client's
+// spends endpoint's rate limit for the client's address (every request
+// counts, before any hash), then reads the form and the client's
 // credentials (not yet checked). When it returns false it has written the
 // error response.
 func (s *Server) readClientForm(w http.ResponseWriter, r *http.Request, endpoint string) (clientCreds, bool) {
@@ -103,8 +104,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	}
 	var owner string // "" for a resource server: any token
 	if secret, ok := s.cfg.IntrospectionCredentials[creds.id]; ok && creds.method != "none" {
-		if subtle.ConstantTimeCompare([]byte(secret), []byte(creds.secret)) != 1 &&
-			subtle.ConstantTimeCompare([]byte(secret), []byte(creds.rawSecret)) != 1 {
+		if subtle.ConstantTimeCompare([]byte(secret), []byte(creds.secret)) != 1 {
 			oauth.WriteError(w, invalidClient(creds.basic, "client authentication failed"))
 			return
 		}
@@ -113,7 +113,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 			oauth.WriteError(w, invalidClient(creds.basic, "introspection requires a confidential client"))
 			return
 		}
-		client, oe := s.authenticateClient(ctx, creds)
+		client, oe := s.authenticateClient(ctx, w, r, LimitIntrospect, creds)
 		if oe != nil {
 			oauth.WriteError(w, oe)
 			return

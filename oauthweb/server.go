@@ -29,6 +29,7 @@ import (
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/store"
 )
 
@@ -136,18 +137,20 @@ type Config struct {
 	// nil: URL client_ids are unknown and metadata does not advertise
 	// client_id_metadata_document_supported.
 	ResolveClient func(ctx context.Context, clientID string) (store.Client, error)
-	// RateLimit reports whether a request from ip to endpoint (one of the
-	// Limit* names) may proceed, and if not, when to retry. Optional; nil:
-	// no limits.
-	RateLimit func(endpoint, ip string) (ok bool, retryAfter time.Duration)
-	// RateLimitCheck reports, without spending, whether ip could spend an
-	// event of endpoint's limit. Optional; when set, the token endpoint
-	// checks its limit up front and spends it (through RateLimit) only on
-	// failed requests, so successful grants are not counted: a hosted
-	// client (claude.ai, ChatGPT) refreshes for all its users from a few
-	// addresses, while guessing codes, refresh tokens or client secrets
-	// fails every time.
-	RateLimitCheck func(endpoint, ip string) (ok bool, retryAfter time.Duration)
+	// RateLimit spends one event of endpoint's limit (one of the Limit*
+	// names) for key, and if it cannot, says when to retry. key is the
+	// client's IP (a ClientIP result) or, for the per-client limits of the
+	// token, revocation and introspection endpoints, "client_id " followed
+	// by the client_id. refund gives the event back (never nil; calling it
+	// more than once gives back one event). Events are spent before the
+	// work they pay for, so a burst of concurrent requests cannot overrun
+	// a limit: the token endpoint spends up front and refunds successful
+	// grants (it counts failures only: a hosted client such as claude.ai
+	// refreshes for all its users from a few addresses, while guessing
+	// codes, refresh tokens or client secrets fails every time), and a
+	// client secret's verification is paid for per client_id and refunded
+	// when it matches. Optional; nil: no limits.
+	RateLimit func(endpoint, key string) (ok bool, retryAfter time.Duration, refund func())
 	// RememberPublicConsent lets an earlier consent answer a request
 	// without the consent page for public clients whose identity is not
 	// assured: no client secret, and a loopback or private-use redirect URI
@@ -162,8 +165,11 @@ type Config struct {
 	// Optional; default false.
 	PrefillSingleUser bool
 	// LockoutThreshold is the number of failed logins for one account
-	// within LockoutWindow that locks it for LockoutDuration. Optional;
-	// default 10; negative disables lockout.
+	// within LockoutWindow that locks it for LockoutDuration. Each attempt
+	// is reserved in the store before its password is verified (and given
+	// back on success), so at most this many verifications run per lock
+	// window under any burst, and none while locked. Optional; default
+	// 10; negative disables lockout.
 	LockoutThreshold int
 	// LockoutWindow optional; default 15m.
 	LockoutWindow time.Duration
@@ -465,37 +471,49 @@ func (s *Server) record(ctx context.Context, e store.AuditEvent) {
 	}
 }
 
-// allow applies the configured rate limit; on refusal it records the event
-// and reports the Retry-After seconds.
+// allow applies the configured rate limit to r's client address; on
+// refusal it records the event and reports the Retry-After seconds.
 func (s *Server) allow(r *http.Request, endpoint string) (bool, string) {
-	return s.limited(r, endpoint, s.cfg.RateLimit)
+	ok, after, _ := s.reserve(r, endpoint, s.clientIP(r), "")
+	return ok, after
 }
+
+// clientKey is the rate-limit key of a client_id: it can never parse as
+// an IP address, so it never shares a bucket with one.
+func clientKey(clientID string) string { return "client_id " + clientID }
 
 // writeTooManyRequests answers an API request refused by the rate limit;
-// after is the Retry-After value from allow or limited.
+// after is the Retry-After value from allow or reserve.
 func writeTooManyRequests(w http.ResponseWriter, after string) {
 	w.Header().Set("Retry-After", after)
-	oauth.WriteError(w, &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests})
+	oauth.WriteError(w, tooManyRequests())
 }
 
-// limited asks limit (RateLimit or RateLimitCheck) about r's client and,
-// when it says no, records rate_limited and returns the Retry-After value.
-func (s *Server) limited(r *http.Request, endpoint string, limit func(endpoint, ip string) (bool, time.Duration)) (bool, string) {
-	if limit == nil {
-		return true, ""
+func tooManyRequests() *oauth.Error {
+	return &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests}
+}
+
+// reserve spends one event of endpoint's limit for key (see
+// Config.RateLimit) and returns its refund, never nil. On refusal it
+// records rate_limited (with clientID, when the key is a client's) and
+// returns the Retry-After value.
+func (s *Server) reserve(r *http.Request, endpoint, key, clientID string) (ok bool, after string, refund func()) {
+	if s.cfg.RateLimit == nil {
+		return true, "", func() {}
 	}
-	ok, after := limit(endpoint, s.clientIP(r))
+	ok, wait, refund := s.cfg.RateLimit(endpoint, key)
 	if ok {
-		return true, ""
+		return true, "", refund
 	}
 	e := s.event(r, store.EventRateLimited, false)
 	e.Error = endpoint
+	e.ClientID = textsafe.Escape(truncate(clientID, 256))
 	s.record(r.Context(), e)
-	secs := int(after.Round(time.Second) / time.Second)
+	secs := int(wait.Round(time.Second) / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
-	return false, fmt.Sprint(secs)
+	return false, fmt.Sprint(secs), func() {}
 }
 
 // storeError maps a store error to the OAuth error the client sees and logs

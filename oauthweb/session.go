@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
@@ -149,16 +150,39 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	ev := s.event(r, store.EventLoginFailure, false)
+	if !textsafe.Printable(username) {
+		// Nobody can have such a name (user add refuses it); recorded
+		// escaped so the audit log cannot be forged or carry terminal
+		// escapes, and never counted against a real account.
+		ev.Username, ev.Error = textsafe.Escape(username), "invalid_username"
+		s.record(ctx, ev)
+		s.showLogin(w, r, http.StatusUnauthorized, loginFailed, "", returnTo)
+		return
+	}
 	ev.Username = username
 
-	locked := false
+	// The attempt is counted before the hash runs: of any burst, at most
+	// LockoutThreshold attempts per lock window reach the verification,
+	// and none after the lock, however many were already queued for a
+	// hash slot (they were never given a reservation). A success refunds
+	// it below.
+	var reserved store.LoginFailures
 	if s.cfg.LockoutThreshold > 0 {
-		lf, err := s.cfg.Store.GetLoginFailures(ctx, username)
+		lf, ok, err := s.cfg.Store.ReserveLoginAttempt(ctx, username, now, s.cfg.LockoutWindow, s.cfg.LockoutThreshold, s.cfg.LockoutDuration)
 		if err != nil {
 			s.loginUnavailable(w, r, err, returnTo)
 			return
 		}
-		locked = lf.LockedUntil.After(now)
+		if !ok {
+			// No verification while locked: its cost is what the lock
+			// protects, and the lock exists for unknown names too, so
+			// the faster answer tells nothing about the account.
+			ev.Error = "account_locked"
+			s.record(ctx, ev)
+			s.showLogin(w, r, http.StatusUnauthorized, loginFailed, "", returnTo)
+			return
+		}
+		reserved = lf
 	}
 	hash := ""
 	u, err := s.cfg.Store.GetUser(ctx, username)
@@ -170,13 +194,11 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		s.loginUnavailable(w, r, err, returnTo)
 		return
 	}
-	// Always verify, even for unknown or locked accounts: an empty hash
-	// costs a dummy verification, so timing tells nothing.
+	// Always verify, even for unknown accounts: an empty hash costs a
+	// dummy verification, so timing tells nothing.
 	verr := s.cfg.Hasher.Verify(ctx, hash, password)
-	if verr != nil || locked || hash == "" {
+	if verr != nil || hash == "" {
 		switch {
-		case locked:
-			ev.Error = "account_locked"
 		case hash == "":
 			ev.Error = "invalid_credentials"
 		case errors.Is(verr, passwd.ErrMismatch):
@@ -186,15 +208,10 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 			s.log.WarnContext(ctx, "password verification failed", "err", verr)
 		}
 		s.record(ctx, ev)
-		if !locked && s.cfg.LockoutThreshold > 0 {
-			lf, err := s.cfg.Store.RecordLoginFailure(ctx, username, now, s.cfg.LockoutWindow, s.cfg.LockoutThreshold, s.cfg.LockoutDuration)
-			if err != nil {
-				s.log.WarnContext(ctx, "record login failure", "err", err)
-			} else if lf.Count == s.cfg.LockoutThreshold && lf.LockedUntil.After(now) {
-				le := s.event(r, store.EventAccountLocked, false)
-				le.Username = username
-				s.record(ctx, le)
-			}
+		if reserved.Count == s.cfg.LockoutThreshold && reserved.LockedUntil.After(now) {
+			le := s.event(r, store.EventAccountLocked, false)
+			le.Username = username
+			s.record(ctx, le)
 		}
 		s.showLogin(w, r, http.StatusUnauthorized, loginFailed, "", returnTo)
 		return
@@ -223,6 +240,7 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.cfg.LockoutThreshold > 0 {
+		// The refund: a success clears the count its reservation added.
 		if err := s.cfg.Store.ResetLoginFailures(ctx, u.Username); err != nil {
 			s.log.WarnContext(ctx, "reset login failures", "err", err)
 		}

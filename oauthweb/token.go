@@ -16,6 +16,7 @@ import (
 
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
@@ -46,50 +47,50 @@ func readForm(r *http.Request) *oauth.Error {
 // clientCreds is what a request presented to authenticate a client.
 type clientCreds struct {
 	id, secret string
-	// rawID and rawSecret are the Basic credentials before URL-decoding;
-	// some SDKs send them unencoded, and decoding can then change them.
-	rawID, rawSecret string
-	basic            bool
-	method           string // none, client_secret_basic, client_secret_post
+	basic      bool
+	method     string // none, client_secret_basic, client_secret_post
 }
 
-// readClientCreds extracts the credentials: HTTP Basic (RFC 6749 §2.3.1
-// form-encodes id and secret before base64) or the form. Using both is an
-// error.
+// readClientCreds extracts the credentials: HTTP Basic or the form. Using
+// both is an error. Basic credentials are decoded exactly once, as RFC 6749
+// §2.3.1 says (base64, then form-urlencoding of id and secret): a client
+// that sends them unencoded fails when decoding changes them, rather than
+// getting a second verification of the raw value, which doubled the hash
+// work an attacker could cause with a '%' in a wrong secret. A client_id
+// with characters textsafe refuses is refused before anyone records it.
 func readClientCreds(r *http.Request) (clientCreds, *oauth.Error) {
 	var c clientCreds
 	formID, formSecret := r.PostForm.Get("client_id"), r.PostForm.Get("client_secret")
-	if _, _, hasAuth := r.BasicAuth(); hasAuth {
-		u, p, _ := r.BasicAuth()
+	if u, p, hasAuth := r.BasicAuth(); hasAuth {
 		c.basic, c.method = true, "client_secret_basic"
-		c.rawID, c.rawSecret = u, p
-		c.id, c.secret = u, p
-		if d, err := url.QueryUnescape(u); err == nil {
-			c.id = d
+		id, errID := url.QueryUnescape(u)
+		secret, errSecret := url.QueryUnescape(p)
+		if errID != nil || errSecret != nil {
+			return c, invalidClient(true, "HTTP Basic credentials must be form-urlencoded (RFC 6749 section 2.3.1)")
 		}
-		if d, err := url.QueryUnescape(p); err == nil {
-			c.secret = d
-		}
+		c.id, c.secret = id, secret
 		if formSecret != "" {
 			return c, invalidClient(true, "use one client authentication method")
 		}
-		if formID != "" && formID != c.id && formID != c.rawID {
+		if formID != "" && formID != c.id {
 			return c, invalidClient(true, "client_id does not match the credentials")
 		}
-		return c, nil
-	}
-	if r.Header.Get("Authorization") != "" {
-		return c, invalidClient(false, "unsupported client authentication")
-	}
-	c.id, c.secret = formID, formSecret
-	c.rawID, c.rawSecret = formID, formSecret
-	if formSecret != "" {
-		c.method = "client_secret_post"
 	} else {
-		c.method = "none"
+		if r.Header.Get("Authorization") != "" {
+			return c, invalidClient(false, "unsupported client authentication")
+		}
+		c.id, c.secret = formID, formSecret
+		if formSecret != "" {
+			c.method = "client_secret_post"
+		} else {
+			c.method = "none"
+		}
+		if c.id == "" {
+			return c, invalidClient(false, "client authentication is required")
+		}
 	}
-	if c.id == "" {
-		return c, invalidClient(false, "client authentication is required")
+	if !textsafe.Printable(c.id) {
+		return c, invalidClient(c.basic, "client_id contains characters that are not allowed")
 	}
 	return c, nil
 }
@@ -103,12 +104,13 @@ func invalidClient(basic bool, desc string) *oauth.Error {
 }
 
 // authenticateClient resolves and authenticates the client of an API
-// request, holding it to its registered method.
-func (s *Server) authenticateClient(ctx context.Context, c clientCreds) (store.Client, *oauth.Error) {
+// request to endpoint, holding it to its registered method. A secret's
+// verification is paid for first from endpoint's limit for the client_id
+// (refunded when the secret matches), so guessing one client's secret is
+// bounded however many addresses the guesses come from; when that limit
+// refuses, it sets Retry-After on w and returns a 429.
+func (s *Server) authenticateClient(ctx context.Context, w http.ResponseWriter, r *http.Request, endpoint string, c clientCreds) (store.Client, *oauth.Error) {
 	client, err := s.lookupClient(ctx, c.id)
-	if err != nil && c.basic && c.rawID != c.id && errors.Is(err, store.ErrNotFound) {
-		client, err = s.lookupClient(ctx, c.rawID)
-	}
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return store.Client{}, invalidClient(c.basic, "unknown client")
@@ -128,45 +130,45 @@ func (s *Server) authenticateClient(ctx context.Context, c clientCreds) (store.C
 	if client.SecretHash == "" {
 		return store.Client{}, invalidClient(c.basic, "client has no secret")
 	}
-	err = s.cfg.Hasher.Verify(ctx, client.SecretHash, c.secret)
-	if errors.Is(err, passwd.ErrMismatch) && c.rawSecret != c.secret {
-		err = s.cfg.Hasher.Verify(ctx, client.SecretHash, c.rawSecret)
+	ok, after, refund := s.reserve(r, endpoint, clientKey(client.ID), client.ID)
+	if !ok {
+		w.Header().Set("Retry-After", after)
+		return store.Client{}, tooManyRequests()
 	}
-	if err != nil {
+	if err := s.cfg.Hasher.Verify(ctx, client.SecretHash, c.secret); err != nil {
 		if !errors.Is(err, passwd.ErrMismatch) {
 			s.log.WarnContext(ctx, "client secret verification failed", "client_id", client.ID, "err", err)
 		}
 		return store.Client{}, invalidClient(c.basic, "client authentication failed")
 	}
+	refund()
 	return client, nil
 }
 
 func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ev := s.event(r, store.EventTokenExchange, true)
-	failuresOnly := s.cfg.RateLimitCheck != nil && s.cfg.RateLimit != nil
+	// Spent before anything is looked at or hashed, refunded on success:
+	// only failures count, and a burst cannot overrun the limit.
+	ok, after, refund := s.reserve(r, LimitToken, s.clientIP(r), "")
+	if !ok {
+		writeTooManyRequests(w, after)
+		return
+	}
 	fail := func(oe *oauth.Error) {
 		ev.Event, ev.Success, ev.Error = store.EventTokenFailure, false, oe.Code
 		s.record(ctx, ev)
-		if failuresOnly && oe.Status != http.StatusServiceUnavailable {
-			s.cfg.RateLimit(LimitToken, s.clientIP(r))
+		if oe.Status == http.StatusServiceUnavailable {
+			refund() // our outage is not the client's failure
 		}
 		oauth.WriteError(w, oe)
-	}
-	check := s.cfg.RateLimit
-	if failuresOnly {
-		check = s.cfg.RateLimitCheck
-	}
-	if ok, after := s.limited(r, LimitToken, check); !ok {
-		writeTooManyRequests(w, after)
-		return
 	}
 	if oe := readForm(r); oe != nil {
 		fail(oe)
 		return
 	}
 	creds, oe := readClientCreds(r)
-	ev.ClientID = truncate(creds.id, 256)
+	ev.ClientID = textsafe.Escape(truncate(creds.id, 256))
 	if oe != nil {
 		fail(oe)
 		return
@@ -180,7 +182,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	client, oe := s.authenticateClient(ctx, creds)
+	client, oe := s.authenticateClient(ctx, w, r, LimitToken, creds)
 	if oe != nil {
 		fail(oe)
 		return
@@ -196,6 +198,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		fail(oe)
 		return
 	}
+	refund()
 	oauth.WriteJSON(w, http.StatusOK, resp)
 }
 

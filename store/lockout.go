@@ -2,8 +2,20 @@ package store
 
 import "time"
 
-// NextLoginFailures is the lockout state machine behind
-// Store.RecordLoginFailure, shared by the backends: it returns the state
+// ReserveLoginAttempt is the decision behind Store.ReserveLoginAttempt,
+// shared by the backends: an account locked at now gets no verification
+// and its state stays as it is (ok false); otherwise the attempt is
+// counted as a failure before the hash runs (NextLoginFailures) and ok is
+// true. The attempt that reaches threshold still verifies: threshold
+// verifications per lock window, not threshold-1.
+func ReserveLoginAttempt(cur LoginFailures, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) (next LoginFailures, ok bool) {
+	if cur.LockedUntil.After(now) {
+		return cur, false
+	}
+	return NextLoginFailures(cur, username, now, window, threshold, lockFor), true
+}
+
+// NextLoginFailures is the lockout state machine, shared by the backends: it returns the state
 // after one more failure for username at now. cur is the stored state (the
 // zero value if none). A window that has passed restarts counting; reaching
 // threshold (when positive) locks until now+lockFor, never shortening a

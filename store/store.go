@@ -191,6 +191,7 @@ const (
 	EventClientDeleted        = "client_deleted"
 	EventAPIKeyCreated        = "api_key_created"
 	EventAPIKeyRevoked        = "api_key_revoked"
+	EventPasswordChanged      = "password_changed"
 )
 
 // AuditEvent is one row of the auth_logs table.
@@ -263,8 +264,14 @@ type Store interface {
 	GetUser(ctx context.Context, username string) (User, error)
 	// ListUsers returns users ordered by username.
 	ListUsers(ctx context.Context) ([]User, error)
-	// SetPassword replaces the hash; ErrNotFound for an unknown user.
-	SetPassword(ctx context.Context, username, hash string, now time.Time) error
+	// SetPassword replaces the user's hash and, in the same transaction,
+	// ends every session of the user and revokes every token they hold
+	// (whoever knew the old password is out, everywhere). It returns the
+	// hashes newly revoked, which are notified to Subscribe like any
+	// revocation, so every replica's cache drops them. audit, when
+	// non-nil, is written in the transaction. ErrNotFound for an unknown
+	// user, with nothing changed.
+	SetPassword(ctx context.Context, username, hash string, now time.Time, audit *AuditEvent) ([]string, error)
 	// DeleteUser removes the user with their sessions, consents, lockout
 	// state and tokens (revoking them; the hashes are notified to
 	// Subscribe). ErrNotFound for an unknown user.
@@ -379,18 +386,30 @@ type Store interface {
 	// written). Of concurrent calls for one key exactly one succeeds.
 	RevokeAPIKey(ctx context.Context, name string, now time.Time, audit *AuditEvent) error
 
-	// RecordLoginFailure counts one failed login for username. When the
-	// window (starting at the first failure) has passed, counting restarts.
-	// When the count reaches threshold the account is locked until
-	// now+lockFor. Returns the resulting state. Atomic across replicas.
-	// Works for usernames that do not exist too (no enumeration).
-	RecordLoginFailure(ctx context.Context, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) (LoginFailures, error)
+	// ReserveLoginAttempt reserves one password verification for username
+	// before it runs: unless the account is locked at now, it counts the
+	// attempt as a failure up front (see NextLoginFailures: a passed window
+	// restarts counting, reaching threshold locks until now+lockFor) and
+	// reports ok; a successful login then gives it back with
+	// ResetLoginFailures. A locked account is left unchanged and ok is
+	// false. The read and the write are one atomic step across goroutines,
+	// processes and replicas, so of any burst of concurrent calls at most
+	// threshold are ok per lock window, and a call that comes after the
+	// lock never verifies. Returns the resulting state. Works for usernames
+	// that do not exist too (no enumeration).
+	ReserveLoginAttempt(ctx context.Context, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) (state LoginFailures, ok bool, err error)
 	// GetLoginFailures returns the state; a zero value (not ErrNotFound) for
 	// an account without failures.
 	GetLoginFailures(ctx context.Context, username string) (LoginFailures, error)
-	// ResetLoginFailures clears the state (after a successful login, or
-	// `passgate user unlock`).
+	// ResetLoginFailures clears the state (after a successful login, which
+	// refunds its reservation, or `passgate user unlock`).
 	ResetLoginFailures(ctx context.Context, username string) error
+
+	// GetSetting returns a value passgate keeps about itself (such as
+	// what it last applied from its configuration); ErrNotFound if unset.
+	GetSetting(ctx context.Context, key string) (string, error)
+	// PutSetting creates or replaces a setting.
+	PutSetting(ctx context.Context, key, value string, now time.Time) error
 
 	// RecordAudit appends one audit row, setting ID.
 	RecordAudit(ctx context.Context, e AuditEvent) error

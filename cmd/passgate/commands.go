@@ -5,14 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
-	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
@@ -30,7 +31,7 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 	var c Config
 	fs := newFlagSet("user "+sub, usage, std)
 	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of stdin")
-	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, nil)
+	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, []setting{bindPasswordPolicy(fs, &c)})
 	if err != nil {
 		return err
 	}
@@ -51,9 +52,16 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 		if err != nil {
 			return err
 		}
+		policy := c.passwordPolicy()
+		if err := policy.Validate(); err != nil {
+			return usagef("user %s: --min-password-length: %v", sub, err)
+		}
 		pw, err := readPassword(std, *fromStdin)
 		if err != nil {
 			return err
+		}
+		if err := policy.Check(name, pw); err != nil {
+			return fmt.Errorf("user %s: %w", sub, err)
 		}
 		hash, err := passwd.Hash(pw, passwd.DefaultCost)
 		if err != nil {
@@ -69,25 +77,25 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 			fmt.Fprintf(std.out, "added user %s\n", name)
 			return nil
 		}
-		if err := st.SetPassword(ctx, name, hash, now); err != nil {
+		// A new password ends every session and revokes every token, in
+		// the store's one transaction and through its invalidations to
+		// every replica's cache: whoever knew the old one is out.
+		ev := store.AuditEvent{Event: store.EventPasswordChanged, Success: true, IP: adminIP, Username: name, CreatedAt: now}
+		revoked, err := st.SetPassword(ctx, name, hash, now, &ev)
+		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return fmt.Errorf("no user %q", name)
 			}
 			return fmt.Errorf("set password: %w", err)
 		}
-		// A new password ends every session: whoever knew the old one is out.
-		if _, err := st.DeleteUserSessions(ctx, name); err != nil {
-			return fmt.Errorf("end sessions: %w", err)
-		}
-		fmt.Fprintf(std.out, "changed the password of %s and ended their sessions\n", name)
+		fmt.Fprintf(std.out, "changed the password of %s, ended their sessions and revoked %d tokens\n", name, len(revoked))
 		return nil
 	case "list":
 		users, err := st.ListUsers(ctx)
 		if err != nil {
 			return fmt.Errorf("list users: %w", err)
 		}
-		tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "USERNAME\tCREATED\tLOCKED UNTIL")
+		tw := newTable(std.out, "USERNAME", "CREATED", "LOCKED UNTIL")
 		for _, u := range users {
 			lf, err := st.GetLoginFailures(ctx, u.Username)
 			if err != nil {
@@ -97,9 +105,9 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 			if lf.LockedUntil.After(now) {
 				locked = lf.LockedUntil.Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", u.Username, u.CreatedAt.Format(time.RFC3339), locked)
+			tw.row(u.Username, u.CreatedAt.Format(time.RFC3339), locked)
 		}
-		return tw.Flush()
+		return tw.flush()
 	case "remove":
 		name, err := needName()
 		if err != nil {
@@ -128,6 +136,9 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 	}
 }
 
+// validUsername is the rule for new usernames: 1-64 ASCII letters,
+// digits and . _ - @ (so never a control character; the login form
+// refuses those with textsafe.Printable, for names made before).
 func validUsername(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
@@ -139,6 +150,31 @@ func validUsername(s string) bool {
 	}
 	return true
 }
+
+// table writes the commands' aligned text output. Every cell goes through
+// textsafe.Escape: stored values (usernames, client IDs and names, user
+// agents, audit reasons) were chosen by whoever sent a request, and a CR,
+// LF or tab must not forge a row or column, nor an escape sequence reach
+// the operator's terminal. (--json output is escaped by encoding/json.)
+type table struct{ tw *tabwriter.Writer }
+
+func newTable(w io.Writer, header ...string) *table {
+	t := &table{tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)}
+	t.row(header...)
+	return t
+}
+
+func (t *table) row(cells ...string) {
+	for i, c := range cells {
+		if i > 0 {
+			io.WriteString(t.tw, "\t")
+		}
+		io.WriteString(t.tw, textsafe.Escape(c))
+	}
+	io.WriteString(t.tw, "\n")
+}
+
+func (t *table) flush() error { return t.tw.Flush() }
 
 func cmdClient(ctx context.Context, args []string, std stdio) error {
 	const usage = "client add --name NAME --redirect-uri URI [--redirect-uri URI…] [--public] | client list | client remove ID"
@@ -160,7 +196,8 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 		redirects = append(redirects, v)
 		return nil
 	})
-	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, nil)
+	fs.BoolVar(&c.AllowPrivateSchemes, "allow-private-schemes", false, "allow private-use redirect URI schemes such as cursor://"+envHelp([]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}))
+	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, []setting{{"allow-private-schemes", []string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}}})
 	if err != nil {
 		return err
 	}
@@ -171,10 +208,14 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 		if *name == "" || len(redirects) == 0 {
 			return usagef("client add: --name and at least one --redirect-uri are required")
 		}
+		// The rule dynamic registration applies, from its one home.
 		for _, r := range redirects {
-			if err := validateRedirectURI(r); err != nil {
+			if err := oauth.ValidateRedirectURI(r, c.AllowPrivateSchemes); err != nil {
 				return usagef("client add: --redirect-uri %q: %v", r, err)
 			}
+		}
+		if !textsafe.Printable(*id) || !textsafe.Printable(*name) {
+			return usagef("client add: --id and --name must not contain control or invisible characters")
 		}
 		cl := store.Client{
 			ID: *id, Name: *name, RedirectURIs: redirects, Source: store.ClientStatic,
@@ -214,16 +255,15 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 		if err != nil {
 			return fmt.Errorf("list clients: %w", err)
 		}
-		tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "CLIENT ID\tNAME\tSOURCE\tAUTH\tLAST USED\tREDIRECT URIS")
+		tw := newTable(std.out, "CLIENT ID", "NAME", "SOURCE", "AUTH", "LAST USED", "REDIRECT URIS")
 		for _, cl := range clients {
 			last := "never"
 			if !cl.LastUsedAt.IsZero() {
 				last = cl.LastUsedAt.Format(time.RFC3339)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cl.ID, cl.Name, cl.Source, cl.TokenEndpointAuthMethod, last, strings.Join(cl.RedirectURIs, " "))
+			tw.row(cl.ID, cl.Name, cl.Source, cl.TokenEndpointAuthMethod, last, strings.Join(cl.RedirectURIs, " "))
 		}
-		return tw.Flush()
+		return tw.flush()
 	case "remove":
 		if len(pos) != 1 {
 			return usagef("client remove: exactly one client ID is required")
@@ -242,25 +282,6 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 	default:
 		return usagef("client: unknown subcommand %q", sub)
 	}
-}
-
-// validateRedirectURI accepts absolute URIs without fragment or userinfo;
-// http only for loopback hosts.
-func validateRedirectURI(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if !u.IsAbs() || u.Fragment != "" || u.User != nil {
-		return errors.New("must be absolute, without fragment or userinfo")
-	}
-	if u.Scheme == "http" && !resource.IsLoopbackHost(u.Hostname()) {
-		return errors.New("http is allowed only for loopback hosts")
-	}
-	if (u.Scheme == "http" || u.Scheme == "https") && u.Host == "" {
-		return errors.New("missing host")
-	}
-	return nil
 }
 
 func cmdToken(ctx context.Context, args []string, std stdio) error {
@@ -287,7 +308,7 @@ func cmdToken(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return fmt.Errorf("revoke: %w", err)
 	}
-	fmt.Fprintf(std.out, "revoked %d tokens of %s\n", len(hashes), *user)
+	fmt.Fprintf(std.out, "revoked %d tokens of %s\n", len(hashes), textsafe.Escape(*user))
 	return nil
 }
 
@@ -312,12 +333,11 @@ func cmdSession(ctx context.Context, args []string, std stdio) error {
 		if err != nil {
 			return fmt.Errorf("list sessions: %w", err)
 		}
-		tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "USER\tCREATED\tLAST SEEN\tEXPIRES\tIP\tUSER AGENT")
+		tw := newTable(std.out, "USER", "CREATED", "LAST SEEN", "EXPIRES", "IP", "USER AGENT")
 		for _, s := range ss {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Username, s.CreatedAt.Format(time.RFC3339), s.LastSeenAt.Format(time.RFC3339), s.ExpiresAt.Format(time.RFC3339), s.IP, s.UserAgent)
+			tw.row(s.Username, s.CreatedAt.Format(time.RFC3339), s.LastSeenAt.Format(time.RFC3339), s.ExpiresAt.Format(time.RFC3339), s.IP, s.UserAgent)
 		}
-		return tw.Flush()
+		return tw.flush()
 	case "revoke":
 		if *user == "" {
 			return usagef("session revoke: --user is required")
@@ -326,7 +346,7 @@ func cmdSession(ctx context.Context, args []string, std stdio) error {
 		if err != nil {
 			return fmt.Errorf("revoke sessions: %w", err)
 		}
-		fmt.Fprintf(std.out, "ended %d sessions of %s\n", n, *user)
+		fmt.Fprintf(std.out, "ended %d sessions of %s\n", n, textsafe.Escape(*user))
 		return nil
 	default:
 		return usagef("session: unknown subcommand %q", sub)
@@ -375,16 +395,15 @@ func cmdAudit(ctx context.Context, args []string, std stdio) error {
 		}
 		return nil
 	}
-	tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TIME\tEVENT\tRESULT\tUSER\tCLIENT\tIP\tERROR")
+	tw := newTable(std.out, "TIME", "EVENT", "RESULT", "USER", "CLIENT", "IP", "ERROR")
 	for _, r := range rows {
 		res := "ok"
 		if !r.Success {
 			res = "FAILED"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.CreatedAt.Format(time.RFC3339), r.Event, res, r.Username, r.ClientID, r.IP, r.Error)
+		tw.row(r.CreatedAt.Format(time.RFC3339), r.Event, res, r.Username, r.ClientID, r.IP, r.Error)
 	}
-	return tw.Flush()
+	return tw.flush()
 }
 
 type auditJSON struct {
@@ -402,12 +421,23 @@ type auditJSON struct {
 func cmdHashPassword(ctx context.Context, args []string, std stdio) error {
 	fs := newFlagSet("hash-password", "hash-password < password.txt", std)
 	cost := fs.Int("cost", passwd.DefaultCost, "bcrypt cost")
+	var c Config
+	fs.IntVar(&c.MinPasswordLength, "min-password-length", passwd.MinLength, "shortest password accepted (at least 8)")
 	if _, err := parseArgs(fs, args); err != nil {
 		return err
+	}
+	policy := c.passwordPolicy()
+	if err := policy.Validate(); err != nil {
+		return usagef("hash-password: --min-password-length: %v", err)
 	}
 	pw, err := readPassword(std, true)
 	if err != nil {
 		return err
+	}
+	// The hash is meant for $OAUTH_PASSWORD_HASH, user admin's password,
+	// where passgate can no longer check the policy: check it here.
+	if err := policy.Check("admin", pw); err != nil {
+		return fmt.Errorf("hash-password: %w", err)
 	}
 	h, err := passwd.Hash(pw, *cost)
 	if err != nil {

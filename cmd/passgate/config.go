@@ -15,9 +15,11 @@ import (
 
 	"github.com/passgate/passgate/extauthz"
 	"github.com/passgate/passgate/internal/clientip"
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/oauthweb"
 )
 
@@ -116,6 +118,11 @@ type Config struct {
 	LockoutThreshold int
 	LockoutWindow    time.Duration
 	LockoutDuration  time.Duration
+	// MinPasswordLength is the shortest password, in characters, that
+	// `passgate user add` and `user passwd` accept (with the rest of
+	// passwd.Policy: at most 72 bytes, not a common password, not the
+	// username). Default and least 8. Env PASSGATE_MIN_PASSWORD_LENGTH.
+	MinPasswordLength int
 
 	// APIKeyFile holds the legacy static bearer credential for scripts,
 	// accepted by the checks for the configured resources as user
@@ -287,6 +294,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	integer(&c.LockoutThreshold, "lockout-threshold", 10, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
 	dur(&c.LockoutWindow, "lockout-window", 15*time.Minute, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
 	dur(&c.LockoutDuration, "lockout-duration", 15*time.Minute, "how long a locked account stays locked", "PASSGATE_LOCKOUT_DURATION")
+	s = append(s, bindPasswordPolicy(fs, c))
 	str(&c.APIKeyFile, "api-key-file", "", "file holding a static bearer credential the checks accept", "PASSGATE_API_KEY_FILE")
 	str(&c.UserHeader, "user-header", "X-Passgate-User", "identity header carrying the username upstream", "PASSGATE_USER_HEADER")
 	str(&c.ClientIDHeader, "client-id-header", "X-Passgate-Client-Id", "identity header carrying the client ID upstream", "PASSGATE_CLIENT_ID_HEADER")
@@ -490,10 +498,30 @@ func (c *Config) Validate() error {
 	default:
 		add("--log-level: must be debug, info, warn or error")
 	}
+	if err := c.passwordPolicy().Validate(); err != nil {
+		add("--min-password-length: %v", err)
+	}
 	if (c.SeedClientID == "") != (c.SeedClientSecret == "") {
 		add("$OAUTH_CLIENT_ID and $OAUTH_CLIENT_SECRET must be set together")
 	}
+	if c.SeedClientSecret != "" && len(c.SeedClientSecret) < minClientSecretLen {
+		add("$OAUTH_CLIENT_SECRET: must be at least %d characters (make one with `openssl rand -base64 32`)", minClientSecretLen)
+	}
+	if c.SeedClientID != "" {
+		if !textsafe.Printable(c.SeedClientID) {
+			add("$OAUTH_CLIENT_ID: contains control or invisible characters")
+		}
+		// The same rule as dynamic registration: https, or http on
+		// loopback, or a private scheme when allowed; never javascript:.
+		for _, u := range c.SeedRedirectURIs {
+			if err := oauth.ValidateRedirectURI(u, c.AllowPrivateSchemes); err != nil {
+				add("$PASSGATE_CLIENT_REDIRECT_URIS: %q: %v", u, err)
+			}
+		}
+	}
 	if c.SeedPasswordHash != "" {
+		// Only the format: the password policy cannot be checked on a
+		// hash. `passgate hash-password`, which makes it, checks it.
 		if err := passwd.CheckFormat(c.SeedPasswordHash); err != nil {
 			add("$OAUTH_PASSWORD_HASH: %v (make one with `passgate hash-password`)", err)
 		}
@@ -533,6 +561,23 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// minClientSecretLen is the least length of $OAUTH_CLIENT_SECRET: a
+// client secret is a machine credential, so it is random and long, not a
+// password a person remembers.
+const minClientSecretLen = 16
+
+// bindPasswordPolicy registers --min-password-length, shared by `serve`
+// (which validates it) and the commands that set passwords.
+func bindPasswordPolicy(fs *flag.FlagSet, c *Config) setting {
+	fs.IntVar(&c.MinPasswordLength, "min-password-length", passwd.MinLength, "shortest password user add and user passwd accept (at least 8)"+envHelp([]string{"PASSGATE_MIN_PASSWORD_LENGTH"}))
+	return setting{"min-password-length", []string{"PASSGATE_MIN_PASSWORD_LENGTH"}}
+}
+
+// passwordPolicy is the policy for passwords people choose.
+func (c *Config) passwordPolicy() passwd.Policy {
+	return passwd.Policy{MinLength: c.MinPasswordLength}
 }
 
 // branding is the pages' branding from the --brand-* flags.

@@ -277,7 +277,7 @@ func TestAdminCommands(t *testing.T) {
 			}
 			fail := func(want string, args ...string) {
 				t.Helper()
-				_, stderr, code := passgate(t, env, "pw\n", args...)
+				_, stderr, code := passgate(t, env, "an-acceptable-passphrase\n", args...)
 				if code == 0 || !strings.Contains(stderr, want) {
 					t.Errorf("passgate %v: exit %d, stderr %q; want failure mentioning %q", args, code, stderr, want)
 				}
@@ -303,7 +303,7 @@ func TestAdminCommands(t *testing.T) {
 			if id == nil {
 				t.Fatalf("client add printed no client_id:\n%s", out)
 			}
-			fail("http is allowed only for loopback", "client", "add", "--name", "X", "--redirect-uri", "http://evil.example/cb")
+			fail("allowed only for loopback hosts", "client", "add", "--name", "X", "--redirect-uri", "http://evil.example/cb")
 			if out := run("", "client", "list"); !strings.Contains(out, id[1]) || strings.Contains(out, "pgcs_") {
 				t.Errorf("client list wrong (or shows a secret):\n%s", out)
 			}

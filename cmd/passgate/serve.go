@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -193,13 +195,10 @@ func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error
 		RememberPublicConsent:       c.RememberPublicConsent,
 		Branding:                    c.branding(),
 		ResolveClient:               resolveClient,
-		RateLimit: func(endpoint, ip string) (bool, time.Duration) {
-			return limits.Allow(endpoint, clientip.RateKey(ip))
-		},
-		// The token endpoint counts failures only: hosted clients refresh
-		// for all their users from a few addresses.
-		RateLimitCheck: func(endpoint, ip string) (bool, time.Duration) {
-			return limits.Check(endpoint, clientip.RateKey(ip))
+		// Keys are client IPs or "client_id …" keys; RateKey leaves the
+		// latter alone (they never parse as an IP).
+		RateLimit: func(endpoint, key string) (bool, time.Duration, func()) {
+			return limits.Reserve(endpoint, clientip.RateKey(key))
 		},
 		LockoutThreshold: lockout,
 		LockoutWindow:    c.LockoutWindow,
@@ -467,21 +466,65 @@ func cleanupLoop(ctx context.Context, st store.Store, c *Config, rec *audit.Reco
 // bootstrap applies the seed's environment (admin password hash, the
 // pre-registered client) and, when there is no user at all, creates user
 // admin with a random password that it prints once.
+// seedPasswordSetting names the setting that holds the SHA-256 of the
+// $OAUTH_PASSWORD_HASH passgate last applied (a digest, so the settings
+// table holds no password hash).
+const seedPasswordSetting = "seed_password_hash_sha256"
+
+// applySeedPassword makes $OAUTH_PASSWORD_HASH the password of user admin,
+// but only when the hash changed since passgate last applied it: a
+// password set since with `passgate user passwd admin` survives restarts
+// (the seed reverted it at every start, bringing a leaked old password
+// back). Applying a changed hash ends admin's sessions and revokes their
+// tokens like any password change, and says so in the log.
+func applySeedPassword(ctx context.Context, st store.Store, hash string, now time.Time, logger *slog.Logger) error {
+	sum := sha256.Sum256([]byte(hash))
+	digest := hex.EncodeToString(sum[:])
+	applied, err := st.GetSetting(ctx, seedPasswordSetting)
+	switch {
+	case err == nil && applied == digest:
+		return nil
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("read the applied $OAUTH_PASSWORD_HASH: %w", err)
+	}
+	neverApplied := err != nil
+	u, err := st.GetUser(ctx, "admin")
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if err := st.CreateUser(ctx, store.User{Username: "admin", PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil && !errors.Is(err, store.ErrAlreadyExists) {
+			return fmt.Errorf("create admin from $OAUTH_PASSWORD_HASH: %w", err)
+		}
+		logger.Info("created user admin from $OAUTH_PASSWORD_HASH")
+	case err != nil:
+		return fmt.Errorf("get admin: %w", err)
+	case u.PasswordHash == hash:
+		// Already in place (applied by a passgate that did not record
+		// it): record it, change nothing.
+	case neverApplied:
+		// Upgrading from a passgate that re-applied the hash at every
+		// start without recording it: admin's password differs, so it
+		// was changed after the last start, and reverting it is the bug
+		// this function exists to stop.
+		logger.Warn("kept the current password of user admin: it differs from $OAUTH_PASSWORD_HASH and passgate has no record of applying that hash; to apply it, set a freshly made hash (passgate hash-password) or use passgate user passwd admin")
+	default:
+		ev := store.AuditEvent{Event: store.EventPasswordChanged, Success: true, IP: "config", Username: "admin", Error: "OAUTH_PASSWORD_HASH", CreatedAt: now}
+		revoked, err := st.SetPassword(ctx, "admin", hash, now, &ev)
+		if err != nil {
+			return fmt.Errorf("update admin from $OAUTH_PASSWORD_HASH: %w", err)
+		}
+		logger.Warn("applied a changed $OAUTH_PASSWORD_HASH to user admin: ended their sessions and revoked their tokens", "revoked_tokens", len(revoked))
+	}
+	if err := st.PutSetting(ctx, seedPasswordSetting, digest, now); err != nil {
+		return fmt.Errorf("record the applied $OAUTH_PASSWORD_HASH: %w", err)
+	}
+	return nil
+}
+
 func bootstrap(ctx context.Context, st store.Store, c *Config, out io.Writer, logger *slog.Logger) error {
 	now := time.Now()
 	if c.SeedPasswordHash != "" {
-		u, err := st.GetUser(ctx, "admin")
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			if err := st.CreateUser(ctx, store.User{Username: "admin", PasswordHash: c.SeedPasswordHash, CreatedAt: now, UpdatedAt: now}); err != nil && !errors.Is(err, store.ErrAlreadyExists) {
-				return fmt.Errorf("create admin from $OAUTH_PASSWORD_HASH: %w", err)
-			}
-		case err != nil:
-			return fmt.Errorf("get admin: %w", err)
-		case u.PasswordHash != c.SeedPasswordHash:
-			if err := st.SetPassword(ctx, "admin", c.SeedPasswordHash, now); err != nil {
-				return fmt.Errorf("update admin from $OAUTH_PASSWORD_HASH: %w", err)
-			}
+		if err := applySeedPassword(ctx, st, c.SeedPasswordHash, now, logger); err != nil {
+			return err
 		}
 	}
 	users, err := st.ListUsers(ctx)

@@ -23,6 +23,7 @@ var Events = []string{
 	store.EventTokenRefresh, store.EventRefreshReuseDetected, store.EventTokenRevoked,
 	store.EventAccountLocked, store.EventRateLimited, store.EventClientDeleted,
 	store.EventAPIKeyCreated, store.EventAPIKeyRevoked,
+	store.EventPasswordChanged,
 }
 
 // Recorder writes audit rows and counts them. It is safe for concurrent use.

@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
@@ -33,9 +34,10 @@ var ErrUnsupported = errors.New("passwd: unsupported hash format")
 // Hasher verifies and creates hashes with bounded concurrency. The zero value
 // is not usable; use NewHasher.
 type Hasher struct {
-	sem   chan struct{}
-	cost  int
-	dummy string
+	sem      chan struct{}
+	cost     int
+	dummy    string
+	verified atomic.Uint64
 }
 
 // NewHasher returns a Hasher allowing at most concurrency verifications at a
@@ -90,6 +92,10 @@ func background[T any](f func() T) T {
 	return <-out
 }
 
+// Verifications returns how many verifications Verify has run (each a full
+// hash), for tests that prove a limit bounds them.
+func (h *Hasher) Verifications() uint64 { return h.verified.Load() }
+
 // Hash returns a new bcrypt hash of password.
 func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 	if err := h.acquire(ctx); err != nil {
@@ -115,6 +121,7 @@ func (h *Hasher) Verify(ctx context.Context, hash, password string) error {
 		return err
 	}
 	defer h.release()
+	h.verified.Add(1)
 	return background(func() error {
 		if hash == "" {
 			_ = Verify(h.dummy, password)
@@ -125,10 +132,10 @@ func (h *Hasher) Verify(ctx context.Context, hash, password string) error {
 }
 
 // Hash returns a bcrypt hash of password with the given cost. Passwords
-// longer than bcrypt's 72 bytes are refused rather than silently truncated.
+// longer than bcrypt's MaxBytes are refused rather than silently truncated.
 func Hash(password string, cost int) (string, error) {
-	if len(password) > 72 {
-		return "", errors.New("passwd: password longer than 72 bytes")
+	if len(password) > MaxBytes {
+		return "", fmt.Errorf("passwd: password longer than %d bytes", MaxBytes)
 	}
 	b, err := bcrypt.GenerateFromPassword([]byte(password), cost)
 	if err != nil {

@@ -1,5 +1,8 @@
-// Package ratelimit keeps per-key token buckets (golang.org/x/time/rate)
-// for passgate's endpoints, keyed by client IP. Memory is bounded: idle
+// Package ratelimit keeps per-key token buckets for passgate's endpoints,
+// keyed by client IP or client_id. An event is spent before the work it
+// pays for (a password hash) and may be refunded after it, so endpoints
+// that count only failures stay atomic: of a burst, at most the limit gets
+// through, however many run at once. Memory is bounded: idle
 // keys are forgotten and the number of tracked keys is capped, so a flood
 // of spoofed or distinct addresses cannot exhaust memory or reset the
 // bucket of an attacker who is already being limited.
@@ -12,8 +15,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/time/rate"
 )
 
 // Limit is Events per Per, enforced as a token bucket: a key may spend up
@@ -93,14 +94,56 @@ type Limiter struct {
 	mu        sync.Mutex
 	keys      map[string]*list.Element // of *entry
 	lru       *list.List               // front: most recently used
-	overflow  *rate.Limiter
+	overflow  *bucket
 	overflows uint64
 }
 
 type entry struct {
 	key  string
-	lim  *rate.Limiter
+	lim  *bucket
 	last time.Time
+}
+
+// bucket is a token bucket of capacity burst refilled at rate tokens per
+// second. Its fields are guarded by the Limiter's mutex. (Not
+// golang.org/x/time/rate: its reservations cannot be cancelled once their
+// time has passed, and a refund comes after a slow hash.)
+type bucket struct {
+	rate   float64 // tokens per second
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+// refill adds what accrued since the last call, up to burst.
+func (b *bucket) refill(now time.Time) {
+	if b.last.IsZero() {
+		b.tokens, b.last = b.burst, now
+		return
+	}
+	if now.After(b.last) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+		b.last = now
+	}
+}
+
+// spend takes one token at now or reports the wait for one; a denied call
+// takes nothing, so a client that keeps hammering does not push its own
+// recovery further out than the limit says.
+func (b *bucket) spend(now time.Time) (bool, time.Duration) {
+	b.refill(now)
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	wait := time.Duration((1 - b.tokens) / b.rate * float64(time.Second))
+	return false, max(wait, time.Nanosecond)
+}
+
+// give returns one token, never above burst.
+func (b *bucket) give(now time.Time) {
+	b.refill(now)
+	b.tokens = min(b.burst, b.tokens+1)
 }
 
 // New returns a Limiter for l. now defaults to time.Now; maxKeys <= 0
@@ -125,9 +168,8 @@ func New(l Limit, now func() time.Time, maxKeys int) *Limiter {
 	return lim
 }
 
-func (l *Limiter) newBucket() *rate.Limiter {
-	every := rate.Limit(float64(l.limit.Events) / l.limit.Per.Seconds())
-	return rate.NewLimiter(every, l.limit.Events)
+func (l *Limiter) newBucket() *bucket {
+	return &bucket{rate: float64(l.limit.Events) / l.limit.Per.Seconds(), burst: float64(l.limit.Events)}
 }
 
 // Limit returns the limit being enforced.
@@ -136,15 +178,29 @@ func (l *Limiter) Limit() Limit { return l.limit }
 // Allow spends one event for key. If the key is over its limit it returns
 // false and how long until one event is available again (always > 0).
 func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
+	ok, retryAfter, _ = l.Reserve(key)
+	return ok, retryAfter
+}
+
+// noRefund is the refund of a call that spent nothing.
+func noRefund() {}
+
+// Reserve is Allow that can be taken back: when it spends an event it also
+// returns refund, which gives the event back (once, however often it is
+// called; never above the bucket's capacity). Callers that count only
+// failures Reserve before the work and refund on success: the spend and
+// the check are one step, so concurrent requests cannot all pass a check
+// made before any of them spent. A denied call returns a no-op refund.
+func (l *Limiter) Reserve(key string) (ok bool, retryAfter time.Duration, refund func()) {
 	if l.limit.Disabled() {
-		return true, 0
+		return true, 0, noRefund
 	}
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sweep(now, 2)
 
-	var b *rate.Limiter
+	var b *bucket
 	if el, found := l.keys[key]; found {
 		e := el.Value.(*entry)
 		e.last = now
@@ -163,46 +219,22 @@ func (l *Limiter) Allow(key string) (ok bool, retryAfter time.Duration) {
 			b = e.lim
 		}
 	}
-	return spend(b, now)
-}
-
-// Check reports, without spending anything, whether key could spend an
-// event now, and if not how long until it could. Callers that count only
-// failures Check first and Allow after a failure.
-func (l *Limiter) Check(key string) (ok bool, retryAfter time.Duration) {
-	if l.limit.Disabled() {
-		return true, 0
+	ok, retryAfter = b.spend(now)
+	if !ok {
+		return false, retryAfter, noRefund
 	}
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.overflow
-	if el, found := l.keys[key]; found {
-		b = el.Value.(*entry).lim
-	} else if len(l.keys) < l.maxKeys {
-		return true, 0 // a new key starts with a full bucket
+	refunded := false
+	return true, 0, func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if refunded {
+			return
+		}
+		refunded = true
+		// If the key was forgotten meanwhile, b is garbage and the key
+		// starts again with a full bucket: nothing is lost either way.
+		b.give(l.now())
 	}
-	if tokens := b.TokensAt(now); tokens < 1 {
-		return false, time.Duration((1 - tokens) / float64(b.Limit()) * float64(time.Second))
-	}
-	return true, 0
-}
-
-// spend takes one token at now or reports the wait for one.
-func spend(b *rate.Limiter, now time.Time) (bool, time.Duration) {
-	r := b.ReserveN(now, 1)
-	if !r.OK() {
-		// Only possible with a burst below 1, which New never builds.
-		return false, time.Hour
-	}
-	d := r.DelayFrom(now)
-	if d == 0 {
-		return true, 0
-	}
-	// Denied: give the token back so a client that keeps hammering does
-	// not push its own recovery further out than the limit says.
-	r.CancelAt(now)
-	return false, d
 }
 
 // sweep drops up to n idle keys from the least recently used end.
@@ -251,19 +283,19 @@ func RetryAfterSeconds(d time.Duration) int {
 // concurrent use.
 type Set map[string]*Limiter
 
-// Check reports whether key could spend an event of endpoint's limit now,
-// without spending it (see Limiter.Check).
-func (s Set) Check(endpoint, key string) (ok bool, retryAfter time.Duration) {
+// Reserve spends one event of endpoint's limit for key, refundable (see
+// Limiter.Reserve). An endpoint with no Limiter in the set is not limited.
+// Its signature fits oauthweb.Config.RateLimit.
+func (s Set) Reserve(endpoint, key string) (ok bool, retryAfter time.Duration, refund func()) {
 	l := s[endpoint]
 	if l == nil {
-		return true, 0
+		return true, 0, noRefund
 	}
-	return l.Check(key)
+	return l.Reserve(key)
 }
 
 // Allow spends one event of endpoint's limit for key. An endpoint with no
-// Limiter in the set is not limited. Its signature fits
-// oauthweb.Config.RateLimit.
+// Limiter in the set is not limited.
 func (s Set) Allow(endpoint, key string) (ok bool, retryAfter time.Duration) {
 	l := s[endpoint]
 	if l == nil {

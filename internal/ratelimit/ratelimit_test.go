@@ -293,34 +293,76 @@ func TestSet(t *testing.T) {
 	}
 }
 
-// TestCheckSpendsNothing: Check answers like Allow would, but only Allow
-// counts, so a caller can charge failures alone.
-func TestCheckSpendsNothing(t *testing.T) {
+// TestReserveRefunds: a refunded event is as if never spent, a refund
+// counts once, and a denied reservation has nothing to refund.
+func TestReserveRefunds(t *testing.T) {
 	c := newClock()
 	l := New(Limit{Events: 2, Per: 10 * time.Minute}, c.Now, 0)
-	for range 10 {
-		if ok, _ := l.Check("ip"); !ok {
-			t.Fatal("Check denied a key that never spent anything")
+	for i := range 10 {
+		ok, _, refund := l.Reserve("ip")
+		if !ok {
+			t.Fatalf("reservation %d denied although every earlier one was refunded", i+1)
 		}
+		refund()
+		refund() // a second refund gives nothing more
 	}
 	l.Allow("ip")
 	l.Allow("ip")
-	ok, after := l.Check("ip")
+	ok, after, refund := l.Reserve("ip")
 	if ok || after <= 0 || after > 5*time.Minute {
-		t.Fatalf("Check after the burst = %v, %v; want denied with a wait of at most one refill (5m)", ok, after)
+		t.Fatalf("Reserve after the burst = %v, %v; want denied with a wait of at most one refill (5m)", ok, after)
 	}
+	refund() // no-op
 	if ok, _ := l.Allow("ip"); ok {
-		t.Fatal("Allow succeeded where Check said no")
+		t.Fatal("a denied reservation's refund gave an event back")
 	}
 	c.Advance(after)
-	if ok, _ := l.Check("ip"); !ok {
-		t.Errorf("Check still denies after the announced wait %v", after)
+	if ok, _, _ := l.Reserve("ip"); !ok {
+		t.Errorf("Reserve still denies after the announced wait %v", after)
 	}
-	if ok, _ := New(Limit{}, c.Now, 0).Check("ip"); !ok {
+	if ok, _, _ := New(Limit{}, c.Now, 0).Reserve("ip"); !ok {
 		t.Error("a disabled limit denied")
 	}
 	s := Set{"token": l}
-	if ok, _ := s.Check("other", "ip"); !ok {
-		t.Error("Set.Check limited an endpoint without a limiter")
+	if ok, _, _ := s.Reserve("other", "ip"); !ok {
+		t.Error("Set.Reserve limited an endpoint without a limiter")
+	}
+}
+
+// TestReserveHoldsUnderConcurrency: of 50 concurrent reservations against
+// a limit of 10, exactly 10 succeed, and refunding all of them restores
+// the whole burst.
+func TestReserveHoldsUnderConcurrency(t *testing.T) {
+	c := newClock()
+	l := New(Limit{Events: 10, Per: time.Hour}, c.Now, 0)
+	var (
+		mu      sync.Mutex
+		refunds []func()
+		wg      sync.WaitGroup
+	)
+	for range 50 {
+		wg.Go(func() {
+			if ok, _, refund := l.Reserve("ip"); ok {
+				mu.Lock()
+				refunds = append(refunds, refund)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(refunds) != 10 {
+		t.Fatalf("%d of 50 concurrent reservations succeeded, want 10", len(refunds))
+	}
+	for _, r := range refunds {
+		r()
+	}
+	n := 0
+	for range 20 {
+		if ok, _ := l.Allow("ip"); ok {
+			n++
+		}
+	}
+	if n != 10 {
+		t.Errorf("after refunding every reservation %d events were available, want 10", n)
 	}
 }

@@ -55,15 +55,31 @@ func (db *DB) ListUsers(ctx context.Context) ([]store.User, error) {
 	return out, nil
 }
 
-func (db *DB) SetPassword(ctx context.Context, username, hash string, now time.Time) error {
-	n, err := db.exec(ctx, `UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3`, hash, ntv(now), username)
+// SetPassword replaces the hash, deletes the user's sessions and revokes
+// their tokens in one transaction; the revoked hashes are notified.
+func (db *DB) SetPassword(ctx context.Context, username, hash string, now time.Time, audit *store.AuditEvent) ([]string, error) {
+	var hashes []string
+	err := db.tx(ctx, func(tx pgx.Tx) error {
+		n, err := execN(ctx, tx, `UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3`, hash, ntv(now), username)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE username = $1`, username); err != nil {
+			return err
+		}
+		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL RETURNING hash`, tv(now), username)
+		if err != nil {
+			return err
+		}
+		return finishRevocation(ctx, tx, hashes, audit)
+	})
 	if err != nil {
-		return fmt.Errorf("set password: %w", err)
+		return nil, fmt.Errorf("set password: %w", err)
 	}
-	if n == 0 {
-		return fmt.Errorf("set password: %w", store.ErrNotFound)
-	}
-	return nil
+	return hashes, nil
 }
 
 // DeleteUser deletes the user's row, sessions, consents, lockout state,
@@ -603,33 +619,48 @@ func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now 
 
 // ---- login failures ----
 
-func (db *DB) RecordLoginFailure(ctx context.Context, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) (store.LoginFailures, error) {
-	var out store.LoginFailures
+// ReserveLoginAttempt makes sure a row exists, then locks it with SELECT …
+// FOR UPDATE: concurrent reservations for one account, on any replica,
+// queue on the row lock and each sees the count the previous one wrote.
+func (db *DB) ReserveLoginAttempt(ctx context.Context, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) (store.LoginFailures, bool, error) {
+	var (
+		out store.LoginFailures
+		ok  bool
+	)
 	err := db.tx(ctx, func(tx pgx.Tx) error {
-		// Make sure a row exists, then lock it: concurrent failures for one
-		// account, on any replica, queue here and count one by one. The
-		// placeholder's count of 0 reads as "no failures".
-		if _, err := tx.Exec(ctx, `INSERT INTO login_failures (username, count, first_at, expires_at) VALUES ($1, 0, $2, $2)
-			ON CONFLICT (username) DO NOTHING`, username, tv(now)); err != nil {
-			return err
-		}
 		var cur store.LoginFailures
-		err := tx.QueryRow(ctx, `SELECT username, count, first_at, locked_until FROM login_failures WHERE username = $1 FOR UPDATE`, username).
-			Scan(&cur.Username, &cur.Count, tm(&cur.FirstAt), tm(&cur.LockedUntil))
-		if err != nil {
-			return err
+		for attempt := 0; ; attempt++ {
+			// The placeholder's count of 0 reads as "no failures".
+			if _, err := tx.Exec(ctx, `INSERT INTO login_failures (username, count, first_at, expires_at) VALUES ($1, 0, $2, $2)
+				ON CONFLICT (username) DO NOTHING`, username, tv(now)); err != nil {
+				return err
+			}
+			err := tx.QueryRow(ctx, `SELECT username, count, first_at, locked_until FROM login_failures WHERE username = $1 FOR UPDATE`, username).
+				Scan(&cur.Username, &cur.Count, tm(&cur.FirstAt), tm(&cur.LockedUntil))
+			// A successful login's ResetLoginFailures may delete the row
+			// between the two statements (the lock wait ends on a
+			// deleted row): insert it again. Each statement sees the
+			// latest commits (READ COMMITTED), so this ends.
+			if errors.Is(err, pgx.ErrNoRows) && attempt < 10 {
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			break
 		}
-		out = store.NextLoginFailures(cur, username, now, window, threshold, lockFor)
-		_, err = tx.Exec(ctx, `INSERT INTO login_failures (username, count, first_at, locked_until, expires_at) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (username) DO UPDATE SET count = excluded.count, first_at = excluded.first_at,
-				locked_until = excluded.locked_until, expires_at = excluded.expires_at`,
+		out, ok = store.ReserveLoginAttempt(cur, username, now, window, threshold, lockFor)
+		if !ok {
+			return nil
+		}
+		_, err := tx.Exec(ctx, `UPDATE login_failures SET count = $2, first_at = $3, locked_until = $4, expires_at = $5 WHERE username = $1`,
 			username, out.Count, tv(out.FirstAt), ntv(out.LockedUntil), tv(out.ExpiresAt(window)))
 		return err
 	})
 	if err != nil {
-		return store.LoginFailures{}, fmt.Errorf("record login failure: %w", err)
+		return store.LoginFailures{}, false, fmt.Errorf("reserve login attempt: %w", err)
 	}
-	return out, nil
+	return out, ok, nil
 }
 
 func (db *DB) GetLoginFailures(ctx context.Context, username string) (store.LoginFailures, error) {
@@ -648,6 +679,26 @@ func (db *DB) GetLoginFailures(ctx context.Context, username string) (store.Logi
 func (db *DB) ResetLoginFailures(ctx context.Context, username string) error {
 	if _, err := db.exec(ctx, `DELETE FROM login_failures WHERE username = $1`, username); err != nil {
 		return fmt.Errorf("reset login failures: %w", err)
+	}
+	return nil
+}
+
+// ---- settings ----
+
+func (db *DB) GetSetting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := db.pool.QueryRow(ctx, `SELECT value FROM settings WHERE key = $1`, key).Scan(&v)
+	if err != nil {
+		return "", fmt.Errorf("get setting: %w", notFound(err))
+	}
+	return v, nil
+}
+
+func (db *DB) PutSetting(ctx context.Context, key, value string, now time.Time) error {
+	_, err := db.exec(ctx, `INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, $3)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`, key, value, tv(now))
+	if err != nil {
+		return fmt.Errorf("put setting: %w", err)
 	}
 	return nil
 }

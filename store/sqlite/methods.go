@@ -55,15 +55,32 @@ func (db *DB) ListUsers(ctx context.Context) ([]store.User, error) {
 	return out, nil
 }
 
-func (db *DB) SetPassword(ctx context.Context, username, hash string, now time.Time) error {
-	n, err := db.exec(ctx, `UPDATE users SET password_hash = ?, updated_at = ? WHERE username = ?`, hash, nts(now), username)
+// SetPassword replaces the hash, deletes the user's sessions and revokes
+// their tokens in one transaction; the revoked hashes are published.
+func (db *DB) SetPassword(ctx context.Context, username, hash string, now time.Time, audit *store.AuditEvent) ([]string, error) {
+	var hashes []string
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		n, err := execN(ctx, tx, `UPDATE users SET password_hash = ?, updated_at = ? WHERE username = ?`, hash, nts(now), username)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		if _, err := tx.ExecContext(ctx, `DELETE FROM sessions WHERE username = ?`, username); err != nil {
+			return err
+		}
+		hashes, err = queryStrings(ctx, tx, `UPDATE tokens SET revoked_at = ? WHERE username = ? AND revoked_at IS NULL RETURNING hash`, ts(now), username)
+		if err != nil {
+			return err
+		}
+		return db.finishRevocation(ctx, tx, hashes, now, audit)
+	})
 	if err != nil {
-		return fmt.Errorf("set password: %w", err)
+		return nil, fmt.Errorf("set password: %w", err)
 	}
-	if n == 0 {
-		return fmt.Errorf("set password: %w", store.ErrNotFound)
-	}
-	return nil
+	db.hub.publish(store.Invalidation{TokenHashes: hashes})
+	return hashes, nil
 }
 
 // DeleteUser deletes the user's row, sessions, consents, lockout state,
@@ -660,8 +677,15 @@ func (db *DB) DeleteConsent(ctx context.Context, username, clientID string, now 
 
 // ---- login failures ----
 
-func (db *DB) RecordLoginFailure(ctx context.Context, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) (store.LoginFailures, error) {
-	var out store.LoginFailures
+// ReserveLoginAttempt reads and writes the state in one BEGIN IMMEDIATE
+// transaction: the write lock is taken before the read, so concurrent
+// reservations (in this process or another on the file) queue and see
+// each other's counts.
+func (db *DB) ReserveLoginAttempt(ctx context.Context, username string, now time.Time, window time.Duration, threshold int, lockFor time.Duration) (store.LoginFailures, bool, error) {
+	var (
+		out store.LoginFailures
+		ok  bool
+	)
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var cur store.LoginFailures
 		err := tx.QueryRowContext(ctx, `SELECT username, count, first_at, locked_until FROM login_failures WHERE username = ?`, username).
@@ -669,7 +693,10 @@ func (db *DB) RecordLoginFailure(ctx context.Context, username string, now time.
 		if err != nil && !errors.Is(err, sql.ErrNoRows) {
 			return err
 		}
-		out = store.NextLoginFailures(cur, username, now, window, threshold, lockFor)
+		out, ok = store.ReserveLoginAttempt(cur, username, now, window, threshold, lockFor)
+		if !ok {
+			return nil
+		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO login_failures (username, count, first_at, locked_until, expires_at) VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (username) DO UPDATE SET count = excluded.count, first_at = excluded.first_at,
 				locked_until = excluded.locked_until, expires_at = excluded.expires_at`,
@@ -677,9 +704,9 @@ func (db *DB) RecordLoginFailure(ctx context.Context, username string, now time.
 		return err
 	})
 	if err != nil {
-		return store.LoginFailures{}, fmt.Errorf("record login failure: %w", err)
+		return store.LoginFailures{}, false, fmt.Errorf("reserve login attempt: %w", err)
 	}
-	return out, nil
+	return out, ok, nil
 }
 
 func (db *DB) GetLoginFailures(ctx context.Context, username string) (store.LoginFailures, error) {
@@ -698,6 +725,26 @@ func (db *DB) GetLoginFailures(ctx context.Context, username string) (store.Logi
 func (db *DB) ResetLoginFailures(ctx context.Context, username string) error {
 	if _, err := db.exec(ctx, `DELETE FROM login_failures WHERE username = ?`, username); err != nil {
 		return fmt.Errorf("reset login failures: %w", err)
+	}
+	return nil
+}
+
+// ---- settings ----
+
+func (db *DB) GetSetting(ctx context.Context, key string) (string, error) {
+	var v string
+	err := db.reader.QueryRowContext(ctx, `SELECT value FROM settings WHERE key = ?`, key).Scan(&v)
+	if err != nil {
+		return "", fmt.Errorf("get setting: %w", notFound(err))
+	}
+	return v, nil
+}
+
+func (db *DB) PutSetting(ctx context.Context, key, value string, now time.Time) error {
+	_, err := db.exec(ctx, `INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at`, key, value, ts(now))
+	if err != nil {
+		return fmt.Errorf("put setting: %w", err)
 	}
 	return nil
 }

@@ -61,6 +61,10 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"ConsentsPerResource", testConsentsPerResource},
 		{"LoginFailures", testLoginFailures},
 		{"LoginFailuresConcurrent", testLoginFailuresConcurrent},
+		{"LockoutHoldsUnderConcurrentGuesses", testLockoutHoldsUnderConcurrentGuesses},
+		{"LoginReservationRacesReset", testLoginReservationRacesReset},
+		{"PasswordChangeRevokesTokens", testPasswordChangeRevokesTokens},
+		{"Settings", testSettings},
 		{"Audit", testAudit},
 		{"DeleteExpired", testDeleteExpired},
 		{"TimeRoundTrip", testTimeRoundTrip},
@@ -282,13 +286,15 @@ func testUsers(t *testing.T, s store.Store) {
 	must(t, "ListUsers", err)
 	diff(t, "ListUsers", list, utc([]store.User{alice, bob}))
 
-	must(t, "SetPassword", s.SetPassword(ctx, "alice", "$2a$10$new", at(time.Hour)))
+	_, err = s.SetPassword(ctx, "alice", "$2a$10$new", at(time.Hour), nil)
+	must(t, "SetPassword", err)
 	got, err = s.GetUser(ctx, "alice")
 	must(t, "GetUser", err)
 	want := alice
 	want.PasswordHash, want.UpdatedAt = "$2a$10$new", at(time.Hour)
 	diff(t, "GetUser after SetPassword", got, utc(want))
-	wantErr(t, "SetPassword unknown", s.SetPassword(ctx, "carol", "x", base), store.ErrNotFound)
+	_, err = s.SetPassword(ctx, "carol", "x", base, nil)
+	wantErr(t, "SetPassword unknown", err, store.ErrNotFound)
 	wantErr(t, "DeleteUser unknown", s.DeleteUser(ctx, "carol", base), store.ErrNotFound)
 }
 
@@ -1230,8 +1236,9 @@ func testLoginFailures(t *testing.T, s store.Store) {
 		lockFor   = time.Hour
 	)
 	type step struct {
-		at   time.Duration // failure at base+at; negative: reset instead
+		at   time.Duration // attempt at base+at
 		want store.LoginFailures
+		ok   bool // the attempt may verify
 	}
 	lf := func(count int, first time.Duration, locked time.Duration) store.LoginFailures {
 		f := store.LoginFailures{Username: "u", Count: count, FirstAt: at(first)}
@@ -1245,34 +1252,43 @@ func testLoginFailures(t *testing.T, s store.Store) {
 		steps []step
 	}{
 		{"counts within the window", []step{
-			{0, lf(1, 0, 0)},
-			{time.Minute, lf(2, 0, 0)},
+			{0, lf(1, 0, 0), true},
+			{time.Minute, lf(2, 0, 0), true},
 		}},
 		{"window passed restarts", []step{
-			{0, lf(1, 0, 0)},
-			{time.Minute, lf(2, 0, 0)},
-			{window, lf(1, window, 0)},
+			{0, lf(1, 0, 0), true},
+			{time.Minute, lf(2, 0, 0), true},
+			{window, lf(1, window, 0), true},
 		}},
-		{"threshold locks", []step{
-			{0, lf(1, 0, 0)},
-			{time.Minute, lf(2, 0, 0)},
-			{2 * time.Minute, lf(3, 0, 2*time.Minute+lockFor)},
-			{3 * time.Minute, lf(4, 0, 3*time.Minute+lockFor)},
+		{"threshold locks, the attempt that locks still verifies", []step{
+			{0, lf(1, 0, 0), true},
+			{time.Minute, lf(2, 0, 0), true},
+			{2 * time.Minute, lf(3, 0, 2*time.Minute+lockFor), true},
 		}},
-		{"lock outlives the window", []step{
-			{0, lf(1, 0, 0)},
-			{time.Second, lf(2, 0, 0)},
-			{2 * time.Second, lf(3, 0, 2*time.Second+lockFor)},
-			{20 * time.Minute, lf(1, 20*time.Minute, 2*time.Second+lockFor)},
-			{2 * time.Hour, lf(1, 2*time.Hour, 0)},
+		{"a locked account gets no attempt and its state stays", []step{
+			{0, lf(1, 0, 0), true},
+			{time.Minute, lf(2, 0, 0), true},
+			{2 * time.Minute, lf(3, 0, 2*time.Minute+lockFor), true},
+			{3 * time.Minute, lf(3, 0, 2*time.Minute+lockFor), false},
+			{2*time.Minute + lockFor - time.Microsecond, lf(3, 0, 2*time.Minute+lockFor), false},
+		}},
+		{"the lock ends", []step{
+			{0, lf(1, 0, 0), true},
+			{time.Second, lf(2, 0, 0), true},
+			{2 * time.Second, lf(3, 0, 2*time.Second+lockFor), true},
+			{20 * time.Minute, lf(3, 0, 2*time.Second+lockFor), false},
+			{2 * time.Hour, lf(1, 2*time.Hour, 0), true},
 		}},
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			user := fmt.Sprintf("unknown-user-%d", i) // never created: no enumeration
 			for j, st := range tt.steps {
-				got, err := s.RecordLoginFailure(ctx, user, at(st.at), window, threshold, lockFor)
-				must(t, "RecordLoginFailure", err)
+				got, ok, err := s.ReserveLoginAttempt(ctx, user, at(st.at), window, threshold, lockFor)
+				must(t, "ReserveLoginAttempt", err)
+				if ok != st.ok {
+					t.Errorf("step %d: ok = %v, want %v", j, ok, st.ok)
+				}
 				want := st.want
 				want.Username = user
 				diff(t, fmt.Sprintf("step %d result", j), got, utc(want))
@@ -1300,10 +1316,11 @@ func testLoginFailuresConcurrent(t *testing.T, s store.Store) {
 	counts := make([]int, n)
 	for i := range n {
 		wg.Go(func() {
-			f, err := s.RecordLoginFailure(ctx, "target", at(time.Duration(i)*time.Millisecond), time.Hour, 10, time.Hour)
+			// A threshold above n: every reservation counts.
+			f, _, err := s.ReserveLoginAttempt(ctx, "target", at(time.Duration(i)*time.Millisecond), time.Hour, 10*n, time.Hour)
 			if err != nil {
 				failed.Add(1)
-				t.Errorf("RecordLoginFailure: %v", err)
+				t.Errorf("ReserveLoginAttempt: %v", err)
 				return
 			}
 			counts[i] = f.Count
@@ -1318,9 +1335,6 @@ func testLoginFailuresConcurrent(t *testing.T, s store.Store) {
 	if got.Count != n {
 		t.Errorf("Count = %d after %d concurrent failures", got.Count, n)
 	}
-	if got.LockedUntil.IsZero() {
-		t.Errorf("not locked after %d failures with threshold 10", n)
-	}
 	slices.Sort(counts)
 	for i, c := range counts {
 		if c != i+1 {
@@ -1328,6 +1342,135 @@ func testLoginFailuresConcurrent(t *testing.T, s store.Store) {
 			break
 		}
 	}
+}
+
+// testLockoutHoldsUnderConcurrentGuesses: a burst of 50 concurrent
+// attempts on one account gets at most threshold reservations (so at most
+// threshold password verifications) per lock window, and once locked no
+// attempt gets through, whatever its password.
+func testLockoutHoldsUnderConcurrentGuesses(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const (
+		burst     = 50
+		threshold = 10
+	)
+	var allowed, failed atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range burst {
+		wg.Go(func() {
+			<-start
+			_, ok, err := s.ReserveLoginAttempt(ctx, "victim", base, 15*time.Minute, threshold, time.Hour)
+			if err != nil {
+				failed.Add(1)
+				t.Errorf("ReserveLoginAttempt: %v", err)
+				return
+			}
+			if ok {
+				allowed.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if failed.Load() > 0 {
+		return
+	}
+	if got := allowed.Load(); got != threshold {
+		t.Errorf("%d of %d concurrent attempts reserved a verification, want exactly %d", got, burst, threshold)
+	}
+	f, ok, err := s.ReserveLoginAttempt(ctx, "victim", at(time.Minute), 15*time.Minute, threshold, time.Hour)
+	must(t, "ReserveLoginAttempt after the burst", err)
+	if ok || !f.LockedUntil.Equal(at(time.Hour)) || f.Count != threshold {
+		t.Errorf("after the burst: ok %v, state %+v; want locked until base+1h at count %d", ok, f, threshold)
+	}
+}
+
+// testLoginReservationRacesReset: reservations racing successful logins'
+// resets (which delete the state) never fail, whatever the interleaving.
+func testLoginReservationRacesReset(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			for range 10 {
+				var err error
+				if i%2 == 0 {
+					_, _, err = s.ReserveLoginAttempt(ctx, "busy", base, time.Hour, 1000, time.Hour)
+				} else {
+					err = s.ResetLoginFailures(ctx, "busy")
+				}
+				if err != nil {
+					t.Errorf("goroutine %d: %v", i, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// testPasswordChangeRevokesTokens: SetPassword ends the user's sessions
+// and revokes their tokens in the same transaction, notifying the hashes;
+// other users keep theirs.
+func testPasswordChangeRevokesTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	for _, u := range []string{"alice", "bob"} {
+		must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: u, PasswordHash: "x", CreatedAt: base}))
+		must(t, "CreateSession", s.CreateSession(ctx, store.Session{IDHash: h("s " + u), Username: u, CSRFToken: "c", CreatedAt: base, ExpiresAt: at(time.Hour)}))
+	}
+	ga := issue(t, s, "alice", "c1", "alice")
+	gb := issue(t, s, "bob", "c1", "bob")
+	sub := Subscribe(t, s)
+	now := at(time.Minute)
+	ev := store.AuditEvent{Event: store.EventPasswordChanged, Success: true, IP: "cli", Username: "alice", CreatedAt: now}
+	hashes, err := s.SetPassword(ctx, "alice", "$2a$10$new", now, &ev)
+	must(t, "SetPassword", err)
+	slices.Sort(hashes)
+	want := []string{ga.Access.Hash, ga.Refresh.Hash}
+	slices.Sort(want)
+	diff(t, "revoked hashes", hashes, want)
+	for _, tok := range []store.Token{ga.Access, ga.Refresh} {
+		got, err := s.GetToken(ctx, tok.Hash, now)
+		must(t, "GetToken", err)
+		if !got.RevokedAt.Equal(now) {
+			t.Errorf("%s token of alice: RevokedAt %v, want %v", tok.Kind, got.RevokedAt, now)
+		}
+	}
+	if !sub.WaitHashes(time.Second, ga.Access.Hash, ga.Refresh.Hash) {
+		t.Errorf("alice's revoked tokens not notified within 1s")
+	}
+	_, err = s.GetSession(ctx, h("s alice"), now)
+	wantErr(t, "alice's session", err, store.ErrNotFound)
+	rows, err := s.ListAudit(ctx, store.AuditFilter{Event: store.EventPasswordChanged})
+	must(t, "ListAudit", err)
+	if len(rows) != 1 || rows[0].Username != "alice" {
+		t.Errorf("password_changed audit rows: %+v", rows)
+	}
+	if tok, err := s.GetToken(ctx, gb.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
+		t.Errorf("bob's token: %v, revoked %v", err, tok.RevokedAt)
+	}
+	if _, err := s.GetSession(ctx, h("s bob"), now); err != nil {
+		t.Errorf("bob's session: %v", err)
+	}
+	// Again: nothing left to revoke, and still no error.
+	hashes, err = s.SetPassword(ctx, "alice", "$2a$10$newer", at(2*time.Minute), nil)
+	must(t, "SetPassword again", err)
+	if len(hashes) != 0 {
+		t.Errorf("second SetPassword revoked %v again", hashes)
+	}
+}
+
+func testSettings(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	_, err := s.GetSetting(ctx, "k")
+	wantErr(t, "GetSetting unset", err, store.ErrNotFound)
+	must(t, "PutSetting", s.PutSetting(ctx, "k", "v1", base))
+	must(t, "PutSetting replace", s.PutSetting(ctx, "k", "v2", at(time.Minute)))
+	got, err := s.GetSetting(ctx, "k")
+	must(t, "GetSetting", err)
+	diff(t, "GetSetting", got, "v2")
 }
 
 // ---- audit ----
@@ -1412,10 +1555,10 @@ func testDeleteExpired(t *testing.T, s store.Store) {
 	liveCode.ExpiresAt = at(8 * time.Hour)
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, liveCode, nil))
 
-	_, err = s.RecordLoginFailure(ctx, "lapsed", base, 15*time.Minute, 10, time.Hour)
-	must(t, "RecordLoginFailure", err)
-	_, err = s.RecordLoginFailure(ctx, "locked", at(6*time.Hour+30*time.Minute), time.Minute, 1, time.Hour)
-	must(t, "RecordLoginFailure", err)
+	_, _, err = s.ReserveLoginAttempt(ctx, "lapsed", base, 15*time.Minute, 10, time.Hour)
+	must(t, "ReserveLoginAttempt", err)
+	_, _, err = s.ReserveLoginAttempt(ctx, "locked", at(6*time.Hour+30*time.Minute), time.Minute, 1, time.Hour)
+	must(t, "ReserveLoginAttempt", err)
 
 	for _, e := range []store.AuditEvent{
 		{Event: store.EventLoginSuccess, Success: true, CreatedAt: at(-100 * 24 * time.Hour)},
@@ -1529,8 +1672,8 @@ func testDeleteUser(t *testing.T, s store.Store) {
 		must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: u, PasswordHash: "x", CreatedAt: base}))
 		must(t, "CreateSession", s.CreateSession(ctx, store.Session{IDHash: h("s " + u), Username: u, CSRFToken: "c", CreatedAt: base, ExpiresAt: at(time.Hour)}))
 		must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: u, ClientID: "c1", Resource: resA, Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
-		_, err := s.RecordLoginFailure(ctx, u, base, time.Hour, 5, time.Hour)
-		must(t, "RecordLoginFailure", err)
+		_, _, err := s.ReserveLoginAttempt(ctx, u, base, time.Hour, 5, time.Hour)
+		must(t, "ReserveLoginAttempt", err)
 	}
 	ga := issue(t, s, "alice", "c1", "alice")
 	gb := issue(t, s, "bob", "c1", "bob")
