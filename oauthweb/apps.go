@@ -73,7 +73,7 @@ func (s *Server) serveAppRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	clientID := r.PostForm.Get("client_id")
 	ev := s.event(r, store.EventTokenRevoked, true)
-	ev.Username, ev.ClientID, ev.Error = sess.Username, truncate(clientID, 256), "app_revoked_by_user"
+	ev.Username, ev.ClientID, ev.Error = sess.Username, auditClientID(clientID), "app_revoked_by_user"
 	ev = s.cfg.Audit.Stamp(ev)
 	_, err := s.cfg.Store.DeleteConsent(ctx, sess.Username, clientID, s.now(), &ev)
 	switch {

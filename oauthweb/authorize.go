@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/passgate/passgate/internal/oauth"
-	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
@@ -216,7 +215,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := s.event(r, store.EventAuthorizeRequest, true)
-	ev.ClientID = textsafe.Escape(truncate(v.Get("client_id"), 256))
+	ev.ClientID = auditClientID(v.Get("client_id"))
 	if ok, after := s.allow(r, LimitAuthorize); !ok {
 		w.Header().Set("Retry-After", after)
 		s.renderError(w, r, http.StatusTooManyRequests, "Too many requests. Wait a few minutes and try again.", nil)

@@ -497,6 +497,13 @@ func tooManyRequests() *oauth.Error {
 // Config.RateLimit) and returns its refund, never nil. On refusal it
 // records rate_limited (with clientID, when the key is a client's) and
 // returns the Retry-After value.
+// auditClientID is how a client_id the request chose goes into an audit
+// row: bounded, and with every non-printable character escaped so that
+// `passgate audit` cannot be made to print forged rows or terminal escapes.
+func auditClientID(clientID string) string {
+	return textsafe.Escape(truncate(clientID, 256))
+}
+
 func (s *Server) reserve(r *http.Request, endpoint, key, clientID string) (ok bool, after string, refund func()) {
 	if s.cfg.RateLimit == nil {
 		return true, "", func() {}
@@ -507,7 +514,7 @@ func (s *Server) reserve(r *http.Request, endpoint, key, clientID string) (ok bo
 	}
 	e := s.event(r, store.EventRateLimited, false)
 	e.Error = endpoint
-	e.ClientID = textsafe.Escape(truncate(clientID, 256))
+	e.ClientID = auditClientID(clientID)
 	s.record(r.Context(), e)
 	secs := int(wait.Round(time.Second) / time.Second)
 	if secs < 1 {

@@ -168,7 +168,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	creds, oe := readClientCreds(r)
-	ev.ClientID = textsafe.Escape(truncate(creds.id, 256))
+	ev.ClientID = auditClientID(creds.id)
 	if oe != nil {
 		fail(oe)
 		return
