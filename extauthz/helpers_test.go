@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -189,7 +190,7 @@ func startChecker(t testing.TB, cfg Config) *Checker {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	deadline := time.Now().Add(5 * time.Second)
-	for !c.cache.armed.Load() {
+	for !c.cache.Armed() {
 		if time.Now().After(deadline) {
 			t.Fatal("cache not armed: Subscribe never delivered its initial invalidation")
 		}
@@ -218,4 +219,13 @@ func mintAPIKey(t testing.TB, st store.Store, name, scope string, resources ...s
 		t.Fatal(err)
 	}
 	return key
+}
+
+func headerValue(hs []Header, name string) string {
+	for _, h := range hs {
+		if strings.EqualFold(h.Name, name) {
+			return h.Value
+		}
+	}
+	return ""
 }

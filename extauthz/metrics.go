@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/passgate/passgate/extauthz/internal/tokencache"
 )
 
 // Front ends, the frontend label.
@@ -85,11 +87,11 @@ func newMetrics(reg prometheus.Registerer, allowUnknown bool) (*metrics, error) 
 	return m, nil
 }
 
-func (m *metrics) registerCacheSize(reg prometheus.Registerer, c *cache) error {
+func (m *metrics) registerCacheSize(reg prometheus.Registerer, c *tokencache.Cache) error {
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "passgate_check_cache_entries",
 		Help: "Tokens currently in the check cache.",
-	}, func() float64 { return float64(c.len()) })
+	}, func() float64 { return float64(c.Len()) })
 	if err := reg.Register(g); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}
