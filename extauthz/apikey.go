@@ -155,16 +155,7 @@ func (c *Checker) refuseAPIKeyOffResource(r Request) (Decision, bool) {
 
 // boundTo reports whether a named key's resources (newline-separated, as
 // cached) include url.
-func boundTo(resources, url string) bool {
-	for resources != "" {
-		var r string
-		r, resources, _ = strings.Cut(resources, "\n")
-		if r == url {
-			return true
-		}
-	}
-	return false
-}
+func boundTo(resources, url string) bool { return hasField(resources, "\n", url) }
 
 // askAPIKey is the askFunc of named API keys: ReasonAPIKey for a live key.
 // Keys do not expire; a revocation removes the entry (Run). Resource URLs

@@ -93,10 +93,14 @@ func pathHasPrefix(p, prefix string) bool {
 
 // hasScope reports whether the space-separated list has s, without
 // allocating.
-func hasScope(list, s string) bool {
+func hasScope(list, s string) bool { return hasField(list, " ", s) }
+
+// hasField reports whether list, fields separated by sep, has s, without
+// allocating.
+func hasField(list, sep, s string) bool {
 	for list != "" {
 		var f string
-		f, list, _ = strings.Cut(list, " ")
+		f, list, _ = strings.Cut(list, sep)
 		if f == s {
 			return true
 		}

@@ -174,6 +174,26 @@ func TestZeroKey(t *testing.T) {
 	c.Invalidate(zero)
 }
 
+// TestEntryKept: Get returns what Put stored, tag and identity included,
+// and a second Put replaces it.
+func TestEntryKept(t *testing.T) {
+	c := New(100, nil)
+	c.Arm()
+	key := sha256.Sum256([]byte("pga_entry"))
+	for _, want := range []Entry{
+		{ID: Identity{User: "alice", Client: "c1", Scope: "mcp", Resource: testResource}, Expires: 42, Tag: 255},
+		{Expires: 7, Tag: 3},
+	} {
+		c.Put(key, want, c.Generation(key))
+		if got, ok := c.Get(key); !ok || got != want {
+			t.Errorf("Get = %+v, %v; want %+v", got, ok, want)
+		}
+	}
+	if c.Len() != 1 || c.ids.len() != 0 {
+		t.Errorf("%d entries, %d identities; want 1, 0", c.Len(), c.ids.len())
+	}
+}
+
 // TestStaleLookupNotCached: an invalidation that lands while a lookup is
 // in flight keeps the lookup's answer out of the cache.
 func TestStaleLookupNotCached(t *testing.T) {
