@@ -4,13 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
 	"strings"
 	"time"
 
+	"github.com/passgate/passgate/extauthz/internal/tokencache"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -90,42 +90,44 @@ func ValidateAPIKeyName(name string) error {
 // legacyIdentity is what the legacy key says about its bearer. Its
 // resource is empty: it is bound to every configured resource, which is
 // every resource the check matches.
-var legacyIdentity = identity{user: APIKeyUserPrefix + LegacyAPIKeyName}
+var legacyIdentity = tokencache.Identity{User: APIKeyUserPrefix + LegacyAPIKeyName}
+
+// isLegacyKey reports, in constant time, whether key is the hash of the
+// legacy static key.
+func (c *Checker) isLegacyKey(key [sha256.Size]byte) bool {
+	return c.hasAPIKey && subtle.ConstantTimeCompare(key[:], c.apiKeyHash[:]) == 1
+}
 
 // checkAPIKey decides a request for res whose Bearer credential is an API
 // key. done is false when secret is not one (the caller goes on with
 // tokens). The error is non-nil only when a named key is not cached and
 // the store could not be asked (ErrStoreUnavailable), with a 503 Decision.
 func (c *Checker) checkAPIKey(ctx context.Context, r Request, p string, res resource.Resource, secret string, key [sha256.Size]byte) (d Decision, done bool, err error) {
-	var id identity
+	var id tokencache.Identity
 	switch {
-	case c.hasAPIKey && subtle.ConstantTimeCompare(key[:], c.apiKeyHash[:]) == 1:
+	case c.isLegacyKey(key):
 		id = legacyIdentity
 	case token.HasPrefix(secret, token.PrefixAPIKey):
-		e, reason, err := c.lookupAPIKey(ctx, key, c.now())
+		e, reason, err := c.lookup(ctx, key, c.now(), askAPIKey)
 		if err != nil {
 			return c.storeUnavailable(ctx, r, err), true, err
 		}
 		if reason != ReasonAPIKey {
 			return c.deny(r, p, res, reason, ""), true, nil
 		}
-		if !boundTo(e.id.resource, res.URL) {
+		if !boundTo(e.ID.Resource, res.URL) {
 			// Like a token for another audience (RFC 8707; the MCP
 			// specification: accept only credentials meant for you).
 			return c.deny(r, p, res, ReasonWrongAudience, ""), true, nil
 		}
-		id = e.id
+		id = e.ID
 	default:
 		return Decision{}, false, nil
 	}
-	if need := c.requiredScopes(r.Scheme, r.Host, p); need != nil {
-		for _, s := range need {
-			if !hasScope(id.scope, s) {
-				return c.deny(r, p, res, ReasonInsufficientScope, strings.Join(need, " ")), true, nil
-			}
-		}
+	if d, denied := c.scopeDenial(r, p, res, id.Scope); denied {
+		return d, true, nil
 	}
-	return c.allowIdentity(ReasonAPIKey, id.user, "", id.scope, !c.keepAuth), true, nil
+	return c.allowIdentity(ReasonAPIKey, id.User, "", id.Scope, !c.keepAuth), true, nil
 }
 
 // bodyAPIKeyElsewhere answers an API key sent to a host passgate does not
@@ -144,113 +146,33 @@ func (c *Checker) refuseAPIKeyOffResource(r Request) (Decision, bool) {
 		return Decision{}, false
 	}
 	key := hashSecret(secret)
-	legacy := c.hasAPIKey && subtle.ConstantTimeCompare(key[:], c.apiKeyHash[:]) == 1
-	if !legacy && !token.HasPrefix(secret, token.PrefixAPIKey) {
+	if !c.isLegacyKey(key) && !token.HasPrefix(secret, token.PrefixAPIKey) {
 		return Decision{}, false
 	}
-	h := make([]Header, 0, 4)
-	h = append(h, Header{"WWW-Authenticate", `Bearer error="invalid_token"`})
-	if r.Headers["origin"] != "" {
-		h = append(h, Header{"Access-Control-Expose-Headers", "WWW-Authenticate"})
-	}
-	h = append(h, Header{"Content-Type", "application/json"}, Header{"Cache-Control", "no-store"})
-	return Decision{Status: 401, Reason: ReasonWrongAudience, Body: bodyAPIKeyElsewhere, Headers: h}, true
+	return Decision{Status: 401, Reason: ReasonWrongAudience, Body: bodyAPIKeyElsewhere,
+		Headers: denialHeaders(r.Headers["origin"] != "", `Bearer error="invalid_token"`)}, true
 }
 
 // boundTo reports whether a named key's resources (newline-separated, as
 // cached) include url.
-func boundTo(resources, url string) bool {
-	for resources != "" {
-		var r string
-		r, resources, _ = strings.Cut(resources, "\n")
-		if r == url {
-			return true
-		}
-	}
-	return false
-}
+func boundTo(resources, url string) bool { return hasField(resources, "\n", url) }
 
-// newAPIKeyEntry is the cache entry of a verified named key. Keys do not
-// expire; a revocation removes the entry (Run). Resource URLs cannot hold
-// a newline (resource.Parse refuses control characters), so they are
-// joined with one into the identity's resource.
-func newAPIKeyEntry(k store.APIKey) cacheEntry {
-	return cacheEntry{
-		id:      identity{user: APIKeyUserPrefix + k.Name, scope: k.Scope, resource: strings.Join(k.Resources, "\n")},
-		expires: math.MaxInt64,
+// askAPIKey is the askFunc of named API keys: ReasonAPIKey for a live key.
+// Keys do not expire; a revocation removes the entry (Run). Resource URLs
+// cannot hold a newline (resource.Parse refuses control characters), so
+// they are joined with one into the identity's resource (see boundTo).
+func askAPIKey(ctx context.Context, st store.Store, hash string, _ time.Time) (tokencache.Entry, Reason, error) {
+	k, err := st.LookupAPIKey(ctx, hash)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return tokencache.Entry{}, ReasonUnknownToken, nil
+	case err != nil:
+		return tokencache.Entry{}, ReasonStoreUnavailable, fmt.Errorf("lookup api key: %w", err)
+	case !k.RevokedAt.IsZero():
+		return tokencache.Entry{}, ReasonRevoked, nil
 	}
-}
-
-// lookupAPIKey returns the cache entry of a named key, asking the store on
-// a miss; reason is ReasonAPIKey for a live key. Keys share the token
-// cache: their hashes never collide with tokens' (the prefixes differ),
-// and Run's invalidations drop both alike.
-func (c *Checker) lookupAPIKey(ctx context.Context, key [sha256.Size]byte, now time.Time) (cacheEntry, Reason, error) {
-	if e, found := c.cache.get(key); found {
-		c.metrics.hits.Inc()
-		return e, ReasonAPIKey, nil
-	}
-	if e, found := c.neg.get(key); found && now.UnixNano() < e.expires {
-		c.metrics.hits.Inc()
-		return cacheEntry{}, e.deny, nil
-	}
-	c.metrics.misses.Inc()
-	return c.fetchAPIKey(ctx, key, now)
-}
-
-// fetchAPIKey asks the store about a named key, once for all concurrent
-// callers, and caches a live one (see fetch, which it mirrors for
-// tokens).
-func (c *Checker) fetchAPIKey(ctx context.Context, key [sha256.Size]byte, now time.Time) (cacheEntry, Reason, error) {
-	hash := hex.EncodeToString(key[:])
-	type result struct {
-		e      cacheEntry
-		reason Reason
-	}
-	ch := c.sf.DoChan("apikey "+hash, func() (any, error) {
-		gen := c.cache.generation(key)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout)
-		defer cancel()
-		k, err := c.store.LookupAPIKey(sctx, hash)
-		var deny Reason
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			deny = ReasonUnknownToken
-		case err != nil:
-			c.metrics.storeErrors.Inc()
-			return nil, fmt.Errorf("%w: lookup api key: %w", ErrStoreUnavailable, err)
-		case !k.RevokedAt.IsZero():
-			deny = ReasonRevoked
-		default:
-			deny = ReasonAPIKey
-		}
-		if deny != ReasonAPIKey {
-			c.neg.put(key, cacheEntry{deny: deny, expires: now.Add(negativeTTL).UnixNano()}, c.neg.generation(key))
-			return result{reason: deny}, nil
-		}
-		e := newAPIKeyEntry(k)
-		c.cache.put(key, e, gen)
-		return result{e: e, reason: ReasonAPIKey}, nil
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return cacheEntry{}, ReasonStoreUnavailable, res.Err
-		}
-		r := res.Val.(result)
-		return r.e, r.reason, nil
-	case <-ctx.Done():
-		return cacheEntry{}, ReasonStoreUnavailable, fmt.Errorf("%w: %w", ErrStoreUnavailable, ctx.Err())
-	}
-}
-
-// storeUnavailable is the fail-closed answer when an uncached credential
-// could not be looked up; the store error is logged at most once a second.
-func (c *Checker) storeUnavailable(ctx context.Context, r Request, err error) Decision {
-	if now := time.Now().UnixNano(); now-c.lastLog.Load() > int64(time.Second) {
-		c.lastLog.Store(now)
-		c.logger.WarnContext(ctx, "api key lookup failed; failing closed", "err", err, "source", strings.Clone(r.SourceAddress))
-	}
-	return Decision{Status: 503, Reason: ReasonStoreUnavailable, Body: bodyUnavailable,
-		Headers: []Header{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}}}
+	return tokencache.Entry{
+		ID:      tokencache.Identity{User: APIKeyUserPrefix + k.Name, Scope: k.Scope, Resource: strings.Join(k.Resources, "\n")},
+		Expires: math.MaxInt64,
+	}, ReasonAPIKey, nil
 }

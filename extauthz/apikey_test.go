@@ -26,6 +26,19 @@ func keyOutcomeOf(d Decision) keyOutcome {
 	return keyOutcome{Status: d.Status, Reason: d.Reason.String(), User: headerValue(d.Headers, DefaultUserHeader)}
 }
 
+// checkKey checks req on c and compares the outcome with want.
+func checkKey(t *testing.T, c *Checker, req Request, want keyOutcome) Decision {
+	t.Helper()
+	d, err := c.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(keyOutcomeOf(d), want); diff != "" {
+		t.Errorf("outcome (-got +want):\n%s", diff)
+	}
+	return d
+}
+
 func at(host, path, secret string) Request {
 	r := Request{Method: "POST", Scheme: "https", Host: host, Path: path, Headers: map[string]string{}}
 	if secret != "" {
@@ -66,13 +79,7 @@ func TestAPIKeyBoundToResource(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := c.Check(context.Background(), tt.req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(keyOutcomeOf(d), tt.want); diff != "" {
-				t.Errorf("outcome (-got +want):\n%s", diff)
-			}
+			d := checkKey(t, c, tt.req, tt.want)
 			if d.Status == 401 {
 				if www := headerValue(d.Headers, "WWW-Authenticate"); !strings.Contains(www, `error="invalid_token"`) {
 					t.Errorf("401 with WWW-Authenticate %q, want error=\"invalid_token\"", www)
@@ -112,13 +119,7 @@ func TestAPIKeyScopeRulesApply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := c.Check(context.Background(), tt.req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(keyOutcomeOf(d), tt.want); diff != "" {
-				t.Errorf("outcome (-got +want):\n%s", diff)
-			}
+			d := checkKey(t, c, tt.req, tt.want)
 			if d.Allow {
 				if got := headerValue(d.Headers, DefaultScopeHeader); got != map[string]string{"apikey:legacy": "", "apikey:admin": "mcp admin"}[tt.want.User] {
 					t.Errorf("scope header %q", got)
@@ -240,36 +241,11 @@ func TestAPIKeyRevocationReachesOtherReplica(t *testing.T) {
 			cb := startChecker(t, Config{Store: b})
 			ctx := context.Background()
 			key := mintAPIKey(t, a, "ci", "mcp", mcpURL)
-			for range 2 {
-				if d, err := cb.Check(ctx, bearer(key)); err != nil || !d.Allow {
-					t.Fatalf("replica B before revocation: %+v %v", d, err)
-				}
-			}
-			hits := testutilValue(cb.metrics.hits)
-			if d, _ := cb.Check(ctx, bearer(key)); !d.Allow || testutilValue(cb.metrics.hits) != hits+1 {
-				t.Fatal("key not served from B's cache")
-			}
+			warmCache(t, cb, key)
 			if err := a.RevokeAPIKey(ctx, "ci", time.Now(), nil); err != nil {
 				t.Fatal(err)
 			}
-			start := time.Now()
-			for {
-				d, err := cb.Check(ctx, bearer(key))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if !d.Allow {
-					t.Logf("refused by B %v after revocation via A (%v)", time.Since(start), d.Reason)
-					if d.Reason != ReasonRevoked {
-						t.Errorf("reason %v, want revoked", d.Reason)
-					}
-					break
-				}
-				if time.Since(start) > time.Second {
-					t.Fatal("replica B still allows the key 1s after replica A revoked it")
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			waitRevoked(t, cb, key)
 		})
 	}
 }

@@ -1,5 +1,9 @@
 package extauthz
 
+// maxTokenLen bounds the credential we hash; passgate's tokens are 47 bytes
+// and nothing legitimate comes near this.
+const maxTokenLen = 4096
+
 // parseBearer reads an Authorization header value. present reports whether
 // Bearer credentials were offered at all (a missing header or another
 // scheme such as Basic is "no credentials"); ok whether they are well

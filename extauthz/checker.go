@@ -3,7 +3,6 @@ package extauthz
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,7 +15,7 @@ import (
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/health"
 
-	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/extauthz/internal/tokencache"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -35,13 +34,6 @@ const (
 	// envoy.yaml should set it to at least 500ms (or StoreTimeout lower).
 	DefaultStoreTimeout = 300 * time.Millisecond
 )
-
-// negativeTTL bounds how long a refused token is remembered.
-const negativeTTL = time.Minute
-
-// maxTokenLen bounds the credential we hash; passgate's tokens are 47 bytes
-// and nothing legitimate comes near this.
-const maxTokenLen = 4096
 
 // Config configures a Checker. Only Resources and Store are required.
 type Config struct {
@@ -96,17 +88,6 @@ type Config struct {
 	AllowUnknownResources bool
 }
 
-// ScopeRule requires Scopes for the requests Match selects.
-type ScopeRule struct {
-	// Match is either an absolute URL (a resource URL, or a URL below one:
-	// https://mcp.example.com/mcp/admin), matched on host and path prefix
-	// like a resource, or a path prefix starting with "/" (any host).
-	// Prefixes match on segment boundaries.
-	Match string
-	// Scopes are all required.
-	Scopes []string
-}
-
 // Request is what the proxy tells us about the request it holds.
 type Request struct {
 	// Method is the method the proxy reports: from Envoy's attributes or
@@ -158,56 +139,6 @@ type Decision struct {
 	removeJoined []string
 }
 
-// Reason is why a Decision was made.
-type Reason uint8
-
-// Reasons. Each maps to one decision label (allow, deny, error).
-const (
-	ReasonToken             Reason = iota // allow: valid access token
-	ReasonAPIKey                          // allow: the static API key
-	ReasonPreflight                       // allow: CORS preflight
-	ReasonUnprotected                     // allow: no resource matched and AllowUnknownResources
-	ReasonNoToken                         // 401: no Bearer credentials
-	ReasonMalformed                       // 400: malformed Authorization header (RFC 6750 section 3.1 invalid_request)
-	ReasonUnknownToken                    // 401: not a token passgate knows
-	ReasonExpired                         // 401
-	ReasonRevoked                         // 401
-	ReasonWrongAudience                   // 401: token for another resource
-	ReasonWrongKind                       // 401: not an access token
-	ReasonInsufficientScope               // 403
-	ReasonUnknownResource                 // 403: no configured resource matched
-	ReasonStoreUnavailable                // error: uncached token, store failed
-	ReasonInvalidPath                     // 400: a path proxies and upstreams read differently (resource.CanonicalPath)
-	ReasonInvalidRequest                  // 400: the proxy reported the request incompletely (HTTP check)
-	ReasonHostMismatch                    // 403: the reported host is not the one the check URL pins (ingress-nginx)
-	numReasons
-)
-
-var reasonNames = [numReasons]string{
-	"token", "api_key", "preflight", "unprotected", "no_token", "malformed",
-	"unknown_token", "expired", "revoked", "wrong_audience", "wrong_kind",
-	"insufficient_scope", "unknown_resource", "store_unavailable",
-	"invalid_path", "invalid_request", "host_mismatch",
-}
-
-func (r Reason) String() string {
-	if r < numReasons {
-		return reasonNames[r]
-	}
-	return fmt.Sprintf("Reason(%d)", r)
-}
-
-// label is the decision label of a reason.
-func (r Reason) label() string {
-	switch r {
-	case ReasonToken, ReasonAPIKey, ReasonPreflight, ReasonUnprotected:
-		return "allow"
-	case ReasonStoreUnavailable:
-		return "error"
-	}
-	return "deny"
-}
-
 // ErrStoreUnavailable is returned by Check (wrapping the store's error) when
 // an uncached token could not be looked up in time.
 var ErrStoreUnavailable = errors.New("extauthz: token store unavailable")
@@ -235,25 +166,21 @@ type Checker struct {
 	// The allowed answers that carry no token identity, built once.
 	preflightAllow, unprotectedAllow Decision
 
-	cache *cache
+	// cache holds verified credentials, tagged with the Reason that allows
+	// them (ReasonToken, ReasonAPIKey).
+	cache *tokencache.Cache
 	// neg remembers tokens the store refused (unknown, expired, revoked,
 	// not an access token). Each of these is final, so a client retrying
 	// with a dead token costs no store round trip; entries still lapse
 	// after negativeTTL. It is separate so that floods of garbage tokens
-	// cannot evict verified ones.
-	neg     *cache
+	// cannot evict verified ones. Entries are tagged with the Reason of the
+	// refusal.
+	neg     *tokencache.Cache
 	sf      singleflight.Group
 	metrics *metrics
 
 	lastLog atomic.Int64 // unix nanos of the last store-error log line
 	health  atomic.Pointer[health.Server]
-}
-
-type scopeRule struct {
-	res    resource.Resource // absolute form
-	prefix string            // path form
-	abs    bool
-	scopes []string
 }
 
 // NewChecker validates cfg and returns a Checker. Call Run to keep its cache
@@ -367,60 +294,17 @@ func NewChecker(cfg Config) (*Checker, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("extauthz: %w", errors.Join(errs...))
 	}
-	c.cache = newCache(size, c.metrics)
+	c.cache = tokencache.New(size, c.metrics.evictions.Inc)
 	negSize := size / 8
 	if size > 0 {
-		negSize = max(negSize, cacheShards)
+		negSize = max(negSize, tokencache.Shards)
 	}
-	c.neg = newCache(negSize, c.metrics)
-	c.neg.arm()
+	c.neg = tokencache.New(negSize, c.metrics.evictions.Inc)
+	c.neg.Arm()
 	if err := c.metrics.registerCacheSize(reg, c.cache); err != nil {
 		return nil, fmt.Errorf("extauthz: %w", err)
 	}
 	return c, nil
-}
-
-// Run keeps the cache consistent with the store: it consumes
-// store.Subscribe, dropping revoked tokens (or everything), until ctx is
-// done. The cache is only filled while a subscription is live.
-func (c *Checker) Run(ctx context.Context) error {
-	for {
-		err := c.store.Subscribe(ctx, c.invalidate)
-		// Whatever happened, we may miss invalidations until the next
-		// subscription delivers its initial All.
-		c.cache.disarm()
-		if ctx.Err() != nil {
-			return nil
-		}
-		c.logger.WarnContext(ctx, "token invalidation subscription ended; retrying", "err", err)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Second):
-		}
-	}
-}
-
-func (c *Checker) invalidate(inv store.Invalidation) {
-	if inv.All {
-		c.cache.clear()
-		c.metrics.invalidations.WithLabelValues("all").Inc()
-	}
-	for _, h := range inv.TokenHashes {
-		var key [sha256.Size]byte
-		if n, err := hex.Decode(key[:], []byte(h)); err != nil || n != len(key) {
-			// Not a hash we could have cached; drop everything to be safe.
-			c.cache.clear()
-			continue
-		}
-		c.cache.invalidate(key)
-	}
-	if len(inv.TokenHashes) > 0 {
-		c.metrics.invalidations.WithLabelValues("token").Add(float64(len(inv.TokenHashes)))
-	}
-	// The first callback of a subscription (an All, by the store contract)
-	// proves it is live: from now on revocations reach us.
-	c.cache.arm()
 }
 
 // Check decides r. The error is non-nil (wrapping ErrStoreUnavailable) only
@@ -467,41 +351,30 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 	if !token.HasPrefix(secret, token.PrefixAccess) {
 		return c.deny(r, p, res, ReasonUnknownToken, ""), nil
 	}
-	now := c.now()
-	e, reason, err := c.lookup(ctx, key, now)
+	e, reason, err := c.lookup(ctx, key, c.now(), askToken)
 	if err != nil {
-		if now := time.Now().UnixNano(); now-c.lastLog.Load() > int64(time.Second) {
-			c.lastLog.Store(now)
-			c.logger.WarnContext(ctx, "token lookup failed; failing closed", "err", err, "source", strings.Clone(r.SourceAddress))
-		}
-		return Decision{Status: 503, Reason: ReasonStoreUnavailable, Body: bodyUnavailable,
-			Headers: []Header{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}}}, err
+		return c.storeUnavailable(ctx, r, err), err
 	}
 	if reason != ReasonToken {
 		return c.deny(r, p, res, reason, ""), nil
 	}
-	id := e.id
-	if id.resource != res.URL {
+	id := e.ID
+	if id.Resource != res.URL {
 		return c.deny(r, p, res, ReasonWrongAudience, ""), nil
 	}
-	scope := id.scope
-	if need := c.requiredScopes(r.Scheme, r.Host, p); need != nil {
-		for _, s := range need {
-			if !hasScope(scope, s) {
-				return c.deny(r, p, res, ReasonInsufficientScope, strings.Join(need, " ")), nil
-			}
-		}
+	if d, denied := c.scopeDenial(r, p, res, id.Scope); denied {
+		return d, nil
 	}
-	if id.user == "" || id.client == "" || scope == "" {
-		return c.allowIdentity(ReasonToken, id.user, id.client, scope, !c.keepAuth), nil
+	if id.User == "" || id.Client == "" || id.Scope == "" {
+		return c.allowIdentity(ReasonToken, id.User, id.Client, id.Scope, !c.keepAuth), nil
 	}
 	return Decision{
 		Allow:  true,
 		Status: 200,
 		Headers: []Header{
-			{c.userHeader, id.user},
-			{c.clientHeader, id.client},
-			{c.scopeHeader, scope},
+			{c.userHeader, id.User},
+			{c.clientHeader, id.Client},
+			{c.scopeHeader, id.Scope},
 		},
 		RemoveHeaders: c.removeToken,
 		removeJoined:  c.joinToken,
@@ -528,248 +401,6 @@ func (c *Checker) allowIdentity(reason Reason, user, client, scope string, remov
 		d.removeJoined = []string{strings.Join(d.RemoveHeaders, ", ")}
 	}
 	return d
-}
-
-// refuse answers a request passgate cannot judge: an ambiguous path, a
-// proxy report that is incomplete, or a host other than the pinned one.
-func (c *Checker) refuse(reason Reason) Decision {
-	d := Decision{Status: 400, Reason: reason,
-		Headers: []Header{{"Content-Type", "application/json"}, {"Cache-Control", "no-store"}}}
-	switch reason {
-	case ReasonInvalidPath:
-		d.Body = bodyInvalidPath
-	case ReasonHostMismatch:
-		d.Status, d.Body = 403, bodyHostMismatch
-	default:
-		d.Body = bodyInvalidRequest
-	}
-	return d
-}
-
-// lookup returns the cache entry for key, asking the store on a miss.
-// reason is ReasonToken for a valid access token.
-func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Time) (cacheEntry, Reason, error) {
-	if e, found := c.cache.get(key); found {
-		if now.UnixNano() >= e.expires {
-			c.cache.invalidate(key)
-			return cacheEntry{}, ReasonExpired, nil
-		}
-		c.metrics.hits.Inc()
-		return e, ReasonToken, nil
-	}
-	if e, found := c.neg.get(key); found && now.UnixNano() < e.expires {
-		c.metrics.hits.Inc()
-		return cacheEntry{}, e.deny, nil
-	}
-	c.metrics.misses.Inc()
-	return c.fetch(ctx, key, now)
-}
-
-// fetch asks the store about key, once for all concurrent callers, and
-// caches a valid access token. It is separate from lookup because the
-// closure's captured variables move to the heap: the hit path must not pay
-// for that.
-func (c *Checker) fetch(ctx context.Context, key [sha256.Size]byte, now time.Time) (cacheEntry, Reason, error) {
-	var hx [2 * sha256.Size]byte
-	hex.Encode(hx[:], key[:])
-	hash := string(hx[:])
-	type result struct {
-		e      cacheEntry
-		reason Reason
-	}
-	ch := c.sf.DoChan(hash, func() (any, error) {
-		// The generation is read before the store so that an invalidation
-		// racing with this lookup keeps its (maybe stale) answer out of the
-		// cache. The lookup is detached from the first caller's context so
-		// one impatient caller does not fail the others sharing it.
-		gen := c.cache.generation(key)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout)
-		defer cancel()
-		t, err := c.store.LookupToken(sctx, hash, now)
-		var deny Reason
-		switch {
-		case errors.Is(err, store.ErrNotFound):
-			deny = ReasonUnknownToken
-		case err != nil:
-			c.metrics.storeErrors.Inc()
-			return nil, fmt.Errorf("%w: lookup token: %w", ErrStoreUnavailable, err)
-		case t.Kind != store.KindAccess:
-			deny = ReasonWrongKind
-		case !t.RevokedAt.IsZero():
-			deny = ReasonRevoked
-		case !t.ExpiresAt.After(now):
-			deny = ReasonExpired
-		}
-		if deny != ReasonToken {
-			c.neg.put(key, cacheEntry{deny: deny, expires: now.Add(negativeTTL).UnixNano()}, c.neg.generation(key))
-			return result{reason: deny}, nil
-		}
-		e := newEntry(t)
-		c.cache.put(key, e, gen)
-		return result{e: e, reason: ReasonToken}, nil
-	})
-	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return cacheEntry{}, ReasonStoreUnavailable, res.Err
-		}
-		r := res.Val.(result)
-		return r.e, r.reason, nil
-	case <-ctx.Done():
-		return cacheEntry{}, ReasonStoreUnavailable, fmt.Errorf("%w: %w", ErrStoreUnavailable, ctx.Err())
-	}
-}
-
-// hashSecret is sha256.Sum256([]byte(secret)) without the heap copy Go
-// makes for conversions longer than 32 bytes.
-func hashSecret(secret string) [sha256.Size]byte {
-	var buf [128]byte
-	if len(secret) <= len(buf) {
-		return sha256.Sum256(append(buf[:0], secret...))
-	}
-	return sha256.Sum256([]byte(secret))
-}
-
-// requiredScopes returns the scopes the rules require for a request to
-// host and canonical path p, or nil.
-func (c *Checker) requiredScopes(scheme, host, p string) []string {
-	if len(c.rules) == 0 {
-		return nil
-	}
-	var need []string
-	matched := 0
-	for i := range c.rules {
-		rule := &c.rules[i]
-		var m bool
-		if rule.abs {
-			m = rule.res.Matches(scheme, host, p)
-		} else {
-			m = pathHasPrefix(p, rule.prefix)
-		}
-		if !m {
-			continue
-		}
-		matched++
-		if matched == 1 {
-			need = rule.scopes
-			continue
-		}
-		if matched == 2 {
-			need = append([]string(nil), need...)
-		}
-		for _, s := range rule.scopes {
-			if !contains(need, s) {
-				need = append(need, s)
-			}
-		}
-	}
-	return need
-}
-
-// challengeScope is the scope parameter of a 401 for r at canonical path p.
-func (c *Checker) challengeScope(r Request, p string) string {
-	if need := c.requiredScopes(r.Scheme, r.Host, p); need != nil {
-		return strings.Join(need, " ")
-	}
-	return c.scopes
-}
-
-const (
-	bodyNoToken        = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"A bearer access token is required."}`
-	bodyInvalidToken   = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token is invalid, expired or revoked."}`
-	bodyMalformed      = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The Authorization header is not a valid Bearer credential."}`
-	bodyAudience       = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token was not issued for this resource."}`
-	bodyScope          = `{"error":"` + oauth.ErrInsufficientScope + `","error_description":"The access token lacks a scope this resource requires."}`
-	bodyNoResource     = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"No protected resource matches this request."}`
-	bodyUnavailable    = `{"error":"` + oauth.ErrTemporarilyUnavailable + `","error_description":"The token store is unavailable; try again."}`
-	bodyInvalidPath    = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The request path is ambiguous (encoded separators, parameters or double encoding) and is refused."}`
-	bodyInvalidRequest = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The proxy did not report the request as this check path expects."}`
-	bodyHostMismatch   = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"The request's host is not the host this check is pinned to."}`
-)
-
-// deny builds a denial of r at canonical path p. scope is the insufficient
-// scope, for 403.
-func (c *Checker) deny(r Request, p string, res resource.Resource, reason Reason, scope string) Decision {
-	d := Decision{Status: 401, Reason: reason}
-	h := make([]Header, 0, 4)
-	var b strings.Builder
-	switch reason {
-	case ReasonUnknownResource:
-		d.Status, d.Body = 403, bodyNoResource
-	case ReasonInsufficientScope:
-		d.Status, d.Body = 403, bodyScope
-		b.WriteString(`Bearer error="insufficient_scope", scope="`)
-		b.WriteString(scope)
-		b.WriteString(`", resource_metadata="`)
-		b.WriteString(res.MetadataURL())
-		b.WriteString(`"`)
-	default:
-		b.WriteString(`Bearer resource_metadata="`)
-		b.WriteString(res.MetadataURL())
-		b.WriteByte('"')
-		if s := c.challengeScope(r, p); s != "" {
-			b.WriteString(`, scope="`)
-			b.WriteString(s)
-			b.WriteByte('"')
-		}
-		switch reason {
-		case ReasonNoToken:
-			// RFC 6750 section 3.1: no error code when no credentials came.
-			d.Body = bodyNoToken
-		case ReasonMalformed:
-			// RFC 6750 section 3.1: a malformed request is 400
-			// invalid_request, not 401.
-			d.Status, d.Body = 400, bodyMalformed
-			b.WriteString(`, error="invalid_request"`)
-		case ReasonWrongAudience:
-			d.Body = bodyAudience
-			b.WriteString(`, error="invalid_token"`)
-		default:
-			d.Body = bodyInvalidToken
-			b.WriteString(`, error="invalid_token"`)
-		}
-	}
-	if b.Len() > 0 {
-		h = append(h, Header{"WWW-Authenticate", b.String()})
-		if r.Headers["origin"] != "" {
-			h = append(h, Header{"Access-Control-Expose-Headers", "WWW-Authenticate"})
-		}
-	}
-	h = append(h, Header{"Content-Type", "application/json"}, Header{"Cache-Control", "no-store"})
-	d.Headers = h
-	return d
-}
-
-// pathHasPrefix matches prefix on segment boundaries.
-func pathHasPrefix(p, prefix string) bool {
-	prefix = strings.TrimSuffix(prefix, "/")
-	if !strings.HasPrefix(p, prefix) {
-		return false
-	}
-	rest := p[len(prefix):]
-	return rest == "" || rest[0] == '/'
-}
-
-// hasScope reports whether the space-separated list has s, without
-// allocating.
-func hasScope(list, s string) bool {
-	for list != "" {
-		var f string
-		f, list, _ = strings.Cut(list, " ")
-		if f == s {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // validScope: RFC 6749 scope-token (%x21 / %x23-5B / %x5D-7E), which also

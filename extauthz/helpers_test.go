@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -189,7 +190,7 @@ func startChecker(t testing.TB, cfg Config) *Checker {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 	deadline := time.Now().Add(5 * time.Second)
-	for !c.cache.armed.Load() {
+	for !c.cache.Armed() {
 		if time.Now().After(deadline) {
 			t.Fatal("cache not armed: Subscribe never delivered its initial invalidation")
 		}
@@ -205,7 +206,45 @@ func bearer(tok string) Request {
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-func testutilValue(c prometheus.Counter) float64 { return testutil.ToFloat64(c) }
+// warmCache checks secret on c until c serves it from its cache, failing
+// the test if it is refused.
+func warmCache(t *testing.T, c *Checker, secret string) {
+	t.Helper()
+	ctx := context.Background()
+	for range 2 {
+		if d, err := c.Check(ctx, bearer(secret)); err != nil || !d.Allow {
+			t.Fatalf("before revocation: %+v %v", d, err)
+		}
+	}
+	hits := testutil.ToFloat64(c.metrics.hits)
+	if d, _ := c.Check(ctx, bearer(secret)); !d.Allow || testutil.ToFloat64(c.metrics.hits) != hits+1 {
+		t.Fatalf("not served from the cache (hits %v -> %v)", hits, testutil.ToFloat64(c.metrics.hits))
+	}
+}
+
+// waitRevoked checks secret on c until it is refused, which must happen
+// within one second and for ReasonRevoked.
+func waitRevoked(t *testing.T, c *Checker, secret string) {
+	t.Helper()
+	start := time.Now()
+	for {
+		d, err := c.Check(context.Background(), bearer(secret))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !d.Allow {
+			t.Logf("refused %v after the revocation (%v)", time.Since(start), d.Reason)
+			if d.Reason != ReasonRevoked {
+				t.Errorf("reason %v, want revoked", d.Reason)
+			}
+			return
+		}
+		if time.Since(start) > time.Second {
+			t.Fatal("still allowed 1s after the revocation")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
 
 // mintAPIKey stores a named API key bound to resources with scope, as
 // `passgate apikey add` does, and returns the key.
@@ -218,4 +257,13 @@ func mintAPIKey(t testing.TB, st store.Store, name, scope string, resources ...s
 		t.Fatal(err)
 	}
 	return key
+}
+
+func headerValue(hs []Header, name string) string {
+	for _, h := range hs {
+		if strings.EqualFold(h.Name, name) {
+			return h.Value
+		}
+	}
+	return ""
 }

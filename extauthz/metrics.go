@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/passgate/passgate/extauthz/internal/tokencache"
 )
 
 // Front ends, the frontend label.
@@ -40,23 +42,15 @@ func newMetrics(reg prometheus.Registerer, allowUnknown bool) (*metrics, error) 
 		Help:    "Time to decide a proxy authorization check, by front end.",
 		Buckets: []float64{.00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
 	}, []string{"frontend"})
+	counter := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: name, Help: help})
+	}
 	m := &metrics{
-		hits: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "passgate_check_cache_hits_total",
-			Help: "Token lookups answered from the check cache.",
-		}),
-		misses: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "passgate_check_cache_misses_total",
-			Help: "Token lookups that went to the store.",
-		}),
-		evictions: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "passgate_check_cache_evictions_total",
-			Help: "Cached tokens evicted because the cache was full.",
-		}),
-		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "passgate_check_store_errors_total",
-			Help: "Token lookups on the check path that failed (store unreachable or too slow); the check failed closed.",
-		}),
+		hits:      counter("passgate_check_cache_hits_total", "Token lookups answered from the check cache."),
+		misses:    counter("passgate_check_cache_misses_total", "Token lookups that went to the store."),
+		evictions: counter("passgate_check_cache_evictions_total", "Cached tokens evicted because the cache was full."),
+		storeErrors: counter("passgate_check_store_errors_total",
+			"Token lookups on the check path that failed (store unreachable or too slow); the check failed closed."),
 		invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "passgate_check_cache_invalidations_total",
 			Help: "Invalidations received from the store: revoked tokens (kind=token) and full cache drops (kind=all).",
@@ -85,11 +79,11 @@ func newMetrics(reg prometheus.Registerer, allowUnknown bool) (*metrics, error) 
 	return m, nil
 }
 
-func (m *metrics) registerCacheSize(reg prometheus.Registerer, c *cache) error {
+func (m *metrics) registerCacheSize(reg prometheus.Registerer, c *tokencache.Cache) error {
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "passgate_check_cache_entries",
 		Help: "Tokens currently in the check cache.",
-	}, func() float64 { return float64(c.len()) })
+	}, func() float64 { return float64(c.Len()) })
 	if err := reg.Register(g); err != nil {
 		return fmt.Errorf("register metrics: %w", err)
 	}

@@ -1,4 +1,18 @@
-package extauthz
+// Package tokencache remembers verified credentials for the check path: a
+// sharded, size-capped hash table keyed by the SHA-256 of a credential,
+// whose entries name interned identities. It knows nothing about what makes
+// a credential valid: the caller decides, puts what it decided (an entry's
+// Tag is the caller's, opaque here) and judges expiry on the way out.
+//
+// Why it is not a Go map, measured with 1M tokens (docs/benchmarks.md): a
+// map of this key and value held 137 B per entry, much of it empty slots
+// after growth, and the garbage collector lets the heap grow to twice what
+// is live (GOGC=100), so a big cache on the heap costs about twice its size
+// in RSS as soon as the check path makes garbage; a table on the heap
+// allocated at its full capacity took a process with 100k cached tokens to
+// 248 MB. Off the heap a slot is 48 bytes and the collector neither counts
+// nor scans the table.
+package tokencache
 
 import (
 	"crypto/sha256"
@@ -7,55 +21,41 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-
-	"github.com/passgate/passgate/store"
 )
 
-// cacheShards spreads lock contention; a power of two.
-const cacheShards = 64
+// Shards is the number of shards, which spread lock contention; a power of
+// two. A cache of size n holds at most n rounded up to a multiple of
+// Shards.
+const Shards = 64
 
-// cacheEntry is a verified access token, or in the negative cache a refused
-// one, as the cache hands it out. In the table it is a 48-byte slot without
-// pointers (see cache), the identity replaced by an index into identities.
-type cacheEntry struct {
-	id      identity
-	expires int64 // unix nanoseconds
-	// deny is ReasonToken for a verified token; in the negative cache, why
-	// the token was refused.
-	deny Reason
+// Entry is what the cache holds for a key.
+type Entry struct {
+	ID Identity
+	// Expires is in unix nanoseconds. The cache keeps it but never reads
+	// it: the caller refuses an expired entry (and may Invalidate it).
+	Expires int64
+	// Tag is the caller's, kept with the entry and opaque to the cache
+	// (the check keeps why a credential was allowed or refused).
+	Tag uint8
 }
 
-// identity is what a verified token says about its bearer.
-type identity struct {
-	user, client, scope, resource string
+// Identity is what a verified credential says about its bearer. Entries
+// with equal identities share one copy; the zero Identity costs nothing.
+type Identity struct {
+	User, Client, Scope, Resource string
 }
 
-func newEntry(t store.Token) cacheEntry {
-	return cacheEntry{
-		id:      identity{user: t.Username, client: t.ClientID, scope: t.Scope, resource: t.Resource},
-		expires: t.ExpiresAt.UnixNano(),
-	}
-}
-
-// cache is a sharded hash table of verified tokens with a size cap; when a
-// shard is full an arbitrary entry is evicted. Entries past expiry are
-// never served (Checker.lookup checks). A cache is armed only while an
-// invalidation subscription is live; disarmed, it neither stores nor
-// serves.
+// Cache is a sharded hash table of entries with a size cap; when a shard
+// is full an arbitrary entry is evicted. A Cache is armed (Arm) only while
+// its owner is sure to hear of every invalidation; disarmed, it neither
+// stores nor serves. It is safe for concurrent use.
 //
 // Each shard is an open-addressing table (linear probing, backward-shift
 // deletion), at most 80% occupied, in memory mapped outside the Go heap
 // (see allocSlots). It starts at one page and doubles as it fills, up to
-// what the size cap needs; a table it outgrew is unmapped at once. Why,
-// measured with 1M tokens (docs/benchmarks.md): a Go map of this key and
-// value held 137 B per entry, much of it empty slots after growth, and the
-// garbage collector lets the heap grow to twice what is live (GOGC=100),
-// so a big cache on the heap costs about twice its size in RSS as soon as
-// the check path makes garbage; a table on the heap allocated at its full
-// capacity took a process with 100k cached tokens to 248 MB. Off the heap
-// a slot is 48 bytes and the collector neither counts nor scans the table.
+// what the size cap needs; a table it outgrew is unmapped at once.
 //
-// Slots hold no Go pointers, so the identity of a token is an index into
+// Slots hold no Go pointers, so the identity of an entry is an index into
 // the cache's identities, reference counted: users, clients, scopes and
 // resources repeat across many tokens and are kept once.
 //
@@ -65,16 +65,16 @@ func newEntry(t store.Token) cacheEntry {
 // risk, yet the bytes would have to be kept to make it impossible, so they
 // are. The all-zero key marks an empty slot; a token hashing to it (never,
 // in practice) is simply not cached.
-type cache struct {
+type Cache struct {
 	// shards is its own allocation so that the cleanup that unmaps the
 	// tables can hold it without keeping the cache alive. Methods that
 	// touch a table end with runtime.KeepAlive(c).
-	shards   *[cacheShards]shard
+	shards   *[Shards]shard
 	perShard int // size cap per shard; 0 stores nothing
 	maxSlots int // table size the cap needs at 80%
 	ids      identities
 	armed    atomic.Bool
-	metrics  *metrics
+	onEvict  func()
 }
 
 // slot is one table entry: 48 bytes, no pointers.
@@ -82,7 +82,7 @@ type slot struct {
 	key     [sha256.Size]byte
 	expires int64
 	id      uint32 // index+1 in identities; 0 for none
-	deny    Reason
+	tag     uint8
 	_       [3]byte
 }
 
@@ -99,12 +99,16 @@ type shard struct {
 // minSlots fills one 4 KiB page.
 const minSlots = 4096 / 48
 
-func newCache(size int, m *metrics) *cache {
-	c := &cache{metrics: m, shards: new([cacheShards]shard)}
-	if size < 0 {
+// New returns a disarmed cache holding at most size entries (rounded up to
+// a multiple of Shards); a size of 0 or less stores nothing. onEvict, when
+// not nil, is called (under a shard's lock: it must not call back into the
+// cache) each time an entry makes room for another.
+func New(size int, onEvict func()) *Cache {
+	c := &Cache{onEvict: onEvict, shards: new([Shards]shard)}
+	if size <= 0 {
 		return c // disabled: perShard 0 stores nothing
 	}
-	c.perShard = (size + cacheShards - 1) / cacheShards
+	c.perShard = (size + Shards - 1) / Shards
 	// 80% at most: linear probing stays short (about 3 probes for a hit,
 	// 13 for a miss, which then pays a store round trip anyway), and at
 	// least one slot is always empty, which ends every probe.
@@ -112,8 +116,8 @@ func newCache(size int, m *metrics) *cache {
 	for i := range c.shards {
 		c.shards[i].slots = allocSlots(min(minSlots, c.maxSlots))
 	}
-	c.ids.init(cacheShards * c.perShard)
-	runtime.AddCleanup(c, func(shards *[cacheShards]shard) {
+	c.ids.init(Shards * c.perShard)
+	runtime.AddCleanup(c, func(shards *[Shards]shard) {
 		for i := range shards {
 			freeSlots(shards[i].slots)
 		}
@@ -121,8 +125,8 @@ func newCache(size int, m *metrics) *cache {
 	return c
 }
 
-func (c *cache) shard(key [sha256.Size]byte) *shard {
-	return &c.shards[key[0]%cacheShards]
+func (c *Cache) shard(key [sha256.Size]byte) *shard {
+	return &c.shards[key[0]%Shards]
 }
 
 // home is key's first probe position. Bytes 8..15 are independent of the
@@ -168,7 +172,7 @@ func (s *shard) grow(n int) {
 // deleteAt empties slot i, releasing its identity, and shifts later entries
 // of its probe run back, so that no probe ever stops early at the hole. The
 // caller holds mu.
-func (c *cache) deleteAt(s *shard, i int) {
+func (c *Cache) deleteAt(s *shard, i int) {
 	c.ids.release(s.slots[i].id)
 	n := len(s.slots)
 	j := i
@@ -192,29 +196,36 @@ func (c *cache) deleteAt(s *shard, i int) {
 	s.n--
 }
 
-func (c *cache) get(key [sha256.Size]byte) (cacheEntry, bool) {
+// Get returns the entry for key, if the cache is armed and holds one,
+// whether or not it has expired. It does not allocate.
+func (c *Cache) Get(key [sha256.Size]byte) (Entry, bool) {
 	if !c.armed.Load() || c.perShard == 0 || key == ([sha256.Size]byte{}) {
-		return cacheEntry{}, false
+		return Entry{}, false
 	}
 	s := c.shard(key)
 	s.mu.RLock()
 	i, ok := s.find(&key)
-	var e cacheEntry
+	var e Entry
 	if ok {
 		sl := &s.slots[i]
-		e = cacheEntry{id: c.ids.get(sl.id), expires: sl.expires, deny: sl.deny}
+		e = Entry{ID: c.ids.get(sl.id), Expires: sl.expires, Tag: sl.tag}
 	}
 	s.mu.RUnlock()
 	runtime.KeepAlive(c)
 	return e, ok
 }
 
-func (c *cache) generation(key [sha256.Size]byte) uint64 {
+// Generation returns the invalidation generation of key's shard. Read it
+// before asking the source of truth about key and pass it to Put, so that
+// an invalidation racing with the question keeps a maybe stale answer out.
+func (c *Cache) Generation(key [sha256.Size]byte) uint64 {
 	return c.shard(key).gen.Load()
 }
 
-// put stores e unless the shard was invalidated since gen was read.
-func (c *cache) put(key [sha256.Size]byte, e cacheEntry, gen uint64) {
+// Put stores e for key, replacing any entry, unless the cache is disarmed
+// or key's shard was invalidated (Invalidate, Clear) since gen was read
+// from Generation. The all-zero key is never stored.
+func (c *Cache) Put(key [sha256.Size]byte, e Entry, gen uint64) {
 	if c.perShard == 0 || !c.armed.Load() || key == ([sha256.Size]byte{}) {
 		return
 	}
@@ -237,7 +248,9 @@ func (c *cache) put(key [sha256.Size]byte, e cacheEntry, gen uint64) {
 		for v := int(j); ; {
 			if s.slots[v].key != ([sha256.Size]byte{}) {
 				c.deleteAt(s, v)
-				c.metrics.evictions.Inc()
+				if c.onEvict != nil {
+					c.onEvict()
+				}
 				break
 			}
 			if v++; v == len(s.slots) {
@@ -249,11 +262,13 @@ func (c *cache) put(key [sha256.Size]byte, e cacheEntry, gen uint64) {
 		s.grow(min(2*len(s.slots), c.maxSlots))
 		i, _ = s.find(&key)
 	}
-	s.slots[i] = slot{key: key, expires: e.expires, id: c.ids.acquire(e.id), deny: e.deny}
+	s.slots[i] = slot{key: key, expires: e.Expires, id: c.ids.acquire(e.ID), tag: e.Tag}
 	s.n++
 }
 
-func (c *cache) invalidate(key [sha256.Size]byte) {
+// Invalidate removes key's entry and makes every Put with a generation
+// read before it a no-op for key's shard.
+func (c *Cache) Invalidate(key [sha256.Size]byte) {
 	s := c.shard(key)
 	s.mu.Lock()
 	if s.slots != nil && key != ([sha256.Size]byte{}) {
@@ -266,7 +281,9 @@ func (c *cache) invalidate(key [sha256.Size]byte) {
 	runtime.KeepAlive(c)
 }
 
-func (c *cache) clear() {
+// Clear removes every entry and, like Invalidate, voids every generation
+// read before it.
+func (c *Cache) Clear() {
 	for i := range c.shards {
 		s := &c.shards[i]
 		s.mu.Lock()
@@ -285,16 +302,21 @@ func (c *cache) clear() {
 	runtime.KeepAlive(c)
 }
 
-// arm starts caching; disarm stops and forgets everything, for when
+// Arm starts caching; Disarm stops and forgets everything, for when
 // invalidations may be missed.
-func (c *cache) arm() { c.armed.Store(true) }
+func (c *Cache) Arm() { c.armed.Store(true) }
 
-func (c *cache) disarm() {
+// Disarm stops caching and clears the cache.
+func (c *Cache) Disarm() {
 	c.armed.Store(false)
-	c.clear()
+	c.Clear()
 }
 
-func (c *cache) len() int {
+// Armed reports whether the cache stores and serves entries.
+func (c *Cache) Armed() bool { return c.armed.Load() }
+
+// Len returns the number of entries.
+func (c *Cache) Len() int {
 	n := 0
 	for i := range c.shards {
 		s := &c.shards[i]
@@ -305,7 +327,7 @@ func (c *cache) len() int {
 	return n
 }
 
-// identities interns the identities of cached tokens, reference counted
+// identities interns the identities of entries, reference counted
 // by the slots that name them. Lock order: a shard's mu, then identities.mu.
 //
 // get runs without identities.mu: an index read from a slot under the
@@ -315,7 +337,7 @@ func (c *cache) len() int {
 // every reader of the slot is done.
 type identities struct {
 	mu     sync.Mutex
-	index  map[identity]uint32 // identity -> index
+	index  map[Identity]uint32 // identity -> index
 	chunks []*identityChunk    // allocated once with room for every slot
 	refs   []uint32            // per index
 	free   []uint32            // released indexes
@@ -323,18 +345,18 @@ type identities struct {
 
 const identityChunkSize = 1024
 
-type identityChunk [identityChunkSize]identity
+type identityChunk [identityChunkSize]Identity
 
 func (ids *identities) init(maxEntries int) {
-	ids.index = make(map[identity]uint32)
+	ids.index = make(map[Identity]uint32)
 	ids.chunks = make([]*identityChunk, (maxEntries+identityChunkSize-1)/identityChunkSize)
 }
 
 // acquire returns id's index+1, taking a reference. The caller holds a
 // shard's mu.
-func (ids *identities) acquire(id identity) uint32 {
-	if id == (identity{}) {
-		return 0 // negative cache entries carry no identity
+func (ids *identities) acquire(id Identity) uint32 {
+	if id == (Identity{}) {
+		return 0 // entries may carry no identity
 	}
 	ids.mu.Lock()
 	defer ids.mu.Unlock()
@@ -372,16 +394,16 @@ func (ids *identities) release(ref uint32) {
 	if ids.refs[i]--; ids.refs[i] == 0 {
 		ch := ids.chunks[i/identityChunkSize]
 		delete(ids.index, ch[i%identityChunkSize])
-		ch[i%identityChunkSize] = identity{}
+		ch[i%identityChunkSize] = Identity{}
 		ids.free = append(ids.free, i)
 	}
 }
 
 // get returns the identity of ref. The caller holds the read lock of the
 // shard whose slot holds ref.
-func (ids *identities) get(ref uint32) identity {
+func (ids *identities) get(ref uint32) Identity {
 	if ref == 0 {
-		return identity{}
+		return Identity{}
 	}
 	i := ref - 1
 	return ids.chunks[i/identityChunkSize][i%identityChunkSize]

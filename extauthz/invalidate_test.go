@@ -6,7 +6,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passgate/passgate/extauthz/internal/tokencache"
 	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
 )
 
 // TestConcurrentRevocation hammers the check from several goroutines while
@@ -14,7 +16,7 @@ import (
 // token is refused and every other one still allowed.
 func TestConcurrentRevocation(t *testing.T) {
 	db := openSQLite(t)
-	c := startChecker(t, Config{Store: db, CacheSize: 4 * cacheShards}) // small: evictions too
+	c := startChecker(t, Config{Store: db, CacheSize: 4 * tokencache.Shards}) // small: evictions too
 	ctx := context.Background()
 	var toks []string
 	for range 16 {
@@ -56,5 +58,29 @@ func TestConcurrentRevocation(t *testing.T) {
 		if want := i >= 8; d.Allow != want {
 			t.Errorf("token %d: allowed %v, want %v (%v)", i, d.Allow, want, d.Reason)
 		}
+	}
+}
+
+// TestRevocationReachesCache: revoking through the store (SQLite, in
+// process) evicts the cached token at once.
+func TestRevocationReachesCache(t *testing.T) {
+	db := openSQLite(t)
+	c := startChecker(t, Config{Store: db})
+	ctx := context.Background()
+	tok := mint(t, db, mintOpts{})
+	warmCache(t, c, tok)
+	if _, err := db.RevokeToken(ctx, token.Hash(tok), time.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitRevoked(t, c, tok)
+	// All drops everything.
+	tok2 := mint(t, db, mintOpts{})
+	c.Check(ctx, bearer(tok2))
+	if n := c.cache.Len(); n != 1 {
+		t.Fatalf("cache has %d entries, want 1", n)
+	}
+	c.invalidate(store.Invalidation{All: true})
+	if n := c.cache.Len(); n != 0 {
+		t.Errorf("after All: %d entries", n)
 	}
 }

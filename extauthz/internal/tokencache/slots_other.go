@@ -1,6 +1,6 @@
 //go:build !unix
 
-package extauthz
+package tokencache
 
 // allocSlots allocates n slots on the heap where mmap is not available.
 func allocSlots(n int) []slot { return make([]slot, n) }

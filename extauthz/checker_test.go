@@ -21,12 +21,12 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 )
 
@@ -291,19 +291,7 @@ func fill(raw []byte, tok string) []byte {
 
 func startGRPC(t testing.TB, c *Checker) authv3.AuthorizationClient {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewGRPCServer(c, nil)
-	go s.Serve(lis)
-	t.Cleanup(s.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return authv3.NewAuthorizationClient(conn)
+	return dialGRPC(t, NewGRPCServer(c, nil))
 }
 
 func startHTTP(t testing.TB, c *Checker) string {
@@ -482,4 +470,121 @@ func bodyError(t *testing.T, body string) string {
 		t.Errorf("body %q: %v", body, err)
 	}
 	return b.Error
+}
+
+// TestNeverFromQuery: a token in the query string is ignored (RFC 6750
+// section 2.3 is not supported, and MCP forbids it).
+func TestNeverFromQuery(t *testing.T) {
+	db := openSQLite(t)
+	c := startChecker(t, Config{Store: db})
+	tok := mint(t, db, mintOpts{})
+	for _, p := range []string{"/mcp?access_token=" + tok, "/mcp?authorization=Bearer%20" + tok} {
+		d, err := c.Check(context.Background(), Request{Method: "GET", Host: "mcp.example.com", Path: p})
+		if err != nil || d.Allow || d.Reason != ReasonNoToken {
+			t.Errorf("%s: %+v, %v", p, d, err)
+		}
+	}
+}
+
+// FuzzCheck feeds mutated Envoy CheckRequests (protobuf wire format, seeded
+// from the protojson fixtures) to the real check and holds one invariant:
+// nothing is allowed without the valid token for that resource, an API key
+// bound to it whose scopes satisfy the rules, or (for a credential-less
+// OPTIONS with CORS headers) a preflight.
+func FuzzCheck(f *testing.F) {
+	db := openSQLite(f)
+	c := startChecker(f, Config{
+		Store: db, APIKey: testKey, Scopes: []string{"mcp"}, AllowPreflight: true, Logger: discard(),
+		RequiredScopes: []ScopeRule{{Match: "/mcp/admin", Scopes: []string{"admin"}}},
+	})
+	valid := mint(f, db, mintOpts{})
+	other := mint(f, db, mintOpts{resource: otherURL})
+	named := mintAPIKey(f, db, "ci", "mcp", mcpURL)
+	otherKey := mintAPIKey(f, db, "elsewhere", "mcp admin", otherURL)
+	fixtures, _ := filepath.Glob(filepath.Join("testdata", "envoy_*.json"))
+	for _, fx := range fixtures {
+		raw, err := os.ReadFile(fx)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, tok := range []string{valid, other, testKey, named, otherKey, token.New(token.PrefixAccess)} {
+			req := new(authv3.CheckRequest)
+			if err := protojson.Unmarshal(fill(raw, tok), req); err != nil {
+				f.Fatal(err)
+			}
+			b, err := proto.Marshal(req)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(b)
+		}
+	}
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req := new(authv3.CheckRequest)
+		if err := proto.Unmarshal(b, req); err != nil {
+			return
+		}
+		r := envoyRequest(req)
+		d, err := c.Check(ctx, r)
+		if err != nil {
+			t.Fatalf("store error from a healthy store: %v", err)
+		}
+		auth := r.Headers["authorization"]
+		switch {
+		case !d.Allow:
+			if d.Status != 400 && d.Status != 401 && d.Status != 403 {
+				t.Fatalf("denied with status %d", d.Status)
+			}
+			if d.Status == 401 && !strings.Contains(headerValue(d.Headers, "WWW-Authenticate"), "resource_metadata=") {
+				t.Fatalf("401 without resource_metadata: %+v", d)
+			}
+		case d.Reason == ReasonToken:
+			if !strings.Contains(auth, valid) {
+				t.Fatalf("allowed without the valid token: %q", auth)
+			}
+			if !strings.Contains(strings.ToLower(r.Host), "mcp.example.com") {
+				t.Fatalf("token for %s allowed on host %q", mcpURL, r.Host)
+			}
+			if headerValue(d.Headers, DefaultUserHeader) != testUser {
+				t.Fatalf("allowed without identity: %+v", d)
+			}
+		case d.Reason == ReasonAPIKey:
+			user := headerValue(d.Headers, DefaultUserHeader)
+			switch {
+			case strings.Contains(auth, named) && user == "apikey:ci":
+				if !strings.Contains(strings.ToLower(r.Host), "mcp.example.com") {
+					t.Fatalf("key for %s allowed on host %q", mcpURL, r.Host)
+				}
+			case strings.Contains(auth, testKey) && user == "apikey:legacy":
+			default:
+				t.Fatalf("API key allowed as %q without that key: %q", user, auth)
+			}
+			if p, _ := resource.CanonicalPath(r.Path); pathHasPrefix(p, "/mcp/admin") {
+				t.Fatalf("API key without the admin scope allowed on %q", r.Path)
+			}
+		case d.Reason == ReasonPreflight:
+			if r.Method != "OPTIONS" || auth != "" {
+				t.Fatalf("preflight allowed for %s with credentials %q", r.Method, auth)
+			}
+		default:
+			t.Fatalf("allowed for reason %v", d.Reason)
+		}
+		if d.Allow {
+			if len(d.Headers) != 3 {
+				t.Fatalf("allowed without every identity header: %+v", d)
+			}
+			if _, err := resource.CanonicalPath(r.Path); err != nil {
+				t.Fatalf("allowed an ambiguous path %q: %v", r.Path, err)
+			}
+		}
+		if d.Allow && d.Reason != ReasonToken {
+			for _, h := range d.Headers {
+				keyIdentity := d.Reason == ReasonAPIKey && (h.Name == DefaultUserHeader && strings.HasPrefix(h.Value, APIKeyUserPrefix) || h.Name == DefaultScopeHeader)
+				if h.Value != "" && !keyIdentity {
+					t.Fatalf("identity header %s=%q without a token or key: %+v", h.Name, h.Value, d)
+				}
+			}
+		}
+	})
 }

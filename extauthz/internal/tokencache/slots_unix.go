@@ -1,6 +1,6 @@
 //go:build unix
 
-package extauthz
+package tokencache
 
 import (
 	"fmt"
@@ -14,7 +14,7 @@ import (
 func allocSlots(n int) []slot {
 	mem, err := syscall.Mmap(-1, 0, n*int(unsafe.Sizeof(slot{})), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
-		panic(fmt.Sprintf("extauthz: map %d cache slots: %v", n, err))
+		panic(fmt.Sprintf("tokencache: map %d slots: %v", n, err))
 	}
 	return unsafe.Slice((*slot)(unsafe.Pointer(unsafe.SliceData(mem))), n)
 }

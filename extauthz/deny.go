@@ -1,0 +1,108 @@
+package extauthz
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/resource"
+)
+
+// refuse answers a request passgate cannot judge: an ambiguous path, a
+// proxy report that is incomplete, or a host other than the pinned one.
+func (c *Checker) refuse(reason Reason) Decision {
+	d := Decision{Status: 400, Reason: reason, Headers: denialHeaders(false, "")}
+	switch reason {
+	case ReasonInvalidPath:
+		d.Body = bodyInvalidPath
+	case ReasonHostMismatch:
+		d.Status, d.Body = 403, bodyHostMismatch
+	default:
+		d.Body = bodyInvalidRequest
+	}
+	return d
+}
+
+const (
+	bodyNoToken        = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"A bearer access token is required."}`
+	bodyInvalidToken   = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token is invalid, expired or revoked."}`
+	bodyMalformed      = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The Authorization header is not a valid Bearer credential."}`
+	bodyAudience       = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token was not issued for this resource."}`
+	bodyScope          = `{"error":"` + oauth.ErrInsufficientScope + `","error_description":"The access token lacks a scope this resource requires."}`
+	bodyNoResource     = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"No protected resource matches this request."}`
+	bodyUnavailable    = `{"error":"` + oauth.ErrTemporarilyUnavailable + `","error_description":"The token store is unavailable; try again."}`
+	bodyInvalidPath    = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The request path is ambiguous (encoded separators, parameters or double encoding) and is refused."}`
+	bodyInvalidRequest = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The proxy did not report the request as this check path expects."}`
+	bodyHostMismatch   = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"The request's host is not the host this check is pinned to."}`
+)
+
+// deny builds a denial of r at canonical path p. scope is the insufficient
+// scope, for 403.
+func (c *Checker) deny(r Request, p string, res resource.Resource, reason Reason, scope string) Decision {
+	d := Decision{Status: 401, Reason: reason}
+	var b strings.Builder
+	switch reason {
+	case ReasonUnknownResource:
+		d.Status, d.Body = 403, bodyNoResource
+	case ReasonInsufficientScope:
+		d.Status, d.Body = 403, bodyScope
+		b.WriteString(`Bearer error="insufficient_scope", scope="`)
+		b.WriteString(scope)
+		b.WriteString(`", resource_metadata="`)
+		b.WriteString(res.MetadataURL())
+		b.WriteString(`"`)
+	default:
+		b.WriteString(`Bearer resource_metadata="`)
+		b.WriteString(res.MetadataURL())
+		b.WriteByte('"')
+		if s := c.challengeScope(r, p); s != "" {
+			b.WriteString(`, scope="`)
+			b.WriteString(s)
+			b.WriteByte('"')
+		}
+		switch reason {
+		case ReasonNoToken:
+			// RFC 6750 section 3.1: no error code when no credentials came.
+			d.Body = bodyNoToken
+		case ReasonMalformed:
+			// RFC 6750 section 3.1: a malformed request is 400
+			// invalid_request, not 401.
+			d.Status, d.Body = 400, bodyMalformed
+			b.WriteString(`, error="invalid_request"`)
+		case ReasonWrongAudience:
+			d.Body = bodyAudience
+			b.WriteString(`, error="invalid_token"`)
+		default:
+			d.Body = bodyInvalidToken
+			b.WriteString(`, error="invalid_token"`)
+		}
+	}
+	d.Headers = denialHeaders(r.Headers["origin"] != "", b.String())
+	return d
+}
+
+// denialHeaders are the headers of a denial: the challenge, when there is
+// one, exposed to a cross-origin caller's script (so an MCP client in a
+// browser can follow resource_metadata), and a JSON body never cached.
+func denialHeaders(cors bool, challenge string) []Header {
+	h := make([]Header, 0, 4)
+	if challenge != "" {
+		h = append(h, Header{"WWW-Authenticate", challenge})
+		if cors {
+			h = append(h, Header{"Access-Control-Expose-Headers", "WWW-Authenticate"})
+		}
+	}
+	return append(h, Header{"Content-Type", "application/json"}, Header{"Cache-Control", "no-store"})
+}
+
+// storeUnavailable is the fail-closed answer when an uncached token or
+// named API key could not be looked up; the store error is logged at most
+// once a second.
+func (c *Checker) storeUnavailable(ctx context.Context, r Request, err error) Decision {
+	if now := time.Now().UnixNano(); now-c.lastLog.Load() > int64(time.Second) {
+		c.lastLog.Store(now)
+		c.logger.WarnContext(ctx, "token lookup failed; failing closed", "err", err, "source", strings.Clone(r.SourceAddress))
+	}
+	return Decision{Status: 503, Reason: ReasonStoreUnavailable, Body: bodyUnavailable, Headers: denialHeaders(false, "")}
+}

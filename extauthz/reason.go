@@ -1,0 +1,62 @@
+package extauthz
+
+import "fmt"
+
+// Reason is why a Decision was made.
+type Reason uint8
+
+// Reasons. Each maps to one decision label (allow, deny, error).
+const (
+	ReasonToken             Reason = iota // allow: valid access token
+	ReasonAPIKey                          // allow: the static API key
+	ReasonPreflight                       // allow: CORS preflight
+	ReasonUnprotected                     // allow: no resource matched and AllowUnknownResources
+	ReasonNoToken                         // 401: no Bearer credentials
+	ReasonMalformed                       // 400: malformed Authorization header (RFC 6750 section 3.1 invalid_request)
+	ReasonUnknownToken                    // 401: not a token passgate knows
+	ReasonExpired                         // 401
+	ReasonRevoked                         // 401
+	ReasonWrongAudience                   // 401: token for another resource
+	ReasonWrongKind                       // 401: not an access token
+	ReasonInsufficientScope               // 403
+	ReasonUnknownResource                 // 403: no configured resource matched
+	ReasonStoreUnavailable                // error: uncached token, store failed
+	ReasonInvalidPath                     // 400: a path proxies and upstreams read differently (resource.CanonicalPath)
+	ReasonInvalidRequest                  // 400: the proxy reported the request incompletely (HTTP check)
+	ReasonHostMismatch                    // 403: the reported host is not the one the check URL pins (ingress-nginx)
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	"token", "api_key", "preflight", "unprotected", "no_token", "malformed",
+	"unknown_token", "expired", "revoked", "wrong_audience", "wrong_kind",
+	"insufficient_scope", "unknown_resource", "store_unavailable",
+	"invalid_path", "invalid_request", "host_mismatch",
+}
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("Reason(%d)", r)
+}
+
+// allows reports whether r is a reason to allow.
+func (r Reason) allows() bool {
+	switch r {
+	case ReasonToken, ReasonAPIKey, ReasonPreflight, ReasonUnprotected:
+		return true
+	}
+	return false
+}
+
+// label is the decision label of a reason.
+func (r Reason) label() string {
+	switch {
+	case r.allows():
+		return "allow"
+	case r == ReasonStoreUnavailable:
+		return "error"
+	}
+	return "deny"
+}
