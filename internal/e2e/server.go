@@ -10,122 +10,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/passgate/passgate/internal/e2e/proc"
 )
-
-// buildDir holds the binary built by Binary; RunMain removes it.
-var (
-	buildMu  sync.Mutex
-	buildDir string
-	buildBin string
-	buildErr error
-)
-
-// Binary returns the path of a passgate binary built from this checkout's
-// cmd/passgate, once per test process (later calls reuse it). With
-// PASSGATE_E2E_RACE=1 it is built with -race. The build takes a few
-// seconds; a failure fails the test.
-func Binary(t testing.TB) string {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if buildBin == "" && buildErr == nil {
-		buildBin, buildErr = build()
-	}
-	if buildErr != nil {
-		t.Fatalf("e2e: build passgate: %v", buildErr)
-	}
-	return buildBin
-}
-
-func build() (string, error) {
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	dir, err := os.MkdirTemp("", "passgate-e2e-")
-	if err != nil {
-		return "", err
-	}
-	buildDir = dir
-	out := filepath.Join(dir, "passgate")
-	args := []string{"build", "-o", out}
-	if os.Getenv("PASSGATE_E2E_RACE") == "1" {
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/passgate")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool(), args...)
-	cmd.Dir = root
-	cmd.WaitDelay = 10 * time.Second
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, b)
-	}
-	return out, nil
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-}
-
-// ModuleRoot returns the directory holding passgate's go.mod, found by
-// walking up from the working directory (a test runs in its package
-// directory).
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(b, []byte("module github.com/passgate/passgate\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("e2e: go.mod of github.com/passgate/passgate not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// RunMain runs the tests and removes the binary Binary built. Call it from
-// TestMain; without it the binary stays in the system's temp directory.
-func RunMain(m *testing.M) {
-	code := m.Run()
-	RemoveBinary()
-	os.Exit(code)
-}
-
-// RemoveBinary removes the binary Binary built, for a TestMain that does
-// more than RunMain. Call it after m.Run.
-func RemoveBinary() {
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-}
-
-// FreeAddr returns a 127.0.0.1:port that was free a moment ago.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("e2e: free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // Options configures Start. Every field is optional.
 type Options struct {
@@ -170,7 +62,7 @@ type Server struct {
 
 	t    testing.TB
 	mu   sync.Mutex
-	logs *logBuffer
+	logs *proc.Buffer
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
 	werr error         // cmd.Wait's error, valid after done
@@ -209,7 +101,7 @@ func Start(t testing.TB, o Options) *Server {
 			Transport:     &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true},
 		},
 		t:    t,
-		logs: &logBuffer{},
+		logs: &proc.Buffer{},
 	}
 	t.Cleanup(func() {
 		s.Stop(t)
@@ -506,22 +398,4 @@ func (s *Server) CLI(t testing.TB, stdin string, args ...string) string {
 		t.Fatalf("e2e: passgate %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String()
-}
-
-// logBuffer is a concurrency-safe, growing log.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
