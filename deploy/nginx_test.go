@@ -17,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/passgate/passgate/extauthz"
+	"github.com/passgate/passgate/internal/e2e"
 )
 
 // The stand-in's answers. Passgate's real check is tested in extauthz; here
@@ -671,10 +672,7 @@ func TestRenderTemplate(t *testing.T) {
 // TestRenderMatchesEnvsubst: the renderer agrees with GNU envsubst, which
 // the official nginx image runs, on the shipped template.
 func TestRenderMatchesEnvsubst(t *testing.T) {
-	bin, err := exec.LookPath("envsubst")
-	if err != nil {
-		t.Skip("envsubst (gettext-base) is not installed")
-	}
+	bin := e2e.NeedTool(t, "envsubst")
 	tmpl, err := os.ReadFile(nginxTemplatePath)
 	if err != nil {
 		t.Fatal(err)
