@@ -153,7 +153,7 @@ func startNginx(t testing.TB, opts nginxOptions) *nginx {
 	if opts.ServerName == "" {
 		opts.ServerName = "127.0.0.1"
 	}
-		dir := t.TempDir()
+	dir := t.TempDir()
 	cert, key, pool := writeSelfSignedCert(t, dir)
 
 	// A port picked by listening and closing can be taken by someone else
@@ -407,7 +407,7 @@ const ingressNginxFixture = "ingress-nginx/testdata/nginx.conf"
 // 127.0.0.1:port nginx listens on.
 func startNginxTemplate(t testing.TB, path string, vars func(listen string) map[string]string) string {
 	t.Helper()
-		dir := t.TempDir()
+	dir := t.TempDir()
 	tmpl, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
