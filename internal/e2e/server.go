@@ -63,9 +63,7 @@ type Server struct {
 	t    testing.TB
 	mu   sync.Mutex
 	logs *proc.Buffer
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	werr error         // cmd.Wait's error, valid after done
+	p    *proc.Process // the current process; nil before the first start
 }
 
 // Start starts `passgate serve` and waits until /readyz answers 200 (unless
@@ -148,9 +146,9 @@ func (s *Server) env() []string {
 func (s *Server) start(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
-	if s.cmd != nil {
+	if s.p != nil {
 		select {
-		case <-s.done:
+		case <-s.p.Done():
 		default:
 			s.mu.Unlock()
 			t.Fatalf("e2e: passgate %s is already running", s.Opts.Name)
@@ -163,20 +161,14 @@ func (s *Server) start(t testing.TB) {
 	// Its own process group, so a SIGKILL to the test does not leave it
 	// behind silently, and signals from the terminal do not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := proc.Start(context.Background(), cmd, "", 0)
+	if err != nil {
 		s.mu.Unlock()
 		t.Fatalf("e2e: start passgate: %v", err)
 	}
-	done := make(chan struct{})
-	s.cmd, s.done = cmd, done
+	s.p = p
 	s.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		s.mu.Lock()
-		s.werr = err
-		s.mu.Unlock()
-		close(done)
-	}()
+	done := p.Done()
 	deadline := time.Now().Add(s.Opts.ReadyTimeout)
 	for {
 		if s.Opts.NoWaitReady {
@@ -206,60 +198,38 @@ func (s *Server) Restart(t testing.TB) {
 	s.start(t)
 }
 
-// Pid returns the process ID of the running process.
-func (s *Server) Pid() int {
+// current returns the current process, or nil before the first start.
+func (s *Server) current() *proc.Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cmd.Process.Pid
+	return s.p
 }
 
+// Pid returns the process ID of the running process.
+func (s *Server) Pid() int { return s.current().Cmd.Process.Pid }
+
 // Exited returns a channel closed when the current process has exited.
-func (s *Server) Exited() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.done
-}
+func (s *Server) Exited() <-chan struct{} { return s.current().Done() }
 
 // ExitErr is the current process's exit error (nil for exit status 0),
 // valid once Exited is closed.
-func (s *Server) ExitErr() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.werr
-}
+func (s *Server) ExitErr() error { return s.current().Err() }
 
 // Signal sends sig to the running process, without waiting.
 func (s *Server) Signal(sig syscall.Signal) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
+	p := s.current()
+	if p == nil {
 		return errors.New("not started")
 	}
-	return s.cmd.Process.Signal(sig)
+	return p.Cmd.Process.Signal(sig)
 }
 
 // Stop sends SIGTERM and waits for the process to exit (up to 20s, then
 // SIGKILL and a test error). It does nothing if the process has exited.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Errorf("e2e: passgate %s ignored SIGTERM for 20s; killing it", s.Opts.Name)
-		_ = cmd.Process.Kill()
-		<-done
+	if p := s.current(); p != nil && p.Stop(syscall.SIGTERM, 20*time.Second) {
+		t.Errorf("e2e: passgate %s ignored SIGTERM for 20s; killed it", s.Opts.Name)
 	}
 	s.HTTPClient.CloseIdleConnections()
 }
@@ -267,15 +237,13 @@ func (s *Server) Stop(t testing.TB) {
 // Kill sends SIGKILL and waits for the process to be gone.
 func (s *Server) Kill(t testing.TB) {
 	t.Helper()
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.mu.Unlock()
-	if cmd == nil {
+	p := s.current()
+	if p == nil {
 		return
 	}
-	_ = cmd.Process.Kill()
+	_ = p.Cmd.Process.Kill()
 	select {
-	case <-done:
+	case <-p.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatalf("e2e: passgate %s survived SIGKILL for 10s", s.Opts.Name)
 	}
@@ -339,6 +307,11 @@ func (s *Server) getStatus(ctx context.Context, path string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return s.status(req)
+}
+
+// status sends req and returns the response's status, discarding the body.
+func (s *Server) status(req *http.Request) (int, error) {
 	resp, err := s.HTTPClient.Do(req)
 	if err != nil {
 		return 0, err
