@@ -2,6 +2,7 @@ package deptest
 
 import (
 	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -167,4 +168,28 @@ func hasPrefixAny(s string, prefixes []string) bool {
 		}
 	}
 	return false
+}
+
+// TestCodeMapListsEveryPackage: README.md's code map names every package of
+// the module (as `path` in its table), so a new package gets its line. A
+// package under another one's internal/ directory (such as
+// extauthz/internal/x) is covered by its parent's line.
+func TestCodeMapListsEveryPackage(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Code map\n")
+	if !ok {
+		t.Fatal("README.md has no \"## Code map\" section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	listed := func(path string) bool { return strings.Contains(section, "`"+path+"`") }
+	for _, pkg := range goList(t, module+"/...") {
+		path := strings.TrimPrefix(pkg, module+"/")
+		parent, _, private := strings.Cut(path, "/internal/")
+		if !listed(path) && !(private && listed(parent)) {
+			t.Errorf("README.md's code map does not list `%s`", path)
+		}
+	}
 }
