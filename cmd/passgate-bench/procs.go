@@ -237,6 +237,9 @@ func startNginx(ctx context.Context, bin, dir string, passgatePort, refPort int,
 	if err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
 	var conf bytes.Buffer
 	err = nginxConf.Execute(&conf, map[string]any{
 		"Workers": 2, "Dir": dir, "Passgate": passgateAddr, "Reference": refAddr, "AppPort": appPort,
