@@ -70,12 +70,12 @@ type storeMinter func(resource, scope string) string
 // (127.0.0.1:port) to passgate's resource URLs.
 func startAttackStack(t *testing.T, resources func(addr string) []string) *attackStack {
 	t.Helper()
-	bin := buildBinary(t, "./cmd/passgate")
+	bin := e2e.Binary(t)
 	up := startEchoUpstream(t)
 	passAddr := e2e.FreeAddr(t)
 	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: up.Addr})
 	dataDir := t.TempDir()
-	startProcess(t, passAddr, bin, []string{
+	e2e.StartProcess(t, passAddr, bin, []string{
 		"serve", "--data-dir", dataDir, "--issuer", ngx.URL, "--resource", strings.Join(resources(ngx.Addr), ","),
 		"--http-listen", passAddr, "--grpc-listen", "", "--metrics-listen", "",
 	}, nil)

@@ -24,8 +24,9 @@
 // served, its scopes satisfy the rules for the path served, and every
 // identity header came from passgate.
 //
-// The tests also provide the proxy harness for end-to-end tests
-// (startNginx, startNginxTemplate, startCaddy, renderNginxConf, buildBinary,
-// startProcess): a test that runs passgate and the example MCP server behind
-// a shipped proxy configuration uses them.
+// The tests add the shipped proxy configurations to internal/e2e's harness
+// (which builds and runs the binaries and nginx): startNginx,
+// startNginxTemplate, startCaddy and renderNginxConf run a file of this
+// directory as shipped; a test that runs passgate and the example MCP server
+// behind a shipped proxy configuration uses them.
 package deploy

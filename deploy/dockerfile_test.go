@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/passgate/passgate/internal/e2e"
 )
 
 // No Docker engine runs on these machines: the Dockerfile is checked as
@@ -64,10 +66,10 @@ func TestDockerfile(t *testing.T) {
 }
 
 // TestDockerfileBuildsStatic: the Dockerfile's build flags (which
-// buildBinary uses too) produce a static binary, which a distroless static
+// e2e.BuildPackage uses too) produce a static binary, which a distroless static
 // image can run.
 func TestDockerfileBuildsStatic(t *testing.T) {
-	f, err := elf.Open(buildBinary(t, "./examples/mcp-server"))
+	f, err := elf.Open(e2e.BuildPackage(t, "./examples/mcp-server"))
 	if err != nil {
 		t.Fatal(err)
 	}

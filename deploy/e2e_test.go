@@ -43,7 +43,7 @@ type passgateStack struct {
 
 func startPassgateStack(t *testing.T, backend string) *passgateStack {
 	t.Helper()
-	bin := buildBinary(t, "./cmd/passgate")
+	bin := e2e.Binary(t)
 	passAddr, grpcAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)
 	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: startExampleMCPServer(t)})
 	var storeEnv []string
@@ -56,7 +56,7 @@ func startPassgateStack(t *testing.T, backend string) *passgateStack {
 	st := &passgateStack{ngx: ngx, bin: bin, storeEnv: storeEnv, resource: ngx.URL + "/mcp"}
 	// The user exists before passgate starts, so no bootstrap password.
 	st.cli(t, "correct horse battery\n", "user", "add", "alice", "--password-stdin")
-	startProcess(t, passAddr, bin, []string{
+	e2e.StartProcess(t, passAddr, bin, []string{
 		"serve", "--issuer", ngx.URL, "--resource", st.resource,
 		"--http-listen", passAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
 	}, storeEnv)
@@ -296,11 +296,11 @@ func TestEndToEndThroughNginx(t *testing.T) {
 func TestEnvoyRoutesAgainstPassgate(t *testing.T) {
 	const host = "mcp.example.com"
 	bootstrap := loadEnvoy(t)
-	bin := buildBinary(t, "./cmd/passgate")
+	bin := e2e.Binary(t)
 	dataDir := t.TempDir()
 	httpAddr, grpcAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)
 	resourceURL := "https://" + host + "/mcp"
-	startProcess(t, httpAddr, bin, []string{
+	e2e.StartProcess(t, httpAddr, bin, []string{
 		"serve", "--data-dir", dataDir, "--issuer", "https://" + host, "--resource", resourceURL,
 		"--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
 	}, nil)

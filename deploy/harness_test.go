@@ -4,8 +4,6 @@ package deploy
 // Go binaries, all on loopback and stopped when the test ends.
 
 import (
-	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -15,19 +13,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -147,7 +142,7 @@ func (n *nginx) ErrorLog() string {
 }
 
 // startNginx renders deploy/nginx.conf for loopback, starts nginx in the
-// foreground (installing it from Debian's packages when missing), waits until
+// foreground (e2e.NeedTool: never installing it), waits until
 // it accepts connections, and stops it when the test ends. On failure the
 // test's output gets nginx's error log.
 func startNginx(t testing.TB, opts nginxOptions) *nginx {
@@ -158,7 +153,6 @@ func startNginx(t testing.TB, opts nginxOptions) *nginx {
 	if opts.ServerName == "" {
 		opts.ServerName = "127.0.0.1"
 	}
-	bin := nginxBinary(t)
 	dir := t.TempDir()
 	cert, key, pool := writeSelfSignedCert(t, dir)
 
@@ -198,7 +192,7 @@ func startNginx(t testing.TB, opts nginxOptions) *nginx {
 			Timeout:       30 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
-		err := n.start(t, bin, mainPath)
+		err := n.start(t, mainPath)
 		if err == nil {
 			t.Cleanup(tr.CloseIdleConnections)
 			return n
@@ -241,85 +235,9 @@ http {
 	return b.String()
 }
 
-// start runs nginx and waits until it listens on n.Addr.
-func (n *nginx) start(t testing.TB, bin, mainPath string) error {
-	if err := os.MkdirAll(filepath.Join(n.Dir, "tmp"), 0o755); err != nil {
-		return err
-	}
-	// Check first, for a readable error on a bad configuration.
-	errLog := filepath.Join(n.Dir, "error.log")
-	if out, err := exec.Command(bin, "-t", "-q", "-p", n.Dir, "-c", mainPath, "-e", errLog).CombinedOutput(); err != nil {
-		return fmt.Errorf("nginx -t: %w\n%s", err, out)
-	}
-	cmd := exec.Command(bin, "-p", n.Dir, "-c", mainPath, "-e", errLog,
-		"-g", fmt.Sprintf("daemon off; pid %s;", filepath.Join(n.Dir, "nginx.pid")))
-	cmd.SysProcAttr = orphanSignal()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start %s: %w", bin, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	if err := waitListening(n.Addr, exited, 10*time.Second); err != nil {
-		cmd.Process.Kill()
-		<-exited
-		return fmt.Errorf("%w\n%s\n%s", err, out.String(), n.ErrorLog())
-	}
-	t.Cleanup(func() {
-		stopProcess(t, cmd.Process, exited)
-		if t.Failed() {
-			t.Logf("nginx error log:\n%s", n.ErrorLog())
-		}
-	})
-	return nil
-}
-
-// nginxInstall installs nginx once per test binary.
-var nginxInstall = sync.OnceValues(func() (string, error) {
-	for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
-		if _, err := os.Stat(p); err == nil {
-			return p, nil
-		}
-	}
-	if p, err := exec.LookPath("nginx"); err == nil {
-		return p, nil
-	}
-	if os.Geteuid() != 0 {
-		return "", errors.New("nginx is not installed and only root can install it: apt-get install nginx-light")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	run := func(args ...string) error {
-		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-		cmd.Env = env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("%s: %w\n%s", strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if err := run("apt-get", "update"); err != nil {
-		return "", err
-	}
-	// nginx-light has auth_request; plain nginx is the fallback on
-	// releases without it.
-	if err := run("apt-get", "install", "-y", "--no-install-recommends", "nginx-light"); err != nil {
-		if err2 := run("apt-get", "install", "-y", "--no-install-recommends", "nginx"); err2 != nil {
-			return "", errors.Join(err, err2)
-		}
-	}
-	return "/usr/sbin/nginx", nil
-})
-
-// nginxBinary returns the path of nginx, installing it if needed.
-func nginxBinary(t testing.TB) string {
-	t.Helper()
-	p, err := nginxInstall()
-	if err != nil {
-		t.Fatalf("nginx: %v", err)
-	}
-	return p
+// start runs nginx with mainPath and waits until it listens on n.Addr.
+func (n *nginx) start(t testing.TB, mainPath string) error {
+	return e2e.StartNginx(t, n.Dir, mainPath, n.Addr)
 }
 
 // writeSelfSignedCert writes a certificate for 127.0.0.1 and localhost and
@@ -366,142 +284,15 @@ func writeSelfSignedCert(t testing.TB, dir string) (certPath, keyPath string, po
 	return certPath, keyPath, pool
 }
 
-// waitListening waits until addr accepts TCP connections, the process
-// exits (a value on exited), or timeout passes.
-func waitListening(addr string, exited <-chan error, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return nil
-		}
-		select {
-		case err := <-exited:
-			return fmt.Errorf("exited before listening on %s: %v", addr, err)
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("not listening on %s after %v", addr, timeout)
-		}
-	}
-}
-
-// orphanSignal makes a child get SIGTERM when the test binary dies without
-// running its cleanups (a panic, a -timeout), instead of living on. (SIGTERM,
-// not SIGKILL, so nginx's master takes its workers down with it.)
-func orphanSignal() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-}
-
-// stopProcess sends SIGTERM (a fast shutdown that does not wait for open
-// event streams), then SIGKILL after 5 s.
-func stopProcess(t testing.TB, p *os.Process, exited <-chan error) {
-	p.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		t.Errorf("process %d ignored SIGTERM for 5s; killing it", p.Pid)
-		p.Kill()
-		<-exited
-	}
-}
-
-// binDir holds the binaries buildBinary built, for the whole test binary;
-// TestMain removes it.
-var (
-	binDir   string
-	binMu    sync.Mutex
-	binBuilt = map[string]string{}
-)
-
-func TestMain(m *testing.M) {
-	var err error
-	binDir, err = os.MkdirTemp("", "passgate-deploy-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(binDir)
-	e2e.RemoveBinary()
-	os.Exit(code)
-}
-
-// buildBinary builds the main package pkg (relative to the module root, such
-// as "./examples/mcp-server" or "./cmd/passgate") once per test binary, the
-// way the Dockerfile does (static, CGO-free, trimmed), and returns the path
-// of the executable.
-func buildBinary(t testing.TB, pkg string) string {
-	t.Helper()
-	binMu.Lock()
-	defer binMu.Unlock()
-	if p, ok := binBuilt[pkg]; ok {
-		return p
-	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-	}
-	out := filepath.Join(binDir, strings.NewReplacer("/", "_", ".", "_").Replace(pkg))
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", out, pkg)
-	cmd.Dir = ".." // the module root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
-	}
-	binBuilt[pkg] = out
-	return out
-}
-
-// startProcess runs bin with args and env added to the test's environment,
-// sends its output to the test's output, waits until it listens on addr and
-// stops it (SIGTERM) when the test ends.
-func startProcess(t testing.TB, addr, bin string, args, env []string) {
-	t.Helper()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.SysProcAttr = orphanSignal()
-	w := testOutput(t)
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	if err := waitListening(addr, exited, 15*time.Second); err != nil {
-		cmd.Process.Kill()
-		<-exited
-		t.Fatalf("%s: %v", filepath.Base(bin), err)
-	}
-	t.Cleanup(func() { stopProcess(t, cmd.Process, exited) })
-}
-
-// testOutput is where child processes write: the test's output, which is
-// only shown for failing tests (or with -v).
-func testOutput(t testing.TB) *lockedWriter {
-	return &lockedWriter{w: t.Output()}
-}
-
-// lockedWriter serializes writes from a child's stdout and stderr copiers.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
+func TestMain(m *testing.M) { e2e.RunMain(m) }
 
 // startExampleMCPServer builds and runs examples/mcp-server on a free
 // loopback port and returns its address.
 func startExampleMCPServer(t testing.TB) string {
 	t.Helper()
-	bin := buildBinary(t, "./examples/mcp-server")
+	bin := e2e.BuildPackage(t, "./examples/mcp-server")
 	addr := e2e.FreeAddr(t)
-	startProcess(t, addr, bin, []string{"--listen", addr}, nil)
+	e2e.StartProcess(t, addr, bin, []string{"--listen", addr}, nil)
 	return addr
 }
 
@@ -552,26 +343,6 @@ func checkCaddyfileEnv(text string, env map[string]string) error {
 	return errors.Join(errs...)
 }
 
-// caddyBinary returns the path of caddy. scripts/test.sh installs Debian's
-// caddy package; a test never installs it, and with CI=true a missing caddy
-// fails instead of skipping.
-func caddyBinary(t testing.TB) string {
-	t.Helper()
-	for _, p := range []string{"/usr/bin/caddy", "/usr/local/bin/caddy"} {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath("caddy"); err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("caddy is not installed (scripts/test.sh installs it: apt-get install caddy)")
-	}
-	t.Skip("caddy is not installed (apt-get install caddy)")
-	return ""
-}
-
 // caddyOptions configures startCaddy.
 type caddyOptions struct {
 	// Hosts are the host names of PASSGATE_SITE, each served on plain HTTP
@@ -593,7 +364,7 @@ func startCaddy(t testing.TB, opts caddyOptions) string {
 	if len(opts.Hosts) == 0 || opts.PassgateAddr == "" || opts.UpstreamAddr == "" {
 		t.Fatal("startCaddy: Hosts, PassgateAddr and UpstreamAddr are required")
 	}
-	bin := caddyBinary(t)
+	bin := e2e.NeedTool(t, "caddy")
 	text, err := os.ReadFile(caddyfilePath)
 	if err != nil {
 		t.Fatal(err)
@@ -622,7 +393,7 @@ func startCaddy(t testing.TB, opts caddyOptions) string {
 	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
-	startProcess(t, addr, bin, []string{"run", "--adapter", "caddyfile", "--config", conf}, env)
+	e2e.StartProcess(t, addr, bin, []string{"run", "--adapter", "caddyfile", "--config", conf}, env)
 	return addr
 }
 
@@ -636,7 +407,6 @@ const ingressNginxFixture = "ingress-nginx/testdata/nginx.conf"
 // 127.0.0.1:port nginx listens on.
 func startNginxTemplate(t testing.TB, path string, vars func(listen string) map[string]string) string {
 	t.Helper()
-	bin := nginxBinary(t)
 	dir := t.TempDir()
 	tmpl, err := os.ReadFile(path)
 	if err != nil {
@@ -658,7 +428,7 @@ func startNginxTemplate(t testing.TB, path string, vars func(listen string) map[
 			t.Fatal(err)
 		}
 		n := &nginx{Dir: dir, Addr: addr}
-		if lastErr = n.start(t, bin, mainPath); lastErr == nil {
+		if lastErr = n.start(t, mainPath); lastErr == nil {
 			return addr
 		}
 		if !strings.Contains(n.ErrorLog(), "Address already in use") {

@@ -17,6 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/passgate/passgate/extauthz"
+	"github.com/passgate/passgate/internal/e2e"
 )
 
 // The stand-in's answers. Passgate's real check is tested in extauthz; here
@@ -314,7 +315,7 @@ func (st *stack) mcpClient(t *testing.T, token string, header http.Header, opts 
 	client := mcp.NewClient(&mcp.Implementation{Name: "deploy-test", Version: "v0"}, opts)
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{
 		Endpoint:   st.nginx.URL + "/mcp",
-		HTTPClient: &http.Client{Transport: headerTransport{base: st.nginx.Transport, header: h}},
+		HTTPClient: &http.Client{Transport: e2e.HeaderTransport{Base: st.nginx.Transport, Header: h}},
 		MaxRetries: -1,
 		// The standalone GET stream is tested by TestNginxStandaloneStream,
 		// with a deadline: the SDK waits for it without one.
@@ -325,20 +326,6 @@ func (st *stack) mcpClient(t *testing.T, token string, header http.Header, opts 
 	}
 	t.Cleanup(func() { cs.Close() })
 	return cs
-}
-
-// headerTransport sets fixed headers on every request.
-type headerTransport struct {
-	base   http.RoundTripper
-	header http.Header
-}
-
-func (h headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	for k, v := range h.header {
-		req.Header[k] = v
-	}
-	return h.base.RoundTrip(req)
 }
 
 // whoami is the example server's whoami result.
@@ -671,10 +658,7 @@ func TestRenderTemplate(t *testing.T) {
 // TestRenderMatchesEnvsubst: the renderer agrees with GNU envsubst, which
 // the official nginx image runs, on the shipped template.
 func TestRenderMatchesEnvsubst(t *testing.T) {
-	bin, err := exec.LookPath("envsubst")
-	if err != nil {
-		t.Skip("envsubst (gettext-base) is not installed")
-	}
+	bin := e2e.NeedTool(t, "envsubst")
 	tmpl, err := os.ReadFile(nginxTemplatePath)
 	if err != nil {
 		t.Fatal(err)

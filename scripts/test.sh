@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# Runs every passgate test: vet, the unit and conformance tests on SQLite and
-# PostgreSQL, the end-to-end tests through real nginx, Caddy and headless
-# Chromium, and a short run of every fuzz target. It installs what it needs
-# (nginx, caddy, chromium) when missing. PostgreSQL comes from TEST_DATABASE_URL or
-# 127.0.0.1:5432; with CI=true a missing PostgreSQL fails the run.
+# Runs every passgate test: go mod tidy -diff, vet, staticcheck, the unit and
+# conformance tests on SQLite and PostgreSQL, the end-to-end tests through
+# real nginx, Caddy and headless Chromium, and a short run of every fuzz
+# target. This script is the only place that installs anything (nginx,
+# caddy, chromium, envsubst, PostgreSQL's binaries, as root); the tests
+# never do: a missing tool skips its tests with a message, or fails them
+# with CI=true (internal/e2e NeedTool). PostgreSQL comes from
+# TEST_DATABASE_URL or 127.0.0.1:5432; with CI=true a missing PostgreSQL
+# fails the run. There are no build tags: `go test ./...` runs everything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,27 +24,35 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
 fi
 
 need_apt=()
-command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
-[ -x /usr/bin/chromium ] || need_apt+=(chromium)
+# nginx-light has auth_request; releases without it have it in nginx.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if apt-cache show nginx-light >/dev/null 2>&1; then need_apt+=(nginx-light); else need_apt+=(nginx); fi
+fi
+[ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
 command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
+command -v envsubst >/dev/null 2>&1 || need_apt+=(gettext-base)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     echo "== installing ${need_apt[*]}"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
   else
     echo "== missing ${need_apt[*]} and not root: the tests that need them will skip (or fail with CI=true)"
   fi
 fi
 
+echo "== go mod tidy -diff"
+go mod tidy -diff
+
 echo "== go vet"
-go vet -tags e2e ./...
+go vet ./...
 
 echo "== staticcheck"
-go tool staticcheck -tags e2e ./...
+go tool staticcheck ./...
 
 echo "== go test -race"
-go test -race -tags e2e -count=1 -timeout 20m ./...
+go test -race -count=1 -timeout 20m ./...
 
 echo "== fuzz (short)"
 for pkg in $(go list ./...); do

@@ -707,8 +707,8 @@ func (b *benchRun) perf(p *passgateProc, name string) func() {
 	secs := strconv.FormatFloat(b.cfg.Duration.Seconds(), 'f', 2, 64)
 	cmd := exec.Command("perf", "record", "-q", "-F", "999", "-g", "-p", strconv.Itoa(p.pid()),
 		"-o", filepath.Join(b.cfg.Perf, name+".perf.data"), "--", "sleep", secs)
-	var logs tail
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	logs := newLog()
+	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		b.note("perf: " + err.Error())
 		return nil

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,23 +11,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/passgate/passgate/internal/e2e"
 	"github.com/passgate/passgate/internal/token"
 )
 
-// buildPassgate builds ./cmd/passgate into a temporary directory.
-func buildPassgate(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		goBin = "/usr/local/go/bin/go"
-	}
-	bin := filepath.Join(t.TempDir(), "passgate")
-	cmd := exec.Command(goBin, "build", "-o", bin, "github.com/passgate/passgate/cmd/passgate")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build passgate: %v\n%s", err, out)
-	}
-	return bin
-}
+func TestMain(m *testing.M) { e2e.RunMain(m) }
 
 // TestSmoke runs the whole harness briefly against SQLite: it exercises
 // seeding, passgate as a subprocess, every scenario but nginx, the flood and
@@ -39,7 +26,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs passgate")
 	}
-	bin := buildPassgate(t)
+	bin := e2e.Binary(t)
 	out := filepath.Join(t.TempDir(), "benchmarks.md")
 	// Text around the generated section must survive.
 	if err := os.WriteFile(out, []byte("# Title\n\nintro\n\n"+beginMarker+"\nold\n"+endMarker+"\n\nanalysis\n"), 0o644); err != nil {

@@ -5,10 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/passgate/passgate/internal/e2e/proc"
 )
 
 // Config is the benchmark's whole configuration; each field is a flag.
@@ -151,9 +152,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 		c.RSSTokens = append(c.RSSTokens, n)
 	}
 	if c.Nginx == "" {
-		if p, err := exec.LookPath("nginx"); err == nil {
-			c.Nginx = p
-		} else if p, err := exec.LookPath("/usr/sbin/nginx"); err == nil {
+		if p, err := proc.LookTool("nginx"); err == nil {
 			c.Nginx = p
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -14,50 +13,34 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"text/template"
 	"time"
+
+	"github.com/passgate/passgate/internal/e2e/proc"
 )
 
 // freePort returns a loopback port nobody listens on right now.
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := proc.FreeAddr()
 	if err != nil {
 		return 0, err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// tail keeps the last bytes written to it, for error messages.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, p...)
-	if len(t.buf) > 8192 {
-		t.buf = append([]byte(nil), t.buf[len(t.buf)-4096:]...)
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return 0, err
 	}
-	return len(p), nil
+	return strconv.Atoi(port)
 }
 
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(bytes.TrimSpace(t.buf))
-}
+// newLog keeps the last few kilobytes a child wrote, for error messages.
+func newLog() *proc.Buffer { return &proc.Buffer{Max: 4096} }
 
 // passgateProc is a running `passgate serve`.
 type passgateProc struct {
-	cmd                           *exec.Cmd
+	*proc.Process
 	httpAddr, grpcAddr, metricsAt string
-	logs                          *tail
-	done                          chan struct{}
+	logs                          *proc.Buffer
 }
 
 // passgateOpts are the per-instance settings.
@@ -82,8 +65,7 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		httpAddr:  "127.0.0.1:" + strconv.Itoa(o.httpPort),
 		grpcAddr:  "127.0.0.1:" + strconv.Itoa(gp),
 		metricsAt: "http://127.0.0.1:" + strconv.Itoa(mp) + "/metrics",
-		logs:      &tail{},
-		done:      make(chan struct{}),
+		logs:      newLog(),
 	}
 	args := []string{"serve",
 		"--http-listen", p.httpAddr,
@@ -100,30 +82,29 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		"--log-format", "json",
 	}
 	args = append(args, o.backendArgs...)
-	p.cmd = exec.Command(o.bin, args...)
-	p.cmd.Env = cleanEnv()
-	p.cmd.Stdout = p.logs
-	p.cmd.Stderr = p.logs
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start passgate: %w", err)
+	cmd := exec.Command(o.bin, args...)
+	cmd.Env = cleanEnv()
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	var err2 error
+	if p.Process, err2 = proc.Start(ctx, cmd, p.httpAddr, 30*time.Second); err2 != nil {
+		return nil, fmt.Errorf("start passgate: %w: %s", err2, p.logs)
 	}
-	go func() { _ = p.cmd.Wait(); close(p.done) }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		select {
-		case <-p.done:
-			return nil, fmt.Errorf("passgate exited at start: %s", p.logs)
-		case <-ctx.Done():
-			p.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
 		resp, err := http.Get("http://" + p.httpAddr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return p, nil
 			}
+		}
+		select {
+		case <-p.Done():
+			return nil, fmt.Errorf("passgate exited at start: %s", p.logs)
+		case <-ctx.Done():
+			p.stop()
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			p.stop()
@@ -132,18 +113,10 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 	}
 }
 
-func (p *passgateProc) pid() int { return p.cmd.Process.Pid }
+func (p *passgateProc) pid() int { return p.Cmd.Process.Pid }
 
 // stop sends SIGTERM and waits, killing after 15s.
-func (p *passgateProc) stop() {
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
+func (p *passgateProc) stop() { p.Stop(syscall.SIGTERM, 15*time.Second) }
 
 // metric returns the value of an unlabelled metric.
 func (p *passgateProc) metric(name string) (float64, error) {
@@ -198,17 +171,15 @@ func readMem(pid int) (memStatus, error) {
 // servers are identical except for the check they ask.
 var nginxConf = template.Must(template.New("nginx").Parse(`
 worker_processes {{.Workers}};
-daemon off;
-pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/error.log warn;
 events { worker_connections 4096; }
 http {
     access_log off;
-    client_body_temp_path {{.Dir}}/body;
-    proxy_temp_path {{.Dir}}/proxy;
-    fastcgi_temp_path {{.Dir}}/fastcgi;
-    uwsgi_temp_path {{.Dir}}/uwsgi;
-    scgi_temp_path {{.Dir}}/scgi;
+    client_body_temp_path {{.Dir}}/tmp/body;
+    proxy_temp_path {{.Dir}}/tmp/proxy;
+    fastcgi_temp_path {{.Dir}}/tmp/fastcgi;
+    uwsgi_temp_path {{.Dir}}/tmp/uwsgi;
+    scgi_temp_path {{.Dir}}/tmp/scgi;
 
     upstream check_passgate  { server {{.Passgate}};  keepalive 16; }
     upstream check_reference { server {{.Reference}}; keepalive 16; }
@@ -252,11 +223,7 @@ http {
 `))
 
 // nginxProc is a running nginx.
-type nginxProc struct {
-	cmd  *exec.Cmd
-	logs *tail
-	done chan struct{}
-}
+type nginxProc struct{ *proc.Process }
 
 type nginxFront struct {
 	Port     int
@@ -270,10 +237,8 @@ func startNginx(ctx context.Context, bin, dir string, passgatePort, refPort int,
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"body", "proxy", "fastcgi", "uwsgi", "scgi"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
-			return nil, err
-		}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
 	var conf bytes.Buffer
 	err = nginxConf.Execute(&conf, map[string]any{
@@ -287,46 +252,12 @@ func startNginx(ctx context.Context, bin, dir string, passgatePort, refPort int,
 	if err := os.WriteFile(path, conf.Bytes(), 0o600); err != nil {
 		return nil, err
 	}
-	n := &nginxProc{logs: &tail{}, done: make(chan struct{})}
-	n.cmd = exec.Command(bin, "-p", dir, "-c", path, "-e", filepath.Join(dir, "error.log"))
-	n.cmd.Stdout = n.logs
-	n.cmd.Stderr = n.logs
-	if err := n.cmd.Start(); err != nil {
+	p, err := proc.Nginx(ctx, bin, dir, path, "127.0.0.1:"+strconv.Itoa(refPort), nil)
+	if err != nil {
 		return nil, fmt.Errorf("start nginx: %w", err)
 	}
-	go func() { _ = n.cmd.Wait(); close(n.done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		select {
-		case <-n.done:
-			errLog, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			return nil, fmt.Errorf("nginx exited at start: %s %s", n.logs, errLog)
-		case <-ctx.Done():
-			n.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-		c, err := net.Dial("tcp", "127.0.0.1:"+strconv.Itoa(refPort))
-		if err == nil {
-			c.Close()
-			return n, nil
-		}
-		if time.Now().After(deadline) {
-			n.stop()
-			return nil, errors.New("nginx not listening after 10s")
-		}
-	}
+	return &nginxProc{p}, nil
 }
 
 // stop asks nginx for a graceful stop (SIGQUIT), killing after 5s.
-func (n *nginxProc) stop() {
-	_ = n.cmd.Process.Signal(syscall.SIGQUIT)
-	select {
-	case <-n.done:
-	case <-time.After(5 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.done
-	}
-}
-
-var _ io.Writer = (*tail)(nil)
+func (n *nginxProc) stop() { n.Stop(syscall.SIGQUIT, 5*time.Second) }

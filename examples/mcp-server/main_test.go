@@ -15,6 +15,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/passgate/passgate/internal/e2e"
 )
 
 // startServer serves the example on a loopback port until the test ends and
@@ -37,19 +39,6 @@ func startServer(t *testing.T) string {
 	return "http://" + ln.Addr().String()
 }
 
-// headerTransport adds fixed headers to every request, as a proxy would.
-type headerTransport struct {
-	header http.Header
-}
-
-func (h headerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	for k, v := range h.header {
-		req.Header[k] = v
-	}
-	return http.DefaultTransport.RoundTrip(req)
-}
-
 func connect(t *testing.T, baseURL string, header http.Header, opts *mcp.ClientOptions) *mcp.ClientSession {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -57,7 +46,7 @@ func connect(t *testing.T, baseURL string, header http.Header, opts *mcp.ClientO
 	client := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "v0"}, opts)
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{
 		Endpoint:             baseURL + "/mcp",
-		HTTPClient:           &http.Client{Transport: headerTransport{header}},
+		HTTPClient:           &http.Client{Transport: e2e.HeaderTransport{Base: http.DefaultTransport, Header: header}},
 		DisableStandaloneSSE: true,
 		MaxRetries:           -1,
 	}, nil)

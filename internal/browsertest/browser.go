@@ -8,26 +8,24 @@
 // a directory, TestScreenshots writes a PNG of every page at both
 // viewports in light and dark mode (scripts/screenshots.sh).
 //
-// Chromium is Debian's /usr/bin/chromium. When it is missing and the test
-// runs as root, the package installs it with apt-get; otherwise the tests
-// skip, except with CI=true, where they fail.
+// Chromium is Debian's /usr/bin/chromium, which scripts/test.sh installs.
+// When it is missing the tests skip, except with CI=true, where they fail
+// (e2e.NeedTool).
 package browsertest
 
 import (
 	"context"
-	"errors"
 	"net"
 	"net/url"
-	"os"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/passgate/passgate/internal/e2e"
 )
 
 // Viewport is a browser window size.
@@ -47,73 +45,11 @@ var (
 	Narrow = Viewport{Name: "narrow", Width: 320, Height: 568, Mobile: true}
 )
 
-var (
-	installOnce sync.Once
-	installErr  error
-)
-
-// candidates are where Chromium lives on Debian and in common setups.
-var candidates = []string{"/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome"}
-
-func findChromium() string {
-	for _, p := range candidates {
-		if st, err := os.Stat(p); err == nil && !st.IsDir() {
-			return p
-		}
-	}
-	return ""
-}
-
-// ChromiumPath returns the Chromium executable. When none is installed and
-// the process runs as root it installs Debian's chromium package (once per
-// process). If there is still none, the test fails with CI=true and is
-// skipped otherwise.
+// ChromiumPath returns the Chromium executable, or ends the test like
+// e2e.NeedTool.
 func ChromiumPath(t testing.TB) string {
 	t.Helper()
-	if p := findChromium(); p != "" {
-		return p
-	}
-	installOnce.Do(func() { installErr = installChromium() })
-	if p := findChromium(); p != "" {
-		return p
-	}
-	msg := "chromium is not installed"
-	if installErr != nil {
-		msg += " and could not be installed: " + installErr.Error()
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg + " (install it with: apt-get install chromium)")
-	return ""
-}
-
-func installChromium() error {
-	if os.Geteuid() != 0 {
-		return errors.New("not root, so apt-get cannot install it")
-	}
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		return errors.New("no apt-get")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	env := append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
-	for _, args := range [][]string{{"update", "-qq"}, {"install", "-y", "-qq", "--no-install-recommends", "chromium", "fonts-dejavu-core"}} {
-		cmd := exec.CommandContext(ctx, "apt-get", args...)
-		cmd.Env = env
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return errors.New("apt-get " + strings.Join(args, " ") + ": " + err.Error() + ": " + lastLines(string(out), 5))
-		}
-	}
-	return nil
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimSpace(s), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
+	return e2e.NeedTool(t, "chromium")
 }
 
 // Browser is a headless Chromium with a fresh profile, one tab, a

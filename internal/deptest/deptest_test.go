@@ -1,6 +1,8 @@
 package deptest
 
 import (
+	"errors"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -8,17 +10,24 @@ import (
 
 const module = "github.com/passgate/passgate"
 
-// goList runs `go list` with a template over pattern and returns its lines.
+// goList runs `go list` with args and returns the words it printed.
 func goList(t *testing.T, args ...string) []string {
+	t.Helper()
+	return strings.Fields(string(goListRaw(t, args...)))
+}
+
+// goListRaw runs `go list` with args and returns its output.
+func goListRaw(t *testing.T, args ...string) []byte {
 	t.Helper()
 	out, err := exec.Command("go", append([]string{"list"}, args...)...).Output()
 	if err != nil {
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			t.Fatalf("go list %v: %v\n%s", args, err, ee.Stderr)
 		}
 		t.Fatalf("go list %v: %v", args, err)
 	}
-	return strings.Fields(string(out))
+	return out
 }
 
 // deps returns the non-standard packages pkg depends on (not its tests).
@@ -57,8 +66,6 @@ func TestImportRules(t *testing.T) {
 		{pkg: "extauthz", forbidden: []string{module + "/oauthweb", module + "/store/sqlite", module + "/store/postgres", module + "/cmd"}, forbiddenDirect: []string{"html/template"}},
 		{pkg: "store/sqlite", forbidden: []string{module + "/store/postgres", module + "/oauthweb", module + "/extauthz"}},
 		{pkg: "store/postgres", forbidden: []string{module + "/store/sqlite", module + "/oauthweb", module + "/extauthz"}},
-		// The binary links no test helpers.
-		{pkg: "cmd/passgate", forbidden: []string{module + "/store/storetest", module + "/store/postgres/pgtest", module + "/internal/e2e", "testing"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.pkg, func(t *testing.T) {
@@ -95,6 +102,68 @@ func TestImportRules(t *testing.T) {
 	}
 }
 
+// isTestOnly reports whether the module package path exists only for
+// tests: its last element ends in "test" (storetest, pgtest, browsertest,
+// faulttest, securitytest, deptest) or it is the end-to-end harness
+// internal/e2e. The suffix rule makes a new test-only package known here by
+// its name alone.
+func isTestOnly(path string) bool {
+	if !strings.HasPrefix(path, module+"/") {
+		return false
+	}
+	last := path[strings.LastIndex(path, "/")+1:]
+	return strings.HasSuffix(last, "test") || path == module+"/internal/e2e"
+}
+
+// TestNoProductPackageLinksTests: no package that is not itself test-only
+// depends, directly or not, on package testing (or testing/...) or on a
+// test-only package. It ranges over every package of the module, so a new
+// package is guarded without being listed; the binary, the bench and the
+// examples link no test code.
+func TestNoProductPackageLinksTests(t *testing.T) {
+	lines := strings.Split(strings.TrimSpace(string(goListRaw(t, "-f", `{{.ImportPath}} {{join .Deps " "}}`, module+"/..."))), "\n")
+	checked := 0
+	for _, line := range lines {
+		f := strings.Fields(line)
+		if len(f) == 0 || isTestOnly(f[0]) {
+			continue
+		}
+		checked++
+		for _, d := range f[1:] {
+			if d == "testing" || strings.HasPrefix(d, "testing/") || isTestOnly(d) {
+				t.Errorf("%s depends on %s, which exists for tests only", f[0], d)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked only %d packages; go list found %q", checked, lines)
+	}
+}
+
+func TestIsTestOnly(t *testing.T) {
+	tests := []struct {
+		path string
+		want bool
+	}{
+		{module + "/store/storetest", true},
+		{module + "/store/postgres/pgtest", true},
+		{module + "/internal/e2e", true},
+		{module + "/internal/browsertest", true},
+		{module + "/internal/newthingtest", true},
+		{module + "/internal/e2e/proc", false},
+		{module + "/extauthz", false},
+		{module + "/store", false},
+		{"github.com/other/footest", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.path, func(t *testing.T) {
+			if got := isTestOnly(tt.path); got != tt.want {
+				t.Errorf("isTestOnly(%q) = %v, want %v", tt.path, got, tt.want)
+			}
+		})
+	}
+}
+
 func hasPrefixAny(s string, prefixes []string) bool {
 	for _, p := range prefixes {
 		if s == p || strings.HasPrefix(s, p+"/") {
@@ -102,4 +171,28 @@ func hasPrefixAny(s string, prefixes []string) bool {
 		}
 	}
 	return false
+}
+
+// TestCodeMapListsEveryPackage: README.md's code map names every package of
+// the module (as `path` in its table), so a new package gets its line. A
+// package under another one's internal/ directory (such as
+// extauthz/internal/x) is covered by its parent's line.
+func TestCodeMapListsEveryPackage(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Code map\n")
+	if !ok {
+		t.Fatal("README.md has no \"## Code map\" section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	listed := func(path string) bool { return strings.Contains(section, "`"+path+"`") }
+	for _, pkg := range goList(t, module+"/...") {
+		path := strings.TrimPrefix(pkg, module+"/")
+		parent, _, private := strings.Cut(path, "/internal/")
+		if !listed(path) && !(private && listed(parent)) {
+			t.Errorf("README.md's code map does not list `%s`", path)
+		}
+	}
 }

@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"sync"
@@ -27,13 +26,23 @@ import (
 func (s *Server) CheckHTTP(ctx context.Context, tok string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	u, err := url.Parse(s.Resource)
+	req, err := s.CheckHTTPRequest(ctx, tok)
 	if err != nil {
 		return 0, err
 	}
+	return s.status(req)
+}
+
+// CheckHTTPRequest is the request CheckHTTP sends, for a test that reads
+// the whole answer (such as the 401's WWW-Authenticate and body).
+func (s *Server) CheckHTTPRequest(ctx context.Context, tok string) (*http.Request, error) {
+	u, err := url.Parse(s.Resource)
+	if err != nil {
+		return nil, err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.URL(extauthz.CheckPathNginx), nil)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	req.Header.Set("X-Original-URI", u.RequestURI())
 	req.Header.Set("X-Original-Method", http.MethodPost)
@@ -42,13 +51,7 @@ func (s *Server) CheckHTTP(ctx context.Context, tok string) (int, error) {
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
-	resp, err := s.HTTPClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, nil
+	return req, nil
 }
 
 // grpcConns caches one client connection per gRPC address.

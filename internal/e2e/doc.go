@@ -8,6 +8,14 @@
 // gRPC checks, and runs a private PostgreSQL server that a test may stop and
 // start (internal/faulttest uses that for outage tests).
 //
+// It is the one harness of every test that runs a process: BuildPackage
+// builds other main packages the way the Dockerfile does, StartProcess and
+// StartNginx run them and nginx, NeedTool finds an installed tool or skips
+// (fails with CI=true) — tests never install anything — and Transcript
+// with Golden pins HTTP exchanges in testdata/*.txt (-update rewrites
+// them). Its testing-free part, internal/e2e/proc, is shared with
+// cmd/passgate-bench.
+//
 // It is imported only by tests. Everything is bounded in time and bound to
 // 127.0.0.1; every process and temporary directory is cleaned up with
 // t.Cleanup.

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -51,19 +52,24 @@ func PostgresBin() string {
 	return ""
 }
 
+// NeedPostgresBin returns PostgresBin, or ends the test like NeedTool when
+// no PostgreSQL binaries are installed.
+func NeedPostgresBin(t testing.TB) string {
+	t.Helper()
+	bin := PostgresBin()
+	if bin == "" {
+		missingTool(t, errors.New("no PostgreSQL binaries in /usr/lib/postgresql/*/bin (scripts/test.sh installs them)"))
+	}
+	return bin
+}
+
 // StartPostgres initialises a cluster in a fresh directory and starts it
 // (about a second). Without PostgreSQL binaries the test is skipped, or
 // fails with CI=true. The server is stopped and its directory removed when
 // the test ends. As root, the binaries run as the postgres OS user.
 func StartPostgres(t testing.TB) *Postgres {
 	t.Helper()
-	bin := PostgresBin()
-	if bin == "" {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("e2e: no PostgreSQL binaries in /usr/lib/postgresql/*/bin (CI=true, not skipping)")
-		}
-		t.Skip("e2e: no PostgreSQL binaries in /usr/lib/postgresql/*/bin")
-	}
+	bin := NeedPostgresBin(t)
 	// Not t.TempDir(): its parents are 0700 and owned by us, and the
 	// postgres user must reach the directory.
 	dir, err := os.MkdirTemp("", "passgate-pg-")

@@ -10,122 +10,14 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/passgate/passgate/internal/e2e/proc"
 )
-
-// buildDir holds the binary built by Binary; RunMain removes it.
-var (
-	buildMu  sync.Mutex
-	buildDir string
-	buildBin string
-	buildErr error
-)
-
-// Binary returns the path of a passgate binary built from this checkout's
-// cmd/passgate, once per test process (later calls reuse it). With
-// PASSGATE_E2E_RACE=1 it is built with -race. The build takes a few
-// seconds; a failure fails the test.
-func Binary(t testing.TB) string {
-	t.Helper()
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if buildBin == "" && buildErr == nil {
-		buildBin, buildErr = build()
-	}
-	if buildErr != nil {
-		t.Fatalf("e2e: build passgate: %v", buildErr)
-	}
-	return buildBin
-}
-
-func build() (string, error) {
-	root, err := ModuleRoot()
-	if err != nil {
-		return "", err
-	}
-	dir, err := os.MkdirTemp("", "passgate-e2e-")
-	if err != nil {
-		return "", err
-	}
-	buildDir = dir
-	out := filepath.Join(dir, "passgate")
-	args := []string{"build", "-o", out}
-	if os.Getenv("PASSGATE_E2E_RACE") == "1" {
-		args = append(args, "-race")
-	}
-	args = append(args, "./cmd/passgate")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, goTool(), args...)
-	cmd.Dir = root
-	cmd.WaitDelay = 10 * time.Second
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build: %w\n%s", err, b)
-	}
-	return out, nil
-}
-
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(os.Getenv("GOROOT"), "bin", "go")
-}
-
-// ModuleRoot returns the directory holding passgate's go.mod, found by
-// walking up from the working directory (a test runs in its package
-// directory).
-func ModuleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		if err == nil && bytes.Contains(b, []byte("module github.com/passgate/passgate\n")) {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("e2e: go.mod of github.com/passgate/passgate not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// RunMain runs the tests and removes the binary Binary built. Call it from
-// TestMain; without it the binary stays in the system's temp directory.
-func RunMain(m *testing.M) {
-	code := m.Run()
-	RemoveBinary()
-	os.Exit(code)
-}
-
-// RemoveBinary removes the binary Binary built, for a TestMain that does
-// more than RunMain. Call it after m.Run.
-func RemoveBinary() {
-	buildMu.Lock()
-	defer buildMu.Unlock()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-}
-
-// FreeAddr returns a 127.0.0.1:port that was free a moment ago.
-func FreeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("e2e: free port: %v", err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
 
 // Options configures Start. Every field is optional.
 type Options struct {
@@ -170,10 +62,8 @@ type Server struct {
 
 	t    testing.TB
 	mu   sync.Mutex
-	logs *logBuffer
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
-	werr error         // cmd.Wait's error, valid after done
+	logs *proc.Buffer
+	p    *proc.Process // the current process; nil before the first start
 }
 
 // Start starts `passgate serve` and waits until /readyz answers 200 (unless
@@ -209,7 +99,7 @@ func Start(t testing.TB, o Options) *Server {
 			Transport:     &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true},
 		},
 		t:    t,
-		logs: &logBuffer{},
+		logs: &proc.Buffer{},
 	}
 	t.Cleanup(func() {
 		s.Stop(t)
@@ -256,9 +146,9 @@ func (s *Server) env() []string {
 func (s *Server) start(t testing.TB) {
 	t.Helper()
 	s.mu.Lock()
-	if s.cmd != nil {
+	if s.p != nil {
 		select {
-		case <-s.done:
+		case <-s.p.Done():
 		default:
 			s.mu.Unlock()
 			t.Fatalf("e2e: passgate %s is already running", s.Opts.Name)
@@ -271,20 +161,14 @@ func (s *Server) start(t testing.TB) {
 	// Its own process group, so a SIGKILL to the test does not leave it
 	// behind silently, and signals from the terminal do not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := proc.Start(context.Background(), cmd, "", 0)
+	if err != nil {
 		s.mu.Unlock()
 		t.Fatalf("e2e: start passgate: %v", err)
 	}
-	done := make(chan struct{})
-	s.cmd, s.done = cmd, done
+	s.p = p
 	s.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		s.mu.Lock()
-		s.werr = err
-		s.mu.Unlock()
-		close(done)
-	}()
+	done := p.Done()
 	deadline := time.Now().Add(s.Opts.ReadyTimeout)
 	for {
 		if s.Opts.NoWaitReady {
@@ -314,60 +198,38 @@ func (s *Server) Restart(t testing.TB) {
 	s.start(t)
 }
 
-// Pid returns the process ID of the running process.
-func (s *Server) Pid() int {
+// current returns the current process, or nil before the first start.
+func (s *Server) current() *proc.Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.cmd.Process.Pid
+	return s.p
 }
 
+// Pid returns the process ID of the running process.
+func (s *Server) Pid() int { return s.current().Cmd.Process.Pid }
+
 // Exited returns a channel closed when the current process has exited.
-func (s *Server) Exited() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.done
-}
+func (s *Server) Exited() <-chan struct{} { return s.current().Done() }
 
 // ExitErr is the current process's exit error (nil for exit status 0),
 // valid once Exited is closed.
-func (s *Server) ExitErr() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.werr
-}
+func (s *Server) ExitErr() error { return s.current().Err() }
 
 // Signal sends sig to the running process, without waiting.
 func (s *Server) Signal(sig syscall.Signal) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
+	p := s.current()
+	if p == nil {
 		return errors.New("not started")
 	}
-	return s.cmd.Process.Signal(sig)
+	return p.Cmd.Process.Signal(sig)
 }
 
 // Stop sends SIGTERM and waits for the process to exit (up to 20s, then
 // SIGKILL and a test error). It does nothing if the process has exited.
 func (s *Server) Stop(t testing.TB) {
 	t.Helper()
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	select {
-	case <-done:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		t.Errorf("e2e: passgate %s ignored SIGTERM for 20s; killing it", s.Opts.Name)
-		_ = cmd.Process.Kill()
-		<-done
+	if p := s.current(); p != nil && p.Stop(syscall.SIGTERM, 20*time.Second) {
+		t.Errorf("e2e: passgate %s ignored SIGTERM for 20s; killed it", s.Opts.Name)
 	}
 	s.HTTPClient.CloseIdleConnections()
 }
@@ -375,15 +237,13 @@ func (s *Server) Stop(t testing.TB) {
 // Kill sends SIGKILL and waits for the process to be gone.
 func (s *Server) Kill(t testing.TB) {
 	t.Helper()
-	s.mu.Lock()
-	cmd, done := s.cmd, s.done
-	s.mu.Unlock()
-	if cmd == nil {
+	p := s.current()
+	if p == nil {
 		return
 	}
-	_ = cmd.Process.Kill()
+	_ = p.Cmd.Process.Kill()
 	select {
-	case <-done:
+	case <-p.Done():
 	case <-time.After(10 * time.Second):
 		t.Fatalf("e2e: passgate %s survived SIGKILL for 10s", s.Opts.Name)
 	}
@@ -447,6 +307,11 @@ func (s *Server) getStatus(ctx context.Context, path string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return s.status(req)
+}
+
+// status sends req and returns the response's status, discarding the body.
+func (s *Server) status(req *http.Request) (int, error) {
 	resp, err := s.HTTPClient.Do(req)
 	if err != nil {
 		return 0, err
@@ -506,22 +371,4 @@ func (s *Server) CLI(t testing.TB, stdin string, args ...string) string {
 		t.Fatalf("e2e: passgate %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String()
-}
-
-// logBuffer is a concurrency-safe, growing log.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

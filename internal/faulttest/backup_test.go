@@ -52,10 +52,7 @@ func TestBackupRestore(t *testing.T) {
 		}
 	})
 	t.Run("postgres", func(t *testing.T) {
-		bin := e2e.PostgresBin()
-		if bin == "" {
-			t.Skip("no pg_dump")
-		}
+		bin := e2e.NeedPostgresBin(t)
 		srcURL := pgtest.NewDatabase(t)
 		srv := e2e.Start(t, e2e.Options{DatabaseURL: srcURL, Args: serveArgs()})
 		e2e.AddUser(t, srv.OpenStore(t), user, password)

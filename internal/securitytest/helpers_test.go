@@ -108,21 +108,6 @@ func auditOf(t *testing.T, st store.Store, event string) []store.AuditEvent {
 	return rows
 }
 
-// headerTransport sets fixed request headers (X-Forwarded-For) and can
-// dial from a chosen loopback address, to play a proxy or a client.
-type headerTransport struct {
-	header http.Header
-	base   http.RoundTripper
-}
-
-func (h headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	for k, v := range h.header {
-		r.Header[k] = v
-	}
-	return h.base.RoundTrip(r)
-}
-
 // newBrowser returns an e2e.Browser whose requests come from localIP (""
 // for the default) and carry header.
 func newBrowser(localIP string, header http.Header) *e2e.Browser {
@@ -132,7 +117,7 @@ func newBrowser(localIP string, header http.Header) *e2e.Browser {
 		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(localIP)}, Timeout: 5 * time.Second}
 		tr.DialContext = d.DialContext
 	}
-	b.HTTP.Transport = headerTransport{header: header, base: tr}
+	b.HTTP.Transport = e2e.HeaderTransport{Header: header, Base: tr}
 	return b
 }
 
