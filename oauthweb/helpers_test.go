@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passgate/passgate/internal/e2e/proc"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/oauth2"
@@ -52,20 +54,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
-// syncBuffer collects logs from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
-
 type env struct {
 	t      *testing.T
 	srv    *httptest.Server
@@ -73,7 +61,7 @@ type env struct {
 	st     *sqlite.DB
 	raw    *sql.DB // a second, read-only view for snapshots
 	clock  *clock
-	logs   *syncBuffer
+	logs   *proc.Buffer // collects logs from concurrent handlers
 	issuer string
 	// secrets collects every secret value the test saw, checked against
 	// the logs at cleanup.
@@ -91,7 +79,7 @@ func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mut
 	t.Helper()
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "passgate.db")
-	logs := &syncBuffer{}
+	logs := &proc.Buffer{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	st, err := sqlite.Open(ctx, path, logger)
 	if err != nil {

@@ -1,7 +1,6 @@
 package cimd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/passgate/passgate/internal/e2e/proc"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/passgate/passgate/store"
@@ -37,24 +38,6 @@ func (c *clock) Advance(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.t = c.t.Add(d)
-}
-
-// syncBuffer is a log sink safe for the fetch goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // docServer serves a document whose behaviour a test can change.
@@ -408,7 +391,7 @@ func TestFetchFailures(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			srv.set(tt.h)
 			tt.cfg.AllowLoopbackHTTP = true
-			logs := &syncBuffer{}
+			logs := &proc.Buffer{}
 			tt.cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 			f := New(tt.cfg)
 			_, err := f.Get(t.Context(), id)
@@ -549,7 +532,7 @@ func TestStale(t *testing.T) {
 	id := srv.URL + "/cimd.json"
 	srv.set(serveDoc(id, "max-age=300"))
 	c := newClock()
-	logs := &syncBuffer{}
+	logs := &proc.Buffer{}
 	f := New(Config{AllowLoopbackHTTP: true, Now: c.Now, MinTTL: time.Minute, MaxStale: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	first, err := f.Get(t.Context(), id)

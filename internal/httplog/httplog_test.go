@@ -1,37 +1,27 @@
 package httplog
 
 import (
-	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/passgate/passgate/internal/e2e/proc"
 
 	"github.com/google/go-cmp/cmp"
 )
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
+// syncBuffer is the harness's locked buffer with a JSON-lines reader.
+type syncBuffer struct{ proc.Buffer }
 
 func (b *syncBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.b.String()), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		if l == "" {
 			continue
 		}
@@ -43,8 +33,6 @@ func (b *syncBuffer) lines(t *testing.T) []map[string]any {
 	}
 	return out
 }
-
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.b.String() }
 
 // newServer serves a small mux through Handler and a logger whose
 // ContextHandler adds request IDs to the handlers' own lines.
