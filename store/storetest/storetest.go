@@ -169,7 +169,7 @@ func wantErr(t *testing.T, what string, err, want error) {
 	}
 }
 
-func must(t *testing.T, what string, err error) {
+func must(t testing.TB, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
