@@ -228,24 +228,6 @@ func TestPayloads(t *testing.T) {
 	}
 }
 
-// TestSubscribeEndsOnClose: Close ends Subscribe, so a forgotten listener
-// cannot outlive the store.
-func TestSubscribeEndsOnClose(t *testing.T) {
-	db := openDB(t, pgtest.NewDatabase(t))
-	done := make(chan error, 1)
-	go func() { done <- db.Subscribe(context.Background(), func(store.Invalidation) {}) }()
-	time.Sleep(50 * time.Millisecond)
-	db.Close()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Subscribe: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Subscribe did not return after Close")
-	}
-}
-
 // FuzzPayloads: any list of hashes (hex, so never a comma) survives the
 // chunking, every payload fits in a NOTIFY, and "all" is the only lossy
 // answer.

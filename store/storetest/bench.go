@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"strconv"
 	"testing"
 	"time"
@@ -17,24 +18,35 @@ import (
 // LookupToken the allocations matter as much as the time.
 func Bench(b *testing.B, newStore func(b *testing.B) store.Store) {
 	newStore = migrated(newStore)
-	b.Run("LookupToken", func(b *testing.B) {
-		s := newStore(b)
-		g := issueBench(b, s, "lookup")
-		now := at(time.Minute)
-		benchParallel(b, func() error {
-			_, err := s.LookupToken(b.Context(), g.Access.Hash, now)
+	reads := []struct {
+		name string
+		read func(ctx context.Context, s store.Store, hash string, now time.Time) error
+	}{
+		{"LookupToken", func(ctx context.Context, s store.Store, hash string, now time.Time) error {
+			_, err := s.LookupToken(ctx, hash, now)
 			return err
-		})
-	})
-	b.Run("GetToken", func(b *testing.B) {
-		s := newStore(b)
-		g := issueBench(b, s, "get")
-		now := at(time.Minute)
-		benchParallel(b, func() error {
-			_, err := s.GetToken(b.Context(), g.Access.Hash, now)
+		}},
+		{"GetToken", func(ctx context.Context, s store.Store, hash string, now time.Time) error {
+			_, err := s.GetToken(ctx, hash, now)
 			return err
+		}},
+	}
+	for _, r := range reads {
+		b.Run(r.name, func(b *testing.B) {
+			s := newStore(b)
+			g := issueBench(b, s, r.name)
+			ctx, now := b.Context(), at(time.Minute)
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := r.read(ctx, s, g.Access.Hash, now); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
 		})
-	})
+	}
 	b.Run("RedeemCode", func(b *testing.B) {
 		s := newStore(b)
 		ctx := b.Context()
@@ -81,19 +93,6 @@ func issueBench(b *testing.B, s store.Store, label string) store.CodeGrant {
 	g := newGrant(label, c.FamilyID, "client", "alice")
 	must(b, "RedeemCode", s.RedeemCode(ctx, c.CodeHash, at(time.Second), g))
 	return g
-}
-
-func benchParallel(b *testing.B, op func() error) {
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := op(); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
 }
 
 func migrated(newStore func(b *testing.B) store.Store) func(b *testing.B) store.Store {
