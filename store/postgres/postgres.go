@@ -210,14 +210,6 @@ func mapErr(err error) error {
 // tv encodes t for a NOT NULL column, in UTC at microsecond precision.
 func tv(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
-// ntv encodes t for a nullable column: the zero time is NULL.
-func ntv(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return tv(t)
-}
-
 // tzScan scans a nullable timestamptz into a UTC time (zero for NULL).
 type tzScan struct{ t *time.Time }
 

@@ -226,14 +226,6 @@ func ts(t time.Time) string {
 	return t.UTC().Truncate(time.Microsecond).Format(timeLayout)
 }
 
-// nts encodes t for a nullable column: the zero time is NULL.
-func nts(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return ts(t)
-}
-
 // nullTime scans a TEXT time column that may be NULL.
 type nullTime struct{ t *time.Time }
 
