@@ -58,7 +58,7 @@ func (db *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 }
 
 // SetPassword replaces the hash, deletes the user's sessions and revokes
-// their tokens in one transaction; the revoked hashes are notified.
+// their tokens in one transaction; the revoked hashes are invalidated.
 func (db *Store) SetPassword(ctx context.Context, username, hash string, now time.Time, audit *store.AuditEvent) ([]string, error) {
 	var hashes []string
 	err := db.tx(ctx, func(tx Querier) error {
@@ -533,8 +533,9 @@ func (db *Store) revokeWhere(ctx context.Context, op, where string, args []any, 
 	return hashes, nil
 }
 
-// finishRevocation ends a revoking transaction: it queues the
-// notification of the revoked hashes and writes the audit row, if any.
+// finishRevocation ends a revoking transaction: it records the
+// invalidation of the revoked hashes (Config.Invalidate) and writes the
+// audit row, if any. The caller calls published after the commit.
 func (db *Store) finishRevocation(ctx context.Context, tx Querier, hashes []string, now time.Time, audit *store.AuditEvent) error {
 	if err := db.c.Invalidate(ctx, tx, hashes, now); err != nil {
 		return err
