@@ -255,7 +255,8 @@ type Store interface {
 	Migrate(ctx context.Context) (applied int, err error)
 	// Ping reports whether the database answers and is migrated.
 	Ping(ctx context.Context) error
-	// Close releases the store's resources.
+	// Close releases the store's resources and ends every Subscribe call,
+	// which then returns nil. Calling it again does nothing.
 	Close() error
 
 	// CreateUser fails with ErrAlreadyExists if the username is taken.

@@ -28,16 +28,19 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/internal/sqlstore"
 )
 
 var _ store.Store = (*DB)(nil)
@@ -47,7 +50,10 @@ var migrationFS embed.FS
 
 // DB is a store.Store on a PostgreSQL database. It is safe for concurrent
 // use, and several DBs (in several processes) may share one database.
+// The embedded sqlstore.Store holds the transaction scripts; DB supplies
+// the pool, codecs and LISTEN/NOTIFY.
 type DB struct {
+	*sqlstore.Store
 	pool   *pgxpool.Pool
 	logger *slog.Logger
 
@@ -89,7 +95,67 @@ func Open(ctx context.Context, url string, logger *slog.Logger) (*DB, error) {
 		pool.Close()
 		return nil, mapErr(fmt.Errorf("open postgres: %w", err))
 	}
-	return &DB{pool: pool, logger: logger, closed: make(chan struct{})}, nil
+	db := &DB{pool: pool, logger: logger, closed: make(chan struct{})}
+	db.Store = sqlstore.New(sqlstore.Config{
+		Name:       "postgres",
+		Logger:     logger,
+		Dialect:    dialect,
+		Migrations: migrationFS,
+		Dir:        "migrations",
+		Read:       querier[*pgxpool.Pool]{pool},
+		Write:      querier[*pgxpool.Pool]{pool},
+		Tx: func(ctx context.Context, fn func(sqlstore.Querier) error) error {
+			return db.tx(ctx, func(tx pgx.Tx) error { return fn(querier[pgx.Tx]{tx}) })
+		},
+		Invalidate: notify,
+	})
+	return db, nil
+}
+
+// dialect is PostgreSQL's part of the shared SQL: timestamptz, text[]
+// lists, row locks for read-then-write, and an advisory lock around
+// Migrate so replicas starting together apply each migration once.
+var dialect = sqlstore.Dialect{
+	Time:        func(t time.Time) any { return tv(t) },
+	ScanTime:    func(t *time.Time) any { return tm(t) },
+	Strings:     func(s []string) any { return s },
+	ScanStrings: func(s *[]string) any { return s },
+	MapErr:      mapErr,
+	UndefinedTable: func(err error) bool {
+		var pgErr *pgconn.PgError
+		return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UndefinedTable
+	},
+	ForUpdate: " FOR UPDATE",
+	SchemaMigrations: `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    integer PRIMARY KEY,
+		name       text NOT NULL,
+		applied_at timestamptz NOT NULL DEFAULT now()
+	)`,
+	MigrateLock: `SELECT pg_advisory_xact_lock(` + strconv.FormatInt(migrateLock, 10) + `)`,
+}
+
+// querier adapts a pool or transaction to sqlstore.Querier.
+type querier[T interface {
+	Exec(context.Context, string, ...any) (pgconn.CommandTag, error)
+	Query(context.Context, string, ...any) (pgx.Rows, error)
+	QueryRow(context.Context, string, ...any) pgx.Row
+}] struct{ c T }
+
+func (q querier[T]) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	tag, err := q.c.Exec(ctx, query, args...)
+	return tag.RowsAffected(), err
+}
+
+func (q querier[T]) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	rows, err := q.c.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+func (q querier[T]) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return q.c.QueryRow(ctx, query, args...)
 }
 
 // Close closes the pool and ends every Subscribe call.
@@ -116,12 +182,13 @@ func mapErr(err error) error {
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		switch {
-		case pgErr.Code == "23505": // unique_violation
+		case pgErr.Code == pgerrcode.UniqueViolation:
 			return fmt.Errorf("%w: %w", store.ErrAlreadyExists, err)
-		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			pgErr.Code == "57P01", pgErr.Code == "57P02", pgErr.Code == "57P03", // shutdown, cannot connect now
-			pgErr.Code == "53300", // too_many_connections
-			pgErr.Code == "57014": // query_canceled (statement_timeout)
+		case pgerrcode.IsConnectionException(pgErr.Code),
+			pgErr.Code == pgerrcode.AdminShutdown, pgErr.Code == pgerrcode.CrashShutdown,
+			pgErr.Code == pgerrcode.CannotConnectNow,
+			pgErr.Code == pgerrcode.TooManyConnections,
+			pgErr.Code == pgerrcode.QueryCanceled: // statement_timeout
 			return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 		return err
@@ -142,14 +209,6 @@ func mapErr(err error) error {
 
 // tv encodes t for a NOT NULL column, in UTC at microsecond precision.
 func tv(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
-
-// ntv encodes t for a nullable column: the zero time is NULL.
-func ntv(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return tv(t)
-}
 
 // tzScan scans a nullable timestamptz into a UTC time (zero for NULL).
 type tzScan struct{ t *time.Time }
@@ -181,74 +240,6 @@ func loadMigrations() ([]store.Migration, error) {
 // migrateLock is the pg_advisory_xact_lock key that serialises Migrate
 // across replicas starting together ("passgate" in ASCII, truncated).
 const migrateLock int64 = 0x7061737367617465
-
-// Migrate applies the embedded migrations not yet recorded in
-// schema_migrations, in one transaction holding an advisory lock, so
-// replicas that start together apply each migration exactly once.
-func (db *DB) Migrate(ctx context.Context) (int, error) {
-	ms, err := loadMigrations()
-	if err != nil {
-		return 0, err
-	}
-	applied := 0
-	err = db.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrateLock); err != nil {
-			return fmt.Errorf("lock: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-			version    integer PRIMARY KEY,
-			name       text NOT NULL,
-			applied_at timestamptz NOT NULL DEFAULT now()
-		)`); err != nil {
-			return fmt.Errorf("create schema_migrations: %w", err)
-		}
-		var current int
-		if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
-			return fmt.Errorf("read schema version: %w", err)
-		}
-		if current > len(ms) {
-			return fmt.Errorf("database schema version %d is newer than this binary's %d", current, len(ms))
-		}
-		for _, m := range ms[current:] {
-			if _, err := tx.Exec(ctx, m.SQL); err != nil {
-				return fmt.Errorf("apply migration %s: %w", m.Name, err)
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
-				return fmt.Errorf("record migration %s: %w", m.Name, err)
-			}
-			applied++
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("migrate: %w", err)
-	}
-	if applied > 0 {
-		db.logger.InfoContext(ctx, "applied postgres migrations", "count", applied)
-	}
-	return applied, nil
-}
-
-// Ping checks that the database answers and carries every migration.
-func (db *DB) Ping(ctx context.Context) error {
-	ms, err := loadMigrations()
-	if err != nil {
-		return err
-	}
-	var current int
-	err = db.pool.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current)
-	if err != nil {
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "42P01" { // undefined_table
-			return errors.New("ping: database is not migrated")
-		}
-		return mapErr(fmt.Errorf("ping: %w", err))
-	}
-	if current != len(ms) {
-		return fmt.Errorf("ping: schema version %d, want %d", current, len(ms))
-	}
-	return nil
-}
 
 // tx runs fn in a READ COMMITTED transaction and commits if fn returns
 // nil. Errors are mapped.
@@ -315,7 +306,7 @@ func parsePayload(p string) store.Invalidation {
 
 // notify queues the invalidation of hashes in tx; PostgreSQL delivers it
 // only if tx commits.
-func notify(ctx context.Context, tx pgx.Tx, hashes []string) error {
+func notify(ctx context.Context, tx sqlstore.Querier, hashes []string, _ time.Time) error {
 	for _, p := range payloads(hashes) {
 		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, Channel, p); err != nil {
 			return fmt.Errorf("notify: %w", err)

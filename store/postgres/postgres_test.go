@@ -228,24 +228,6 @@ func TestPayloads(t *testing.T) {
 	}
 }
 
-// TestSubscribeEndsOnClose: Close ends Subscribe, so a forgotten listener
-// cannot outlive the store.
-func TestSubscribeEndsOnClose(t *testing.T) {
-	db := openDB(t, pgtest.NewDatabase(t))
-	done := make(chan error, 1)
-	go func() { done <- db.Subscribe(context.Background(), func(store.Invalidation) {}) }()
-	time.Sleep(50 * time.Millisecond)
-	db.Close()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Subscribe: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Subscribe did not return after Close")
-	}
-}
-
 // FuzzPayloads: any list of hashes (hex, so never a comma) survives the
 // chunking, every payload fits in a NOTIFY, and "all" is the only lossy
 // answer.
@@ -284,64 +266,15 @@ func FuzzPayloads(f *testing.F) {
 	})
 }
 
-// BenchmarkGetToken measures the full token read (refresh, revoke).
-func BenchmarkGetToken(b *testing.B) {
-	db, hash, now := benchTokenDB(b)
-	benchLookup(b, func(ctx context.Context) error {
-		_, err := db.GetToken(ctx, hash, now)
-		return err
-	})
-}
-
-// BenchmarkLookupToken measures the cache-miss path of the proxy checks.
-func BenchmarkLookupToken(b *testing.B) {
-	db, hash, now := benchTokenDB(b)
-	benchLookup(b, func(ctx context.Context) error {
-		_, err := db.LookupToken(ctx, hash, now)
-		return err
-	})
-}
-
-func benchLookup(b *testing.B, lookup func(context.Context) error) {
-	ctx := b.Context()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := lookup(ctx); err != nil {
-				b.Fatal(err)
-			}
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store {
+		db, err := Open(b.Context(), pgtest.NewDatabase(b), nil)
+		if err != nil {
+			b.Fatal(err)
 		}
+		b.Cleanup(func() { db.Close() })
+		return db
 	})
-}
-
-// benchTokenDB is a migrated store holding one access token, hash.
-func benchTokenDB(b *testing.B) (db *DB, hash string, now time.Time) {
-	b.Helper()
-	ctx := b.Context()
-	db, err := Open(ctx, pgtest.NewDatabase(b), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	if _, err := db.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	now = time.Now()
-	hash = strings.Repeat("ab", 32)
-	err = db.CreateAuthCode(ctx, store.AuthCode{CodeHash: "c", ClientID: "c", Username: "u", FamilyID: "f", ExpiresAt: now.Add(time.Hour)}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	err = db.RedeemCode(ctx, "c", now, store.CodeGrant{
-		Access:  store.Token{Hash: hash, Kind: store.KindAccess, FamilyID: "f", ClientID: "c", Username: "u", Scope: "mcp", ExpiresAt: now.Add(time.Hour)},
-		Refresh: store.Token{Hash: strings.Repeat("cd", 32), Kind: store.KindRefresh, FamilyID: "f", ClientID: "c", Username: "u", ExpiresAt: now.Add(time.Hour)},
-		Audit:   store.AuditEvent{Event: store.EventTokenExchange, CreatedAt: now},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return db, hash, now
 }
 
 // TestStuckDatabase: a call that cannot finish before its deadline (here

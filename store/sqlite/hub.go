@@ -2,13 +2,13 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/internal/sqlstore"
 )
 
 // pollInterval is how often Subscribe looks for revocations written by
@@ -22,16 +22,24 @@ const invalidationRetention = time.Hour
 
 // recordInvalidation appends hashes to the invalidations table in tx, for
 // the other processes sharing the file.
-func (db *DB) recordInvalidation(ctx context.Context, tx *sql.Tx, hashes []string, now time.Time) error {
+func (db *DB) recordInvalidation(ctx context.Context, tx sqlstore.Querier, hashes []string, now time.Time) error {
 	if len(hashes) == 0 {
 		return nil
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO invalidations (origin, hashes, created_at) VALUES (?, ?, ?)`,
+	_, err := tx.Exec(ctx, `INSERT INTO invalidations (origin, hashes, created_at) VALUES ($1, $2, $3)`,
 		db.origin, strings.Join(hashes, ","), ts(now))
 	if err != nil {
 		return fmt.Errorf("record invalidation: %w", err)
 	}
 	return nil
+}
+
+// deleteOldInvalidations deletes invalidation rows past their retention.
+// They only bridge processes for a moment; they are bookkeeping, not
+// counted by DeleteExpired.
+func deleteOldInvalidations(ctx context.Context, tx sqlstore.Querier, now time.Time) error {
+	_, err := tx.Exec(ctx, `DELETE FROM invalidations WHERE created_at < $1`, ts(now.Add(-invalidationRetention)))
+	return err
 }
 
 // maxPending bounds the invalidations queued for one slow subscriber; past

@@ -28,6 +28,7 @@ import (
 	"database/sql"
 	"embed"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -45,6 +46,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/internal/sqlstore"
 )
 
 var _ store.Store = (*DB)(nil)
@@ -53,16 +55,15 @@ var _ store.Store = (*DB)(nil)
 var migrationFS embed.FS
 
 // DB is a store.Store on one SQLite file. It is safe for concurrent use.
+// The embedded sqlstore.Store holds the transaction scripts; DB supplies
+// the connections, codecs and the invalidation hub.
 type DB struct {
+	*sqlstore.Store
 	writer *sql.DB // exactly one connection, BEGIN IMMEDIATE
 	reader *sql.DB // query_only pool
 	logger *slog.Logger
 	hub    *hub
 	origin string // random; marks this handle's rows in invalidations
-
-	stmtMu sync.Mutex
-	// Prepared on first use, see prepared.
-	getToken, lookupToken, lookupAPIKey atomic.Pointer[sql.Stmt]
 }
 
 // busyTimeout is how long a statement waits for another process's write
@@ -133,7 +134,43 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*DB, error) {
 	}
 	var b [8]byte
 	_, _ = rand.Read(b[:])
-	return &DB{writer: writer, reader: reader, logger: logger, hub: newHub(), origin: hex.EncodeToString(b[:])}, nil
+	db := &DB{writer: writer, reader: reader, logger: logger, hub: newHub(), origin: hex.EncodeToString(b[:])}
+	db.Store = sqlstore.New(sqlstore.Config{
+		Name:       "sqlite",
+		Logger:     logger,
+		Dialect:    dialect,
+		Migrations: migrationFS,
+		Dir:        "migrations",
+		Read:       &preparedReader{db: reader},
+		Write:      querier[*sql.DB]{writer},
+		Tx: func(ctx context.Context, fn func(sqlstore.Querier) error) error {
+			return db.tx(ctx, func(tx *sql.Tx) error { return fn(querier[*sql.Tx]{tx}) })
+		},
+		Invalidate: db.recordInvalidation,
+		Published:  func(hashes []string) { db.hub.publish(store.Invalidation{TokenHashes: hashes}) },
+		Cleanup:    deleteOldInvalidations,
+	})
+	return db, nil
+}
+
+// dialect is SQLite's part of the shared SQL: times as fixed-width TEXT,
+// lists as JSON arrays, and no row locks, since the writer's BEGIN
+// IMMEDIATE already holds the database's write lock.
+var dialect = sqlstore.Dialect{
+	Time:        func(t time.Time) any { return ts(t) },
+	ScanTime:    func(t *time.Time) any { return tm(t) },
+	Strings:     jsonStrings,
+	ScanStrings: func(s *[]string) any { return jsonScan{s} },
+	MapErr:      mapErr,
+	UndefinedTable: func(err error) bool {
+		return strings.Contains(err.Error(), "no such table")
+	},
+	ForUpdate: "",
+	SchemaMigrations: `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_at TEXT NOT NULL
+	)`,
 }
 
 // Close closes both connection pools and ends every Subscribe call.
@@ -189,14 +226,6 @@ func ts(t time.Time) string {
 	return t.UTC().Truncate(time.Microsecond).Format(timeLayout)
 }
 
-// nts encodes t for a nullable column: the zero time is NULL.
-func nts(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return ts(t)
-}
-
 // nullTime scans a TEXT time column that may be NULL.
 type nullTime struct{ t *time.Time }
 
@@ -227,78 +256,6 @@ func (n nullTime) parse(s string) error {
 
 func tm(t *time.Time) nullTime { return nullTime{t} }
 
-// ---- migrations ----
-
-// loadMigrations returns the embedded migrations by version.
-func loadMigrations() ([]store.Migration, error) {
-	return store.LoadMigrations(migrationFS, "migrations")
-}
-
-// Migrate applies the embedded migrations not yet recorded in
-// schema_migrations, all in one IMMEDIATE transaction, so two processes
-// migrating at once serialise and the second applies nothing.
-func (db *DB) Migrate(ctx context.Context) (int, error) {
-	ms, err := loadMigrations()
-	if err != nil {
-		return 0, err
-	}
-	applied := 0
-	err = db.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-			version    INTEGER PRIMARY KEY,
-			name       TEXT NOT NULL,
-			applied_at TEXT NOT NULL
-		)`); err != nil {
-			return fmt.Errorf("create schema_migrations: %w", err)
-		}
-		var current int
-		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current); err != nil {
-			return fmt.Errorf("read schema version: %w", err)
-		}
-		if current > len(ms) {
-			return fmt.Errorf("database schema version %d is newer than this binary's %d", current, len(ms))
-		}
-		for _, m := range ms[current:] {
-			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
-				return fmt.Errorf("apply migration %s: %w", m.Name, err)
-			}
-			if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-				m.Version, m.Name, ts(time.Now())); err != nil {
-				return fmt.Errorf("record migration %s: %w", m.Name, err)
-			}
-			applied++
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, fmt.Errorf("migrate: %w", err)
-	}
-	if applied > 0 {
-		db.logger.InfoContext(ctx, "applied sqlite migrations", "count", applied)
-	}
-	return applied, nil
-}
-
-// Ping checks that the database answers and carries every migration.
-func (db *DB) Ping(ctx context.Context) error {
-	ms, err := loadMigrations()
-	if err != nil {
-		return err
-	}
-	var current int
-	err = db.reader.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&current)
-	if err != nil {
-		if strings.Contains(err.Error(), "no such table") {
-			return errors.New("ping: database is not migrated")
-		}
-		return mapErr(fmt.Errorf("ping: %w", err))
-	}
-	if current != len(ms) {
-		return fmt.Errorf("ping: schema version %d, want %d", current, len(ms))
-	}
-	return nil
-}
-
 // tx runs fn in a write transaction (BEGIN IMMEDIATE on the single writer
 // connection) and commits if fn returns nil. Errors are mapped.
 func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
@@ -316,16 +273,132 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 	return nil
 }
 
-// exec runs one write statement outside an explicit transaction and
-// returns the number of rows it changed.
-func (db *DB) exec(ctx context.Context, query string, args ...any) (int64, error) {
-	res, err := db.writer.ExecContext(ctx, query, args...)
+// querier adapts a *sql.DB or *sql.Tx to sqlstore.Querier.
+type querier[T interface {
+	ExecContext(context.Context, string, ...any) (sql.Result, error)
+	QueryContext(context.Context, string, ...any) (*sql.Rows, error)
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}] struct{ c T }
+
+func (q querier[T]) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	res, err := q.c.ExecContext(ctx, query, args...)
 	if err != nil {
-		return 0, mapErr(err)
+		return 0, err
 	}
-	n, err := res.RowsAffected()
+	return res.RowsAffected()
+}
+
+func (q querier[T]) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	rows, err := q.c.QueryContext(ctx, query, args...)
 	if err != nil {
-		return 0, mapErr(err)
+		return nil, err
 	}
-	return n, nil
+	return sqlRows{rows}, nil
+}
+
+func (q querier[T]) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	return q.c.QueryRowContext(ctx, query, args...)
+}
+
+// sqlRows gives *sql.Rows the Close of sqlstore.Rows; the error Close
+// could return is also Err's.
+type sqlRows struct{ *sql.Rows }
+
+func (r sqlRows) Close() { _ = r.Rows.Close() }
+
+// preparedReader is the reader pool as a sqlstore.Querier whose QueryRow
+// prepares each query once and reuses the statement: the proxy check looks
+// tokens and API keys up on every cache miss, and a prepared statement
+// skips parsing and planning. The queries are the store's constants, so
+// the cache stays small.
+type preparedReader struct {
+	db    *sql.DB
+	mu    sync.Mutex
+	stmts atomic.Pointer[map[string]*sql.Stmt] // copied on write
+}
+
+func (r *preparedReader) Exec(ctx context.Context, query string, args ...any) (int64, error) {
+	return querier[*sql.DB]{r.db}.Exec(ctx, query, args...)
+}
+
+func (r *preparedReader) Query(ctx context.Context, query string, args ...any) (sqlstore.Rows, error) {
+	return querier[*sql.DB]{r.db}.Query(ctx, query, args...)
+}
+
+func (r *preparedReader) QueryRow(ctx context.Context, query string, args ...any) sqlstore.Row {
+	stmt, err := r.prepared(ctx, query)
+	if err != nil {
+		return errRow{err}
+	}
+	return stmt.QueryRowContext(ctx, args...)
+}
+
+func (r *preparedReader) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	if m := r.stmts.Load(); m != nil {
+		if stmt := (*m)[query]; stmt != nil {
+			return stmt, nil
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old := r.stmts.Load()
+	if old != nil {
+		if stmt := (*old)[query]; stmt != nil {
+			return stmt, nil
+		}
+	}
+	// Preparing fails until the table exists (before Migrate): nothing is
+	// cached then.
+	stmt, err := r.db.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]*sql.Stmt, 1)
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	m[query] = stmt
+	r.stmts.Store(&m)
+	return stmt, nil
+}
+
+type errRow struct{ err error }
+
+func (r errRow) Scan(...any) error { return r.err }
+
+// ---- list encoding ----
+
+// jsonStrings encodes a list for a TEXT column as a JSON array.
+func jsonStrings(s []string) any {
+	b, err := json.Marshal(s)
+	if err != nil {
+		panic(err) // a []string always marshals
+	}
+	return string(b)
+}
+
+// jsonScan scans a JSON-array TEXT column into a list.
+type jsonScan struct{ s *[]string }
+
+func (j jsonScan) Scan(v any) error {
+	var b []byte
+	switch v := v.(type) {
+	case string:
+		b = []byte(v)
+	case []byte:
+		b = v
+	default:
+		return fmt.Errorf("scan list: unexpected %T", v)
+	}
+	if err := json.Unmarshal(b, j.s); err != nil {
+		return fmt.Errorf("scan list: %w", err)
+	}
+	return nil
+}
+
+// loadMigrations returns the embedded migrations by version.
+func loadMigrations() ([]store.Migration, error) {
+	return store.LoadMigrations(migrationFS, "migrations")
 }

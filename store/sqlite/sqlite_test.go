@@ -1,7 +1,6 @@
 package sqlite
 
 import (
-	"context"
 	"database/sql"
 	"errors"
 	"log/slog"
@@ -58,24 +57,6 @@ func TestClosedIsUnavailable(t *testing.T) {
 	}
 	if err := db.CreateUser(t.Context(), store.User{Username: "x"}); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("CreateUser on closed DB: %v, want ErrUnavailable", err)
-	}
-}
-
-// TestSubscribeEndsOnClose checks that Close ends Subscribe calls, so a
-// forgotten subscriber cannot outlive the store.
-func TestSubscribeEndsOnClose(t *testing.T) {
-	db := newTestDB(t)
-	done := make(chan error, 1)
-	go func() { done <- db.Subscribe(context.Background(), func(store.Invalidation) {}) }()
-	time.Sleep(10 * time.Millisecond)
-	db.Close()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Subscribe: %v", err)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Subscribe did not return after Close")
 	}
 }
 
@@ -193,64 +174,15 @@ func TestSlowSubscriberCollapses(t *testing.T) {
 	}
 }
 
-// BenchmarkGetToken measures the full token read (refresh, revoke).
-func BenchmarkGetToken(b *testing.B) {
-	db, hash, now := benchTokenDB(b)
-	benchLookup(b, func(ctx context.Context) error {
-		_, err := db.GetToken(ctx, hash, now)
-		return err
-	})
-}
-
-// BenchmarkLookupToken measures the cache-miss path of the proxy checks.
-func BenchmarkLookupToken(b *testing.B) {
-	db, hash, now := benchTokenDB(b)
-	benchLookup(b, func(ctx context.Context) error {
-		_, err := db.LookupToken(ctx, hash, now)
-		return err
-	})
-}
-
-func benchLookup(b *testing.B, lookup func(context.Context) error) {
-	ctx := b.Context()
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := lookup(ctx); err != nil {
-				b.Fatal(err)
-			}
+func BenchmarkStore(b *testing.B) {
+	storetest.Bench(b, func(b *testing.B) store.Store {
+		db, err := Open(b.Context(), filepath.Join(b.TempDir(), "bench.db"), nil)
+		if err != nil {
+			b.Fatal(err)
 		}
+		b.Cleanup(func() { db.Close() })
+		return db
 	})
-}
-
-// benchTokenDB is a migrated store holding one access token, hash.
-func benchTokenDB(b *testing.B) (db *DB, hash string, now time.Time) {
-	b.Helper()
-	ctx := b.Context()
-	db, err := Open(ctx, filepath.Join(b.TempDir(), "bench.db"), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
-	if _, err := db.Migrate(ctx); err != nil {
-		b.Fatal(err)
-	}
-	now = time.Now()
-	hash = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	err = db.CreateAuthCode(ctx, store.AuthCode{CodeHash: "c", ClientID: "c", Username: "u", FamilyID: "f", ExpiresAt: now.Add(time.Hour)}, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	err = db.RedeemCode(ctx, "c", now, store.CodeGrant{
-		Access:  store.Token{Hash: hash, Kind: store.KindAccess, FamilyID: "f", ClientID: "c", Username: "u", Scope: "mcp", ExpiresAt: now.Add(time.Hour)},
-		Refresh: store.Token{Hash: "r" + hash[1:], Kind: store.KindRefresh, FamilyID: "f", ClientID: "c", Username: "u", ExpiresAt: now.Add(time.Hour)},
-		Audit:   store.AuditEvent{Event: store.EventTokenExchange, CreatedAt: now},
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	return db, hash, now
 }
 
 func TestOpenCreatesPrivateFile(t *testing.T) {

@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RevokeFamilyRacesRotation", testRevokeRacesRotation},
 		{"RevokeUserTokens", testRevokeUserTokens},
 		{"Subscribe", testSubscribe},
+		{"SubscribeEndsOnClose", testSubscribeEndsOnClose},
 		{"Consents", testConsents},
 		{"ConsentsPerResource", testConsentsPerResource},
 		{"LoginFailures", testLoginFailures},
@@ -169,7 +170,7 @@ func wantErr(t *testing.T, what string, err, want error) {
 	}
 }
 
-func must(t *testing.T, what string, err error) {
+func must(t testing.TB, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
@@ -1045,6 +1046,23 @@ func (c *Collector) Has(hash string) bool {
 	c.c.mu.Lock()
 	defer c.c.mu.Unlock()
 	return c.c.hashes[hash]
+}
+
+// testSubscribeEndsOnClose: Close ends Subscribe, so a forgotten listener
+// cannot outlive the store.
+func testSubscribeEndsOnClose(t *testing.T, s store.Store) {
+	done := make(chan error, 1)
+	go func() { done <- s.Subscribe(context.Background(), func(store.Invalidation) {}) }()
+	time.Sleep(50 * time.Millisecond)
+	must(t, "Close", s.Close())
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Subscribe: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Subscribe did not return after Close")
+	}
 }
 
 func testSubscribe(t *testing.T, s store.Store) {

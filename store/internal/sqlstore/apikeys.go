@@ -1,0 +1,94 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/passgate/passgate/store"
+)
+
+// ---- API keys ----
+
+const apiKeyCols = `name, hash, resources, scope, created_at, revoked_at`
+
+func (db *Store) CreateAPIKey(ctx context.Context, k store.APIKey, audit *store.AuditEvent) error {
+	err := db.tx(ctx, func(tx Querier) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+			k.Name, k.Hash, db.strings(k.Resources), k.Scope, db.nullTime(k.CreatedAt), db.nullTime(k.RevokedAt)); err != nil {
+			return err
+		}
+		if audit != nil {
+			return db.insertAudit(ctx, tx, audit)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("create api key: %w", err)
+	}
+	return nil
+}
+
+func (db *Store) scanAPIKey(r scanner) (store.APIKey, error) {
+	var k store.APIKey
+	if err := r.Scan(&k.Name, &k.Hash, db.scanStrings(&k.Resources), &k.Scope, db.scanTime(&k.CreatedAt), db.scanTime(&k.RevokedAt)); err != nil {
+		return store.APIKey{}, err
+	}
+	if len(k.Resources) == 0 {
+		k.Resources = nil
+	}
+	return k, nil
+}
+
+func (db *Store) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
+	rows, err := db.c.Read.Query(ctx, `SELECT `+apiKeyCols+` FROM api_keys ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", db.mapErr(err))
+	}
+	out, err := collect(rows, db.scanAPIKey)
+	if err != nil {
+		return nil, fmt.Errorf("list api keys: %w", db.mapErr(err))
+	}
+	return out, nil
+}
+
+// LookupAPIKey reads by the hash's unique index.
+func (db *Store) LookupAPIKey(ctx context.Context, hash string) (store.APIKey, error) {
+	k, err := db.scanAPIKey(db.c.Read.QueryRow(ctx, `SELECT `+apiKeyCols+` FROM api_keys WHERE hash = $1`, hash))
+	if err != nil {
+		return store.APIKey{}, fmt.Errorf("lookup api key: %w", db.notFound(err))
+	}
+	return k, nil
+}
+
+// RevokeAPIKey invalidates the key's hash like every token revocation. The
+// conditional UPDATE makes one of concurrent revocations win.
+func (db *Store) RevokeAPIKey(ctx context.Context, name string, now time.Time, audit *store.AuditEvent) error {
+	var hashes []string
+	err := db.tx(ctx, func(tx Querier) error {
+		var err error
+		hashes, err = queryStrings(ctx, tx, `UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), name)
+		if err != nil {
+			return err
+		}
+		if len(hashes) == 0 {
+			var n string
+			err := tx.QueryRow(ctx, `SELECT name FROM api_keys WHERE name = $1`, name).Scan(&n)
+			if errors.Is(err, sql.ErrNoRows) {
+				return store.ErrNotFound
+			}
+			if err != nil {
+				return err
+			}
+			return store.ErrConflict
+		}
+		return db.finishRevocation(ctx, tx, hashes, now, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("revoke api key: %w", err)
+	}
+	db.published(hashes)
+	return nil
+}
