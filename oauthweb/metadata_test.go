@@ -284,7 +284,7 @@ func TestNewValidates(t *testing.T) {
 	if err == nil {
 		t.Fatal("New accepted an empty config")
 	}
-	for _, want := range []string{"issuer must be https", "at least one resource", "store is required", "audit recorder", "hasher", "registration"} {
+	for _, want := range []string{"issuer must use https", "at least one resource", "store is required", "audit recorder", "hasher", "registration"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

@@ -196,11 +196,15 @@ var defaultSeedRedirectURIs = []string{
 	"https://claude.com/api/mcp/auth_callback",
 }
 
+// defaultIssuer is Config.Issuer's default, the address of --http-listen's
+// default on loopback (which oauth.ValidateIssuer lets use http).
+const defaultIssuer = "http://localhost:8080"
+
 // Defaults of Config.Resources and Config.Scopes, which `passgate apikey
 // add` also reads (from $PASSGATE_RESOURCES and $PASSGATE_SCOPES).
 var (
 	defaultResources = []string{"http://localhost:8080/mcp"}
-	defaultScopes    = []string{"mcp"}
+	defaultScopes    = []string{oauthweb.DefaultScope}
 )
 
 // setting is one configuration item: a flag and its environment variables.
@@ -250,7 +254,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 		s = append(s, setting{name, env})
 	}
 
-	str(&c.Issuer, "issuer", "http://localhost:8080", "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
+	str(&c.Issuer, "issuer", defaultIssuer, "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
 	list(&c.Resources, "resource", defaultResources, "protected MCP resource URLs", "PASSGATE_RESOURCES")
 	list(&c.Scopes, "scopes", defaultScopes, "scopes passgate grants", "PASSGATE_SCOPES")
 	str(&c.HTTPListen, "http-listen", ":8080", "address for pages, OAuth endpoints, the HTTP check and health", "PASSGATE_HTTP_LISTEN")
@@ -258,12 +262,12 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.MetricsListen, "metrics-listen", ":9090", "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
 	str(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty", "DATABASE_URL")
 	str(&c.DataDir, "data-dir", "data", "directory of the SQLite database", "PASSGATE_DATA_DIR")
-	dur(&c.AccessTokenTTL, "access-token-ttl", time.Hour, "access token lifetime", "PASSGATE_ACCESS_TOKEN_TTL")
-	dur(&c.RefreshTokenTTL, "refresh-token-ttl", 30*24*time.Hour, "absolute refresh token lifetime", "PASSGATE_REFRESH_TOKEN_TTL")
-	dur(&c.RefreshIdleTTL, "refresh-idle-ttl", 14*24*time.Hour, "refresh token idle lifetime", "PASSGATE_REFRESH_IDLE_TTL")
-	dur(&c.RefreshGrace, "refresh-grace", 5*time.Second, "window in which a rotated refresh token gets the same answer again", "PASSGATE_REFRESH_GRACE")
-	dur(&c.SessionTTL, "session-ttl", 30*24*time.Hour, "browser session lifetime", "PASSGATE_SESSION_TTL")
-	str(&c.Registration, "registration", "open", "dynamic client registration: open, closed or token", "PASSGATE_REGISTRATION")
+	dur(&c.AccessTokenTTL, "access-token-ttl", oauthweb.DefaultAccessTokenTTL, "access token lifetime", "PASSGATE_ACCESS_TOKEN_TTL")
+	dur(&c.RefreshTokenTTL, "refresh-token-ttl", oauthweb.DefaultRefreshTokenTTL, "absolute refresh token lifetime", "PASSGATE_REFRESH_TOKEN_TTL")
+	dur(&c.RefreshIdleTTL, "refresh-idle-ttl", oauthweb.DefaultRefreshIdleTTL, "refresh token idle lifetime", "PASSGATE_REFRESH_IDLE_TTL")
+	dur(&c.RefreshGrace, "refresh-grace", oauthweb.DefaultRefreshGrace, "window in which a rotated refresh token gets the same answer again", "PASSGATE_REFRESH_GRACE")
+	dur(&c.SessionTTL, "session-ttl", oauthweb.DefaultSessionTTL, "browser session lifetime", "PASSGATE_SESSION_TTL")
+	str(&c.Registration, "registration", oauthweb.RegistrationOpen, "dynamic client registration: open, closed or token", "PASSGATE_REGISTRATION")
 	str(&c.RegistrationTokenFile, "registration-token-file", "", "file holding the initial access token for --registration=token", "PASSGATE_REGISTRATION_TOKEN_FILE")
 	boolean(&c.AllowPrivateSchemes, "allow-private-schemes", false, "allow private-use redirect URI schemes such as cursor://", "PASSGATE_ALLOW_PRIVATE_SCHEMES")
 	dur(&c.StaleClientAge, "stale-client-age", 24*time.Hour, "remove registered clients that never completed a grant after this long (0 keeps them)", "PASSGATE_STALE_CLIENT_AGE")
@@ -291,14 +295,14 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	limit(&c.AuthorizeLimit, "authorize-limit", ratelimit.DefaultAuthorize, "authorization requests per client IP", "PASSGATE_AUTHORIZE_LIMIT")
 	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
 	limit(&c.RevokeLimit, "revoke-limit", ratelimit.DefaultRevoke, "revocation and introspection requests per client IP", "PASSGATE_REVOKE_LIMIT")
-	integer(&c.LockoutThreshold, "lockout-threshold", 10, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
-	dur(&c.LockoutWindow, "lockout-window", 15*time.Minute, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
-	dur(&c.LockoutDuration, "lockout-duration", 15*time.Minute, "how long a locked account stays locked", "PASSGATE_LOCKOUT_DURATION")
+	integer(&c.LockoutThreshold, "lockout-threshold", oauthweb.DefaultLockoutThreshold, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
+	dur(&c.LockoutWindow, "lockout-window", oauthweb.DefaultLockoutWindow, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
+	dur(&c.LockoutDuration, "lockout-duration", oauthweb.DefaultLockoutDuration, "how long a locked account stays locked", "PASSGATE_LOCKOUT_DURATION")
 	s = append(s, bindPasswordPolicy(fs, c))
 	str(&c.APIKeyFile, "api-key-file", "", "file holding a static bearer credential the checks accept", "PASSGATE_API_KEY_FILE")
-	str(&c.UserHeader, "user-header", "X-Passgate-User", "identity header carrying the username upstream", "PASSGATE_USER_HEADER")
-	str(&c.ClientIDHeader, "client-id-header", "X-Passgate-Client-Id", "identity header carrying the client ID upstream", "PASSGATE_CLIENT_ID_HEADER")
-	str(&c.ScopeHeader, "scope-header", "X-Passgate-Scope", "identity header carrying the granted scope upstream", "PASSGATE_SCOPE_HEADER")
+	str(&c.UserHeader, "user-header", extauthz.DefaultUserHeader, "identity header carrying the username upstream", "PASSGATE_USER_HEADER")
+	str(&c.ClientIDHeader, "client-id-header", extauthz.DefaultClientIDHeader, "identity header carrying the client ID upstream", "PASSGATE_CLIENT_ID_HEADER")
+	str(&c.ScopeHeader, "scope-header", extauthz.DefaultScopeHeader, "identity header carrying the granted scope upstream", "PASSGATE_SCOPE_HEADER")
 	boolean(&c.KeepAuthorization, "keep-authorization", false, "forward the client's Authorization header upstream", "PASSGATE_KEEP_AUTHORIZATION")
 	boolean(&c.AllowPreflight, "allow-preflight", true, "let CORS preflight requests through the checks", "PASSGATE_ALLOW_PREFLIGHT")
 	fs.Func("require-scopes", `scopes required per resource URL or path prefix: "MATCH=scope1 scope2;MATCH2=scope3"`+envHelp([]string{"PASSGATE_REQUIRE_SCOPES"}), func(v string) error {
@@ -310,8 +314,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 		return nil
 	})
 	s = append(s, setting{"require-scopes", []string{"PASSGATE_REQUIRE_SCOPES"}})
-	integer(&c.CheckCacheSize, "check-cache-size", 100000, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
-	dur(&c.StoreTimeout, "store-timeout", 300*time.Millisecond, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
+	integer(&c.CheckCacheSize, "check-cache-size", extauthz.DefaultCacheSize, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
+	dur(&c.StoreTimeout, "store-timeout", extauthz.DefaultStoreTimeout, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
 	dur(&c.CleanupInterval, "cleanup-interval", 10*time.Minute, "how often expired rows are deleted", "PASSGATE_CLEANUP_INTERVAL")
 	dur(&c.StartupWait, "startup-wait", time.Minute, "how long to wait for an unreachable PostgreSQL at start", "PASSGATE_STARTUP_WAIT")
@@ -398,8 +402,8 @@ func (c *Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if err := validateIssuer(c.Issuer); err != nil {
-		errs = append(errs, err)
+	if err := oauth.ValidateIssuer(c.Issuer); err != nil {
+		add("--issuer: %q: %v", c.Issuer, err)
 	}
 	if len(c.Resources) == 0 {
 		add("--resource: at least one protected resource URL is required")
@@ -411,7 +415,7 @@ func (c *Config) Validate() error {
 		add("--scopes: at least one scope is required")
 	}
 	for _, s := range c.Scopes {
-		if !validScopeToken(s) {
+		if !oauth.ValidScopeToken(s) {
 			add("--scopes: %q is not a valid scope token", s)
 		}
 	}
@@ -422,16 +426,17 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	for name, addr := range map[string]string{"--http-listen": c.HTTPListen, "--grpc-listen": c.GRPCListen, "--metrics-listen": c.MetricsListen} {
-		if addr == "" && name == "--http-listen" {
-			add("--http-listen: required")
+	if c.HTTPListen == "" {
+		add("--http-listen: required")
+	}
+	for _, l := range []struct{ name, addr string }{
+		{"--http-listen", c.HTTPListen}, {"--grpc-listen", c.GRPCListen}, {"--metrics-listen", c.MetricsListen},
+	} {
+		if l.addr == "" {
 			continue
 		}
-		if addr == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			add("%s: %q is not host:port: %v", name, addr, err)
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			add("%s: %q is not host:port: %v", l.name, l.addr, err)
 		}
 	}
 	if c.HTTPListen != "" && (c.HTTPListen == c.GRPCListen || c.HTTPListen == c.MetricsListen) ||
@@ -446,23 +451,31 @@ func (c *Config) Validate() error {
 	} else if c.DataDir == "" {
 		add("--data-dir: required when --database is not set")
 	}
-	for name, d := range map[string]time.Duration{
-		"--access-token-ttl": c.AccessTokenTTL, "--refresh-token-ttl": c.RefreshTokenTTL,
-		"--refresh-idle-ttl": c.RefreshIdleTTL, "--session-ttl": c.SessionTTL,
-		"--cleanup-interval": c.CleanupInterval, "--shutdown-timeout": c.ShutdownTimeout,
-		"--store-timeout": c.StoreTimeout, "--request-timeout": c.RequestTimeout,
+	// Slices, not maps, so that errors come out in the same order every
+	// time.
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"--access-token-ttl", c.AccessTokenTTL}, {"--refresh-token-ttl", c.RefreshTokenTTL},
+		{"--refresh-idle-ttl", c.RefreshIdleTTL}, {"--session-ttl", c.SessionTTL},
+		{"--cleanup-interval", c.CleanupInterval}, {"--shutdown-timeout", c.ShutdownTimeout},
+		{"--store-timeout", c.StoreTimeout}, {"--request-timeout", c.RequestTimeout},
 	} {
-		if d <= 0 {
-			add("%s: must be positive, got %v", name, d)
+		if d.d <= 0 {
+			add("%s: must be positive, got %v", d.name, d.d)
 		}
 	}
-	for name, d := range map[string]time.Duration{
-		"--refresh-grace": c.RefreshGrace, "--stale-client-age": c.StaleClientAge,
-		"--audit-retention": c.AuditRetention, "--lockout-window": c.LockoutWindow,
-		"--lockout-duration": c.LockoutDuration, "--shutdown-delay": c.ShutdownDelay,
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"--refresh-grace", c.RefreshGrace}, {"--stale-client-age", c.StaleClientAge},
+		{"--audit-retention", c.AuditRetention}, {"--lockout-window", c.LockoutWindow},
+		{"--lockout-duration", c.LockoutDuration}, {"--shutdown-delay", c.ShutdownDelay},
 	} {
-		if d < 0 {
-			add("%s: must not be negative, got %v", name, d)
+		if d.d < 0 {
+			add("%s: must not be negative, got %v", d.name, d.d)
 		}
 	}
 	if c.RefreshGrace > time.Minute {
@@ -483,9 +496,11 @@ func (c *Config) Validate() error {
 	if c.CheckCacheSize <= 0 {
 		add("--check-cache-size: must be positive")
 	}
-	for name, h := range map[string]string{"--user-header": c.UserHeader, "--client-id-header": c.ClientIDHeader, "--scope-header": c.ScopeHeader} {
-		if !validHeaderName(h) {
-			add("%s: %q is not a valid header name", name, h)
+	for _, h := range []struct{ name, value string }{
+		{"--user-header", c.UserHeader}, {"--client-id-header", c.ClientIDHeader}, {"--scope-header", c.ScopeHeader},
+	} {
+		if err := extauthz.ValidateIdentityHeader(h.value); err != nil {
+			add("%s: %q: %v", h.name, h.value, err)
 		}
 	}
 	switch c.LogFormat {
@@ -588,28 +603,6 @@ func (c *Config) branding() oauthweb.Branding {
 	}
 }
 
-// validateIssuer enforces RFC 8414 §2: https, no query or fragment; http
-// only on loopback (HTTPS enforcement with a development escape hatch).
-func validateIssuer(issuer string) error {
-	u, err := url.Parse(issuer)
-	if err != nil || !u.IsAbs() || u.Host == "" {
-		return fmt.Errorf("--issuer: %q must be an absolute URL", issuer)
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("--issuer: %q must not have a query, fragment or userinfo", issuer)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !resource.IsLoopbackHost(u.Hostname()) {
-			return fmt.Errorf("--issuer: %q must use https (http is allowed only for loopback hosts)", issuer)
-		}
-	default:
-		return fmt.Errorf("--issuer: %q must use https", issuer)
-	}
-	return nil
-}
-
 // readSecretFile reads a secret from a file, trimming surrounding white space.
 func readSecretFile(path string) (string, error) {
 	b, err := os.ReadFile(filepath.Clean(path))
@@ -621,29 +614,4 @@ func readSecretFile(path string) (string, error) {
 
 func splitList(v string) []string {
 	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
-}
-
-// validScopeToken follows RFC 6749 §3.3: %x21 / %x23-5B / %x5D-7E.
-func validScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x21 || r > 0x7e || r == '"' || r == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-func validHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-			return false
-		}
-	}
-	return true
 }

@@ -1,9 +1,11 @@
 // Package oauth holds the protocol pieces of passgate's authorization server
-// that have no HTTP routing or storage in them: OAuth error values and the
-// one writer that sends them as JSON, PKCE S256 verification, redirect URI
-// validation and matching (exact, with the RFC 8252 loopback port
-// exception), and scope parsing. It imports only the standard library so
-// both oauthweb and extauthz can use it.
+// that have no HTTP routing or storage in them, each the one home of its
+// rule: OAuth error codes and values and the one writer that sends them as
+// JSON, PKCE S256 verification, redirect URI validation and matching
+// (exact, with the RFC 8252 loopback port exception), issuer validation,
+// and scope tokens and parsing. It imports only the standard library and
+// internal/resource (for what a loopback host is), so oauthweb, extauthz
+// and the CLI can all use it.
 package oauth
 
 import (
