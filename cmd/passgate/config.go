@@ -24,19 +24,22 @@ import (
 )
 
 // Config is passgate's whole configuration. Every field is a flag with an
-// environment fallback; the field comments are the reference the README
-// repeats. A flag given on the command line wins over the environment.
+// environment fallback; a flag given on the command line wins over the
+// environment. Defaults a package owns are its exported Default* constants,
+// which bindFlags uses; the README's table repeats them and
+// TestREADMEConfigTableMatchesFlags keeps it true.
 type Config struct {
 	// Issuer is the authorization server's issuer URL, used byte for byte
-	// in metadata and as the base of every endpoint URL. Must be https
-	// unless its host is loopback. Default http://localhost:8080.
+	// in metadata and as the base of every endpoint URL
+	// (oauth.ValidateIssuer: https unless its host is loopback). Default
+	// defaultIssuer.
 	// Env PASSGATE_ISSUER, or the seed's SERVER_URL.
 	Issuer string
 	// Resources are the protected MCP resource URLs (RFC 8707 audiences),
 	// e.g. https://mcp.example.com/mcp. Default http://localhost:8080/mcp.
 	// Env PASSGATE_RESOURCES, comma-separated.
 	Resources []string
-	// Scopes are the scopes passgate grants. Default "mcp".
+	// Scopes are the scopes passgate grants. Default oauthweb.DefaultScope.
 	// Env PASSGATE_SCOPES, comma- or space-separated.
 	Scopes []string
 
@@ -53,21 +56,16 @@ type Config struct {
 	// DatabaseURL selects PostgreSQL (postgres:// or postgresql://).
 	// Optional; without it passgate uses SQLite in DataDir. Env DATABASE_URL.
 	DatabaseURL string
-	// DataDir holds the SQLite database. Default "data".
+	// DataDir holds the SQLite database. Default defaultDataDir.
 	// Env PASSGATE_DATA_DIR.
 	DataDir string
 
-	// AccessTokenTTL is the access token lifetime. Default 1h.
-	AccessTokenTTL time.Duration
-	// RefreshTokenTTL is the absolute lifetime of a refresh family. Default 720h.
-	RefreshTokenTTL time.Duration
-	// RefreshIdleTTL is how long an unused refresh token lives. Default 336h.
-	RefreshIdleTTL time.Duration
-	// RefreshGrace is how long a rotated refresh token may be presented
-	// again and get the same answer (clients racing themselves). Default 5s.
-	RefreshGrace time.Duration
-	// SessionTTL is the browser session lifetime. Default 720h.
-	SessionTTL time.Duration
+	// AccessTokenTTL, RefreshTokenTTL (the absolute lifetime of a refresh
+	// family), RefreshIdleTTL (how long an unused refresh token lives),
+	// RefreshGrace (how long a rotated refresh token may be presented again
+	// and get the same answer: clients racing themselves) and SessionTTL
+	// (the browser session). Defaults oauthweb.Default*.
+	AccessTokenTTL, RefreshTokenTTL, RefreshIdleTTL, RefreshGrace, SessionTTL time.Duration
 
 	// Registration is "open" (default), "closed" or "token" (requires
 	// RegistrationTokenFile's token as an initial access token).
@@ -109,19 +107,23 @@ type Config struct {
 	BrandTitle, BrandLogoURL, BrandLogoFile, BrandAccent, BrandFooter string
 
 	// TrustedProxies are CIDRs whose X-Forwarded-For / X-Real-IP are
-	// believed. Default loopback only. Env PASSGATE_TRUSTED_PROXIES.
+	// believed. Default clientip.DefaultTrusted (loopback).
+	// Env PASSGATE_TRUSTED_PROXIES.
 	TrustedProxies []netip.Prefix
-	// Rate limits per client IP, as "N/duration" or "off".
+	// Rate limits per client IP, as "N/duration" or "off". Defaults
+	// ratelimit.Default*.
 	LoginLimit, TokenLimit, AuthorizeLimit, RegisterLimit, RevokeLimit ratelimit.Limit
 	// LockoutThreshold failed logins within LockoutWindow lock an account
-	// for LockoutDuration. Defaults 10, 15m, 15m; threshold 0 disables.
+	// for LockoutDuration. Defaults oauthweb.DefaultLockout*; threshold 0
+	// disables.
 	LockoutThreshold int
 	LockoutWindow    time.Duration
 	LockoutDuration  time.Duration
 	// MinPasswordLength is the shortest password, in characters, that
 	// `passgate user add` and `user passwd` accept (with the rest of
 	// passwd.Policy: at most 72 bytes, not a common password, not the
-	// username). Default and least 8. Env PASSGATE_MIN_PASSWORD_LENGTH.
+	// username). Default and least passwd.MinLength.
+	// Env PASSGATE_MIN_PASSWORD_LENGTH.
 	MinPasswordLength int
 
 	// APIKeyFile holds the legacy static bearer credential for scripts,
@@ -133,8 +135,8 @@ type Config struct {
 	// (the key itself) also works.
 	APIKeyFile string
 	// UserHeader, ClientIDHeader and ScopeHeader name the identity headers
-	// sent upstream. Defaults X-Passgate-User, X-Passgate-Client-Id,
-	// X-Passgate-Scope.
+	// sent upstream (extauthz.ValidateIdentityHeader). Defaults
+	// extauthz.DefaultUserHeader, DefaultClientIDHeader, DefaultScopeHeader.
 	UserHeader, ClientIDHeader, ScopeHeader string
 	// KeepAuthorization forwards the client's Authorization header upstream
 	// (the MCP specification forbids token passthrough). Default false.
@@ -147,9 +149,11 @@ type Config struct {
 	// whose token lacks them get 403 insufficient_scope. Optional.
 	// Env PASSGATE_REQUIRE_SCOPES.
 	RequireScopes []extauthz.ScopeRule
-	// CheckCacheSize bounds the verified-token cache. Default 100000.
+	// CheckCacheSize bounds the verified-token cache. Default
+	// extauthz.DefaultCacheSize.
 	CheckCacheSize int
-	// StoreTimeout bounds every store call on the check path. Default 300ms.
+	// StoreTimeout bounds every store call on the check path. Default
+	// extauthz.DefaultStoreTimeout.
 	StoreTimeout time.Duration
 
 	// AuditRetention deletes audit rows older than this. Default 2160h
@@ -200,6 +204,10 @@ var defaultSeedRedirectURIs = []string{
 // default on loopback (which oauth.ValidateIssuer lets use http).
 const defaultIssuer = "http://localhost:8080"
 
+// defaultDataDir is Config.DataDir's default, for serve and the commands
+// that open the store.
+const defaultDataDir = "data"
+
 // Defaults of Config.Resources and Config.Scopes, which `passgate apikey
 // add` also reads (from $PASSGATE_RESOURCES and $PASSGATE_SCOPES).
 var (
@@ -235,22 +243,12 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	}
 	list := func(p *[]string, name string, def []string, usage string, env ...string) {
 		*p = def
-		fs.Func(name, usage+" (comma-separated; default "+strings.Join(def, ",")+")"+envHelp(env), func(v string) error {
-			*p = splitList(v)
-			return nil
-		})
+		fs.Var((*listValue)(p), name, usage+" (comma-separated)"+envHelp(env))
 		s = append(s, setting{name, env})
 	}
 	limit := func(p *ratelimit.Limit, name string, def ratelimit.Limit, usage string, env ...string) {
 		*p = def
-		fs.Func(name, usage+" (N/duration or off; default "+def.String()+")"+envHelp(env), func(v string) error {
-			l, err := ratelimit.ParseLimit(v)
-			if err != nil {
-				return err
-			}
-			*p = l
-			return nil
-		})
+		fs.Var((*limitValue)(p), name, usage+" (N/duration or off)"+envHelp(env))
 		s = append(s, setting{name, env})
 	}
 
@@ -261,7 +259,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.GRPCListen, "grpc-listen", ":9191", "address for Envoy ext_authz gRPC (empty disables)", "PASSGATE_GRPC_LISTEN")
 	str(&c.MetricsListen, "metrics-listen", ":9090", "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
 	str(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty", "DATABASE_URL")
-	str(&c.DataDir, "data-dir", "data", "directory of the SQLite database", "PASSGATE_DATA_DIR")
+	str(&c.DataDir, "data-dir", defaultDataDir, "directory of the SQLite database", "PASSGATE_DATA_DIR")
 	dur(&c.AccessTokenTTL, "access-token-ttl", oauthweb.DefaultAccessTokenTTL, "access token lifetime", "PASSGATE_ACCESS_TOKEN_TTL")
 	dur(&c.RefreshTokenTTL, "refresh-token-ttl", oauthweb.DefaultRefreshTokenTTL, "absolute refresh token lifetime", "PASSGATE_REFRESH_TOKEN_TTL")
 	dur(&c.RefreshIdleTTL, "refresh-idle-ttl", oauthweb.DefaultRefreshIdleTTL, "refresh token idle lifetime", "PASSGATE_REFRESH_IDLE_TTL")
@@ -281,14 +279,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.BrandLogoFile, "brand-logo-file", "", "logo image file (PNG, JPEG, GIF, WebP, SVG; max 256 KiB) embedded in the pages", "PASSGATE_BRAND_LOGO_FILE")
 	str(&c.BrandAccent, "brand-accent", "", "accent colour of the pages, #RGB or #RRGGBB", "PASSGATE_BRAND_ACCENT")
 	str(&c.BrandFooter, "brand-footer", "", "a line of text at the bottom of every page", "PASSGATE_BRAND_FOOTER")
-	fs.Func("trusted-proxies", "CIDRs whose X-Forwarded-For is believed (default loopback)"+envHelp([]string{"PASSGATE_TRUSTED_PROXIES"}), func(v string) error {
-		p, err := clientip.ParsePrefixes(v)
-		if err != nil {
-			return err
-		}
-		c.TrustedProxies = p
-		return nil
-	})
+	c.TrustedProxies = clientip.DefaultTrusted()
+	fs.Var((*prefixesValue)(&c.TrustedProxies), "trusted-proxies", "CIDRs whose X-Forwarded-For is believed"+envHelp([]string{"PASSGATE_TRUSTED_PROXIES"}))
 	s = append(s, setting{"trusted-proxies", []string{"PASSGATE_TRUSTED_PROXIES"}})
 	limit(&c.LoginLimit, "login-limit", ratelimit.DefaultLogin, "login attempts per client IP", "PASSGATE_LOGIN_LIMIT")
 	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "failed token requests per client IP", "PASSGATE_TOKEN_LIMIT")
@@ -391,9 +383,6 @@ func (c *Config) applyEnv(fs *flag.FlagSet, settings []setting, getenv func(stri
 	}
 	c.SeedPasswordHash = getenv("OAUTH_PASSWORD_HASH")
 	c.SeedAPIKey = getenv("API_KEY")
-	if c.TrustedProxies == nil {
-		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	}
 	return errors.Join(errs...)
 }
 
@@ -610,6 +599,62 @@ func readSecretFile(path string) (string, error) {
 		return "", fmt.Errorf("read secret: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
+}
+
+// listValue, limitValue and prefixesValue are flag values whose String is
+// the default as -h and the README show it.
+type (
+	listValue     []string
+	limitValue    ratelimit.Limit
+	prefixesValue []netip.Prefix
+)
+
+func (v *listValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return strings.Join(*v, ",")
+}
+
+func (v *listValue) Set(s string) error {
+	*v = splitList(s)
+	return nil
+}
+
+func (v *limitValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return ratelimit.Limit(*v).String()
+}
+
+func (v *limitValue) Set(s string) error {
+	l, err := ratelimit.ParseLimit(s)
+	if err != nil {
+		return err
+	}
+	*v = limitValue(l)
+	return nil
+}
+
+func (v *prefixesValue) String() string {
+	if v == nil {
+		return ""
+	}
+	s := make([]string, len(*v))
+	for i, p := range *v {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (v *prefixesValue) Set(s string) error {
+	p, err := clientip.ParsePrefixes(s)
+	if err != nil {
+		return err
+	}
+	*v = p
+	return nil
 }
 
 func splitList(v string) []string {
