@@ -459,7 +459,7 @@ func (s *Server) apiNoCORS(name, method string, h http.Handler, limit int64) htt
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 			w.Header().Set("Allow", method)
-			oauth.WriteError(w, &oauth.Error{Code: oauth.ErrInvalidRequest, Description: "method not allowed", Status: http.StatusMethodNotAllowed})
+			oauth.WriteError(w, &oauth.Error{Code: oauth.CodeInvalidRequest, Description: "method not allowed", Status: http.StatusMethodNotAllowed})
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -504,7 +504,7 @@ func writeTooManyRequests(w http.ResponseWriter, after string) {
 }
 
 func tooManyRequests() *oauth.Error {
-	return &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests}
+	return &oauth.Error{Code: oauth.CodeTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests}
 }
 
 // reserve spends one event of endpoint's limit for key (see

@@ -246,7 +246,7 @@ func TestParseScope(t *testing.T) {
 
 func TestWriteError(t *testing.T) {
 	rec := httptest.NewRecorder()
-	WriteError(rec, &Error{Code: ErrInvalidClient, Description: "bad", Status: 401, WWWAuthenticate: `Basic realm="passgate"`})
+	WriteError(rec, &Error{Code: CodeInvalidClient, Description: "bad", Status: 401, WWWAuthenticate: `Basic realm="passgate"`})
 	if rec.Code != 401 {
 		t.Errorf("status = %d", rec.Code)
 	}
