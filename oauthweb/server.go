@@ -56,6 +56,18 @@ const (
 	DefaultScope            = "mcp"
 )
 
+// Limits of Config.
+const (
+	// MaxRefreshGrace bounds RefreshGrace: within the window a stolen,
+	// already rotated refresh token is answered instead of revoking its
+	// family, so a long one weakens reuse detection.
+	MaxRefreshGrace = time.Minute
+	// MinSecretLen is the least length of the machine secrets of Config
+	// (RegistrationToken, IntrospectionCredentials): random and long, not
+	// passwords people remember.
+	MinSecretLen = 16
+)
+
 // Rate-limit endpoint names passed to Config.RateLimit.
 const (
 	LimitLogin      = "login"
@@ -244,8 +256,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.Registration = RegistrationOpen
 	case RegistrationOpen, RegistrationClosed:
 	case RegistrationToken:
-		if len(cfg.RegistrationToken) < 16 {
-			errs = append(errs, errors.New("registration token must be at least 16 characters"))
+		if len(cfg.RegistrationToken) < MinSecretLen {
+			errs = append(errs, fmt.Errorf("registration token must be at least %d characters", MinSecretLen))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("registration %q: want open, closed or token", cfg.Registration))
@@ -259,8 +271,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.Scopes = sc
 	}
 	for id, secret := range cfg.IntrospectionCredentials {
-		if id == "" || len(secret) < 16 {
-			errs = append(errs, fmt.Errorf("introspection credential %q: secret must be at least 16 characters", id))
+		if id == "" || len(secret) < MinSecretLen {
+			errs = append(errs, fmt.Errorf("introspection credential %q: secret must be at least %d characters", id, MinSecretLen))
 		}
 	}
 	def := func(d *time.Duration, v time.Duration) {
@@ -275,6 +287,9 @@ func New(cfg Config) (*Server, error) {
 	def(&cfg.RefreshTokenTTL, DefaultRefreshTokenTTL)
 	def(&cfg.RefreshIdleTTL, DefaultRefreshIdleTTL)
 	def(&cfg.RefreshGrace, DefaultRefreshGrace)
+	if cfg.RefreshGrace > MaxRefreshGrace {
+		errs = append(errs, fmt.Errorf("refresh grace %v: at most %v", cfg.RefreshGrace, MaxRefreshGrace))
+	}
 	def(&cfg.SessionTTL, DefaultSessionTTL)
 	def(&cfg.CodeTTL, DefaultCodeTTL)
 	def(&cfg.LockoutWindow, DefaultLockoutWindow)

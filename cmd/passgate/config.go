@@ -467,12 +467,12 @@ func (c *Config) Validate() error {
 			add("%s: must not be negative, got %v", d.name, d.d)
 		}
 	}
-	if c.RefreshGrace > time.Minute {
-		add("--refresh-grace: at most 1m (a long grace window weakens reuse detection), got %v", c.RefreshGrace)
+	if c.RefreshGrace > oauthweb.MaxRefreshGrace {
+		add("--refresh-grace: at most %v (a long grace window weakens reuse detection), got %v", oauthweb.MaxRefreshGrace, c.RefreshGrace)
 	}
 	switch c.Registration {
-	case "open", "closed":
-	case "token":
+	case oauthweb.RegistrationOpen, oauthweb.RegistrationClosed:
+	case oauthweb.RegistrationToken:
 		if c.RegistrationTokenFile == "" {
 			add("--registration=token needs --registration-token-file")
 		}
@@ -536,8 +536,8 @@ func (c *Config) Validate() error {
 	if c.RegistrationTokenFile != "" {
 		if v, err := readSecretFile(c.RegistrationTokenFile); err != nil {
 			add("--registration-token-file: %v", err)
-		} else if len(v) < 16 {
-			add("--registration-token-file: the secret must be at least 16 characters")
+		} else if len(v) < oauthweb.MinSecretLen {
+			add("--registration-token-file: the secret must be at least %d characters", oauthweb.MinSecretLen)
 		}
 	}
 	if c.APIKeyFile != "" {
@@ -570,7 +570,7 @@ func (c *Config) Validate() error {
 // minClientSecretLen is the least length of $OAUTH_CLIENT_SECRET: a
 // client secret is a machine credential, so it is random and long, not a
 // password a person remembers.
-const minClientSecretLen = 16
+const minClientSecretLen = oauthweb.MinSecretLen
 
 // bindPasswordPolicy registers --min-password-length, shared by `serve`
 // (which validates it) and the commands that set passwords.
