@@ -378,3 +378,23 @@ func TestValidateIssuer(t *testing.T) {
 		})
 	}
 }
+
+// FuzzValidateIssuer: an accepted issuer is an absolute https URL, or http
+// on a loopback host, with no userinfo, query or fragment.
+func FuzzValidateIssuer(f *testing.F) {
+	for _, s := range []string{"https://auth.example.com", "http://localhost:8080", "http://localhost.evil.example", "https://a@b/", "https://a/#", "HTTP://LOCALHOST"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if ValidateIssuer(raw) != nil {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			t.Fatalf("accepted %q", raw)
+		}
+		if u.Scheme != "https" && (u.Scheme != "http" || !resource.IsLoopbackHost(u.Hostname())) {
+			t.Fatalf("accepted %q with scheme %q host %q", raw, u.Scheme, u.Hostname())
+		}
+	})
+}
