@@ -85,7 +85,7 @@ type Config struct {
 	// token lacking one gets 403 insufficient_scope. Optional.
 	RequiredScopes []ScopeRule
 	// CacheSize bounds the number of cached tokens. Optional: default
-	// 100_000; negative disables the cache.
+	// DefaultCacheSize; negative disables the cache.
 	CacheSize int
 	// StoreTimeout bounds a store lookup on the check path. Optional:
 	// default 300ms.

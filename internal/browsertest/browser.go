@@ -16,7 +16,6 @@ package browsertest
 import (
 	"context"
 	"errors"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
@@ -28,6 +27,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // Viewport is a browser window size.
@@ -235,11 +236,7 @@ func (b *Browser) NonLoopback() []string {
 			out = append(out, raw)
 			continue
 		}
-		h := u.Hostname()
-		if h == "localhost" {
-			continue
-		}
-		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+		if resource.IsLoopbackHost(u.Hostname()) {
 			continue
 		}
 		out = append(out, raw)
