@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -77,7 +78,7 @@ type Config struct {
 	// token lacking one gets 403 insufficient_scope. Optional.
 	RequiredScopes []ScopeRule
 	// CacheSize bounds the number of cached tokens. Optional: default
-	// 100_000; negative disables the cache.
+	// DefaultCacheSize; negative disables the cache.
 	CacheSize int
 	// StoreTimeout bounds a store lookup on the check path. Optional:
 	// default 300ms.
@@ -199,7 +200,7 @@ func NewChecker(cfg Config) (*Checker, error) {
 		errs = append(errs, errors.New("no store"))
 	}
 	for _, s := range cfg.Scopes {
-		if !validScope(s) {
+		if !oauth.ValidScopeToken(s) {
 			errs = append(errs, fmt.Errorf("scope %q: not a valid scope token", s))
 		}
 	}
@@ -220,7 +221,7 @@ func NewChecker(cfg Config) (*Checker, error) {
 			errs = append(errs, fmt.Errorf("scope rule %q: no scopes", rule.Match))
 		}
 		for _, s := range rule.Scopes {
-			if !validScope(s) {
+			if !oauth.ValidScopeToken(s) {
 				errs = append(errs, fmt.Errorf("scope rule %q: scope %q is not a valid scope token", rule.Match, s))
 			}
 		}
@@ -263,8 +264,8 @@ func NewChecker(cfg Config) (*Checker, error) {
 		if *n == "" {
 			*n = defaults[i]
 		}
-		if !validHeaderName(*n) {
-			errs = append(errs, fmt.Errorf("identity header %q: not a valid header name", *n))
+		if err := ValidateIdentityHeader(*n); err != nil {
+			errs = append(errs, fmt.Errorf("identity header %q: %w", *n, err))
 		}
 	}
 	c.userHeader = textproto.CanonicalMIMEHeaderKey(cfg.UserHeader)
@@ -403,31 +404,22 @@ func (c *Checker) allowIdentity(reason Reason, user, client, scope string, remov
 	return d
 }
 
-// validScope: RFC 6749 scope-token (%x21 / %x23-5B / %x5D-7E), which also
-// keeps it safe inside a quoted WWW-Authenticate parameter.
-func validScope(s string) bool {
-	if s == "" {
-		return false
+// ValidateIdentityHeader checks the name of an identity header passgate
+// sends upstream: letters, digits and hyphens only, a subset of the
+// RFC 9110 token. Underscores and dots are refused because servers do not
+// agree on them: CGI, WSGI, PHP and Rack map both "X-Passgate-User" and
+// "X_Passgate_User" to HTTP_X_PASSGATE_USER, and nginx drops underscored
+// headers by default, so a header the proxy does not strip could pass for
+// the one passgate sets.
+func ValidateIdentityHeader(name string) error {
+	if name == "" {
+		return errors.New("empty header name")
 	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		if b < 0x21 || b > 0x7e || b == '"' || b == '\\' {
-			return false
+	for i := 0; i < len(name); i++ {
+		b := name[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '-') {
+			return errors.New("only letters, digits and hyphens are allowed in a header name")
 		}
 	}
-	return true
-}
-
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		ok := b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", b) >= 0
-		if !ok {
-			return false
-		}
-	}
-	return true
+	return nil
 }

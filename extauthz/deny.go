@@ -25,16 +25,16 @@ func (c *Checker) refuse(reason Reason) Decision {
 }
 
 const (
-	bodyNoToken        = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"A bearer access token is required."}`
-	bodyInvalidToken   = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token is invalid, expired or revoked."}`
-	bodyMalformed      = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The Authorization header is not a valid Bearer credential."}`
-	bodyAudience       = `{"error":"` + oauth.ErrInvalidToken + `","error_description":"The access token was not issued for this resource."}`
-	bodyScope          = `{"error":"` + oauth.ErrInsufficientScope + `","error_description":"The access token lacks a scope this resource requires."}`
-	bodyNoResource     = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"No protected resource matches this request."}`
-	bodyUnavailable    = `{"error":"` + oauth.ErrTemporarilyUnavailable + `","error_description":"The token store is unavailable; try again."}`
-	bodyInvalidPath    = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The request path is ambiguous (encoded separators, parameters or double encoding) and is refused."}`
-	bodyInvalidRequest = `{"error":"` + oauth.ErrInvalidRequest + `","error_description":"The proxy did not report the request as this check path expects."}`
-	bodyHostMismatch   = `{"error":"` + oauth.ErrAccessDenied + `","error_description":"The request's host is not the host this check is pinned to."}`
+	bodyNoToken        = `{"error":"` + oauth.CodeInvalidToken + `","error_description":"A bearer access token is required."}`
+	bodyInvalidToken   = `{"error":"` + oauth.CodeInvalidToken + `","error_description":"The access token is invalid, expired or revoked."}`
+	bodyMalformed      = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The Authorization header is not a valid Bearer credential."}`
+	bodyAudience       = `{"error":"` + oauth.CodeInvalidToken + `","error_description":"The access token was not issued for this resource."}`
+	bodyScope          = `{"error":"` + oauth.CodeInsufficientScope + `","error_description":"The access token lacks a scope this resource requires."}`
+	bodyNoResource     = `{"error":"` + oauth.CodeAccessDenied + `","error_description":"No protected resource matches this request."}`
+	bodyUnavailable    = `{"error":"` + oauth.CodeTemporarilyUnavailable + `","error_description":"The token store is unavailable; try again."}`
+	bodyInvalidPath    = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The request path is ambiguous (encoded separators, parameters or double encoding) and is refused."}`
+	bodyInvalidRequest = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The proxy did not report the request as this check path expects."}`
+	bodyHostMismatch   = `{"error":"` + oauth.CodeAccessDenied + `","error_description":"The request's host is not the host this check is pinned to."}`
 )
 
 // deny builds a denial of r at canonical path p. scope is the insufficient

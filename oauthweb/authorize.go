@@ -81,30 +81,30 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 		// Several resources are legal in RFC 8707; pickResource refuses
 		// them with invalid_target.
 		if len(v[k]) > 1 && k != "resource" {
-			return req, nil, oauth.NewError(oauth.ErrInvalidRequest, k+" is repeated")
+			return req, nil, oauth.NewError(oauth.CodeInvalidRequest, k+" is repeated")
 		}
 	}
 	if len(req.state) > 2048 {
 		req.state = ""
-		return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "state is too long")
+		return req, nil, oauth.NewError(oauth.CodeInvalidRequest, "state is too long")
 	}
 	if rt := v.Get("response_type"); rt != "code" {
 		if rt == "" {
-			return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "response_type is required")
+			return req, nil, oauth.NewError(oauth.CodeInvalidRequest, "response_type is required")
 		}
-		return req, nil, oauth.NewError(oauth.ErrUnsupportedResponseType, "only response_type=code is supported")
+		return req, nil, oauth.NewError(oauth.CodeUnsupportedResponseType, "only response_type=code is supported")
 	}
 	if len(client.GrantTypes) > 0 && !slices.Contains(client.GrantTypes, "authorization_code") {
-		return req, nil, oauth.NewError(oauth.ErrUnauthorizedClient, "the client is not registered for the authorization_code grant")
+		return req, nil, oauth.NewError(oauth.CodeUnauthorizedClient, "the client is not registered for the authorization_code grant")
 	}
 	req.challenge = v.Get("code_challenge")
 	switch method := v.Get("code_challenge_method"); {
 	case req.challenge == "":
-		return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "code_challenge is required (PKCE)")
+		return req, nil, oauth.NewError(oauth.CodeInvalidRequest, "code_challenge is required (PKCE)")
 	case method != oauth.MethodS256:
-		return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "code_challenge_method must be S256")
+		return req, nil, oauth.NewError(oauth.CodeInvalidRequest, "code_challenge_method must be S256")
 	case !oauth.ValidChallenge(req.challenge):
-		return req, nil, oauth.NewError(oauth.ErrInvalidRequest, "code_challenge is malformed")
+		return req, nil, oauth.NewError(oauth.CodeInvalidRequest, "code_challenge is malformed")
 	}
 	scope, oe := s.grantScope(client, v.Get("scope"))
 	if oe != nil {
@@ -132,17 +132,17 @@ func (s *Server) grantScope(client store.Client, raw string) ([]string, *oauth.E
 	}
 	req, err := oauth.ParseScope(raw)
 	if err != nil {
-		return nil, oauth.NewError(oauth.ErrInvalidScope, "scope is malformed")
+		return nil, oauth.NewError(oauth.CodeInvalidScope, "scope is malformed")
 	}
 	req = slices.DeleteFunc(req, func(x string) bool { return x == oauth.ScopeOfflineAccess })
 	if len(req) == 0 {
 		if len(allowed) == 0 {
-			return nil, oauth.NewError(oauth.ErrInvalidScope, "no scope is available to this client")
+			return nil, oauth.NewError(oauth.CodeInvalidScope, "no scope is available to this client")
 		}
 		return slices.Clone(allowed), nil
 	}
 	if !oauth.ScopeSubset(req, allowed) {
-		return nil, oauth.NewError(oauth.ErrInvalidScope, "unsupported scope requested")
+		return nil, oauth.NewError(oauth.CodeInvalidScope, "unsupported scope requested")
 	}
 	return req, nil
 }
@@ -155,16 +155,16 @@ func (s *Server) pickResource(vals []string) (string, *oauth.Error) {
 		if len(s.cfg.Resources) == 1 {
 			return s.cfg.Resources[0].URL, nil
 		}
-		return "", &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "resource is required: this server protects several resources", Status: http.StatusBadRequest}
+		return "", &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "resource is required: this server protects several resources", Status: http.StatusBadRequest}
 	case 1:
 		for _, r := range s.cfg.Resources {
 			if r.URL == vals[0] {
 				return r.URL, nil
 			}
 		}
-		return "", &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "unknown resource", Status: http.StatusBadRequest}
+		return "", &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "unknown resource", Status: http.StatusBadRequest}
 	default:
-		return "", &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "only one resource per request is supported", Status: http.StatusBadRequest}
+		return "", &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "only one resource per request is supported", Status: http.StatusBadRequest}
 	}
 }
 
@@ -301,9 +301,9 @@ func redirectTrustedBeforeLogin(c store.Client) bool {
 func (s *Server) renderAuthorizeError(w http.ResponseWriter, r *http.Request, oe *oauth.Error) {
 	msg := msgBadAuthorizeRequest
 	switch oe.Code {
-	case oauth.ErrTemporarilyUnavailable:
+	case oauth.CodeTemporarilyUnavailable:
 		msg = "The service is temporarily unavailable. Try again in a moment."
-	case oauth.ErrServerError:
+	case oauth.CodeServerError:
 		msg = "Something went wrong on this server. Try again in a moment."
 	default:
 		if oe.Description != "" {
@@ -411,9 +411,9 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	switch r.PostForm.Get("decision") {
 	case "approve":
 	case "deny":
-		ev.Event, ev.Success, ev.Error = store.EventConsentDenied, false, oauth.ErrAccessDenied
+		ev.Event, ev.Success, ev.Error = store.EventConsentDenied, false, oauth.CodeAccessDenied
 		s.record(ctx, ev)
-		s.redirectError(w, r, req, oauth.NewError(oauth.ErrAccessDenied, "the user denied access"))
+		s.redirectError(w, r, req, oauth.NewError(oauth.CodeAccessDenied, "the user denied access"))
 		return
 	default:
 		s.renderError(w, r, http.StatusBadRequest, "The form could not be read.", errors.New("consent decision missing"))

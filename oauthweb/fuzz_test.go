@@ -26,7 +26,7 @@ func FuzzRegistration(f *testing.F) {
 		s := &Server{cfg: Config{Scopes: []string{"mcp"}, AllowPrivateSchemeRedirects: private}}
 		c, oe := s.parseRegistration(body)
 		if oe != nil {
-			if oe.Code != oauth.ErrInvalidClientMetadata && oe.Code != oauth.ErrInvalidRedirectURI {
+			if oe.Code != oauth.CodeInvalidClientMetadata && oe.Code != oauth.CodeInvalidRedirectURI {
 				t.Fatalf("error code %q", oe.Code)
 			}
 			return

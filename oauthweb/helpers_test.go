@@ -353,6 +353,6 @@ func diff(t *testing.T, what string, got, want any) {
 	}
 }
 
-var _ = oauth.ErrInvalidGrant
+var _ = oauth.CodeInvalidGrant
 
 func mustRE(s string) *regexp.Regexp { return regexp.MustCompile(s) }

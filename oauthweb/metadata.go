@@ -98,7 +98,7 @@ func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(candidates) == 0 {
-		oauth.WriteError(w, &oauth.Error{Code: oauth.ErrInvalidRequest, Description: "unknown resource", Status: http.StatusNotFound})
+		oauth.WriteError(w, &oauth.Error{Code: oauth.CodeInvalidRequest, Description: "unknown resource", Status: http.StatusNotFound})
 		return
 	}
 	chosen := candidates[0]

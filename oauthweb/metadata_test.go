@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
@@ -280,11 +281,11 @@ func TestStoreUnavailable(t *testing.T) {
 }
 
 func TestNewValidates(t *testing.T) {
-	_, err := New(Config{Issuer: "http://example.com", Registration: "maybe"})
+	_, err := New(Config{Issuer: "http://example.com", Registration: "maybe", RefreshGrace: time.Hour})
 	if err == nil {
 		t.Fatal("New accepted an empty config")
 	}
-	for _, want := range []string{"issuer must be https", "at least one resource", "store is required", "audit recorder", "hasher", "registration"} {
+	for _, want := range []string{"issuer must use https", "at least one resource", "store is required", "audit recorder", "hasher", "registration", "refresh grace 1h0m0s: at most 1m0s"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

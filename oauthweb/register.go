@@ -52,12 +52,12 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	}
 	switch s.cfg.Registration {
 	case RegistrationClosed:
-		fail(&oauth.Error{Code: oauth.ErrAccessDenied, Description: "dynamic client registration is disabled", Status: http.StatusForbidden})
+		fail(&oauth.Error{Code: oauth.CodeAccessDenied, Description: "dynamic client registration is disabled", Status: http.StatusForbidden})
 		return
 	case RegistrationToken:
 		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || !token.Equal(strings.TrimSpace(got), s.cfg.RegistrationToken) {
-			fail(&oauth.Error{Code: oauth.ErrInvalidToken, Description: "a valid initial access token is required", Status: http.StatusUnauthorized, WWWAuthenticate: `Bearer error="invalid_token"`})
+			fail(&oauth.Error{Code: oauth.CodeInvalidToken, Description: "a valid initial access token is required", Status: http.StatusUnauthorized, WWWAuthenticate: `Bearer error="invalid_token"`})
 			return
 		}
 	}
@@ -65,17 +65,17 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	if err != nil || mt != "application/json" {
 		// RFC 7591 §3.2.2: every registration error is a 400 with its
 		// code; only a body over the size limit gets its own status.
-		fail(metadataError(oauth.ErrInvalidClientMetadata, "content type must be application/json"))
+		fail(metadataError(oauth.CodeInvalidClientMetadata, "content type must be application/json"))
 		return
 	}
 	var buf bytes.Buffer
 	if _, err := buf.ReadFrom(r.Body); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			fail(&oauth.Error{Code: oauth.ErrInvalidClientMetadata, Description: "request body too large", Status: http.StatusRequestEntityTooLarge})
+			fail(&oauth.Error{Code: oauth.CodeInvalidClientMetadata, Description: "request body too large", Status: http.StatusRequestEntityTooLarge})
 			return
 		}
-		fail(metadataError(oauth.ErrInvalidClientMetadata, "could not read the request body"))
+		fail(metadataError(oauth.CodeInvalidClientMetadata, "could not read the request body"))
 		return
 	}
 	client, oe := s.parseRegistration(buf.Bytes())
@@ -130,7 +130,7 @@ func (s *Server) parseRegistration(body []byte) (store.Client, *oauth.Error) {
 	var c store.Client
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(body, &raw); err != nil || raw == nil {
-		return c, metadataError(oauth.ErrInvalidClientMetadata, "the body must be a JSON object")
+		return c, metadataError(oauth.CodeInvalidClientMetadata, "the body must be a JSON object")
 	}
 	field := func(name string, dst any) *oauth.Error {
 		v, ok := raw[name]
@@ -138,7 +138,7 @@ func (s *Server) parseRegistration(body []byte) (store.Client, *oauth.Error) {
 			return nil
 		}
 		if err := json.Unmarshal(v, dst); err != nil {
-			return metadataError(oauth.ErrInvalidClientMetadata, name+" has the wrong type")
+			return metadataError(oauth.CodeInvalidClientMetadata, name+" has the wrong type")
 		}
 		return nil
 	}
@@ -165,14 +165,14 @@ func (s *Server) parseRegistration(body []byte) (store.Client, *oauth.Error) {
 		}
 	}
 	if len(redirects) == 0 {
-		return c, metadataError(oauth.ErrInvalidRedirectURI, "redirect_uris is required")
+		return c, metadataError(oauth.CodeInvalidRedirectURI, "redirect_uris is required")
 	}
 	if len(redirects) > maxRedirectURIs {
-		return c, metadataError(oauth.ErrInvalidRedirectURI, fmt.Sprintf("at most %d redirect URIs", maxRedirectURIs))
+		return c, metadataError(oauth.CodeInvalidRedirectURI, fmt.Sprintf("at most %d redirect URIs", maxRedirectURIs))
 	}
 	for _, u := range redirects {
 		if err := oauth.ValidateRedirectURI(u, s.cfg.AllowPrivateSchemeRedirects); err != nil {
-			return c, metadataError(oauth.ErrInvalidRedirectURI, err.Error())
+			return c, metadataError(oauth.CodeInvalidRedirectURI, err.Error())
 		}
 	}
 	// Echo them in the order given, without duplicates.
@@ -190,7 +190,7 @@ func (s *Server) parseRegistration(body []byte) (store.Client, *oauth.Error) {
 		method = "client_secret_basic"
 	case "none", "client_secret_basic", "client_secret_post":
 	default:
-		return c, metadataError(oauth.ErrInvalidClientMetadata, "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post")
+		return c, metadataError(oauth.CodeInvalidClientMetadata, "token_endpoint_auth_method must be none, client_secret_basic or client_secret_post")
 	}
 	// Unknown grant types are dropped rather than failing the whole
 	// registration; without authorization_code the client is useless.
@@ -198,12 +198,12 @@ func (s *Server) parseRegistration(body []byte) (store.Client, *oauth.Error) {
 		grants = []string{"authorization_code"}
 	}
 	if !slices.Contains(grants, "authorization_code") {
-		return c, metadataError(oauth.ErrInvalidClientMetadata, "grant_types must include authorization_code")
+		return c, metadataError(oauth.CodeInvalidClientMetadata, "grant_types must include authorization_code")
 	}
 	// Refresh tokens come with every code grant, so the client gets both.
 	grants = []string{"authorization_code", "refresh_token"}
 	if len(responseTypes) > 0 && !slices.Contains(responseTypes, "code") {
-		return c, metadataError(oauth.ErrInvalidClientMetadata, "response_types must include code")
+		return c, metadataError(oauth.CodeInvalidClientMetadata, "response_types must include code")
 	}
 	name = strings.TrimSpace(strings.Map(func(r rune) rune {
 		if unicode.IsControl(r) || unicode.In(r, unicode.Cf) {
@@ -227,7 +227,7 @@ func (s *Server) parseRegistration(body []byte) (store.Client, *oauth.Error) {
 	if scope != "" {
 		sc, err := oauth.ParseScope(scope)
 		if err != nil {
-			return c, metadataError(oauth.ErrInvalidClientMetadata, "scope is malformed")
+			return c, metadataError(oauth.CodeInvalidClientMetadata, "scope is malformed")
 		}
 		sc = slices.DeleteFunc(sc, func(x string) bool { return !slices.Contains(s.cfg.Scopes, x) })
 		scope = oauth.JoinScope(sc)

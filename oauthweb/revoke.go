@@ -27,7 +27,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := r.PostForm.Get("token")
 	if tok == "" {
-		oauth.WriteError(w, oauth.NewError(oauth.ErrInvalidRequest, "token is required"))
+		oauth.WriteError(w, oauth.NewError(oauth.CodeInvalidRequest, "token is required"))
 		return
 	}
 	// token_type_hint is only a hint; lookups are by hash whatever the kind.
@@ -122,7 +122,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := r.PostForm.Get("token")
 	if tok == "" {
-		oauth.WriteError(w, oauth.NewError(oauth.ErrInvalidRequest, "token is required"))
+		oauth.WriteError(w, oauth.NewError(oauth.CodeInvalidRequest, "token is required"))
 		return
 	}
 	inactive := introspection{}

@@ -40,6 +40,34 @@ const (
 	RegistrationToken  = "token"
 )
 
+// Defaults of Config, which the CLI's flags also show.
+const (
+	DefaultAccessTokenTTL  = time.Hour
+	DefaultRefreshTokenTTL = 30 * 24 * time.Hour
+	DefaultRefreshIdleTTL  = 14 * 24 * time.Hour
+	// DefaultRefreshGrace covers a client racing itself with one refresh
+	// token; longer windows weaken reuse detection.
+	DefaultRefreshGrace     = 5 * time.Second
+	DefaultSessionTTL       = 30 * 24 * time.Hour
+	DefaultCodeTTL          = 10 * time.Minute
+	DefaultLockoutThreshold = 10
+	DefaultLockoutWindow    = 15 * time.Minute
+	DefaultLockoutDuration  = 15 * time.Minute
+	DefaultScope            = "mcp"
+)
+
+// Limits of Config.
+const (
+	// MaxRefreshGrace bounds RefreshGrace: within the window a stolen,
+	// already rotated refresh token is answered instead of revoking its
+	// family, so a long one weakens reuse detection.
+	MaxRefreshGrace = time.Minute
+	// MinSecretLen is the least length of the machine secrets of Config
+	// (RegistrationToken, IntrospectionCredentials): random and long, not
+	// passwords people remember.
+	MinSecretLen = 16
+)
+
 // Rate-limit endpoint names passed to Config.RateLimit.
 const (
 	LimitLogin      = "login"
@@ -90,25 +118,29 @@ type Config struct {
 	// the audit log (trusted-proxy logic plugs in here). Optional; default:
 	// the host of RemoteAddr.
 	ClientIP func(*http.Request) string
-	// Scopes are the supported scopes. Optional; default ["mcp"]. A request
+	// Scopes are the supported scopes. Optional; default [DefaultScope]. A request
 	// without scope gets all of them.
 	Scopes []string
-	// AccessTokenTTL is the access token lifetime. Optional; default 1h.
+	// AccessTokenTTL is the access token lifetime. Optional; default
+	// DefaultAccessTokenTTL.
 	AccessTokenTTL time.Duration
 	// RefreshTokenTTL is the absolute lifetime of a refresh token family,
-	// counted from the authorization code grant. Optional; default 30 days.
+	// counted from the authorization code grant. Optional; default
+	// DefaultRefreshTokenTTL.
 	RefreshTokenTTL time.Duration
 	// RefreshIdleTTL is how long an unused refresh token stays valid.
-	// Optional; default 14 days.
+	// Optional; default DefaultRefreshIdleTTL.
 	RefreshIdleTTL time.Duration
 	// RefreshGrace is how long after a rotation the old refresh token
 	// still gets the same response again (a client racing itself) instead
-	// of triggering reuse detection. Optional; default 5s; negative
+	// of triggering reuse detection. Optional; default DefaultRefreshGrace; negative
 	// disables the grace window.
 	RefreshGrace time.Duration
-	// SessionTTL is the browser session lifetime. Optional; default 30 days.
+	// SessionTTL is the browser session lifetime. Optional; default
+	// DefaultSessionTTL.
 	SessionTTL time.Duration
-	// CodeTTL is the authorization code lifetime. Optional; default 10m.
+	// CodeTTL is the authorization code lifetime. Optional; default
+	// DefaultCodeTTL.
 	CodeTTL time.Duration
 	// Registration is "open" (default), "closed" or "token" (an initial
 	// access token is required as a Bearer token).
@@ -169,11 +201,11 @@ type Config struct {
 	// is reserved in the store before its password is verified (and given
 	// back on success), so at most this many verifications run per lock
 	// window under any burst, and none while locked. Optional; default
-	// 10; negative disables lockout.
+	// DefaultLockoutThreshold; negative disables lockout.
 	LockoutThreshold int
-	// LockoutWindow optional; default 15m.
+	// LockoutWindow optional; default DefaultLockoutWindow.
 	LockoutWindow time.Duration
-	// LockoutDuration optional; default 15m.
+	// LockoutDuration optional; default DefaultLockoutDuration.
 	LockoutDuration time.Duration
 }
 
@@ -202,17 +234,11 @@ type endpoints struct {
 // and parses the templates.
 func New(cfg Config) (*Server, error) {
 	var errs []error
-	iu, err := url.Parse(cfg.Issuer)
-	switch {
-	case cfg.Issuer == "":
-		errs = append(errs, errors.New("issuer is required"))
-	case err != nil:
-		errs = append(errs, fmt.Errorf("issuer: %w", err))
-	case iu.Scheme != "https" && !(iu.Scheme == "http" && resource.IsLoopbackHost(iu.Hostname())):
-		errs = append(errs, errors.New("issuer must be https (http only on loopback)"))
-	case iu.Host == "" || iu.User != nil || iu.RawQuery != "" || iu.ForceQuery || iu.Fragment != "" || strings.Contains(cfg.Issuer, "#"):
-		errs = append(errs, errors.New("issuer must be an absolute URL without userinfo, query or fragment"))
+	if err := oauth.ValidateIssuer(cfg.Issuer); err != nil {
+		errs = append(errs, err)
 	}
+	// Valid issuers parse; an invalid one stops New below.
+	iu, _ := url.Parse(cfg.Issuer)
 	if len(cfg.Resources) == 0 {
 		errs = append(errs, errors.New("at least one resource is required"))
 	}
@@ -230,14 +256,14 @@ func New(cfg Config) (*Server, error) {
 		cfg.Registration = RegistrationOpen
 	case RegistrationOpen, RegistrationClosed:
 	case RegistrationToken:
-		if len(cfg.RegistrationToken) < 16 {
-			errs = append(errs, errors.New("registration token must be at least 16 characters"))
+		if len(cfg.RegistrationToken) < MinSecretLen {
+			errs = append(errs, fmt.Errorf("registration token must be at least %d characters", MinSecretLen))
 		}
 	default:
 		errs = append(errs, fmt.Errorf("registration %q: want open, closed or token", cfg.Registration))
 	}
 	if len(cfg.Scopes) == 0 {
-		cfg.Scopes = []string{"mcp"}
+		cfg.Scopes = []string{DefaultScope}
 	}
 	if sc, err := oauth.ParseScope(oauth.JoinScope(cfg.Scopes)); err != nil || len(sc) != len(cfg.Scopes) {
 		errs = append(errs, errors.New("scopes must be distinct valid scope tokens"))
@@ -245,8 +271,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.Scopes = sc
 	}
 	for id, secret := range cfg.IntrospectionCredentials {
-		if id == "" || len(secret) < 16 {
-			errs = append(errs, fmt.Errorf("introspection credential %q: secret must be at least 16 characters", id))
+		if id == "" || len(secret) < MinSecretLen {
+			errs = append(errs, fmt.Errorf("introspection credential %q: secret must be at least %d characters", id, MinSecretLen))
 		}
 	}
 	def := func(d *time.Duration, v time.Duration) {
@@ -257,16 +283,19 @@ func New(cfg Config) (*Server, error) {
 			errs = append(errs, errors.New("durations must not be negative"))
 		}
 	}
-	def(&cfg.AccessTokenTTL, time.Hour)
-	def(&cfg.RefreshTokenTTL, 30*24*time.Hour)
-	def(&cfg.RefreshIdleTTL, 14*24*time.Hour)
-	def(&cfg.RefreshGrace, 5*time.Second)
-	def(&cfg.SessionTTL, 30*24*time.Hour)
-	def(&cfg.CodeTTL, 10*time.Minute)
-	def(&cfg.LockoutWindow, 15*time.Minute)
-	def(&cfg.LockoutDuration, 15*time.Minute)
+	def(&cfg.AccessTokenTTL, DefaultAccessTokenTTL)
+	def(&cfg.RefreshTokenTTL, DefaultRefreshTokenTTL)
+	def(&cfg.RefreshIdleTTL, DefaultRefreshIdleTTL)
+	def(&cfg.RefreshGrace, DefaultRefreshGrace)
+	if cfg.RefreshGrace > MaxRefreshGrace {
+		errs = append(errs, fmt.Errorf("refresh grace %v: at most %v", cfg.RefreshGrace, MaxRefreshGrace))
+	}
+	def(&cfg.SessionTTL, DefaultSessionTTL)
+	def(&cfg.CodeTTL, DefaultCodeTTL)
+	def(&cfg.LockoutWindow, DefaultLockoutWindow)
+	def(&cfg.LockoutDuration, DefaultLockoutDuration)
 	if cfg.LockoutThreshold == 0 {
-		cfg.LockoutThreshold = 10
+		cfg.LockoutThreshold = DefaultLockoutThreshold
 	}
 	if cfg.RefreshGrace < 0 {
 		cfg.RefreshGrace = 0
@@ -445,7 +474,7 @@ func (s *Server) apiNoCORS(name, method string, h http.Handler, limit int64) htt
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		if r.Method != method && !(method == http.MethodGet && r.Method == http.MethodHead) {
 			w.Header().Set("Allow", method)
-			oauth.WriteError(w, &oauth.Error{Code: oauth.ErrInvalidRequest, Description: "method not allowed", Status: http.StatusMethodNotAllowed})
+			oauth.WriteError(w, &oauth.Error{Code: oauth.CodeInvalidRequest, Description: "method not allowed", Status: http.StatusMethodNotAllowed})
 			return
 		}
 		h.ServeHTTP(w, r)
@@ -490,7 +519,7 @@ func writeTooManyRequests(w http.ResponseWriter, after string) {
 }
 
 func tooManyRequests() *oauth.Error {
-	return &oauth.Error{Code: oauth.ErrTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests}
+	return &oauth.Error{Code: oauth.CodeTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests}
 }
 
 // reserve spends one event of endpoint's limit for key (see

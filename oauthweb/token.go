@@ -34,11 +34,11 @@ type tokenResponse struct {
 // rejects repeated parameters (RFC 6749 §3.2).
 func readForm(r *http.Request) *oauth.Error {
 	if status, err := parsePostForm(r); err != nil {
-		return &oauth.Error{Code: oauth.ErrInvalidRequest, Description: err.Error(), Status: status}
+		return &oauth.Error{Code: oauth.CodeInvalidRequest, Description: err.Error(), Status: status}
 	}
 	for k, v := range r.PostForm {
 		if len(v) > 1 && k != "resource" {
-			return oauth.NewError(oauth.ErrInvalidRequest, "parameter "+truncate(k, 64)+" is repeated")
+			return oauth.NewError(oauth.CodeInvalidRequest, "parameter "+truncate(k, 64)+" is repeated")
 		}
 	}
 	return nil
@@ -96,7 +96,7 @@ func readClientCreds(r *http.Request) (clientCreds, *oauth.Error) {
 }
 
 func invalidClient(basic bool, desc string) *oauth.Error {
-	e := &oauth.Error{Code: oauth.ErrInvalidClient, Description: desc, Status: http.StatusUnauthorized}
+	e := &oauth.Error{Code: oauth.CodeInvalidClient, Description: desc, Status: http.StatusUnauthorized}
 	if basic {
 		e.WWWAuthenticate = `Basic realm="passgate", charset="UTF-8"`
 	}
@@ -176,9 +176,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	grant := r.PostForm.Get("grant_type")
 	if grant != "authorization_code" && grant != "refresh_token" {
 		if grant == "" {
-			fail(oauth.NewError(oauth.ErrInvalidRequest, "grant_type is required"))
+			fail(oauth.NewError(oauth.CodeInvalidRequest, "grant_type is required"))
 		} else {
-			fail(oauth.NewError(oauth.ErrUnsupportedGrantType, "supported grant types are authorization_code and refresh_token"))
+			fail(oauth.NewError(oauth.CodeUnsupportedGrantType, "supported grant types are authorization_code and refresh_token"))
 		}
 		return
 	}
@@ -223,12 +223,12 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 	code := r.PostForm.Get("code")
 	verifier := r.PostForm.Get("code_verifier")
 	if code == "" {
-		return nil, oauth.NewError(oauth.ErrInvalidRequest, "code is required")
+		return nil, oauth.NewError(oauth.CodeInvalidRequest, "code is required")
 	}
 	if verifier == "" {
-		return nil, oauth.NewError(oauth.ErrInvalidRequest, "code_verifier is required")
+		return nil, oauth.NewError(oauth.CodeInvalidRequest, "code_verifier is required")
 	}
-	invalid := oauth.NewError(oauth.ErrInvalidGrant, "the authorization code is invalid, expired or already used")
+	invalid := oauth.NewError(oauth.CodeInvalidGrant, "the authorization code is invalid, expired or already used")
 	if !token.HasPrefix(code, token.PrefixCode) {
 		return nil, invalid
 	}
@@ -253,13 +253,13 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 	// request omitted it (one registered URI), sending that URI is fine.
 	if ru := r.PostForm.Get("redirect_uri"); ru != ac.RedirectURI &&
 		!(ac.RedirectURI == "" && len(client.RedirectURIs) == 1 && ru == client.RedirectURIs[0]) {
-		return nil, oauth.NewError(oauth.ErrInvalidGrant, "redirect_uri does not match the authorization request")
+		return nil, oauth.NewError(oauth.CodeInvalidGrant, "redirect_uri does not match the authorization request")
 	}
 	if !oauth.VerifyS256(verifier, ac.CodeChallenge) {
-		return nil, oauth.NewError(oauth.ErrInvalidGrant, "PKCE verification failed")
+		return nil, oauth.NewError(oauth.CodeInvalidGrant, "PKCE verification failed")
 	}
 	if res := r.PostForm["resource"]; len(res) > 0 && (len(res) > 1 || res[0] != ac.Resource) {
-		return nil, &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "resource does not match the authorization request", Status: http.StatusBadRequest}
+		return nil, &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "resource does not match the authorization request", Status: http.StatusBadRequest}
 	}
 	familyExp := now.Add(s.cfg.RefreshTokenTTL)
 	access, refresh, at, rt := s.mint(now, client, ac.Username, ac.Scope, ac.Resource, ac.FamilyID, familyExp)
@@ -297,9 +297,9 @@ func (s *Server) refreshGrant(ctx context.Context, r *http.Request, client store
 	ev.Event = store.EventTokenRefresh
 	old := r.PostForm.Get("refresh_token")
 	if old == "" {
-		return nil, oauth.NewError(oauth.ErrInvalidRequest, "refresh_token is required")
+		return nil, oauth.NewError(oauth.CodeInvalidRequest, "refresh_token is required")
 	}
-	invalid := oauth.NewError(oauth.ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
+	invalid := oauth.NewError(oauth.CodeInvalidGrant, "the refresh token is invalid, expired or revoked")
 	if !token.HasPrefix(old, token.PrefixRefresh) {
 		return nil, invalid
 	}
@@ -327,14 +327,14 @@ func (s *Server) refreshGrant(ctx context.Context, r *http.Request, client store
 		req, err := oauth.ParseScope(raw[0])
 		granted, _ := oauth.ParseScope(t.Scope)
 		if err != nil || !oauth.ScopeSubset(req, granted) {
-			return nil, oauth.NewError(oauth.ErrInvalidScope, "the requested scope exceeds the granted scope")
+			return nil, oauth.NewError(oauth.CodeInvalidScope, "the requested scope exceeds the granted scope")
 		}
 		if len(req) > 0 {
 			scope = oauth.JoinScope(req)
 		}
 	}
 	if res := r.PostForm["resource"]; len(res) > 0 && (len(res) > 1 || res[0] != t.Resource) {
-		return nil, &oauth.Error{Code: oauth.ErrInvalidTarget, Description: "the refresh token is bound to another resource", Status: http.StatusBadRequest}
+		return nil, &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "the refresh token is bound to another resource", Status: http.StatusBadRequest}
 	}
 	access, refresh, at, rt := s.mint(now, client, t.Username, t.Scope, t.Resource, t.FamilyID, t.FamilyExpiresAt)
 	// A narrower scope applies to the new access token; the refresh token
@@ -381,7 +381,7 @@ func (s *Server) refreshGrant(ctx context.Context, r *http.Request, client store
 // that raced itself); after it, this is reuse of a possibly stolen token
 // and the whole family is revoked.
 func (s *Server) rotatedRefresh(ctx context.Context, r *http.Request, old string, t store.Token, now time.Time) (*tokenResponse, *oauth.Error) {
-	invalid := oauth.NewError(oauth.ErrInvalidGrant, "the refresh token is invalid, expired or revoked")
+	invalid := oauth.NewError(oauth.CodeInvalidGrant, "the refresh token is invalid, expired or revoked")
 	if s.cfg.RefreshGrace > 0 && now.Sub(t.RotatedAt) <= s.cfg.RefreshGrace && len(t.GraceResponse) > 0 {
 		if body, err := openGrace(old, t.GraceResponse); err == nil {
 			var resp tokenResponse

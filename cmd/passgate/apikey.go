@@ -13,6 +13,7 @@ import (
 
 	"github.com/passgate/passgate/extauthz"
 	"github.com/passgate/passgate/internal/audit"
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -175,7 +176,7 @@ func newAPIKey(name string, resources, scopes []string, getenv func(string) stri
 	var scope []string
 	for _, s := range scopes {
 		switch {
-		case !validScopeToken(s):
+		case !oauth.ValidScopeToken(s):
 			errs = append(errs, fmt.Errorf("--scope: %q is not a valid scope token", s))
 		case !slices.Contains(granted, s):
 			errs = append(errs, fmt.Errorf("--scope: %q is not a scope passgate grants (%s)", s, strings.Join(granted, " ")))

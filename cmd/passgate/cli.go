@@ -163,7 +163,7 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 // storeConfig binds only the flags a command needs to reach the store.
 func bindStoreFlags(fs *flag.FlagSet, c *Config) []setting {
 	fs.StringVar(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty"+envHelp([]string{"DATABASE_URL"}))
-	fs.StringVar(&c.DataDir, "data-dir", "data", "directory of the SQLite database"+envHelp([]string{"PASSGATE_DATA_DIR"}))
+	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir, "directory of the SQLite database"+envHelp([]string{"PASSGATE_DATA_DIR"}))
 	return []setting{{"database", []string{"DATABASE_URL"}}, {"data-dir", []string{"PASSGATE_DATA_DIR"}}}
 }
 

@@ -24,19 +24,22 @@ import (
 )
 
 // Config is passgate's whole configuration. Every field is a flag with an
-// environment fallback; the field comments are the reference the README
-// repeats. A flag given on the command line wins over the environment.
+// environment fallback; a flag given on the command line wins over the
+// environment. Defaults a package owns are its exported Default* constants,
+// which bindFlags uses; the README's table repeats them and
+// TestREADMEConfigTableMatchesFlags keeps it true.
 type Config struct {
 	// Issuer is the authorization server's issuer URL, used byte for byte
-	// in metadata and as the base of every endpoint URL. Must be https
-	// unless its host is loopback. Default http://localhost:8080.
+	// in metadata and as the base of every endpoint URL
+	// (oauth.ValidateIssuer: https unless its host is loopback). Default
+	// defaultIssuer.
 	// Env PASSGATE_ISSUER, or the seed's SERVER_URL.
 	Issuer string
 	// Resources are the protected MCP resource URLs (RFC 8707 audiences),
 	// e.g. https://mcp.example.com/mcp. Default http://localhost:8080/mcp.
 	// Env PASSGATE_RESOURCES, comma-separated.
 	Resources []string
-	// Scopes are the scopes passgate grants. Default "mcp".
+	// Scopes are the scopes passgate grants. Default oauthweb.DefaultScope.
 	// Env PASSGATE_SCOPES, comma- or space-separated.
 	Scopes []string
 
@@ -53,21 +56,16 @@ type Config struct {
 	// DatabaseURL selects PostgreSQL (postgres:// or postgresql://).
 	// Optional; without it passgate uses SQLite in DataDir. Env DATABASE_URL.
 	DatabaseURL string
-	// DataDir holds the SQLite database. Default "data".
+	// DataDir holds the SQLite database. Default defaultDataDir.
 	// Env PASSGATE_DATA_DIR.
 	DataDir string
 
-	// AccessTokenTTL is the access token lifetime. Default 1h.
-	AccessTokenTTL time.Duration
-	// RefreshTokenTTL is the absolute lifetime of a refresh family. Default 720h.
-	RefreshTokenTTL time.Duration
-	// RefreshIdleTTL is how long an unused refresh token lives. Default 336h.
-	RefreshIdleTTL time.Duration
-	// RefreshGrace is how long a rotated refresh token may be presented
-	// again and get the same answer (clients racing themselves). Default 5s.
-	RefreshGrace time.Duration
-	// SessionTTL is the browser session lifetime. Default 720h.
-	SessionTTL time.Duration
+	// AccessTokenTTL, RefreshTokenTTL (the absolute lifetime of a refresh
+	// family), RefreshIdleTTL (how long an unused refresh token lives),
+	// RefreshGrace (how long a rotated refresh token may be presented again
+	// and get the same answer: clients racing themselves) and SessionTTL
+	// (the browser session). Defaults oauthweb.Default*.
+	AccessTokenTTL, RefreshTokenTTL, RefreshIdleTTL, RefreshGrace, SessionTTL time.Duration
 
 	// Registration is "open" (default), "closed" or "token" (requires
 	// RegistrationTokenFile's token as an initial access token).
@@ -109,19 +107,23 @@ type Config struct {
 	BrandTitle, BrandLogoURL, BrandLogoFile, BrandAccent, BrandFooter string
 
 	// TrustedProxies are CIDRs whose X-Forwarded-For / X-Real-IP are
-	// believed. Default loopback only. Env PASSGATE_TRUSTED_PROXIES.
+	// believed. Default clientip.DefaultTrusted (loopback).
+	// Env PASSGATE_TRUSTED_PROXIES.
 	TrustedProxies []netip.Prefix
-	// Rate limits per client IP, as "N/duration" or "off".
+	// Rate limits per client IP, as "N/duration" or "off". Defaults
+	// ratelimit.Default*.
 	LoginLimit, TokenLimit, AuthorizeLimit, RegisterLimit, RevokeLimit ratelimit.Limit
 	// LockoutThreshold failed logins within LockoutWindow lock an account
-	// for LockoutDuration. Defaults 10, 15m, 15m; threshold 0 disables.
+	// for LockoutDuration. Defaults oauthweb.DefaultLockout*; threshold 0
+	// disables.
 	LockoutThreshold int
 	LockoutWindow    time.Duration
 	LockoutDuration  time.Duration
 	// MinPasswordLength is the shortest password, in characters, that
 	// `passgate user add` and `user passwd` accept (with the rest of
 	// passwd.Policy: at most 72 bytes, not a common password, not the
-	// username). Default and least 8. Env PASSGATE_MIN_PASSWORD_LENGTH.
+	// username). Default and least passwd.MinLength.
+	// Env PASSGATE_MIN_PASSWORD_LENGTH.
 	MinPasswordLength int
 
 	// APIKeyFile holds the legacy static bearer credential for scripts,
@@ -133,8 +135,8 @@ type Config struct {
 	// (the key itself) also works.
 	APIKeyFile string
 	// UserHeader, ClientIDHeader and ScopeHeader name the identity headers
-	// sent upstream. Defaults X-Passgate-User, X-Passgate-Client-Id,
-	// X-Passgate-Scope.
+	// sent upstream (extauthz.ValidateIdentityHeader). Defaults
+	// extauthz.DefaultUserHeader, DefaultClientIDHeader, DefaultScopeHeader.
 	UserHeader, ClientIDHeader, ScopeHeader string
 	// KeepAuthorization forwards the client's Authorization header upstream
 	// (the MCP specification forbids token passthrough). Default false.
@@ -147,9 +149,11 @@ type Config struct {
 	// whose token lacks them get 403 insufficient_scope. Optional.
 	// Env PASSGATE_REQUIRE_SCOPES.
 	RequireScopes []extauthz.ScopeRule
-	// CheckCacheSize bounds the verified-token cache. Default 100000.
+	// CheckCacheSize bounds the verified-token cache. Default
+	// extauthz.DefaultCacheSize.
 	CheckCacheSize int
-	// StoreTimeout bounds every store call on the check path. Default 300ms.
+	// StoreTimeout bounds every store call on the check path. Default
+	// extauthz.DefaultStoreTimeout.
 	StoreTimeout time.Duration
 
 	// AuditRetention deletes audit rows older than this. Default 2160h
@@ -196,11 +200,19 @@ var defaultSeedRedirectURIs = []string{
 	"https://claude.com/api/mcp/auth_callback",
 }
 
+// defaultIssuer is Config.Issuer's default, the address of --http-listen's
+// default on loopback (which oauth.ValidateIssuer lets use http).
+const defaultIssuer = "http://localhost:8080"
+
+// defaultDataDir is Config.DataDir's default, for serve and the commands
+// that open the store.
+const defaultDataDir = "data"
+
 // Defaults of Config.Resources and Config.Scopes, which `passgate apikey
 // add` also reads (from $PASSGATE_RESOURCES and $PASSGATE_SCOPES).
 var (
 	defaultResources = []string{"http://localhost:8080/mcp"}
-	defaultScopes    = []string{"mcp"}
+	defaultScopes    = []string{oauthweb.DefaultScope}
 )
 
 // setting is one configuration item: a flag and its environment variables.
@@ -231,39 +243,29 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	}
 	list := func(p *[]string, name string, def []string, usage string, env ...string) {
 		*p = def
-		fs.Func(name, usage+" (comma-separated; default "+strings.Join(def, ",")+")"+envHelp(env), func(v string) error {
-			*p = splitList(v)
-			return nil
-		})
+		fs.Var((*listValue)(p), name, usage+" (comma-separated)"+envHelp(env))
 		s = append(s, setting{name, env})
 	}
 	limit := func(p *ratelimit.Limit, name string, def ratelimit.Limit, usage string, env ...string) {
 		*p = def
-		fs.Func(name, usage+" (N/duration or off; default "+def.String()+")"+envHelp(env), func(v string) error {
-			l, err := ratelimit.ParseLimit(v)
-			if err != nil {
-				return err
-			}
-			*p = l
-			return nil
-		})
+		fs.Var((*limitValue)(p), name, usage+" (N/duration or off)"+envHelp(env))
 		s = append(s, setting{name, env})
 	}
 
-	str(&c.Issuer, "issuer", "http://localhost:8080", "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
+	str(&c.Issuer, "issuer", defaultIssuer, "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
 	list(&c.Resources, "resource", defaultResources, "protected MCP resource URLs", "PASSGATE_RESOURCES")
 	list(&c.Scopes, "scopes", defaultScopes, "scopes passgate grants", "PASSGATE_SCOPES")
 	str(&c.HTTPListen, "http-listen", ":8080", "address for pages, OAuth endpoints, the HTTP check and health", "PASSGATE_HTTP_LISTEN")
 	str(&c.GRPCListen, "grpc-listen", ":9191", "address for Envoy ext_authz gRPC (empty disables)", "PASSGATE_GRPC_LISTEN")
 	str(&c.MetricsListen, "metrics-listen", ":9090", "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
 	str(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty", "DATABASE_URL")
-	str(&c.DataDir, "data-dir", "data", "directory of the SQLite database", "PASSGATE_DATA_DIR")
-	dur(&c.AccessTokenTTL, "access-token-ttl", time.Hour, "access token lifetime", "PASSGATE_ACCESS_TOKEN_TTL")
-	dur(&c.RefreshTokenTTL, "refresh-token-ttl", 30*24*time.Hour, "absolute refresh token lifetime", "PASSGATE_REFRESH_TOKEN_TTL")
-	dur(&c.RefreshIdleTTL, "refresh-idle-ttl", 14*24*time.Hour, "refresh token idle lifetime", "PASSGATE_REFRESH_IDLE_TTL")
-	dur(&c.RefreshGrace, "refresh-grace", 5*time.Second, "window in which a rotated refresh token gets the same answer again", "PASSGATE_REFRESH_GRACE")
-	dur(&c.SessionTTL, "session-ttl", 30*24*time.Hour, "browser session lifetime", "PASSGATE_SESSION_TTL")
-	str(&c.Registration, "registration", "open", "dynamic client registration: open, closed or token", "PASSGATE_REGISTRATION")
+	str(&c.DataDir, "data-dir", defaultDataDir, "directory of the SQLite database", "PASSGATE_DATA_DIR")
+	dur(&c.AccessTokenTTL, "access-token-ttl", oauthweb.DefaultAccessTokenTTL, "access token lifetime", "PASSGATE_ACCESS_TOKEN_TTL")
+	dur(&c.RefreshTokenTTL, "refresh-token-ttl", oauthweb.DefaultRefreshTokenTTL, "absolute refresh token lifetime", "PASSGATE_REFRESH_TOKEN_TTL")
+	dur(&c.RefreshIdleTTL, "refresh-idle-ttl", oauthweb.DefaultRefreshIdleTTL, "refresh token idle lifetime", "PASSGATE_REFRESH_IDLE_TTL")
+	dur(&c.RefreshGrace, "refresh-grace", oauthweb.DefaultRefreshGrace, "window in which a rotated refresh token gets the same answer again", "PASSGATE_REFRESH_GRACE")
+	dur(&c.SessionTTL, "session-ttl", oauthweb.DefaultSessionTTL, "browser session lifetime", "PASSGATE_SESSION_TTL")
+	str(&c.Registration, "registration", oauthweb.RegistrationOpen, "dynamic client registration: open, closed or token", "PASSGATE_REGISTRATION")
 	str(&c.RegistrationTokenFile, "registration-token-file", "", "file holding the initial access token for --registration=token", "PASSGATE_REGISTRATION_TOKEN_FILE")
 	boolean(&c.AllowPrivateSchemes, "allow-private-schemes", false, "allow private-use redirect URI schemes such as cursor://", "PASSGATE_ALLOW_PRIVATE_SCHEMES")
 	dur(&c.StaleClientAge, "stale-client-age", 24*time.Hour, "remove registered clients that never completed a grant after this long (0 keeps them)", "PASSGATE_STALE_CLIENT_AGE")
@@ -277,28 +279,22 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.BrandLogoFile, "brand-logo-file", "", "logo image file (PNG, JPEG, GIF, WebP, SVG; max 256 KiB) embedded in the pages", "PASSGATE_BRAND_LOGO_FILE")
 	str(&c.BrandAccent, "brand-accent", "", "accent colour of the pages, #RGB or #RRGGBB", "PASSGATE_BRAND_ACCENT")
 	str(&c.BrandFooter, "brand-footer", "", "a line of text at the bottom of every page", "PASSGATE_BRAND_FOOTER")
-	fs.Func("trusted-proxies", "CIDRs whose X-Forwarded-For is believed (default loopback)"+envHelp([]string{"PASSGATE_TRUSTED_PROXIES"}), func(v string) error {
-		p, err := clientip.ParsePrefixes(v)
-		if err != nil {
-			return err
-		}
-		c.TrustedProxies = p
-		return nil
-	})
+	c.TrustedProxies = clientip.DefaultTrusted()
+	fs.Var((*prefixesValue)(&c.TrustedProxies), "trusted-proxies", "CIDRs whose X-Forwarded-For is believed"+envHelp([]string{"PASSGATE_TRUSTED_PROXIES"}))
 	s = append(s, setting{"trusted-proxies", []string{"PASSGATE_TRUSTED_PROXIES"}})
 	limit(&c.LoginLimit, "login-limit", ratelimit.DefaultLogin, "login attempts per client IP", "PASSGATE_LOGIN_LIMIT")
 	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "failed token requests per client IP", "PASSGATE_TOKEN_LIMIT")
 	limit(&c.AuthorizeLimit, "authorize-limit", ratelimit.DefaultAuthorize, "authorization requests per client IP", "PASSGATE_AUTHORIZE_LIMIT")
 	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
 	limit(&c.RevokeLimit, "revoke-limit", ratelimit.DefaultRevoke, "revocation and introspection requests per client IP", "PASSGATE_REVOKE_LIMIT")
-	integer(&c.LockoutThreshold, "lockout-threshold", 10, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
-	dur(&c.LockoutWindow, "lockout-window", 15*time.Minute, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
-	dur(&c.LockoutDuration, "lockout-duration", 15*time.Minute, "how long a locked account stays locked", "PASSGATE_LOCKOUT_DURATION")
+	integer(&c.LockoutThreshold, "lockout-threshold", oauthweb.DefaultLockoutThreshold, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
+	dur(&c.LockoutWindow, "lockout-window", oauthweb.DefaultLockoutWindow, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
+	dur(&c.LockoutDuration, "lockout-duration", oauthweb.DefaultLockoutDuration, "how long a locked account stays locked", "PASSGATE_LOCKOUT_DURATION")
 	s = append(s, bindPasswordPolicy(fs, c))
 	str(&c.APIKeyFile, "api-key-file", "", "file holding a static bearer credential the checks accept", "PASSGATE_API_KEY_FILE")
-	str(&c.UserHeader, "user-header", "X-Passgate-User", "identity header carrying the username upstream", "PASSGATE_USER_HEADER")
-	str(&c.ClientIDHeader, "client-id-header", "X-Passgate-Client-Id", "identity header carrying the client ID upstream", "PASSGATE_CLIENT_ID_HEADER")
-	str(&c.ScopeHeader, "scope-header", "X-Passgate-Scope", "identity header carrying the granted scope upstream", "PASSGATE_SCOPE_HEADER")
+	str(&c.UserHeader, "user-header", extauthz.DefaultUserHeader, "identity header carrying the username upstream", "PASSGATE_USER_HEADER")
+	str(&c.ClientIDHeader, "client-id-header", extauthz.DefaultClientIDHeader, "identity header carrying the client ID upstream", "PASSGATE_CLIENT_ID_HEADER")
+	str(&c.ScopeHeader, "scope-header", extauthz.DefaultScopeHeader, "identity header carrying the granted scope upstream", "PASSGATE_SCOPE_HEADER")
 	boolean(&c.KeepAuthorization, "keep-authorization", false, "forward the client's Authorization header upstream", "PASSGATE_KEEP_AUTHORIZATION")
 	boolean(&c.AllowPreflight, "allow-preflight", true, "let CORS preflight requests through the checks", "PASSGATE_ALLOW_PREFLIGHT")
 	fs.Func("require-scopes", `scopes required per resource URL or path prefix: "MATCH=scope1 scope2;MATCH2=scope3"`+envHelp([]string{"PASSGATE_REQUIRE_SCOPES"}), func(v string) error {
@@ -310,8 +306,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 		return nil
 	})
 	s = append(s, setting{"require-scopes", []string{"PASSGATE_REQUIRE_SCOPES"}})
-	integer(&c.CheckCacheSize, "check-cache-size", 100000, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
-	dur(&c.StoreTimeout, "store-timeout", 300*time.Millisecond, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
+	integer(&c.CheckCacheSize, "check-cache-size", extauthz.DefaultCacheSize, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
+	dur(&c.StoreTimeout, "store-timeout", extauthz.DefaultStoreTimeout, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
 	dur(&c.CleanupInterval, "cleanup-interval", 10*time.Minute, "how often expired rows are deleted", "PASSGATE_CLEANUP_INTERVAL")
 	dur(&c.StartupWait, "startup-wait", time.Minute, "how long to wait for an unreachable PostgreSQL at start", "PASSGATE_STARTUP_WAIT")
@@ -387,9 +383,6 @@ func (c *Config) applyEnv(fs *flag.FlagSet, settings []setting, getenv func(stri
 	}
 	c.SeedPasswordHash = getenv("OAUTH_PASSWORD_HASH")
 	c.SeedAPIKey = getenv("API_KEY")
-	if c.TrustedProxies == nil {
-		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
-	}
 	return errors.Join(errs...)
 }
 
@@ -398,8 +391,8 @@ func (c *Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
-	if err := validateIssuer(c.Issuer); err != nil {
-		errs = append(errs, err)
+	if err := oauth.ValidateIssuer(c.Issuer); err != nil {
+		add("--issuer: %q: %v", c.Issuer, err)
 	}
 	if len(c.Resources) == 0 {
 		add("--resource: at least one protected resource URL is required")
@@ -411,7 +404,7 @@ func (c *Config) Validate() error {
 		add("--scopes: at least one scope is required")
 	}
 	for _, s := range c.Scopes {
-		if !validScopeToken(s) {
+		if !oauth.ValidScopeToken(s) {
 			add("--scopes: %q is not a valid scope token", s)
 		}
 	}
@@ -422,16 +415,17 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	for name, addr := range map[string]string{"--http-listen": c.HTTPListen, "--grpc-listen": c.GRPCListen, "--metrics-listen": c.MetricsListen} {
-		if addr == "" && name == "--http-listen" {
-			add("--http-listen: required")
+	if c.HTTPListen == "" {
+		add("--http-listen: required")
+	}
+	for _, l := range []struct{ name, addr string }{
+		{"--http-listen", c.HTTPListen}, {"--grpc-listen", c.GRPCListen}, {"--metrics-listen", c.MetricsListen},
+	} {
+		if l.addr == "" {
 			continue
 		}
-		if addr == "" {
-			continue
-		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			add("%s: %q is not host:port: %v", name, addr, err)
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			add("%s: %q is not host:port: %v", l.name, l.addr, err)
 		}
 	}
 	if c.HTTPListen != "" && (c.HTTPListen == c.GRPCListen || c.HTTPListen == c.MetricsListen) ||
@@ -446,31 +440,39 @@ func (c *Config) Validate() error {
 	} else if c.DataDir == "" {
 		add("--data-dir: required when --database is not set")
 	}
-	for name, d := range map[string]time.Duration{
-		"--access-token-ttl": c.AccessTokenTTL, "--refresh-token-ttl": c.RefreshTokenTTL,
-		"--refresh-idle-ttl": c.RefreshIdleTTL, "--session-ttl": c.SessionTTL,
-		"--cleanup-interval": c.CleanupInterval, "--shutdown-timeout": c.ShutdownTimeout,
-		"--store-timeout": c.StoreTimeout, "--request-timeout": c.RequestTimeout,
+	// Slices, not maps, so that errors come out in the same order every
+	// time.
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"--access-token-ttl", c.AccessTokenTTL}, {"--refresh-token-ttl", c.RefreshTokenTTL},
+		{"--refresh-idle-ttl", c.RefreshIdleTTL}, {"--session-ttl", c.SessionTTL},
+		{"--cleanup-interval", c.CleanupInterval}, {"--shutdown-timeout", c.ShutdownTimeout},
+		{"--store-timeout", c.StoreTimeout}, {"--request-timeout", c.RequestTimeout},
 	} {
-		if d <= 0 {
-			add("%s: must be positive, got %v", name, d)
+		if d.d <= 0 {
+			add("%s: must be positive, got %v", d.name, d.d)
 		}
 	}
-	for name, d := range map[string]time.Duration{
-		"--refresh-grace": c.RefreshGrace, "--stale-client-age": c.StaleClientAge,
-		"--audit-retention": c.AuditRetention, "--lockout-window": c.LockoutWindow,
-		"--lockout-duration": c.LockoutDuration, "--shutdown-delay": c.ShutdownDelay,
+	for _, d := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"--refresh-grace", c.RefreshGrace}, {"--stale-client-age", c.StaleClientAge},
+		{"--audit-retention", c.AuditRetention}, {"--lockout-window", c.LockoutWindow},
+		{"--lockout-duration", c.LockoutDuration}, {"--shutdown-delay", c.ShutdownDelay},
 	} {
-		if d < 0 {
-			add("%s: must not be negative, got %v", name, d)
+		if d.d < 0 {
+			add("%s: must not be negative, got %v", d.name, d.d)
 		}
 	}
-	if c.RefreshGrace > time.Minute {
-		add("--refresh-grace: at most 1m (a long grace window weakens reuse detection), got %v", c.RefreshGrace)
+	if c.RefreshGrace > oauthweb.MaxRefreshGrace {
+		add("--refresh-grace: at most %v (a long grace window weakens reuse detection), got %v", oauthweb.MaxRefreshGrace, c.RefreshGrace)
 	}
 	switch c.Registration {
-	case "open", "closed":
-	case "token":
+	case oauthweb.RegistrationOpen, oauthweb.RegistrationClosed:
+	case oauthweb.RegistrationToken:
 		if c.RegistrationTokenFile == "" {
 			add("--registration=token needs --registration-token-file")
 		}
@@ -483,9 +485,11 @@ func (c *Config) Validate() error {
 	if c.CheckCacheSize <= 0 {
 		add("--check-cache-size: must be positive")
 	}
-	for name, h := range map[string]string{"--user-header": c.UserHeader, "--client-id-header": c.ClientIDHeader, "--scope-header": c.ScopeHeader} {
-		if !validHeaderName(h) {
-			add("%s: %q is not a valid header name", name, h)
+	for _, h := range []struct{ name, value string }{
+		{"--user-header", c.UserHeader}, {"--client-id-header", c.ClientIDHeader}, {"--scope-header", c.ScopeHeader},
+	} {
+		if err := extauthz.ValidateIdentityHeader(h.value); err != nil {
+			add("%s: %q: %v", h.name, h.value, err)
 		}
 	}
 	switch c.LogFormat {
@@ -532,8 +536,8 @@ func (c *Config) Validate() error {
 	if c.RegistrationTokenFile != "" {
 		if v, err := readSecretFile(c.RegistrationTokenFile); err != nil {
 			add("--registration-token-file: %v", err)
-		} else if len(v) < 16 {
-			add("--registration-token-file: the secret must be at least 16 characters")
+		} else if len(v) < oauthweb.MinSecretLen {
+			add("--registration-token-file: the secret must be at least %d characters", oauthweb.MinSecretLen)
 		}
 	}
 	if c.APIKeyFile != "" {
@@ -566,7 +570,7 @@ func (c *Config) Validate() error {
 // minClientSecretLen is the least length of $OAUTH_CLIENT_SECRET: a
 // client secret is a machine credential, so it is random and long, not a
 // password a person remembers.
-const minClientSecretLen = 16
+const minClientSecretLen = oauthweb.MinSecretLen
 
 // bindPasswordPolicy registers --min-password-length, shared by `serve`
 // (which validates it) and the commands that set passwords.
@@ -588,28 +592,6 @@ func (c *Config) branding() oauthweb.Branding {
 	}
 }
 
-// validateIssuer enforces RFC 8414 §2: https, no query or fragment; http
-// only on loopback (HTTPS enforcement with a development escape hatch).
-func validateIssuer(issuer string) error {
-	u, err := url.Parse(issuer)
-	if err != nil || !u.IsAbs() || u.Host == "" {
-		return fmt.Errorf("--issuer: %q must be an absolute URL", issuer)
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || u.User != nil {
-		return fmt.Errorf("--issuer: %q must not have a query, fragment or userinfo", issuer)
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !resource.IsLoopbackHost(u.Hostname()) {
-			return fmt.Errorf("--issuer: %q must use https (http is allowed only for loopback hosts)", issuer)
-		}
-	default:
-		return fmt.Errorf("--issuer: %q must use https", issuer)
-	}
-	return nil
-}
-
 // readSecretFile reads a secret from a file, trimming surrounding white space.
 func readSecretFile(path string) (string, error) {
 	b, err := os.ReadFile(filepath.Clean(path))
@@ -619,31 +601,62 @@ func readSecretFile(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
+// listValue, limitValue and prefixesValue are flag values whose String is
+// the default as -h and the README show it.
+type (
+	listValue     []string
+	limitValue    ratelimit.Limit
+	prefixesValue []netip.Prefix
+)
+
+func (v *listValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return strings.Join(*v, ",")
+}
+
+func (v *listValue) Set(s string) error {
+	*v = splitList(s)
+	return nil
+}
+
+func (v *limitValue) String() string {
+	if v == nil {
+		return ""
+	}
+	return ratelimit.Limit(*v).String()
+}
+
+func (v *limitValue) Set(s string) error {
+	l, err := ratelimit.ParseLimit(s)
+	if err != nil {
+		return err
+	}
+	*v = limitValue(l)
+	return nil
+}
+
+func (v *prefixesValue) String() string {
+	if v == nil {
+		return ""
+	}
+	s := make([]string, len(*v))
+	for i, p := range *v {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (v *prefixesValue) Set(s string) error {
+	p, err := clientip.ParsePrefixes(s)
+	if err != nil {
+		return err
+	}
+	*v = p
+	return nil
+}
+
 func splitList(v string) []string {
 	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
-}
-
-// validScopeToken follows RFC 6749 §3.3: %x21 / %x23-5B / %x5D-7E.
-func validScopeToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for _, r := range s {
-		if r < 0x21 || r > 0x7e || r == '"' || r == '\\' {
-			return false
-		}
-	}
-	return true
-}
-
-func validHeaderName(h string) bool {
-	if h == "" {
-		return false
-	}
-	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
-			return false
-		}
-	}
-	return true
 }

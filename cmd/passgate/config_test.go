@@ -153,3 +153,38 @@ func TestRememberPublicConsentSetting(t *testing.T) {
 		})
 	}
 }
+
+// TestValidateReportsErrorsInStableOrder: Validate used to range over maps,
+// so the same bad configuration printed its errors in a different order on
+// each start.
+func TestValidateReportsErrorsInStableOrder(t *testing.T) {
+	bad := Config{
+		Issuer:        "ftp://auth.example.com",
+		HTTPListen:    "no-port",
+		GRPCListen:    "also-no-port",
+		MetricsListen: "nor-this",
+		RefreshGrace:  -time.Second, StaleClientAge: -time.Second, AuditRetention: -time.Second,
+		LockoutWindow: -time.Second, LockoutDuration: -time.Second, ShutdownDelay: -time.Second,
+		UserHeader: "X User", ClientIDHeader: "X_Client", ScopeHeader: "",
+		Scopes: []string{"ok", "not ok", `"q"`},
+	}
+	first := bad.Validate()
+	if first == nil {
+		t.Fatal("Validate accepted a bad configuration")
+	}
+	for i := range 20 {
+		if diff := cmp.Diff(bad.Validate().Error(), first.Error()); diff != "" {
+			t.Fatalf("run %d reported errors in another order (-got +want):\n%s", i, diff)
+		}
+	}
+	// Flags come out in the order they are checked.
+	want := []string{"--issuer", "--scopes", "--http-listen", "--grpc-listen", "--metrics-listen", "--access-token-ttl", "--refresh-grace", "--user-header", "--client-id-header", "--scope-header"}
+	msg, last := first.Error(), -1
+	for _, w := range want {
+		i := strings.Index(msg, w)
+		if i < 0 || i < last {
+			t.Errorf("%s: at %d, after the previous at %d, in:\n%s", w, i, last, msg)
+		}
+		last = i
+	}
+}

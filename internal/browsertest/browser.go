@@ -15,7 +15,6 @@ package browsertest
 
 import (
 	"context"
-	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -26,6 +25,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // Viewport is a browser window size.
@@ -171,11 +171,7 @@ func (b *Browser) NonLoopback() []string {
 			out = append(out, raw)
 			continue
 		}
-		h := u.Hostname()
-		if h == "localhost" {
-			continue
-		}
-		if ip := net.ParseIP(h); ip != nil && ip.IsLoopback() {
+		if resource.IsLoopbackHost(u.Hostname()) {
 			continue
 		}
 		out = append(out, raw)

@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/url"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // maxURLLen bounds a Client Identifier URL; it is shown on the consent page
@@ -83,7 +83,7 @@ func ValidateClientIDURL(s string, allowLoopbackHTTP bool) error {
 	}
 	switch {
 	case strings.HasPrefix(s, "https://"):
-	case allowLoopbackHTTP && strings.HasPrefix(s, "http://") && isLoopbackHost(u.Hostname()):
+	case allowLoopbackHTTP && strings.HasPrefix(s, "http://") && resource.IsLoopbackHost(u.Hostname()):
 	default:
 		return bad("must use https")
 	}
@@ -126,14 +126,6 @@ func ValidateClientIDURL(s string, allowLoopbackHTTP bool) error {
 // IsClientIDURL reports whether s is a valid https Client Identifier URL.
 // (Fetcher.IsClientIDURL also honours Config.AllowLoopbackHTTP.)
 func IsClientIDURL(s string) bool { return ValidateClientIDURL(s, false) == nil }
-
-func isLoopbackHost(h string) bool {
-	if strings.EqualFold(h, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(h)
-	return ip != nil && ip.IsLoopback()
-}
 
 // rawDocument is the wire shape, filled member by member with exact,
 // case-sensitive names (encoding/json's struct decoding would also take

@@ -20,19 +20,18 @@ type Resolver struct {
 	trusted []netip.Prefix
 }
 
-// loopback is the default trust set: a proxy on the same host.
-var loopback = []netip.Prefix{
-	netip.MustParsePrefix("127.0.0.0/8"),
-	netip.MustParsePrefix("::1/128"),
+// DefaultTrusted returns the default trust set: loopback, a proxy on the
+// same host.
+func DefaultTrusted() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
 }
 
 // New returns a Resolver that trusts forwarding headers from peers inside
-// the given prefixes. A nil or empty list trusts loopback only
-// (127.0.0.0/8 and ::1/128). Prefixes are masked; IPv4-mapped IPv6
+// the given prefixes. A nil or empty list trusts DefaultTrusted. Prefixes are masked; IPv4-mapped IPv6
 // prefixes are unmapped so they match plain IPv4 peers.
 func New(trusted []netip.Prefix) *Resolver {
 	if len(trusted) == 0 {
-		trusted = loopback
+		trusted = DefaultTrusted()
 	}
 	r := &Resolver{trusted: make([]netip.Prefix, 0, len(trusted))}
 	for _, p := range trusted {

@@ -1,9 +1,11 @@
 // Package oauth holds the protocol pieces of passgate's authorization server
-// that have no HTTP routing or storage in them: OAuth error values and the
-// one writer that sends them as JSON, PKCE S256 verification, redirect URI
-// validation and matching (exact, with the RFC 8252 loopback port
-// exception), and scope parsing. It imports only the standard library so
-// both oauthweb and extauthz can use it.
+// that have no HTTP routing or storage in them, each the one home of its
+// rule: OAuth error codes and values and the one writer that sends them as
+// JSON, PKCE S256 verification, redirect URI validation and matching
+// (exact, with the RFC 8252 loopback port exception), issuer validation,
+// and scope tokens and parsing. It imports only the standard library and
+// internal/resource (for what a loopback host is), so oauthweb, extauthz
+// and the CLI can all use it.
 package oauth
 
 import (
@@ -12,24 +14,25 @@ import (
 )
 
 // Error codes of RFC 6749 §4.1.2.1 and §5.2, RFC 6750 §3.1, RFC 7009,
-// RFC 7591 §3.2.2 and RFC 8707.
+// RFC 7591 §3.2.2 and RFC 8707: the strings of the "error" member, not Go
+// errors. An Error carries one in its Code.
 const (
-	ErrInvalidRequest          = "invalid_request"
-	ErrInvalidClient           = "invalid_client"
-	ErrInvalidGrant            = "invalid_grant"
-	ErrUnauthorizedClient      = "unauthorized_client"
-	ErrUnsupportedGrantType    = "unsupported_grant_type"
-	ErrInvalidScope            = "invalid_scope"
-	ErrAccessDenied            = "access_denied"
-	ErrUnsupportedResponseType = "unsupported_response_type"
-	ErrServerError             = "server_error"
-	ErrTemporarilyUnavailable  = "temporarily_unavailable"
-	ErrInvalidTarget           = "invalid_target"
-	ErrInvalidToken            = "invalid_token"
-	ErrInsufficientScope       = "insufficient_scope"
-	ErrUnsupportedTokenType    = "unsupported_token_type"
-	ErrInvalidRedirectURI      = "invalid_redirect_uri"
-	ErrInvalidClientMetadata   = "invalid_client_metadata"
+	CodeInvalidRequest          = "invalid_request"
+	CodeInvalidClient           = "invalid_client"
+	CodeInvalidGrant            = "invalid_grant"
+	CodeUnauthorizedClient      = "unauthorized_client"
+	CodeUnsupportedGrantType    = "unsupported_grant_type"
+	CodeInvalidScope            = "invalid_scope"
+	CodeAccessDenied            = "access_denied"
+	CodeUnsupportedResponseType = "unsupported_response_type"
+	CodeServerError             = "server_error"
+	CodeTemporarilyUnavailable  = "temporarily_unavailable"
+	CodeInvalidTarget           = "invalid_target"
+	CodeInvalidToken            = "invalid_token"
+	CodeInsufficientScope       = "insufficient_scope"
+	CodeUnsupportedTokenType    = "unsupported_token_type"
+	CodeInvalidRedirectURI      = "invalid_redirect_uri"
+	CodeInvalidClientMetadata   = "invalid_client_metadata"
 )
 
 // Error is an OAuth protocol error as the client sees it. Status is the
@@ -59,12 +62,12 @@ func NewError(code, description string) *Error {
 
 // Unavailable is the error for a store outage: 503 temporarily_unavailable.
 func Unavailable() *Error {
-	return &Error{Code: ErrTemporarilyUnavailable, Description: "the service is temporarily unavailable, try again later", Status: http.StatusServiceUnavailable}
+	return &Error{Code: CodeTemporarilyUnavailable, Description: "the service is temporarily unavailable, try again later", Status: http.StatusServiceUnavailable}
 }
 
 // ServerError is the error for a bug or corrupted state: 500 server_error.
 func ServerError() *Error {
-	return &Error{Code: ErrServerError, Description: "internal error", Status: http.StatusInternalServerError}
+	return &Error{Code: CodeServerError, Description: "internal error", Status: http.StatusInternalServerError}
 }
 
 // WriteError writes e as the JSON body of RFC 6749 §5.2 with the no-store

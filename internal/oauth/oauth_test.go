@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/internal/resource"
 )
 
 func TestMatchRedirectURI(t *testing.T) {
@@ -90,6 +92,9 @@ func TestValidateRedirectURI(t *testing.T) {
 		{"https://exa mple.com/cb", false, false},
 		{"https://example.com/c\\b", false, false},
 		{"https://ex%41mple.com/cb", false, false},
+		// A host name is case-insensitive: LOCALHOST is loopback too.
+		{"http://LocalHost:1234/cb", false, true},
+		{"http://LOCALHOST.evil.example/cb", false, false},
 	}
 	for _, tt := range tests {
 		err := ValidateRedirectURI(tt.uri, tt.private)
@@ -131,7 +136,7 @@ func FuzzMatchRedirectURI(f *testing.F) {
 		if q.Scheme != r.Scheme || q.Hostname() != r.Hostname() {
 			t.Fatalf("accepted %q (scheme %q host %q) for %q (scheme %q host %q)", req, q.Scheme, q.Hostname(), reg, r.Scheme, r.Hostname())
 		}
-		if q.Scheme != "http" || !isLoopback(q.Hostname()) {
+		if q.Scheme != "http" || !resource.IsLoopbackHost(q.Hostname()) {
 			t.Fatalf("non-exact match %q for non-loopback %q", req, reg)
 		}
 		if q.User != nil || q.Fragment != "" || q.EscapedPath() != r.EscapedPath() || q.RawQuery != r.RawQuery {
@@ -157,7 +162,7 @@ func FuzzValidateRedirectURI(f *testing.F) {
 		if u.User != nil || u.Fragment != "" || u.Scheme == "" || u.Opaque != "" {
 			t.Fatalf("accepted %q with userinfo, fragment, opaque or no scheme", raw)
 		}
-		if u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		if u.Scheme == "http" && !resource.IsLoopbackHost(u.Hostname()) {
 			t.Fatalf("accepted non-loopback http %q", raw)
 		}
 		if u.Scheme != "http" && u.Scheme != "https" && (!private || deniedSchemes[u.Scheme]) {
@@ -241,7 +246,7 @@ func TestParseScope(t *testing.T) {
 
 func TestWriteError(t *testing.T) {
 	rec := httptest.NewRecorder()
-	WriteError(rec, &Error{Code: ErrInvalidClient, Description: "bad", Status: 401, WWWAuthenticate: `Basic realm="passgate"`})
+	WriteError(rec, &Error{Code: CodeInvalidClient, Description: "bad", Status: 401, WWWAuthenticate: `Basic realm="passgate"`})
 	if rec.Code != 401 {
 		t.Errorf("status = %d", rec.Code)
 	}
@@ -294,4 +299,102 @@ func TestRedirectKinds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoopbackRedirectHostIsCaseInsensitive: the redirect rules used to have
+// their own, case-sensitive loopback test, so http://LOCALHOST was refused at
+// registration while resource URLs and issuers accepted it.
+func TestLoopbackRedirectHostIsCaseInsensitive(t *testing.T) {
+	for _, uri := range []string{"http://LOCALHOST/cb", "http://LocalHost:8080/cb"} {
+		if err := ValidateRedirectURI(uri, false); err != nil {
+			t.Errorf("ValidateRedirectURI(%q) = %v, want nil", uri, err)
+		}
+		if !LoopbackRedirect(uri) {
+			t.Errorf("LoopbackRedirect(%q) = false, want true", uri)
+		}
+	}
+}
+
+func TestValidScopeToken(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want bool
+	}{
+		{"simple", "mcp", true},
+		{"punctuation", "mcp:read/write!#$%&'()*+,-.<=>?@[]^_`{|}~", true},
+		{"empty", "", false},
+		{"space", "a b", false},
+		{"quote", `a"b`, false},
+		{"backslash", `a\b`, false},
+		{"tab", "a\tb", false},
+		{"DEL", "a\x7fb", false},
+		{"non-ASCII", "sc\u00f6pe", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(ValidScopeToken(tt.in), tt.want); diff != "" {
+				t.Errorf("ValidScopeToken(%q) (-got +want):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+func TestValidateIssuer(t *testing.T) {
+	tests := []struct {
+		name   string
+		issuer string
+		ok     bool
+	}{
+		{"https", "https://auth.example.com", true},
+		{"https with path", "https://auth.example.com/tenant", true},
+		{"http loopback", "http://localhost:8080", true},
+		{"http loopback uppercase", "http://LOCALHOST:8080", true},
+		{"http loopback IP", "http://127.0.0.1:8080", true},
+		{"http loopback v6", "http://[::1]:8080", true},
+		{"empty", "", false},
+		{"http public", "http://auth.example.com", false},
+		{"http localhost lookalike", "http://localhost.evil.example", false},
+		{"relative", "/auth", false},
+		{"no host", "https:///x", false},
+		{"opaque", "https:auth.example.com", false},
+		{"query", "https://auth.example.com?x=1", false},
+		{"empty query", "https://auth.example.com?", false},
+		{"fragment", "https://auth.example.com#x", false},
+		{"empty fragment", "https://auth.example.com#", false},
+		{"userinfo", "https://user@auth.example.com", false},
+		{"uppercase scheme", "HTTPS://auth.example.com", false},
+		{"other scheme", "ftp://auth.example.com", false},
+		{"space", "https://auth.example.com/a b", false},
+		{"backslash", "https://auth.example.com\\@evil.example", false},
+		{"newline", "https://auth.example.com/\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := ValidateIssuer(tt.issuer)
+			if diff := cmp.Diff(err == nil, tt.ok); diff != "" {
+				t.Errorf("ValidateIssuer(%q) = %v (-got +want ok):\n%s", tt.issuer, err, diff)
+			}
+		})
+	}
+}
+
+// FuzzValidateIssuer: an accepted issuer is an absolute https URL, or http
+// on a loopback host, with no userinfo, query or fragment.
+func FuzzValidateIssuer(f *testing.F) {
+	for _, s := range []string{"https://auth.example.com", "http://localhost:8080", "http://localhost.evil.example", "https://a@b/", "https://a/#", "HTTP://LOCALHOST"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		if ValidateIssuer(raw) != nil {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+			t.Fatalf("accepted %q", raw)
+		}
+		if u.Scheme != "https" && (u.Scheme != "http" || !resource.IsLoopbackHost(u.Hostname())) {
+			t.Fatalf("accepted %q with scheme %q host %q", raw, u.Scheme, u.Hostname())
+		}
+	})
 }

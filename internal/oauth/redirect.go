@@ -2,10 +2,11 @@ package oauth
 
 import (
 	"errors"
-	"net"
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // maxRedirectURILen bounds a redirect URI; browsers cope with ~2 KB URLs
@@ -72,17 +73,6 @@ func parse(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// isLoopback reports whether host (no port, brackets allowed) is
-// "localhost" or a loopback IP literal.
-func isLoopback(host string) bool {
-	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
 // ValidateRedirectURI checks a redirect URI offered at registration: https
 // with a host; http only on a loopback host (RFC 8252 §7.3); another scheme
 // only when allowPrivateScheme is set (RFC 8252 §7.1, e.g. cursor://) and
@@ -99,7 +89,7 @@ func ValidateRedirectURI(raw string, allowPrivateScheme bool) error {
 			return errors.New("redirect URI must have a host")
 		}
 	case "http":
-		if u.Hostname() == "" || !isLoopback(u.Hostname()) {
+		if u.Hostname() == "" || !resource.IsLoopbackHost(u.Hostname()) {
 			return errors.New("http redirect URIs are allowed only for loopback hosts; use https")
 		}
 	default:
@@ -136,7 +126,7 @@ func MatchRedirectURI(registered []string, requested string) bool {
 
 func loopbackMatch(reg, requested string) bool {
 	r, err := parse(reg)
-	if err != nil || r.Scheme != "http" || !isLoopback(r.Hostname()) {
+	if err != nil || r.Scheme != "http" || !resource.IsLoopbackHost(r.Hostname()) {
 		return false
 	}
 	q, err := url.Parse(requested)
@@ -167,7 +157,7 @@ func loopbackMatch(reg, requested string) bool {
 // client.
 func LoopbackRedirect(raw string) bool {
 	u, err := parse(raw)
-	return err == nil && u.Scheme == "http" && isLoopback(u.Hostname())
+	return err == nil && u.Scheme == "http" && resource.IsLoopbackHost(u.Hostname())
 }
 
 // PrivateScheme returns the scheme of a private-use redirect URI (RFC 8252

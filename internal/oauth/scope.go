@@ -26,16 +26,31 @@ func ParseScope(s string) ([]string, error) {
 		if tok == "" {
 			continue
 		}
-		for i := 0; i < len(tok); i++ {
-			c := tok[i]
-			if c < 0x21 || c == 0x22 || c == 0x5c || c > 0x7e {
-				return nil, errors.New("scope contains a forbidden character")
-			}
+		if !ValidScopeToken(tok) {
+			return nil, errors.New("scope contains a forbidden character")
 		}
 		out = append(out, tok)
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
+}
+
+// ValidScopeToken reports whether s is one RFC 6749 §3.3 scope-token:
+// one or more of %x21 / %x23-5B / %x5D-7E. It is the one rule for scope
+// names everywhere passgate takes them (requests, configuration, check
+// rules); it also keeps a scope safe inside a quoted WWW-Authenticate
+// parameter (no quote, backslash or space).
+func ValidScopeToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // JoinScope joins scope tokens with single spaces.
