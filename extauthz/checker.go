@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
-	"google.golang.org/grpc/health"
 
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/resource"
@@ -246,7 +245,6 @@ type Checker struct {
 	metrics *metrics
 
 	lastLog atomic.Int64 // unix nanos of the last store-error log line
-	health  atomic.Pointer[health.Server]
 }
 
 type scopeRule struct {

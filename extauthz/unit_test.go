@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -348,9 +349,11 @@ func TestGRPCHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewGRPCServer(c, nil)
+	hs := health.NewServer()
+	s := NewGRPCServer(c, hs)
 	go s.Serve(lis)
 	defer s.Stop()
+	SetServing(hs, true)
 	if _, ok := s.GetServiceInfo()["grpc.reflection.v1.ServerReflection"]; !ok {
 		t.Error("reflection not registered")
 	}
@@ -370,7 +373,7 @@ func TestGRPCHealth(t *testing.T) {
 	if got := check(); got != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("health = %v, want SERVING", got)
 	}
-	c.SetServing(false)
+	SetServing(hs, false)
 	if got := check(); got != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("health after SetServing(false) = %v", got)
 	}
