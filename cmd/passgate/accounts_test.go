@@ -19,7 +19,7 @@ import (
 )
 
 // backend is one store the CLI tests run against: the environment that
-// points the binary at it, and an opener for the test's own handle.
+// points the CLI at it, and an opener for the test's own handle.
 type backend struct {
 	name string
 	env  []string
@@ -125,7 +125,8 @@ func (inv *invalidations) wait(d time.Duration, hashes ...string) bool {
 // TestPasswordChangeRevokesTokens: `passgate user passwd` ends the user's
 // sessions and revokes their tokens (a refresh token issued under the old
 // password used to live on for 30 days), and the revocation reaches
-// another process's cache through the store's invalidations.
+// the subscriber of another handle on the store, as another replica's
+// cache would, through the store's invalidations.
 func TestPasswordChangeRevokesTokens(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -156,7 +157,7 @@ func TestPasswordChangeRevokesTokens(t *testing.T) {
 				t.Error("session survived the password change")
 			}
 			if !inv.wait(5*time.Second, hashes...) {
-				t.Error("the revocation did not reach another process's subscriber within 5s")
+				t.Error("the revocation did not reach another handle's subscriber within 5s")
 			}
 		})
 	}
@@ -177,7 +178,7 @@ func TestPasswordHashEnvAppliedOnlyWhenChanged(t *testing.T) {
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
 			start := func(hash string) {
 				t.Helper()
-				if err := bootstrap(ctx, st, &Config{SeedPasswordHash: hash}, &bytes.Buffer{}, logger); err != nil {
+				if err := bootstrap(ctx, st, &Config{SeedPasswordHash: hash}, testCost, &bytes.Buffer{}, logger); err != nil {
 					t.Fatalf("bootstrap: %v", err)
 				}
 			}
@@ -236,7 +237,7 @@ func TestPasswordHashEnvKeepsPasswordChangedBeforeUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	if err := bootstrap(ctx, st, &Config{SeedPasswordHash: h1}, &bytes.Buffer{}, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+	if err := bootstrap(ctx, st, &Config{SeedPasswordHash: h1}, testCost, &bytes.Buffer{}, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
 		t.Fatal(err)
 	}
 	if u, _ := st.GetUser(ctx, "admin"); u.PasswordHash != h2 {

@@ -39,9 +39,11 @@ type app struct {
 	cfg     *Config
 	logger  *slog.Logger
 	backend string // "sqlite" or "postgres"
-	store   store.Store
-	audit   *audit.Recorder
-	checker *extauthz.Checker
+	// hashCost is the bcrypt cost of the hashes the app makes.
+	hashCost int
+	store    store.Store
+	audit    *audit.Recorder
+	checker  *extauthz.Checker
 
 	// health is the gRPC health service; ready mirrors it for /readyz.
 	// mu serializes their writers, so that nothing makes a draining
@@ -66,14 +68,14 @@ type server struct {
 // newApp opens the store, applies the bootstrap, builds the authorization
 // server and the checks, and binds every listener. The caller runs it and
 // then closes it.
-func newApp(ctx context.Context, c *Config, logger *slog.Logger, out io.Writer) (_ *app, err error) {
+func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *app, err error) {
 	// Every line logged with a request's context carries its request ID.
 	logger = slog.New(httplog.ContextHandler(logger.Handler()))
 	st, err := openStore(ctx, c, logger)
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: c, logger: logger, backend: "sqlite", store: st, health: health.NewServer()}
+	a := &app{cfg: c, logger: logger, backend: "sqlite", hashCost: std.cost(), store: st, health: health.NewServer()}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -82,7 +84,7 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, out io.Writer) 
 	if c.DatabaseURL != "" {
 		a.backend = "postgres"
 	}
-	if err := bootstrap(ctx, st, c, out, logger); err != nil {
+	if err := bootstrap(ctx, st, c, a.hashCost, std.err, logger); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
 	reg := newRegistry(a.backend)
@@ -132,7 +134,7 @@ func newRegistry(backend string) *prometheus.Registry {
 // configuration.
 func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Resource, ips *clientip.Resolver) (*oauthweb.Server, error) {
 	c := a.cfg
-	hasher, err := passwd.NewHasher(0, passwd.DefaultCost)
+	hasher, err := passwd.NewHasher(0, a.hashCost)
 	if err != nil {
 		return nil, err
 	}

@@ -72,26 +72,27 @@ func applySeedPassword(ctx context.Context, st store.Store, hash string, now tim
 
 // bootstrap applies the seed's environment (admin password hash, the
 // pre-registered client) and, when there is no user at all, creates user
-// admin with a random password that it prints once to out.
-func bootstrap(ctx context.Context, st store.Store, c *Config, out io.Writer, logger *slog.Logger) error {
+// admin with a random password that it prints once to out. Hashes have
+// bcrypt cost cost.
+func bootstrap(ctx context.Context, st store.Store, c *Config, cost int, out io.Writer, logger *slog.Logger) error {
 	now := time.Now()
 	if c.SeedPasswordHash != "" {
 		if err := applySeedPassword(ctx, st, c.SeedPasswordHash, now, logger); err != nil {
 			return err
 		}
 	}
-	if err := createFirstAdmin(ctx, st, now, out); err != nil {
+	if err := createFirstAdmin(ctx, st, now, cost, out); err != nil {
 		return err
 	}
 	if c.SeedClientID != "" {
-		return applySeedClient(ctx, st, c, now, logger)
+		return applySeedClient(ctx, st, c, now, cost, logger)
 	}
 	return nil
 }
 
 // createFirstAdmin creates user admin with a random password, printed once
 // to out, when there is no user at all.
-func createFirstAdmin(ctx context.Context, st store.Store, now time.Time, out io.Writer) error {
+func createFirstAdmin(ctx context.Context, st store.Store, now time.Time, cost int, out io.Writer) error {
 	users, err := st.ListUsers(ctx)
 	if err != nil {
 		return fmt.Errorf("list users: %w", err)
@@ -100,7 +101,7 @@ func createFirstAdmin(ctx context.Context, st store.Store, now time.Time, out io
 		return nil
 	}
 	pw := token.New("")[:24]
-	hash, err := passwd.Hash(pw, passwd.DefaultCost)
+	hash, err := passwd.Hash(pw, cost)
 	if err != nil {
 		return err
 	}
@@ -120,8 +121,8 @@ func createFirstAdmin(ctx context.Context, st store.Store, now time.Time, out io
 // applySeedClient makes $OAUTH_CLIENT_ID, $OAUTH_CLIENT_SECRET and
 // $PASSGATE_CLIENT_REDIRECT_URIS a static client, replacing a stored one
 // whose secret or redirect URIs differ.
-func applySeedClient(ctx context.Context, st store.Store, c *Config, now time.Time, logger *slog.Logger) error {
-	secretHash, err := passwd.Hash(c.SeedClientSecret, passwd.DefaultCost)
+func applySeedClient(ctx context.Context, st store.Store, c *Config, now time.Time, cost int, logger *slog.Logger) error {
+	secretHash, err := passwd.Hash(c.SeedClientSecret, cost)
 	if err != nil {
 		return fmt.Errorf("hash $OAUTH_CLIENT_SECRET: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres"
 	"github.com/passgate/passgate/store/sqlite"
@@ -56,6 +57,16 @@ type stdio struct {
 	out    io.Writer
 	err    io.Writer
 	getenv func(string) string
+	// hashCost is the bcrypt cost of the password and secret hashes
+	// passgate makes; passwd.DefaultCost when 0. Tests lower it.
+	hashCost int
+}
+
+func (s stdio) cost() int {
+	if s.hashCost == 0 {
+		return passwd.DefaultCost
+	}
+	return s.hashCost
 }
 
 const mainUsage = `passgate: password-based OAuth 2.1 for MCP servers, enforced at the proxy.
@@ -76,7 +87,18 @@ Usage:
 Run "passgate COMMAND --help" for a command's flags.
 `
 
-func run(ctx context.Context, args []string, std stdio) error {
+// run runs the command in args and returns the process's exit code: 0, 1
+// when the command failed, 2 after a usage error. It prints the error to
+// std.err.
+func run(ctx context.Context, args []string, std stdio) int {
+	err := command(ctx, args, std)
+	if err != nil && !errors.Is(err, errHelp) {
+		fmt.Fprintf(std.err, "passgate: %v\n", err)
+	}
+	return exitCode(err)
+}
+
+func command(ctx context.Context, args []string, std stdio) error {
 	if len(args) == 0 {
 		fmt.Fprint(std.err, mainUsage)
 		return usagef("no command given")

@@ -63,7 +63,7 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 		if err := policy.Check(name, pw); err != nil {
 			return fmt.Errorf("user %s: %w", sub, err)
 		}
-		hash, err := passwd.Hash(pw, passwd.DefaultCost)
+		hash, err := passwd.Hash(pw, std.cost())
 		if err != nil {
 			return err
 		}
@@ -233,7 +233,7 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 			}
 			cl.TokenEndpointAuthMethod = *method
 			secret = token.New(token.PrefixClientSecret)
-			h, err := passwd.Hash(secret, passwd.DefaultCost)
+			h, err := passwd.Hash(secret, std.cost())
 			if err != nil {
 				return err
 			}

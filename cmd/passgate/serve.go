@@ -64,7 +64,7 @@ func newLogger(c *Config, w io.Writer) *slog.Logger {
 
 // serve runs passgate until ctx ends (SIGTERM), then shuts down gracefully.
 func serve(ctx context.Context, c *Config, logger *slog.Logger, std stdio) error {
-	a, err := newApp(ctx, c, logger, std.err)
+	a, err := newApp(ctx, c, logger, std)
 	if err != nil {
 		return err
 	}
