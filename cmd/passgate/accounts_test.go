@@ -21,38 +21,39 @@ import (
 // backend is one store the CLI tests run against: the environment that
 // points the CLI at it, and an opener for the test's own handle.
 type backend struct {
-	name string
-	env  []string
-	open func(t *testing.T) store.Store
+	name    string
+	env     []string
+	dataDir string // SQLite's; empty for PostgreSQL
+	open    func(t *testing.T) store.Store
 }
 
 func backends(t *testing.T) []backend {
 	dir := t.TempDir()
 	pgURL := pgtest.NewDatabase(t)
 	return []backend{
-		{"sqlite", []string{"PASSGATE_DATA_DIR=" + dir}, func(t *testing.T) store.Store {
+		{"sqlite", []string{"PASSGATE_DATA_DIR=" + dir}, dir, func(t *testing.T) store.Store {
 			st, err := sqlite.Open(t.Context(), filepath.Join(dir, "passgate.db"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			if _, err := st.Migrate(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			return st
+			return migrated(t, st, err)
 		}},
-		{"postgres", []string{"DATABASE_URL=" + pgURL}, func(t *testing.T) store.Store {
+		{"postgres", []string{"DATABASE_URL=" + pgURL}, "", func(t *testing.T) store.Store {
 			st, err := postgres.Open(t.Context(), pgURL, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			if _, err := st.Migrate(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			return st
+			return migrated(t, st, err)
 		}},
 	}
+}
+
+// migrated fails the test on err, the error of opening st, or else
+// migrates st and closes it at the end of the test.
+func migrated(t *testing.T, st store.Store, err error) store.Store {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // issueTokens stores an access and a refresh token for user, as a code

@@ -21,7 +21,6 @@ import (
 	"github.com/passgate/passgate/extauthz"
 	"github.com/passgate/passgate/internal/e2e"
 	"github.com/passgate/passgate/internal/passwd"
-	"github.com/passgate/passgate/store/postgres/pgtest"
 )
 
 func TestMain(m *testing.M) { e2e.RunMain(m) }
@@ -243,17 +242,25 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, stderr, code := passgate(t, append(tt.env, "PASSGATE_DATA_DIR="+t.TempDir()), "", tt.args...)
-			if code != 2 {
-				t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr does not mention %q:\n%s", w, stderr)
-				}
-			}
+			wantUsageError(t, tt.env, tt.args, tt.want...)
 		})
 	}
+}
+
+// wantUsageError runs passgate with args and env and wants exit code 2 and
+// a stderr that mentions each of want; it returns stderr.
+func wantUsageError(t *testing.T, env, args []string, want ...string) string {
+	t.Helper()
+	_, stderr, code := passgate(t, append(env, "PASSGATE_DATA_DIR="+t.TempDir()), "", args...)
+	if code != 2 {
+		t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("stderr does not mention %q:\n%s", w, stderr)
+		}
+	}
+	return stderr
 }
 
 func TestHelpForEveryCommand(t *testing.T) {
@@ -285,12 +292,9 @@ func TestHashPassword(t *testing.T) {
 // TestAdminCommands drives the user, client, token, session and audit
 // commands on both backends.
 func TestAdminCommands(t *testing.T) {
-	backends := map[string][]string{
-		"sqlite":   {"PASSGATE_DATA_DIR=" + t.TempDir()},
-		"postgres": {"DATABASE_URL=" + pgtest.NewDatabase(t)},
-	}
-	for name, env := range backends {
-		t.Run(name, func(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			env := b.env
 			run := func(stdin string, args ...string) string {
 				t.Helper()
 				stdout, stderr, code := passgate(t, env, stdin, args...)
