@@ -364,11 +364,11 @@ func (a *app) run(ctx context.Context) error {
 		return nil
 	})
 	g.Go(func() error {
-		a.watchReadiness(gctx)
+		every(gctx, time.Second, func() { a.setReady(a.pingStore(gctx)) })
 		return nil
 	})
 	g.Go(func() error {
-		cleanupLoop(gctx, a.store, c, a.audit, a.logger)
+		every(gctx, c.CleanupInterval, func() { cleanup(gctx, a.store, c, a.audit, time.Now(), a.logger) })
 		return nil
 	})
 	g.Go(func() error {
@@ -404,27 +404,13 @@ func (a *app) shutdown() {
 // close releases what newApp opened; the servers are stopped by run.
 func (a *app) close() error { return a.store.Close() }
 
-// Readiness: the store answers and we are not shutting down. gRPC health
+// pingStore reports whether the store answers within a second. Readiness
+// is that, while not shutting down: run pings every second; gRPC health
 // mirrors it so Envoy stops sending checks to a draining replica.
-
 func (a *app) pingStore(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	return a.store.Ping(ctx) == nil
-}
-
-// watchReadiness pings the store every second until ctx ends.
-func (a *app) watchReadiness(ctx context.Context) {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			a.setReady(a.pingStore(ctx))
-		}
-	}
 }
 
 // setReady sets /readyz and gRPC health, unless the app is draining: a ping
