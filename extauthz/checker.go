@@ -13,7 +13,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
-	"google.golang.org/grpc/health"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
 	"github.com/passgate/passgate/internal/oauth"
@@ -181,7 +180,6 @@ type Checker struct {
 	metrics *metrics
 
 	lastLog atomic.Int64 // unix nanos of the last store-error log line
-	health  atomic.Pointer[health.Server]
 }
 
 // NewChecker validates cfg and returns a Checker. Call Run to keep its cache

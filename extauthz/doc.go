@@ -91,11 +91,12 @@
 //
 // # Wiring the gRPC check
 //
-// NewGRPCServer returns a *grpc.Server with the Authorization service, gRPC
-// health (grpc.health.v1) and server reflection registered, and keepalive
-// MaxConnectionAge set so Envoy's long-lived connections spread over
-// replicas. On SIGTERM call SetServing(false) (health answers NOT_SERVING),
-// give Envoy a moment to notice, then GracefulStop. Envoy reports the
+// NewGRPCServer returns the *grpc.Server passgate serves: the Authorization
+// service, the caller's gRPC health server (grpc.health.v1) and server
+// reflection registered, and keepalive MaxConnectionAge set so Envoy's
+// long-lived connections spread over replicas. On SIGTERM call
+// SetServing(hs, false) (health answers NOT_SERVING), give Envoy a moment to
+// notice, then GracefulStop. Envoy reports the
 // method, host and path it routes on in the CheckRequest's attributes. The
 // path gets the same canonicalization and refusals as over HTTP, although
 // deploy/envoy.yaml already has Envoy normalize it and reject escaped

@@ -170,23 +170,19 @@ func headerOptions(hs []Header) []*corev3.HeaderValueOption {
 	return opts
 }
 
-// RegisterGRPC registers the Envoy ext_authz v3 Authorization service on s.
-func (c *Checker) RegisterGRPC(s *grpc.Server) {
-	authv3.RegisterAuthorizationServer(s, grpcServer{c: c})
-}
-
-// NewGRPCServer returns a gRPC server with the Authorization service, hs as
-// the grpc.health.v1 service (created when nil) and server reflection. Its
-// keepalive MaxConnectionAge makes Envoy reconnect now and then, so its
+// maxConnectionAge makes Envoy reconnect now and then, so its long-lived
 // connections spread over replicas after a scale-out or a rolling restart.
-// Health starts SERVING; SetServing(false) flips it before GracefulStop.
+const maxConnectionAge = 10 * time.Minute
+
+// NewGRPCServer returns the gRPC server passgate serves: the Authorization
+// service, hs as grpc.health.v1 (none when nil) and server reflection, with
+// keepalive MaxConnectionAge. opts are applied after passgate's own, so a
+// caller may override them. The caller owns hs: it sets the serving status
+// with SetServing, and on shutdown sets NOT_SERVING before GracefulStop.
 func NewGRPCServer(c *Checker, hs *health.Server, opts ...grpc.ServerOption) *grpc.Server {
-	if hs == nil {
-		hs = health.NewServer()
-	}
 	opts = append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{
-			MaxConnectionAge:      5 * time.Minute,
+			MaxConnectionAge:      maxConnectionAge,
 			MaxConnectionAgeGrace: 30 * time.Second,
 		}),
 		// Envoy pings idle HTTP/2 connections when configured to; accept
@@ -197,22 +193,18 @@ func NewGRPCServer(c *Checker, hs *health.Server, opts ...grpc.ServerOption) *gr
 		}),
 	}, opts...)
 	s := grpc.NewServer(opts...)
-	c.RegisterGRPC(s)
-	healthpb.RegisterHealthServer(s, hs)
+	authv3.RegisterAuthorizationServer(s, grpcServer{c: c})
+	if hs != nil {
+		healthpb.RegisterHealthServer(s, hs)
+	}
 	reflection.Register(s)
-	c.health.Store(hs)
-	c.SetServing(true)
 	return s
 }
 
-// SetServing sets the gRPC health of the server built by NewGRPCServer, for
-// the whole server ("") and AuthorizationService: SERVING, or NOT_SERVING
-// while shutting down or while the store is not ready.
-func (c *Checker) SetServing(serving bool) {
-	hs := c.health.Load()
-	if hs == nil {
-		return
-	}
+// SetServing sets hs, the health service of a server from NewGRPCServer,
+// for the whole server ("") and AuthorizationService: SERVING, or
+// NOT_SERVING while shutting down or while the store is not ready.
+func SetServing(hs *health.Server, serving bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if serving {
 		st = healthpb.HealthCheckResponse_SERVING

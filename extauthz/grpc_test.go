@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"google.golang.org/grpc/health"
+
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc"
@@ -59,9 +61,11 @@ func TestGRPCHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewGRPCServer(c, nil)
+	hs := health.NewServer()
+	s := NewGRPCServer(c, hs)
 	go s.Serve(lis)
 	defer s.Stop()
+	SetServing(hs, true)
 	if _, ok := s.GetServiceInfo()["grpc.reflection.v1.ServerReflection"]; !ok {
 		t.Error("reflection not registered")
 	}
@@ -81,7 +85,7 @@ func TestGRPCHealth(t *testing.T) {
 	if got := check(); got != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("health = %v, want SERVING", got)
 	}
-	c.SetServing(false)
+	SetServing(hs, false)
 	if got := check(); got != healthpb.HealthCheckResponse_NOT_SERVING {
 		t.Errorf("health after SetServing(false) = %v", got)
 	}

@@ -19,40 +19,41 @@ import (
 )
 
 // backend is one store the CLI tests run against: the environment that
-// points the binary at it, and an opener for the test's own handle.
+// points the CLI at it, and an opener for the test's own handle.
 type backend struct {
-	name string
-	env  []string
-	open func(t *testing.T) store.Store
+	name    string
+	env     []string
+	dataDir string // SQLite's; empty for PostgreSQL
+	open    func(t *testing.T) store.Store
 }
 
 func backends(t *testing.T) []backend {
 	dir := t.TempDir()
 	pgURL := pgtest.NewDatabase(t)
 	return []backend{
-		{"sqlite", []string{"PASSGATE_DATA_DIR=" + dir}, func(t *testing.T) store.Store {
+		{"sqlite", []string{"PASSGATE_DATA_DIR=" + dir}, dir, func(t *testing.T) store.Store {
 			st, err := sqlite.Open(t.Context(), filepath.Join(dir, "passgate.db"), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			if _, err := st.Migrate(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			return st
+			return migrated(t, st, err)
 		}},
-		{"postgres", []string{"DATABASE_URL=" + pgURL}, func(t *testing.T) store.Store {
+		{"postgres", []string{"DATABASE_URL=" + pgURL}, "", func(t *testing.T) store.Store {
 			st, err := postgres.Open(t.Context(), pgURL, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			if _, err := st.Migrate(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			return st
+			return migrated(t, st, err)
 		}},
 	}
+}
+
+// migrated fails the test on err, the error of opening st, or else
+// migrates st and closes it at the end of the test.
+func migrated(t *testing.T, st store.Store, err error) store.Store {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // issueTokens stores an access and a refresh token for user, as a code
@@ -125,7 +126,8 @@ func (inv *invalidations) wait(d time.Duration, hashes ...string) bool {
 // TestPasswordChangeRevokesTokens: `passgate user passwd` ends the user's
 // sessions and revokes their tokens (a refresh token issued under the old
 // password used to live on for 30 days), and the revocation reaches
-// another process's cache through the store's invalidations.
+// the subscriber of another handle on the store, as another replica's
+// cache would, through the store's invalidations.
 func TestPasswordChangeRevokesTokens(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
@@ -156,7 +158,7 @@ func TestPasswordChangeRevokesTokens(t *testing.T) {
 				t.Error("session survived the password change")
 			}
 			if !inv.wait(5*time.Second, hashes...) {
-				t.Error("the revocation did not reach another process's subscriber within 5s")
+				t.Error("the revocation did not reach another handle's subscriber within 5s")
 			}
 		})
 	}
@@ -177,7 +179,7 @@ func TestPasswordHashEnvAppliedOnlyWhenChanged(t *testing.T) {
 			logger := slog.New(slog.NewTextHandler(&logs, nil))
 			start := func(hash string) {
 				t.Helper()
-				if err := bootstrap(ctx, st, &Config{SeedPasswordHash: hash}, &bytes.Buffer{}, logger); err != nil {
+				if err := bootstrap(ctx, st, &Config{SeedPasswordHash: hash}, testCost, &bytes.Buffer{}, logger); err != nil {
 					t.Fatalf("bootstrap: %v", err)
 				}
 			}
@@ -236,7 +238,7 @@ func TestPasswordHashEnvKeepsPasswordChangedBeforeUpgrade(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	if err := bootstrap(ctx, st, &Config{SeedPasswordHash: h1}, &bytes.Buffer{}, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+	if err := bootstrap(ctx, st, &Config{SeedPasswordHash: h1}, testCost, &bytes.Buffer{}, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
 		t.Fatal(err)
 	}
 	if u, _ := st.GetUser(ctx, "admin"); u.PasswordHash != h2 {

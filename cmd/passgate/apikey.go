@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -29,11 +28,10 @@ passgate serves: $PASSGATE_RESOURCES and $PASSGATE_SCOPES, as for serve
 (defaults ` + strings.Join(defaultResources, ",") + ` and ` + strings.Join(defaultScopes, " ") + `).`
 
 func cmdAPIKey(ctx context.Context, args []string, std stdio) error {
-	if len(args) == 0 {
-		fmt.Fprintln(std.err, "Usage: passgate "+apikeyUsage)
-		return usagef("apikey: missing subcommand")
+	sub, err := subcommand("apikey", apikeyUsage, args, std)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
 	var (
 		c                 Config
 		resources, scopes []string
@@ -103,8 +101,7 @@ func cmdAPIKey(ctx context.Context, args []string, std stdio) error {
 		if err != nil {
 			return fmt.Errorf("list api keys: %w", err)
 		}
-		tw := tabwriter.NewWriter(std.out, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "NAME\tCREATED\tREVOKED\tSCOPE\tRESOURCES")
+		tw := newTable(std.out, "NAME", "CREATED", "REVOKED", "SCOPE", "RESOURCES")
 		for _, k := range keys {
 			revoked, scope := "-", k.Scope
 			if !k.RevokedAt.IsZero() {
@@ -113,9 +110,9 @@ func cmdAPIKey(ctx context.Context, args []string, std stdio) error {
 			if scope == "" {
 				scope = "-"
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.Name, k.CreatedAt.Format(time.RFC3339), revoked, scope, strings.Join(k.Resources, " "))
+			tw.row(k.Name, k.CreatedAt.Format(time.RFC3339), revoked, scope, strings.Join(k.Resources, " "))
 		}
-		return tw.Flush()
+		return tw.flush()
 	default: // revoke
 		name, err := needName()
 		if err != nil {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/passgate/passgate/internal/e2e"
-	"github.com/passgate/passgate/store/postgres/pgtest"
 )
 
 var apiKeyRE = regexp.MustCompile(`api_key:\s+(pgk_\S+)`)
@@ -23,14 +22,9 @@ var apiKeyRE = regexp.MustCompile(`api_key:\s+(pgk_\S+)`)
 // changes are audited.
 func TestAPIKeyCommands(t *testing.T) {
 	const served = "https://mcp.example.com/mcp,https://other.example.com/mcp"
-	dataDir := t.TempDir()
-	backends := map[string][]string{
-		"sqlite":   {"PASSGATE_DATA_DIR=" + dataDir},
-		"postgres": {"DATABASE_URL=" + pgtest.NewDatabase(t)},
-	}
-	for name, env := range backends {
-		t.Run(name, func(t *testing.T) {
-			env := append(env, "PASSGATE_RESOURCES="+served, "PASSGATE_SCOPES=mcp admin")
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			env := append(b.env, "PASSGATE_RESOURCES="+served, "PASSGATE_SCOPES=mcp admin")
 			run := func(args ...string) string {
 				t.Helper()
 				stdout, stderr, code := passgate(t, env, "", args...)
@@ -102,13 +96,13 @@ func TestAPIKeyCommands(t *testing.T) {
 			if out := run("audit", "--json"); strings.Contains(out, key) {
 				t.Error("the audit log holds the key")
 			}
-			if name == "sqlite" {
+			if b.dataDir != "" {
 				for _, f := range []string{"passgate.db", "passgate.db-wal"} {
-					b, err := os.ReadFile(filepath.Join(dataDir, f))
+					db, err := os.ReadFile(filepath.Join(b.dataDir, f))
 					if err != nil && !os.IsNotExist(err) {
 						t.Fatal(err)
 					}
-					if bytes.Contains(b, []byte(key)) {
+					if bytes.Contains(db, []byte(key)) {
 						t.Errorf("the key is stored in clear in %s", f)
 					}
 				}
@@ -139,15 +133,7 @@ func TestServeRefusesAPIKeyOutsideToken68(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, stderr, code := passgate(t, append(tt.env, "PASSGATE_DATA_DIR="+t.TempDir()), "", tt.args...)
-			if code != 2 {
-				t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr does not mention %q:\n%s", w, stderr)
-				}
-			}
+			stderr := wantUsageError(t, tt.env, tt.args, tt.want...)
 			if strings.Contains(stderr, "my api key") || strings.Contains(stderr, "separators") {
 				t.Errorf("the error repeats the key:\n%s", stderr)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres"
 	"github.com/passgate/passgate/store/sqlite"
@@ -56,63 +57,89 @@ type stdio struct {
 	out    io.Writer
 	err    io.Writer
 	getenv func(string) string
+	// hashCost is the bcrypt cost of the password and secret hashes
+	// passgate makes; passwd.DefaultCost when 0. Tests lower it.
+	hashCost int
 }
 
-const mainUsage = `passgate: password-based OAuth 2.1 for MCP servers, enforced at the proxy.
+func (s stdio) cost() int {
+	if s.hashCost == 0 {
+		return passwd.DefaultCost
+	}
+	return s.hashCost
+}
 
-Usage:
-  passgate serve [flags]                 run the authorization server and the checks
-  passgate user add|list|remove|passwd|unlock [NAME]
-  passgate client add|list|remove [ID]   pre-registered OAuth clients
-  passgate token revoke --user NAME      revoke every token of a user
-  passgate apikey add|list|revoke [NAME] named API keys bound to resources and scopes
-  passgate session list|revoke           browser sessions
-  passgate audit [flags]                 query the audit log
-  passgate hash-password                 read a password on stdin, print a bcrypt hash
-  passgate migrate                       apply database migrations and exit
-  passgate healthcheck [URL]             exit 0 if /healthz answers (for containers)
-  passgate version
+// cliCommand is one of passgate's commands: its line in the usage text
+// and the function that runs it.
+type cliCommand struct {
+	name, args, desc string
+	run              func(context.Context, []string, stdio) error
+}
 
-Run "passgate COMMAND --help" for a command's flags.
-`
+// commands lists passgate's commands in the order of the usage text.
+func commands() []cliCommand {
+	return []cliCommand{
+		{"serve", "[flags]", "run the authorization server and the checks", cmdServe},
+		{"user", "add|list|remove|passwd|unlock [NAME]", "", cmdUser},
+		{"client", "add|list|remove [ID]", "pre-registered OAuth clients", cmdClient},
+		{"token", "revoke --user NAME", "revoke every token of a user", cmdToken},
+		{"apikey", "add|list|revoke [NAME]", "named API keys bound to resources and scopes", cmdAPIKey},
+		{"session", "list|revoke", "browser sessions", cmdSession},
+		{"audit", "[flags]", "query the audit log", cmdAudit},
+		{"hash-password", "", "read a password on stdin, print a bcrypt hash", cmdHashPassword},
+		{"migrate", "", "apply database migrations and exit", cmdMigrate},
+		{"healthcheck", "[URL]", "exit 0 if /healthz answers (for containers)", cmdHealthcheck},
+		{"version", "", "", cmdVersion},
+	}
+}
 
-func run(ctx context.Context, args []string, std stdio) error {
+func mainUsage() string {
+	var b strings.Builder
+	b.WriteString("passgate: password-based OAuth 2.1 for MCP servers, enforced at the proxy.\n\nUsage:\n")
+	for _, c := range commands() {
+		line := strings.TrimSpace(c.name + " " + c.args)
+		fmt.Fprintf(&b, "%s\n", strings.TrimRight(fmt.Sprintf("  passgate %-29s %s", line, c.desc), " "))
+	}
+	b.WriteString("\nRun \"passgate COMMAND --help\" for a command's flags.\n")
+	return b.String()
+}
+
+// run runs the command in args and returns the process's exit code: 0, 1
+// when the command failed, 2 after a usage error. It prints the error to
+// std.err.
+func run(ctx context.Context, args []string, std stdio) int {
+	err := dispatch(ctx, args, std)
+	if err != nil && !errors.Is(err, errHelp) {
+		fmt.Fprintf(std.err, "passgate: %v\n", err)
+	}
+	return exitCode(err)
+}
+
+func dispatch(ctx context.Context, args []string, std stdio) error {
 	if len(args) == 0 {
-		fmt.Fprint(std.err, mainUsage)
+		fmt.Fprint(std.err, mainUsage())
 		return usagef("no command given")
 	}
-	cmd, rest := args[0], args[1:]
-	switch cmd {
-	case "serve":
-		return cmdServe(ctx, rest, std)
-	case "user":
-		return cmdUser(ctx, rest, std)
-	case "client":
-		return cmdClient(ctx, rest, std)
-	case "token":
-		return cmdToken(ctx, rest, std)
-	case "apikey":
-		return cmdAPIKey(ctx, rest, std)
-	case "session":
-		return cmdSession(ctx, rest, std)
-	case "audit":
-		return cmdAudit(ctx, rest, std)
-	case "hash-password":
-		return cmdHashPassword(ctx, rest, std)
-	case "migrate":
-		return cmdMigrate(ctx, rest, std)
-	case "healthcheck":
-		return cmdHealthcheck(ctx, rest, std)
-	case "version", "--version", "-version":
-		fmt.Fprintln(std.out, "passgate", buildVersion())
-		return nil
+	name, rest := args[0], args[1:]
+	switch name {
+	case "--version", "-version":
+		name = "version"
 	case "help", "-h", "-help", "--help":
-		fmt.Fprint(std.out, mainUsage)
+		fmt.Fprint(std.out, mainUsage())
 		return nil
-	default:
-		fmt.Fprint(std.err, mainUsage)
-		return usagef("unknown command %q", cmd)
 	}
+	for _, c := range commands() {
+		if c.name == name {
+			return c.run(ctx, rest, std)
+		}
+	}
+	fmt.Fprint(std.err, mainUsage())
+	return usagef("unknown command %q", name)
+}
+
+func cmdVersion(_ context.Context, _ []string, std stdio) error {
+	fmt.Fprintln(std.out, "passgate", buildVersion())
+	return nil
 }
 
 func buildVersion() string {

@@ -23,11 +23,10 @@ const adminIP = "cli"
 
 func cmdUser(ctx context.Context, args []string, std stdio) error {
 	const usage = "user add|list|remove|passwd|unlock [NAME] [--password-stdin]"
-	if len(args) == 0 {
-		fmt.Fprintln(std.err, "Usage: passgate "+usage)
-		return usagef("user: missing subcommand")
+	sub, err := subcommand("user", usage, args, std)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
 	var c Config
 	fs := newFlagSet("user "+sub, usage, std)
 	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of stdin")
@@ -63,7 +62,7 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 		if err := policy.Check(name, pw); err != nil {
 			return fmt.Errorf("user %s: %w", sub, err)
 		}
-		hash, err := passwd.Hash(pw, passwd.DefaultCost)
+		hash, err := passwd.Hash(pw, std.cost())
 		if err != nil {
 			return err
 		}
@@ -136,6 +135,16 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 	}
 }
 
+// subcommand returns the subcommand, args[0]; without one it prints the
+// command's usage and returns a usage error.
+func subcommand(name, usage string, args []string, std stdio) (string, error) {
+	if len(args) == 0 {
+		fmt.Fprintln(std.err, "Usage: passgate "+usage)
+		return "", usagef("%s: missing subcommand", name)
+	}
+	return args[0], nil
+}
+
 // validUsername is the rule for new usernames: 1-64 ASCII letters,
 // digits and . _ - @ (so never a control character; the login form
 // refuses those with textsafe.Printable, for names made before).
@@ -178,11 +187,10 @@ func (t *table) flush() error { return t.tw.Flush() }
 
 func cmdClient(ctx context.Context, args []string, std stdio) error {
 	const usage = "client add --name NAME --redirect-uri URI [--redirect-uri URI…] [--public] | client list | client remove ID"
-	if len(args) == 0 {
-		fmt.Fprintln(std.err, "Usage: passgate "+usage)
-		return usagef("client: missing subcommand")
+	sub, err := subcommand("client", usage, args, std)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
 	var (
 		c         Config
 		redirects []string
@@ -233,7 +241,7 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 			}
 			cl.TokenEndpointAuthMethod = *method
 			secret = token.New(token.PrefixClientSecret)
-			h, err := passwd.Hash(secret, passwd.DefaultCost)
+			h, err := passwd.Hash(secret, std.cost())
 			if err != nil {
 				return err
 			}
@@ -314,11 +322,10 @@ func cmdToken(ctx context.Context, args []string, std stdio) error {
 
 func cmdSession(ctx context.Context, args []string, std stdio) error {
 	const usage = "session list [--user NAME] | session revoke --user NAME"
-	if len(args) == 0 {
-		fmt.Fprintln(std.err, "Usage: passgate "+usage)
-		return usagef("session: missing subcommand")
+	sub, err := subcommand("session", usage, args, std)
+	if err != nil {
+		return err
 	}
-	sub := args[0]
 	var c Config
 	fs := newFlagSet("session "+sub, usage, std)
 	user := fs.String("user", "", "username")

@@ -3,9 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
-	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,54 +21,60 @@ import (
 	"github.com/passgate/passgate/extauthz"
 	"github.com/passgate/passgate/internal/e2e"
 	"github.com/passgate/passgate/internal/passwd"
-	"github.com/passgate/passgate/store/postgres/pgtest"
 )
 
-// binary is the passgate executable built once for the tests that run it
-// as a user would.
-var binary string
+func TestMain(m *testing.M) { e2e.RunMain(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "passgate-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "passgate")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build passgate: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+// testCost is bcrypt's minimum cost: under -race, cost 12 takes seconds.
+const testCost = 4
 
-// passgate runs the binary with args, env and stdin and returns its output
-// and exit code.
+// passgate runs the CLI in process, as main does, with args, the
+// environment env (KEY=value) and stdin, and returns its output and exit
+// code.
 func passgate(t *testing.T, env []string, stdin string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
-	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + t.TempDir()}, env...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		code = ee.ExitCode()
-	case err != nil:
-		t.Fatalf("run passgate %v: %v", args, err)
+	vars := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		vars[k] = v
 	}
+	var o, e bytes.Buffer
+	code = run(t.Context(), args, stdio{in: strings.NewReader(stdin), out: &o, err: &e, getenv: func(k string) string { return vars[k] }, hashCost: testCost})
 	return o.String(), e.String(), code
+}
+
+// TestBinaryExitCodes: main hands run's exit code and error to the real
+// process.
+func TestBinaryExitCodes(t *testing.T) {
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{"version", []string{"version"}, 0, ""},
+		{"help", []string{"--help"}, 0, ""},
+		{"failure", []string{"healthcheck", "http://" + e2e.FreeAddr(t) + "/healthz"}, 1, "passgate: healthcheck:"},
+		{"usage error", []string{"frobnicate"}, 2, `passgate: unknown command "frobnicate"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(e2e.Binary(t), tt.args...)
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+			var e bytes.Buffer
+			cmd.Stderr = &e
+			cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); code != tt.code || !strings.Contains(e.String(), tt.stderr) {
+				t.Errorf("exit %d, stderr %q; want %d and %q", code, e.String(), tt.code, tt.stderr)
+			}
+		})
+	}
 }
 
 func TestServeBootstrapsAndAnswersHealth(t *testing.T) {
 	dataDir := t.TempDir()
 	httpAddr, grpcAddr, metricsAddr := e2e.FreeAddr(t), e2e.FreeAddr(t), e2e.FreeAddr(t)
-	cmd := exec.Command(binary, "serve", "--data-dir", dataDir, "--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", metricsAddr, "--log-format", "json")
+	cmd := exec.Command(e2e.Binary(t), "serve", "--data-dir", dataDir, "--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", metricsAddr, "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -171,29 +177,46 @@ func TestServeBootstrapsAndAnswersHealth(t *testing.T) {
 	}
 
 	// A second start prints no password: the user exists.
-	_, errOut, _ := runBriefly(t, dataDir)
+	errOut, _ := serveInProcess(t, e2e.FreeAddr(t), "--data-dir", dataDir, "--grpc-listen", "", "--metrics-listen", "")()
 	if pwRE.MatchString(errOut) {
 		t.Error("a second start printed a new bootstrap password")
 	}
 }
 
-// runBriefly starts serve, waits until it listens, and stops it.
-func runBriefly(t *testing.T, dataDir string) (string, string, int) {
+// serveInProcess runs `passgate serve --http-listen httpAddr` with args in
+// process until stop is called (or the test ends), and waits until it
+// listens. stop cancels the run, as SIGTERM does, and returns its stderr
+// and exit code.
+func serveInProcess(t *testing.T, httpAddr string, args ...string) (stop func() (stderr string, code int)) {
 	t.Helper()
-	httpAddr := e2e.FreeAddr(t)
-	cmd := exec.Command(binary, "serve", "--data-dir", dataDir, "--http-listen", httpAddr, "--grpc-listen", "", "--metrics-listen", "")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	var o, e bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &o, &e
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	ctx, cancel := context.WithCancel(context.Background())
+	// Read only once run has returned: its log lines are written
+	// concurrently (serialized by the one slog handler).
+	var errOut bytes.Buffer
+	done := make(chan int, 1)
+	args = append([]string{"serve", "--http-listen", httpAddr, "--shutdown-delay", "0"}, args...)
+	go func() {
+		done <- run(ctx, args, stdio{in: strings.NewReader(""), out: io.Discard, err: &errOut, getenv: func(string) string { return "" }, hashCost: testCost})
+	}()
+	var (
+		once sync.Once
+		code int
+	)
+	stop = func() (string, int) {
+		once.Do(func() {
+			cancel()
+			code = <-done
+		})
+		return errOut.String(), code
 	}
-	for i := 0; i < 200 && !listening(httpAddr); i++ {
-		time.Sleep(50 * time.Millisecond)
+	t.Cleanup(func() { stop() })
+	for deadline := time.Now().Add(20 * time.Second); !listening(httpAddr); time.Sleep(20 * time.Millisecond) {
+		if len(done) > 0 || time.Now().After(deadline) {
+			stderr, code := stop()
+			t.Fatalf("serve did not listen within 20s (exit %d):\n%s", code, stderr)
+		}
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	cmd.Wait()
-	return o.String(), e.String(), cmd.ProcessState.ExitCode()
+	return stop
 }
 
 func listening(addr string) bool {
@@ -219,17 +242,25 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, stderr, code := passgate(t, append(tt.env, "PASSGATE_DATA_DIR="+t.TempDir()), "", tt.args...)
-			if code != 2 {
-				t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
-			}
-			for _, w := range tt.want {
-				if !strings.Contains(stderr, w) {
-					t.Errorf("stderr does not mention %q:\n%s", w, stderr)
-				}
-			}
+			wantUsageError(t, tt.env, tt.args, tt.want...)
 		})
 	}
+}
+
+// wantUsageError runs passgate with args and env and wants exit code 2 and
+// a stderr that mentions each of want; it returns stderr.
+func wantUsageError(t *testing.T, env, args []string, want ...string) string {
+	t.Helper()
+	_, stderr, code := passgate(t, append(env, "PASSGATE_DATA_DIR="+t.TempDir()), "", args...)
+	if code != 2 {
+		t.Errorf("exit code %d, want 2; stderr:\n%s", code, stderr)
+	}
+	for _, w := range want {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("stderr does not mention %q:\n%s", w, stderr)
+		}
+	}
+	return stderr
 }
 
 func TestHelpForEveryCommand(t *testing.T) {
@@ -261,12 +292,9 @@ func TestHashPassword(t *testing.T) {
 // TestAdminCommands drives the user, client, token, session and audit
 // commands on both backends.
 func TestAdminCommands(t *testing.T) {
-	backends := map[string][]string{
-		"sqlite":   {"PASSGATE_DATA_DIR=" + t.TempDir()},
-		"postgres": {"DATABASE_URL=" + pgtest.NewDatabase(t)},
-	}
-	for name, env := range backends {
-		t.Run(name, func(t *testing.T) {
+	for _, b := range backends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			env := b.env
 			run := func(stdin string, args ...string) string {
 				t.Helper()
 				stdout, stderr, code := passgate(t, env, stdin, args...)
@@ -337,15 +365,7 @@ func TestAdminCommands(t *testing.T) {
 func TestServeMountsCheckPaths(t *testing.T) {
 	httpAddr := e2e.FreeAddr(t)
 	// The default resource is http://localhost:8080/mcp.
-	cmd := exec.Command(binary, "serve", "--data-dir", t.TempDir(), "--http-listen", httpAddr, "--grpc-listen", "", "--metrics-listen", "")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for i := 0; i < 400 && !listening(httpAddr); i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
+	serveInProcess(t, httpAddr, "--data-dir", t.TempDir(), "--grpc-listen", "", "--metrics-listen", "")
 	client := &http.Client{
 		Timeout:       10 * time.Second,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
