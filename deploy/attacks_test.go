@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // echoUpstream stands in for the MCP server in the attack tests: it answers
@@ -70,16 +70,16 @@ type storeMinter func(resource, scope string) string
 // (127.0.0.1:port) to passgate's resource URLs.
 func startAttackStack(t *testing.T, resources func(addr string) []string) *attackStack {
 	t.Helper()
-	bin := e2e.Binary(t)
+	bin := e2etest.Binary(t)
 	up := startEchoUpstream(t)
-	passAddr := e2e.FreeAddr(t)
+	passAddr := e2etest.FreeAddr(t)
 	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: up.Addr})
 	dataDir := t.TempDir()
-	e2e.StartProcess(t, passAddr, bin, []string{
+	e2etest.StartProcess(t, passAddr, bin, []string{
 		"serve", "--data-dir", dataDir, "--issuer", ngx.URL, "--resource", strings.Join(resources(ngx.Addr), ","),
 		"--http-listen", passAddr, "--grpc-listen", "", "--metrics-listen", "",
 	}, nil)
-	st := e2e.OpenStore(t, "", dataDir)
+	st := e2etest.OpenStore(t, "", dataDir)
 	return &attackStack{ngx: ngx, upstream: up, st: func(resource, scope string) string {
 		return mintAccessToken(t, st, resource, scope)
 	}}

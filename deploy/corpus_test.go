@@ -23,7 +23,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // The names of the two resource hosts; a corpus world adds the port of the
@@ -53,7 +53,7 @@ type corpusToken struct {
 // scope rules corpusRules, one user and one client, and a token per
 // resource and scope.
 type corpusWorld struct {
-	srv *e2e.Server
+	srv *e2etest.Server
 	// hostA and hostB are the resource hosts, nameA and nameB with the
 	// port of the proxy in front.
 	hostA, hostB string
@@ -79,7 +79,7 @@ func startCorpusWorld(t *testing.T, passAddr, port string) *corpusWorld {
 		rules = append(rules, p+"="+strings.Join(s, " "))
 	}
 	w := &corpusWorld{hostA: net.JoinHostPort(nameA, port), hostB: net.JoinHostPort(nameB, port), user: "alice", tokens: map[string]corpusToken{}}
-	srv := e2e.Start(t, e2e.Options{
+	srv := e2etest.Start(t, e2etest.Options{
 		HTTPAddr: passAddr,
 		Resource: w.resources()[0],
 		Args: []string{
@@ -89,10 +89,10 @@ func startCorpusWorld(t *testing.T, passAddr, port string) *corpusWorld {
 		},
 	})
 	w.srv = srv
-	e2e.AddUser(t, srv.OpenStore(t), w.user, "correct horse")
+	e2etest.AddUser(t, srv.OpenStore(t), w.user, "correct horse")
 	cl := srv.RegisterClient(t)
 	w.clientID = cl.ClientID
-	b := e2e.NewBrowser()
+	b := e2etest.NewBrowser()
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	defer cancel()
 	for _, spec := range []struct{ name, resource, scope string }{
@@ -649,7 +649,7 @@ func port(t *testing.T, addr string) string {
 // upstream.
 func TestHostileCorpusNginx(t *testing.T) {
 	rec := startRecorder(t)
-	passAddr := e2e.FreeAddr(t)
+	passAddr := e2etest.FreeAddr(t)
 	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: rec.addr(), PlainHTTP: true, ServerName: nameA})
 	w := startCorpusWorld(t, passAddr, port(t, ngx.Addr))
 	outs := w.runCorpus(t, ngx.Addr, rec, w.buildCorpus([]string{w.hostA}))
@@ -670,7 +670,7 @@ func TestHostileCorpusNginx(t *testing.T) {
 // deploy/caddy/Caddyfile, serving both hosts with one upstream.
 func TestHostileCorpusCaddy(t *testing.T) {
 	rec := startRecorder(t)
-	passAddr := e2e.FreeAddr(t)
+	passAddr := e2etest.FreeAddr(t)
 	addr := startCaddy(t, caddyOptions{Hosts: []string{nameA, nameB}, PassgateAddr: passAddr, UpstreamAddr: rec.addr()})
 	w := startCorpusWorld(t, passAddr, port(t, addr))
 	outs := w.runCorpus(t, addr, rec, w.buildCorpus([]string{w.hostA, w.hostB}))
@@ -697,7 +697,7 @@ func TestHostileCorpusCaddy(t *testing.T) {
 // preflight of /mcp and let it through.
 func TestCaddyForwardAuthIgnoresInjectedOriginalHeaders(t *testing.T) {
 	rec := startRecorder(t)
-	passAddr := e2e.FreeAddr(t)
+	passAddr := e2etest.FreeAddr(t)
 	addr := startCaddy(t, caddyOptions{Hosts: []string{nameA}, PassgateAddr: passAddr, UpstreamAddr: rec.addr()})
 	w := startCorpusWorld(t, passAddr, port(t, addr))
 	attack := [][2]string{
@@ -731,7 +731,7 @@ func TestCaddyForwardAuthIgnoresInjectedOriginalHeaders(t *testing.T) {
 // B, /mcp), with the auth-url pinning host B.
 func TestHostileCorpusIngressNginx(t *testing.T) {
 	rec := startRecorder(t)
-	passAddr := e2e.FreeAddr(t)
+	passAddr := e2etest.FreeAddr(t)
 	ing := readIngressManifests(t)
 	var authURL string
 	addr := startNginxTemplate(t, ingressNginxFixture, func(listen string) map[string]string {
@@ -875,7 +875,7 @@ func (e envoyEdge) upstreamSaw(req *authv3.CheckRequest, ok *authv3.OkHttpRespon
 // invariant on every request it allows, as the upstream would see it.
 func TestHostileCorpusEnvoyGRPC(t *testing.T) {
 	// No proxy listens: the hosts get a port nobody uses.
-	w := startCorpusWorld(t, e2e.FreeAddr(t), port(t, e2e.FreeAddr(t)))
+	w := startCorpusWorld(t, e2etest.FreeAddr(t), port(t, e2etest.FreeAddr(t)))
 	edge := loadEnvoyEdge(t)
 	client := authv3.NewAuthorizationClient(w.srv.GRPCConn())
 	reqs := w.buildCorpus([]string{w.hostA, w.hostB})
@@ -911,7 +911,7 @@ func TestHostileCorpusEnvoyGRPC(t *testing.T) {
 // paths reach passgate without a token (no check in the way) and never the
 // MCP server.
 func TestCaddyRoutesPassgate(t *testing.T) {
-	srv := e2e.Start(t, e2e.Options{Resource: "http://" + nameA + "/mcp"})
+	srv := e2etest.Start(t, e2etest.Options{Resource: "http://" + nameA + "/mcp"})
 	rec := startRecorder(t)
 	addr := startCaddy(t, caddyOptions{Hosts: []string{nameA}, PassgateAddr: srv.Opts.HTTPAddr, UpstreamAddr: rec.addr()})
 	for _, tt := range []struct {

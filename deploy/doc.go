@@ -24,7 +24,7 @@
 // served, its scopes satisfy the rules for the path served, and every
 // identity header came from passgate.
 //
-// The tests add the shipped proxy configurations to internal/e2e's harness
+// The tests add the shipped proxy configurations to internal/testing/e2etest's harness
 // (which builds and runs the binaries and nginx): startNginx,
 // startNginxTemplate, startCaddy and renderNginxConf run a file of this
 // directory as shipped; a test that runs passgate and the example MCP server

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // No Docker engine runs on these machines: the Dockerfile is checked as
@@ -66,10 +66,10 @@ func TestDockerfile(t *testing.T) {
 }
 
 // TestDockerfileBuildsStatic: the Dockerfile's build flags (which
-// e2e.BuildPackage uses too) produce a static binary, which a distroless static
+// e2etest.BuildPackage uses too) produce a static binary, which a distroless static
 // image can run.
 func TestDockerfileBuildsStatic(t *testing.T) {
-	f, err := elf.Open(e2e.BuildPackage(t, "./examples/mcp-server"))
+	f, err := elf.Open(e2etest.BuildPackage(t, "./examples/mcp-server"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres/pgtest"
@@ -43,8 +43,8 @@ type passgateStack struct {
 
 func startPassgateStack(t *testing.T, backend string) *passgateStack {
 	t.Helper()
-	bin := e2e.Binary(t)
-	passAddr, grpcAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)
+	bin := e2etest.Binary(t)
+	passAddr, grpcAddr := e2etest.FreeAddr(t), e2etest.FreeAddr(t)
 	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: startExampleMCPServer(t)})
 	var storeEnv []string
 	switch backend {
@@ -56,7 +56,7 @@ func startPassgateStack(t *testing.T, backend string) *passgateStack {
 	st := &passgateStack{ngx: ngx, bin: bin, storeEnv: storeEnv, resource: ngx.URL + "/mcp"}
 	// The user exists before passgate starts, so no bootstrap password.
 	st.cli(t, "correct horse battery\n", "user", "add", "alice", "--password-stdin")
-	e2e.StartProcess(t, passAddr, bin, []string{
+	e2etest.StartProcess(t, passAddr, bin, []string{
 		"serve", "--issuer", ngx.URL, "--resource", st.resource,
 		"--http-listen", passAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
 	}, storeEnv)
@@ -127,7 +127,7 @@ func (b *browser) authorize(ctx context.Context, authURL string) (*url.URL, erro
 			}
 			next, method = loc.String(), http.MethodGet
 		case resp.StatusCode == http.StatusOK:
-			action, fields, err := e2e.Form(page)
+			action, fields, err := e2etest.Form(page)
 			if err != nil {
 				return nil, fmt.Errorf("page at %s has no form: %v", next, err)
 			}
@@ -296,18 +296,18 @@ func TestEndToEndThroughNginx(t *testing.T) {
 func TestEnvoyRoutesAgainstPassgate(t *testing.T) {
 	const host = "mcp.example.com"
 	bootstrap := loadEnvoy(t)
-	bin := e2e.Binary(t)
+	bin := e2etest.Binary(t)
 	dataDir := t.TempDir()
-	httpAddr, grpcAddr := e2e.FreeAddr(t), e2e.FreeAddr(t)
+	httpAddr, grpcAddr := e2etest.FreeAddr(t), e2etest.FreeAddr(t)
 	resourceURL := "https://" + host + "/mcp"
-	e2e.StartProcess(t, httpAddr, bin, []string{
+	e2etest.StartProcess(t, httpAddr, bin, []string{
 		"serve", "--data-dir", dataDir, "--issuer", "https://" + host, "--resource", resourceURL,
 		"--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
 	}, nil)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st := e2e.OpenStore(t, "", dataDir)
+	st := e2etest.OpenStore(t, "", dataDir)
 	mint := func(resource string) string { return mintAccessToken(t, st, resource, "mcp") }
 	good := mint(resourceURL)
 	foreign := mint("https://other.example.com/mcp")

@@ -26,7 +26,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // nginxTemplatePath is deploy/nginx.conf, relative to this package.
@@ -142,7 +142,7 @@ func (n *nginx) ErrorLog() string {
 }
 
 // startNginx renders deploy/nginx.conf for loopback, starts nginx in the
-// foreground (e2e.NeedTool: never installing it), waits until
+// foreground (e2etest.NeedTool: never installing it), waits until
 // it accepts connections, and stops it when the test ends. On failure the
 // test's output gets nginx's error log.
 func startNginx(t testing.TB, opts nginxOptions) *nginx {
@@ -160,7 +160,7 @@ func startNginx(t testing.TB, opts nginxOptions) *nginx {
 	// before nginx binds it: try again with another one.
 	var lastErr error
 	for range 3 {
-		addr := e2e.FreeAddr(t)
+		addr := e2etest.FreeAddr(t)
 		listen := addr + " ssl"
 		scheme := "https"
 		if opts.PlainHTTP {
@@ -237,7 +237,7 @@ http {
 
 // start runs nginx with mainPath and waits until it listens on n.Addr.
 func (n *nginx) start(t testing.TB, mainPath string) error {
-	return e2e.StartNginx(t, n.Dir, mainPath, n.Addr)
+	return e2etest.StartNginx(t, n.Dir, mainPath, n.Addr)
 }
 
 // writeSelfSignedCert writes a certificate for 127.0.0.1 and localhost and
@@ -284,15 +284,15 @@ func writeSelfSignedCert(t testing.TB, dir string) (certPath, keyPath string, po
 	return certPath, keyPath, pool
 }
 
-func TestMain(m *testing.M) { e2e.RunMain(m) }
+func TestMain(m *testing.M) { e2etest.RunMain(m) }
 
 // startExampleMCPServer builds and runs examples/mcp-server on a free
 // loopback port and returns its address.
 func startExampleMCPServer(t testing.TB) string {
 	t.Helper()
-	bin := e2e.BuildPackage(t, "./examples/mcp-server")
-	addr := e2e.FreeAddr(t)
-	e2e.StartProcess(t, addr, bin, []string{"--listen", addr}, nil)
+	bin := e2etest.BuildPackage(t, "./examples/mcp-server")
+	addr := e2etest.FreeAddr(t)
+	e2etest.StartProcess(t, addr, bin, []string{"--listen", addr}, nil)
 	return addr
 }
 
@@ -364,7 +364,7 @@ func startCaddy(t testing.TB, opts caddyOptions) string {
 	if len(opts.Hosts) == 0 || opts.PassgateAddr == "" || opts.UpstreamAddr == "" {
 		t.Fatal("startCaddy: Hosts, PassgateAddr and UpstreamAddr are required")
 	}
-	bin := e2e.NeedTool(t, "caddy")
+	bin := e2etest.NeedTool(t, "caddy")
 	text, err := os.ReadFile(caddyfilePath)
 	if err != nil {
 		t.Fatal(err)
@@ -374,7 +374,7 @@ func startCaddy(t testing.TB, opts caddyOptions) string {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	addr := e2e.FreeAddr(t)
+	addr := e2etest.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
 	var sites []string
 	for _, h := range opts.Hosts {
@@ -393,7 +393,7 @@ func startCaddy(t testing.TB, opts caddyOptions) string {
 	for k, v := range vars {
 		env = append(env, k+"="+v)
 	}
-	e2e.StartProcess(t, addr, bin, []string{"run", "--adapter", "caddyfile", "--config", conf}, env)
+	e2etest.StartProcess(t, addr, bin, []string{"run", "--adapter", "caddyfile", "--config", conf}, env)
 	return addr
 }
 
@@ -414,7 +414,7 @@ func startNginxTemplate(t testing.TB, path string, vars func(listen string) map[
 	}
 	var lastErr error
 	for range 3 {
-		addr := e2e.FreeAddr(t)
+		addr := e2etest.FreeAddr(t)
 		conf, err := renderTemplate(string(tmpl), vars(addr))
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)

@@ -17,7 +17,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/passgate/passgate/extauthz"
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // The stand-in's answers. Passgate's real check is tested in extauthz; here
@@ -315,7 +315,7 @@ func (st *stack) mcpClient(t *testing.T, token string, header http.Header, opts 
 	client := mcp.NewClient(&mcp.Implementation{Name: "deploy-test", Version: "v0"}, opts)
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{
 		Endpoint:   st.nginx.URL + "/mcp",
-		HTTPClient: &http.Client{Transport: e2e.HeaderTransport{Base: st.nginx.Transport, Header: h}},
+		HTTPClient: &http.Client{Transport: e2etest.HeaderTransport{Base: st.nginx.Transport, Header: h}},
 		MaxRetries: -1,
 		// The standalone GET stream is tested by TestNginxStandaloneStream,
 		// with a deadline: the SDK waits for it without one.
@@ -658,7 +658,7 @@ func TestRenderTemplate(t *testing.T) {
 // TestRenderMatchesEnvsubst: the renderer agrees with GNU envsubst, which
 // the official nginx image runs, on the shipped template.
 func TestRenderMatchesEnvsubst(t *testing.T) {
-	bin := e2e.NeedTool(t, "envsubst")
+	bin := e2etest.NeedTool(t, "envsubst")
 	tmpl, err := os.ReadFile(nginxTemplatePath)
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // TestGoldenTranscripts pins, byte for byte, what a client reads from the
@@ -56,11 +56,11 @@ func TestGoldenTranscripts(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got, err := e2e.Transcript(req, resp, map[string]string{e.issuer: "http://ISSUER", client: "CLIENT_ID"})
+			got, err := e2etest.Transcript(req, resp, map[string]string{e.issuer: "http://ISSUER", client: "CLIENT_ID"})
 			if err != nil {
 				t.Fatal(err)
 			}
-			e2e.Golden(t, tt.name+".txt", got)
+			e2etest.Golden(t, tt.name+".txt", got)
 		})
 	}
 }

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passgate/passgate/internal/e2e/proc"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"

@@ -11,7 +11,7 @@ mkdir -p "$out"
 rm -f "$out"/*.png
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-if ! PASSGATE_SCREENSHOTS="$(cd "$out" && pwd)" go test -count=1 -timeout 10m -run '^TestScreenshots$' -v ./internal/browsertest/ >"$log" 2>&1; then
+if ! PASSGATE_SCREENSHOTS="$(cd "$out" && pwd)" go test -count=1 -timeout 10m -run '^TestScreenshots$' -v ./internal/testing/browsertest/ >"$log" 2>&1; then
   cat "$log"; exit 1
 fi
 grep -E '^(--- |ok)|wrote' "$log" || true

@@ -5,7 +5,7 @@
 # target. This script is the only place that installs anything (nginx,
 # caddy, chromium, envsubst, PostgreSQL's binaries, as root); the tests
 # never do: a missing tool skips its tests with a message, or fails them
-# with CI=true (internal/e2e NeedTool). PostgreSQL comes from
+# with CI=true (internal/testing/e2etest NeedTool). PostgreSQL comes from
 # TEST_DATABASE_URL or 127.0.0.1:5432; with CI=true a missing PostgreSQL
 # fails the run. There are no build tags: `go test ./...` runs everything.
 set -euo pipefail

@@ -11,11 +11,11 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 	"github.com/passgate/passgate/internal/token"
 )
 
-func TestMain(m *testing.M) { e2e.RunMain(m) }
+func TestMain(m *testing.M) { e2etest.RunMain(m) }
 
 // TestSmoke runs the whole harness briefly against SQLite: it exercises
 // seeding, passgate as a subprocess, every scenario but nginx, the flood and
@@ -26,7 +26,7 @@ func TestSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs passgate")
 	}
-	bin := e2e.Binary(t)
+	bin := e2etest.Binary(t)
 	out := filepath.Join(t.TempDir(), "benchmarks.md")
 	// Text around the generated section must survive.
 	if err := os.WriteFile(out, []byte("# Title\n\nintro\n\n"+beginMarker+"\nold\n"+endMarker+"\n\nanalysis\n"), 0o644); err != nil {

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/passgate/passgate/internal/e2e/proc"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 )
 
 // Config is the benchmark's whole configuration; each field is a flag.

@@ -17,7 +17,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/passgate/passgate/internal/e2e/proc"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 )
 
 // freePort returns a loopback port nobody listens on right now.

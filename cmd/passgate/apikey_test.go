@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 var apiKeyRE = regexp.MustCompile(`api_key:\s+(pgk_\S+)`)
@@ -148,8 +148,8 @@ func TestServeRefusesAPIKeyOutsideToken68(t *testing.T) {
 // second. Neither key reaches the logs.
 func TestAPIKeyThroughTheBinary(t *testing.T) {
 	const legacy = "legacy-seed-api-key-0123456789"
-	resource := "http://" + e2e.FreeAddr(t) + "/mcp"
-	srv := e2e.Start(t, e2e.Options{Resource: resource, Env: []string{"API_KEY=" + legacy, "PASSGATE_RESOURCES=" + resource}})
+	resource := "http://" + e2etest.FreeAddr(t) + "/mcp"
+	srv := e2etest.Start(t, e2etest.Options{Resource: resource, Env: []string{"API_KEY=" + legacy, "PASSGATE_RESOURCES=" + resource}})
 	if !srv.WaitLog("passgate apikey add", 5*time.Second) {
 		t.Error("no warning at start naming `passgate apikey add`")
 	}

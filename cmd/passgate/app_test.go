@@ -13,7 +13,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/passgate/passgate/extauthz"
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // TestDrainingReplicaStaysNotReady: once shutdown has begun, a store ping
@@ -22,7 +22,7 @@ import (
 // server extauthz.NewGRPCServer builds, stays NOT_SERVING too.
 func TestDrainingReplicaStaysNotReady(t *testing.T) {
 	std := stdio{out: io.Discard, err: io.Discard, getenv: func(string) string { return "" }, hashCost: testCost}
-	c, err := loadServeConfig([]string{"--data-dir", t.TempDir(), "--http-listen", e2e.FreeAddr(t), "--grpc-listen", e2e.FreeAddr(t),
+	c, err := loadServeConfig([]string{"--data-dir", t.TempDir(), "--http-listen", e2etest.FreeAddr(t), "--grpc-listen", e2etest.FreeAddr(t),
 		"--metrics-listen", "", "--shutdown-delay", "3s"}, std)
 	if err != nil {
 		t.Fatal(err)

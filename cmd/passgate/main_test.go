@@ -19,11 +19,11 @@ import (
 	"time"
 
 	"github.com/passgate/passgate/extauthz"
-	"github.com/passgate/passgate/internal/e2e"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
-func TestMain(m *testing.M) { e2e.RunMain(m) }
+func TestMain(m *testing.M) { e2etest.RunMain(m) }
 
 // testCost is bcrypt's minimum cost: under -race, cost 12 takes seconds.
 const testCost = 4
@@ -54,12 +54,12 @@ func TestBinaryExitCodes(t *testing.T) {
 	}{
 		{"version", []string{"version"}, 0, ""},
 		{"help", []string{"--help"}, 0, ""},
-		{"failure", []string{"healthcheck", "http://" + e2e.FreeAddr(t) + "/healthz"}, 1, "passgate: healthcheck:"},
+		{"failure", []string{"healthcheck", "http://" + e2etest.FreeAddr(t) + "/healthz"}, 1, "passgate: healthcheck:"},
 		{"usage error", []string{"frobnicate"}, 2, `passgate: unknown command "frobnicate"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := exec.Command(e2e.Binary(t), tt.args...)
+			cmd := exec.Command(e2etest.Binary(t), tt.args...)
 			cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 			var e bytes.Buffer
 			cmd.Stderr = &e
@@ -73,8 +73,8 @@ func TestBinaryExitCodes(t *testing.T) {
 
 func TestServeBootstrapsAndAnswersHealth(t *testing.T) {
 	dataDir := t.TempDir()
-	httpAddr, grpcAddr, metricsAddr := e2e.FreeAddr(t), e2e.FreeAddr(t), e2e.FreeAddr(t)
-	cmd := exec.Command(e2e.Binary(t), "serve", "--data-dir", dataDir, "--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", metricsAddr, "--log-format", "json")
+	httpAddr, grpcAddr, metricsAddr := e2etest.FreeAddr(t), e2etest.FreeAddr(t), e2etest.FreeAddr(t)
+	cmd := exec.Command(e2etest.Binary(t), "serve", "--data-dir", dataDir, "--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", metricsAddr, "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -177,7 +177,7 @@ func TestServeBootstrapsAndAnswersHealth(t *testing.T) {
 	}
 
 	// A second start prints no password: the user exists.
-	errOut, _ := serveInProcess(t, e2e.FreeAddr(t), "--data-dir", dataDir, "--grpc-listen", "", "--metrics-listen", "")()
+	errOut, _ := serveInProcess(t, e2etest.FreeAddr(t), "--data-dir", dataDir, "--grpc-listen", "", "--metrics-listen", "")()
 	if pwRE.MatchString(errOut) {
 		t.Error("a second start printed a new bootstrap password")
 	}
@@ -363,7 +363,7 @@ func TestAdminCommands(t *testing.T) {
 // /_passgate/check is gone, and Envoy's form is judged, never redirected
 // to a cleaned path.
 func TestServeMountsCheckPaths(t *testing.T) {
-	httpAddr := e2e.FreeAddr(t)
+	httpAddr := e2etest.FreeAddr(t)
 	// The default resource is http://localhost:8080/mcp.
 	serveInProcess(t, httpAddr, "--data-dir", t.TempDir(), "--grpc-listen", "", "--metrics-listen", "")
 	client := &http.Client{

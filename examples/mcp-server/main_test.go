@@ -16,7 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
-	"github.com/passgate/passgate/internal/e2e"
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // startServer serves the example on a loopback port until the test ends and
@@ -46,7 +46,7 @@ func connect(t *testing.T, baseURL string, header http.Header, opts *mcp.ClientO
 	client := mcp.NewClient(&mcp.Implementation{Name: "test", Version: "v0"}, opts)
 	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{
 		Endpoint:             baseURL + "/mcp",
-		HTTPClient:           &http.Client{Transport: e2e.HeaderTransport{Base: http.DefaultTransport, Header: header}},
+		HTTPClient:           &http.Client{Transport: e2etest.HeaderTransport{Base: http.DefaultTransport, Header: header}},
 		DisableStandaloneSSE: true,
 		MaxRetries:           -1,
 	}, nil)

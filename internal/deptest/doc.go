@@ -1,9 +1,0 @@
-// Package deptest holds the repository-wide rules that no single package can
-// check for itself: every package is documented, and the import graph keeps
-// the layout's promises (the store contract depends on nothing, the
-// authorization server and the checks never import each other or a storage
-// backend), and no package outside the test-only ones (package testing,
-// any package whose name ends in "test", internal/e2e) links test code:
-// that rule covers every package of the module, present or future. It has
-// tests only.
-package deptest

@@ -1,0 +1,374 @@
+package e2etest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"html"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// RedirectURI is the loopback callback RegisterClient registers. Nothing
+// listens there: the flow reads the code from the Location header.
+const RedirectURI = "http://127.0.0.1:1/callback"
+
+// HTTPError is a non-success answer from passgate: the status, the OAuth
+// error code when the body was an OAuth JSON error (or "" for pages), and
+// the body (never containing secrets the client sent).
+type HTTPError struct {
+	Op     string
+	Status int
+	Code   string // OAuth "error", e.g. temporarily_unavailable
+	Body   string
+}
+
+func (e *HTTPError) Error() string {
+	if e.Code != "" {
+		return fmt.Sprintf("%s: HTTP %d %s", e.Op, e.Status, e.Code)
+	}
+	return fmt.Sprintf("%s: HTTP %d", e.Op, e.Status)
+}
+
+func newHTTPError(op string, resp *http.Response, body []byte) *HTTPError {
+	e := &HTTPError{Op: op, Status: resp.StatusCode, Body: string(body)}
+	var oe struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(body, &oe) == nil {
+		e.Code = oe.Error
+	}
+	return e
+}
+
+// Browser is a user agent with a cookie jar that does not follow
+// redirects, so each step of the flow is visible.
+type Browser struct {
+	HTTP *http.Client
+	// Trace lists the pages OAuthClient.Authorize went through with this
+	// browser: "login" when it had to sign in, "consent" when it was asked
+	// to approve. A test may reset it to see what the next run needs.
+	Trace []string
+}
+
+// NewBrowser returns a Browser with an empty cookie jar. Requests are
+// bounded by 30s each.
+func NewBrowser() *Browser {
+	jar, _ := cookiejar.New(nil)
+	return &Browser{HTTP: &http.Client{
+		Jar:           jar,
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// Get fetches u and returns the response with its body read.
+func (b *Browser) Get(ctx context.Context, u string) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	return do(b.HTTP, req)
+}
+
+// PostForm posts v to u as a browser form would.
+func (b *Browser) PostForm(ctx context.Context, u string, v url.Values) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(v.Encode()))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return do(b.HTTP, req)
+}
+
+func do(c *http.Client, req *http.Request) (*http.Response, []byte, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp, body, err
+}
+
+var (
+	formRE   = regexp.MustCompile(`(?s)<form[^>]*action="([^"]*)"[^>]*>(.*?)</form>`)
+	hiddenRE = regexp.MustCompile(`<input type="hidden" name="([^"]*)" value="([^"]*)">`)
+)
+
+// Form returns the action and hidden fields of the first form in an HTML
+// page (the login and consent pages have exactly one).
+func Form(page []byte) (action string, fields url.Values, err error) {
+	m := formRE.FindSubmatch(page)
+	if m == nil {
+		return "", nil, fmt.Errorf("no form in page: %.300q", page)
+	}
+	fields = url.Values{}
+	for _, h := range hiddenRE.FindAllSubmatch(m[2], -1) {
+		fields.Add(html.UnescapeString(string(h[1])), html.UnescapeString(string(h[2])))
+	}
+	return html.UnescapeString(string(m[1])), fields, nil
+}
+
+// OAuthClient is a registered public client (PKCE, no secret) of one
+// server, redirecting to RedirectURI.
+type OAuthClient struct {
+	Server   *Server
+	ClientID string
+	// Resource is the RFC 8707 resource the client asks tokens for.
+	// Optional: Server.Resource when empty.
+	Resource string
+	// Scope is the scope the client asks for. Optional: "mcp" when empty.
+	Scope string
+}
+
+func (c *OAuthClient) resource() string {
+	if c.Resource != "" {
+		return c.Resource
+	}
+	return c.Server.Resource
+}
+
+func (c *OAuthClient) scope() string {
+	if c.Scope != "" {
+		return c.Scope
+	}
+	return "mcp"
+}
+
+// RegisterClient registers a public client with RFC 7591 dynamic
+// registration and fails the test on error.
+func (s *Server) RegisterClient(t testing.TB) *OAuthClient {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := s.Register(ctx)
+	if err != nil {
+		t.Fatalf("e2e: register client: %v", err)
+	}
+	return c
+}
+
+// Register registers a public client with RFC 7591 dynamic registration.
+func (s *Server) Register(ctx context.Context) (*OAuthClient, error) {
+	body, _ := json.Marshal(map[string]any{
+		"client_name":                "e2e",
+		"redirect_uris":              []string{RedirectURI},
+		"token_endpoint_auth_method": "none",
+		"grant_types":                []string{"authorization_code", "refresh_token"},
+	})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL("/oauth/register"), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, b, err := do(s.HTTPClient, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return nil, newHTTPError("register", resp, b)
+	}
+	var reg struct {
+		ClientID string `json:"client_id"`
+	}
+	if err := json.Unmarshal(b, &reg); err != nil || reg.ClientID == "" {
+		return nil, fmt.Errorf("register: bad response %q", b)
+	}
+	return &OAuthClient{Server: s, ClientID: reg.ClientID}, nil
+}
+
+// PKCE returns a fresh code verifier and its S256 challenge.
+func PKCE() (verifier, challenge string) {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	verifier = base64.RawURLEncoding.EncodeToString(b[:])
+	sum := sha256.Sum256([]byte(verifier))
+	return verifier, base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+// AuthorizeURL is the authorization request for challenge and state.
+func (c *OAuthClient) AuthorizeURL(challenge, state string) string {
+	return c.Server.URL("/oauth/authorize") + "?" + url.Values{
+		"response_type":         {"code"},
+		"client_id":             {c.ClientID},
+		"redirect_uri":          {RedirectURI},
+		"state":                 {state},
+		"code_challenge":        {challenge},
+		"code_challenge_method": {"S256"},
+		"resource":              {c.resource()},
+		"scope":                 {c.scope()},
+	}.Encode()
+}
+
+// Authorize runs the browser part of the flow and returns the code and
+// its verifier: GET /oauth/authorize; if sent to the login page, GET it
+// and POST the form with username and password; back at /oauth/authorize,
+// POST the consent form with decision=approve when it is shown; then read
+// the code from the redirect to RedirectURI (checking state and iss). A
+// Browser that already has a session skips the login. The client is public
+// on a loopback redirect, so passgate asks for consent every time unless
+// the server runs with --remember-public-consent; then a Browser that
+// already consented goes straight through.
+// Any unexpected answer is an *HTTPError naming the step.
+func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, password string) (code, verifier string, err error) {
+	verifier, challenge := PKCE()
+	state := strings.TrimRight(base64.RawURLEncoding.EncodeToString([]byte(verifier[:12])), "=")
+	next := c.AuthorizeURL(challenge, state)
+	resp, body, err := b.Get(ctx, next)
+	for step := 0; step < 6; step++ {
+		if err != nil {
+			return "", "", err
+		}
+		switch {
+		case resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther:
+			loc, lerr := resp.Location()
+			if lerr != nil {
+				return "", "", fmt.Errorf("authorize: bad Location: %w", lerr)
+			}
+			if strings.HasPrefix(loc.String(), RedirectURI) {
+				q := loc.Query()
+				if e := q.Get("error"); e != "" {
+					return "", "", &HTTPError{Op: "authorize redirect", Status: resp.StatusCode, Code: e, Body: q.Get("error_description")}
+				}
+				if q.Get("state") != state {
+					return "", "", fmt.Errorf("authorize: state mismatch")
+				}
+				if q.Get("iss") != c.Server.Issuer {
+					return "", "", fmt.Errorf("authorize: iss %q, want %q", q.Get("iss"), c.Server.Issuer)
+				}
+				return q.Get("code"), verifier, nil
+			}
+			resp, body, err = b.Get(ctx, loc.String())
+		case resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`name="password"`)):
+			action, fields, ferr := Form(body)
+			if ferr != nil {
+				return "", "", ferr
+			}
+			fields.Set("username", username)
+			fields.Set("password", password)
+			b.Trace = append(b.Trace, "login")
+			resp, body, err = b.PostForm(ctx, absURL(c.Server, action), fields)
+			if err == nil && resp.StatusCode != http.StatusSeeOther {
+				return "", "", newHTTPError("login", resp, body)
+			}
+		case resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`name="decision"`)):
+			action, fields, ferr := Form(body)
+			if ferr != nil {
+				return "", "", ferr
+			}
+			fields.Set("decision", "approve")
+			b.Trace = append(b.Trace, "consent")
+			resp, body, err = b.PostForm(ctx, absURL(c.Server, action), fields)
+			if err == nil && resp.StatusCode != http.StatusSeeOther {
+				return "", "", newHTTPError("consent", resp, body)
+			}
+		default:
+			return "", "", newHTTPError("authorize", resp, body)
+		}
+	}
+	return "", "", fmt.Errorf("authorize: too many steps")
+}
+
+func absURL(s *Server, action string) string {
+	if strings.HasPrefix(action, "/") {
+		return s.Issuer + action
+	}
+	return action
+}
+
+// Tokens is a token endpoint success response.
+type Tokens struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int64  `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+	Scope        string `json:"scope"`
+}
+
+// Exchange redeems code with its PKCE verifier at the token endpoint.
+func (c *OAuthClient) Exchange(ctx context.Context, code, verifier string) (*Tokens, error) {
+	return c.token(ctx, "code exchange", url.Values{
+		"grant_type":    {"authorization_code"},
+		"code":          {code},
+		"code_verifier": {verifier},
+		"redirect_uri":  {RedirectURI},
+		"client_id":     {c.ClientID},
+		"resource":      {c.resource()},
+	})
+}
+
+// Refresh exchanges a refresh token for new tokens.
+func (c *OAuthClient) Refresh(ctx context.Context, refresh string) (*Tokens, error) {
+	return c.token(ctx, "refresh", url.Values{
+		"grant_type":    {"refresh_token"},
+		"refresh_token": {refresh},
+		"client_id":     {c.ClientID},
+	})
+}
+
+func (c *OAuthClient) token(ctx context.Context, op string, v url.Values) (*Tokens, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Server.URL("/oauth/token"), strings.NewReader(v.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, body, err := do(c.Server.HTTPClient, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, newHTTPError(op, resp, body)
+	}
+	var tk Tokens
+	if err := json.Unmarshal(body, &tk); err != nil || tk.AccessToken == "" {
+		return nil, fmt.Errorf("%s: bad token response", op)
+	}
+	return &tk, nil
+}
+
+// Login runs Authorize and Exchange: the whole flow for a user.
+func (c *OAuthClient) Login(ctx context.Context, b *Browser, username, password string) (*Tokens, error) {
+	code, verifier, err := c.Authorize(ctx, b, username, password)
+	if err != nil {
+		return nil, err
+	}
+	return c.Exchange(ctx, code, verifier)
+}
+
+// LoginOnly GETs the login page and posts the form, without an
+// authorization request: it returns nil after a successful sign-in (a 303
+// redirect) or an *HTTPError (503 when the store is down).
+func (s *Server) LoginOnly(ctx context.Context, b *Browser, username, password string) error {
+	resp, body, err := b.Get(ctx, s.URL("/login"))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return newHTTPError("login page", resp, body)
+	}
+	action, fields, err := Form(body)
+	if err != nil {
+		return err
+	}
+	fields.Set("username", username)
+	fields.Set("password", password)
+	resp, body, err = b.PostForm(ctx, absURL(s, action), fields)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusSeeOther {
+		return newHTTPError("login", resp, body)
+	}
+	return nil
+}
