@@ -4,9 +4,12 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 )
 
 const module = "github.com/passgate/passgate"
@@ -188,7 +191,11 @@ func hasPrefixAny(s string, prefixes []string) bool {
 // package under another one's internal/ directory (such as
 // extauthz/internal/x) is covered by its parent's line.
 func TestCodeMapListsEveryPackage(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	root, err := proc.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
