@@ -188,7 +188,7 @@ func hasPrefixAny(s string, prefixes []string) bool {
 // package under another one's internal/ directory (such as
 // extauthz/internal/x) is covered by its parent's line.
 func TestCodeMapListsEveryPackage(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
+	readme, err := os.ReadFile("../../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
