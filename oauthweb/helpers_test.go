@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,6 +29,7 @@ import (
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/testing/clocktest"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/sqlite"
 )
@@ -41,26 +41,13 @@ const (
 	testRedirect = "http://127.0.0.1/callback"
 )
 
-// clock is an injectable, advanceable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
 	t      *testing.T
 	srv    *httptest.Server
 	s      *Server
 	st     *sqlite.DB
 	raw    *sql.DB // a second, read-only view for snapshots
-	clock  *clock
+	clock  *clocktest.Clock
 	logs   *proc.Buffer // collects logs from concurrent handlers
 	issuer string
 	// secrets collects every secret value the test saw, checked against
@@ -94,7 +81,7 @@ func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mut
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
-	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
+	clk := clocktest.New(time.Now().UTC().Truncate(time.Second))
 	hasher, err := passwd.NewHasher(2, 4)
 	if err != nil {
 		t.Fatal(err)
