@@ -60,6 +60,24 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	return newEnvWrapped(t, nil, mutate...)
 }
 
+// createTestUser creates testUser with testPassword in st, created and
+// updated at now, and returns the cheap Hasher that hashed it.
+func createTestUser(t *testing.T, st store.Store, now time.Time) *passwd.Hasher {
+	t.Helper()
+	hasher, err := passwd.NewHasher(2, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hash, err := hasher.Hash(t.Context(), testPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateUser(t.Context(), store.User{Username: testUser, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	return hasher
+}
+
 // newEnvWrapped is newEnv with the server's handler wrapped, e.g. to mount
 // a protected MCP endpoint next to the authorization server.
 func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mutate ...func(*Config)) *env {
@@ -82,17 +100,7 @@ func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mut
 	}
 	t.Cleanup(func() { raw.Close() })
 	clk := clocktest.New(time.Now().UTC().Truncate(time.Second))
-	hasher, err := passwd.NewHasher(2, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hash, err := hasher.Hash(ctx, testPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.CreateUser(ctx, store.User{Username: testUser, PasswordHash: hash, CreatedAt: clk.Now(), UpdatedAt: clk.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	hasher := createTestUser(t, st, clk.Now())
 	rec, err := audit.New(st, prometheus.NewRegistry(), clk.Now)
 	if err != nil {
 		t.Fatal(err)
