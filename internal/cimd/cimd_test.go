@@ -60,6 +60,28 @@ func newDocServer(t *testing.T, useTLS bool) *docServer {
 	return s
 }
 
+// newHeldDocServer serves a valid document at id, but holds every
+// response until release is closed, so that concurrent Gets overlap one
+// fetch.
+func newHeldDocServer(t *testing.T) (srv *docServer, id string, release chan struct{}) {
+	t.Helper()
+	srv = newDocServer(t, false)
+	id = srv.URL + "/cimd.json"
+	release = make(chan struct{})
+	srv.set(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		serveDoc(id, "")(w, r)
+	})
+	return srv, id, release
+}
+
+// waitForHit waits until a request has reached the server.
+func (s *docServer) waitForHit() {
+	for s.hits.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func docJSON(clientID string) string {
 	return fmt.Sprintf(`{"client_id":%q,"client_name":"Test Client","redirect_uris":["http://127.0.0.1:33418/callback"],"token_endpoint_auth_method":"none"}`, clientID)
 }
@@ -599,13 +621,7 @@ func TestDefinitiveFailureDropsCache(t *testing.T) {
 }
 
 func TestSingleflight(t *testing.T) {
-	srv := newDocServer(t, false)
-	id := srv.URL + "/cimd.json"
-	release := make(chan struct{})
-	srv.set(func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		serveDoc(id, "")(w, r)
-	})
+	srv, id, release := newHeldDocServer(t)
 	f := New(Config{AllowLoopbackHTTP: true, Logger: testLogger(t)})
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
@@ -617,9 +633,7 @@ func TestSingleflight(t *testing.T) {
 			errs <- err
 		}()
 	}
-	for srv.hits.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	srv.waitForHit()
 	time.Sleep(50 * time.Millisecond)
 	close(release)
 	wg.Wait()
@@ -635,13 +649,7 @@ func TestSingleflight(t *testing.T) {
 }
 
 func TestCallerCancelDoesNotAbortSharedFetch(t *testing.T) {
-	srv := newDocServer(t, false)
-	id := srv.URL + "/cimd.json"
-	release := make(chan struct{})
-	srv.set(func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		serveDoc(id, "")(w, r)
-	})
+	srv, id, release := newHeldDocServer(t)
 	f := New(Config{AllowLoopbackHTTP: true, Logger: testLogger(t)})
 	ctx, cancel := context.WithCancel(t.Context())
 	impatient := make(chan error, 1)
@@ -649,9 +657,7 @@ func TestCallerCancelDoesNotAbortSharedFetch(t *testing.T) {
 		_, err := f.Get(ctx, id)
 		impatient <- err
 	}()
-	for srv.hits.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	srv.waitForHit()
 	patient := make(chan error, 1)
 	go func() {
 		_, err := f.Get(t.Context(), id)
