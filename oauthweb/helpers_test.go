@@ -60,20 +60,35 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	return newEnvWrapped(t, nil, mutate...)
 }
 
+// openSQLite opens and migrates a SQLite store at path, closed at
+// cleanup.
+func openSQLite(tb testing.TB, path string, logger *slog.Logger) *sqlite.DB {
+	tb.Helper()
+	st, err := sqlite.Open(tb.Context(), path, logger)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { st.Close() })
+	if _, err := st.Migrate(tb.Context()); err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
 // createTestUser creates testUser with testPassword in st, created and
 // updated at now, and returns the cheap Hasher that hashed it.
-func createTestUser(t *testing.T, st store.Store, now time.Time) *passwd.Hasher {
-	t.Helper()
+func createTestUser(tb testing.TB, st store.Store, now time.Time) *passwd.Hasher {
+	tb.Helper()
 	hasher, err := passwd.NewHasher(2, 4)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	hash, err := hasher.Hash(t.Context(), testPassword)
+	hash, err := hasher.Hash(tb.Context(), testPassword)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	if err := st.CreateUser(t.Context(), store.User{Username: testUser, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
-		t.Fatal(err)
+	if err := st.CreateUser(tb.Context(), store.User{Username: testUser, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
+		tb.Fatal(err)
 	}
 	return hasher
 }
@@ -82,18 +97,10 @@ func createTestUser(t *testing.T, st store.Store, now time.Time) *passwd.Hasher 
 // a protected MCP endpoint next to the authorization server.
 func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mutate ...func(*Config)) *env {
 	t.Helper()
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "passgate.db")
 	logs := &proc.Buffer{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st, err := sqlite.Open(ctx, path, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st := openSQLite(t, path, logger)
 	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
