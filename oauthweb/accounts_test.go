@@ -23,6 +23,7 @@ import (
 	"github.com/passgate/passgate/store/postgres"
 	"github.com/passgate/passgate/store/postgres/pgtest"
 	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 // bothStores runs fn against a fresh, migrated SQLite and PostgreSQL
@@ -30,27 +31,19 @@ import (
 func bothStores(t *testing.T, fn func(t *testing.T, st store.Store)) {
 	backends := []struct {
 		name string
-		open func(t *testing.T) (store.Store, error)
+		open func(t *testing.T) store.Store
 	}{
-		{"sqlite", func(t *testing.T) (store.Store, error) {
-			return sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "passgate.db"), nil)
+		{"sqlite", func(t *testing.T) store.Store {
+			st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "passgate.db"), nil)
+			return storetest.Migrated(t, st, err)
 		}},
-		{"postgres", func(t *testing.T) (store.Store, error) {
-			return postgres.Open(t.Context(), pgtest.NewDatabase(t), nil)
+		{"postgres", func(t *testing.T) store.Store {
+			st, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), nil)
+			return storetest.Migrated(t, st, err)
 		}},
 	}
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			st, err := b.open(t)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { st.Close() })
-			if _, err := st.Migrate(t.Context()); err != nil {
-				t.Fatal(err)
-			}
-			fn(t, st)
-		})
+		t.Run(b.name, func(t *testing.T) { fn(t, b.open(t)) })
 	}
 }
 

@@ -32,6 +32,7 @@ import (
 	"github.com/passgate/passgate/internal/testing/clocktest"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 const (
@@ -60,21 +61,6 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	return newEnvWrapped(t, nil, mutate...)
 }
 
-// openSQLite opens and migrates a SQLite store at path, closed at
-// cleanup.
-func openSQLite(tb testing.TB, path string, logger *slog.Logger) *sqlite.DB {
-	tb.Helper()
-	st, err := sqlite.Open(tb.Context(), path, logger)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(tb.Context()); err != nil {
-		tb.Fatal(err)
-	}
-	return st
-}
-
 // createTestUser creates testUser with testPassword in st, created and
 // updated at now, and returns the cheap Hasher that hashed it.
 func createTestUser(tb testing.TB, st store.Store, now time.Time) *passwd.Hasher {
@@ -100,7 +86,8 @@ func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mut
 	path := filepath.Join(t.TempDir(), "passgate.db")
 	logs := &proc.Buffer{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st := openSQLite(t, path, logger)
+	st, err := sqlite.Open(t.Context(), path, logger)
+	st = storetest.Migrated(t, st, err)
 	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)

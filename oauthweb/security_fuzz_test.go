@@ -18,6 +18,8 @@ import (
 	"github.com/passgate/passgate/internal/audit"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 // fuzzServer is an in-process authorization server on SQLite for fuzz
@@ -35,7 +37,8 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 	tb.Helper()
 	ctx := context.Background()
 	path := filepath.Join(tb.TempDir(), "passgate.db")
-	st := openSQLite(tb, path, nil)
+	st, err := sqlite.Open(tb.Context(), path, nil)
+	st = storetest.Migrated(tb, st, err)
 	now := time.Now()
 	hasher := createTestUser(tb, st, now)
 	const secret = "pgcs_fuzzsecret0123456789abcdefghijklmnopqrstu"

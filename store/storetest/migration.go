@@ -48,3 +48,21 @@ func ConsentResourceMigration(t *testing.T, s store.Store, ms []store.Migration,
 		t.Errorf("GetConsent for a resource after migration = %v, want ErrNotFound", err)
 	}
 }
+
+// Migrated is for tests that need a ready store, not the conformance
+// suite: given a backend's Open results, it fails the test on err, closes
+// s at cleanup and migrates it.
+//
+//	st, err := sqlite.Open(ctx, path, nil)
+//	st = storetest.Migrated(t, st, err)
+func Migrated[S store.Store](tb testing.TB, s S, err error) S {
+	tb.Helper()
+	if err != nil {
+		tb.Fatalf("open store: %v", err)
+	}
+	tb.Cleanup(func() { s.Close() })
+	if _, err := s.Migrate(tb.Context()); err != nil {
+		tb.Fatalf("migrate store: %v", err)
+	}
+	return s
+}
