@@ -17,6 +17,7 @@ import (
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 const (
@@ -37,15 +38,8 @@ func testLogger(t testing.TB) *slog.Logger {
 // client.
 func openSQLite(t testing.TB) *sqlite.DB {
 	t.Helper()
-	ctx := context.Background()
-	db, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "passgate.db"), testLogger(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	if _, err := db.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	db, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "passgate.db"), testLogger(t))
+	db = storetest.Migrated(t, db, err)
 	seedStore(t, db)
 	return db
 }

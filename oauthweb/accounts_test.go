@@ -1,7 +1,6 @@
 package oauthweb
 
 import (
-	"context"
 	"encoding/base64"
 	"log/slog"
 	"net/http"
@@ -24,33 +23,28 @@ import (
 	"github.com/passgate/passgate/store/postgres"
 	"github.com/passgate/passgate/store/postgres/pgtest"
 	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 // bothStores runs fn against a fresh, migrated SQLite and PostgreSQL
 // store: the races below are won or lost in the store.
 func bothStores(t *testing.T, fn func(t *testing.T, st store.Store)) {
-	t.Run("sqlite", func(t *testing.T) {
-		st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "passgate.db"), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		if _, err := st.Migrate(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		fn(t, st)
-	})
-	t.Run("postgres", func(t *testing.T) {
-		st, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		if _, err := st.Migrate(t.Context()); err != nil {
-			t.Fatal(err)
-		}
-		fn(t, st)
-	})
+	backends := []struct {
+		name string
+		open func(t *testing.T) store.Store
+	}{
+		{"sqlite", func(t *testing.T) store.Store {
+			st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "passgate.db"), nil)
+			return storetest.Migrated(t, st, err)
+		}},
+		{"postgres", func(t *testing.T) store.Store {
+			st, err := postgres.Open(t.Context(), pgtest.NewDatabase(t), nil)
+			return storetest.Migrated(t, st, err)
+		}},
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { fn(t, b.open(t)) })
+	}
 }
 
 // bareServer is a Server on st with alice (testPassword) and a Hasher
@@ -58,18 +52,7 @@ func bothStores(t *testing.T, fn func(t *testing.T, st store.Store)) {
 // handler, so a burst is as concurrent as the goroutines make it.
 func bareServer(t *testing.T, st store.Store, mutate func(*Config)) (*Server, *passwd.Hasher) {
 	t.Helper()
-	ctx := context.Background()
-	hasher, err := passwd.NewHasher(2, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hash, err := hasher.Hash(ctx, testPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.CreateUser(ctx, store.User{Username: testUser, PasswordHash: hash, CreatedAt: time.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	hasher := createTestUser(t, st, time.Now())
 	rec, err := audit.New(st, prometheus.NewRegistry(), nil)
 	if err != nil {
 		t.Fatal(err)

@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,8 +29,10 @@ import (
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/testing/clocktest"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 const (
@@ -41,26 +42,13 @@ const (
 	testRedirect = "http://127.0.0.1/callback"
 )
 
-// clock is an injectable, advanceable clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 type env struct {
 	t      *testing.T
 	srv    *httptest.Server
 	s      *Server
 	st     *sqlite.DB
 	raw    *sql.DB // a second, read-only view for snapshots
-	clock  *clock
+	clock  *clocktest.Clock
 	logs   *proc.Buffer // collects logs from concurrent handlers
 	issuer string
 	// secrets collects every secret value the test saw, checked against
@@ -73,39 +61,40 @@ func newEnv(t *testing.T, mutate ...func(*Config)) *env {
 	return newEnvWrapped(t, nil, mutate...)
 }
 
+// createTestUser creates testUser with testPassword in st, created and
+// updated at now, and returns the cheap Hasher that hashed it.
+func createTestUser(tb testing.TB, st store.Store, now time.Time) *passwd.Hasher {
+	tb.Helper()
+	hasher, err := passwd.NewHasher(2, 4)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	hash, err := hasher.Hash(tb.Context(), testPassword)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := st.CreateUser(tb.Context(), store.User{Username: testUser, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
+		tb.Fatal(err)
+	}
+	return hasher
+}
+
 // newEnvWrapped is newEnv with the server's handler wrapped, e.g. to mount
 // a protected MCP endpoint next to the authorization server.
 func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mutate ...func(*Config)) *env {
 	t.Helper()
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "passgate.db")
 	logs := &proc.Buffer{}
 	logger := slog.New(slog.NewTextHandler(io.MultiWriter(logs, t.Output()), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	st, err := sqlite.Open(ctx, path, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st, err := sqlite.Open(t.Context(), path, logger)
+	st = storetest.Migrated(t, st, err)
 	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { raw.Close() })
-	clk := &clock{t: time.Now().UTC().Truncate(time.Second)}
-	hasher, err := passwd.NewHasher(2, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hash, err := hasher.Hash(ctx, testPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.CreateUser(ctx, store.User{Username: testUser, PasswordHash: hash, CreatedAt: clk.Now(), UpdatedAt: clk.Now()}); err != nil {
-		t.Fatal(err)
-	}
+	clk := clocktest.New(time.Now().UTC().Truncate(time.Second))
+	hasher := createTestUser(t, st, clk.Now())
 	rec, err := audit.New(st, prometheus.NewRegistry(), clk.Now)
 	if err != nil {
 		t.Fatal(err)

@@ -16,10 +16,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/passgate/passgate/internal/audit"
-	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 // fuzzServer is an in-process authorization server on SQLite for fuzz
@@ -37,23 +37,10 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 	tb.Helper()
 	ctx := context.Background()
 	path := filepath.Join(tb.TempDir(), "passgate.db")
-	st, err := sqlite.Open(ctx, path, nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		tb.Fatal(err)
-	}
-	hasher, err := passwd.NewHasher(2, 4)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	st, err := sqlite.Open(tb.Context(), path, nil)
+	st = storetest.Migrated(tb, st, err)
 	now := time.Now()
-	hash, _ := hasher.Hash(ctx, testPassword)
-	if err := st.CreateUser(ctx, store.User{Username: testUser, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
-		tb.Fatal(err)
-	}
+	hasher := createTestUser(tb, st, now)
 	const secret = "pgcs_fuzzsecret0123456789abcdefghijklmnopqrstu"
 	shash, _ := hasher.Hash(ctx, secret)
 	if err := st.CreateClient(ctx, store.Client{ID: "conf", SecretHash: shash, RedirectURIs: []string{testRedirect},

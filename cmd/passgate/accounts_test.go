@@ -16,6 +16,7 @@ import (
 	"github.com/passgate/passgate/store/postgres"
 	"github.com/passgate/passgate/store/postgres/pgtest"
 	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 // backend is one store the CLI tests run against: the environment that
@@ -33,27 +34,13 @@ func backends(t *testing.T) []backend {
 	return []backend{
 		{"sqlite", []string{"PASSGATE_DATA_DIR=" + dir}, dir, func(t *testing.T) store.Store {
 			st, err := sqlite.Open(t.Context(), filepath.Join(dir, "passgate.db"), nil)
-			return migrated(t, st, err)
+			return storetest.Migrated(t, st, err)
 		}},
 		{"postgres", []string{"DATABASE_URL=" + pgURL}, "", func(t *testing.T) store.Store {
 			st, err := postgres.Open(t.Context(), pgURL, nil)
-			return migrated(t, st, err)
+			return storetest.Migrated(t, st, err)
 		}},
 	}
-}
-
-// migrated fails the test on err, the error of opening st, or else
-// migrates st and closes it at the end of the test.
-func migrated(t *testing.T, st store.Store, err error) store.Store {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	return st
 }
 
 // issueTokens stores an access and a refresh token for user, as a code

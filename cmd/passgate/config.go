@@ -442,29 +442,25 @@ func (c *Config) Validate() error {
 	}
 	// Slices, not maps, so that errors come out in the same order every
 	// time.
+	// zeroOK marks the durations for which 0 means off (or none).
 	for _, d := range []struct {
-		name string
-		d    time.Duration
+		name   string
+		d      time.Duration
+		zeroOK bool
 	}{
-		{"--access-token-ttl", c.AccessTokenTTL}, {"--refresh-token-ttl", c.RefreshTokenTTL},
-		{"--refresh-idle-ttl", c.RefreshIdleTTL}, {"--session-ttl", c.SessionTTL},
-		{"--cleanup-interval", c.CleanupInterval}, {"--shutdown-timeout", c.ShutdownTimeout},
-		{"--store-timeout", c.StoreTimeout}, {"--request-timeout", c.RequestTimeout},
+		{"--access-token-ttl", c.AccessTokenTTL, false}, {"--refresh-token-ttl", c.RefreshTokenTTL, false},
+		{"--refresh-idle-ttl", c.RefreshIdleTTL, false}, {"--session-ttl", c.SessionTTL, false},
+		{"--cleanup-interval", c.CleanupInterval, false}, {"--shutdown-timeout", c.ShutdownTimeout, false},
+		{"--store-timeout", c.StoreTimeout, false}, {"--request-timeout", c.RequestTimeout, false},
+		{"--refresh-grace", c.RefreshGrace, true}, {"--stale-client-age", c.StaleClientAge, true},
+		{"--audit-retention", c.AuditRetention, true}, {"--lockout-window", c.LockoutWindow, true},
+		{"--lockout-duration", c.LockoutDuration, true}, {"--shutdown-delay", c.ShutdownDelay, true},
 	} {
-		if d.d <= 0 {
-			add("%s: must be positive, got %v", d.name, d.d)
-		}
-	}
-	for _, d := range []struct {
-		name string
-		d    time.Duration
-	}{
-		{"--refresh-grace", c.RefreshGrace}, {"--stale-client-age", c.StaleClientAge},
-		{"--audit-retention", c.AuditRetention}, {"--lockout-window", c.LockoutWindow},
-		{"--lockout-duration", c.LockoutDuration}, {"--shutdown-delay", c.ShutdownDelay},
-	} {
-		if d.d < 0 {
+		switch {
+		case d.zeroOK && d.d < 0:
 			add("%s: must not be negative, got %v", d.name, d.d)
+		case !d.zeroOK && d.d <= 0:
+			add("%s: must be positive, got %v", d.name, d.d)
 		}
 	}
 	if c.RefreshGrace > oauthweb.MaxRefreshGrace {

@@ -12,19 +12,14 @@ import (
 
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/sqlite"
+	"github.com/passgate/passgate/store/storetest"
 )
 
 func newRecorder(t *testing.T) (*Recorder, store.Store, *prometheus.Registry) {
 	t.Helper()
 	ctx := context.Background()
 	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "passgate.db"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	if _, err := st.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
+	st = storetest.Migrated(t, st, err)
 	reg := prometheus.NewRegistry()
 	now := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 	r, err := New(st, reg, func() time.Time { return now })

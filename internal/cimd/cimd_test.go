@@ -18,27 +18,12 @@ import (
 	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/internal/testing/clocktest"
 	"github.com/passgate/passgate/store"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 7, 28, 12, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *clocktest.Clock { return clocktest.New(time.Date(2026, 7, 28, 12, 0, 0, 0, time.UTC)) }
 
 // docServer serves a document whose behaviour a test can change.
 type docServer struct {
@@ -73,6 +58,28 @@ func newDocServer(t *testing.T, useTLS bool) *docServer {
 	}
 	t.Cleanup(s.Close)
 	return s
+}
+
+// newHeldDocServer serves a valid document at id, but holds every
+// response until release is closed, so that concurrent Gets overlap one
+// fetch.
+func newHeldDocServer(t *testing.T) (srv *docServer, id string, release chan struct{}) {
+	t.Helper()
+	srv = newDocServer(t, false)
+	id = srv.URL + "/cimd.json"
+	release = make(chan struct{})
+	srv.set(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+		serveDoc(id, "")(w, r)
+	})
+	return srv, id, release
+}
+
+// waitForHit waits until a request has reached the server.
+func (s *docServer) waitForHit() {
+	for s.hits.Load() == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 func docJSON(clientID string) string {
@@ -614,13 +621,7 @@ func TestDefinitiveFailureDropsCache(t *testing.T) {
 }
 
 func TestSingleflight(t *testing.T) {
-	srv := newDocServer(t, false)
-	id := srv.URL + "/cimd.json"
-	release := make(chan struct{})
-	srv.set(func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		serveDoc(id, "")(w, r)
-	})
+	srv, id, release := newHeldDocServer(t)
 	f := New(Config{AllowLoopbackHTTP: true, Logger: testLogger(t)})
 	var wg sync.WaitGroup
 	errs := make(chan error, 20)
@@ -632,9 +633,7 @@ func TestSingleflight(t *testing.T) {
 			errs <- err
 		}()
 	}
-	for srv.hits.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	srv.waitForHit()
 	time.Sleep(50 * time.Millisecond)
 	close(release)
 	wg.Wait()
@@ -650,13 +649,7 @@ func TestSingleflight(t *testing.T) {
 }
 
 func TestCallerCancelDoesNotAbortSharedFetch(t *testing.T) {
-	srv := newDocServer(t, false)
-	id := srv.URL + "/cimd.json"
-	release := make(chan struct{})
-	srv.set(func(w http.ResponseWriter, r *http.Request) {
-		<-release
-		serveDoc(id, "")(w, r)
-	})
+	srv, id, release := newHeldDocServer(t)
 	f := New(Config{AllowLoopbackHTTP: true, Logger: testLogger(t)})
 	ctx, cancel := context.WithCancel(t.Context())
 	impatient := make(chan error, 1)
@@ -664,9 +657,7 @@ func TestCallerCancelDoesNotAbortSharedFetch(t *testing.T) {
 		_, err := f.Get(ctx, id)
 		impatient <- err
 	}()
-	for srv.hits.Load() == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	srv.waitForHit()
 	patient := make(chan error, 1)
 	go func() {
 		_, err := f.Get(t.Context(), id)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -327,10 +326,8 @@ func TestStuckDatabase(t *testing.T) {
 	}
 }
 
-// TestConsentResourceMigrationKeepsRows: a consent recorded before
-// consents were per resource survives the migration with an empty
-// resource, so the client stays listed (and revocable) but matches no
-// request: the user is asked again.
+// TestConsentResourceMigrationKeepsRows runs
+// storetest.ConsentResourceMigration on PostgreSQL.
 func TestConsentResourceMigrationKeepsRows(t *testing.T) {
 	ctx := t.Context()
 	db := openDB(t, pgtest.NewDatabase(t))
@@ -338,41 +335,21 @@ func TestConsentResourceMigrationKeepsRows(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	idx := slices.IndexFunc(ms, func(m store.Migration) bool { return strings.HasSuffix(m.Name, "_consent_resource.sql") })
-	if idx < 0 {
-		t.Fatal("no consent_resource migration")
-	}
-	when := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	err = db.tx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+	storetest.ConsentResourceMigration(t, db, ms, func(before []store.Migration, when time.Time) error {
+		return db.tx(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+				return err
+			}
+			for _, m := range before {
+				if _, err := tx.Exec(ctx, m.SQL); err != nil {
+					return err
+				}
+				if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
+					return err
+				}
+			}
+			_, err := tx.Exec(ctx, `INSERT INTO consents (username, client_id, scope, created_at, updated_at) VALUES ('alice', 'c1', 'mcp', $1, $1)`, when)
 			return err
-		}
-		for _, m := range ms[:idx] {
-			if _, err := tx.Exec(ctx, m.SQL); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name); err != nil {
-				return err
-			}
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO consents (username, client_id, scope, created_at, updated_at) VALUES ('alice', 'c1', 'mcp', $1, $1)`, when)
-		return err
+		})
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n, err := db.Migrate(ctx); err != nil || n != len(ms)-idx {
-		t.Fatalf("Migrate = %d, %v; want %d", n, err, len(ms)-idx)
-	}
-	list, err := db.ListConsents(ctx, "alice")
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []store.Consent{{Username: "alice", ClientID: "c1", Scope: "mcp", CreatedAt: when, UpdatedAt: when}}
-	if d := cmp.Diff(list, want); d != "" {
-		t.Errorf("consents after migration (-got +want):\n%s", d)
-	}
-	if _, err := db.GetConsent(ctx, "alice", "c1", "https://mcp.example.com/mcp"); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("GetConsent for a resource after migration = %v, want ErrNotFound", err)
-	}
 }

@@ -552,37 +552,55 @@ func testRedeemFailureWritesNothing(t *testing.T, s store.Store) {
 
 const parallel = 50
 
-func testRedeemConcurrent(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
-	c := newCode("race", "c1", "alice")
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c, nil))
-	var wg sync.WaitGroup
-	errs := make([]error, parallel)
+// race calls fn(0) … fn(n-1) concurrently, released together so they
+// contend, and returns each call's error at its index.
+func race(n int, fn func(i int) error) []error {
+	errs := make([]error, n)
 	start := make(chan struct{})
-	for i := range parallel {
+	var wg sync.WaitGroup
+	for i := range n {
 		wg.Go(func() {
 			<-start
-			errs[i] = s.RedeemCode(ctx, c.CodeHash, at(time.Minute), newGrant(fmt.Sprintf("race %d", i), c.FamilyID, "c1", "alice"))
+			errs[i] = fn(i)
 		})
 	}
 	close(start)
 	wg.Wait()
+	return errs
+}
+
+// oneWinner checks that exactly one of errs is nil and every other is
+// store.ErrConflict, and returns the winner's index; it stops the test if
+// none won.
+func oneWinner(t *testing.T, what string, errs []error) int {
+	t.Helper()
 	winner := -1
 	for i, err := range errs {
 		switch {
 		case err == nil:
 			if winner >= 0 {
-				t.Errorf("redemptions %d and %d both succeeded", winner, i)
+				t.Errorf("%ss %d and %d both succeeded", what, winner, i)
 			}
 			winner = i
 		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("redemption %d: %v, want ErrConflict", i, err)
+			t.Errorf("%s %d: %v, want ErrConflict", what, i, err)
 		}
 	}
 	if winner < 0 {
-		t.Fatal("no redemption succeeded")
+		t.Fatalf("no %s succeeded", what)
 	}
+	return winner
+}
+
+func testRedeemConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	c := newCode("race", "c1", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c, nil))
+	errs := race(parallel, func(i int) error {
+		return s.RedeemCode(ctx, c.CodeHash, at(time.Minute), newGrant(fmt.Sprintf("race %d", i), c.FamilyID, "c1", "alice"))
+	})
+	winner := oneWinner(t, "redemption", errs)
 	// Exactly the winner's tokens exist, and exactly one audit row.
 	for i := range parallel {
 		g := newGrant(fmt.Sprintf("race %d", i), c.FamilyID, "c1", "alice")
@@ -777,33 +795,11 @@ func testRotateConcurrent(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
 	g := issue(t, s, "race", "c1", "alice")
-	var wg sync.WaitGroup
-	errs := make([]error, parallel)
-	start := make(chan struct{})
-	for i := range parallel {
-		wg.Go(func() {
-			<-start
-			a, r, ev := rotation(fmt.Sprintf("race %d", i), g.Refresh)
-			errs[i] = s.RotateRefresh(ctx, g.Refresh.Hash, at(time.Hour), []byte(fmt.Sprint(i)), a, r, ev)
-		})
-	}
-	close(start)
-	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil:
-			if winner >= 0 {
-				t.Errorf("rotations %d and %d both succeeded", winner, i)
-			}
-			winner = i
-		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("rotation %d: %v, want ErrConflict", i, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatal("no rotation succeeded")
-	}
+	errs := race(parallel, func(i int) error {
+		a, r, ev := rotation(fmt.Sprintf("race %d", i), g.Refresh)
+		return s.RotateRefresh(ctx, g.Refresh.Hash, at(time.Hour), []byte(fmt.Sprint(i)), a, r, ev)
+	})
+	winner := oneWinner(t, "rotation", errs)
 	old, err := s.GetToken(ctx, g.Refresh.Hash, at(time.Hour))
 	must(t, "GetToken", err)
 	diff(t, "grace response is the winner's", old.GraceResponse, []byte(fmt.Sprint(winner)))
@@ -1869,33 +1865,11 @@ func testAPIKeys(t *testing.T, s store.Store) {
 func testRevokeAPIKeyConcurrent(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	must(t, "CreateAPIKey", s.CreateAPIKey(ctx, newAPIKey("ci"), nil))
-	const n = 8
-	var wg sync.WaitGroup
-	var ok, conflict atomic.Int32
-	errs := make(chan error, n)
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ev := store.AuditEvent{Event: store.EventAPIKeyRevoked, Success: true, IP: "cli", Username: "apikey:ci", CreatedAt: base}
-			switch err := s.RevokeAPIKey(ctx, "ci", at(time.Hour), &ev); {
-			case err == nil:
-				ok.Add(1)
-			case errors.Is(err, store.ErrConflict):
-				conflict.Add(1)
-			default:
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Errorf("RevokeAPIKey: unexpected error %v", err)
-	}
-	if ok.Load() != 1 || conflict.Load() != n-1 {
-		t.Errorf("concurrent revocations: %d succeeded, %d conflicted; want 1 and %d", ok.Load(), conflict.Load(), n-1)
-	}
+	errs := race(8, func(int) error {
+		ev := store.AuditEvent{Event: store.EventAPIKeyRevoked, Success: true, IP: "cli", Username: "apikey:ci", CreatedAt: base}
+		return s.RevokeAPIKey(ctx, "ci", at(time.Hour), &ev)
+	})
+	oneWinner(t, "revocation", errs)
 	if c := auditCount(t, s); c != 1 {
 		t.Errorf("audit rows = %d, want 1", c)
 	}

@@ -58,6 +58,8 @@ func newEnvOpts(t *testing.T, o e2etest.Options) *env {
 // every request and answers with a small page.
 type callback struct {
 	URL string
+	// Host is URL's host:port, which the consent page names.
+	Host string
 	// DocumentURL serves a Client ID Metadata Document for a client
 	// named "Docs Bot" redirecting to URL.
 	DocumentURL string
@@ -71,7 +73,7 @@ func newCallback(t *testing.T) *callback {
 		t.Fatal(err)
 	}
 	base := "http://" + ln.Addr().String()
-	c := &callback{URL: base + "/callback", DocumentURL: base + "/client.json", hits: make(chan url.Values, 16)}
+	c := &callback{URL: base + "/callback", Host: ln.Addr().String(), DocumentURL: base + "/client.json", hits: make(chan url.Values, 16)}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/client.json" {
 			w.Header().Set("Content-Type", "application/json")
@@ -205,6 +207,14 @@ func typeInto(t *testing.T, b *Browser, sel, text string) {
 	step(t, b, "type into "+sel, chromedp.Clear(chromedp.CSS(sel)), chromedp.SendKeys(chromedp.CSS(sel), text))
 }
 
+// signIn submits the login form as testUser with password.
+func signIn(t *testing.T, b *Browser, password string) {
+	t.Helper()
+	typeInto(t, b, "#username", testUser)
+	typeInto(t, b, "#password", password)
+	click(t, b, "button[type=submit]")
+}
+
 func location(t *testing.T, b *Browser) string { return eval[string](t, b, `location.href`) }
 
 func text(t *testing.T, b *Browser, sel string) string {
@@ -323,9 +333,7 @@ func walk(t *testing.T, e *env, b *Browser, shot func(name string)) {
 	}
 
 	// A wrong password: the error is shown in an aria-live region.
-	typeInto(t, b, "#username", testUser)
-	typeInto(t, b, "#password", "wrong password")
-	click(t, b, "button[type=submit]")
+	signIn(t, b, "wrong password")
 	msg := text(t, b, ".alert .msg")
 	if !strings.Contains(msg, "Sign-in failed") {
 		t.Errorf("wrong password: message %q", msg)
@@ -341,17 +349,13 @@ func walk(t *testing.T, e *env, b *Browser, shot func(name string)) {
 	shot("login-error")
 
 	// The right password leads to the consent page.
-	typeInto(t, b, "#username", testUser)
-	typeInto(t, b, "#password", testPassword)
-	click(t, b, "button[type=submit]")
+	signIn(t, b, testPassword)
 	checkPage(t, b, "consent")
-	cbHost := strings.TrimPrefix(e.cb.URL, "http://")
-	cbHost = cbHost[:strings.Index(cbHost, "/")]
 	if got := text(t, b, ".client-name"); got != clientName {
 		t.Errorf("consent: client name %q, want %q", got, clientName)
 	}
-	if got := text(t, b, ".redirect-host"); got != cbHost {
-		t.Errorf("consent: redirect host %q, want %q", got, cbHost)
+	if got := text(t, b, ".redirect-host"); got != e.cb.Host {
+		t.Errorf("consent: redirect host %q, want %q", got, e.cb.Host)
 	}
 	// Impossible to miss: large, and on the first screen without scrolling.
 	type box struct {
@@ -503,9 +507,7 @@ func TestErrorPages(t *testing.T) {
 	// with the same answer as a wrong one (no account probing) and a hint.
 	navigate(t, b, e.srv.URL("/login"))
 	for _, pw := range []string{"wrong 1", "wrong 2", testPassword} {
-		typeInto(t, b, "#username", testUser)
-		typeInto(t, b, "#password", pw)
-		click(t, b, "button[type=submit]")
+		signIn(t, b, pw)
 	}
 	if m := text(t, b, "[aria-live]"); !strings.Contains(m, "Sign-in failed") || !strings.Contains(m, "pauses") {
 		t.Errorf("locked: live region %q", m)
@@ -525,13 +527,9 @@ func TestCIMDConsent(t *testing.T) {
 	v, ch := e2etest.PKCE()
 	c := &client{ID: e.cb.DocumentURL, Verifier: v, Challenge: ch, State: randHex(), RedirectURI: e.cb.URL}
 	navigate(t, b, e.authorizeURL(c))
-	typeInto(t, b, "#username", testUser)
-	typeInto(t, b, "#password", testPassword)
-	click(t, b, "button[type=submit]")
+	signIn(t, b, testPassword)
 	checkPage(t, b, "cimd consent")
-	host := strings.TrimPrefix(e.cb.URL, "http://")
-	host = host[:strings.Index(host, "/")]
-	for sel, want := range map[string]string{".client-name": "Docs Bot", ".redirect-host": host, ".client-id-host": host} {
+	for sel, want := range map[string]string{".client-name": "Docs Bot", ".redirect-host": e.cb.Host, ".client-id-host": e.cb.Host} {
 		if got := text(t, b, sel); got != want {
 			t.Errorf("consent: %s = %q, want %q", sel, got, want)
 		}

@@ -43,11 +43,7 @@ func (db *Store) scanAPIKey(r scanner) (store.APIKey, error) {
 }
 
 func (db *Store) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
-	rows, err := db.c.Read.Query(ctx, `SELECT `+apiKeyCols+` FROM api_keys ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list api keys: %w", db.mapErr(err))
-	}
-	out, err := collect(rows, db.scanAPIKey)
+	out, err := queryAll(ctx, db.c.Read, db.scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list api keys: %w", db.mapErr(err))
 	}

@@ -46,11 +46,7 @@ func (db *Store) GetUser(ctx context.Context, username string) (store.User, erro
 }
 
 func (db *Store) ListUsers(ctx context.Context) ([]store.User, error) {
-	rows, err := db.c.Read.Query(ctx, `SELECT `+userCols+` FROM users ORDER BY username`)
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", db.mapErr(err))
-	}
-	out, err := collect(rows, db.scanUser)
+	out, err := queryAll(ctx, db.c.Read, db.scanUser, `SELECT `+userCols+` FROM users ORDER BY username`)
 	if err != nil {
 		return nil, fmt.Errorf("list users: %w", db.mapErr(err))
 	}
@@ -169,11 +165,7 @@ func (db *Store) GetClient(ctx context.Context, id string) (store.Client, error)
 }
 
 func (db *Store) ListClients(ctx context.Context) ([]store.Client, error) {
-	rows, err := db.c.Read.Query(ctx, `SELECT `+clientCols+` FROM clients ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list clients: %w", db.mapErr(err))
-	}
-	out, err := collect(rows, db.scanClient)
+	out, err := queryAll(ctx, db.c.Read, db.scanClient, `SELECT `+clientCols+` FROM clients ORDER BY created_at, id`)
 	if err != nil {
 		return nil, fmt.Errorf("list clients: %w", db.mapErr(err))
 	}
@@ -289,11 +281,7 @@ func (db *Store) ListSessions(ctx context.Context, username string, now time.Tim
 		q += ` AND username = $2`
 		args = append(args, username)
 	}
-	rows, err := db.c.Read.Query(ctx, q+` ORDER BY created_at DESC, id_hash`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", db.mapErr(err))
-	}
-	out, err := collect(rows, db.scanSession)
+	out, err := queryAll(ctx, db.c.Read, db.scanSession, q+` ORDER BY created_at DESC, id_hash`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list sessions: %w", db.mapErr(err))
 	}
@@ -598,12 +586,8 @@ func (db *Store) GetConsent(ctx context.Context, username, clientID, resource st
 }
 
 func (db *Store) ListConsents(ctx context.Context, username string) ([]store.Consent, error) {
-	rows, err := db.c.Read.Query(ctx, `SELECT `+consentCols+` FROM consents
+	out, err := queryAll(ctx, db.c.Read, db.scanConsent, `SELECT `+consentCols+` FROM consents
 		WHERE username = $1 ORDER BY updated_at DESC, created_at DESC, client_id, resource`, username)
-	if err != nil {
-		return nil, fmt.Errorf("list consents: %w", db.mapErr(err))
-	}
-	out, err := collect(rows, db.scanConsent)
 	if err != nil {
 		return nil, fmt.Errorf("list consents: %w", db.mapErr(err))
 	}
@@ -796,11 +780,7 @@ func (db *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 		args = append(args, f.Limit)
 		q += " LIMIT $" + strconv.Itoa(len(args))
 	}
-	rows, err := db.c.Read.Query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list audit: %w", db.mapErr(err))
-	}
-	out, err := collect(rows, db.scanAuditEvent)
+	out, err := queryAll(ctx, db.c.Read, db.scanAuditEvent, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", db.mapErr(err))
 	}
@@ -882,11 +862,7 @@ func revokeAll(ctx context.Context, tx Querier, query string, args ...any) ([]st
 }
 
 func queryStrings(ctx context.Context, tx Querier, query string, args ...any) ([]string, error) {
-	rows, err := tx.Query(ctx, query, args...)
-	if err != nil {
-		return nil, err
-	}
-	return collect(rows, scanString)
+	return queryAll(ctx, tx, scanString, query, args...)
 }
 
 func scanString(r scanner) (string, error) {
@@ -895,9 +871,13 @@ func scanString(r scanner) (string, error) {
 	return s, err
 }
 
-// collect scans every row of rows with scan and closes rows. It returns
+// queryAll runs query on q and scans every row with scan. It returns
 // errors as they come; callers map and wrap them.
-func collect[T any](rows Rows, scan func(scanner) (T, error)) ([]T, error) {
+func queryAll[T any](ctx context.Context, q Querier, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := q.Query(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
 	defer rows.Close()
 	var out []T
 	for rows.Next() {

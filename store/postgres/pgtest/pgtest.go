@@ -39,30 +39,39 @@ func NewDatabase(t testing.TB) string {
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		t.Fatalf("pgtest: TEST_DATABASE_URL must be a postgres:// URL")
 	}
-	conn := connect(t, base)
 	name := "passgate_test_" + randomName()
+	id := pgx.Identifier{name}.Sanitize()
+	createDropped(t, base, "database "+name, "CREATE DATABASE "+id, "DROP DATABASE IF EXISTS "+id+" WITH (FORCE)")
+	u.Path = "/" + name
+	return u.String()
+}
+
+// createDropped runs create on the database at dbURL, failing the test if
+// it fails, and drop at t.Cleanup on a fresh connection (the test may have
+// closed or broken its own). what names the object in errors.
+func createDropped(t testing.TB, dbURL, what, create, drop string) {
+	t.Helper()
+	conn := connect(t, dbURL)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
+	_, err := conn.Exec(ctx, create)
 	conn.Close(ctx)
 	if err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+		t.Fatalf("pgtest: create %s: %v", what, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
+		conn, err := pgx.Connect(ctx, dbURL)
 		if err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+			t.Errorf("pgtest: drop %s: %v", what, err)
 			return
 		}
 		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: drop database %s: %v", name, err)
+		if _, err := conn.Exec(ctx, drop); err != nil {
+			t.Errorf("pgtest: drop %s: %v", what, err)
 		}
 	})
-	u.Path = "/" + name
-	return u.String()
 }
 
 // NewSchema creates a uniquely named, empty schema in the database at dbURL
@@ -78,28 +87,9 @@ func NewSchema(t testing.TB, dbURL string) string {
 	if err != nil {
 		t.Fatalf("pgtest: bad database URL")
 	}
-	conn := connect(t, dbURL)
 	name := "s_" + randomName()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	_, err = conn.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize())
-	conn.Close(ctx)
-	if err != nil {
-		t.Fatalf("pgtest: create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, dbURL)
-		if err != nil {
-			t.Errorf("pgtest: drop schema %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("pgtest: drop schema %s: %v", name, err)
-		}
-	})
+	id := pgx.Identifier{name}.Sanitize()
+	createDropped(t, dbURL, "schema "+name, "CREATE SCHEMA "+id, "DROP SCHEMA IF EXISTS "+id+" CASCADE")
 	q := u.Query()
 	q.Set("search_path", name)
 	u.RawQuery = q.Encode()
