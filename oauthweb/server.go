@@ -522,10 +522,6 @@ func tooManyRequests() *oauth.Error {
 	return &oauth.Error{Code: oauth.CodeTemporarilyUnavailable, Description: "too many requests", Status: http.StatusTooManyRequests}
 }
 
-// reserve spends one event of endpoint's limit for key (see
-// Config.RateLimit) and returns its refund, never nil. On refusal it
-// records rate_limited (with clientID, when the key is a client's) and
-// returns the Retry-After value.
 // auditClientID is how a client_id the request chose goes into an audit
 // row: bounded, and with every non-printable character escaped so that
 // `passgate audit` cannot be made to print forged rows or terminal escapes.
@@ -533,6 +529,10 @@ func auditClientID(clientID string) string {
 	return textsafe.Escape(truncate(clientID, 256))
 }
 
+// reserve spends one event of endpoint's limit for key (see
+// Config.RateLimit) and returns its refund, never nil. On refusal it
+// records rate_limited (with clientID, when the key is a client's) and
+// returns the Retry-After value.
 func (s *Server) reserve(r *http.Request, endpoint, key, clientID string) (ok bool, after string, refund func()) {
 	if s.cfg.RateLimit == nil {
 		return true, "", func() {}

@@ -266,8 +266,9 @@ type Store interface {
 	// ListUsers returns users ordered by username.
 	ListUsers(ctx context.Context) ([]User, error)
 	// SetPassword replaces the user's hash and, in the same transaction,
-	// ends every session of the user and revokes every token they hold
-	// (whoever knew the old password is out, everywhere). It returns the
+	// ends every session of the user, deletes their unredeemed
+	// authorization codes and revokes every token they hold (whoever knew
+	// the old password is out, everywhere). It returns the
 	// hashes newly revoked, which are notified to Subscribe like any
 	// revocation, so every replica's cache drops them. audit, when
 	// non-nil, is written in the transaction. ErrNotFound for an unknown

@@ -505,7 +505,7 @@ func (c *Config) Validate() error {
 		add("$OAUTH_CLIENT_ID and $OAUTH_CLIENT_SECRET must be set together")
 	}
 	if c.SeedClientSecret != "" && len(c.SeedClientSecret) < minClientSecretLen {
-		add("$OAUTH_CLIENT_SECRET: must be at least %d characters (make one with `openssl rand -base64 32`)", minClientSecretLen)
+		add("$OAUTH_CLIENT_SECRET: must be at least %d characters (make one with `openssl rand -hex 32`: no `+`, `/` or `=`, which clients that send Basic credentials without form-encoding them would garble)", minClientSecretLen)
 	}
 	if c.SeedClientID != "" {
 		if !textsafe.Printable(c.SeedClientID) {

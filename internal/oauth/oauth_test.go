@@ -275,7 +275,7 @@ func TestRedirectKinds(t *testing.T) {
 		{"http://127.0.0.1:3000/cb", true, ""},
 		{"http://localhost/cb", true, ""},
 		{"http://[::1]:8080/cb", true, ""},
-		{"https://127.0.0.1/cb", false, ""},
+		{"https://127.0.0.1/cb", true, ""}, // any local program can serve https too
 		{"https://app.example/cb", false, ""},
 		{"http://app.example/cb", false, ""},
 		{"http://127.0.0.1:80@evil.example/cb", false, ""},

@@ -151,13 +151,14 @@ func loopbackMatch(reg, requested string) bool {
 	return rebuilt == requested
 }
 
-// LoopbackRedirect reports whether raw is an http redirect URI on a
-// loopback host: the code goes to whatever program listens on that port of
-// the user's own computer (RFC 8252 §7.3), so it does not identify the
-// client.
+// LoopbackRedirect reports whether raw is an http or https redirect URI on
+// a loopback host: the code goes to whatever program listens on that port
+// of the user's own computer (RFC 8252 §7.3), so it does not identify the
+// client. https does not change that: any local program can serve it with
+// a certificate of its own.
 func LoopbackRedirect(raw string) bool {
 	u, err := parse(raw)
-	return err == nil && u.Scheme == "http" && resource.IsLoopbackHost(u.Hostname())
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && resource.IsLoopbackHost(u.Hostname())
 }
 
 // PrivateScheme returns the scheme of a private-use redirect URI (RFC 8252

@@ -1436,6 +1436,11 @@ func testPasswordChangeRevokesTokens(t *testing.T, s store.Store) {
 	}
 	ga := issue(t, s, "alice", "c1", "alice")
 	gb := issue(t, s, "bob", "c1", "bob")
+	// A code issued under the old password and not yet redeemed.
+	pending := newCode("alice pending", "c1", "alice")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pending, nil))
+	pendingBob := newCode("bob pending", "c1", "bob")
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pendingBob, nil))
 	sub := Subscribe(t, s)
 	now := at(time.Minute)
 	ev := store.AuditEvent{Event: store.EventPasswordChanged, Success: true, IP: "cli", Username: "alice", CreatedAt: now}
@@ -1457,6 +1462,13 @@ func testPasswordChangeRevokesTokens(t *testing.T, s store.Store) {
 	}
 	_, err = s.GetSession(ctx, h("s alice"), now)
 	wantErr(t, "alice's session", err, store.ErrNotFound)
+	// The pending code must not become a new token family afterwards.
+	_, err = s.GetAuthCode(ctx, pending.CodeHash, now)
+	wantErr(t, "alice's unredeemed code", err, store.ErrNotFound)
+	wantErr(t, "redeeming alice's old code", s.RedeemCode(ctx, pending.CodeHash, now, newGrant("alice pending", pending.FamilyID, "c1", "alice")), store.ErrNotFound)
+	if _, err := s.GetAuthCode(ctx, pendingBob.CodeHash, now); err != nil {
+		t.Errorf("bob's unredeemed code: %v", err)
+	}
 	rows, err := s.ListAudit(ctx, store.AuditFilter{Event: store.EventPasswordChanged})
 	must(t, "ListAudit", err)
 	if len(rows) != 1 || rows[0].Username != "alice" {

@@ -53,8 +53,9 @@ func (db *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 	return out, nil
 }
 
-// SetPassword replaces the hash, deletes the user's sessions and revokes
-// their tokens in one transaction; the revoked hashes are invalidated.
+// SetPassword replaces the hash, deletes the user's sessions and
+// unredeemed codes and revokes their tokens in one transaction; the revoked
+// hashes are invalidated.
 func (db *Store) SetPassword(ctx context.Context, username, hash string, now time.Time, audit *store.AuditEvent) ([]string, error) {
 	var hashes []string
 	err := db.tx(ctx, func(tx Querier) error {
@@ -66,6 +67,13 @@ func (db *Store) SetPassword(ctx context.Context, username, hash string, now tim
 			return store.ErrNotFound
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE username = $1`, username); err != nil {
+			return err
+		}
+		// A code issued under the old password would otherwise become a
+		// new token family after the change. Deleting codes before
+		// revoking (as DeleteConsent does) makes a redemption that holds
+		// a code's row finish first, so its tokens are revoked below.
+		if _, err := tx.Exec(ctx, `DELETE FROM auth_codes WHERE username = $1 AND used_at IS NULL`, username); err != nil {
 			return err
 		}
 		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), username)
