@@ -320,6 +320,12 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 		return c.refuse(ReasonInvalidPath), nil
 	}
 	res, ok := resource.Find(c.resources, r.Scheme, r.Host, p)
+	// Express and ASP.NET Core route without regard to letter case, so
+	// they serve /mcp/TENANT2 as /mcp/tenant2: a request whose resource
+	// depends on letter case is refused rather than guessed.
+	if alt, altOK := resource.FindFold(c.resources, r.Scheme, r.Host, p); altOK != ok || alt.URL != res.URL {
+		return c.refuse(ReasonInvalidPath), nil
+	}
 	if !ok {
 		if c.allowUnknown {
 			if d, refused := c.refuseAPIKeyOffResource(r); refused {

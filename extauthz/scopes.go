@@ -25,7 +25,9 @@ type scopeRule struct {
 }
 
 // requiredScopes returns the scopes the rules require for a request to
-// host and canonical path p, or nil.
+// host and canonical path p, or nil. Rules match without regard to letter
+// case: an upstream that routes /mcp/ADMIN as /mcp/admin must not see it
+// with fewer scopes.
 func (c *Checker) requiredScopes(scheme, host, p string) []string {
 	if len(c.rules) == 0 {
 		return nil
@@ -36,9 +38,9 @@ func (c *Checker) requiredScopes(scheme, host, p string) []string {
 		rule := &c.rules[i]
 		var m bool
 		if rule.abs {
-			m = rule.res.Matches(scheme, host, p)
+			m = rule.res.MatchesFold(scheme, host, p)
 		} else {
-			m = pathHasPrefix(p, rule.prefix)
+			m = resource.HasPathPrefix(p, rule.prefix, true)
 		}
 		if !m {
 			continue
@@ -79,16 +81,6 @@ func (c *Checker) challengeScope(r Request, p string) string {
 		return strings.Join(need, " ")
 	}
 	return c.scopes
-}
-
-// pathHasPrefix matches prefix on segment boundaries.
-func pathHasPrefix(p, prefix string) bool {
-	prefix = strings.TrimSuffix(prefix, "/")
-	if !strings.HasPrefix(p, prefix) {
-		return false
-	}
-	rest := p[len(prefix):]
-	return rest == "" || rest[0] == '/'
 }
 
 // hasScope reports whether the space-separated list has s, without

@@ -132,32 +132,59 @@ func (r Resource) MetadataURL() string {
 // on a segment boundary ("/mcp" matches "/mcp", "/mcp/" and "/mcp/x", not
 // "/mcpx").
 func (r Resource) Matches(scheme, host, path string) bool {
+	return r.matches(scheme, host, path, false)
+}
+
+// MatchesFold is Matches with r's path compared without regard to letter
+// case, the way Express or ASP.NET Core route by default.
+func (r Resource) MatchesFold(scheme, host, path string) bool {
+	return r.matches(scheme, host, path, true)
+}
+
+func (r Resource) matches(scheme, host, path string, fold bool) bool {
 	if scheme == "" {
 		scheme = r.Scheme
 	}
 	if CanonicalHost(scheme, host) != r.Host {
 		return false
 	}
-	if r.Path == "/" {
-		return true
-	}
-	base := strings.TrimSuffix(r.Path, "/")
-	if !strings.HasPrefix(path, base) {
+	return HasPathPrefix(path, r.Path, fold)
+}
+
+// HasPathPrefix reports whether prefix is a prefix of the canonical path p
+// on a segment boundary, "/" matching everything; fold ignores letter case.
+func HasPathPrefix(p, prefix string, fold bool) bool {
+	prefix = strings.TrimSuffix(prefix, "/")
+	if len(p) < len(prefix) {
 		return false
 	}
-	rest := path[len(base):]
+	if head := p[:len(prefix)]; head != prefix && !(fold && strings.EqualFold(head, prefix)) {
+		return false
+	}
+	rest := p[len(prefix):]
 	return rest == "" || rest[0] == '/'
 }
 
 // Find returns the resource a request is for: the matching resource with the
 // longest path, or false.
 func Find(rs []Resource, scheme, host, path string) (Resource, bool) {
+	return find(rs, scheme, host, path, false)
+}
+
+// FindFold is Find with paths compared without regard to letter case. A
+// request for which Find and FindFold disagree is one whose resource
+// depends on whether the upstream routes case-sensitively.
+func FindFold(rs []Resource, scheme, host, path string) (Resource, bool) {
+	return find(rs, scheme, host, path, true)
+}
+
+func find(rs []Resource, scheme, host, path string, fold bool) (Resource, bool) {
 	var (
 		best  Resource
 		found bool
 	)
 	for _, r := range rs {
-		if r.Matches(scheme, host, path) && (!found || len(r.Path) > len(best.Path)) {
+		if r.matches(scheme, host, path, fold) && (!found || len(r.Path) > len(best.Path)) {
 			best, found = r, true
 		}
 	}
