@@ -164,8 +164,8 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 	// The attempt is counted before the hash runs: of any burst, at most
 	// LockoutThreshold attempts per lock window reach the verification,
 	// and none after the lock, however many were already queued for a
-	// hash slot (they were never given a reservation). A success refunds
-	// it below.
+	// hash slot (they were never given a reservation). A success clears
+	// the state below.
 	var reserved store.LoginFailures
 	if s.cfg.LockoutThreshold > 0 {
 		lf, ok, err := s.cfg.Store.ReserveLoginAttempt(ctx, username, now, s.cfg.LockoutWindow, s.cfg.LockoutThreshold, s.cfg.LockoutDuration)
@@ -240,7 +240,8 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.cfg.LockoutThreshold > 0 {
-		// The refund: a success clears the count its reservation added.
+		// A success clears the account's whole lockout state, this
+		// reservation included: the password was right.
 		if err := s.cfg.Store.ResetLoginFailures(ctx, u.Username); err != nil {
 			s.log.WarnContext(ctx, "reset login failures", "err", err)
 		}

@@ -392,8 +392,9 @@ type Store interface {
 	// before it runs: unless the account is locked at now, it counts the
 	// attempt as a failure up front (see NextLoginFailures: a passed window
 	// restarts counting, reaching threshold locks until now+lockFor) and
-	// reports ok; a successful login then gives it back with
-	// ResetLoginFailures. A locked account is left unchanged and ok is
+	// reports ok; a successful login then clears the whole state with
+	// ResetLoginFailures (the password was right: earlier failures and a
+	// lock set meanwhile by concurrent guesses are cleared with it). A locked account is left unchanged and ok is
 	// false. The read and the write are one atomic step across goroutines,
 	// processes and replicas, so of any burst of concurrent calls at most
 	// threshold are ok per lock window, and a call that comes after the
@@ -403,8 +404,8 @@ type Store interface {
 	// GetLoginFailures returns the state; a zero value (not ErrNotFound) for
 	// an account without failures.
 	GetLoginFailures(ctx context.Context, username string) (LoginFailures, error)
-	// ResetLoginFailures clears the state (after a successful login, which
-	// refunds its reservation, or `passgate user unlock`).
+	// ResetLoginFailures deletes the whole state, counts and any lock
+	// (after a successful login, or `passgate user unlock`).
 	ResetLoginFailures(ctx context.Context, username string) error
 
 	// GetSetting returns a value passgate keeps about itself (such as
