@@ -942,3 +942,56 @@ func TestCaddyRoutesPassgate(t *testing.T) {
 		})
 	}
 }
+
+// TestCaddyClientCannotChooseThePort: Caddy picks a site by host name and
+// listener, ignores the port in Host, and reports the client's Host (port
+// included) as X-Forwarded-Host. With two resources on one host name and
+// different ports, a token for the other port used to open this one: the
+// client named that port in Host. The shipped Caddyfile pins the port its
+// site listens on in the check URL.
+func TestCaddyClientCannotChooseThePort(t *testing.T) {
+	rec := startRecorder(t)
+	passAddr := e2etest.FreeAddr(t)
+	addr := startCaddy(t, caddyOptions{Hosts: []string{nameA}, PassgateAddr: passAddr, UpstreamAddr: rec.addr()})
+	here := net.JoinHostPort(nameA, port(t, addr))
+	elsewhere := net.JoinHostPort(nameA, port(t, e2etest.FreeAddr(t))) // a resource served by another proxy
+	srv := e2etest.Start(t, e2etest.Options{
+		HTTPAddr: passAddr,
+		Resource: "http://" + here + "/mcp",
+		Args:     []string{"--resource", "http://" + here + "/mcp,http://" + elsewhere + "/mcp"},
+	})
+	e2etest.AddUser(t, srv.OpenStore(t), "alice", "correct horse")
+	cl := srv.RegisterClient(t)
+	b := e2etest.NewBrowser()
+	token := func(host string) string {
+		c := *cl
+		c.Resource = "http://" + host + "/mcp"
+		tok, err := c.Login(t.Context(), b, "alice", "correct horse")
+		if err != nil {
+			t.Fatalf("token for %s: %v", host, err)
+		}
+		return tok.AccessToken
+	}
+	tokHere, tokElsewhere := token(here), token(elsewhere)
+	tests := []struct {
+		name, host, token string
+		reach             bool
+	}{
+		{"this site's token", here, tokHere, true},
+		{"the other port's token, Host naming the other port", elsewhere, tokElsewhere, false},
+		{"the other port's token, Host without a port", nameA, tokElsewhere, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := fmt.Sprintf("port-%d", i)
+			req := fmt.Sprintf("POST /mcp HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nX-Corpus-Id: %s\r\nContent-Length: 0\r\nConnection: close\r\n\r\n", tt.host, tt.token, id)
+			status, err := sendRaw(addr, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if reached := len(rec.saw(id)) > 0; reached != tt.reach {
+				t.Errorf("Host %s: status %d, reached the upstream: %v; want %v", tt.host, status, reached, tt.reach)
+			}
+		})
+	}
+}

@@ -384,6 +384,7 @@ func startCaddy(t testing.TB, opts caddyOptions) string {
 		"PASSGATE_SITE":     strings.Join(sites, ", "),
 		"PASSGATE_ADDR":     opts.PassgateAddr,
 		"PASSGATE_UPSTREAM": opts.UpstreamAddr,
+		"PASSGATE_PORT":     port,
 		"CADDY_ADMIN":       "off",
 	}
 	if err := checkCaddyfileEnv(string(text), vars); err != nil {

@@ -153,8 +153,8 @@ func TestTraefikDynamicConfig(t *testing.T) {
 		t.Fatalf("mcp router middlewares %v: want forwardAuth, then headers removing Authorization", mcp.Middlewares)
 	}
 	u, err := url.Parse(fa.Address)
-	if err != nil || u.Path != "/_passgate/check/forward-auth" || u.RawQuery != "" {
-		t.Errorf("forwardAuth address %q, want passgate's /_passgate/check/forward-auth", fa.Address)
+	if err != nil || u.Path != "/_passgate/check/forward-auth" || u.Query().Get("port") == "" {
+		t.Errorf("forwardAuth address %q, want passgate's /_passgate/check/forward-auth with the entry point's port pinned (?port=)", fa.Address)
 	}
 	if fa.TrustForwardHeader {
 		t.Error("forwardAuth trusts client-sent X-Forwarded-* headers")

@@ -60,6 +60,9 @@
 //     (Traefik without trustForwardHeader, Caddy for clients outside
 //     trusted_proxies). Both also pass every client header to the check, so
 //     an X-Original-URI or X-Original-Method the client adds is ignored.
+//     Both route on the host name alone and report the client's Host with
+//     its port, so the check URL pins the site's port (?port=443) and a
+//     request naming another port is refused.
 //   - CheckPathIngressNginx, ingress-nginx auth-url: X-Original-URL
 //     ($scheme://$http_host$request_uri, absolute) and X-Original-Method,
 //     exactly as the controller's template sends them. The host in that URL

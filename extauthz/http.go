@@ -2,7 +2,9 @@ package extauthz
 
 import (
 	"errors"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -153,6 +155,15 @@ func (c *Checker) httpRequest(r *http.Request, f family, hm map[string]string) (
 		req.Method, errs[1] = one(r, "X-Forwarded-Method")
 		req.Host, errs[2] = one(r, "X-Forwarded-Host")
 		req.Scheme, errs[3] = optional(r, "X-Forwarded-Proto")
+		// Caddy and Traefik route on the host name alone but report the
+		// client's Host with its port: the check URL pins the port the
+		// site listens on (?port=443), so a client cannot name the port
+		// of another resource on the same name.
+		if ports, ok := r.URL.Query()["port"]; ok && errs[2] == nil {
+			if reason := pinnedPort(req, ports); reason != ReasonToken {
+				return req, reason
+			}
+		}
 	case familyIngressNginx:
 		// The controller's template sets X-Original-URL to
 		// $scheme://$http_host$request_uri: the host is the client's Host
@@ -225,6 +236,33 @@ func (c *Checker) pinnedHost(r *http.Request, req Request) Reason {
 		return ReasonInvalidRequest
 	}
 	if resource.CanonicalHost(req.Scheme, req.Host) != pin {
+		return ReasonHostMismatch
+	}
+	return ReasonToken
+}
+
+// pinnedPort checks the port of the host the proxy reported (the client's
+// Host, the scheme's default port when it names none) against the one the
+// check URL pins (exactly one, 1 to 65535): a request naming another port
+// is refused, as ingress-nginx's pinned host is.
+func pinnedPort(req Request, ports []string) Reason {
+	if len(ports) != 1 {
+		return ReasonInvalidRequest
+	}
+	n, err := strconv.Atoi(ports[0])
+	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != ports[0] {
+		return ReasonInvalidRequest
+	}
+	name := req.Host
+	if h, _, err := net.SplitHostPort(name); err == nil {
+		name = h
+	} else {
+		name = strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")
+	}
+	if name == "" {
+		return ReasonInvalidRequest
+	}
+	if resource.CanonicalHost(req.Scheme, req.Host) != resource.CanonicalHost(req.Scheme, net.JoinHostPort(name, ports[0])) {
 		return ReasonHostMismatch
 	}
 	return ReasonToken

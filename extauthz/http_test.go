@@ -48,6 +48,7 @@ func TestHTTPRequestFamilies(t *testing.T) {
 		f      family
 		header map[string]string // nil: all
 		dup    string            // a header sent twice
+		query  string            // appended to the check path
 		want   result
 	}{
 		{name: "nginx", f: familyNginx, want: result{"PUT", "https", "mcp.example.com:443", "/mcp/nginx", "token"}},
@@ -69,10 +70,18 @@ func TestHTTPRequestFamilies(t *testing.T) {
 			want: result{Reason: "invalid_request"}},
 		{name: "ingress-nginx, other host", f: familyIngressNginx, header: map[string]string{"X-Original-Url": "https://other.example.com/mcp", "X-Original-Method": "POST"},
 			want: result{Reason: "host_mismatch"}},
+		// TestCaddyClientCannotChooseThePort runs the attack through Caddy.
+		{name: "forward auth, pinned port matches", f: familyForwardAuth, query: "?port=443", want: result{"PATCH", "https", "mcp.example.com:443", "/mcp/forward", "token"}},
+		{name: "forward auth, Host names another port than the pinned one", f: familyForwardAuth, query: "?port=8443", want: result{Reason: "host_mismatch"}},
+		{name: "forward auth, Host without a port is the scheme's default", f: familyForwardAuth, query: "?port=8443",
+			header: map[string]string{"X-Forwarded-Uri": "/mcp", "X-Forwarded-Method": "POST", "X-Forwarded-Host": "mcp.example.com", "X-Forwarded-Proto": "https"}, want: result{Reason: "host_mismatch"}},
+		{name: "forward auth, port pinned twice", f: familyForwardAuth, query: "?port=443&port=8443", want: result{Reason: "invalid_request"}},
+		{name: "forward auth, port not a number", f: familyForwardAuth, query: "?port=https", want: result{Reason: "invalid_request"}},
+		{name: "forward auth, port with a leading zero", f: familyForwardAuth, query: "?port=0443", want: result{Reason: "invalid_request"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := httptest.NewRequest("GET", familyTargets[tt.f], nil)
+			r := httptest.NewRequest("GET", familyTargets[tt.f]+tt.query, nil)
 			r.Host = "check.internal"
 			h := tt.header
 			if h == nil {
