@@ -24,21 +24,24 @@ if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 -p 5432
 fi
 
 need_apt=()
-# nginx-light has auth_request; releases without it have it in nginx.
-if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
-  if apt-cache show nginx-light >/dev/null 2>&1; then need_apt+=(nginx-light); else need_apt+=(nginx); fi
-fi
+need_nginx=
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_nginx=1
 [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
 command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
 command -v envsubst >/dev/null 2>&1 || need_apt+=(gettext-base)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
-if [ ${#need_apt[@]} -gt 0 ]; then
+if [ ${#need_apt[@]} -gt 0 ] || [ -n "$need_nginx" ]; then
   if [ "$(id -u)" = 0 ]; then
-    echo "== installing ${need_apt[*]}"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    # nginx-light has auth_request; releases without it have it in nginx.
+    # (apt-cache knows the package only after the update.)
+    if [ -n "$need_nginx" ]; then
+      if apt-cache show nginx-light >/dev/null 2>&1; then need_apt+=(nginx-light); else need_apt+=(nginx); fi
+    fi
+    echo "== installing ${need_apt[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
   else
-    echo "== missing ${need_apt[*]} and not root: the tests that need them will skip (or fail with CI=true)"
+    echo "== missing ${need_apt[*]}${need_nginx:+ nginx} and not root: the tests that need them will skip (or fail with CI=true)"
   fi
 fi
 
