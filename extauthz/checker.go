@@ -319,11 +319,11 @@ func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
 	if err != nil {
 		return c.refuse(ReasonInvalidPath), nil
 	}
-	res, ok := resource.Find(c.resources, r.Scheme, r.Host, p)
 	// Express and ASP.NET Core route without regard to letter case, so
 	// they serve /mcp/TENANT2 as /mcp/tenant2: a request whose resource
 	// depends on letter case is refused rather than guessed.
-	if alt, altOK := resource.FindFold(c.resources, r.Scheme, r.Host, p); altOK != ok || alt.URL != res.URL {
+	res, ok, ambiguous := resource.FindUnambiguous(c.resources, r.Scheme, r.Host, p)
+	if ambiguous {
 		return c.refuse(ReasonInvalidPath), nil
 	}
 	if !ok {

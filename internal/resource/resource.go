@@ -168,27 +168,37 @@ func HasPathPrefix(p, prefix string, fold bool) bool {
 // Find returns the resource a request is for: the matching resource with the
 // longest path, or false.
 func Find(rs []Resource, scheme, host, path string) (Resource, bool) {
-	return find(rs, scheme, host, path, false)
+	r, found, _ := FindUnambiguous(rs, scheme, host, path)
+	return r, found
 }
 
-// FindFold is Find with paths compared without regard to letter case. A
-// request for which Find and FindFold disagree is one whose resource
-// depends on whether the upstream routes case-sensitively.
-func FindFold(rs []Resource, scheme, host, path string) (Resource, bool) {
-	return find(rs, scheme, host, path, true)
-}
-
-func find(rs []Resource, scheme, host, path string, fold bool) (Resource, bool) {
+// FindUnambiguous is Find, and also reports whether the answer would
+// differ if paths were compared without regard to letter case, the way
+// Express or ASP.NET Core route by default: such a request's resource
+// depends on the upstream, and the check refuses it. One pass computes
+// both answers.
+func FindUnambiguous(rs []Resource, scheme, host, path string) (best Resource, found, ambiguous bool) {
 	var (
-		best  Resource
-		found bool
+		fold      Resource
+		foldFound bool
 	)
 	for _, r := range rs {
-		if r.matches(scheme, host, path, fold) && (!found || len(r.Path) > len(best.Path)) {
+		sch := scheme
+		if sch == "" {
+			sch = r.Scheme
+		}
+		if CanonicalHost(sch, host) != r.Host {
+			continue
+		}
+		exact := HasPathPrefix(path, r.Path, false)
+		if exact && (!found || len(r.Path) > len(best.Path)) {
 			best, found = r, true
 		}
+		if (exact || HasPathPrefix(path, r.Path, true)) && (!foldFound || len(r.Path) > len(fold.Path)) {
+			fold, foldFound = r, true
+		}
 	}
-	return best, found
+	return best, found, found != foldFound || best.URL != fold.URL
 }
 
 // IsLoopbackHost reports whether host (no port) is localhost or a loopback
