@@ -42,7 +42,7 @@ func cmdConfig(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		var ue usageError
 		if errors.As(err, &ue) && strings.HasPrefix(ue.msg, "invalid configuration:") {
-			return checkError{ue.msg}
+			return checkError(ue)
 		}
 		return err
 	}
@@ -51,7 +51,9 @@ func cmdConfig(ctx context.Context, args []string, std stdio) error {
 	}
 	msg, err := checkStore(ctx, c)
 	if err != nil {
-		return checkError{"store: " + err.Error()}
+		// One line: driver errors (pgconn's list of addresses tried) may
+		// span several.
+		return checkError{"cannot use the store: " + strings.Join(strings.Fields(err.Error()), " ")}
 	}
 	fmt.Fprintln(std.out, "configuration OK; "+msg)
 	return nil

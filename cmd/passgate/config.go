@@ -381,10 +381,13 @@ func (c *Config) applyEnv(fs *flag.FlagSet, settings []setting, getenv func(stri
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
 	failed = map[string]bool{}
 	var errs []error
-	env := func(name string) string {
+	// env reads a variable; failed marks a flag, or a "$NAME" of the
+	// seed's, whose variable could not be read.
+	env := func(name, flag string) string {
 		v, err := lookupEnv(getenv, name)
 		if err != nil {
 			errs = append(errs, err)
+			failed[flag] = true
 		}
 		return v
 	}
@@ -393,7 +396,7 @@ func (c *Config) applyEnv(fs *flag.FlagSet, settings []setting, getenv func(stri
 			continue
 		}
 		for _, e := range s.env {
-			v := env(e)
+			v := env(e, s.flag)
 			if v == "" {
 				continue
 			}
@@ -405,13 +408,13 @@ func (c *Config) applyEnv(fs *flag.FlagSet, settings []setting, getenv func(stri
 		}
 	}
 	c.SeedClientID = getenv("OAUTH_CLIENT_ID")
-	c.SeedClientSecret = env("OAUTH_CLIENT_SECRET")
+	c.SeedClientSecret = env("OAUTH_CLIENT_SECRET", "$OAUTH_CLIENT_SECRET")
 	c.SeedRedirectURIs = defaultSeedRedirectURIs
 	if v := getenv("PASSGATE_CLIENT_REDIRECT_URIS"); v != "" {
 		c.SeedRedirectURIs = splitList(v)
 	}
-	c.SeedPasswordHash = env("OAUTH_PASSWORD_HASH")
-	c.SeedAPIKey = env("API_KEY")
+	c.SeedPasswordHash = env("OAUTH_PASSWORD_HASH", "$OAUTH_PASSWORD_HASH")
+	c.SeedAPIKey = env("API_KEY", "$API_KEY")
 	return failed, errors.Join(errs...)
 }
 

@@ -43,11 +43,11 @@ func loadConfig(name, usage string, args []string, std stdio) (*Config, error) {
 	failed, err := loadLayers(fs, &c, settings, std)
 	msgs := problems(err)
 	// A refused value leaves the flag's zero value behind (the flag
-	// package stores what it parsed before failing); Validate's complaint
-	// about that would be a second, misleading error for the same mistake.
+	// package stores what it parsed before failing), and an unreadable
+	// secret file an empty secret; Validate's complaint about those would
+	// be a second, misleading error for the same mistake.
 	for _, m := range problems(c.Validate()) {
-		name, _, _ := strings.Cut(strings.TrimPrefix(m, "--"), ":")
-		if !strings.HasPrefix(m, "--") || !failed[name] {
+		if !aboutFailed(m, failed) {
 			msgs = append(msgs, m)
 		}
 	}
@@ -55,6 +55,18 @@ func loadConfig(name, usage string, args []string, std stdio) (*Config, error) {
 		return nil, usageError{"invalid configuration:\n  " + strings.Join(msgs, "\n  ")}
 	}
 	return &c, nil
+}
+
+// aboutFailed reports whether Validate's message m is about a flag
+// ("--name: …") or seed variable ("$NAME") in failed.
+func aboutFailed(m string, failed map[string]bool) bool {
+	for k := range failed {
+		if strings.HasPrefix(k, "$") && strings.Contains(m, k) ||
+			strings.HasPrefix(m, "--"+k+":") || strings.HasPrefix(m, "--"+k+" ") || strings.HasPrefix(m, "--"+k+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // newLogger logs JSON unless the output is a terminal (or the format is
