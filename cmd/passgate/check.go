@@ -40,8 +40,9 @@ func cmdConfig(ctx context.Context, args []string, std stdio) error {
 	}
 	c, err := loadConfig("config check", configUsage, args[1:], std)
 	if err != nil {
+		// Exit 1 for every problem, a bad flag included: the check failed.
 		var ue usageError
-		if errors.As(err, &ue) && strings.HasPrefix(ue.msg, "invalid configuration:") {
+		if errors.As(err, &ue) {
 			return checkError(ue)
 		}
 		return err

@@ -139,8 +139,14 @@ func dispatch(ctx context.Context, args []string, std stdio) error {
 			return c.run(ctx, rest, std)
 		}
 	}
-	fmt.Fprint(std.err, mainUsage())
-	return usagef("unknown command %q", name)
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	if s := nearest(name, names); s != "" {
+		return usagef("unknown command %q (did you mean %s? see passgate --help)", name, s)
+	}
+	return usagef("unknown command %q (see passgate --help)", name)
 }
 
 // cmdVersion prints "passgate VERSION" and, on a second line, the Go

@@ -50,11 +50,14 @@ func serveSettings() (*flag.FlagSet, []setting) {
 }
 
 // otherEnv are the PASSGATE_* variables passgate reads that are not a
-// flag's, and those the shipped proxy configurations read
-// (deploy/caddy/Caddyfile), which may share passgate's environment.
+// flag's, and those the shipped proxy configuration and the repository's
+// scripts read, which may share passgate's environment.
 var otherEnv = []string{
 	"PASSGATE_CLIENT_REDIRECT_URIS",
+	// deploy/caddy/Caddyfile
 	"PASSGATE_SITE", "PASSGATE_ADDR", "PASSGATE_UPSTREAM", "PASSGATE_PORT",
+	// scripts/screenshots.sh and interop/ts-sdk/run.sh, which run passgate
+	"PASSGATE_SCREENSHOTS", "PASSGATE_ROOT",
 }
 
 // knownEnv is every environment variable name passgate reads.

@@ -114,6 +114,10 @@ func TestMisconfigurationGetsOneClearLine(t *testing.T) {
 			`--issuer: "http://auth.example.com": `},
 		{"unknown config subcommand", nil, []string{"config", "lint"}, 2,
 			`config: unknown subcommand "lint" (want check)`},
+		{"bad flag of config check", nil, []string{"config", "check", "--startup-wait", "1d"}, 1,
+			`--startup-wait: "1d" is not a duration: use 24h`},
+		{"misspelt command", nil, []string{"users"}, 2,
+			`unknown command "users" (did you mean user? see passgate --help)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
