@@ -51,9 +51,11 @@ type Config struct {
 	GRPCListen string
 	// MetricsListen serves Prometheus metrics, never on the public
 	// listener. Default 127.0.0.1:9464: loopback, so metrics are private
-	// unless an operator opens them, and 9464, the OpenTelemetry
-	// Prometheus exporter's registered default, which no common service
-	// (Prometheus itself is 9090, node_exporter 9100) listens on.
+	// unless an operator opens them; 9464 is the default port of the
+	// OpenTelemetry SDKs' Prometheus exporter (OTEL_EXPORTER_PROMETHEUS_PORT),
+	// a metrics endpoint like this one, and none of the Prometheus
+	// ecosystem's own (9090 Prometheus, 9091 Pushgateway, 9093
+	// Alertmanager, 9100 node_exporter).
 	// Env PASSGATE_METRICS_LISTEN. Empty disables.
 	MetricsListen string
 
