@@ -99,12 +99,16 @@ func unknownEnv(environ []string) []error {
 // lacks (a store command has only the store's flags) are skipped. A list
 // may be a YAML sequence. It returns the flags whose value was refused.
 func applyConfigFile(fs *flag.FlagSet, path string) (map[string]bool, error) {
-	failed := map[string]bool{}
 	b, err := os.ReadFile(filepath.Clean(path))
 	if err != nil {
-		return failed, fmt.Errorf("--config: %w", err)
+		return map[string]bool{}, fmt.Errorf("--config: %w", err)
 	}
-	name := filepath.Base(path)
+	return applyConfigYAML(fs, filepath.Base(path), b)
+}
+
+// applyConfigYAML is applyConfigFile for the contents b of the file name.
+func applyConfigYAML(fs *flag.FlagSet, name string, b []byte) (map[string]bool, error) {
+	failed := map[string]bool{}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
 		return failed, fmt.Errorf("%s: %w", name, err)

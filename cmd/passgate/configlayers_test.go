@@ -411,3 +411,25 @@ func TestVersionStamp(t *testing.T) {
 		t.Errorf("stamped version: %q, %v", out, err)
 	}
 }
+
+// FuzzConfigFile: any file contents give settings or errors, never a
+// panic, and every error is one line naming the file.
+func FuzzConfigFile(f *testing.F) {
+	for _, s := range []string{
+		"issuer: https://auth.example.com\nresource: [https://mcp.example.com/mcp]\n",
+		"login-limit: off\naccess-token-ttl: 1d\n",
+		"require-scopes:\n  - /a=b c\n",
+		"- a\n", "a: {b: c}\n", "&a x: *a\n", "issuer: !!binary aGk=\n", "",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fs, _ := serveSettings()
+		_, err := applyConfigYAML(fs, "pg.yaml", b)
+		for _, p := range problems(err) {
+			if !strings.HasPrefix(p, "pg.yaml") {
+				t.Errorf("problem %q does not name the file", p)
+			}
+		}
+	})
+}
