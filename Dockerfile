@@ -8,7 +8,7 @@
 #
 # passgate keeps its SQLite database in /var/lib/passgate unless DATABASE_URL
 # names a PostgreSQL database. Ports: 8080 pages, OAuth endpoints and the
-# HTTP check; 9191 Envoy ext_authz gRPC; 9090 metrics (keep it private).
+# HTTP check; 9191 Envoy ext_authz gRPC; 9464 metrics (keep it private).
 
 FROM golang:1.26-bookworm AS build
 WORKDIR /src
@@ -34,11 +34,14 @@ FROM gcr.io/distroless/static-debian12:nonroot AS passgate
 COPY --from=build /out/passgate /usr/local/bin/passgate
 COPY --from=build --chown=nonroot:nonroot /out/data /var/lib/passgate
 ENV PASSGATE_DATA_DIR=/var/lib/passgate
+# The binary's metrics default is loopback, which nothing outside the
+# container reaches: listen on the container's network instead.
+ENV PASSGATE_METRICS_LISTEN=:9464
 USER nonroot
-EXPOSE 8080 9191 9090
+EXPOSE 8080 9191 9464
 VOLUME ["/var/lib/passgate"]
-# distroless has no curl: the binary checks its own /healthz on
-# 127.0.0.1:8080 (give it a URL if PASSGATE_HTTP_LISTEN moves the port).
+# distroless has no curl: the binary checks its own /healthz on the
+# PASSGATE_HTTP_LISTEN port (default 8080) on loopback.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
     CMD ["/usr/local/bin/passgate", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/passgate"]

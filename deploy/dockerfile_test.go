@@ -36,7 +36,7 @@ func TestDockerfile(t *testing.T) {
 	final := df[strings.LastIndex(df, "\nFROM "):]
 	for _, want := range []string{
 		"\nUSER nonroot\n",
-		"\nEXPOSE 8080 9191 9090\n",
+		"\nEXPOSE 8080 9191 9464\n",
 		`CMD ["/usr/local/bin/passgate", "healthcheck"]`,
 		`ENTRYPOINT ["/usr/local/bin/passgate"]`,
 	} {

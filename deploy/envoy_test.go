@@ -37,7 +37,7 @@ const envoyPath = "envoy.yaml"
 const (
 	passgateHTTPPort    = 8080
 	passgateGRPCPort    = 9191
-	passgateMetricsPort = 9090
+	passgateMetricsPort = 9464
 )
 
 // envoyTypes resolves the typed_config and typed_per_filter_config types

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,8 +24,9 @@ import (
 	"github.com/passgate/passgate/store/sqlite"
 )
 
-// version is set at build time with -ldflags "-X main.version=…"; otherwise
-// it comes from the module build info.
+// version is set at build time with -ldflags "-X main.version=…" (the
+// release build does); otherwise buildVersion takes the module version from
+// the build info, or says "devel". It is the one variable the linker sets.
 var version = ""
 
 // errHelp reports that help was printed; the exit code is 0 when it was
@@ -57,6 +59,9 @@ type stdio struct {
 	out    io.Writer
 	err    io.Writer
 	getenv func(string) string
+	// environ lists the environment as KEY=value, to find PASSGATE_*
+	// variables passgate does not know. Optional: nil skips that check.
+	environ func() []string
 	// hashCost is the bcrypt cost of the password and secret hashes
 	// passgate makes; passwd.DefaultCost when 0. Tests lower it.
 	hashCost int
@@ -89,7 +94,8 @@ func commands() []cliCommand {
 		{"hash-password", "", "read a password on stdin, print a bcrypt hash", cmdHashPassword},
 		{"migrate", "", "apply database migrations and exit", cmdMigrate},
 		{"healthcheck", "[URL]", "exit 0 if /healthz answers (for containers)", cmdHealthcheck},
-		{"version", "", "", cmdVersion},
+		{"config", "check [serve flags]", "load and validate the configuration, check the store, exit", cmdConfig},
+		{"version", "", "print the version", cmdVersion},
 	}
 }
 
@@ -133,47 +139,97 @@ func dispatch(ctx context.Context, args []string, std stdio) error {
 			return c.run(ctx, rest, std)
 		}
 	}
-	fmt.Fprint(std.err, mainUsage())
-	return usagef("unknown command %q", name)
+	var names []string
+	for _, c := range commands() {
+		names = append(names, c.name)
+	}
+	if s := nearest(name, names); s != "" {
+		return usagef("unknown command %q (did you mean %s? see passgate --help)", name, s)
+	}
+	return usagef("unknown command %q (see passgate --help)", name)
 }
 
-func cmdVersion(_ context.Context, _ []string, std stdio) error {
+// cmdVersion prints "passgate VERSION" and, on a second line, the Go
+// version, platform and VCS revision the binary was built with.
+func cmdVersion(_ context.Context, args []string, std stdio) error {
+	fs := newFlagSet("version", "version", std)
+	if _, err := parseArgs(fs, args); err != nil {
+		return err
+	}
 	fmt.Fprintln(std.out, "passgate", buildVersion())
+	fmt.Fprintln(std.out, buildDetails())
 	return nil
 }
 
+// buildVersion is the version stamped with -ldflags -X main.version, else
+// the main module's version from the build info (`go install
+// …@v1.2.3`), else "devel".
 func buildVersion() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
-	return "(devel)"
+	return "devel"
 }
 
-// newFlagSet returns a FlagSet that prints usage to std.err and reports
-// errors instead of exiting.
+// buildDetails is "go1.x linux/amd64" and, when the build recorded it,
+// "commit abc123def456" (+ "dirty").
+func buildDetails() string {
+	s := runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return s
+	}
+	var rev, dirty string
+	for _, kv := range bi.Settings {
+		switch kv.Key {
+		case "vcs.revision":
+			rev = kv.Value
+		case "vcs.modified":
+			if kv.Value == "true" {
+				dirty = " (dirty)"
+			}
+		}
+	}
+	if rev != "" {
+		s += " commit " + rev[:min(12, len(rev))] + dirty
+	}
+	return s
+}
+
+// newFlagSet returns a FlagSet that reports errors instead of exiting and
+// whose Usage prints the command's usage and flags to std.out (help that
+// was asked for is output, and exits 0).
 func newFlagSet(name, usage string, std stdio) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(std.err)
+	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
-		fmt.Fprintf(std.err, "Usage: passgate %s\n\nFlags:\n", usage)
+		fmt.Fprintf(std.out, "Usage: passgate %s\n\nFlags:\n", usage)
+		fs.SetOutput(std.out)
 		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
 	}
 	return fs
 }
 
 // parseArgs parses flags that may appear before or after positional
 // arguments ("user add alice --password-stdin") and returns the positionals.
+// -h or --help prints the usage and returns errHelp (exit 0); a bad flag
+// is one line naming it and pointing at --help, not the whole usage.
 func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	defer func() { fs.Usage = usage }()
 	var pos []string
 	for {
 		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				usage()
 				return nil, errHelp
 			}
-			return nil, usageError{err.Error()}
+			return nil, usageError{flagError(fs, err)}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -187,11 +243,14 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// storeConfig binds only the flags a command needs to reach the store.
+// bindStoreFlags binds only the flags a command needs to reach the store,
+// the configuration file that may set them, and --create.
 func bindStoreFlags(fs *flag.FlagSet, c *Config) []setting {
-	fs.StringVar(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty"+envHelp([]string{"DATABASE_URL"}))
+	fs.StringVar(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty"+envHelp([]string{"DATABASE_URL", "DATABASE_URL_FILE"}))
 	fs.StringVar(&c.DataDir, "data-dir", defaultDataDir, "directory of the SQLite database"+envHelp([]string{"PASSGATE_DATA_DIR"}))
-	return []setting{{"database", []string{"DATABASE_URL"}}, {"data-dir", []string{"PASSGATE_DATA_DIR"}}}
+	fs.StringVar(&c.ConfigFile, "config", "", "YAML file of settings named like serve's flags"+envHelp([]string{"PASSGATE_CONFIG"}))
+	fs.BoolVar(&c.CreateDataDir, "create", false, "create --data-dir if it does not exist (otherwise a missing directory is an error)")
+	return []setting{{"database", []string{"DATABASE_URL"}}, {"data-dir", []string{"PASSGATE_DATA_DIR"}}, {"config", []string{"PASSGATE_CONFIG"}}}
 }
 
 // openStore opens and migrates the configured backend.
@@ -223,6 +282,9 @@ func openStore(ctx context.Context, c *Config, logger *slog.Logger) (store.Store
 		if c.DataDir == "" {
 			return nil, errors.New("--data-dir is empty and --database is not set")
 		}
+		if err := checkDataDir(c); err != nil {
+			return nil, err
+		}
 		if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data directory: %w", err)
 		}
@@ -247,8 +309,8 @@ func storeCommand(ctx context.Context, fs *flag.FlagSet, c *Config, args []strin
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := c.applyEnv(fs, settings, std.getenv); err != nil {
-		return nil, nil, usageError{err.Error()}
+	if _, err := loadLayers(fs, c, settings, std); err != nil {
+		return nil, nil, usageError{oneLinePerProblem(err)}
 	}
 	logger := slog.New(slog.NewTextHandler(std.err, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	st, err := openStore(ctx, c, logger)
@@ -298,3 +360,20 @@ func readPassword(std stdio, fromStdin bool) (string, error) {
 }
 
 func goVersion() string { return runtime.Version() }
+
+// checkDataDir refuses a --data-dir that does not exist unless
+// c.CreateDataDir: a mistyped directory must not silently become a new,
+// empty database.
+func checkDataDir(c *Config) error {
+	st, err := os.Stat(c.DataDir)
+	switch {
+	case err == nil && !st.IsDir():
+		return fmt.Errorf("--data-dir %s is not a directory", c.DataDir)
+	case err == nil, c.CreateDataDir:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return usagef("--data-dir %s does not exist: check the path, or pass --create to start a new database there (serve creates it)", c.DataDir)
+	default:
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+}

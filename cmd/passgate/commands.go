@@ -136,13 +136,27 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 }
 
 // subcommand returns the subcommand, args[0]; without one it prints the
-// command's usage and returns a usage error.
+// command's usage and returns a usage error. "help", -h and --help print
+// the usage to std.out and return errHelp (exit 0).
 func subcommand(name, usage string, args []string, std stdio) (string, error) {
 	if len(args) == 0 {
 		fmt.Fprintln(std.err, "Usage: passgate "+usage)
 		return "", usagef("%s: missing subcommand", name)
 	}
+	if isHelp(args[0]) {
+		fmt.Fprintf(std.out, "Usage: passgate %s\n\nRun \"passgate %s SUBCOMMAND --help\" for its flags.\n", usage, name)
+		return "", errHelp
+	}
 	return args[0], nil
+}
+
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 // validUsername is the rule for new usernames: 1-64 ASCII letters,
@@ -294,6 +308,10 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 
 func cmdToken(ctx context.Context, args []string, std stdio) error {
 	const usage = "token revoke --user NAME [--client ID]"
+	if len(args) > 0 && isHelp(args[0]) {
+		fmt.Fprintln(std.out, "Usage: passgate "+usage)
+		return errHelp
+	}
 	if len(args) == 0 || args[0] != "revoke" {
 		fmt.Fprintln(std.err, "Usage: passgate "+usage)
 		return usagef("token: expected 'revoke'")
@@ -467,16 +485,26 @@ func cmdMigrate(ctx context.Context, args []string, std stdio) error {
 }
 
 // cmdHealthcheck serves containers without curl (distroless): it exits 0
-// when the health endpoint answers 200.
+// when the health endpoint answers 200. Without a URL it asks /healthz on
+// the HTTP listener serve was configured with (--http-listen, its
+// environment variable or the configuration file, as for serve).
 func cmdHealthcheck(ctx context.Context, args []string, std stdio) error {
-	fs := newFlagSet("healthcheck", "healthcheck [URL]", std)
+	var c Config
+	fs := newFlagSet("healthcheck", "healthcheck [URL] [serve flags]", std)
+	settings := c.bindFlags(fs)
 	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
-	target := "http://127.0.0.1:8080/healthz"
+	if _, err := loadLayers(fs, &c, settings, std); err != nil {
+		return usageError{oneLinePerProblem(err)}
+	}
+	target, err := healthURL(c.HTTPListen)
 	if len(pos) > 0 {
-		target = pos[0]
+		target, err = pos[0], nil
+	}
+	if err != nil {
+		return usagef("healthcheck: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()

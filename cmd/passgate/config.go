@@ -50,7 +50,13 @@ type Config struct {
 	// Env PASSGATE_GRPC_LISTEN. Empty disables it.
 	GRPCListen string
 	// MetricsListen serves Prometheus metrics, never on the public
-	// listener. Default :9090. Env PASSGATE_METRICS_LISTEN. Empty disables.
+	// listener. Default 127.0.0.1:9464: loopback, so metrics are private
+	// unless an operator opens them; 9464 is the default port of the
+	// OpenTelemetry SDKs' Prometheus exporter (OTEL_EXPORTER_PROMETHEUS_PORT),
+	// a metrics endpoint like this one, and none of the Prometheus
+	// ecosystem's own (9090 Prometheus, 9091 Pushgateway, 9093
+	// Alertmanager, 9100 node_exporter).
+	// Env PASSGATE_METRICS_LISTEN. Empty disables.
 	MetricsListen string
 
 	// DatabaseURL selects PostgreSQL (postgres:// or postgresql://).
@@ -59,6 +65,15 @@ type Config struct {
 	// DataDir holds the SQLite database. Default defaultDataDir.
 	// Env PASSGATE_DATA_DIR.
 	DataDir string
+	// CreateDataDir lets openStore create a missing DataDir: serve does,
+	// the store commands only with --create, so that a mistyped
+	// --data-dir is an error rather than a new empty database. Not a
+	// flag of serve.
+	CreateDataDir bool
+	// ConfigFile is an optional YAML file of settings, one key per flag
+	// with the flag's name (configfile.go). Flags and the environment win
+	// over it. Env PASSGATE_CONFIG.
+	ConfigFile string
 
 	// AccessTokenTTL, RefreshTokenTTL (the absolute lifetime of a refresh
 	// family), RefreshIdleTTL (how long an unused refresh token lives),
@@ -204,6 +219,9 @@ var defaultSeedRedirectURIs = []string{
 // default on loopback (which oauth.ValidateIssuer lets use http).
 const defaultIssuer = "http://localhost:8080"
 
+// defaultMetricsListen is Config.MetricsListen's default.
+const defaultMetricsListen = "127.0.0.1:9464"
+
 // defaultDataDir is Config.DataDir's default, for serve and the commands
 // that open the store.
 const defaultDataDir = "data"
@@ -252,12 +270,13 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 		s = append(s, setting{name, env})
 	}
 
+	str(&c.ConfigFile, "config", "", "YAML file of settings named like the flags; flags and the environment win over it", "PASSGATE_CONFIG")
 	str(&c.Issuer, "issuer", defaultIssuer, "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
 	list(&c.Resources, "resource", defaultResources, "protected MCP resource URLs", "PASSGATE_RESOURCES")
 	list(&c.Scopes, "scopes", defaultScopes, "scopes passgate grants", "PASSGATE_SCOPES")
 	str(&c.HTTPListen, "http-listen", ":8080", "address for pages, OAuth endpoints, the HTTP check and health", "PASSGATE_HTTP_LISTEN")
 	str(&c.GRPCListen, "grpc-listen", ":9191", "address for Envoy ext_authz gRPC (empty disables)", "PASSGATE_GRPC_LISTEN")
-	str(&c.MetricsListen, "metrics-listen", ":9090", "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
+	str(&c.MetricsListen, "metrics-listen", defaultMetricsListen, "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
 	str(&c.DatabaseURL, "database", "", "PostgreSQL URL; SQLite in --data-dir when empty", "DATABASE_URL")
 	str(&c.DataDir, "data-dir", defaultDataDir, "directory of the SQLite database", "PASSGATE_DATA_DIR")
 	dur(&c.AccessTokenTTL, "access-token-ttl", oauthweb.DefaultAccessTokenTTL, "access token lifetime", "PASSGATE_ACCESS_TOKEN_TTL")
@@ -354,36 +373,51 @@ func envHelp(env []string) string {
 }
 
 // applyEnv sets every flag not given on the command line from the first of
-// its environment variables that is set, and reads the seed's
-// environment-only variables. It reports every bad value at once.
-func (c *Config) applyEnv(fs *flag.FlagSet, settings []setting, getenv func(string) string) error {
+// its environment variables that is set (or its _FILE variant, for the
+// secrets of secretEnv), and reads the seed's environment-only variables.
+// It reports every bad value at once and returns the flags whose value was
+// refused, so that Validate's complaint about the value left behind is not
+// reported as a second error.
+func (c *Config) applyEnv(fs *flag.FlagSet, settings []setting, getenv func(string) string) (failed map[string]bool, err error) {
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	failed = map[string]bool{}
 	var errs []error
+	// env reads a variable; failed marks a flag, or a "$NAME" of the
+	// seed's, whose variable could not be read.
+	env := func(name, flag string) string {
+		v, err := lookupEnv(getenv, name)
+		if err != nil {
+			errs = append(errs, err)
+			failed[flag] = true
+		}
+		return v
+	}
 	for _, s := range settings {
 		if given[s.flag] {
 			continue
 		}
 		for _, e := range s.env {
-			v := getenv(e)
+			v := env(e, s.flag)
 			if v == "" {
 				continue
 			}
 			if err := fs.Set(s.flag, v); err != nil {
-				errs = append(errs, fmt.Errorf("$%s: invalid value %q: %v", e, v, err))
+				failed[s.flag] = true
+				errs = append(errs, fmt.Errorf("$%s: %s", e, explainValue(fs.Lookup(s.flag), v, err)))
 			}
 			break
 		}
 	}
 	c.SeedClientID = getenv("OAUTH_CLIENT_ID")
-	c.SeedClientSecret = getenv("OAUTH_CLIENT_SECRET")
+	c.SeedClientSecret = env("OAUTH_CLIENT_SECRET", "$OAUTH_CLIENT_SECRET")
 	c.SeedRedirectURIs = defaultSeedRedirectURIs
 	if v := getenv("PASSGATE_CLIENT_REDIRECT_URIS"); v != "" {
 		c.SeedRedirectURIs = splitList(v)
 	}
-	c.SeedPasswordHash = getenv("OAUTH_PASSWORD_HASH")
-	c.SeedAPIKey = getenv("API_KEY")
-	return errors.Join(errs...)
+	c.SeedPasswordHash = env("OAUTH_PASSWORD_HASH", "$OAUTH_PASSWORD_HASH")
+	c.SeedAPIKey = env("API_KEY", "$API_KEY")
+	return failed, errors.Join(errs...)
 }
 
 // Validate reports every problem with the configuration at once.

@@ -22,7 +22,7 @@ func TestConfigDefaultsAreValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("default configuration is invalid: %v", err)
 	}
-	if c.Issuer != "http://localhost:8080" || c.HTTPListen != ":8080" || c.GRPCListen != ":9191" || c.MetricsListen != ":9090" {
+	if c.Issuer != "http://localhost:8080" || c.HTTPListen != ":8080" || c.GRPCListen != ":9191" || c.MetricsListen != "127.0.0.1:9464" {
 		t.Errorf("unexpected defaults: %+v", c)
 	}
 	if c.AccessTokenTTL != time.Hour || c.RefreshTokenTTL != 720*time.Hour || c.SessionTTL != 720*time.Hour {

@@ -39,7 +39,8 @@ func passgate(t *testing.T, env []string, stdin string, args ...string) (stdout,
 		vars[k] = v
 	}
 	var o, e bytes.Buffer
-	code = run(t.Context(), args, stdio{in: strings.NewReader(stdin), out: &o, err: &e, getenv: func(k string) string { return vars[k] }, hashCost: testCost})
+	code = run(t.Context(), args, stdio{in: strings.NewReader(stdin), out: &o, err: &e, getenv: func(k string) string { return vars[k] },
+		environ: func() []string { return env }, hashCost: testCost})
 	return o.String(), e.String(), code
 }
 

@@ -112,3 +112,26 @@ func TestREADMEConfigTableMatchesFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEConfigFileExample: the README's example configuration file is
+// valid, and every key in it takes effect.
+func TestREADMEConfigFileExample(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(b), "### Configuration file\n")
+	_, after, ok2 := strings.Cut(after, "```yaml\n")
+	example, _, ok3 := strings.Cut(after, "```")
+	if !ok || !ok2 || !ok3 {
+		t.Fatal("README has no yaml example under ### Configuration file")
+	}
+	path := writeFile(t, "passgate.yaml", example)
+	c, err := parseConfig(t, []string{"--config", path}, nil)
+	if err != nil {
+		t.Fatalf("the README's example is invalid: %v", err)
+	}
+	if c.Issuer != "https://auth.example.com" || c.MetricsListen != ":9464" || len(c.RequireScopes) != 1 {
+		t.Errorf("the example did not take effect: issuer %q metrics %q rules %v", c.Issuer, c.MetricsListen, c.RequireScopes)
+	}
+}

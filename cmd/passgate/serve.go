@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -18,29 +17,56 @@ func cmdServe(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
-	return serve(ctx, c, newLogger(c, std.err), std)
+	logger := newLogger(c, std.err)
+	for _, w := range c.exposureWarnings() {
+		logger.Warn(w)
+	}
+	return serve(ctx, c, logger, std)
 }
 
-// loadServeConfig parses flags, applies the environment and validates,
-// reporting every problem at once.
+// loadServeConfig parses flags, applies the environment and the
+// configuration file and validates, reporting every problem at once, one
+// line each.
 func loadServeConfig(args []string, std stdio) (*Config, error) {
-	var c Config
-	fs := newFlagSet("serve", "serve [flags]", std)
+	return loadConfig("serve", "serve [flags]", args, std)
+}
+
+// loadConfig is loadServeConfig for the command name (serve, config
+// check), whose usage line is usage.
+func loadConfig(name, usage string, args []string, std stdio) (*Config, error) {
+	c := Config{CreateDataDir: true}
+	fs := newFlagSet(name, usage, std)
 	settings := c.bindFlags(fs)
 	if _, err := parseArgs(fs, args); err != nil {
 		return nil, err
 	}
-	var errs []error
-	if err := c.applyEnv(fs, settings, std.getenv); err != nil {
-		errs = append(errs, err)
+	failed, err := loadLayers(fs, &c, settings, std)
+	msgs := problems(err)
+	// A refused value leaves the flag's zero value behind (the flag
+	// package stores what it parsed before failing), and an unreadable
+	// secret file an empty secret; Validate's complaint about those would
+	// be a second, misleading error for the same mistake.
+	for _, m := range problems(c.Validate()) {
+		if !aboutFailed(m, failed) {
+			msgs = append(msgs, m)
+		}
 	}
-	if err := c.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, usageError{"invalid configuration:\n  " + strings.ReplaceAll(err.Error(), "\n", "\n  ")}
+	if len(msgs) > 0 {
+		return nil, usageError{"invalid configuration:\n  " + strings.Join(msgs, "\n  ")}
 	}
 	return &c, nil
+}
+
+// aboutFailed reports whether Validate's message m is about a flag
+// ("--name: …") or seed variable ("$NAME") in failed.
+func aboutFailed(m string, failed map[string]bool) bool {
+	for k := range failed {
+		if strings.HasPrefix(k, "$") && strings.Contains(m, k) ||
+			strings.HasPrefix(m, "--"+k+":") || strings.HasPrefix(m, "--"+k+" ") || strings.HasPrefix(m, "--"+k+"=") {
+			return true
+		}
+	}
+	return false
 }
 
 // newLogger logs JSON unless the output is a terminal (or the format is

@@ -74,7 +74,7 @@ node "$here/cimd-server.mjs" "$cimd_port" "$work/cert.pem" "$work/key.pem" >"$wo
 cimd_pid=$!
 
 password="interop-$(openssl rand -hex 8)"
-echo "$password" | "$work/passgate" user add alice --password-stdin --data-dir "$work/data" >/dev/null
+echo "$password" | "$work/passgate" user add alice --password-stdin --data-dir "$work/data" --create >/dev/null
 
 # A fresh passgate per scenario: the default --token-limit (10 per 15 min per
 # client IP) is kept, and each scenario stays under it.
