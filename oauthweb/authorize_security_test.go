@@ -12,6 +12,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/passgate/passgate/internal/cimd"
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 )
@@ -259,7 +260,7 @@ func TestPublicClientConsentAskedEveryTime(t *testing.T) {
 	setup := func(t *testing.T, remember bool) (*env, []client) {
 		e := newEnv(t, func(c *Config) {
 			c.RememberPublicConsent = remember
-			c.AllowPrivateSchemeRedirects = true
+			c.PrivateSchemes = oauth.PrivateSchemesAny // cursor://cb has no '.'
 			c.ResolveClient = cimdResolver(testRedirect)
 		})
 		public := e.publicClient()

@@ -171,7 +171,7 @@ func (s *Server) parseRegistration(body []byte) (store.Client, *oauth.Error) {
 		return c, metadataError(oauth.CodeInvalidRedirectURI, fmt.Sprintf("at most %d redirect URIs", maxRedirectURIs))
 	}
 	for _, u := range redirects {
-		if err := oauth.ValidateRedirectURI(u, s.cfg.AllowPrivateSchemeRedirects); err != nil {
+		if err := oauth.ValidateRedirectURI(u, s.cfg.PrivateSchemes); err != nil {
 			return c, metadataError(oauth.CodeInvalidRedirectURI, err.Error())
 		}
 	}

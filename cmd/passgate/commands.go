@@ -204,7 +204,8 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 		redirects = append(redirects, v)
 		return nil
 	})
-	fs.BoolVar(&c.AllowPrivateSchemes, "allow-private-schemes", false, "allow private-use redirect URI schemes such as cursor://"+envHelp([]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}))
+	c.PrivateSchemes = oauth.PrivateSchemesDefault
+	fs.Var((*privateSchemesValue)(&c.PrivateSchemes), "allow-private-schemes", privateSchemesUsage+envHelp([]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}))
 	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, []setting{{"allow-private-schemes", []string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}}})
 	if err != nil {
 		return err
@@ -218,7 +219,7 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 		}
 		// The rule dynamic registration applies, from its one home.
 		for _, r := range redirects {
-			if err := oauth.ValidateRedirectURI(r, c.AllowPrivateSchemes); err != nil {
+			if err := oauth.ValidateRedirectURI(r, c.PrivateSchemes); err != nil {
 				return usagef("client add: --redirect-uri %q: %v", r, err)
 			}
 		}
