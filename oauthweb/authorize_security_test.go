@@ -270,7 +270,7 @@ func TestPublicClientConsentAskedEveryTime(t *testing.T) {
 		return e, []client{
 			{"metadata document on loopback", cimdID, testRedirect, remember, []string{"this computer", "published by <strong class=\"client-id-host\">tool.example"}},
 			{"dynamic public on loopback", public, testRedirect, remember, []string{"this computer", "self-declared"}},
-			{"dynamic public on a private scheme", app, "cursor://cb", remember, []string{"an app on this device", "cursor:", "self-declared"}},
+			{"dynamic public on a private scheme", app, "cursor://cb", remember, []string{"an app installed on this device", "cursor:", "self-declared"}},
 			{"dynamic public on https", web, "https://web.example/cb", true, []string{"self-declared"}},
 			{"confidential on loopback", confID, testRedirect, true, []string{"this computer"}},
 		}

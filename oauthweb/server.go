@@ -70,12 +70,15 @@ const (
 
 // Rate-limit endpoint names passed to Config.RateLimit.
 const (
-	LimitLogin      = "login"
-	LimitToken      = "token"
-	LimitAuthorize  = "authorize"
-	LimitRegister   = "register"
-	LimitRevoke     = "revoke"
-	LimitIntrospect = "introspect"
+	LimitLogin     = "login"
+	LimitToken     = "token"
+	LimitAuthorize = "authorize"
+	LimitRegister  = "register"
+	// LimitRegisterSuccess counts successful registrations per IP;
+	// LimitRegister counts only failed ones.
+	LimitRegisterSuccess = "register_success"
+	LimitRevoke          = "revoke"
+	LimitIntrospect      = "introspect"
 )
 
 // Body limits. Token, revocation and introspection requests are a handful

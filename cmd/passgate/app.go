@@ -154,12 +154,13 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		resolveClient = fetcher.ResolveClient
 	}
 	limits := ratelimit.Set{
-		oauthweb.LimitLogin:      ratelimit.New(c.LoginLimit, nil, 0),
-		oauthweb.LimitToken:      ratelimit.New(c.TokenLimit, nil, 0),
-		oauthweb.LimitAuthorize:  ratelimit.New(c.AuthorizeLimit, nil, 0),
-		oauthweb.LimitRegister:   ratelimit.New(c.RegisterLimit, nil, 0),
-		oauthweb.LimitRevoke:     ratelimit.New(c.RevokeLimit, nil, 0),
-		oauthweb.LimitIntrospect: ratelimit.New(c.RevokeLimit, nil, 0),
+		oauthweb.LimitLogin:           ratelimit.New(c.LoginLimit, nil, 0),
+		oauthweb.LimitToken:           ratelimit.New(c.TokenLimit, nil, 0),
+		oauthweb.LimitAuthorize:       ratelimit.New(c.AuthorizeLimit, nil, 0),
+		oauthweb.LimitRegister:        ratelimit.New(c.RegisterLimit, nil, 0),
+		oauthweb.LimitRegisterSuccess: ratelimit.New(c.RegisterSuccessLimit, nil, 0),
+		oauthweb.LimitRevoke:          ratelimit.New(c.RevokeLimit, nil, 0),
+		oauthweb.LimitIntrospect:      ratelimit.New(c.RevokeLimit, nil, 0),
 	}
 	refreshGrace := c.RefreshGrace
 	if refreshGrace == 0 {

@@ -117,7 +117,11 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Rate limits per client IP, as "N/duration" or "off". Defaults
 	// ratelimit.Default*.
+	// RegisterLimit counts failed registrations only;
+	// RegisterSuccessLimit (env PASSGATE_REGISTER_SUCCESS_LIMIT) counts
+	// successful ones.
 	LoginLimit, TokenLimit, AuthorizeLimit, RegisterLimit, RevokeLimit ratelimit.Limit
+	RegisterSuccessLimit                                               ratelimit.Limit
 	// LockoutThreshold failed logins within LockoutWindow lock an account
 	// for LockoutDuration. Defaults oauthweb.DefaultLockout*; threshold 0
 	// disables.
@@ -292,7 +296,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	limit(&c.LoginLimit, "login-limit", ratelimit.DefaultLogin, "login attempts per client IP", "PASSGATE_LOGIN_LIMIT")
 	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "failed token requests per client IP", "PASSGATE_TOKEN_LIMIT")
 	limit(&c.AuthorizeLimit, "authorize-limit", ratelimit.DefaultAuthorize, "authorization requests per client IP", "PASSGATE_AUTHORIZE_LIMIT")
-	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
+	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "failed client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
+	limit(&c.RegisterSuccessLimit, "register-success-limit", ratelimit.DefaultRegisterSuccess, "successful client registrations per client IP", "PASSGATE_REGISTER_SUCCESS_LIMIT")
 	limit(&c.RevokeLimit, "revoke-limit", ratelimit.DefaultRevoke, "revocation and introspection requests per client IP", "PASSGATE_REVOKE_LIMIT")
 	integer(&c.LockoutThreshold, "lockout-threshold", oauthweb.DefaultLockoutThreshold, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
 	dur(&c.LockoutWindow, "lockout-window", oauthweb.DefaultLockoutWindow, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
