@@ -83,7 +83,7 @@ var realClients = []struct {
 		meta: map[string]any{
 			"client_name": "MCP Inspector", "client_uri": "https://github.com/modelcontextprotocol/inspector",
 			"redirect_uris": []string{"http://localhost:6274/oauth/callback", "http://localhost:6274/oauth/callback/debug"},
-			"grant_types": []string{"authorization_code", "refresh_token"}, "response_types": []string{"code"},
+			"grant_types":   []string{"authorization_code", "refresh_token"}, "response_types": []string{"code"},
 			"token_endpoint_auth_method": "none",
 		},
 	},
