@@ -634,7 +634,7 @@ func (v *listValue) Set(s string) error {
 // still means any.
 type privateSchemesValue oauth.PrivateSchemes
 
-const privateSchemesUsage = "private-use redirect URI schemes: off, default (reverse-domain schemes and cursor, vscode, vscode-insiders, windsurf) or any (true and false mean any and off)"
+const privateSchemesUsage = "private-use redirect URI schemes: off, default (reverse-domain schemes and claude, cursor, vscode, vscode-insiders, windsurf) or any (true and false mean any and off)"
 
 func (v *privateSchemesValue) String() string {
 	if v == nil || *v == "" {

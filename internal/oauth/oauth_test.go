@@ -96,6 +96,7 @@ func TestValidateRedirectURI(t *testing.T) {
 		{"vscode://vscode.mcp/cb", def, true},
 		{"vscode-insiders://vscode.mcp/cb", def, true},
 		{"windsurf://codeium.windsurf/cb", def, true},
+		{"claude://claude.ai/mcp-auth-callback/sdk", def, true}, // the Claude desktop app
 		{"com.example.app:/oauth2redirect", def, true},
 		{"com.example.app:/oauth2redirect", off, false},
 		{"myapp://cb", def, false},

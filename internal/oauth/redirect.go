@@ -95,9 +95,10 @@ const (
 
 // KnownAppSchemes are the private-use schemes without a '.' that
 // PrivateSchemesDefault accepts: those of MCP clients that register one
-// (Cursor, VS Code and its Insiders build, Windsurf). It is a short list
-// on purpose; an operator who needs another sets PrivateSchemesAny.
-var KnownAppSchemes = []string{"cursor", "vscode", "vscode-insiders", "windsurf"}
+// (the Claude desktop app, Cursor, VS Code and its Insiders build,
+// Windsurf). It is a short list on purpose; an operator who needs another
+// sets PrivateSchemesAny.
+var KnownAppSchemes = []string{"claude", "cursor", "vscode", "vscode-insiders", "windsurf"}
 
 // ParsePrivateSchemes parses the --allow-private-schemes setting: off,
 // default or any; "" is default. For compatibility with the boolean it
