@@ -199,7 +199,7 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 	name := fs.String("name", "", "client name shown on the consent page")
 	id := fs.String("id", "", "client ID (default: random)")
 	public := fs.Bool("public", false, "public client (PKCE only, no secret)")
-	method := fs.String("auth-method", "client_secret_basic", "token endpoint auth method of a confidential client: client_secret_basic or client_secret_post")
+	method := fs.String("auth-method", "client_secret_basic", "token endpoint auth method a confidential client registers: client_secret_basic or client_secret_post (it may send its secret either way)")
 	fs.Func("redirect-uri", "exact redirect URI (repeatable)", func(v string) error {
 		redirects = append(redirects, v)
 		return nil
