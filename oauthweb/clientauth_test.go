@@ -271,3 +271,43 @@ func TestMetadataDocumentErrorPageNamesTheRule(t *testing.T) {
 		t.Errorf("valid document: %d, want the consent page naming Doc App", resp.StatusCode)
 	}
 }
+
+// TestClaudeCodeMetadataDocument replays Claude Code identifying itself
+// with its Client ID Metadata Document instead of registering: the
+// document lists loopback redirect URIs without a port, and Claude Code
+// listens on whatever port is free, so the authorization request's
+// http://localhost:PORT/callback must match (RFC 8252 §7.3). A public
+// client: PKCE, no secret, the resource.
+func TestClaudeCodeMetadataDocument(t *testing.T) {
+	docs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"client_id":%q,"client_name":"Claude Code","client_uri":"https://claude.com/product/claude-code",
+			"redirect_uris":["http://localhost/callback","http://127.0.0.1/callback"],
+			"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}`,
+			"http://"+r.Host+r.URL.Path)
+	}))
+	t.Cleanup(docs.Close)
+	clientID := docs.URL + "/oauth/claude-code-client-metadata"
+	fetcher := cimd.New(cimd.Config{AllowLoopbackHTTP: true})
+	e := newEnv(t, func(c *Config) { c.ResolveClient = fetcher.ResolveClient })
+	b := e.browser()
+	e.login(b)
+	conf := e.oauth2Config(clientID, "")
+	conf.RedirectURL = "http://localhost:54321/callback"
+	v := oauth2.GenerateVerifier()
+	cb := e.authorize(b, conf.AuthCodeURL("st", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("resource", testResource)))
+	if got := cb.Scheme + "://" + cb.Host + cb.Path; got != conf.RedirectURL {
+		t.Fatalf("redirected to %q, want %q", got, conf.RedirectURL)
+	}
+	tok, err := conf.Exchange(context.Background(), cb.Query().Get("code"), oauth2.VerifierOption(v), oauth2.SetAuthURLParam("resource", testResource))
+	if err != nil {
+		t.Fatalf("exchange: %v", err)
+	}
+	e.secret(tok.AccessToken, tok.RefreshToken)
+	tok.Expiry = time.Now().Add(-time.Hour)
+	fresh, err := conf.TokenSource(context.Background(), tok).Token()
+	if err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	e.secret(fresh.AccessToken, fresh.RefreshToken)
+}

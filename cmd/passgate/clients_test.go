@@ -49,9 +49,13 @@ var realClients = []struct {
 		},
 	},
 	{
+		// Cursor registers its app scheme, its web agents' callback and a
+		// loopback one in one request, and uses the first.
 		name: "Cursor", sends: "none",
 		meta: map[string]any{
-			"client_name": "Cursor", "redirect_uris": []string{"cursor://anysphere.cursor-mcp/oauth/callback"},
+			"client_name": "Cursor",
+			"redirect_uris": []string{"cursor://anysphere.cursor-mcp/oauth/callback",
+				"https://www.cursor.com/agents/mcp/oauth/callback", "http://localhost:8787/callback"},
 			"grant_types": []string{"authorization_code", "refresh_token"}, "response_types": []string{"code"},
 			"token_endpoint_auth_method": "none",
 		},
