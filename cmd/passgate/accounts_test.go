@@ -349,16 +349,16 @@ func TestClientAddValidatesLikeRegistration(t *testing.T) {
 			t.Errorf("client add %q: %s", uri, stderr)
 		}
 	}
-	// Private-use schemes: the known clients' by default, none when off,
-	// any with the bare (formerly boolean) flag.
+	// Private-use schemes: the known clients' by default, none when off
+	// (or false, as when the flag was a boolean), any with any.
 	if _, stderr, code := passgate(t, b.env, "", "client", "add", "--name", "Cursor", "--redirect-uri", "cursor://anysphere.cursor-mcp/oauth/callback"); code != 0 {
 		t.Errorf("client add refused Cursor's redirect URI by default: %s", stderr)
 	}
 	if _, _, code := passgate(t, b.env, "", "client", "add", "--name", "Cursor", "--redirect-uri", "cursor://cb", "--allow-private-schemes=off"); code == 0 {
 		t.Error("client add --allow-private-schemes=off accepted a private scheme")
 	}
-	if _, stderr, code := passgate(t, b.env, "", "client", "add", "--name", "Mine", "--redirect-uri", "myapp://cb", "--allow-private-schemes"); code != 0 {
-		t.Errorf("client add with the bare --allow-private-schemes refused a private scheme: %s", stderr)
+	if _, stderr, code := passgate(t, b.env, "", "client", "add", "--name", "Mine", "--redirect-uri", "myapp://cb", "--allow-private-schemes", "any"); code != 0 {
+		t.Errorf("client add with --allow-private-schemes any refused a private scheme: %s", stderr)
 	}
 	if _, _, code := passgate(t, append(b.env, "PASSGATE_ALLOW_PRIVATE_SCHEMES=false"), "", "client", "add", "--name", "Cursor", "--redirect-uri", "cursor://cb"); code == 0 {
 		t.Error("client add with PASSGATE_ALLOW_PRIVATE_SCHEMES=false accepted a private scheme")

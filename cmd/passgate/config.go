@@ -630,8 +630,10 @@ func (v *listValue) Set(s string) error {
 }
 
 // privateSchemesValue is the --allow-private-schemes flag: off, default or
-// any. It is a boolean flag too, so the old bare --allow-private-schemes
-// still means any.
+// any (true and false, its values when it was a boolean, mean any and
+// off). It is deliberately not a boolean flag any more: as one,
+// "--allow-private-schemes off" would read as the bare flag (any) and a
+// stray argument.
 type privateSchemesValue oauth.PrivateSchemes
 
 const privateSchemesUsage = "private-use redirect URI schemes: off, default (reverse-domain schemes and claude, cursor, vscode, vscode-insiders, windsurf) or any (true and false mean any and off)"
@@ -651,10 +653,6 @@ func (v *privateSchemesValue) Set(s string) error {
 	*v = privateSchemesValue(p)
 	return nil
 }
-
-// IsBoolFlag lets --allow-private-schemes stand alone, as when it was a
-// boolean: it then means any.
-func (v *privateSchemesValue) IsBoolFlag() bool { return true }
 
 func (v *limitValue) String() string {
 	if v == nil {

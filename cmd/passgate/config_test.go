@@ -195,8 +195,9 @@ func TestValidateReportsErrorsInStableOrder(t *testing.T) {
 }
 
 // TestPrivateSchemesSetting: --allow-private-schemes is off, default or
-// any, default by default; the boolean it was still parses (true and the
-// bare flag mean any, false means off) from the flag and the environment.
+// any, default by default; the boolean values it had still parse (true
+// means any, false off) from the flag and the environment. The bare flag
+// is refused: as a boolean flag, "--allow-private-schemes off" meant any.
 // The pre-registered client's redirect URIs default to Claude's callbacks.
 func TestPrivateSchemesSetting(t *testing.T) {
 	for _, tt := range []struct {
@@ -207,7 +208,8 @@ func TestPrivateSchemesSetting(t *testing.T) {
 		{nil, nil, oauth.PrivateSchemesDefault},
 		{[]string{"--allow-private-schemes=off"}, nil, oauth.PrivateSchemesOff},
 		{[]string{"--allow-private-schemes=any"}, nil, oauth.PrivateSchemesAny},
-		{[]string{"--allow-private-schemes"}, nil, oauth.PrivateSchemesAny},
+		{[]string{"--allow-private-schemes", "off"}, nil, oauth.PrivateSchemesOff},
+		{[]string{"--allow-private-schemes", "true"}, nil, oauth.PrivateSchemesAny},
 		{[]string{"--allow-private-schemes=false"}, nil, oauth.PrivateSchemesOff},
 		{nil, map[string]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES": "true"}, oauth.PrivateSchemesAny},
 		{nil, map[string]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES": "false"}, oauth.PrivateSchemesOff},
@@ -217,6 +219,9 @@ func TestPrivateSchemesSetting(t *testing.T) {
 		if err != nil || c.PrivateSchemes != tt.want {
 			t.Errorf("%v %v: PrivateSchemes %q, err %v; want %q", tt.args, tt.env, c.PrivateSchemes, err, tt.want)
 		}
+	}
+	if _, err := parseConfig(t, []string{"--allow-private-schemes"}, nil); err == nil {
+		t.Error("the bare --allow-private-schemes was accepted")
 	}
 	c, err := parseConfig(t, nil, map[string]string{"OAUTH_CLIENT_ID": "claude", "OAUTH_CLIENT_SECRET": "0123456789abcdef"})
 	if err != nil {
