@@ -11,10 +11,15 @@ import (
 )
 
 // realClients are the registration and token request shapes of the MCP
-// clients README's "Connecting clients" describes, one row each. They
-// were taken from the clients' bug trackers and sources (see the README);
-// when a client changes what it sends, change its row and the README
-// together.
+// clients README's "Connecting clients" describes, one row each, as their
+// trackers report them: claude.ai posting a static connector's secret
+// (anthropics/claude-ai-mcp#667) and registering with client_secret_post
+// (#1043); Claude Code's loopback callback (anthropics/claude-code#10439);
+// Cursor's three redirect URIs (makeplane/plane-mcp-server#159,
+// erp-mafia/accounted#2225); VS Code's (microsoft/vscode#278512);
+// MCP Inspector's (modelcontextprotocol/inspector#556); ChatGPT's
+// callback from OpenAI's connector documentation. When a client changes
+// what it sends, change its row and the README together.
 var realClients = []struct {
 	name string
 	// meta is the client's RFC 7591 registration request; nil for the
