@@ -56,6 +56,12 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 	}
 	client, err := s.lookupClient(ctx, clientID)
 	if err != nil {
+		var doc interface{ PublicReason() string }
+		if errors.As(err, &doc) {
+			// A metadata document that breaks a rule: say which, on our
+			// page (its redirect URIs are unverified, so never there).
+			return nil, &pageError{http.StatusBadRequest, fmt.Sprintf(msgBadClientDocument, doc.PublicReason()), err}, nil
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, &pageError{http.StatusBadRequest, msgUnknownClient, err}, nil
 		}

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/passgate/passgate/internal/cimd"
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 )
@@ -259,7 +260,7 @@ func TestPublicClientConsentAskedEveryTime(t *testing.T) {
 	setup := func(t *testing.T, remember bool) (*env, []client) {
 		e := newEnv(t, func(c *Config) {
 			c.RememberPublicConsent = remember
-			c.AllowPrivateSchemeRedirects = true
+			c.PrivateSchemes = oauth.PrivateSchemesAny // cursor://cb has no '.'
 			c.ResolveClient = cimdResolver(testRedirect)
 		})
 		public := e.publicClient()
@@ -269,7 +270,7 @@ func TestPublicClientConsentAskedEveryTime(t *testing.T) {
 		return e, []client{
 			{"metadata document on loopback", cimdID, testRedirect, remember, []string{"this computer", "published by <strong class=\"client-id-host\">tool.example"}},
 			{"dynamic public on loopback", public, testRedirect, remember, []string{"this computer", "self-declared"}},
-			{"dynamic public on a private scheme", app, "cursor://cb", remember, []string{"an app on this device", "cursor:", "self-declared"}},
+			{"dynamic public on a private scheme", app, "cursor://cb", remember, []string{"an app installed on this device", "cursor:", "self-declared"}},
 			{"dynamic public on https", web, "https://web.example/cb", true, []string{"self-declared"}},
 			{"confidential on loopback", confID, testRedirect, true, []string{"this computer"}},
 		}

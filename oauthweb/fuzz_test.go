@@ -23,7 +23,11 @@ func FuzzRegistration(f *testing.F) {
 		f.Add([]byte(s), false)
 	}
 	f.Fuzz(func(t *testing.T, body []byte, private bool) {
-		s := &Server{cfg: Config{Scopes: []string{"mcp"}, AllowPrivateSchemeRedirects: private}}
+		policy := oauth.PrivateSchemesDefault
+		if private {
+			policy = oauth.PrivateSchemesAny
+		}
+		s := &Server{cfg: Config{Scopes: []string{"mcp"}, PrivateSchemes: policy}}
 		c, oe := s.parseRegistration(body)
 		if oe != nil {
 			if oe.Code != oauth.CodeInvalidClientMetadata && oe.Code != oauth.CodeInvalidRedirectURI {
@@ -35,7 +39,7 @@ func FuzzRegistration(f *testing.F) {
 			t.Fatalf("accepted %d redirect URIs", len(c.RedirectURIs))
 		}
 		for _, u := range c.RedirectURIs {
-			if err := oauth.ValidateRedirectURI(u, private); err != nil {
+			if err := oauth.ValidateRedirectURI(u, policy); err != nil {
 				t.Fatalf("accepted invalid redirect URI %q: %v", u, err)
 			}
 		}

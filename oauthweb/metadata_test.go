@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 )
@@ -198,9 +199,11 @@ func TestRegistration(t *testing.T) {
 		t.Errorf("client_registration audit: %+v", evs)
 	}
 
-	// Private-use schemes only with the option.
-	e2 := newEnv(t, func(c *Config) { c.AllowPrivateSchemeRedirects = true })
-	e2.register(map[string]any{"redirect_uris": []string{"cursor://anysphere.cursor-retrieval/oauth/user-x/callback"}, "token_endpoint_auth_method": "none"})
+	// Private-use schemes: Cursor's by default; any scheme only with the
+	// option.
+	e.register(map[string]any{"redirect_uris": []string{"cursor://anysphere.cursor-retrieval/oauth/user-x/callback"}, "token_endpoint_auth_method": "none"})
+	e2 := newEnv(t, func(c *Config) { c.PrivateSchemes = oauth.PrivateSchemesAny })
+	e2.register(map[string]any{"redirect_uris": []string{"myapp://oauth/callback"}, "token_endpoint_auth_method": "none"})
 
 	// Initial access token mode.
 	const iat = "initial-access-token-0123456789"

@@ -35,6 +35,10 @@ var pageNames = []string{"login", "consent", "error", "apps", "logout"}
 const (
 	msgUnknownClient = "The application is not registered with this server. Remove and add the connection again in your application."
 	msgBadRedirect   = "The redirect URI does not match the ones registered for this application."
+	// msgBadClientDocument is shown when the client_id is a Client ID
+	// Metadata Document URL passgate could not use; %s is the rule it
+	// broke (cimd's PublicReason, never the document's contents).
+	msgBadClientDocument = "This application's client metadata document cannot be used: %s. Its developer must fix it; nothing was sent to the application."
 	// msgBadAuthorizeRequest starts the page shown instead of redirecting
 	// an authorization error to a client that is not trusted before login.
 	msgBadAuthorizeRequest = "The application sent a sign-in request this server cannot accept."

@@ -41,14 +41,33 @@ func metadataError(code, desc string) *oauth.Error { return oauth.NewError(code,
 func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	ev := s.event(r, store.EventClientRegistration, true)
+	// Two limits per client IP, both spent before any work so a burst
+	// cannot overrun them: LimitRegister counts failures (refunded on
+	// success), LimitRegisterSuccess counts successes (refunded on
+	// failure). Hosted clients such as claude.ai and ChatGPT register one
+	// client per user from a few shared addresses, so successes get a
+	// much higher limit than failures; the stale-client sweep removes
+	// the ones never used.
+	ip := s.clientIP(r)
+	ok, after, refundFailure := s.reserve(r, LimitRegister, ip, "")
+	if !ok {
+		writeTooManyRequests(w, after)
+		return
+	}
+	ok, after, refundSuccess := s.reserve(r, LimitRegisterSuccess, ip, "")
+	if !ok {
+		refundFailure()
+		writeTooManyRequests(w, after)
+		return
+	}
 	fail := func(oe *oauth.Error) {
+		refundSuccess()
+		if oe.Status == http.StatusServiceUnavailable {
+			refundFailure() // our outage is not the client's failure
+		}
 		ev.Success, ev.Error = false, oe.Code
 		s.record(ctx, ev)
 		oauth.WriteError(w, oe)
-	}
-	if ok, after := s.allow(r, LimitRegister); !ok {
-		writeTooManyRequests(w, after)
-		return
 	}
 	switch s.cfg.Registration {
 	case RegistrationClosed:
@@ -103,6 +122,7 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 		fail(s.storeError(ctx, "create client", err))
 		return
 	}
+	refundFailure()
 	s.record(ctx, ev)
 	resp := registration{
 		ClientID:                client.ID,
@@ -171,7 +191,7 @@ func (s *Server) parseRegistration(body []byte) (store.Client, *oauth.Error) {
 		return c, metadataError(oauth.CodeInvalidRedirectURI, fmt.Sprintf("at most %d redirect URIs", maxRedirectURIs))
 	}
 	for _, u := range redirects {
-		if err := oauth.ValidateRedirectURI(u, s.cfg.AllowPrivateSchemeRedirects); err != nil {
+		if err := oauth.ValidateRedirectURI(u, s.cfg.PrivateSchemes); err != nil {
 			return c, metadataError(oauth.CodeInvalidRedirectURI, err.Error())
 		}
 	}

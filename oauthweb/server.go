@@ -70,12 +70,15 @@ const (
 
 // Rate-limit endpoint names passed to Config.RateLimit.
 const (
-	LimitLogin      = "login"
-	LimitToken      = "token"
-	LimitAuthorize  = "authorize"
-	LimitRegister   = "register"
-	LimitRevoke     = "revoke"
-	LimitIntrospect = "introspect"
+	LimitLogin     = "login"
+	LimitToken     = "token"
+	LimitAuthorize = "authorize"
+	LimitRegister  = "register"
+	// LimitRegisterSuccess counts successful registrations per IP;
+	// LimitRegister counts only failed ones.
+	LimitRegisterSuccess = "register_success"
+	LimitRevoke          = "revoke"
+	LimitIntrospect      = "introspect"
 )
 
 // Body limits. Token, revocation and introspection requests are a handful
@@ -148,9 +151,12 @@ type Config struct {
 	// RegistrationToken is the initial access token required when
 	// Registration is "token".
 	RegistrationToken string
-	// AllowPrivateSchemeRedirects lets registration accept private-use URI
-	// schemes such as cursor:// and vscode://. Optional; default false.
-	AllowPrivateSchemeRedirects bool
+	// PrivateSchemes is the policy for private-use redirect URI schemes
+	// (RFC 8252 §7.1) at registration, e.g. cursor:// and
+	// com.example.app:/cb. Optional; the zero value is
+	// oauth.PrivateSchemesDefault (reverse-domain schemes and
+	// oauth.KnownAppSchemes).
+	PrivateSchemes oauth.PrivateSchemes
 	// TemplateDir overrides the embedded templates: a file there with the
 	// name of an embedded one (layout.html, login.html, consent.html,
 	// error.html, apps.html, logout.html) replaces it. Optional.

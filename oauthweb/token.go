@@ -104,11 +104,17 @@ func invalidClient(basic bool, desc string) *oauth.Error {
 }
 
 // authenticateClient resolves and authenticates the client of an API
-// request to endpoint, holding it to its registered method. A secret's
-// verification is paid for first from endpoint's limit for the client_id
-// (refunded when the secret matches), so guessing one client's secret is
-// bounded however many addresses the guesses come from; when that limit
-// refuses, it sets Retry-After on w and returns a 429.
+// request to endpoint. Public and confidential stay strict: a client
+// registered with "none" must not present a secret, and a client with a
+// secret must present it. A client with a secret may present it with
+// client_secret_basic or client_secret_post whichever it registered: RFC
+// 6749 §2.3.1 requires Basic for every client that has a secret, and
+// claude.ai sends its custom connectors' secrets in the form whatever the
+// metadata says. (Both at once is refused earlier, by readClientCreds.) A
+// secret's verification is paid for first from endpoint's limit for the
+// client_id (refunded when the secret matches), so guessing one client's
+// secret is bounded however many addresses the guesses come from; when
+// that limit refuses, it sets Retry-After on w and returns a 429.
 func (s *Server) authenticateClient(ctx context.Context, w http.ResponseWriter, r *http.Request, endpoint string, c clientCreds) (store.Client, *oauth.Error) {
 	client, err := s.lookupClient(ctx, c.id)
 	if err != nil {
@@ -117,18 +123,24 @@ func (s *Server) authenticateClient(ctx context.Context, w http.ResponseWriter, 
 		}
 		return store.Client{}, s.storeError(ctx, "authenticate client", err)
 	}
-	method := client.TokenEndpointAuthMethod
-	if method == "" {
-		method = "none"
+	registered := client.TokenEndpointAuthMethod
+	if registered == "" {
+		registered = "none"
 	}
-	if method != c.method {
-		return store.Client{}, invalidClient(c.basic, "the client must authenticate with "+method)
-	}
-	if method == "none" {
+	switch {
+	case registered == "none" && c.method != "none":
+		return store.Client{}, invalidClient(c.basic, "the client is public (token_endpoint_auth_method none) and must not send a client secret")
+	case registered == "none":
 		return client, nil
+	case c.method == "none":
+		return store.Client{}, invalidClient(false, "the client has a secret and must authenticate with it (client_secret_basic or client_secret_post)")
 	}
 	if client.SecretHash == "" {
 		return store.Client{}, invalidClient(c.basic, "client has no secret")
+	}
+	if c.secret == "" {
+		// An empty Basic password: nothing to verify, no hash to pay for.
+		return store.Client{}, invalidClient(c.basic, "client authentication failed")
 	}
 	ok, after, refund := s.reserve(r, endpoint, clientKey(client.ID), client.ID)
 	if !ok {

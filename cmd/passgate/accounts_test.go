@@ -342,15 +342,26 @@ func TestUserAddAppliesPasswordPolicy(t *testing.T) {
 // goes through the registration rule (oauth.ValidateRedirectURI).
 func TestClientAddValidatesLikeRegistration(t *testing.T) {
 	b := backends(t)[0]
-	for _, uri := range []string{"javascript:alert(1)", "http://evil.example/cb", "https://app.example/cb#frag", "https://*.example/cb", "cursor://cb"} {
+	for _, uri := range []string{"javascript:alert(1)", "http://evil.example/cb", "https://app.example/cb#frag", "https://*.example/cb", "myapp://cb"} {
 		if _, stderr, code := passgate(t, b.env, "", "client", "add", "--name", "X", "--redirect-uri", uri); code == 0 {
 			t.Errorf("client add accepted %q", uri)
 		} else if !strings.Contains(stderr, "redirect") {
 			t.Errorf("client add %q: %s", uri, stderr)
 		}
 	}
-	if _, stderr, code := passgate(t, b.env, "", "client", "add", "--name", "Cursor", "--redirect-uri", "cursor://cb", "--allow-private-schemes"); code != 0 {
-		t.Errorf("client add with --allow-private-schemes refused a private scheme: %s", stderr)
+	// Private-use schemes: the known clients' by default, none when off
+	// (or false, as when the flag was a boolean), any with any.
+	if _, stderr, code := passgate(t, b.env, "", "client", "add", "--name", "Cursor", "--redirect-uri", "cursor://anysphere.cursor-mcp/oauth/callback"); code != 0 {
+		t.Errorf("client add refused Cursor's redirect URI by default: %s", stderr)
+	}
+	if _, _, code := passgate(t, b.env, "", "client", "add", "--name", "Cursor", "--redirect-uri", "cursor://cb", "--allow-private-schemes=off"); code == 0 {
+		t.Error("client add --allow-private-schemes=off accepted a private scheme")
+	}
+	if _, stderr, code := passgate(t, b.env, "", "client", "add", "--name", "Mine", "--redirect-uri", "myapp://cb", "--allow-private-schemes", "any"); code != 0 {
+		t.Errorf("client add with --allow-private-schemes any refused a private scheme: %s", stderr)
+	}
+	if _, _, code := passgate(t, append(b.env, "PASSGATE_ALLOW_PRIVATE_SCHEMES=false"), "", "client", "add", "--name", "Cursor", "--redirect-uri", "cursor://cb"); code == 0 {
+		t.Error("client add with PASSGATE_ALLOW_PRIVATE_SCHEMES=false accepted a private scheme")
 	}
 	if _, _, code := passgate(t, b.env, "", "client", "add", "--name", "X", "--id", "id\x1b[2J", "--redirect-uri", "https://app.example/cb"); code == 0 {
 		t.Error("client add accepted an --id with an escape sequence")

@@ -147,19 +147,20 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 	var resolveClient func(context.Context, string) (store.Client, error)
 	if c.CIMD {
 		fetcher := cimd.New(cimd.Config{
-			AllowLoopbackHTTP:           c.CIMDAllowLoopbackHTTP,
-			AllowPrivateSchemeRedirects: c.AllowPrivateSchemes,
-			Logger:                      a.logger.With("component", "cimd"),
+			AllowLoopbackHTTP: c.CIMDAllowLoopbackHTTP,
+			PrivateSchemes:    c.PrivateSchemes,
+			Logger:            a.logger.With("component", "cimd"),
 		})
 		resolveClient = fetcher.ResolveClient
 	}
 	limits := ratelimit.Set{
-		oauthweb.LimitLogin:      ratelimit.New(c.LoginLimit, nil, 0),
-		oauthweb.LimitToken:      ratelimit.New(c.TokenLimit, nil, 0),
-		oauthweb.LimitAuthorize:  ratelimit.New(c.AuthorizeLimit, nil, 0),
-		oauthweb.LimitRegister:   ratelimit.New(c.RegisterLimit, nil, 0),
-		oauthweb.LimitRevoke:     ratelimit.New(c.RevokeLimit, nil, 0),
-		oauthweb.LimitIntrospect: ratelimit.New(c.RevokeLimit, nil, 0),
+		oauthweb.LimitLogin:           ratelimit.New(c.LoginLimit, nil, 0),
+		oauthweb.LimitToken:           ratelimit.New(c.TokenLimit, nil, 0),
+		oauthweb.LimitAuthorize:       ratelimit.New(c.AuthorizeLimit, nil, 0),
+		oauthweb.LimitRegister:        ratelimit.New(c.RegisterLimit, nil, 0),
+		oauthweb.LimitRegisterSuccess: ratelimit.New(c.RegisterSuccessLimit, nil, 0),
+		oauthweb.LimitRevoke:          ratelimit.New(c.RevokeLimit, nil, 0),
+		oauthweb.LimitIntrospect:      ratelimit.New(c.RevokeLimit, nil, 0),
 	}
 	refreshGrace := c.RefreshGrace
 	if refreshGrace == 0 {
@@ -170,28 +171,28 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		lockout = -1 // oauthweb: negative disables
 	}
 	return oauthweb.New(oauthweb.Config{
-		Issuer:                      c.Issuer,
-		Resources:                   resources,
-		Store:                       a.store,
-		Audit:                       a.audit,
-		Hasher:                      hasher,
-		Logger:                      a.logger.With("component", "oauthweb"),
-		Metrics:                     reg,
-		ClientIP:                    ips.ClientIP,
-		Scopes:                      c.Scopes,
-		AccessTokenTTL:              c.AccessTokenTTL,
-		RefreshTokenTTL:             c.RefreshTokenTTL,
-		RefreshIdleTTL:              c.RefreshIdleTTL,
-		RefreshGrace:                refreshGrace,
-		SessionTTL:                  c.SessionTTL,
-		Registration:                c.Registration,
-		RegistrationToken:           regToken,
-		AllowPrivateSchemeRedirects: c.AllowPrivateSchemes,
-		TemplateDir:                 c.TemplateDir,
-		PrefillSingleUser:           c.PrefillSingleUser,
-		RememberPublicConsent:       c.RememberPublicConsent,
-		Branding:                    c.branding(),
-		ResolveClient:               resolveClient,
+		Issuer:                c.Issuer,
+		Resources:             resources,
+		Store:                 a.store,
+		Audit:                 a.audit,
+		Hasher:                hasher,
+		Logger:                a.logger.With("component", "oauthweb"),
+		Metrics:               reg,
+		ClientIP:              ips.ClientIP,
+		Scopes:                c.Scopes,
+		AccessTokenTTL:        c.AccessTokenTTL,
+		RefreshTokenTTL:       c.RefreshTokenTTL,
+		RefreshIdleTTL:        c.RefreshIdleTTL,
+		RefreshGrace:          refreshGrace,
+		SessionTTL:            c.SessionTTL,
+		Registration:          c.Registration,
+		RegistrationToken:     regToken,
+		PrivateSchemes:        c.PrivateSchemes,
+		TemplateDir:           c.TemplateDir,
+		PrefillSingleUser:     c.PrefillSingleUser,
+		RememberPublicConsent: c.RememberPublicConsent,
+		Branding:              c.branding(),
+		ResolveClient:         resolveClient,
 		// Keys are client IPs or "client_id …" keys; RateKey leaves the
 		// latter alone (they never parse as an IP).
 		RateLimit: func(endpoint, key string) (bool, time.Duration, func()) {

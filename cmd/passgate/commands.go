@@ -213,12 +213,13 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 	name := fs.String("name", "", "client name shown on the consent page")
 	id := fs.String("id", "", "client ID (default: random)")
 	public := fs.Bool("public", false, "public client (PKCE only, no secret)")
-	method := fs.String("auth-method", "client_secret_basic", "token endpoint auth method of a confidential client: client_secret_basic or client_secret_post")
+	method := fs.String("auth-method", "client_secret_basic", "token endpoint auth method a confidential client registers: client_secret_basic or client_secret_post (it may send its secret either way)")
 	fs.Func("redirect-uri", "exact redirect URI (repeatable)", func(v string) error {
 		redirects = append(redirects, v)
 		return nil
 	})
-	fs.BoolVar(&c.AllowPrivateSchemes, "allow-private-schemes", false, "allow private-use redirect URI schemes such as cursor://"+envHelp([]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}))
+	c.PrivateSchemes = oauth.PrivateSchemesDefault
+	fs.Var((*privateSchemesValue)(&c.PrivateSchemes), "allow-private-schemes", privateSchemesUsage+envHelp([]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}))
 	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, []setting{{"allow-private-schemes", []string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}}})
 	if err != nil {
 		return err
@@ -232,7 +233,7 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 		}
 		// The rule dynamic registration applies, from its one home.
 		for _, r := range redirects {
-			if err := oauth.ValidateRedirectURI(r, c.AllowPrivateSchemes); err != nil {
+			if err := oauth.ValidateRedirectURI(r, c.PrivateSchemes); err != nil {
 				return usagef("client add: --redirect-uri %q: %v", r, err)
 			}
 		}

@@ -89,9 +89,14 @@ type Config struct {
 	// RegistrationTokenFile holds the initial access token for
 	// Registration "token". Env PASSGATE_REGISTRATION_TOKEN_FILE.
 	RegistrationTokenFile string
-	// AllowPrivateSchemes lets clients register private-use redirect URI
-	// schemes such as cursor:// or vscode://. Default false.
-	AllowPrivateSchemes bool
+	// PrivateSchemes is the policy for private-use redirect URI schemes
+	// (RFC 8252 §7.1) at registration, in metadata documents and for
+	// static clients: "off", "default" (reverse-domain schemes such as
+	// com.example.app and oauth.KnownAppSchemes: cursor, vscode,
+	// vscode-insiders, windsurf) or "any" (every scheme but the dangerous
+	// ones). Default "default"; true and false are accepted as any and off,
+	// for the boolean it was. Env PASSGATE_ALLOW_PRIVATE_SCHEMES.
+	PrivateSchemes oauth.PrivateSchemes
 	// StaleClientAge removes dynamically registered clients that never
 	// completed a grant after this long. Default 24h; 0 keeps them.
 	StaleClientAge time.Duration
@@ -127,7 +132,11 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Rate limits per client IP, as "N/duration" or "off". Defaults
 	// ratelimit.Default*.
+	// RegisterLimit counts failed registrations only;
+	// RegisterSuccessLimit (env PASSGATE_REGISTER_SUCCESS_LIMIT) counts
+	// successful ones.
 	LoginLimit, TokenLimit, AuthorizeLimit, RegisterLimit, RevokeLimit ratelimit.Limit
+	RegisterSuccessLimit                                               ratelimit.Limit
 	// LockoutThreshold failed logins within LockoutWindow lock an account
 	// for LockoutDuration. Defaults oauthweb.DefaultLockout*; threshold 0
 	// disables.
@@ -286,7 +295,9 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	dur(&c.SessionTTL, "session-ttl", oauthweb.DefaultSessionTTL, "browser session lifetime", "PASSGATE_SESSION_TTL")
 	str(&c.Registration, "registration", oauthweb.RegistrationOpen, "dynamic client registration: open, closed or token", "PASSGATE_REGISTRATION")
 	str(&c.RegistrationTokenFile, "registration-token-file", "", "file holding the initial access token for --registration=token", "PASSGATE_REGISTRATION_TOKEN_FILE")
-	boolean(&c.AllowPrivateSchemes, "allow-private-schemes", false, "allow private-use redirect URI schemes such as cursor://", "PASSGATE_ALLOW_PRIVATE_SCHEMES")
+	c.PrivateSchemes = oauth.PrivateSchemesDefault
+	fs.Var((*privateSchemesValue)(&c.PrivateSchemes), "allow-private-schemes", privateSchemesUsage+envHelp([]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}))
+	s = append(s, setting{"allow-private-schemes", []string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}})
 	dur(&c.StaleClientAge, "stale-client-age", 24*time.Hour, "remove registered clients that never completed a grant after this long (0 keeps them)", "PASSGATE_STALE_CLIENT_AGE")
 	boolean(&c.CIMD, "cimd", true, "accept Client ID Metadata Document URLs as client_id", "PASSGATE_CIMD")
 	boolean(&c.CIMDAllowLoopbackHTTP, "cimd-allow-loopback-http", false, "allow client_id documents on loopback, over http or https (development only; SSL_CERT_FILE trusts a self-signed certificate)", "PASSGATE_CIMD_ALLOW_LOOPBACK_HTTP")
@@ -304,7 +315,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	limit(&c.LoginLimit, "login-limit", ratelimit.DefaultLogin, "login attempts per client IP", "PASSGATE_LOGIN_LIMIT")
 	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "failed token requests per client IP", "PASSGATE_TOKEN_LIMIT")
 	limit(&c.AuthorizeLimit, "authorize-limit", ratelimit.DefaultAuthorize, "authorization requests per client IP", "PASSGATE_AUTHORIZE_LIMIT")
-	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
+	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "failed client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
+	limit(&c.RegisterSuccessLimit, "register-success-limit", ratelimit.DefaultRegisterSuccess, "successful client registrations per client IP", "PASSGATE_REGISTER_SUCCESS_LIMIT")
 	limit(&c.RevokeLimit, "revoke-limit", ratelimit.DefaultRevoke, "revocation and introspection requests per client IP", "PASSGATE_REVOKE_LIMIT")
 	integer(&c.LockoutThreshold, "lockout-threshold", oauthweb.DefaultLockoutThreshold, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
 	dur(&c.LockoutWindow, "lockout-window", oauthweb.DefaultLockoutWindow, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
@@ -548,7 +560,7 @@ func (c *Config) Validate() error {
 		// The same rule as dynamic registration: https, or http on
 		// loopback, or a private scheme when allowed; never javascript:.
 		for _, u := range c.SeedRedirectURIs {
-			if err := oauth.ValidateRedirectURI(u, c.AllowPrivateSchemes); err != nil {
+			if err := oauth.ValidateRedirectURI(u, c.PrivateSchemes); err != nil {
 				add("$PASSGATE_CLIENT_REDIRECT_URIS: %q: %v", u, err)
 			}
 		}
@@ -648,6 +660,31 @@ func (v *listValue) String() string {
 
 func (v *listValue) Set(s string) error {
 	*v = splitList(s)
+	return nil
+}
+
+// privateSchemesValue is the --allow-private-schemes flag: off, default or
+// any (true and false, its values when it was a boolean, mean any and
+// off). It is deliberately not a boolean flag any more: as one,
+// "--allow-private-schemes off" would read as the bare flag (any) and a
+// stray argument.
+type privateSchemesValue oauth.PrivateSchemes
+
+const privateSchemesUsage = "private-use redirect URI schemes: off, default (reverse-domain schemes and claude, cursor, vscode, vscode-insiders, windsurf) or any (true and false mean any and off)"
+
+func (v *privateSchemesValue) String() string {
+	if v == nil || *v == "" {
+		return string(oauth.PrivateSchemesDefault)
+	}
+	return string(*v)
+}
+
+func (v *privateSchemesValue) Set(s string) error {
+	p, err := oauth.ParsePrivateSchemes(s)
+	if err != nil {
+		return err
+	}
+	*v = privateSchemesValue(p)
 	return nil
 }
 

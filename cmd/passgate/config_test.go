@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/passgate/passgate/extauthz"
+	"github.com/passgate/passgate/internal/oauth"
 )
 
 // parseConfig builds a Config from args and env as `passgate serve` does.
@@ -99,6 +100,10 @@ func TestConfigRejects(t *testing.T) {
 		{"not postgres", []string{"--database", "mysql://x"}, nil, []string{"--database"}},
 		{"bad trusted proxies", nil, map[string]string{"PASSGATE_TRUSTED_PROXIES": "10.0.0.0/99"}, []string{"PASSGATE_TRUSTED_PROXIES"}},
 		{"bad limit", nil, map[string]string{"PASSGATE_LOGIN_LIMIT": "lots"}, []string{"PASSGATE_LOGIN_LIMIT"}},
+		{"bad private schemes", nil, map[string]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES": "sometimes"}, []string{"PASSGATE_ALLOW_PRIVATE_SCHEMES", "off, default or any"}},
+		{"bad register success limit", nil, map[string]string{"PASSGATE_REGISTER_SUCCESS_LIMIT": "lots"}, []string{"PASSGATE_REGISTER_SUCCESS_LIMIT"}},
+		{"seed redirect private scheme when off", []string{"--allow-private-schemes=off"}, map[string]string{"OAUTH_CLIENT_ID": "x", "OAUTH_CLIENT_SECRET": "0123456789abcdef", "PASSGATE_CLIENT_REDIRECT_URIS": "cursor://anysphere.cursor-mcp/oauth/callback"}, []string{"PASSGATE_CLIENT_REDIRECT_URIS"}},
+		{"seed redirect unknown private scheme", nil, map[string]string{"OAUTH_CLIENT_ID": "x", "OAUTH_CLIENT_SECRET": "0123456789abcdef", "PASSGATE_CLIENT_REDIRECT_URIS": "myapp://cb"}, []string{"PASSGATE_CLIENT_REDIRECT_URIS"}},
 		{"long grace", []string{"--refresh-grace", "1h"}, nil, []string{"--refresh-grace"}},
 		{"bad header", []string{"--user-header", "X User"}, nil, []string{"--user-header"}},
 		{"bad scope", []string{"--scopes", `a"b`}, nil, []string{"--scopes"}},
@@ -186,5 +191,44 @@ func TestValidateReportsErrorsInStableOrder(t *testing.T) {
 			t.Errorf("%s: at %d, after the previous at %d, in:\n%s", w, i, last, msg)
 		}
 		last = i
+	}
+}
+
+// TestPrivateSchemesSetting: --allow-private-schemes is off, default or
+// any, default by default; the boolean values it had still parse (true
+// means any, false off) from the flag and the environment. The bare flag
+// is refused: as a boolean flag, "--allow-private-schemes off" meant any.
+// The pre-registered client's redirect URIs default to Claude's callbacks.
+func TestPrivateSchemesSetting(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		env  map[string]string
+		want oauth.PrivateSchemes
+	}{
+		{nil, nil, oauth.PrivateSchemesDefault},
+		{[]string{"--allow-private-schemes=off"}, nil, oauth.PrivateSchemesOff},
+		{[]string{"--allow-private-schemes=any"}, nil, oauth.PrivateSchemesAny},
+		{[]string{"--allow-private-schemes", "off"}, nil, oauth.PrivateSchemesOff},
+		{[]string{"--allow-private-schemes", "true"}, nil, oauth.PrivateSchemesAny},
+		{[]string{"--allow-private-schemes=false"}, nil, oauth.PrivateSchemesOff},
+		{nil, map[string]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES": "true"}, oauth.PrivateSchemesAny},
+		{nil, map[string]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES": "false"}, oauth.PrivateSchemesOff},
+		{nil, map[string]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES": "default"}, oauth.PrivateSchemesDefault},
+	} {
+		c, err := parseConfig(t, tt.args, tt.env)
+		if err != nil || c.PrivateSchemes != tt.want {
+			t.Errorf("%v %v: PrivateSchemes %q, err %v; want %q", tt.args, tt.env, c.PrivateSchemes, err, tt.want)
+		}
+	}
+	if _, err := parseConfig(t, []string{"--allow-private-schemes"}, nil); err == nil {
+		t.Error("the bare --allow-private-schemes was accepted")
+	}
+	c, err := parseConfig(t, nil, map[string]string{"OAUTH_CLIENT_ID": "claude", "OAUTH_CLIENT_SECRET": "0123456789abcdef"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"https://claude.ai/api/mcp/auth_callback", "https://claude.com/api/mcp/auth_callback"}
+	if diff := cmp.Diff(c.SeedRedirectURIs, want); diff != "" {
+		t.Errorf("default seed redirect URIs (-got +want):\n%s", diff)
 	}
 }

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"net/netip"
@@ -29,6 +30,8 @@ import (
 	"time"
 
 	"golang.org/x/sync/singleflight"
+
+	"github.com/passgate/passgate/internal/oauth"
 )
 
 // Errors returned by Get, wrapped with detail. Every one of them means the
@@ -58,10 +61,11 @@ type Config struct {
 	// Never enable it in production: any client could then make passgate
 	// send requests to services on its own host. Default false.
 	AllowLoopbackHTTP bool
-	// AllowPrivateSchemeRedirects lets documents register private-use
-	// redirect URI schemes of native apps (RFC 8252 §7.1, e.g. cursor://);
-	// use the same setting as dynamic registration. Default false.
-	AllowPrivateSchemeRedirects bool
+	// PrivateSchemes is the policy for private-use redirect URI schemes
+	// of native apps (RFC 8252 §7.1, e.g. cursor://); use the same setting
+	// as dynamic registration. Optional; the zero value is
+	// oauth.PrivateSchemesDefault.
+	PrivateSchemes oauth.PrivateSchemes
 	// MaxBytes is the largest document accepted. Optional; default 5 KiB,
 	// the draft's recommendation (§8.7).
 	MaxBytes int64
@@ -303,6 +307,12 @@ func (f *Fetcher) fetch(ctx context.Context, clientID string) (Document, time.Du
 		}
 		return Document{}, 0, err
 	}
+	if !jsonMediaType(resp.Header.Get("Content-Type")) {
+		// The draft's newer revisions make a non-JSON type an error, and
+		// a text/html or text/plain answer is a page, not a document
+		// (a host that serves whatever it is asked for).
+		return Document{}, 0, fmt.Errorf("client %s: %w: Content-Type must be application/json (or a +json type)", clientID, ErrInvalidDocument)
+	}
 	if resp.ContentLength > f.cfg.MaxBytes {
 		return Document{}, 0, fmt.Errorf("%w %s: document larger than %d bytes", ErrFetch, clientID, f.cfg.MaxBytes)
 	}
@@ -313,11 +323,21 @@ func (f *Fetcher) fetch(ctx context.Context, clientID string) (Document, time.Du
 	if int64(len(body)) > f.cfg.MaxBytes {
 		return Document{}, 0, fmt.Errorf("%w %s: document larger than %d bytes", ErrFetch, clientID, f.cfg.MaxBytes)
 	}
-	doc, err := Parse(clientID, body, f.cfg.AllowPrivateSchemeRedirects)
+	doc, err := Parse(clientID, body, f.cfg.PrivateSchemes)
 	if err != nil {
 		return Document{}, 0, fmt.Errorf("client %s: %w", clientID, err)
 	}
 	return doc, f.ttl(resp.Header, f.cfg.Now()), nil
+}
+
+// jsonMediaType reports whether ct is application/json or a */*+json type,
+// with any parameters.
+func jsonMediaType(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false
+	}
+	return mt == "application/json" || (strings.HasSuffix(mt, "+json") && strings.Contains(mt, "/"))
 }
 
 // ttl derives the cache lifetime from Cache-Control (no-store, no-cache,

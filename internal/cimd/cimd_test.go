@@ -375,22 +375,49 @@ func TestFetchFailures(t *testing.T) {
 		{name: "500", wantErr: ErrFetch, wantMsg: "status 500", h: func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(500) }},
 		{name: "204", wantErr: ErrFetch, wantMsg: "status 204", h: func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(204) }},
 		{name: "too large with length", cfg: Config{MaxBytes: 100}, wantErr: ErrFetch, wantMsg: "larger than 100 bytes",
-			h: func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, docJSON(id)+strings.Repeat(" ", 200)) }},
+			h: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprint(w, docJSON(id)+strings.Repeat(" ", 200))
+			}},
 		{name: "too large streamed", cfg: Config{MaxBytes: 100}, wantErr: ErrFetch, wantMsg: "larger than 100 bytes",
 			h: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
 				for range 50 {
 					fmt.Fprint(w, "          ")
 					w.(http.Flusher).Flush()
 				}
 			}},
-		{name: "exactly max is fine", cfg: Config{MaxBytes: int64(len(docJSON(id)))},
-			h: func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, docJSON(id)) }},
+		{name: "exactly max is fine", cfg: Config{MaxBytes: int64(len(docJSON(id)))}, h: serveDoc(id, "")},
+		{name: "text/plain", wantErr: ErrInvalidDocument, wantMsg: "Content-Type must be application/json",
+			h: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				fmt.Fprint(w, docJSON(id))
+			}},
+		{name: "no content type", wantErr: ErrInvalidDocument, wantMsg: "Content-Type must be application/json",
+			h: func(w http.ResponseWriter, r *http.Request) {
+				w.Header()["Content-Type"] = nil // not sniffed
+				fmt.Fprint(w, docJSON(id))
+			}},
+		{name: "json suffix is fine", h: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/client-metadata+json; charset=utf-8")
+			fmt.Fprint(w, docJSON(id))
+		}},
+		{name: "json parameters are fine", h: func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "Application/JSON; charset=utf-8")
+			fmt.Fprint(w, docJSON(id))
+		}},
+		{name: "client_name missing", wantErr: ErrInvalidDocument, wantMsg: "client_name is missing",
+			h: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, `{"client_id":%q,"redirect_uris":["https://a.example/cb"]}`, id)
+			}},
 		{name: "invalid document", wantErr: ErrInvalidDocument, wantMsg: "client_id does not match",
 			h: serveDoc("https://evil.example/cimd.json", "")},
 		{name: "html", wantErr: ErrInvalidDocument,
 			h: func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "<html></html>") }},
-		{name: "secret in document", wantErr: ErrInvalidDocument,
+		{name: "secret in document", wantErr: ErrInvalidDocument, wantMsg: "client_secret must not be",
 			h: func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
 				fmt.Fprintf(w, `{"client_id":%q,"redirect_uris":["https://a.example/cb"],"client_secret":"hunter2"}`, id)
 			}},
 	}
@@ -456,6 +483,7 @@ func TestSlowBodyTimeout(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	srv.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprint(w, "{")
 		w.(http.Flusher).Flush()
 		select {
@@ -736,5 +764,46 @@ func TestResolveClient(t *testing.T) {
 		if errors.Is(err, store.ErrUnavailable) {
 			t.Errorf("ResolveClient(%q) = %v, must not be ErrUnavailable", bad, err)
 		}
+	}
+}
+
+// TestResolveClientPublicReason: the reason the authorization page shows
+// names the rule a document broke (its content type, a missing
+// client_name), and says no more than "could not be fetched" for network
+// failures, whose texts may name internal addresses.
+func TestResolveClientPublicReason(t *testing.T) {
+	srv := newDocServer(t, false)
+	id := srv.URL + "/cimd.json"
+	f := New(Config{AllowLoopbackHTTP: true, Logger: testLogger(t)})
+	tests := []struct {
+		name string
+		h    http.HandlerFunc
+		want string
+	}{
+		{"text/plain", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			fmt.Fprint(w, docJSON(id))
+		}, "Content-Type must be application/json (or a +json type)"},
+		{"no client_name", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"client_id":%q,"redirect_uris":["https://a.example/cb"]}`, id)
+		}, "client_name is missing"},
+		{"404", http.NotFound, "it could not be fetched"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv.set(tt.h)
+			_, err := f.ResolveClient(t.Context(), id)
+			var pr interface{ PublicReason() string }
+			if !errors.As(err, &pr) {
+				t.Fatalf("ResolveClient = %v, without a PublicReason", err)
+			}
+			if got := pr.PublicReason(); got != tt.want {
+				t.Errorf("PublicReason = %q, want %q", got, tt.want)
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("ResolveClient = %v, want store.ErrNotFound", err)
+			}
+		})
 	}
 }

@@ -187,18 +187,20 @@ var privateJWKMembers = []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"}
 // Rules: a single JSON object (UTF-8, nothing after it); client_id equal
 // to clientID by simple string comparison; redirect_uris a non-empty array
 // of redirect URIs that oauth.ValidateRedirectURI accepts
-// (allowPrivateSchemes is passed through: custom schemes for native
-// apps); no client_secret or client_secret_expires_at; no private or
+// under policy (the deployment's private-use scheme policy, as for dynamic
+// registration); no client_secret or client_secret_expires_at; no private or
 // symmetric key material in jwks; token_endpoint_auth_method absent or
 // "none" (client_secret_* is refused because a public document cannot
 // carry a shared secret, and private_key_jwt because passgate does not
 // verify client assertions, so accepting it would quietly downgrade a
 // confidential client to a public one); grant_types, if present, includes
 // authorization_code; response_types, if present, includes code;
-// client_uri and logo_uri, if present, are https URLs; client_name has no
-// control or bidi-override characters and at most 200 characters; scope
-// is well-formed. Unknown members are ignored (RFC 7591 §2).
-func Parse(clientID string, body []byte, allowPrivateSchemes bool) (Document, error) {
+// client_uri and logo_uri, if present, are https URLs; client_name is
+// present and not blank (the consent page names the application by it;
+// the MCP authorization spec requires it), has no control or
+// bidi-override characters and at most 200 characters; scope is
+// well-formed. Unknown members are ignored (RFC 7591 §2).
+func Parse(clientID string, body []byte, policy oauth.PrivateSchemes) (Document, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidDocument, fmt.Sprintf(format, a...))
 	}
@@ -240,7 +242,7 @@ func Parse(clientID string, body []byte, allowPrivateSchemes bool) (Document, er
 		return Document{}, bad("redirect_uris is empty")
 	}
 	for i, r := range raw.RedirectURIs {
-		if err := oauth.ValidateRedirectURI(r, allowPrivateSchemes); err != nil {
+		if err := oauth.ValidateRedirectURI(r, policy); err != nil {
 			return Document{}, bad("redirect_uris[%d]: %v", i, err)
 		}
 	}
@@ -277,6 +279,9 @@ func Parse(clientID string, body []byte, allowPrivateSchemes bool) (Document, er
 	}
 	if _, err := oauth.ParseScope(raw.Scope); err != nil {
 		return Document{}, bad("scope: %v", err)
+	}
+	if strings.TrimSpace(raw.ClientName) == "" {
+		return Document{}, bad("client_name is missing")
 	}
 	return Document(raw), nil
 }

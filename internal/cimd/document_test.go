@@ -75,15 +75,16 @@ func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
 		body    string
-		private bool
+		policy  oauth.PrivateSchemes
 		want    Document
 		wantErr string // substring of the error; "" means success
 	}{
 		{
 			name: "minimal gets defaults",
-			body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["https://client.example/cb"]}`,
+			body: `{"client_id":"https://client.example/cimd.json","client_name":"Example","redirect_uris":["https://client.example/cb"]}`,
 			want: Document{
 				ClientID:                testID,
+				ClientName:              "Example",
 				RedirectURIs:            []string{"https://client.example/cb"},
 				GrantTypes:              []string{"authorization_code"},
 				ResponseTypes:           []string{"code"},
@@ -110,18 +111,22 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
-			name:    "private scheme with option",
-			body:    `{"client_id":"https://client.example/cimd.json","redirect_uris":["cursor://anysphere.cursor-mcp/oauth/callback"]}`,
-			private: true,
+			name: "known private scheme by default",
+			body: `{"client_id":"https://client.example/cimd.json","client_name":"Cursor","redirect_uris":["cursor://anysphere.cursor-mcp/oauth/callback"]}`,
 			want: Document{
 				ClientID:                testID,
+				ClientName:              "Cursor",
 				RedirectURIs:            []string{"cursor://anysphere.cursor-mcp/oauth/callback"},
 				GrantTypes:              []string{"authorization_code"},
 				ResponseTypes:           []string{"code"},
 				TokenEndpointAuthMethod: "none",
 			},
 		},
-		{name: "private scheme without option", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["cursor://x/cb"]}`, wantErr: "redirect_uris[0]"},
+		{name: "private scheme when off", body: `{"client_id":"https://client.example/cimd.json","client_name":"Cursor","redirect_uris":["cursor://x/cb"]}`, policy: oauth.PrivateSchemesOff, wantErr: "redirect_uris[0]"},
+		{name: "unknown private scheme by default", body: `{"client_id":"https://client.example/cimd.json","client_name":"X","redirect_uris":["myapp://x/cb"]}`, wantErr: "redirect_uris[0]"},
+		{name: "client_name missing", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["https://client.example/cb"]}`, wantErr: "client_name is missing"},
+		{name: "client_name blank", body: `{"client_id":"https://client.example/cimd.json","client_name":"  ","redirect_uris":["https://client.example/cb"]}`, wantErr: "client_name is missing"},
+		{name: "client_name null", body: `{"client_id":"https://client.example/cimd.json","client_name":null,"redirect_uris":["https://client.example/cb"]}`, wantErr: "client_name is missing"},
 		{name: "client_id mismatch", body: `{"client_id":"https://evil.example/cimd.json","redirect_uris":["https://client.example/cb"]}`, wantErr: "client_id does not match"},
 		{name: "client_id trailing slash", body: `{"client_id":"https://client.example/cimd.json/","redirect_uris":["https://client.example/cb"]}`, wantErr: "client_id does not match"},
 		{name: "client_id default port is not equal", body: `{"client_id":"https://client.example:443/cimd.json","redirect_uris":["https://client.example/cb"]}`, wantErr: "client_id does not match"},
@@ -137,7 +142,7 @@ func TestParse(t *testing.T) {
 		{name: "redirect_uris string", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":"https://client.example/cb"}`, wantErr: "redirect_uris has the wrong type"},
 		{name: "redirect fragment", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["https://client.example/cb#x"]}`, wantErr: "redirect_uris[0]"},
 		{name: "redirect relative", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["/cb"]}`, wantErr: "redirect_uris[0]"},
-		{name: "redirect javascript", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["javascript:alert(1)"]}`, private: true, wantErr: "redirect_uris[0]"},
+		{name: "redirect javascript", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["javascript:alert(1)"]}`, policy: oauth.PrivateSchemesAny, wantErr: "redirect_uris[0]"},
 		{name: "redirect http public", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["https://client.example/cb","http://evil.example/cb"]}`, wantErr: "redirect_uris[1]"},
 		{name: "client_secret", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["https://client.example/cb"],"client_secret":"s3cret"}`, wantErr: "client_secret must not"},
 		{name: "client_secret_expires_at", body: `{"client_id":"https://client.example/cimd.json","redirect_uris":["https://client.example/cb"],"client_secret_expires_at":0}`, wantErr: "client_secret_expires_at must not"},
@@ -169,7 +174,7 @@ func TestParse(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := Parse(testID, []byte(tt.body), tt.private)
+			got, err := Parse(testID, []byte(tt.body), tt.policy)
 			if tt.wantErr != "" {
 				if err == nil {
 					t.Fatalf("Parse accepted: %+v", got)
@@ -205,13 +210,17 @@ func TestDocumentHost(t *testing.T) {
 // FuzzParse checks that an accepted document always has client_id equal to
 // the URL, at least one valid redirect URI, and no shared-secret method.
 func FuzzParse(f *testing.F) {
-	f.Add(`{"client_id":"https://client.example/cimd.json","redirect_uris":["https://client.example/cb"]}`, false)
+	f.Add(`{"client_id":"https://client.example/cimd.json","client_name":"x","redirect_uris":["https://client.example/cb"]}`, false)
 	f.Add(`{"client_id":"https://client.example/cimd.json","redirect_uris":["cursor://x/cb","http://localhost:3/cb"],"grant_types":["authorization_code"],"scope":"mcp"}`, true)
 	f.Add(`{"client_id":"https://client.example/cimd.json","redirect_uris":[],"client_secret":"x"}`, false)
 	f.Add(`{"client_id":"https://client.example/cimd.json","client_id":"https://evil.example/","redirect_uris":["https://a/"]}`, false)
 	f.Add(`{"client_id":"https://client.example/cimd.json","redirect_uris":["https://client.example/cb"],"token_endpoint_auth_method":"client_secret_basic","jwks":{"keys":[{"d":1}]}}`, false)
 	f.Fuzz(func(t *testing.T, body string, private bool) {
-		doc, err := Parse(testID, []byte(body), private)
+		policy := oauth.PrivateSchemesDefault
+		if private {
+			policy = oauth.PrivateSchemesAny
+		}
+		doc, err := Parse(testID, []byte(body), policy)
 		if err != nil {
 			if !errors.Is(err, ErrInvalidDocument) {
 				t.Fatalf("error %v does not wrap ErrInvalidDocument", err)
@@ -225,9 +234,12 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("accepted a document without redirect URIs")
 		}
 		for _, r := range doc.RedirectURIs {
-			if err := oauth.ValidateRedirectURI(r, private); err != nil {
+			if err := oauth.ValidateRedirectURI(r, policy); err != nil {
 				t.Fatalf("accepted redirect URI %q: %v", r, err)
 			}
+		}
+		if strings.TrimSpace(doc.ClientName) == "" {
+			t.Fatal("accepted a document without client_name")
 		}
 		if doc.TokenEndpointAuthMethod != "none" {
 			t.Fatalf("accepted token_endpoint_auth_method %q", doc.TokenEndpointAuthMethod)

@@ -64,42 +64,83 @@ func TestMatchRedirectURI(t *testing.T) {
 }
 
 func TestValidateRedirectURI(t *testing.T) {
+	const (
+		def = PrivateSchemesDefault
+		off = PrivateSchemesOff
+		all = PrivateSchemesAny
+	)
 	tests := []struct {
-		uri     string
-		private bool
-		ok      bool
+		uri    string
+		policy PrivateSchemes
+		ok     bool
 	}{
-		{"https://claude.ai/api/mcp/auth_callback", false, true},
-		{"https://example.com/cb?a=b", false, true},
-		{"http://127.0.0.1/cb", false, true},
-		{"http://localhost:1234/cb", false, true},
-		{"http://[::1]:1234/cb", false, true},
-		{"http://example.com/cb", false, false},
-		{"http://localhost.evil.example/cb", false, false},
-		{"https://example.com/cb#frag", false, false},
-		{"https://user:pw@example.com/cb", false, false},
-		{"https://*.example.com/cb", false, false},
-		{"https:///cb", false, false},
-		{"https:opaque", false, false},
-		{"/relative/cb", false, false},
-		{"cursor://anysphere.cursor-retrieval/oauth/callback", false, false},
-		{"cursor://anysphere.cursor-retrieval/oauth/callback", true, true},
-		{"vscode://vscode.mcp/cb", true, true},
-		{"com.example.app:/oauth2redirect", true, true},
-		{"javascript://x/%0aalert(1)", true, false},
-		{"data://text/html,x", true, false},
-		{"file:///etc/passwd", true, false},
-		{"https://exa mple.com/cb", false, false},
-		{"https://example.com/c\\b", false, false},
-		{"https://ex%41mple.com/cb", false, false},
+		{"https://claude.ai/api/mcp/auth_callback", off, true},
+		{"https://example.com/cb?a=b", off, true},
+		{"http://127.0.0.1/cb", off, true},
+		{"http://localhost:1234/cb", off, true},
+		{"http://[::1]:1234/cb", off, true},
+		{"http://example.com/cb", all, false},
+		{"http://localhost.evil.example/cb", all, false},
+		{"https://example.com/cb#frag", all, false},
+		{"https://user:pw@example.com/cb", all, false},
+		{"https://*.example.com/cb", all, false},
+		{"https:///cb", all, false},
+		{"https:opaque", all, false},
+		{"/relative/cb", all, false},
+		// Private-use schemes: off refuses them all; the default takes
+		// reverse-domain schemes and the known clients' (RFC 8252 §7.1);
+		// any takes the rest.
+		{"cursor://anysphere.cursor-mcp/oauth/callback", off, false},
+		{"cursor://anysphere.cursor-mcp/oauth/callback", def, true},
+		{"cursor://anysphere.cursor-mcp/oauth/callback", "", true}, // the zero value is the default
+		{"vscode://vscode.mcp/cb", def, true},
+		{"vscode-insiders://vscode.mcp/cb", def, true},
+		{"windsurf://codeium.windsurf/cb", def, true},
+		{"claude://claude.ai/mcp-auth-callback/sdk", def, true}, // the Claude desktop app
+		{"com.example.app:/oauth2redirect", def, true},
+		{"com.example.app:/oauth2redirect", off, false},
+		{"myapp://cb", def, false},
+		{"myapp://cb", all, true},
+		{"com.example.app:oauth2redirect", all, false}, // opaque
+		// Dangerous schemes are refused whatever the policy.
+		{"javascript://x/%0aalert(1)", all, false},
+		{"javascript://x/%0aalert(1)", def, false},
+		{"data://text/html,x", all, false},
+		{"file:///etc/passwd", all, false},
+		{"vbscript://x/y", all, false},
+		{"blob://x/y", all, false},
+		{"about://blank/x", all, false},
+		{"ftp://example.com/cb", all, false},
+		{"ws://127.0.0.1/cb", all, false},
+		{"wss://example.com/cb", all, false},
+		{"JavaScript://x/y", all, false}, // not lowercase
+		{"https://exa mple.com/cb", all, false},
+		{"https://example.com/c\\b", all, false},
+		{"https://ex%41mple.com/cb", all, false},
 		// A host name is case-insensitive: LOCALHOST is loopback too.
-		{"http://LocalHost:1234/cb", false, true},
-		{"http://LOCALHOST.evil.example/cb", false, false},
+		{"http://LocalHost:1234/cb", off, true},
+		{"http://LOCALHOST.evil.example/cb", all, false},
 	}
 	for _, tt := range tests {
-		err := ValidateRedirectURI(tt.uri, tt.private)
+		err := ValidateRedirectURI(tt.uri, tt.policy)
 		if (err == nil) != tt.ok {
-			t.Errorf("ValidateRedirectURI(%q, %v) = %v, want ok=%v", tt.uri, tt.private, err, tt.ok)
+			t.Errorf("ValidateRedirectURI(%q, %q) = %v, want ok=%v", tt.uri, tt.policy, err, tt.ok)
+		}
+	}
+}
+
+func TestParsePrivateSchemes(t *testing.T) {
+	for in, want := range map[string]PrivateSchemes{
+		"": PrivateSchemesDefault, "default": PrivateSchemesDefault, "off": PrivateSchemesOff, "any": PrivateSchemesAny,
+		"ANY": PrivateSchemesAny, "true": PrivateSchemesAny, "false": PrivateSchemesOff,
+	} {
+		if got, err := ParsePrivateSchemes(in); err != nil || got != want {
+			t.Errorf("ParsePrivateSchemes(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"on", "all", "cursor"} {
+		if _, err := ParsePrivateSchemes(bad); err == nil {
+			t.Errorf("ParsePrivateSchemes(%q) accepted", bad)
 		}
 	}
 }
@@ -149,10 +190,12 @@ func FuzzMatchRedirectURI(f *testing.F) {
 // without userinfo or fragment, and http only on loopback.
 func FuzzValidateRedirectURI(f *testing.F) {
 	for _, s := range []string{"https://a.example/cb", "http://127.0.0.1:1/x", "http://localhost:80@evil/", "cursor://x/y", "javascript:alert(1)"} {
-		f.Add(s, true)
+		f.Add(s, uint8(2))
 	}
-	f.Fuzz(func(t *testing.T, raw string, private bool) {
-		if ValidateRedirectURI(raw, private) != nil {
+	policies := []PrivateSchemes{PrivateSchemesOff, PrivateSchemesDefault, PrivateSchemesAny}
+	f.Fuzz(func(t *testing.T, raw string, p uint8) {
+		policy := policies[int(p)%len(policies)]
+		if ValidateRedirectURI(raw, policy) != nil {
 			return
 		}
 		u, err := url.Parse(raw)
@@ -165,8 +208,8 @@ func FuzzValidateRedirectURI(f *testing.F) {
 		if u.Scheme == "http" && !resource.IsLoopbackHost(u.Hostname()) {
 			t.Fatalf("accepted non-loopback http %q", raw)
 		}
-		if u.Scheme != "http" && u.Scheme != "https" && (!private || deniedSchemes[u.Scheme]) {
-			t.Fatalf("accepted scheme %q with private=%v", u.Scheme, private)
+		if u.Scheme != "http" && u.Scheme != "https" && (!policy.allows(u.Scheme) || deniedSchemes[u.Scheme]) {
+			t.Fatalf("accepted scheme %q with policy %q", u.Scheme, policy)
 		}
 	})
 }
@@ -306,7 +349,7 @@ func TestRedirectKinds(t *testing.T) {
 // registration while resource URLs and issuers accepted it.
 func TestLoopbackRedirectHostIsCaseInsensitive(t *testing.T) {
 	for _, uri := range []string{"http://LOCALHOST/cb", "http://LocalHost:8080/cb"} {
-		if err := ValidateRedirectURI(uri, false); err != nil {
+		if err := ValidateRedirectURI(uri, PrivateSchemesOff); err != nil {
 			t.Errorf("ValidateRedirectURI(%q) = %v, want nil", uri, err)
 		}
 		if !LoopbackRedirect(uri) {

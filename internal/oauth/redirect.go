@@ -3,6 +3,7 @@ package oauth
 import (
 	"errors"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,6 +20,7 @@ var deniedSchemes = map[string]bool{
 	"javascript": true, "data": true, "file": true, "vbscript": true,
 	"about": true, "blob": true, "filesystem": true, "view-source": true,
 	"ftp": true, "ws": true, "wss": true, "mailto": true, "tel": true,
+	"sms": true, "intent": true, "chrome": true, "jar": true,
 }
 
 // sane rejects what no redirect URI may contain whatever its scheme:
@@ -73,12 +75,65 @@ func parse(raw string) (*url.URL, error) {
 	return u, nil
 }
 
-// ValidateRedirectURI checks a redirect URI offered at registration: https
-// with a host; http only on a loopback host (RFC 8252 §7.3); another scheme
-// only when allowPrivateScheme is set (RFC 8252 §7.1, e.g. cursor://) and
-// never one that runs code in the browser. No fragment, userinfo or
-// wildcard in any case.
-func ValidateRedirectURI(raw string, allowPrivateScheme bool) error {
+// PrivateSchemes is the policy for private-use URI scheme redirect URIs
+// (RFC 8252 §7.1), which native apps such as Cursor and VS Code use to
+// receive the code. Its zero value is PrivateSchemesDefault.
+type PrivateSchemes string
+
+const (
+	// PrivateSchemesDefault accepts a private-use scheme that RFC 8252
+	// §7.1 describes (one with a '.' in it, a reverse domain name such as
+	// com.example.app) or one of KnownAppSchemes. PKCE, which passgate
+	// requires of every client, is what protects a code sent to a scheme
+	// another app on the device could also claim.
+	PrivateSchemesDefault PrivateSchemes = "default"
+	// PrivateSchemesOff accepts only https and loopback http.
+	PrivateSchemesOff PrivateSchemes = "off"
+	// PrivateSchemesAny accepts any scheme but the denied ones.
+	PrivateSchemesAny PrivateSchemes = "any"
+)
+
+// KnownAppSchemes are the private-use schemes without a '.' that
+// PrivateSchemesDefault accepts: those of MCP clients that register one
+// (the Claude desktop app, Cursor, VS Code and its Insiders build,
+// Windsurf). It is a short list on purpose; an operator who needs another
+// sets PrivateSchemesAny.
+var KnownAppSchemes = []string{"claude", "cursor", "vscode", "vscode-insiders", "windsurf"}
+
+// ParsePrivateSchemes parses the --allow-private-schemes setting: off,
+// default or any; "" is default. For compatibility with the boolean it
+// replaced, true means any and false means off.
+func ParsePrivateSchemes(s string) (PrivateSchemes, error) {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "", "default":
+		return PrivateSchemesDefault, nil
+	case "off", "false", "0", "no":
+		return PrivateSchemesOff, nil
+	case "any", "true", "1", "yes":
+		return PrivateSchemesAny, nil
+	}
+	return "", errors.New("must be off, default or any")
+}
+
+// allows reports whether p accepts the private-use scheme (already lowercase,
+// not http or https, not denied).
+func (p PrivateSchemes) allows(scheme string) bool {
+	switch p {
+	case PrivateSchemesAny:
+		return true
+	case PrivateSchemesOff:
+		return false
+	}
+	return strings.Contains(scheme, ".") || slices.Contains(KnownAppSchemes, scheme)
+}
+
+// ValidateRedirectURI checks a redirect URI offered at registration (and by
+// an operator for a static client): https with a host; http only on a
+// loopback host (RFC 8252 §7.3); another scheme only when policy accepts
+// it (RFC 8252 §7.1, e.g. cursor:// or com.example.app:/cb) and never one
+// that runs code or reads local data in the browser. No fragment,
+// userinfo or wildcard in any case.
+func ValidateRedirectURI(raw string, policy PrivateSchemes) error {
 	u, err := parse(raw)
 	if err != nil {
 		return err
@@ -94,10 +149,13 @@ func ValidateRedirectURI(raw string, allowPrivateScheme bool) error {
 		}
 	default:
 		if deniedSchemes[u.Scheme] {
-			return errors.New("redirect URI scheme is not allowed")
+			return errors.New("redirect URI scheme " + u.Scheme + " is not allowed")
 		}
-		if !allowPrivateScheme {
-			return errors.New("redirect URI must be https or loopback http")
+		if !policy.allows(u.Scheme) {
+			if policy == PrivateSchemesOff {
+				return errors.New("redirect URI must be https or loopback http (private-use schemes are off)")
+			}
+			return errors.New("redirect URI scheme " + u.Scheme + " is not a private-use scheme passgate accepts: use a reverse domain name such as com.example.app (RFC 8252 section 7.1)")
 		}
 	}
 	return nil

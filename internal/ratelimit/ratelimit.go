@@ -28,12 +28,17 @@ type Limit struct {
 
 // Defaults, as in the seed where it had them. Treat them as constants.
 var (
-	DefaultLogin      = Limit{Events: 5, Per: 15 * time.Minute}
-	DefaultToken      = Limit{Events: 10, Per: 15 * time.Minute}
-	DefaultAuthorize  = Limit{Events: 20, Per: 15 * time.Minute}
-	DefaultRegister   = Limit{Events: 10, Per: time.Hour}
-	DefaultRevoke     = Limit{Events: 60, Per: time.Minute}
-	DefaultIntrospect = Limit{Events: 60, Per: time.Minute}
+	DefaultLogin     = Limit{Events: 5, Per: 15 * time.Minute}
+	DefaultToken     = Limit{Events: 10, Per: 15 * time.Minute}
+	DefaultAuthorize = Limit{Events: 20, Per: 15 * time.Minute}
+	DefaultRegister  = Limit{Events: 10, Per: time.Hour}
+	// DefaultRegisterSuccess bounds successful registrations per IP:
+	// hosted clients (claude.ai, ChatGPT) register from a few shared
+	// egress addresses, one client per user who connects, so this is
+	// high; it exists to bound how fast one address can fill the store.
+	DefaultRegisterSuccess = Limit{Events: 200, Per: time.Hour}
+	DefaultRevoke          = Limit{Events: 60, Per: time.Minute}
+	DefaultIntrospect      = Limit{Events: 60, Per: time.Minute}
 )
 
 // Disabled reports whether l allows everything.

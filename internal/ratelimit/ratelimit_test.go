@@ -52,7 +52,7 @@ func TestParseLimit(t *testing.T) {
 }
 
 func TestLimitStringRoundTrips(t *testing.T) {
-	for _, l := range []Limit{DefaultLogin, DefaultToken, DefaultAuthorize, DefaultRegister, DefaultRevoke, DefaultIntrospect, {}} {
+	for _, l := range []Limit{DefaultLogin, DefaultToken, DefaultAuthorize, DefaultRegister, DefaultRegisterSuccess, DefaultRevoke, DefaultIntrospect, {}} {
 		got, err := ParseLimit(l.String())
 		if err != nil {
 			t.Fatalf("ParseLimit(%q): %v", l.String(), err)

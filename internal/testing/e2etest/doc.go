@@ -28,6 +28,8 @@
 //		srv := e2etest.Start(t, e2etest.Options{})           // SQLite in t.TempDir()
 //		e2etest.AddUser(t, srv.OpenStore(t), "alice", "pw") // or srv.CLI(t, …)
 //		cl := srv.RegisterClient(t)                   // RFC 7591, public client
+//		// or a real client's registration body, secret and auth method:
+//		// cl, err := srv.RegisterMetadata(ctx, map[string]any{…})
 //		b := e2etest.NewBrowser()
 //		tok, err := cl.Login(ctx, b, "alice", "pw")   // authorize+login+consent+exchange
 //		status, _ := srv.CheckHTTP(ctx, tok.AccessToken) // 200

@@ -120,8 +120,8 @@ func Form(page []byte) (action string, fields url.Values, err error) {
 	return html.UnescapeString(string(m[1])), fields, nil
 }
 
-// OAuthClient is a registered public client (PKCE, no secret) of one
-// server, redirecting to RedirectURI.
+// OAuthClient is a registered client of one server: by default a public
+// client (PKCE, no secret) redirecting to RedirectURI.
 type OAuthClient struct {
 	Server   *Server
 	ClientID string
@@ -130,6 +130,22 @@ type OAuthClient struct {
 	Resource string
 	// Scope is the scope the client asks for. Optional: "mcp" when empty.
 	Scope string
+	// Redirect is the redirect_uri the client sends in the authorization
+	// and token requests. Optional: RedirectURI when empty.
+	Redirect string
+	// Secret and AuthMethod are how the client authenticates at the token
+	// endpoint: AuthMethod "client_secret_post" sends client_id and
+	// client_secret in the form, "client_secret_basic" sends them
+	// form-urlencoded in HTTP Basic (RFC 6749 §2.3.1); "" or "none" sends
+	// only client_id.
+	Secret, AuthMethod string
+}
+
+func (c *OAuthClient) redirect() string {
+	if c.Redirect != "" {
+		return c.Redirect
+	}
+	return RedirectURI
 }
 
 func (c *OAuthClient) resource() string {
@@ -188,6 +204,39 @@ func (s *Server) Register(ctx context.Context) (*OAuthClient, error) {
 	return &OAuthClient{Server: s, ClientID: reg.ClientID}, nil
 }
 
+// RegisterMetadata registers a client with the RFC 7591 metadata meta, as
+// a real client's registration request would, and returns it with the
+// secret and token_endpoint_auth_method of the response. Redirect is the
+// first of meta's redirect_uris. A refusal is an *HTTPError.
+func (s *Server) RegisterMetadata(ctx context.Context, meta map[string]any) (*OAuthClient, error) {
+	body, err := json.Marshal(meta)
+	if err != nil {
+		return nil, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL("/oauth/register"), bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, b, err := do(s.HTTPClient, req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return nil, newHTTPError("register", resp, b)
+	}
+	var reg struct {
+		ClientID     string   `json:"client_id"`
+		ClientSecret string   `json:"client_secret"`
+		AuthMethod   string   `json:"token_endpoint_auth_method"`
+		RedirectURIs []string `json:"redirect_uris"`
+	}
+	if err := json.Unmarshal(b, &reg); err != nil || reg.ClientID == "" || len(reg.RedirectURIs) == 0 {
+		return nil, fmt.Errorf("register: bad response %q", b)
+	}
+	return &OAuthClient{Server: s, ClientID: reg.ClientID, Secret: reg.ClientSecret, AuthMethod: reg.AuthMethod, Redirect: reg.RedirectURIs[0]}, nil
+}
+
 // PKCE returns a fresh code verifier and its S256 challenge.
 func PKCE() (verifier, challenge string) {
 	var b [32]byte
@@ -202,7 +251,7 @@ func (c *OAuthClient) AuthorizeURL(challenge, state string) string {
 	return c.Server.URL("/oauth/authorize") + "?" + url.Values{
 		"response_type":         {"code"},
 		"client_id":             {c.ClientID},
-		"redirect_uri":          {RedirectURI},
+		"redirect_uri":          {c.redirect()},
 		"state":                 {state},
 		"code_challenge":        {challenge},
 		"code_challenge_method": {"S256"},
@@ -215,7 +264,8 @@ func (c *OAuthClient) AuthorizeURL(challenge, state string) string {
 // its verifier: GET /oauth/authorize; if sent to the login page, GET it
 // and POST the form with username and password; back at /oauth/authorize,
 // POST the consent form with decision=approve when it is shown; then read
-// the code from the redirect to RedirectURI (checking state and iss). A
+// the code from the redirect to the client's redirect URI (checking state
+// and iss). A
 // Browser that already has a session skips the login. The client is public
 // on a loopback redirect, so passgate asks for consent every time unless
 // the server runs with --remember-public-consent; then a Browser that
@@ -236,7 +286,7 @@ func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, passw
 			if lerr != nil {
 				return "", "", fmt.Errorf("authorize: bad Location: %w", lerr)
 			}
-			if strings.HasPrefix(loc.String(), RedirectURI) {
+			if strings.HasPrefix(loc.String(), c.redirect()) {
 				q := loc.Query()
 				if e := q.Get("error"); e != "" {
 					return "", "", &HTTPError{Op: "authorize redirect", Status: resp.StatusCode, Code: e, Body: q.Get("error_description")}
@@ -302,7 +352,7 @@ func (c *OAuthClient) Exchange(ctx context.Context, code, verifier string) (*Tok
 		"grant_type":    {"authorization_code"},
 		"code":          {code},
 		"code_verifier": {verifier},
-		"redirect_uri":  {RedirectURI},
+		"redirect_uri":  {c.redirect()},
 		"client_id":     {c.ClientID},
 		"resource":      {c.resource()},
 	})
@@ -318,9 +368,19 @@ func (c *OAuthClient) Refresh(ctx context.Context, refresh string) (*Tokens, err
 }
 
 func (c *OAuthClient) token(ctx context.Context, op string, v url.Values) (*Tokens, error) {
+	basic := c.AuthMethod == "client_secret_basic"
+	switch {
+	case basic:
+		v.Del("client_id")
+	case c.AuthMethod == "client_secret_post":
+		v.Set("client_secret", c.Secret)
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.Server.URL("/oauth/token"), strings.NewReader(v.Encode()))
 	if err != nil {
 		return nil, err
+	}
+	if basic {
+		req.SetBasicAuth(url.QueryEscape(c.ClientID), url.QueryEscape(c.Secret))
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	resp, body, err := do(c.Server.HTTPClient, req)

@@ -23,7 +23,7 @@ const (
 func serveArgs(extra ...string) []string {
 	return append([]string{
 		"--login-limit=off", "--token-limit=off", "--authorize-limit=off",
-		"--register-limit=off", "--revoke-limit=off",
+		"--register-limit=off", "--register-success-limit=off", "--revoke-limit=off",
 	}, extra...)
 }
 

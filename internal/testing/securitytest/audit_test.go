@@ -22,7 +22,7 @@ import (
 // a cleanup that removes clients unused for four seconds. The log format
 // is left to passgate's default: JSON, since the output is not a terminal.
 var flowArgs = []string{
-	"--login-limit=50/15m", "--register-limit=4/1h", "--lockout-threshold=3",
+	"--login-limit=50/15m", "--register-limit=4/1h", "--register-success-limit=4/1h", "--lockout-threshold=3",
 	"--refresh-grace=1ms", "--stale-client-age=4s", "--cleanup-interval=500ms",
 	"--log-format=auto", "--log-level=debug",
 }
