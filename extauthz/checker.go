@@ -137,6 +137,10 @@ type Decision struct {
 	// removeJoined is RemoveHeaders joined with ", " for the HTTP front
 	// end, as a shared header value.
 	removeJoined []string
+	// resource is the URL of the resource a denial was for ("" when none
+	// matched) and rule the Match of the scope rule that denied it; both
+	// for the debug log of denials (logDenial).
+	resource, rule string
 }
 
 // ErrStoreUnavailable is returned by Check (wrapping the store's error) when
@@ -214,7 +218,7 @@ func NewChecker(cfg Config) (*Checker, error) {
 		scopes:       strings.Join(cfg.Scopes, " "),
 	}
 	for _, rule := range cfg.RequiredScopes {
-		sr := scopeRule{scopes: rule.Scopes}
+		sr := scopeRule{match: rule.Match, scopes: rule.Scopes}
 		if len(rule.Scopes) == 0 {
 			errs = append(errs, fmt.Errorf("scope rule %q: no scopes", rule.Match))
 		}

@@ -104,7 +104,7 @@ func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request, f family) {
 	} else {
 		d, _ = c.Check(r.Context(), req)
 	}
-	c.metrics.observe(frontendHTTP, d.Reason, time.Since(start).Seconds())
+	c.record(r.Context(), frontendHTTP, frontendLogNames[f], req, d, start)
 	h := w.Header()
 	// One backing array for all values: fewer allocations per check.
 	vals := make([]string, len(d.Headers))
