@@ -48,8 +48,11 @@ type app struct {
 	// health is the gRPC health service; ready mirrors it for /readyz.
 	// mu serializes their writers, so that nothing makes a draining
 	// replica ready again.
-	health   *health.Server
-	ready    atomic.Bool
+	health *health.Server
+	ready  atomic.Bool
+	// storeUp is the result of the last store ping, draining or not
+	// (passgate_store_up).
+	storeUp  atomic.Bool
 	mu       sync.Mutex
 	draining bool
 
@@ -102,6 +105,9 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 	}
 	if a.checker, err = a.newChecker(reg, resources); err != nil {
 		return nil, fmt.Errorf("checks: %w", err)
+	}
+	if err := a.registerHealthMetrics(reg); err != nil {
+		return nil, err
 	}
 	a.setReady(a.pingStore(ctx))
 	metrics := http.NewServeMux()
@@ -410,7 +416,38 @@ func (a *app) close() error { return a.store.Close() }
 func (a *app) pingStore(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return a.store.Ping(ctx) == nil
+	ok := a.store.Ping(ctx) == nil
+	a.storeUp.Store(ok)
+	return ok
+}
+
+// registerHealthMetrics exposes the last store ping and readiness as
+// gauges. They read what run's one-second ping left, so a scrape never
+// waits for the store.
+func (a *app) registerHealthMetrics(reg prometheus.Registerer) error {
+	gauge := func(b *atomic.Bool) func() float64 {
+		return func() float64 {
+			if b.Load() {
+				return 1
+			}
+			return 0
+		}
+	}
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "passgate_store_up",
+			Help: "1 when the store answered the last ping (every second, 1s timeout), else 0.",
+		}, gauge(&a.storeUp)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "passgate_ready",
+			Help: "1 when /readyz answers 200 and gRPC health is SERVING, else 0 (store down or shutting down).",
+		}, gauge(&a.ready)),
+	} {
+		if err := reg.Register(g); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // setReady sets /readyz and gRPC health, unless the app is draining: a ping
