@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -27,8 +29,10 @@ import (
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/tracing"
 	"github.com/passgate/passgate/oauthweb"
 	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/tracestore"
 )
 
 // app is one `passgate serve`: the store, the authorization server, the
@@ -44,6 +48,8 @@ type app struct {
 	store    store.Store
 	audit    *audit.Recorder
 	checker  *extauthz.Checker
+	// tracing is nil unless --tracing; then store is traced too.
+	tracing *tracing.Tracing
 
 	// health is the gRPC health service; ready mirrors it for /readyz.
 	// mu serializes their writers, so that nothing makes a draining
@@ -87,6 +93,13 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 	if c.DatabaseURL != "" {
 		a.backend = "postgres"
 	}
+	if c.Tracing {
+		if a.tracing, err = tracing.New(ctx, buildVersion(), std.getenv); err != nil {
+			return nil, err
+		}
+		a.store = tracestore.New(st, a.tracing.TracerProvider())
+		st = a.store
+	}
 	if err := bootstrap(ctx, st, c, a.hashCost, std.err, logger); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
@@ -114,7 +127,7 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 	metrics.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	a.servers = []server{
 		httpServer("http", c.HTTPListen, a.newHTTPServer(web, ips)),
-		grpcServer("grpc", c.GRPCListen, extauthz.NewGRPCServer(a.checker, a.health)),
+		grpcServer("grpc", c.GRPCListen, extauthz.NewGRPCServer(a.checker, a.health, a.grpcOptions()...)),
 		httpServer("metrics", c.MetricsListen, &http.Server{Handler: metrics, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}),
 	}
 	if err := a.bind(); err != nil {
@@ -239,7 +252,47 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 		RequiredScopes:    c.RequireScopes,
 		CacheSize:         c.CheckCacheSize,
 		StoreTimeout:      c.StoreTimeout,
+		TracerProvider:    a.tracerProvider(),
 	})
+}
+
+// tracerProvider is the provider of the checks' spans: nil (no spans, no
+// cost) unless --tracing.
+func (a *app) tracerProvider() trace.TracerProvider {
+	if a.tracing == nil {
+		return nil
+	}
+	return a.tracing.TracerProvider()
+}
+
+// grpcOptions traces the gRPC calls with --tracing.
+func (a *app) grpcOptions() []grpc.ServerOption {
+	if a.tracing == nil {
+		return nil
+	}
+	return []grpc.ServerOption{a.tracing.GRPCServerOption()}
+}
+
+// traceHTTP traces the public listener's requests with --tracing, outside
+// the request log so its context carries the span.
+func (a *app) traceHTTP(h http.Handler) http.Handler {
+	if a.tracing == nil {
+		return h
+	}
+	return a.tracing.HTTPHandler(h, checkSpanName)
+}
+
+// checkSpanName names the spans of requests no ServeMux routes: the HTTP
+// checks by their check path (Envoy's form without the client's path),
+// anything else by its method alone.
+func checkSpanName(r *http.Request) string {
+	switch p := r.URL.Path; {
+	case p == extauthz.CheckPathNginx, p == extauthz.CheckPathForwardAuth, p == extauthz.CheckPathIngressNginx:
+		return tracing.Method(r) + " " + p
+	case strings.HasPrefix(p, extauthz.CheckPathEnvoy+"/"):
+		return tracing.Method(r) + " " + extauthz.CheckPathEnvoy
+	}
+	return tracing.Method(r)
 }
 
 // newHTTPServer serves the checks, the authorization server and the health
@@ -263,12 +316,12 @@ func (a *app) newHTTPServer(web *oauthweb.Server, ips *clientip.Resolver) *http.
 		// One log line per request (request ID, route, status, duration,
 		// client IP; never queries, bodies or credentials). The checks and
 		// health probes are logged at debug: proxies call them constantly.
-		Handler: httplog.Handler(httplog.Config{
+		Handler: a.traceHTTP(httplog.Handler(httplog.Config{
 			Logger:        a.logger.With("component", "http"),
 			ClientIP:      ips.ClientIP,
 			QuietPrefixes: []string{extauthz.CheckPathPrefix, "/healthz", "/readyz"},
 			// The checks are routed before the mux (see HTTPHandler).
-		}, a.checker.HTTPHandler(mux)),
+		}, a.checker.HTTPHandler(mux))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -407,8 +460,18 @@ func (a *app) shutdown() {
 	}
 }
 
-// close releases what newApp opened; the servers are stopped by run.
-func (a *app) close() error { return a.store.Close() }
+// close releases what newApp opened; the servers are stopped by run. The
+// spans not yet exported are flushed first, for at most 5s.
+func (a *app) close() error {
+	if a.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.tracing.Shutdown(ctx); err != nil {
+			a.logger.Warn("tracing shutdown", "err", err)
+		}
+	}
+	return a.store.Close()
+}
 
 // pingStore reports whether the store answers within a second. Readiness
 // is that, while not shutting down: run pings every second; gRPC health
