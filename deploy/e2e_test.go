@@ -41,7 +41,9 @@ type passgateStack struct {
 	resource string
 }
 
-func startPassgateStack(t *testing.T, backend string) *passgateStack {
+// startPassgateStack starts the stack on backend ("sqlite" or "postgres");
+// args are extra `passgate serve` flags.
+func startPassgateStack(t *testing.T, backend string, args ...string) *passgateStack {
 	t.Helper()
 	bin := e2etest.Binary(t)
 	passAddr, grpcAddr := e2etest.FreeAddr(t), e2etest.FreeAddr(t)
@@ -56,10 +58,10 @@ func startPassgateStack(t *testing.T, backend string) *passgateStack {
 	st := &passgateStack{ngx: ngx, bin: bin, storeEnv: storeEnv, resource: ngx.URL + "/mcp"}
 	// The user exists before passgate starts, so no bootstrap password.
 	st.cli(t, "correct horse battery\n", "user", "add", "alice", "--password-stdin")
-	e2etest.StartProcess(t, passAddr, bin, []string{
+	e2etest.StartProcess(t, passAddr, bin, append([]string{
 		"serve", "--issuer", ngx.URL, "--resource", st.resource,
 		"--http-listen", passAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
-	}, storeEnv)
+	}, args...), storeEnv)
 	return st
 }
 

@@ -38,6 +38,15 @@ const (
 	tokenNoClient = "pga_noclient" // 200 with X-Passgate-User only
 	tokenLowScope = "pga_lowscope" // 403
 	tokenBroken   = "pga_broken"   // 500, as when the store is down
+	tokenNoHost   = "pga_nohost"   // 403 access_denied without a challenge, as for a host no resource matches
+)
+
+// The stand-in's denial bodies, sent in the body and, as passgate does on
+// the nginx check path, in extauthz.ErrorBodyHeader.
+const (
+	standinBody401    = `{"error":"invalid_token","error_description":"stand-in 401"}`
+	standinBody403    = `{"error":"insufficient_scope","error_description":"stand-in 403"}`
+	standinBodyNoHost = `{"error":"access_denied","error_description":"stand-in unknown host"}`
 )
 
 // checkSeen is what the stand-in's check endpoint received.
@@ -102,15 +111,22 @@ func (s *standin) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "Bearer " + tokenLowScope:
 		w.Header().Set("WWW-Authenticate", standin403)
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set(extauthz.ErrorBodyHeader, standinBody403)
 		w.WriteHeader(http.StatusForbidden)
-		io.WriteString(w, `{"error":"insufficient_scope"}`)
+		io.WriteString(w, standinBody403)
+	case "Bearer " + tokenNoHost:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set(extauthz.ErrorBodyHeader, standinBodyNoHost)
+		w.WriteHeader(http.StatusForbidden)
+		io.WriteString(w, standinBodyNoHost)
 	case "Bearer " + tokenBroken:
 		w.WriteHeader(http.StatusInternalServerError)
 	default:
 		w.Header().Set("WWW-Authenticate", standin401)
 		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set(extauthz.ErrorBodyHeader, standinBody401)
 		w.WriteHeader(http.StatusUnauthorized)
-		io.WriteString(w, `{"error":"invalid_token"}`)
+		io.WriteString(w, standinBody401)
 	}
 }
 
@@ -175,8 +191,9 @@ var mcpHeader = http.Header{
 }
 
 // TestNginxDenials: the check's 401 and 403 reach the client with passgate's
-// WWW-Authenticate exactly once and a JSON body, and the MCP server is not
-// reached; an error from the check fails closed.
+// WWW-Authenticate exactly once (none when passgate sent none) and
+// passgate's own JSON body, and the MCP server is not reached; an error
+// from the check fails closed with a JSON 500.
 func TestNginxDenials(t *testing.T) {
 	st := startStack(t, false)
 	tests := []struct {
@@ -185,16 +202,17 @@ func TestNginxDenials(t *testing.T) {
 		header     http.Header
 		wantStatus int
 		wantWWW    []string
-		wantError  string
+		wantBody   string
 	}{
-		{name: "no token", wantStatus: 401, wantWWW: []string{standin401}, wantError: "unauthorized"},
-		{name: "unknown token", token: "pga_unknown", wantStatus: 401, wantWWW: []string{standin401}, wantError: "unauthorized"},
+		{name: "no token", wantStatus: 401, wantWWW: []string{standin401}, wantBody: standinBody401},
+		{name: "unknown token", token: "pga_unknown", wantStatus: 401, wantWWW: []string{standin401}, wantBody: standinBody401},
 		{
 			name:       "basic auth is no bearer",
 			header:     http.Header{"Authorization": {"Basic YTpi"}},
-			wantStatus: 401, wantWWW: []string{standin401}, wantError: "unauthorized",
+			wantStatus: 401, wantWWW: []string{standin401}, wantBody: standinBody401,
 		},
-		{name: "insufficient scope", token: tokenLowScope, wantStatus: 403, wantWWW: []string{standin403}, wantError: "insufficient_scope"},
+		{name: "insufficient scope", token: tokenLowScope, wantStatus: 403, wantWWW: []string{standin403}, wantBody: standinBody403},
+		{name: "unknown host is no insufficient scope", token: tokenNoHost, wantStatus: 403, wantBody: standinBodyNoHost},
 		{name: "check fails", token: tokenBroken, wantStatus: 500},
 	}
 	for _, tt := range tests {
@@ -213,26 +231,23 @@ func TestNginxDenials(t *testing.T) {
 			if strings.Contains(body, "jsonrpc") || strings.Contains(body, "protocolVersion") {
 				t.Errorf("the MCP server answered a denied request: %q", body)
 			}
-			if tt.wantError == "" {
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type = %q, want application/json", ct)
+			}
+			if tt.wantBody == "" {
 				return
+			}
+			if body != tt.wantBody {
+				t.Errorf("body %q, want passgate's %q", body, tt.wantBody)
 			}
 			if got := resp.Header.Get("Access-Control-Expose-Headers"); got != "WWW-Authenticate" {
 				t.Errorf("Access-Control-Expose-Headers = %q", got)
 			}
-			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type = %q, want application/json", ct)
-			}
 			if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
 				t.Errorf("Cache-Control = %q, want no-store", cc)
 			}
-			var got struct {
-				Error string `json:"error"`
-			}
-			if err := json.Unmarshal([]byte(body), &got); err != nil {
-				t.Fatalf("body %q: %v", body, err)
-			}
-			if got.Error != tt.wantError {
-				t.Errorf("error = %q, want %q", got.Error, tt.wantError)
+			if resp.Header.Get(extauthz.ErrorBodyHeader) != "" {
+				t.Errorf("nginx passed %s on to the client", extauthz.ErrorBodyHeader)
 			}
 		})
 	}

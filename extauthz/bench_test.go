@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 
@@ -145,6 +146,39 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkCheckTracing measures what tracing costs the cache-hit path:
+// uninstrumented is the check without its span (Check's body), off is
+// Check without a TracerProvider (what passgate runs unless --tracing),
+// on is Check with a sampling SDK provider that exports nowhere.
+func BenchmarkCheckTracing(b *testing.B) {
+	e := newBenchEnv(b)
+	ctx := context.Background()
+	r := bearer(e.hit)
+	tp := sdktrace.NewTracerProvider()
+	b.Cleanup(func() { tp.Shutdown(context.Background()) })
+	traced := startChecker(b, Config{Store: e.c.store, Logger: discard(), TracerProvider: tp})
+	if d, _ := traced.Check(ctx, r); !d.Allow {
+		b.Fatal("hit token refused")
+	}
+	for _, tc := range []struct {
+		name  string
+		check func(context.Context, Request) (Decision, error)
+	}{
+		{"hit/uninstrumented", e.c.check},
+		{"hit/off", e.c.Check},
+		{"hit/on", traced.Check},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if d, _ := tc.check(ctx, r); !d.Allow {
+					b.Fatal("denied")
+				}
+			}
+		})
+	}
 }
 
 func BenchmarkGRPC(b *testing.B) {

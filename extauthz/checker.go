@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
@@ -86,6 +87,10 @@ type Config struct {
 	// resource (identity headers stripped, Authorization left alone).
 	// Default false: they are denied with 403.
 	AllowUnknownResources bool
+	// TracerProvider traces every check as a span "passgate.check" (see
+	// Check), a child of the span in the check's context. Optional: nil
+	// traces nothing and costs nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Request is what the proxy tells us about the request it holds.
@@ -137,6 +142,10 @@ type Decision struct {
 	// removeJoined is RemoveHeaders joined with ", " for the HTTP front
 	// end, as a shared header value.
 	removeJoined []string
+	// resource is the URL of the resource a denial was for ("" when none
+	// matched) and rule the Match of the scope rule that denied it; both
+	// for the debug log of denials (logDenial).
+	resource, rule string
 }
 
 // ErrStoreUnavailable is returned by Check (wrapping the store's error) when
@@ -178,6 +187,7 @@ type Checker struct {
 	neg     *tokencache.Cache
 	sf      singleflight.Group
 	metrics *metrics
+	tracer  trace.Tracer // nil: no tracing
 
 	lastLog atomic.Int64 // unix nanos of the last store-error log line
 }
@@ -214,7 +224,7 @@ func NewChecker(cfg Config) (*Checker, error) {
 		scopes:       strings.Join(cfg.Scopes, " "),
 	}
 	for _, rule := range cfg.RequiredScopes {
-		sr := scopeRule{scopes: rule.Scopes}
+		sr := scopeRule{match: rule.Match, scopes: rule.Scopes}
 		if len(rule.Scopes) == 0 {
 			errs = append(errs, fmt.Errorf("scope rule %q: no scopes", rule.Match))
 		}
@@ -242,6 +252,9 @@ func NewChecker(cfg Config) (*Checker, error) {
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.TracerProvider != nil {
+		c.tracer = cfg.TracerProvider.Tracer(InstrumentationName)
 	}
 	if c.now == nil {
 		c.now = time.Now
@@ -310,7 +323,16 @@ func NewChecker(cfg Config) (*Checker, error) {
 // when the token is not cached and the store could not be asked in time; the
 // Decision then has Reason ReasonStoreUnavailable and Status 503, and
 // callers must fail closed.
+//
+// With a TracerProvider, the check is a span (see checkTraced).
 func (c *Checker) Check(ctx context.Context, r Request) (Decision, error) {
+	if c.tracer != nil {
+		return c.checkTraced(ctx, r)
+	}
+	return c.check(ctx, r)
+}
+
+func (c *Checker) check(ctx context.Context, r Request) (Decision, error) {
 	// Everything below judges the canonical path: the one nginx, Envoy,
 	// Caddy, Traefik and the upstream route on. A path they would read
 	// differently is refused before any resource is looked up, so that

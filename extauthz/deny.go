@@ -40,7 +40,7 @@ const (
 // deny builds a denial of r at canonical path p. scope is the insufficient
 // scope, for 403.
 func (c *Checker) deny(r Request, p string, res resource.Resource, reason Reason, scope string) Decision {
-	d := Decision{Status: 401, Reason: reason}
+	d := Decision{Status: 401, Reason: reason, resource: res.URL}
 	var b strings.Builder
 	switch reason {
 	case ReasonUnknownResource:

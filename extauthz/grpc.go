@@ -41,8 +41,9 @@ var (
 // denial.
 func (s grpcServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
-	d, err := s.c.Check(ctx, envoyRequest(req))
-	s.c.metrics.observe(frontendGRPC, d.Reason, time.Since(start).Seconds())
+	r := envoyRequest(req)
+	d, err := s.c.Check(ctx, r)
+	s.c.record(ctx, frontendGRPC, grpcLogName, r, d, start)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "token store unavailable")
 	}

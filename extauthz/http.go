@@ -104,7 +104,7 @@ func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request, f family) {
 	} else {
 		d, _ = c.Check(r.Context(), req)
 	}
-	c.metrics.observe(frontendHTTP, d.Reason, time.Since(start).Seconds())
+	c.record(r.Context(), frontendHTTP, frontendLogNames[f], req, d, start)
 	h := w.Header()
 	// One backing array for all values: fewer allocations per check.
 	vals := make([]string, len(d.Headers))
@@ -125,9 +125,21 @@ func (c *Checker) serveHTTP(w http.ResponseWriter, r *http.Request, f family) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
+	if f == familyNginx && d.Body != "" {
+		// nginx's auth_request passes the status (401, 403) but never
+		// the body of a denial: deploy/nginx.conf reads it from this
+		// header (auth_request_set) and answers with it, so a 403 for an
+		// unknown host is not told apart only by its status.
+		h[ErrorBodyHeader] = []string{d.Body}
+	}
 	w.WriteHeader(d.Status)
 	_, _ = w.Write([]byte(d.Body))
 }
+
+// ErrorBodyHeader carries the JSON body of a denial on the nginx check
+// path (CheckPathNginx), for the proxy to answer the client with. The
+// bodies are passgate's own constants: ASCII JSON, no line breaks.
+const ErrorBodyHeader = "X-Passgate-Error-Body"
 
 // errHeader is a declared header that is missing, empty or repeated.
 var errHeader = errors.New("header missing or repeated")

@@ -33,13 +33,22 @@ func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Ti
 			return tokencache.Entry{}, ReasonExpired, nil
 		}
 		c.metrics.hits.Inc()
+		if c.tracer != nil {
+			traceCache(ctx, cacheHit)
+		}
 		return e, Reason(e.Tag), nil
 	}
 	if e, found := c.neg.Get(key); found && now.UnixNano() < e.Expires {
 		c.metrics.hits.Inc()
+		if c.tracer != nil {
+			traceCache(ctx, cacheHit)
+		}
 		return tokencache.Entry{}, Reason(e.Tag), nil
 	}
 	c.metrics.misses.Inc()
+	if c.tracer != nil {
+		traceCache(ctx, cacheStore)
+	}
 	return c.fetch(ctx, key, now, ask)
 }
 

@@ -18,6 +18,7 @@ type ScopeRule struct {
 }
 
 type scopeRule struct {
+	match  string            // ScopeRule.Match, for the denial log
 	res    resource.Resource // absolute form
 	prefix string            // path form
 	abs    bool
@@ -69,10 +70,26 @@ func (c *Checker) scopeDenial(r Request, p string, res resource.Resource, have s
 	need := c.requiredScopes(r.Scheme, r.Host, p)
 	for _, s := range need {
 		if !hasScope(have, s) {
-			return c.deny(r, p, res, ReasonInsufficientScope, strings.Join(need, " ")), true
+			d := c.deny(r, p, res, ReasonInsufficientScope, strings.Join(need, " "))
+			d.rule = c.ruleRequiring(r.Scheme, r.Host, p, s)
+			return d, true
 		}
 	}
 	return Decision{}, false
+}
+
+// ruleRequiring returns the Match of the first scope rule for a request to
+// host and canonical path p that requires scope s: the rule a denial names
+// in the log.
+func (c *Checker) ruleRequiring(scheme, host, p, s string) string {
+	for i := range c.rules {
+		rule := &c.rules[i]
+		m := rule.abs && rule.res.MatchesFold(scheme, host, p) || !rule.abs && resource.HasPathPrefix(p, rule.prefix, true)
+		if m && contains(rule.scopes, s) {
+			return rule.match
+		}
+	}
+	return ""
 }
 
 // challengeScope is the scope parameter of a 401 for r at canonical path p.

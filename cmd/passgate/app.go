@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
@@ -27,8 +29,10 @@ import (
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/tracing"
 	"github.com/passgate/passgate/oauthweb"
 	"github.com/passgate/passgate/store"
+	"github.com/passgate/passgate/store/tracestore"
 )
 
 // app is one `passgate serve`: the store, the authorization server, the
@@ -44,12 +48,17 @@ type app struct {
 	store    store.Store
 	audit    *audit.Recorder
 	checker  *extauthz.Checker
+	// tracing is nil unless --tracing; then store is traced too.
+	tracing *tracing.Tracing
 
 	// health is the gRPC health service; ready mirrors it for /readyz.
 	// mu serializes their writers, so that nothing makes a draining
 	// replica ready again.
-	health   *health.Server
-	ready    atomic.Bool
+	health *health.Server
+	ready  atomic.Bool
+	// storeUp is the result of the last store ping, draining or not
+	// (passgate_store_up).
+	storeUp  atomic.Bool
 	mu       sync.Mutex
 	draining bool
 
@@ -84,6 +93,13 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 	if c.DatabaseURL != "" {
 		a.backend = "postgres"
 	}
+	if c.Tracing {
+		if a.tracing, err = tracing.New(ctx, buildVersion(), std.getenv); err != nil {
+			return nil, err
+		}
+		a.store = tracestore.New(st, a.tracing.TracerProvider())
+		st = a.store
+	}
 	if err := bootstrap(ctx, st, c, a.hashCost, std.err, logger); err != nil {
 		return nil, fmt.Errorf("bootstrap: %w", err)
 	}
@@ -103,12 +119,15 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 	if a.checker, err = a.newChecker(reg, resources); err != nil {
 		return nil, fmt.Errorf("checks: %w", err)
 	}
+	if err := a.registerHealthMetrics(reg); err != nil {
+		return nil, err
+	}
 	a.setReady(a.pingStore(ctx))
 	metrics := http.NewServeMux()
 	metrics.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	a.servers = []server{
 		httpServer("http", c.HTTPListen, a.newHTTPServer(web, ips)),
-		grpcServer("grpc", c.GRPCListen, extauthz.NewGRPCServer(a.checker, a.health)),
+		grpcServer("grpc", c.GRPCListen, extauthz.NewGRPCServer(a.checker, a.health, a.grpcOptions()...)),
 		httpServer("metrics", c.MetricsListen, &http.Server{Handler: metrics, ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}),
 	}
 	if err := a.bind(); err != nil {
@@ -234,7 +253,47 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 		RequiredScopes:    c.RequireScopes,
 		CacheSize:         c.CheckCacheSize,
 		StoreTimeout:      c.StoreTimeout,
+		TracerProvider:    a.tracerProvider(),
 	})
+}
+
+// tracerProvider is the provider of the checks' spans: nil (no spans, no
+// cost) unless --tracing.
+func (a *app) tracerProvider() trace.TracerProvider {
+	if a.tracing == nil {
+		return nil
+	}
+	return a.tracing.TracerProvider()
+}
+
+// grpcOptions traces the gRPC calls with --tracing.
+func (a *app) grpcOptions() []grpc.ServerOption {
+	if a.tracing == nil {
+		return nil
+	}
+	return []grpc.ServerOption{a.tracing.GRPCServerOption()}
+}
+
+// traceHTTP traces the public listener's requests with --tracing, outside
+// the request log so its context carries the span.
+func (a *app) traceHTTP(h http.Handler) http.Handler {
+	if a.tracing == nil {
+		return h
+	}
+	return a.tracing.HTTPHandler(h, checkSpanName)
+}
+
+// checkSpanName names the spans of requests no ServeMux routes: the HTTP
+// checks by their check path (Envoy's form without the client's path),
+// anything else by its method alone.
+func checkSpanName(r *http.Request) string {
+	switch p := r.URL.Path; {
+	case p == extauthz.CheckPathNginx, p == extauthz.CheckPathForwardAuth, p == extauthz.CheckPathIngressNginx:
+		return tracing.Method(r) + " " + p
+	case strings.HasPrefix(p, extauthz.CheckPathEnvoy+"/"):
+		return tracing.Method(r) + " " + extauthz.CheckPathEnvoy
+	}
+	return tracing.Method(r)
 }
 
 // newHTTPServer serves the checks, the authorization server and the health
@@ -258,12 +317,12 @@ func (a *app) newHTTPServer(web *oauthweb.Server, ips *clientip.Resolver) *http.
 		// One log line per request (request ID, route, status, duration,
 		// client IP; never queries, bodies or credentials). The checks and
 		// health probes are logged at debug: proxies call them constantly.
-		Handler: httplog.Handler(httplog.Config{
+		Handler: a.traceHTTP(httplog.Handler(httplog.Config{
 			Logger:        a.logger.With("component", "http"),
 			ClientIP:      ips.ClientIP,
 			QuietPrefixes: []string{extauthz.CheckPathPrefix, "/healthz", "/readyz"},
 			// The checks are routed before the mux (see HTTPHandler).
-		}, a.checker.HTTPHandler(mux)),
+		}, a.checker.HTTPHandler(mux))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -402,8 +461,18 @@ func (a *app) shutdown() {
 	}
 }
 
-// close releases what newApp opened; the servers are stopped by run.
-func (a *app) close() error { return a.store.Close() }
+// close releases what newApp opened; the servers are stopped by run. The
+// spans not yet exported are flushed first, for at most 5s.
+func (a *app) close() error {
+	if a.tracing != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.tracing.Shutdown(ctx); err != nil {
+			a.logger.Warn("tracing shutdown", "err", err)
+		}
+	}
+	return a.store.Close()
+}
 
 // pingStore reports whether the store answers within a second. Readiness
 // is that, while not shutting down: run pings every second; gRPC health
@@ -411,7 +480,38 @@ func (a *app) close() error { return a.store.Close() }
 func (a *app) pingStore(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	return a.store.Ping(ctx) == nil
+	ok := a.store.Ping(ctx) == nil
+	a.storeUp.Store(ok)
+	return ok
+}
+
+// registerHealthMetrics exposes the last store ping and readiness as
+// gauges. They read what run's one-second ping left, so a scrape never
+// waits for the store.
+func (a *app) registerHealthMetrics(reg prometheus.Registerer) error {
+	gauge := func(b *atomic.Bool) func() float64 {
+		return func() float64 {
+			if b.Load() {
+				return 1
+			}
+			return 0
+		}
+	}
+	for _, g := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "passgate_store_up",
+			Help: "1 when the store answered the last ping (every second, 1s timeout), else 0.",
+		}, gauge(&a.storeUp)),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "passgate_ready",
+			Help: "1 when /readyz answers 200 and gRPC health is SERVING, else 0 (store down or shutting down).",
+		}, gauge(&a.ready)),
+	} {
+		if err := reg.Register(g); err != nil {
+			return fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return nil
 }
 
 // setReady sets /readyz and gRPC health, unless the app is draining: a ping

@@ -201,6 +201,10 @@ type Config struct {
 	// LogFormat is "json", "text" or "auto" (JSON unless stderr is a
 	// terminal). LogLevel is debug, info, warn or error.
 	LogFormat, LogLevel string
+	// Tracing exports OpenTelemetry traces over OTLP, configured by the
+	// standard OTEL_* variables (internal/tracing.New). Default false.
+	// Env PASSGATE_TRACING.
+	Tracing bool
 
 	// Seed (mcp-oauth-password) compatibility; environment only.
 	//
@@ -347,6 +351,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "graceful shutdown bound", "PASSGATE_SHUTDOWN_TIMEOUT")
 	str(&c.LogFormat, "log-format", "auto", "log format: auto, json or text", "PASSGATE_LOG_FORMAT")
 	str(&c.LogLevel, "log-level", "info", "log level: debug, info, warn or error", "PASSGATE_LOG_LEVEL")
+	boolean(&c.Tracing, "tracing", false, "export OpenTelemetry traces over OTLP, configured by the OTEL_* variables", "PASSGATE_TRACING")
 	return s
 }
 

@@ -118,7 +118,9 @@ func Handler(cfg Config, next http.Handler) http.Handler {
 		ctx := WithRequestID(r.Context(), id)
 		// Nothing of this request could be logged (5xx go out at warn).
 		if !log.Enabled(ctx, slog.LevelWarn) {
-			next.ServeHTTP(w, r.WithContext(ctx))
+			r2 := r.WithContext(ctx)
+			next.ServeHTTP(w, r2)
+			r.Pattern = r2.Pattern
 			return
 		}
 		start := now()
@@ -163,6 +165,9 @@ func Handler(cfg Config, next http.Handler) http.Handler {
 			}
 		}()
 		next.ServeHTTP(rw, r2)
+		// Hand the route back, as a ServeMux would have set it on r, for
+		// a middleware outside this one (the tracing span's name).
+		r.Pattern = r2.Pattern
 	})
 }
 

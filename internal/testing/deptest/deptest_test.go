@@ -76,6 +76,10 @@ func TestImportRules(t *testing.T) {
 		// keys, entries and an opaque tag.
 		{pkg: "extauthz/internal/tokencache", allowed: []string{"golang.org/x/sys"}},
 		{pkg: "extauthz", forbidden: []string{module + "/oauthweb", module + "/store/sqlite", module + "/store/postgres", module + "/cmd"}, forbiddenDirect: []string{"html/template"}},
+		// The tracing decorator knows the interface and the tracing API,
+		// never the SDK, an exporter or a backend.
+		{pkg: "store/tracestore", allowed: []string{"go.opentelemetry.io/otel", "github.com/cespare/xxhash"}, allowedModule: []string{"store"},
+			forbidden: []string{"go.opentelemetry.io/otel/sdk"}},
 		{pkg: "store/sqlite", forbidden: []string{module + "/store/postgres", module + "/oauthweb", module + "/extauthz"}},
 		{pkg: "store/postgres", forbidden: []string{module + "/store/sqlite", module + "/oauthweb", module + "/extauthz"}},
 	}

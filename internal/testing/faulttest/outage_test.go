@@ -1,6 +1,7 @@
 package faulttest
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -48,6 +49,7 @@ func TestPostgresOutage(t *testing.T) {
 		if err != nil || st != healthpb.HealthCheckResponse_NOT_SERVING {
 			t.Errorf("gRPC health = %v, %v; want NOT_SERVING", st, err)
 		}
+		wantGauges(t, srv, 0)
 	})
 	t.Run("cached tokens keep working", func(t *testing.T) {
 		took := timed(func() { wantCheck(t, srv, "cached token during the outage", cached.AccessToken, http.StatusOK) })
@@ -119,6 +121,7 @@ func TestPostgresOutage(t *testing.T) {
 	if st, err := srv.GRPCHealth(ctxT(t, 5*time.Second), ""); err != nil || st != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("gRPC health after recovery = %v, %v; want SERVING", st, err)
 	}
+	wantGauges(t, srv, 1)
 	wantCheck(t, srv, "uncached token after recovery", uncached.AccessToken, http.StatusOK)
 	wantCheck(t, srv, "cached token after recovery", cached.AccessToken, http.StatusOK)
 	if _, err := cl.Exchange(ctxT(t, 10*time.Second), code, verifier); err != nil {
@@ -143,4 +146,19 @@ func TestPostgresOutage(t *testing.T) {
 		}
 	}
 	srv.AssertNoSecrets(t, password)
+}
+
+// wantGauges checks that passgate_store_up and passgate_ready are v, as
+// the store-unreachable alert (deploy/prometheus-alerts.yml) reads them.
+func wantGauges(t *testing.T, srv *e2etest.Server, v int) {
+	t.Helper()
+	text, err := srv.Metrics(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"passgate_store_up", "passgate_ready"} {
+		if want := fmt.Sprintf("\n%s %d\n", name, v); !strings.Contains(text, want) {
+			t.Errorf("metrics lack %q", strings.TrimSpace(want))
+		}
+	}
 }

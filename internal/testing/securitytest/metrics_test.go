@@ -58,6 +58,8 @@ func TestMetricsListener(t *testing.T) {
 		{"passgate_check_cache_evictions_total", dto.MetricType_COUNTER, nil},
 		{"passgate_check_store_errors_total", dto.MetricType_COUNTER, nil},
 		{"passgate_build_info", dto.MetricType_GAUGE, []string{"backend", "goversion", "version"}},
+		{"passgate_store_up", dto.MetricType_GAUGE, nil},
+		{"passgate_ready", dto.MetricType_GAUGE, nil},
 		{"passgate_http_requests_total", dto.MetricType_COUNTER, []string{"code", "handler", "method"}},
 		{"go_goroutines", dto.MetricType_GAUGE, nil},
 		{"go_memstats_heap_alloc_bytes", dto.MetricType_GAUGE, nil},
@@ -127,6 +129,11 @@ func TestMetricsListener(t *testing.T) {
 			t.Errorf("check latency histogram %v has %d samples", m.GetLabel(), m.GetHistogram().GetSampleCount())
 		}
 	}
+	for _, name := range []string{"passgate_store_up", "passgate_ready"} {
+		if ms := mfs[name].GetMetric(); len(ms) != 1 || ms[0].GetGauge().GetValue() != 1 {
+			t.Errorf("%s = %v on a serving replica, want 1", name, ms)
+		}
+	}
 	if v := sum(mfs["passgate_check_cache_hits_total"]); v < 1 {
 		t.Errorf("cache hits %v after a repeated check", v)
 	}
@@ -155,6 +162,9 @@ var (
 	metricRE   = regexp.MustCompile(`\b((?:passgate|go|process)_[a-zA-Z0-9_]+)\b`)
 	selectorRE = regexp.MustCompile(`\b((?:passgate|go|process)_[a-zA-Z0-9_]+)\{([^}]*)\}`)
 	matcherRE  = regexp.MustCompile(`([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!=|!~|=)\s*"([^"]*)"`)
+	// upRE finds Prometheus's own per-target series, which the
+	// passgate-down alert reads since a dead passgate exposes nothing.
+	upRE = regexp.MustCompile(`\bup\{job="[^"]+"\}`)
 )
 
 // checkExpr verifies that every metric an expression queries exists in
@@ -183,7 +193,7 @@ func exprProblems(expr string, mfs map[string]*dto.MetricFamily) []string {
 		return nil
 	}
 	names := metricRE.FindAllStringSubmatch(expr, -1)
-	if len(names) == 0 {
+	if len(names) == 0 && !upRE.MatchString(expr) {
 		errorf("expression queries no passgate metric: %s", expr)
 	}
 	for _, m := range names {
@@ -250,8 +260,13 @@ func TestOperatorsKit(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(root, "deploy", "grafana-dashboard.json"))
 	must(t, "read dashboard", err)
 	var dash struct {
-		Title  string `json:"title"`
-		UID    string `json:"uid"`
+		Title      string `json:"title"`
+		UID        string `json:"uid"`
+		Templating struct {
+			List []struct {
+				Name string `json:"name"`
+			} `json:"list"`
+		} `json:"templating"`
 		Panels []struct {
 			ID      int    `json:"id"`
 			Title   string `json:"title"`
@@ -264,6 +279,15 @@ func TestOperatorsKit(t *testing.T) {
 	}
 	if err := json.Unmarshal(raw, &dash); err != nil {
 		t.Fatalf("dashboard JSON: %v", err)
+	}
+	var vars []string
+	for _, v := range dash.Templating.List {
+		vars = append(vars, v.Name)
+	}
+	for _, want := range []string{"job", "instance"} {
+		if !slices.Contains(vars, want) {
+			t.Errorf("dashboard has no $%s variable (have %v)", want, vars)
+		}
 	}
 	if dash.Title == "" || dash.UID == "" || len(dash.Panels) == 0 {
 		t.Fatalf("dashboard lacks a title, uid or panels")
@@ -279,6 +303,9 @@ func TestOperatorsKit(t *testing.T) {
 		titles = append(titles, strings.ToLower(p.Title))
 		for _, tg := range p.Targets {
 			checkExpr(t, "dashboard panel "+p.Title, tg.Expr, mfs)
+			for _, sel := range unfilteredSelectors(tg.Expr) {
+				t.Errorf("dashboard panel %q: %s is not filtered by $job and $instance", p.Title, sel)
+			}
 			all += tg.Expr + "\n"
 		}
 	}
@@ -313,6 +340,9 @@ func TestOperatorsKit(t *testing.T) {
 	if err := yaml.UnmarshalStrict(raw, &rules); err != nil {
 		t.Fatalf("alert rules: %v", err)
 	}
+	ops, err := os.ReadFile(filepath.Join(root, "docs", "operations.md"))
+	must(t, "read operations.md", err)
+	anchors := markdownAnchors(string(ops))
 	var alerts []string
 	for _, g := range rules.Groups {
 		if g.Name == "" || len(g.Rules) == 0 {
@@ -335,13 +365,68 @@ func TestOperatorsKit(t *testing.T) {
 				t.Errorf("rule %q: needs labels.severity and annotations summary and description", r.Alert)
 			}
 			checkExpr(t, "alert "+r.Alert, r.Expr, mfs)
+			if anchor, ok := strings.CutPrefix(r.Annotations["runbook_url"], runbookBase); !ok || !anchors[anchor] {
+				t.Errorf("rule %q: runbook_url %q is not %s followed by an anchor of docs/operations.md", r.Alert, r.Annotations["runbook_url"], runbookBase)
+			}
 		}
 	}
-	for _, want := range []string{"PassgateBruteForceInProgress", "PassgateCheckErrors", "PassgateRefreshTokenReuse"} {
+	for _, want := range []string{"PassgateBruteForceInProgress", "PassgateCheckErrors", "PassgateRefreshTokenReuse",
+		"PassgateDown", "PassgateStoreUnreachable", "PassgateTokenEndpointErrors"} {
 		if !slices.Contains(alerts, want) {
 			t.Errorf("no alert %s (have %v)", want, alerts)
 		}
 	}
+}
+
+// runbookBase is where every alert's runbook_url points, followed by the
+// anchor of a section of docs/operations.md.
+const runbookBase = "https://github.com/passgate/passgate/blob/main/docs/operations.md#"
+
+// markdownAnchors returns the anchors GitHub gives the headings of a
+// Markdown document: lowercased, punctuation other than - and _ dropped,
+// spaces turned into hyphens.
+func markdownAnchors(doc string) map[string]bool {
+	anchors := map[string]bool{}
+	inCode := false
+	for _, line := range strings.Split(doc, "\n") {
+		if strings.HasPrefix(line, "```") {
+			inCode = !inCode
+		}
+		if inCode || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		title := strings.TrimSpace(strings.TrimLeft(line, "#"))
+		var b strings.Builder
+		for _, r := range strings.ToLower(title) {
+			switch {
+			case r == ' ':
+				b.WriteByte('-')
+			case r == '-' || r == '_' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9':
+				b.WriteRune(r)
+			}
+		}
+		anchors[b.String()] = true
+	}
+	return anchors
+}
+
+// unfilteredSelectors returns the metric selectors of a dashboard query
+// that do not filter on the dashboard's $job and $instance variables.
+func unfilteredSelectors(expr string) []string {
+	var bad []string
+	for _, loc := range metricRE.FindAllStringIndex(expr, -1) {
+		sel := expr[loc[0]:loc[1]]
+		rest := expr[loc[1]:]
+		if !strings.HasPrefix(rest, "{") {
+			bad = append(bad, sel)
+			continue
+		}
+		inner := rest[1:strings.IndexByte(rest, '}')]
+		if !strings.Contains(inner, `job=~"$job"`) || !strings.Contains(inner, `instance=~"$instance"`) {
+			bad = append(bad, sel+"{"+inner+"}")
+		}
+	}
+	return bad
 }
 
 // TestCheckExprCatchesMistakes: the validator above fails on an unknown
@@ -365,6 +450,19 @@ func TestCheckExprCatchesMistakes(t *testing.T) {
 	}
 	if p := exprProblems(`sum(rate(passgate_auth_events_total{event="login_failure",job=~".*"}[5m]))`, mfs); len(p) != 0 {
 		t.Errorf("exprProblems rejected a good expression: %v", p)
+	}
+	for expr, want := range map[string]int{
+		`sum(rate(passgate_auth_events_total[5m]))`:                                    1,
+		`sum(rate(passgate_auth_events_total{job=~"$job"}[5m]))`:                       1,
+		`sum(rate(passgate_auth_events_total{job=~"$job",instance=~"$instance"}[5m]))`: 0,
+	} {
+		if got := len(unfilteredSelectors(expr)); got != want {
+			t.Errorf("unfilteredSelectors(%s) found %d, want %d", expr, got, want)
+		}
+	}
+	anchors := markdownAnchors("# Operating passgate: faults\n```sh\n# not a heading\n```\n### PassgateDown\n")
+	if !anchors["operating-passgate-faults"] || !anchors["passgatedown"] || anchors["not-a-heading"] {
+		t.Errorf("markdownAnchors = %v", anchors)
 	}
 }
 
