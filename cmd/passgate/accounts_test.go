@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"log/slog"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -70,46 +68,6 @@ func issueTokens(t *testing.T, st store.Store, user, label string) []string {
 	return []string{at.Hash, rt.Hash}
 }
 
-// invalidations collects what a store's Subscribe delivers, as a replica's
-// token cache would hear it.
-type invalidations struct {
-	mu     sync.Mutex
-	hashes map[string]bool
-}
-
-func subscribe(t *testing.T, st store.Store) *invalidations {
-	inv := &invalidations{hashes: map[string]bool{}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = st.Subscribe(ctx, func(i store.Invalidation) {
-			inv.mu.Lock()
-			defer inv.mu.Unlock()
-			for _, h := range i.TokenHashes {
-				inv.hashes[h] = true
-			}
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return inv
-}
-
-func (inv *invalidations) wait(d time.Duration, hashes ...string) bool {
-	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		inv.mu.Lock()
-		all := true
-		for _, h := range hashes {
-			all = all && inv.hashes[h]
-		}
-		inv.mu.Unlock()
-		if all {
-			return true
-		}
-	}
-	return false
-}
-
 // TestPasswordChangeRevokesTokens: `passgate user passwd` ends the user's
 // sessions and revokes their tokens (a refresh token issued under the old
 // password used to live on for 30 days), and the revocation reaches
@@ -127,7 +85,7 @@ func TestPasswordChangeRevokesTokens(t *testing.T) {
 			if err := st.CreateSession(ctx, store.Session{IDHash: "sess-alice", Username: "alice", CSRFToken: "c", CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 				t.Fatal(err)
 			}
-			inv := subscribe(t, st)
+			inv := storetest.Subscribe(t, st)
 			stdout, stderr, code := passgate(t, b.env, "second-passphrase-ok\n", "user", "passwd", "alice", "--password-stdin")
 			if code != 0 {
 				t.Fatalf("user passwd: %s", stderr)
@@ -144,7 +102,7 @@ func TestPasswordChangeRevokesTokens(t *testing.T) {
 			if _, err := st.GetSession(ctx, "sess-alice", time.Now()); err == nil {
 				t.Error("session survived the password change")
 			}
-			if !inv.wait(5*time.Second, hashes...) {
+			if !inv.WaitHashes(5*time.Second, hashes...) {
 				t.Error("the revocation did not reach another handle's subscriber within 5s")
 			}
 		})
