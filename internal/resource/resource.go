@@ -303,6 +303,15 @@ func (r Resource) MetadataURL() string {
 // (case-insensitive, default port ignored) and r's path is a prefix of path
 // on a segment boundary ("/mcp" matches "/mcp", "/mcp/" and "/mcp/x", not
 // "/mcpx").
+//
+// The request's scheme only decides which port is the default; it is not
+// compared with r's. An identifier's scheme does not name another server
+// (http resources exist only on loopback, and one host:port serves one
+// scheme), and the scheme a check sees is whatever the nearest proxy says
+// (nginx's $scheme, X-Forwarded-Proto): behind a TLS-terminating load
+// balancer it is "http" for https traffic, and comparing it would deny
+// every request. Where the scheme names the identifier, at
+// /oauth/authorize and /oauth/token, it is compared (Lookup).
 func (r Resource) Matches(scheme, host, path string) bool {
 	return r.matches(scheme, host, path, false)
 }
