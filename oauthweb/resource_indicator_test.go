@@ -157,3 +157,30 @@ func TestResourceStoredAsConfigured(t *testing.T) {
 		t.Fatalf("consent stored under the configured spelling was not remembered: %d", resp.StatusCode)
 	}
 }
+
+// TestResourceIndicatorDefaultPort: a resource on the scheme's default
+// port is named with or without it.
+func TestResourceIndicatorDefaultPort(t *testing.T) {
+	const configured = "http://127.0.0.1/mcp"
+	e := newEnv(t, func(c *Config) {
+		rs, err := resource.ParseAll([]string{configured})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Resources = rs
+	})
+	b := e.browser()
+	e.login(b)
+	conf := e.oauth2Config(e.publicClient(), "")
+	verifier := oauth2.GenerateVerifier()
+	cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier), oauth2.SetAuthURLParam("resource", "http://127.0.0.1:80/mcp")))
+	tok, err := conf.Exchange(context.Background(), cb.Query().Get("code"), oauth2.VerifierOption(verifier), oauth2.SetAuthURLParam("resource", "HTTP://127.0.0.1:80/mcp/"))
+	if err != nil {
+		t.Fatalf("authorize with the default port: %v (callback %v)", err, cb.Query())
+	}
+	e.secret(tok.AccessToken, tok.RefreshToken)
+	at, err := e.st.GetToken(context.Background(), token.Hash(tok.AccessToken), e.clock.Now())
+	if err != nil || at.Resource != configured {
+		t.Fatalf("audience %q, %v; want %q", at.Resource, err, configured)
+	}
+}
