@@ -9,6 +9,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres/pgtest"
@@ -39,6 +41,9 @@ type passgateStack struct {
 	bin      string
 	storeEnv []string // DATABASE_URL or PASSGATE_DATA_DIR, for CLI calls
 	resource string
+
+	passAddr, grpcAddr string
+	passgate           *proc.Process // the running `passgate serve`
 }
 
 // startPassgateStack starts the stack on backend ("sqlite" or "postgres");
@@ -55,14 +60,25 @@ func startPassgateStack(t *testing.T, backend string, args ...string) *passgateS
 	case "postgres":
 		storeEnv = []string{"DATABASE_URL=" + pgtest.NewDatabase(t)}
 	}
-	st := &passgateStack{ngx: ngx, bin: bin, storeEnv: storeEnv, resource: ngx.URL + "/mcp"}
+	st := &passgateStack{ngx: ngx, bin: bin, storeEnv: storeEnv, resource: ngx.URL + "/mcp", passAddr: passAddr, grpcAddr: grpcAddr}
 	// The user exists before passgate starts, so no bootstrap password.
 	st.cli(t, "correct horse battery\n", "user", "add", "alice", "--password-stdin")
-	e2etest.StartProcess(t, passAddr, bin, append([]string{
-		"serve", "--issuer", ngx.URL, "--resource", st.resource,
-		"--http-listen", passAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
-	}, args...), storeEnv)
+	st.restart(t, nil, args...)
 	return st
+}
+
+// restart stops the running passgate, if any, and starts a fresh one on
+// the same addresses and store, with env added and args as extra flags:
+// in-memory state (rate limits, caches) starts over.
+func (st *passgateStack) restart(t *testing.T, env []string, args ...string) {
+	t.Helper()
+	if st.passgate != nil {
+		e2etest.Stop(t, st.passgate)
+	}
+	st.passgate = e2etest.StartProcess(t, st.passAddr, st.bin, append([]string{
+		"serve", "--issuer", st.ngx.URL, "--resource", st.resource,
+		"--http-listen", st.passAddr, "--grpc-listen", st.grpcAddr, "--metrics-listen", "",
+	}, args...), append(slices.Clip(st.storeEnv), env...))
 }
 
 func (st *passgateStack) cli(t *testing.T, stdin string, args ...string) string {
@@ -157,7 +173,10 @@ func (b *browser) authorize(ctx context.Context, authURL string) (*url.URL, erro
 func TestEndToEndThroughNginx(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
-			st := startPassgateStack(t, backend)
+			// Access tokens live 12s: golang.org/x/oauth2, which the SDK
+			// refreshes with, treats a token as expired 10s early, so the
+			// SDK refreshes on its own 2s after each exchange (step 8).
+			st := startPassgateStack(t, backend, "--access-token-ttl=12s")
 			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 			defer cancel()
 			hc := &http.Client{Transport: st.ngx.Transport, Timeout: 10 * time.Second}
@@ -252,12 +271,37 @@ func TestEndToEndThroughNginx(t *testing.T) {
 				t.Errorf("received %d progress notifications through nginx, want 3", got)
 			}
 
-			// 8. The token is bound to the resource, and once revoked the
-			// proxy refuses it.
+			// 8. Refresh, the SDK's own way: once the access token is due,
+			// the next call refreshes it (rotating the refresh token) and
+			// goes through with the new one.
 			ts, err := h.TokenSource(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
+			before, err := ts.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for before.Valid() {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"}); err != nil || res.IsError {
+				t.Fatalf("tools/call after the access token became due: %v %+v", err, res)
+			}
+			after, err := ts.Token()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if after.AccessToken == before.AccessToken || after.RefreshToken == "" || after.RefreshToken == before.RefreshToken {
+				t.Errorf("the SDK did not refresh: access token changed %v, refresh token rotated %v",
+					after.AccessToken != before.AccessToken, after.RefreshToken != "" && after.RefreshToken != before.RefreshToken)
+			}
+			if out := st.cli(t, "", "audit", "--event", "token_refresh", "--json"); !strings.Contains(out, `"success":true`) {
+				t.Errorf("passgate recorded no successful token_refresh:\n%s", out)
+			}
+
+			// 9. The token is bound to the resource, and once revoked the
+			// proxy refuses it.
 			tok, err := ts.Token()
 			if err != nil {
 				t.Fatal(err)

@@ -354,6 +354,14 @@ func TestEnvoyExtAuthzFilter(t *testing.T) {
 		if authz.GetFailureModeAllow() {
 			t.Error("failure_mode_allow is true: an unreachable passgate would let everyone in")
 		}
+		// Envoy sends the check every request header unless allowed_headers
+		// narrows them: Authorization, and Origin, on which the check's
+		// denials carry the CORS headers a browser client (MCP Inspector)
+		// needs to read the challenge; the denial's headers reach the
+		// client as they are (grpc_service has no allowed_client_headers).
+		if authz.GetAllowedHeaders() != nil {
+			t.Error("allowed_headers is set: the check must see Authorization and Origin")
+		}
 		if authz.GetWithRequestBody() != nil {
 			t.Error("with_request_body is set: MCP bodies must not be buffered for the check")
 		}

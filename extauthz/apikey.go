@@ -171,8 +171,14 @@ func askAPIKey(ctx context.Context, st store.Store, hash string, _ time.Time) (t
 	case !k.RevokedAt.IsZero():
 		return tokencache.Entry{}, ReasonRevoked, nil
 	}
+	// Keys bound before identifiers were canonicalized carry the URLs as
+	// configured then; the check compares canonical forms.
+	bound := make([]string, len(k.Resources))
+	for i, r := range k.Resources {
+		bound[i] = resource.Audience(r)
+	}
 	return tokencache.Entry{
-		ID:      tokencache.Identity{User: APIKeyUserPrefix + k.Name, Scope: k.Scope, Resource: strings.Join(k.Resources, "\n")},
+		ID:      tokencache.Identity{User: APIKeyUserPrefix + k.Name, Scope: k.Scope, Resource: strings.Join(bound, "\n")},
 		Expires: math.MaxInt64,
 	}, ReasonAPIKey, nil
 }

@@ -386,6 +386,7 @@ func checkGRPC(t *testing.T, c *Checker, client authv3.AuthorizationClient, raw 
 			hs[strings.ToLower(h.GetHeader().GetKey())] = h.GetHeader().GetValue()
 		}
 		o.WWWAuth, o.Expose = hs["www-authenticate"], hs["access-control-expose-headers"]
+		checkCORS(t, o.Expose, hs["access-control-allow-origin"], hs["vary"])
 		if hs["content-type"] != "application/json" {
 			t.Errorf("Content-Type %q", hs["content-type"])
 		}
@@ -394,6 +395,19 @@ func checkGRPC(t *testing.T, c *Checker, client authv3.AuthorizationClient, raw 
 		t.Fatalf("response without http_response: %v", resp)
 	}
 	return o
+}
+
+// checkCORS: a denial that exposes its challenge to a cross-origin script
+// (the request had an Origin) also allows every origin to read it, as
+// deploy/nginx.conf does, and varies on Origin; one that does not, neither.
+func checkCORS(t *testing.T, expose, allowOrigin, vary string) {
+	t.Helper()
+	if expose != "" && (allowOrigin != "*" || vary != "Origin") {
+		t.Errorf("denial exposes %q but Access-Control-Allow-Origin %q, Vary %q; want *, Origin", expose, allowOrigin, vary)
+	}
+	if expose == "" && allowOrigin != "" {
+		t.Errorf("denial without Access-Control-Expose-Headers has Access-Control-Allow-Origin %q", allowOrigin)
+	}
 }
 
 // checkHTTP sends the raw subrequest bytes, as the proxy would, over a real
@@ -449,6 +463,7 @@ func checkHTTP(t *testing.T, c *Checker, addr string, raw []byte) outcome {
 	case 400, 401, 403:
 		o.WWWAuth = resp.Header.Get("WWW-Authenticate")
 		o.Expose = resp.Header.Get("Access-Control-Expose-Headers")
+		checkCORS(t, o.Expose, resp.Header.Get("Access-Control-Allow-Origin"), resp.Header.Get("Vary"))
 		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 			t.Errorf("Content-Type %q", ct)
 		}

@@ -83,14 +83,23 @@ func (c *Checker) deny(r Request, p string, res resource.Resource, reason Reason
 }
 
 // denialHeaders are the headers of a denial: the challenge, when there is
-// one, exposed to a cross-origin caller's script (so an MCP client in a
-// browser can follow resource_metadata), and a JSON body never cached.
+// one, readable by a cross-origin caller's script when the request had an
+// Origin (so an MCP client in a browser, such as MCP Inspector, can follow
+// resource_metadata), and a JSON body never cached. Envoy, Caddy and
+// Traefik send a denial's headers to the client; nginx's auth_request does
+// not, and deploy/nginx.conf adds the same CORS headers itself. The policy
+// is nginx.conf's: any origin ("*"), as the credential is a Bearer header a
+// page must already hold, never a cookie. Vary: Origin because the CORS
+// headers depend on it.
 func denialHeaders(cors bool, challenge string) []Header {
-	h := make([]Header, 0, 4)
+	h := make([]Header, 0, 7)
 	if challenge != "" {
 		h = append(h, Header{"WWW-Authenticate", challenge})
 		if cors {
-			h = append(h, Header{"Access-Control-Expose-Headers", "WWW-Authenticate"})
+			h = append(h,
+				Header{"Access-Control-Allow-Origin", "*"},
+				Header{"Access-Control-Expose-Headers", "WWW-Authenticate"},
+				Header{"Vary", "Origin"})
 		}
 	}
 	return append(h, Header{"Content-Type", "application/json"}, Header{"Cache-Control", "no-store"})

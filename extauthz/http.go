@@ -236,14 +236,11 @@ func (c *Checker) pinnedHost(r *http.Request, req Request) Reason {
 	case len(hosts) == 1 && len(resources) == 0 && hosts[0] != "":
 		pin = resource.CanonicalHost(req.Scheme, hosts[0])
 	case len(resources) == 1 && len(hosts) == 0:
-		for _, res := range c.resources {
-			if res.URL == resources[0] {
-				pin = res.Host
-			}
-		}
-		if pin == "" {
+		res, err := resource.Lookup(c.resources, resources[0])
+		if err != nil {
 			return ReasonInvalidRequest
 		}
+		pin = res.Host
 	default:
 		return ReasonInvalidRequest
 	}

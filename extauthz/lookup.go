@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 )
 
@@ -114,8 +115,11 @@ func askToken(ctx context.Context, st store.Store, hash string, now time.Time) (
 	case !t.ExpiresAt.After(now):
 		return tokencache.Entry{}, ReasonExpired, nil
 	}
+	// The audience is compared with the resource's canonical URL; tokens
+	// issued before identifiers were canonicalized carry the URL as it was
+	// configured. Canonicalized here, once per cache fill.
 	return tokencache.Entry{
-		ID:      tokencache.Identity{User: t.Username, Client: t.ClientID, Scope: t.Scope, Resource: t.Resource},
+		ID:      tokencache.Identity{User: t.Username, Client: t.ClientID, Scope: t.Scope, Resource: resource.Audience(t.Resource)},
 		Expires: t.ExpiresAt.UnixNano(),
 	}, ReasonToken, nil
 }

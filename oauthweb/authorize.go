@@ -1,6 +1,7 @@
 package oauthweb
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
@@ -153,9 +155,12 @@ func (s *Server) grantScope(client store.Client, raw string) ([]string, *oauth.E
 	return req, nil
 }
 
-// pickResource applies RFC 8707: the resource must be configured; with
-// none requested the single configured one is used.
+// pickResource applies RFC 8707: the resource must be configured,
+// compared in canonical form (resource.Lookup), and is recorded in its
+// canonical form; with none requested the single configured one is used.
+// An empty resource= is treated as omitted (OAuth 2.1 §3.1).
 func (s *Server) pickResource(vals []string) (string, *oauth.Error) {
+	vals = nonEmpty(vals)
 	switch len(vals) {
 	case 0:
 		if len(s.cfg.Resources) == 1 {
@@ -163,15 +168,46 @@ func (s *Server) pickResource(vals []string) (string, *oauth.Error) {
 		}
 		return "", &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "resource is required: this server protects several resources", Status: http.StatusBadRequest}
 	case 1:
-		for _, r := range s.cfg.Resources {
-			if r.URL == vals[0] {
-				return r.URL, nil
-			}
+		r, err := resource.Lookup(s.cfg.Resources, vals[0])
+		if err != nil {
+			return "", invalidTarget(err, "unknown resource")
 		}
-		return "", &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "unknown resource", Status: http.StatusBadRequest}
+		return r.URL, nil
 	default:
 		return "", &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "only one resource per request is supported", Status: http.StatusBadRequest}
 	}
+}
+
+// invalidTarget is the invalid_target error for a resource indicator
+// resource.Lookup refused: one that is not a valid identifier says so,
+// otherwise desc.
+func invalidTarget(err error, desc string) *oauth.Error {
+	if errors.Is(err, resource.ErrInvalidIndicator) {
+		desc = "resource must be an absolute https URL without userinfo, query or fragment"
+	}
+	return &oauth.Error{Code: oauth.CodeInvalidTarget, Description: desc, Status: http.StatusBadRequest}
+}
+
+// nonEmpty drops empty values: OAuth 2.1 §3.1 treats a parameter sent
+// without a value as omitted.
+func nonEmpty(vals []string) []string {
+	return slices.DeleteFunc(slices.Clone(vals), func(v string) bool { return v == "" })
+}
+
+// getConsent is Store.GetConsent for a resource in canonical form, falling
+// back to the resource's URL as configured: consents recorded before
+// identifiers were canonicalized carry that.
+func (s *Server) getConsent(ctx context.Context, username, clientID, res string) (store.Consent, error) {
+	c, err := s.cfg.Store.GetConsent(ctx, username, clientID, res)
+	if !errors.Is(err, store.ErrNotFound) {
+		return c, err
+	}
+	for _, r := range s.cfg.Resources {
+		if r.URL == res && r.Configured != r.URL {
+			return s.cfg.Store.GetConsent(ctx, username, clientID, r.Configured)
+		}
+	}
+	return c, err
 }
 
 // redirectTo builds the authorization response URL: target plus params
@@ -264,7 +300,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	// scopes: a request within an approved set needs no new prompt, unless
 	// the client's identity is not assured (see rememberConsent).
 	if s.rememberConsent(req) {
-		c, err := s.cfg.Store.GetConsent(ctx, sess.Username, req.client.ID, req.resource)
+		c, err := s.getConsent(ctx, sess.Username, req.client.ID, req.resource)
 		switch {
 		case err == nil:
 			approved, _ := oauth.ParseScope(c.Scope)
@@ -427,7 +463,7 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	now := s.now()
 	scope := req.scope
-	if prev, err := s.cfg.Store.GetConsent(ctx, sess.Username, req.client.ID, req.resource); err == nil {
+	if prev, err := s.getConsent(ctx, sess.Username, req.client.ID, req.resource); err == nil {
 		old, _ := oauth.ParseScope(prev.Scope)
 		scope = oauth.ScopeUnion(old, scope)
 	} else if !errors.Is(err, store.ErrNotFound) {

@@ -35,6 +35,8 @@ func TestGoldenTranscripts(t *testing.T) {
 		{name: "register-javascript-redirect", method: "POST", path: "/oauth/register", contentType: "application/json",
 			body: `{"client_name":"x","redirect_uris":["javascript:alert(1)"],"token_endpoint_auth_method":"none"}`},
 		{name: "unknown-path", method: "GET", path: "/oauth/nope"},
+		// RFC 9728 §3.3: the root document describes the origin.
+		{name: "protected-resource-metadata-root", method: "GET", path: "/.well-known/oauth-protected-resource"},
 	}
 	client := e.publicClient()
 	tests[2].contentType, tests[2].body = form(url.Values{"grant_type": {"password"}, "client_id": {client}, "username": {testUser}, "password": {"wrong"}})

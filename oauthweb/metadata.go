@@ -83,15 +83,17 @@ func (s *Server) resourceMetadataPaths() []string {
 }
 
 // serveResourceMetadata answers for the resource whose metadata path this
-// is. The first resource also owns the bare well-known path. When two
-// resources on different hosts share a path, the request's host picks one;
-// the Host header only selects among configured documents, it never builds
-// a URL.
+// is: its document names the resource exactly (RFC 9728 §3.3), in
+// canonical form. The bare well-known path describes an origin
+// (serveOriginMetadata). When two resources on different hosts share a
+// path, the request's host picks one; the Host header only selects among
+// configured documents, it never builds a URL.
 func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
-	var candidates []resource.Resource
 	if r.URL.Path == "/.well-known/oauth-protected-resource" {
-		candidates = append(candidates, s.cfg.Resources[0])
+		s.serveOriginMetadata(w, r)
+		return
 	}
+	var candidates []resource.Resource
 	for _, res := range s.cfg.Resources {
 		if res.MetadataPath() == r.URL.Path {
 			candidates = append(candidates, res)
@@ -101,18 +103,43 @@ func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 		oauth.WriteError(w, &oauth.Error{Code: oauth.CodeInvalidRequest, Description: "unknown resource", Status: http.StatusNotFound})
 		return
 	}
-	chosen := candidates[0]
-	for _, c := range candidates {
-		if c.Host == strings.ToLower(r.Host) {
-			chosen = c
-			break
+	chosen := pickByHost(candidates, r.Host)
+	s.writeResourceMetadata(w, chosen.URL, chosen.Host+strings.TrimSuffix(chosen.Path, "/"))
+}
+
+// serveOriginMetadata answers the root well-known path. RFC 9728 §3.3:
+// the resource in a document must be the identifier its URL was built
+// from, and for /.well-known/oauth-protected-resource that is the origin,
+// so the document describes the origin of the configured resource whose
+// host the request names (the first resource's when none does). Clients
+// that find only this document (no resource_metadata in the challenge)
+// send the origin as their resource indicator; resource.Lookup maps it to
+// the origin's only resource, and refuses it with invalid_target when
+// several resources share the origin, so such a client must be given the
+// resource's URL. The checks' challenges point at the path-suffixed
+// documents, which stay exact.
+func (s *Server) serveOriginMetadata(w http.ResponseWriter, r *http.Request) {
+	chosen := pickByHost(s.cfg.Resources, r.Host)
+	s.writeResourceMetadata(w, chosen.Origin(), chosen.Host)
+}
+
+// pickByHost returns the first of rs (not empty) whose host is host,
+// compared as origins are, or rs[0].
+func pickByHost(rs []resource.Resource, host string) resource.Resource {
+	for _, c := range rs {
+		if c.Host == resource.CanonicalHost(c.Scheme, host) {
+			return c
 		}
 	}
+	return rs[0]
+}
+
+func (s *Server) writeResourceMetadata(w http.ResponseWriter, id, name string) {
 	writeMetadata(w, prMetadata{
-		Resource:               chosen.URL,
+		Resource:               id,
 		AuthorizationServers:   []string{s.cfg.Issuer},
 		ScopesSupported:        s.cfg.Scopes,
 		BearerMethodsSupported: []string{"header"},
-		ResourceName:           chosen.Host + strings.TrimSuffix(chosen.Path, "/"),
+		ResourceName:           name,
 	})
 }

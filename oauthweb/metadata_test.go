@@ -84,8 +84,13 @@ func TestMetadata(t *testing.T) {
 	}
 	for _, tt := range []struct{ path, host, res string }{
 		{"/.well-known/oauth-protected-resource/mcp", "mcp.example.com", "https://mcp.example.com/mcp"},
-		{"/.well-known/oauth-protected-resource", "mcp.example.com", "https://mcp.example.com/mcp"},
-		{"/.well-known/oauth-protected-resource", "other.example.com", "https://other.example.com/"},
+		{"/.well-known/oauth-protected-resource/mcp", "evil.example", "https://mcp.example.com/mcp"},
+		// RFC 9728 §3.3: the root document describes the origin it was
+		// fetched from (the Host only picks a configured one).
+		{"/.well-known/oauth-protected-resource", "mcp.example.com", "https://mcp.example.com"},
+		{"/.well-known/oauth-protected-resource", "MCP.example.com:443", "https://mcp.example.com"},
+		{"/.well-known/oauth-protected-resource", "other.example.com", "https://other.example.com"},
+		{"/.well-known/oauth-protected-resource", "evil.example", "https://mcp.example.com"},
 	} {
 		code, _, got := getJSON(t, h, "http://x"+tt.path, tt.host)
 		if code != 200 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -270,8 +271,8 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 	if !oauth.VerifyS256(verifier, ac.CodeChallenge) {
 		return nil, oauth.NewError(oauth.CodeInvalidGrant, "PKCE verification failed")
 	}
-	if res := r.PostForm["resource"]; len(res) > 0 && (len(res) > 1 || res[0] != ac.Resource) {
-		return nil, &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "resource does not match the authorization request", Status: http.StatusBadRequest}
+	if oe := s.checkBoundResource(r.PostForm["resource"], ac.Resource, "resource does not match the authorization request"); oe != nil {
+		return nil, oe
 	}
 	familyExp := now.Add(s.cfg.RefreshTokenTTL)
 	access, refresh, at, rt := s.mint(now, client, ac.Username, ac.Scope, ac.Resource, ac.FamilyID, familyExp)
@@ -345,8 +346,8 @@ func (s *Server) refreshGrant(ctx context.Context, r *http.Request, client store
 			scope = oauth.JoinScope(req)
 		}
 	}
-	if res := r.PostForm["resource"]; len(res) > 0 && (len(res) > 1 || res[0] != t.Resource) {
-		return nil, &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "the refresh token is bound to another resource", Status: http.StatusBadRequest}
+	if oe := s.checkBoundResource(r.PostForm["resource"], t.Resource, "the refresh token is bound to another resource"); oe != nil {
+		return nil, oe
 	}
 	access, refresh, at, rt := s.mint(now, client, t.Username, t.Scope, t.Resource, t.FamilyID, t.FamilyExpiresAt)
 	// A narrower scope applies to the new access token; the refresh token
@@ -453,4 +454,26 @@ func openGrace(old string, sealed []byte) ([]byte, error) {
 	}
 	n := aead.NonceSize()
 	return aead.Open(nil, sealed[:n], sealed[n:], []byte("passgate grace v1"))
+}
+
+// checkBoundResource checks a token request's resource parameters (RFC
+// 8707 §2.2; empty ones count as omitted) against bound, the resource the
+// code or refresh token carries: omitted, or one that resource.Lookup
+// finds and that is bound in canonical form. bound may be a URL as
+// configured before identifiers were canonicalized (resource.Audience).
+func (s *Server) checkBoundResource(vals []string, bound, desc string) *oauth.Error {
+	vals = nonEmpty(vals)
+	switch len(vals) {
+	case 0:
+		return nil
+	case 1:
+		r, err := resource.Lookup(s.cfg.Resources, vals[0])
+		if err != nil {
+			return invalidTarget(err, desc)
+		}
+		if r.URL == resource.Audience(bound) {
+			return nil
+		}
+	}
+	return &oauth.Error{Code: oauth.CodeInvalidTarget, Description: desc, Status: http.StatusBadRequest}
 }

@@ -29,6 +29,7 @@ command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_nginx=1
 [ -x /usr/bin/chromium ] || need_apt+=(chromium fonts-dejavu-core)
 command -v caddy >/dev/null 2>&1 || need_apt+=(caddy)
 command -v envsubst >/dev/null 2>&1 || need_apt+=(gettext-base)
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ] || [ -n "$need_nginx" ]; then
   if [ "$(id -u)" = 0 ]; then
@@ -43,6 +44,18 @@ if [ ${#need_apt[@]} -gt 0 ] || [ -n "$need_nginx" ]; then
   else
     echo "== missing ${need_apt[*]}${need_nginx:+ nginx} and not root: the tests that need them will skip (or fail with CI=true)"
   fi
+fi
+
+# deploy TestTypeScriptSDKThroughNginx runs the MCP TypeScript SDK client in
+# interop/ts-sdk with node (>= 20); its packages are pinned in
+# package-lock.json.
+if command -v npm >/dev/null 2>&1; then
+  if [ ! -d interop/ts-sdk/node_modules ]; then
+    echo "== npm ci in interop/ts-sdk"
+    (cd interop/ts-sdk && npm ci --no-audit --no-fund)
+  fi
+else
+  echo "== npm is missing: TestTypeScriptSDKThroughNginx will skip (or fail with CI=true)"
 fi
 
 echo "== go mod tidy -diff"

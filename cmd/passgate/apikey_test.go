@@ -56,7 +56,7 @@ func TestAPIKeyCommands(t *testing.T) {
 
 			fail(1, "already exists", "apikey", "add", "ci", "--resource", "https://mcp.example.com/mcp")
 			fail(2, "not a configured resource", "apikey", "add", "x", "--resource", "https://evil.example.com/mcp")
-			fail(2, "not a configured resource", "apikey", "add", "x", "--resource", "https://mcp.example.com/mcp/")
+			fail(2, "not a configured resource", "apikey", "add", "x", "--resource", "https://mcp.example.com/MCP")
 			fail(2, "at least one --resource", "apikey", "add", "x")
 			fail(2, "not a scope passgate grants", "apikey", "add", "x", "--resource", "https://mcp.example.com/mcp", "--scope", "root")
 			fail(2, "reserved", "apikey", "add", "legacy", "--resource", "https://mcp.example.com/mcp")
