@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres"
 	"github.com/passgate/passgate/store/sqlite"
@@ -153,7 +154,7 @@ func dispatch(ctx context.Context, args []string, std stdio) error {
 // version, platform and VCS revision the binary was built with.
 func cmdVersion(_ context.Context, args []string, std stdio) error {
 	fs := newFlagSet("version", "version", std)
-	if _, err := parseArgs(fs, args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	fmt.Fprintln(std.out, "passgate", buildVersion())
@@ -241,6 +242,21 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
+}
+
+// parseFlagsOnly is parseArgs for commands that take no positional
+// arguments: a stray word is an error rather than ignored, so a value meant
+// for a flag that takes none ("--tracing off") cannot silently become the
+// flag's opposite.
+func parseFlagsOnly(fs *flag.FlagSet, args []string) error {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("%s: unexpected argument %q (flags take their value as --flag=value; see passgate %s --help)", fs.Name(), textsafe.Escape(pos[0]), fs.Name())
+	}
+	return nil
 }
 
 // bindStoreFlags binds only the flags a command needs to reach the store,

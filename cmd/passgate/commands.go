@@ -449,7 +449,7 @@ func cmdHashPassword(ctx context.Context, args []string, std stdio) error {
 	cost := fs.Int("cost", passwd.DefaultCost, "bcrypt cost")
 	var c Config
 	fs.IntVar(&c.MinPasswordLength, "min-password-length", passwd.MinLength, "shortest password accepted (at least 8)")
-	if _, err := parseArgs(fs, args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return err
 	}
 	policy := c.passwordPolicy()

@@ -37,7 +37,7 @@ func loadConfig(name, usage string, args []string, std stdio) (*Config, error) {
 	c := Config{CreateDataDir: true}
 	fs := newFlagSet(name, usage, std)
 	settings := c.bindFlags(fs)
-	if _, err := parseArgs(fs, args); err != nil {
+	if err := parseFlagsOnly(fs, args); err != nil {
 		return nil, err
 	}
 	failed, err := loadLayers(fs, &c, settings, std)
