@@ -1,0 +1,484 @@
+// Package proxy is passgate's built-in reverse proxy: `passgate serve
+// --upstream` puts it in front of an MCP server on passgate's own HTTP
+// listener, for single-binary setups and first tries, with no nginx or
+// Envoy in between.
+//
+// Every request for a resource that has an upstream is decided in process
+// by the same extauthz.Checker the proxies ask (Checker.CheckReceived), on
+// the request as passgate received it: the method of its request line, the
+// host net/http routes on (the authority of an absolute-form target, else
+// Host) and its request target, canonicalized and refused when ambiguous
+// exactly as in every other front end. Nothing a client can add
+// (X-Forwarded-*, X-Original-*) describes the request.
+//
+// A denied request gets the check's answer (401 or 403 with its
+// WWW-Authenticate challenge, 400 for an ambiguous path or a malformed
+// Authorization header, 503 when the store cannot be asked) with the CORS
+// headers deploy/nginx.conf adds, so a browser-based MCP client can read
+// the challenge. An allowed request goes to the resource's upstream:
+//
+//   - the path is the canonical path the check judged (so the upstream
+//     routes on what was decided), the query as received;
+//   - Host is the upstream's own address (the MCP Go SDK refuses a foreign
+//     Host on loopback); X-Forwarded-Host and X-Forwarded-Proto are the
+//     resource's, X-Forwarded-For and X-Real-IP the client's address (behind
+//     trusted proxies, the one they reported);
+//   - the identity headers are the decision's, and every client-sent header
+//     of the same name, every header whose name holds an underscore (which
+//     CGI-style servers read as a hyphen), every X-Forwarded-*,
+//     X-Original-*, Forwarded and X-Real-IP header, Cookie (passgate's
+//     session lives on the same origin) and, unless --keep-authorization,
+//     Authorization are removed;
+//   - hop-by-hop headers (and those a client lists in Connection) are
+//     dropped, and protocol upgrades are not forwarded;
+//   - responses stream: every write of the upstream is flushed to the
+//     client at once (server-sent events), and the listener's write timeout
+//     does not cut long event streams.
+//
+// Requests for anything else (passgate's own pages and endpoints, hosts or
+// paths outside every proxied resource) go to the next handler, never to an
+// upstream.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/passgate/passgate/extauthz"
+	"github.com/passgate/passgate/internal/resource"
+)
+
+// DefaultMaxBodyBytes bounds a proxied request body: the MCP Go SDK's own
+// default limit, and deploy/nginx.conf's client_max_body_size.
+const DefaultMaxBodyBytes = 4 << 20
+
+// Upstream is the MCP server behind one resource.
+type Upstream struct {
+	// Resource is the protected resource whose requests go to URL.
+	Resource resource.Resource
+	// URL is the upstream's origin: http or https, a host, and no path,
+	// query, fragment or userinfo.
+	URL *url.URL
+}
+
+// ParseUpstreams reads the --upstream values against the configured
+// resources: each is "RESOURCE=URL", or a bare URL when exactly one
+// resource is configured. Every problem is reported at once.
+func ParseUpstreams(resources []resource.Resource, specs []string) ([]Upstream, error) {
+	var (
+		ups  []Upstream
+		errs []error
+	)
+	seen := map[string]bool{}
+	for _, spec := range specs {
+		res, raw, named := splitSpec(spec)
+		var r resource.Resource
+		switch {
+		case named:
+			var err error
+			if r, err = resource.Lookup(resources, res); err != nil {
+				errs = append(errs, fmt.Errorf("upstream %q: %w", spec, err))
+				continue
+			}
+		case len(resources) == 1:
+			r = resources[0]
+		default:
+			errs = append(errs, fmt.Errorf("upstream %q: with %d resources, name the one it serves: RESOURCE=URL", spec, len(resources)))
+			continue
+		}
+		u, err := parseUpstreamURL(raw)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("upstream %q: %w", spec, err))
+			continue
+		}
+		if r.Path == "/" {
+			// passgate's own pages, endpoints and the resource's RFC 9728
+			// metadata live on the same listener.
+			errs = append(errs, fmt.Errorf("upstream %q: resource %q has no path of its own (such as /mcp); passgate serves its own pages and metadata beside the proxy", spec, r.URL))
+			continue
+		}
+		if seen[r.URL] {
+			errs = append(errs, fmt.Errorf("upstream %q: resource %q has two upstreams", spec, r.URL))
+			continue
+		}
+		seen[r.URL] = true
+		ups = append(ups, Upstream{Resource: r, URL: u})
+	}
+	return ups, errors.Join(errs...)
+}
+
+// splitSpec splits "RESOURCE=URL" at the "=" that starts the upstream's
+// http(s) URL; named is false for a bare URL.
+func splitSpec(spec string) (res, raw string, named bool) {
+	spec = strings.TrimSpace(spec)
+	for _, sep := range []string{"=http://", "=https://"} {
+		if i := strings.Index(spec, sep); i > 0 {
+			return spec[:i], spec[i+1:], true
+		}
+	}
+	return "", spec, false
+}
+
+func parseUpstreamURL(raw string) (*url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return nil, errors.New("the upstream must be an http:// or https:// URL")
+	}
+	if u.Host == "" || u.Opaque != "" {
+		return nil, errors.New("the upstream must name a host")
+	}
+	if u.User != nil || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || (u.Path != "" && u.Path != "/") {
+		return nil, errors.New("the upstream is an origin (scheme, host, port) with no path, query or userinfo: requests keep their own path")
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// Config configures a Proxy. Checker, Resources and Upstreams are
+// required.
+type Config struct {
+	// Checker decides every proxied request.
+	Checker *extauthz.Checker
+	// Resources are all the configured resources (the Checker's), so that
+	// a request is routed to the resource the check judges it for.
+	Resources []resource.Resource
+	// Upstreams are the resources to proxy and their MCP servers.
+	Upstreams []Upstream
+	// ClientIP is the client's address for X-Forwarded-For and X-Real-IP.
+	// Optional: default the peer's address.
+	ClientIP func(*http.Request) string
+	// Logger receives upstream errors. Optional: default discards.
+	Logger *slog.Logger
+	// Transport reaches the upstreams. Optional: default a keep-alive
+	// transport that ignores HTTP_PROXY and friends.
+	Transport http.RoundTripper
+	// MaxBodyBytes bounds a request body. Optional: default
+	// DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// Proxy is the built-in reverse proxy. It is safe for concurrent use.
+type Proxy struct {
+	checker   *extauthz.Checker
+	resources []resource.Resource
+	upstreams map[string]*url.URL // by resource URL
+	proxied   []resource.Resource // the resources with an upstream
+	clientIP  func(*http.Request) string
+	logger    *slog.Logger
+	maxBody   int64
+	rp        *httputil.ReverseProxy
+
+	// closing ends every proxied request still open (event streams) when
+	// Close is called.
+	closing context.Context
+	close   context.CancelFunc
+}
+
+// New validates cfg and returns a Proxy.
+func New(cfg Config) (*Proxy, error) {
+	var errs []error
+	if cfg.Checker == nil {
+		errs = append(errs, errors.New("no checker"))
+	}
+	if len(cfg.Upstreams) == 0 {
+		errs = append(errs, errors.New("no upstreams"))
+	}
+	p := &Proxy{
+		checker:   cfg.Checker,
+		resources: cfg.Resources,
+		upstreams: map[string]*url.URL{},
+		clientIP:  cfg.ClientIP,
+		logger:    cfg.Logger,
+		maxBody:   cfg.MaxBodyBytes,
+	}
+	for _, u := range cfg.Upstreams {
+		if u.URL == nil || u.Resource.Host == "" {
+			errs = append(errs, fmt.Errorf("upstream for %q: not built by ParseUpstreams", u.Resource.URL))
+			continue
+		}
+		if _, err := resource.Lookup(cfg.Resources, u.Resource.URL); err != nil {
+			errs = append(errs, err)
+		}
+		p.upstreams[u.Resource.URL] = u.URL
+		p.proxied = append(p.proxied, u.Resource)
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("proxy: %w", errors.Join(errs...))
+	}
+	if p.clientIP == nil {
+		p.clientIP = peerIP
+	}
+	if p.logger == nil {
+		p.logger = slog.New(slog.DiscardHandler)
+	}
+	if p.maxBody <= 0 {
+		p.maxBody = DefaultMaxBodyBytes
+	}
+	tr := cfg.Transport
+	if tr == nil {
+		tr = newTransport()
+	}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite:   p.rewrite,
+		Transport: tr,
+		// Flush every write at once: Streamable HTTP answers with
+		// server-sent events, which must not wait in a buffer.
+		FlushInterval: -1,
+		ErrorHandler:  p.upstreamError,
+		ErrorLog:      slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn),
+	}
+	p.closing, p.close = context.WithCancel(context.Background())
+	return p, nil
+}
+
+// newTransport is the default Transport: keep-alive connections to the
+// upstreams, no environment proxy (HTTP_PROXY must not divert identity
+// headers elsewhere), no transparent decompression (bodies pass as they
+// are).
+func newTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   128,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		DisableCompression:    true,
+	}
+}
+
+// Close ends every proxied request still open (long-lived event streams),
+// so that a graceful shutdown does not wait for them; register it with
+// http.Server.RegisterOnShutdown. Requests arriving later are still served.
+func (p *Proxy) Close() { p.close() }
+
+// routeKey carries the routing result from ServeHTTP to rewrite.
+type routeKey struct{}
+
+type route struct {
+	upstream *url.URL
+	res      resource.Resource
+	path     string // canonical
+	decision extauthz.Decision
+}
+
+// Handler returns a handler that proxies requests for resources with an
+// upstream and passes everything else to next (nil: 404).
+func (p *Proxy) Handler(next http.Handler) http.Handler {
+	if next == nil {
+		next = http.NotFoundHandler()
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target, ok := requestTarget(r)
+		if !ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		cp, err := resource.CanonicalPath(target)
+		var (
+			res       resource.Resource
+			found     bool
+			ambiguous bool
+		)
+		if err == nil {
+			res, found, ambiguous = resource.FindUnambiguous(p.resources, "", r.Host, cp)
+		}
+		_, proxied := p.upstreams[res.URL]
+		switch {
+		case found && proxied && !ambiguous:
+		case (err != nil || ambiguous) && p.onProxiedHost(r.Host):
+			// A path the check refuses (encoded separators, letter-case
+			// ambiguity) on a proxied host: let it answer, with its 400.
+		default:
+			next.ServeHTTP(w, r)
+			return
+		}
+		d, _ := p.checker.CheckReceived(r, target)
+		if !d.Allow {
+			writeDenial(w, d)
+			return
+		}
+		p.forward(w, r, route{upstream: p.upstreams[res.URL], res: res, path: cp, decision: d})
+	})
+}
+
+// onProxiedHost reports whether host is the host of a proxied resource.
+func (p *Proxy) onProxiedHost(host string) bool {
+	for _, r := range p.proxied {
+		if resource.CanonicalHost(r.Scheme, host) == r.Host {
+			return true
+		}
+	}
+	return false
+}
+
+// requestTarget returns r's request target in origin form as received:
+// the escaped path and query. An absolute-form target ("GET http://h/p")
+// gives its path and query (net/http already routes on its authority); the
+// asterisk form and CONNECT's authority form have none.
+func requestTarget(r *http.Request) (string, bool) {
+	if strings.HasPrefix(r.RequestURI, "/") {
+		return r.RequestURI, true
+	}
+	if r.URL == nil || r.URL.Host == "" || r.Method == http.MethodConnect {
+		return "", false
+	}
+	t := r.URL.EscapedPath()
+	if t == "" {
+		t = "/"
+	}
+	if r.URL.RawQuery != "" || r.URL.ForceQuery {
+		t += "?" + r.URL.RawQuery
+	}
+	return t, true
+}
+
+// writeDenial answers with the check's denial, plus the CORS headers of
+// deploy/nginx.conf's denial locations: a browser-based MCP client must be
+// able to read the challenge.
+func writeDenial(w http.ResponseWriter, d extauthz.Decision) {
+	h := w.Header()
+	for _, hd := range d.Headers {
+		h[hd.Name] = []string{hd.Value}
+	}
+	h.Set("Access-Control-Allow-Origin", "*")
+	if h.Get("WWW-Authenticate") != "" {
+		h.Set("Access-Control-Expose-Headers", "WWW-Authenticate")
+	}
+	w.WriteHeader(d.Status)
+	_, _ = w.Write([]byte(d.Body))
+}
+
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt route) {
+	if r.ContentLength > p.maxBody {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = w.Write([]byte(`{"error":"invalid_request","error_description":"The request body is too large."}`))
+		return
+	}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = http.MaxBytesReader(w, r.Body, p.maxBody)
+	}
+	// An event stream may stay open far longer than the listener's write
+	// timeout, which is meant for passgate's own pages.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), routeKey{}, &rt))
+	defer cancel()
+	stop := context.AfterFunc(p.closing, cancel)
+	defer stop()
+	p.rp.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// rewrite builds the upstream request from the routed one (see the
+// package documentation for every header).
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
+	rt := pr.In.Context().Value(routeKey{}).(*route)
+	out := pr.Out
+	// The canonical path is escaped in one form (resource.CanonicalPath);
+	// RawPath sends it as is.
+	decoded, err := url.PathUnescape(rt.path)
+	if err != nil {
+		decoded = rt.path // cannot happen: CanonicalPath escapes validly
+	}
+	out.URL = &url.URL{
+		Scheme:   rt.upstream.Scheme,
+		Host:     rt.upstream.Host,
+		Path:     decoded,
+		RawPath:  rt.path,
+		RawQuery: out.URL.RawQuery,
+	}
+	out.Host = "" // the upstream's own address
+	h := out.Header
+	for name := range h {
+		if dropHeader(name) {
+			delete(h, name)
+		}
+	}
+	// No protocol switch: the check judged a request, not a tunnel.
+	h.Del("Upgrade")
+	h.Del("Connection")
+	for _, name := range rt.decision.RemoveHeaders {
+		h.Del(name)
+	}
+	for _, hd := range rt.decision.Headers {
+		if hd.Value != "" {
+			h[hd.Name] = []string{hd.Value}
+		} else {
+			h.Del(hd.Name)
+		}
+	}
+	ip := p.clientIP(pr.In)
+	h["X-Forwarded-For"] = []string{ip}
+	h["X-Real-Ip"] = []string{ip}
+	h["X-Forwarded-Host"] = []string{rt.res.Host}
+	h["X-Forwarded-Proto"] = []string{rt.res.Scheme}
+}
+
+// dropHeader reports whether a client-sent header never reaches the
+// upstream: names with "_", the forwarding headers passgate sets itself or
+// no proxy should believe from a client, and passgate's session cookie.
+func dropHeader(name string) bool {
+	if strings.IndexByte(name, '_') >= 0 {
+		return true
+	}
+	switch name {
+	case "Cookie", "Forwarded", "X-Real-Ip":
+		return true
+	}
+	return hasPrefixFold(name, "X-Forwarded-") || hasPrefixFold(name, "X-Original-")
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// upstreamError answers 502 when the upstream cannot be reached or fails
+// mid-request, and logs why without the request's URL (its query is the
+// client's).
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		err = ue.Err
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe):
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = w.Write([]byte(`{"error":"invalid_request","error_description":"The request body is too large."}`))
+		return
+	case r.Context().Err() != nil || errors.Is(err, context.Canceled):
+		// The client left, or passgate is shutting down.
+		w.WriteHeader(http.StatusBadGateway)
+		return
+	}
+	rt, _ := r.Context().Value(routeKey{}).(*route)
+	upstream := ""
+	if rt != nil {
+		upstream = rt.upstream.String()
+	}
+	p.logger.WarnContext(r.Context(), "upstream unreachable", "upstream", upstream, "err", err)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusBadGateway)
+	_, _ = w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"The MCP server behind passgate did not answer."}`))
+}
+
+func peerIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
