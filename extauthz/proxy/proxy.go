@@ -304,6 +304,11 @@ func (p *Proxy) Handler(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		// The request log names the route as a mux pattern would.
+		r.Pattern = "proxy " + res.Path
+		if !found {
+			r.Pattern = "proxy"
+		}
 		d, _ := p.checker.CheckReceived(r, target)
 		if !d.Allow {
 			writeDenial(w, d)
@@ -349,12 +354,16 @@ func requestTarget(r *http.Request) (string, bool) {
 // able to read the challenge.
 func writeDenial(w http.ResponseWriter, d extauthz.Decision) {
 	h := w.Header()
+	challenge := false
 	for _, hd := range d.Headers {
+		// Set as the check names them (WWW-Authenticate is not in
+		// canonical form), as its HTTP front end does.
 		h[hd.Name] = []string{hd.Value}
+		challenge = challenge || hd.Name == "WWW-Authenticate"
 	}
-	h.Set("Access-Control-Allow-Origin", "*")
-	if h.Get("WWW-Authenticate") != "" {
-		h.Set("Access-Control-Expose-Headers", "WWW-Authenticate")
+	h["Access-Control-Allow-Origin"] = []string{"*"}
+	if challenge {
+		h["Access-Control-Expose-Headers"] = []string{"WWW-Authenticate"}
 	}
 	w.WriteHeader(d.Status)
 	_, _ = w.Write([]byte(d.Body))
