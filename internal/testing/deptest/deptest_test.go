@@ -76,6 +76,9 @@ func TestImportRules(t *testing.T) {
 		// keys, entries and an opaque tag.
 		{pkg: "extauthz/internal/tokencache", allowed: []string{"golang.org/x/sys"}},
 		{pkg: "extauthz", forbidden: []string{module + "/oauthweb", module + "/store/sqlite", module + "/store/postgres", module + "/cmd"}, forbiddenDirect: []string{"html/template"}},
+		// The built-in proxy decides with the Checker only: no second
+		// decision path, no authorization server, no backend.
+		{pkg: "extauthz/proxy", forbidden: []string{module + "/oauthweb", module + "/store/sqlite", module + "/store/postgres", module + "/cmd"}, forbiddenDirect: []string{"html/template", module + "/store"}},
 		{pkg: "store/sqlite", forbidden: []string{module + "/store/postgres", module + "/oauthweb", module + "/extauthz"}},
 		{pkg: "store/postgres", forbidden: []string{module + "/store/sqlite", module + "/oauthweb", module + "/extauthz"}},
 	}
