@@ -31,9 +31,9 @@
 //     Authorization are removed;
 //   - hop-by-hop headers (and those a client lists in Connection) are
 //     dropped, and protocol upgrades are not forwarded;
-//   - responses stream: every write of the upstream is flushed to the
-//     client at once (server-sent events), and the listener's write timeout
-//     does not cut long event streams.
+//   - responses stream: every write of an event stream (or of any body of
+//     unknown length) is flushed to the client at once, and the listener's
+//     write timeout does not cut long event streams.
 //
 // Requests for anything else (passgate's own pages and endpoints, hosts or
 // paths outside every proxied resource) go to the next handler, never to an
@@ -41,15 +41,18 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/passgate/passgate/extauthz"
@@ -171,8 +174,9 @@ type Config struct {
 type Proxy struct {
 	checker   *extauthz.Checker
 	resources []resource.Resource
-	upstreams map[string]*url.URL // by resource URL
-	proxied   []resource.Resource // the resources with an upstream
+	upstreams map[string]*url.URL        // by resource URL
+	proxied   []resource.Resource        // the resources with an upstream
+	forwarded map[string]forwardedValues // by resource URL
 	clientIP  func(*http.Request) string
 	logger    *slog.Logger
 	maxBody   int64
@@ -197,6 +201,7 @@ func New(cfg Config) (*Proxy, error) {
 		checker:   cfg.Checker,
 		resources: cfg.Resources,
 		upstreams: map[string]*url.URL{},
+		forwarded: map[string]forwardedValues{},
 		clientIP:  cfg.ClientIP,
 		logger:    cfg.Logger,
 		maxBody:   cfg.MaxBodyBytes,
@@ -211,6 +216,7 @@ func New(cfg Config) (*Proxy, error) {
 		}
 		p.upstreams[u.Resource.URL] = u.URL
 		p.proxied = append(p.proxied, u.Resource)
+		p.forwarded[u.Resource.URL] = forwardedValues{host: []string{u.Resource.Host}, proto: []string{u.Resource.Scheme}}
 	}
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("proxy: %w", errors.Join(errs...))
@@ -231,11 +237,17 @@ func New(cfg Config) (*Proxy, error) {
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
 		Transport: tr,
-		// Flush every write at once: Streamable HTTP answers with
-		// server-sent events, which must not wait in a buffer.
-		FlushInterval: -1,
-		ErrorHandler:  p.upstreamError,
-		ErrorLog:      slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn),
+		// Zero, yet nothing streamed waits in a buffer: ReverseProxy
+		// flushes every write at once (headers included) for an event
+		// stream (Streamable HTTP's answers) and for any body of unknown
+		// length. A body of known length is sent as it is copied, in
+		// one write with its headers when small; -1 would flush those
+		// headers alone first, from a timer goroutine, on every request.
+		FlushInterval: 0,
+		// ReverseProxy would allocate a 32 KiB copy buffer per request.
+		BufferPool:   bufferPool{},
+		ErrorHandler: p.upstreamError,
+		ErrorLog:     slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn),
 	}
 	p.closing, p.close = context.WithCancel(context.Background())
 	return p, nil
@@ -271,7 +283,12 @@ type route struct {
 	res      resource.Resource
 	path     string // canonical
 	decision extauthz.Decision
+	body     []byte // the whole body when small; nil: streamed
 }
+
+// smallBody is the largest request body read whole before it is sent
+// upstream; larger or unsized bodies stream.
+const smallBody = 64 << 10
 
 // Handler returns a handler that proxies requests for resources with an
 // upstream and passes everything else to next (nil: 404).
@@ -376,7 +393,18 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt route) {
 		_, _ = w.Write([]byte(`{"error":"invalid_request","error_description":"The request body is too large."}`))
 		return
 	}
-	if r.Body != nil && r.Body != http.NoBody {
+	if r.ContentLength > 0 && r.ContentLength <= smallBody {
+		// A JSON-RPC message: read it whole (it is already here), so that
+		// the upstream request writes it from memory instead of copying
+		// through ReverseProxy's wrapper with a 32 KiB buffer per request.
+		rt.body = make([]byte, r.ContentLength)
+		if _, err := io.ReadFull(r.Body, rt.body); err != nil {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte(`{"error":"invalid_request","error_description":"The request body ended early."}`))
+			return
+		}
+	} else if r.Body != nil && r.Body != http.NoBody {
 		r.Body = http.MaxBytesReader(w, r.Body, p.maxBody)
 	}
 	// An event stream may stay open far longer than the listener's write
@@ -408,6 +436,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		RawQuery: out.URL.RawQuery,
 	}
 	out.Host = "" // the upstream's own address
+	if rt.body != nil {
+		out.Body = io.NopCloser(bytes.NewReader(rt.body))
+		out.ContentLength = int64(len(rt.body))
+	}
 	h := out.Header
 	for name := range h {
 		if dropHeader(name) {
@@ -420,19 +452,29 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 	for _, name := range rt.decision.RemoveHeaders {
 		h.Del(name)
 	}
-	for _, hd := range rt.decision.Headers {
+	// One backing array for the values set here: fewer allocations per
+	// request. net/http never modifies a header's value slice.
+	vals := make([]string, len(rt.decision.Headers)+1)
+	for i, hd := range rt.decision.Headers {
 		if hd.Value != "" {
-			h[hd.Name] = []string{hd.Value}
+			vals[i] = hd.Value
+			h[hd.Name] = vals[i : i+1 : i+1]
 		} else {
 			h.Del(hd.Name)
 		}
 	}
-	ip := p.clientIP(pr.In)
-	h["X-Forwarded-For"] = []string{ip}
-	h["X-Real-Ip"] = []string{ip}
-	h["X-Forwarded-Host"] = []string{rt.res.Host}
-	h["X-Forwarded-Proto"] = []string{rt.res.Scheme}
+	ip := vals[len(vals)-1 : len(vals) : len(vals)]
+	ip[0] = p.clientIP(pr.In)
+	h["X-Forwarded-For"] = ip
+	h["X-Real-Ip"] = ip
+	fw := p.forwarded[rt.res.URL]
+	h["X-Forwarded-Host"] = fw.host
+	h["X-Forwarded-Proto"] = fw.proto
 }
+
+// forwardedValues are a resource's X-Forwarded-Host and -Proto values,
+// built once and shared by every request (never modified).
+type forwardedValues struct{ host, proto []string }
 
 // dropHeader reports whether a client-sent header never reaches the
 // upstream: names with "_", the forwarding headers passgate sets itself or
@@ -483,6 +525,14 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	w.WriteHeader(http.StatusBadGateway)
 	_, _ = w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"The MCP server behind passgate did not answer."}`))
 }
+
+// bufferPool recycles ReverseProxy's copy buffers.
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 func peerIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
