@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -478,4 +479,39 @@ func TestProxyHostile(t *testing.T) {
 		})
 	}
 	st.srv.AssertNoSecrets(t, recTok, mcpTok, pass)
+}
+
+// TestProxyShutdownEndsStreams stops passgate while a client holds an event
+// stream open through the proxy: passgate must end the stream and exit
+// promptly, not wait for --shutdown-timeout (15s) on it.
+func TestProxyShutdownEndsStreams(t *testing.T) {
+	st := startStack(t)
+	tok := st.token(t, st.rcv)
+	req, _ := http.NewRequest(http.MethodGet, st.rcv+"/sse", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if l, err := br.ReadString('\n'); err != nil || strings.TrimSpace(l) != "data: first" {
+		t.Fatalf("first event: %q %v", l, err)
+	}
+	start := time.Now()
+	if err := st.srv.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-st.srv.Exited():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("passgate still running %v after SIGTERM with an open event stream", time.Since(start))
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("shutdown took %v with an open event stream, want it ended at once", took)
+	}
+	rest, _ := io.ReadAll(br)
+	if strings.Contains(string(rest), "second") {
+		t.Errorf("the stream went on to its end (%q): it was not cut at shutdown", rest)
+	}
 }

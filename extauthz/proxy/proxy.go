@@ -163,7 +163,8 @@ type Config struct {
 	// Logger receives upstream errors. Optional: default discards.
 	Logger *slog.Logger
 	// Transport reaches the upstreams. Optional: default a keep-alive
-	// transport that ignores HTTP_PROXY and friends.
+	// transport that ignores HTTP_PROXY and friends, whose connections
+	// Close closes.
 	Transport http.RoundTripper
 	// MaxBodyBytes bounds a request body. Optional: default
 	// DefaultMaxBodyBytes.
@@ -182,10 +183,9 @@ type Proxy struct {
 	maxBody   int64
 	rp        *httputil.ReverseProxy
 
-	// closing ends every proxied request still open (event streams) when
-	// Close is called.
-	closing context.Context
-	close   context.CancelFunc
+	// conns are the open connections to the upstreams (default
+	// Transport only), which Close closes.
+	conns *connSet
 }
 
 // New validates cfg and returns a Proxy.
@@ -232,7 +232,8 @@ func New(cfg Config) (*Proxy, error) {
 	}
 	tr := cfg.Transport
 	if tr == nil {
-		tr = newTransport()
+		p.conns = &connSet{m: map[*trackedConn]struct{}{}}
+		tr = newTransport(p.conns)
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
@@ -249,18 +250,24 @@ func New(cfg Config) (*Proxy, error) {
 		ErrorHandler: p.upstreamError,
 		ErrorLog:     slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn),
 	}
-	p.closing, p.close = context.WithCancel(context.Background())
 	return p, nil
 }
 
 // newTransport is the default Transport: keep-alive connections to the
 // upstreams, no environment proxy (HTTP_PROXY must not divert identity
 // headers elsewhere), no transparent decompression (bodies pass as they
-// are).
-func newTransport() *http.Transport {
+// are). Its connections are tracked in conns.
+func newTransport(conns *connSet) *http.Transport {
+	d := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
 	return &http.Transport{
-		Proxy:                 nil,
-		DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		Proxy: nil,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return conns.add(c), nil
+		},
 		MaxIdleConns:          256,
 		MaxIdleConnsPerHost:   128,
 		IdleConnTimeout:       90 * time.Second,
@@ -270,10 +277,60 @@ func newTransport() *http.Transport {
 	}
 }
 
-// Close ends every proxied request still open (long-lived event streams),
-// so that a graceful shutdown does not wait for them; register it with
-// http.Server.RegisterOnShutdown. Requests arriving later are still served.
-func (p *Proxy) Close() { p.close() }
+// Close ends every proxied request still open (long-lived event streams)
+// by closing the connections to the upstreams (with the default
+// Transport), so that a graceful shutdown does not wait for them; register
+// it with http.Server.RegisterOnShutdown. Requests arriving later are
+// still served, on new connections.
+func (p *Proxy) Close() {
+	if p.conns != nil {
+		p.conns.closeAll()
+	}
+}
+
+// connSet tracks open upstream connections. Closing them, rather than
+// cancelling each request's context, costs nothing per request: a
+// connection serves many.
+type connSet struct {
+	mu sync.Mutex
+	m  map[*trackedConn]struct{}
+}
+
+type trackedConn struct {
+	net.Conn
+	set  *connSet
+	once sync.Once
+}
+
+func (s *connSet) add(c net.Conn) net.Conn {
+	tc := &trackedConn{Conn: c, set: s}
+	s.mu.Lock()
+	s.m[tc] = struct{}{}
+	s.mu.Unlock()
+	return tc
+}
+
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.m))
+	for c := range s.m {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.set.mu.Lock()
+		delete(c.set.m, c)
+		c.set.mu.Unlock()
+	})
+	return err
+}
 
 // routeKey carries the routing result from ServeHTTP to rewrite.
 type routeKey struct{}
@@ -410,11 +467,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt route) {
 	// An event stream may stay open far longer than the listener's write
 	// timeout, which is meant for passgate's own pages.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
-	ctx, cancel := context.WithCancel(context.WithValue(r.Context(), routeKey{}, &rt))
-	defer cancel()
-	stop := context.AfterFunc(p.closing, cancel)
-	defer stop()
-	p.rp.ServeHTTP(w, r.WithContext(ctx))
+	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, &rt)))
 }
 
 // rewrite builds the upstream request from the routed one (see the
