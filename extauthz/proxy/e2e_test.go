@@ -33,7 +33,8 @@ const (
 // received is one request as the recording upstream saw it.
 type received struct {
 	Method, Host, RequestURI string
-	Header                   http.Header
+	Header, Trailer          http.Header
+	Body                     string
 }
 
 // recorder is an upstream that records every request and answers 200,
@@ -49,8 +50,9 @@ type recorder struct {
 func newRecorder(t *testing.T) *recorder {
 	rec := &recorder{release: make(chan struct{})}
 	rec.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
 		rec.mu.Lock()
-		rec.got = append(rec.got, received{r.Method, r.Host, r.RequestURI, r.Header.Clone()})
+		rec.got = append(rec.got, received{r.Method, r.Host, r.RequestURI, r.Header.Clone(), r.Trailer.Clone(), string(body)})
 		rec.mu.Unlock()
 		if r.URL.Path == "/rec/sse" {
 			w.Header().Set("Content-Type", "text/event-stream")
@@ -403,6 +405,22 @@ func TestProxyHostile(t *testing.T) {
 			check: func(t *testing.T, got received) {
 				if got.Header.Get("X-Passgate-User") != user || got.Header.Get("X-Passgate-Scope") != "mcp" {
 					t.Errorf("identity headers %v, want passgate's", got.Header)
+				}
+			}},
+		{name: "request trailers not forwarded", status: 200, path: "/rec",
+			req: "POST /rec HTTP/1.1\r\nHost: " + addr + "\r\n" + bearer + "\r\nTransfer-Encoding: chunked\r\nTrailer: X-Passgate-User\r\nConnection: close\r\n\r\n" +
+				"5\r\nhello\r\n0\r\nX-Passgate-User: root\r\n\r\n",
+			check: func(t *testing.T, got received) {
+				if got.Body != "hello" || len(got.Trailer) != 0 || got.Header.Get("X-Passgate-User") != user {
+					t.Errorf("the upstream received body %q, trailer %v, user %q; want the body, no trailer and passgate's user", got.Body, got.Trailer, got.Header.Get("X-Passgate-User"))
+				}
+			}},
+		{name: "a large body streams", status: 200, path: "/rec",
+			req: 
+				"POST /rec HTTP/1.1\r\nHost: " + addr + "\r\n" + bearer + "\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n" + strings.Repeat("x", 70000),
+			check: func(t *testing.T, got received) {
+				if len(got.Body) != 70000 {
+					t.Errorf("the upstream received %d bytes, want 70000", len(got.Body))
 				}
 			}},
 		{name: "upgrade not forwarded", status: 200, path: "/rec",

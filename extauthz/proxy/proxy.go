@@ -29,8 +29,9 @@
 //     X-Original-*, Forwarded and X-Real-IP header, Cookie (passgate's
 //     session lives on the same origin) and, unless --keep-authorization,
 //     Authorization are removed;
-//   - hop-by-hop headers (and those a client lists in Connection) are
-//     dropped, and protocol upgrades are not forwarded;
+//   - hop-by-hop headers (and those a client lists in Connection) and
+//     request trailers are dropped, and protocol upgrades are not
+//     forwarded;
 //   - responses stream: every write of an event stream (or of any body of
 //     unknown length) is flushed to the client at once, and the listener's
 //     write timeout does not cut long event streams.
@@ -489,6 +490,10 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		RawQuery: out.URL.RawQuery,
 	}
 	out.Host = "" // the upstream's own address
+	// Request trailers are headers that arrive after the body, past
+	// everything below: an upstream that merges them into the headers
+	// would read a client's X-Passgate-User. None is forwarded.
+	out.Trailer = nil
 	if rt.body != nil {
 		out.Body = io.NopCloser(bytes.NewReader(rt.body))
 		out.ContentLength = int64(len(rt.body))
