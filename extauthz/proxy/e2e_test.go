@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,6 +108,8 @@ func startStack(t *testing.T) *stack {
 			// The test's clients are no proxies: their X-Forwarded-For is
 			// not believed.
 			"--trusted-proxies", "192.0.2.1/32",
+			"--scopes", "mcp,admin",
+			"--require-scopes", "/rec/admin=admin",
 		},
 	})
 	e2etest.AddUser(t, st.srv.OpenStore(t), user, pass)
@@ -194,7 +197,8 @@ func TestProxyMCPGoSDK(t *testing.T) {
 	if err := json.Unmarshal(raw, &who); err != nil {
 		t.Fatalf("whoami result %s: %v", raw, err)
 	}
-	if who.User != user || who.ClientID == "" || who.Scope != "mcp" || who.AuthorizationReceived {
+	// The SDK asks for every scope the metadata lists (mcp and admin here).
+	if who.User != user || who.ClientID == "" || !slices.Contains(strings.Fields(who.Scope), "mcp") || who.AuthorizationReceived {
 		t.Errorf("the MCP server saw %s; want user %s, a client id, scope mcp and no Authorization", raw, user)
 	}
 
@@ -368,6 +372,21 @@ func TestProxyHostile(t *testing.T) {
 					t.Errorf("WWW-Authenticate %q", h)
 				}
 			}},
+		{name: "insufficient scope", req: req("POST", "/rec/admin", addr, bearer), status: 403,
+			resp: func(t *testing.T, resp *http.Response, body string) {
+				h := resp.Header.Get("WWW-Authenticate")
+				if !strings.Contains(h, `error="insufficient_scope"`) || !strings.Contains(h, `scope="admin"`) || !strings.Contains(h, meta) {
+					t.Errorf("WWW-Authenticate %q, want insufficient_scope for admin with the resource metadata", h)
+				}
+				if resp.Header.Get("Access-Control-Allow-Origin") != "*" || resp.Header.Get("Access-Control-Expose-Headers") != "WWW-Authenticate" {
+					t.Errorf("CORS headers %v", resp.Header)
+				}
+				if !strings.Contains(body, `"error":"insufficient_scope"`) {
+					t.Errorf("body %q", body)
+				}
+			}},
+		{name: "insufficient scope, percent-encoded", req: req("POST", "/rec/%61dmin", addr, bearer), status: 403},
+		{name: "insufficient scope, letter case", req: req("POST", "/rec/ADMIN", addr, bearer), status: 403},
 		{name: "malformed Authorization", req: req("POST", "/rec", addr, "Authorization: Bearer a b"), status: 400},
 		{name: "token of another resource", req: req("POST", "/rec", addr, "Authorization: Bearer "+mcpTok), status: 401},
 		{name: "forged identity and forwarding headers", status: 200, path: "/rec",
@@ -416,8 +435,7 @@ func TestProxyHostile(t *testing.T) {
 				}
 			}},
 		{name: "a large body streams", status: 200, path: "/rec",
-			req: 
-				"POST /rec HTTP/1.1\r\nHost: " + addr + "\r\n" + bearer + "\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n" + strings.Repeat("x", 70000),
+			req: "POST /rec HTTP/1.1\r\nHost: " + addr + "\r\n" + bearer + "\r\nContent-Length: 70000\r\nConnection: close\r\n\r\n" + strings.Repeat("x", 70000),
 			check: func(t *testing.T, got received) {
 				if len(got.Body) != 70000 {
 					t.Errorf("the upstream received %d bytes, want 70000", len(got.Body))
