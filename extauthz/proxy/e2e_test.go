@@ -89,6 +89,7 @@ type stack struct {
 	srv      *e2etest.Server
 	rec      *recorder
 	mcp, rcv string // resource URLs
+	down     string // a resource whose upstream is not listening
 }
 
 func startStack(t *testing.T) *stack {
@@ -97,13 +98,15 @@ func startStack(t *testing.T) *stack {
 	e2etest.StartProcess(t, mcpAddr, e2etest.BuildPackage(t, "./examples/mcp-server"), []string{"--listen", mcpAddr}, nil)
 	rec := newRecorder(t)
 	httpAddr := e2etest.FreeAddr(t)
-	st := &stack{rec: rec, mcp: "http://" + httpAddr + "/mcp", rcv: "http://" + httpAddr + "/rec"}
+	st := &stack{rec: rec, mcp: "http://" + httpAddr + "/mcp", rcv: "http://" + httpAddr + "/rec", down: "http://" + httpAddr + "/down"}
+	// A port that was free a moment ago: nothing listens there.
+	downAddr := e2etest.FreeAddr(t)
 	st.srv = e2etest.Start(t, e2etest.Options{
 		HTTPAddr: httpAddr,
 		Resource: st.mcp,
 		Args: []string{
-			"--resource", st.mcp + "," + st.rcv,
-			"--upstream", st.mcp + "=http://" + mcpAddr + "," + st.rcv + "=" + rec.URL,
+			"--resource", st.mcp + "," + st.rcv + "," + st.down,
+			"--upstream", st.mcp + "=http://" + mcpAddr + "," + st.rcv + "=" + rec.URL + "," + st.down + "=http://" + downAddr,
 			"--shutdown-delay", "0s",
 			// The test's clients are no proxies: their X-Forwarded-For is
 			// not believed.
@@ -550,4 +553,30 @@ func TestProxyShutdownEndsStreams(t *testing.T) {
 	if strings.Contains(string(rest), "second") {
 		t.Errorf("the stream went on to its end (%q): it was not cut at shutdown", rest)
 	}
+}
+
+// TestProxyUpstreamDown asks for a resource whose MCP server is not
+// listening: 502 with a JSON body, and a log line that names the upstream
+// but carries no token or query.
+func TestProxyUpstreamDown(t *testing.T) {
+	st := startStack(t)
+	tok := st.token(t, st.down)
+	req, _ := http.NewRequest(http.MethodPost, st.down+"?secret-query=1", strings.NewReader(`{}`))
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := (&http.Client{Timeout: 30 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(body), `"error":"temporarily_unavailable"`) {
+		t.Errorf("status %d body %q, want 502 with a JSON error", resp.StatusCode, body)
+	}
+	if !st.srv.WaitLog("upstream unreachable", 5*time.Second) {
+		t.Error("no log line for the unreachable upstream")
+	}
+	if strings.Contains(st.srv.Logs(), "secret-query") {
+		t.Error("the log names the request's query")
+	}
+	st.srv.AssertNoSecrets(t, tok)
 }

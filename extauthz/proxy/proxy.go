@@ -38,7 +38,10 @@
 //
 // Requests for anything else (passgate's own pages and endpoints, hosts or
 // paths outside every proxied resource) go to the next handler, never to an
-// upstream.
+// upstream; except that on a proxied resource's host a target the check
+// refuses (an ambiguous path: it cannot be placed inside or outside a
+// resource) gets the check's 400 wherever it points. An upstream that
+// cannot be reached gives 502.
 package proxy
 
 import (
