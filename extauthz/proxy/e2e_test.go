@@ -55,6 +55,23 @@ func newRecorder(t *testing.T) *recorder {
 		rec.mu.Lock()
 		rec.got = append(rec.got, received{r.Method, r.Host, r.RequestURI, r.Header.Clone(), r.Trailer.Clone(), string(body)})
 		rec.mu.Unlock()
+		if r.URL.Path == "/rec/long" {
+			// An event every 5s for 35s: longer than passgate's 30s write
+			// timeout for its own pages.
+			w.Header().Set("Content-Type", "text/event-stream")
+			for i := range 8 {
+				if i > 0 {
+					select {
+					case <-time.After(5 * time.Second):
+					case <-r.Context().Done():
+						return
+					}
+				}
+				fmt.Fprintf(w, "data: %d\n\n", i)
+				http.NewResponseController(w).Flush()
+			}
+			return
+		}
 		if r.URL.Path == "/rec/sse" {
 			w.Header().Set("Content-Type", "text/event-stream")
 			io.WriteString(w, "data: first\n\n")
@@ -579,4 +596,30 @@ func TestProxyUpstreamDown(t *testing.T) {
 		t.Error("the log names the request's query")
 	}
 	st.srv.AssertNoSecrets(t, tok)
+}
+
+// TestProxyLongStream holds an event stream open for 35 seconds, past the
+// 30s write timeout of passgate's listener: the proxy lifts it for proxied
+// requests, so the stream is not cut.
+func TestProxyLongStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("streams for 35s")
+	}
+	t.Parallel()
+	st := startStack(t)
+	tok := st.token(t, st.rcv)
+	req, _ := http.NewRequest(http.MethodGet, st.rcv+"/long", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := (&http.Client{Timeout: time.Minute}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Errorf("the stream broke after %d bytes: %v", len(b), err)
+	}
+	if n := strings.Count(string(b), "data: "); n != 8 {
+		t.Errorf("received %d of 8 events: %q", n, b)
+	}
 }
