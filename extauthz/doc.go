@@ -92,6 +92,15 @@
 // authResponseHeaders and Caddy's copy_headers must list the three identity
 // headers, and the proxy must remove the Authorization header itself.
 //
+// # In process: the built-in proxy
+//
+// Checker.CheckReceived decides a request passgate received itself, for
+// its built-in reverse proxy (extauthz/proxy, `serve --upstream`): there is
+// no proxy to report the request, so the request line's method, the host
+// net/http routes on and the target as received are the whole model, and
+// no header describes the request. Its decisions count under
+// frontend="proxy".
+//
 // # Wiring the gRPC check
 //
 // NewGRPCServer returns the *grpc.Server passgate serves: the Authorization

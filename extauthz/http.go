@@ -206,6 +206,13 @@ func (c *Checker) httpRequest(r *http.Request, f family, hm map[string]string) (
 	if anyErr(errs) {
 		return req, ReasonInvalidRequest
 	}
+	readCheckHeaders(r, hm)
+	return req, ReasonToken
+}
+
+// readCheckHeaders copies into hm the request headers Check reads:
+// authorization, origin and access-control-request-method.
+func readCheckHeaders(r *http.Request, hm map[string]string) {
 	if v, ok := r.Header["Authorization"]; ok {
 		// Repeated headers are joined as a proxy would, which makes them
 		// malformed Bearer credentials.
@@ -221,7 +228,6 @@ func (c *Checker) httpRequest(r *http.Request, f family, hm map[string]string) (
 	if v := hdr(r, "Access-Control-Request-Method"); v != "" {
 		hm["access-control-request-method"] = v
 	}
-	return req, ReasonToken
 }
 
 // pinnedHost checks the host ingress-nginx reported against the one the

@@ -14,10 +14,13 @@ type frontend uint8
 const (
 	frontendGRPC frontend = iota
 	frontendHTTP
+	// frontendProxy is passgate's built-in reverse proxy (extauthz/proxy),
+	// which asks the Checker in process.
+	frontendProxy
 	numFrontends
 )
 
-var frontendNames = [numFrontends]string{"envoy_grpc", "http"}
+var frontendNames = [numFrontends]string{"envoy_grpc", "http", "proxy"}
 
 // metrics are the check metrics. Counters are resolved once per label set
 // so the check path increments without allocating.
@@ -35,7 +38,7 @@ type metrics struct {
 func newMetrics(reg prometheus.Registerer, allowUnknown bool) (*metrics, error) {
 	checks := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "passgate_checks_total",
-		Help: "Proxy authorization checks by front end (envoy_grpc, http), decision (allow, deny, error) and reason.",
+		Help: "Proxy authorization checks by front end (envoy_grpc, http, proxy), decision (allow, deny, error) and reason.",
 	}, []string{"frontend", "decision", "reason"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "passgate_check_duration_seconds",

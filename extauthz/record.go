@@ -17,7 +17,10 @@ var frontendLogNames = [...]string{
 	familyEnvoy:        "envoy-http",
 }
 
-const grpcLogName = "grpc"
+const (
+	grpcLogName  = "grpc"
+	proxyLogName = "proxy" // the built-in reverse proxy (CheckReceived)
+)
 
 // record is where every front end reports a decided check: it counts it in
 // the metrics and, at debug level, logs a denial with why it was denied.

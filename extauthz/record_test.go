@@ -108,6 +108,15 @@ func TestDenialsAreLoggedAtDebug(t *testing.T) {
 			h.ServeHTTP(w, r)
 			return w.Code
 		}, &want{"envoy-http", "unknown_resource", "", ""}},
+		{"proxy no token", func() int {
+			r := httptest.NewRequest("POST", "/mcp", nil)
+			r.Host = "mcp.example.com"
+			d, err := c.CheckReceived(r, "/mcp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return d.Status
+		}, &want{"proxy", "no_token", mcpURL, ""}},
 		{"grpc unknown token", func() int {
 			resp, err := client.Check(context.Background(), envoyReq("pga_"+strings.Repeat("x", 43)))
 			if err != nil {

@@ -26,7 +26,7 @@ import (
 // scenario is one comparison between passgate and the reference.
 type scenario struct {
 	name      string
-	transport string // grpc, http, nginx
+	transport string // grpc, http, nginx, proxy
 	kind      string // hit, miss, invalid
 	// Targets from issue 9; zero means none stated.
 	minThroughput float64
@@ -42,6 +42,10 @@ var scenarios = []scenario{
 	{name: "gRPC check, invalid token", transport: "grpc", kind: "invalid"},
 	{name: "HTTP check, invalid token", transport: "http", kind: "invalid"},
 	{name: "nginx auth_request, cache hit", transport: "nginx", kind: "hit", minThroughput: 0.85},
+	// Not against the no-op reference: passgate's built-in proxy
+	// (serve --upstream) against nginx asking passgate with auth_request,
+	// both in front of the same upstream (see compare).
+	{name: "built-in proxy, cache hit (reference: nginx + passgate auth_request)", transport: "proxy", kind: "hit", minThroughput: 0.9},
 }
 
 // row is one line of the results table.
@@ -288,8 +292,14 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 	}
 	b.logf("%s: seeded in %s", backend, time.Since(start).Round(time.Millisecond))
 
+	upstream := ""
+	if first && b.nginx != nil {
+		// The built-in proxy sends the resource to the upstream nginx's
+		// /mcp front sends it to.
+		upstream = "http://127.0.0.1:" + strconv.Itoa(b.nginx.appPort)
+	}
 	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
-		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool})
+		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream})
 	if err != nil {
 		return err
 	}
@@ -313,7 +323,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if sc.transport == "nginx" && ngURL == "" {
+		if (sc.transport == "nginx" || sc.transport == "proxy") && ngURL == "" {
 			continue
 		}
 		if len(cfg.Scenarios) > 0 && !slices.Contains(cfg.Scenarios, sc.transport+"-"+sc.kind) {
@@ -410,6 +420,14 @@ func (b *benchRun) doer(sc scenario, cl *client, isRef bool, tokens []string, mi
 			}
 			return cl.httpCheck(ctx, tok, want)
 		}
+	case "proxy":
+		return func(ctx context.Context, w int) error {
+			tok, err := src.next(w)
+			if err != nil {
+				return err
+			}
+			return cl.proxyRequest(ctx, tok, want)
+		}
 	default:
 		return func(ctx context.Context, w int) error {
 			tok, err := src.next(w)
@@ -427,6 +445,11 @@ func (b *benchRun) compare(ctx context.Context, backend string, sc scenario, p *
 	cfg := b.cfg
 	refDo := b.doer(sc, b.refCl, true, tokens, missCursor)
 	pgDo := b.doer(sc, pc, false, tokens, missCursor)
+	if sc.transport == "proxy" {
+		// The reference side is nginx asking this same passgate
+		// (auth_request), in front of the same upstream.
+		refDo = b.doer(scenario{transport: "nginx", kind: sc.kind}, pc, false, tokens, missCursor)
+	}
 	if cfg.Warmup > 0 {
 		runClosed(ctx, cfg.Concurrency, cfg.Warmup, refDo)
 		runClosed(ctx, cfg.Concurrency, cfg.Warmup, pgDo)

@@ -50,6 +50,7 @@ type passgateOpts struct {
 	backendArgs []string // --data-dir D or --database URL
 	resourceURL string
 	cacheSize   int
+	upstream    string // --upstream for resourceURL; empty: none
 }
 
 func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
@@ -80,6 +81,9 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		"--check-cache-size", strconv.Itoa(o.cacheSize),
 		"--log-level", "warn",
 		"--log-format", "json",
+	}
+	if o.upstream != "" {
+		args = append(args, "--upstream", o.upstream)
 	}
 	args = append(args, o.backendArgs...)
 	cmd := exec.Command(o.bin, args...)
@@ -223,7 +227,10 @@ http {
 `))
 
 // nginxProc is a running nginx.
-type nginxProc struct{ *proc.Process }
+type nginxProc struct {
+	*proc.Process
+	appPort int // the upstream: nginx answering 200
+}
 
 type nginxFront struct {
 	Port     int
@@ -256,7 +263,7 @@ func startNginx(ctx context.Context, bin, dir string, passgatePort, refPort int,
 	if err != nil {
 		return nil, fmt.Errorf("start nginx: %w", err)
 	}
-	return &nginxProc{p}, nil
+	return &nginxProc{Process: p, appPort: appPort}, nil
 }
 
 // stop asks nginx for a graceful stop (SIGQUIT), killing after 5s.

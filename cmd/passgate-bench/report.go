@@ -101,6 +101,13 @@ func markdown(res *results) string {
 			r.thrRatio(), r.p99Ratio(), r.lookups, orDash(r.target()), orDash(r.met()))
 	}
 	fmt.Fprintln(&b)
+	for _, r := range res.rows {
+		if r.sc.transport == "proxy" {
+			fmt.Fprintln(&b, "The built-in proxy row is not against the no-op reference: its \"passgate\" columns are `passgate serve --upstream` answering the MCP POST itself (check in process, then the upstream), its \"reference\" columns nginx with `auth_request` to the same passgate in front of the same upstream (nginx answering 200).")
+			fmt.Fprintln(&b)
+			break
+		}
+	}
 	if len(res.floods) > 0 {
 		fmt.Fprintln(&b, "### Check latency during a login flood")
 		fmt.Fprintln(&b)

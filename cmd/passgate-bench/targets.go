@@ -28,6 +28,7 @@ type client struct {
 	authz    []authv3.AuthorizationClient
 	checkURL string // HTTP check
 	nginxURL string // /mcp through nginx; empty without nginx
+	proxyURL string // /mcp through passgate's built-in proxy
 	http     *http.Client
 	resHost  string // host:port of the protected resource
 }
@@ -35,6 +36,7 @@ type client struct {
 func newClient(grpcAddr, httpAddr, nginxURL, resHost string, conns, conc int) (*client, error) {
 	c := &client{
 		checkURL: "http://" + httpAddr + extauthz.CheckPathNginx,
+		proxyURL: "http://" + httpAddr + "/mcp",
 		nginxURL: nginxURL,
 		resHost:  resHost,
 		http: &http.Client{
@@ -131,6 +133,22 @@ func (c *client) nginxRequest(ctx context.Context, tok string, want outcome) err
 	if err != nil {
 		return err
 	}
+	req.Header["Content-Type"] = []string{"application/json"}
+	req.Header["Accept"] = []string{"application/json, text/event-stream"}
+	req.Header["Authorization"] = []string{"Bearer " + tok}
+	return c.do(req, want)
+}
+
+// proxyRequest is the same MCP POST sent to passgate's built-in proxy.
+// passgate's HTTP listener plays the resource's host, as behind a TLS
+// terminator that keeps Host: the request names the resource's authority,
+// so one token (and one cache entry) serves both this and nginxRequest.
+func (c *client) proxyRequest(ctx context.Context, tok string, want outcome) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.proxyURL, strings.NewReader(mcpBody))
+	if err != nil {
+		return err
+	}
+	req.Host = c.resHost
 	req.Header["Content-Type"] = []string{"application/json"}
 	req.Header["Accept"] = []string{"application/json, text/event-stream"}
 	req.Header["Authorization"] = []string{"Bearer " + tok}

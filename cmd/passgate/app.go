@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/health"
 
 	"github.com/passgate/passgate/extauthz"
+	"github.com/passgate/passgate/extauthz/proxy"
 	"github.com/passgate/passgate/internal/audit"
 	"github.com/passgate/passgate/internal/cimd"
 	"github.com/passgate/passgate/internal/clientip"
@@ -50,6 +51,8 @@ type app struct {
 	checker  *extauthz.Checker
 	// tracing is nil unless --tracing; then store is traced too.
 	tracing *tracing.Tracing
+	// proxy is the built-in reverse proxy (--upstream); nil without one.
+	proxy *proxy.Proxy
 
 	// health is the gRPC health service; ready mirrors it for /readyz.
 	// mu serializes their writers, so that nothing makes a draining
@@ -121,6 +124,11 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 	}
 	if err := a.registerHealthMetrics(reg); err != nil {
 		return nil, err
+	}
+	if len(c.Upstreams) > 0 {
+		if a.proxy, err = newProxy(a.checker, resources, c.Upstreams, ips, logger); err != nil {
+			return nil, err
+		}
 	}
 	a.setReady(a.pingStore(ctx))
 	metrics := http.NewServeMux()
@@ -296,8 +304,23 @@ func checkSpanName(r *http.Request) string {
 	return tracing.Method(r)
 }
 
-// newHTTPServer serves the checks, the authorization server and the health
-// endpoints on the public listener.
+// newProxy builds the built-in reverse proxy for the --upstream resources.
+func newProxy(checker *extauthz.Checker, resources []resource.Resource, specs []string, ips *clientip.Resolver, logger *slog.Logger) (*proxy.Proxy, error) {
+	ups, err := proxy.ParseUpstreams(resources, specs)
+	if err != nil {
+		return nil, fmt.Errorf("--upstream: %w", err)
+	}
+	return proxy.New(proxy.Config{
+		Checker:   checker,
+		Resources: resources,
+		Upstreams: ups,
+		ClientIP:  ips.ClientIP,
+		Logger:    logger.With("component", "proxy"),
+	})
+}
+
+// newHTTPServer serves the checks, the built-in proxy, the authorization
+// server and the health endpoints on the public listener.
 func (a *app) newHTTPServer(web *oauthweb.Server, ips *clientip.Resolver) *http.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/", withTimeout(web.Handler(), a.cfg.RequestTimeout))
@@ -313,7 +336,13 @@ func (a *app) newHTTPServer(web *oauthweb.Server, ips *clientip.Resolver) *http.
 		}
 		io.WriteString(w, "ready\n")
 	})
-	return &http.Server{
+	var h http.Handler = mux
+	if a.proxy != nil {
+		// Requests for a proxied resource go upstream once the check allows
+		// them; passgate's own routes never match a resource's path.
+		h = a.proxy.Handler(mux)
+	}
+	srv := &http.Server{
 		// One log line per request (request ID, route, status, duration,
 		// client IP; never queries, bodies or credentials). The checks and
 		// health probes are logged at debug: proxies call them constantly.
@@ -322,7 +351,7 @@ func (a *app) newHTTPServer(web *oauthweb.Server, ips *clientip.Resolver) *http.
 			ClientIP:      ips.ClientIP,
 			QuietPrefixes: []string{extauthz.CheckPathPrefix, "/healthz", "/readyz"},
 			// The checks are routed before the mux (see HTTPHandler).
-		}, a.checker.HTTPHandler(mux))),
+		}, a.checker.HTTPHandler(h))),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -331,6 +360,12 @@ func (a *app) newHTTPServer(web *oauthweb.Server, ips *clientip.Resolver) *http.
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(a.logger.Handler(), slog.LevelWarn),
 	}
+	if a.proxy != nil {
+		// Shutdown waits for open requests: end the proxied event streams,
+		// which would otherwise hold it until --shutdown-timeout.
+		srv.RegisterOnShutdown(a.proxy.Close)
+	}
+	return srv
 }
 
 func httpServer(name, addr string, s *http.Server) server {
@@ -402,7 +437,7 @@ func (a *app) addr(name string) string {
 func (a *app) run(ctx context.Context) error {
 	c := a.cfg
 	a.logger.Info("passgate listening", "version", buildVersion(), "issuer", c.Issuer, "resources", c.Resources,
-		"http", a.addr("http"), "grpc", a.addr("grpc"), "metrics", a.addr("metrics"), "backend", a.backend)
+		"http", a.addr("http"), "grpc", a.addr("grpc"), "metrics", a.addr("metrics"), "backend", a.backend, "upstreams", c.Upstreams)
 
 	// The background work outlives ctx: the servers still answer checks
 	// while draining, so the token cache must still hear revocations.

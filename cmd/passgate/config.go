@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/passgate/passgate/extauthz"
+	"github.com/passgate/passgate/extauthz/proxy"
 	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
@@ -173,6 +174,11 @@ type Config struct {
 	// whose token lacks them get 403 insufficient_scope. Optional.
 	// Env PASSGATE_REQUIRE_SCOPES.
 	RequireScopes []extauthz.ScopeRule
+	// Upstreams put passgate's built-in reverse proxy (extauthz/proxy) in
+	// front of MCP servers on the HTTP listener: "RESOURCE=URL" each, or
+	// one bare URL for the only resource. Optional.
+	// Env PASSGATE_UPSTREAM, comma-separated.
+	Upstreams []string
 	// CheckCacheSize bounds the verified-token cache. Default
 	// extauthz.DefaultCacheSize.
 	CheckCacheSize int
@@ -341,6 +347,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 		return nil
 	})
 	s = append(s, setting{"require-scopes", []string{"PASSGATE_REQUIRE_SCOPES"}})
+	list(&c.Upstreams, "upstream", nil, "proxy a resource to its MCP server on the HTTP listener: RESOURCE=URL, or URL for the only resource", "PASSGATE_UPSTREAM")
 	integer(&c.CheckCacheSize, "check-cache-size", extauthz.DefaultCacheSize, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
 	dur(&c.StoreTimeout, "store-timeout", extauthz.DefaultStoreTimeout, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
@@ -448,8 +455,10 @@ func (c *Config) Validate() error {
 	if len(c.Resources) == 0 {
 		add("--resource: at least one protected resource URL is required")
 	}
-	if _, err := resource.ParseAll(c.Resources); err != nil {
+	if rs, err := resource.ParseAll(c.Resources); err != nil {
 		errs = append(errs, fmt.Errorf("--resource: %w", err))
+	} else if _, err := proxy.ParseUpstreams(rs, c.Upstreams); err != nil {
+		errs = append(errs, fmt.Errorf("--upstream: %w", err))
 	}
 	if len(c.Scopes) == 0 {
 		add("--scopes: at least one scope is required")

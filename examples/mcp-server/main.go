@@ -4,8 +4,9 @@
 //
 // It trusts the X-Passgate-User, X-Passgate-Client-Id and X-Passgate-Scope
 // request headers, so it must only be reachable through a proxy that checks
-// every request with passgate and overwrites those headers (deploy/nginx.conf
-// and deploy/envoy.yaml do both). It keeps no state beyond MCP sessions.
+// every request with passgate and overwrites those headers (deploy/nginx.conf,
+// deploy/envoy.yaml and `passgate serve --upstream` do both). It keeps no
+// state beyond MCP sessions.
 //
 // Usage:
 //

@@ -80,6 +80,9 @@ func TestImportRules(t *testing.T) {
 		// never the SDK, an exporter or a backend.
 		{pkg: "store/tracestore", allowed: []string{"go.opentelemetry.io/otel", "github.com/cespare/xxhash"}, allowedModule: []string{"store"},
 			forbidden: []string{"go.opentelemetry.io/otel/sdk"}},
+		// The built-in proxy decides with the Checker only: no second
+		// decision path, no authorization server, no backend.
+		{pkg: "extauthz/proxy", forbidden: []string{module + "/oauthweb", module + "/store/sqlite", module + "/store/postgres", module + "/cmd"}, forbiddenDirect: []string{"html/template", module + "/store"}},
 		{pkg: "store/sqlite", forbidden: []string{module + "/store/postgres", module + "/oauthweb", module + "/extauthz"}},
 		{pkg: "store/postgres", forbidden: []string{module + "/store/sqlite", module + "/oauthweb", module + "/extauthz"}},
 	}

@@ -274,60 +274,73 @@ func (c *OAuthClient) AuthorizeURL(challenge, state string) string {
 func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, password string) (code, verifier string, err error) {
 	verifier, challenge := PKCE()
 	state := strings.TrimRight(base64.RawURLEncoding.EncodeToString([]byte(verifier[:12])), "=")
-	next := c.AuthorizeURL(challenge, state)
-	resp, body, err := b.Get(ctx, next)
+	cb, status, err := b.Approve(ctx, c.Server, c.AuthorizeURL(challenge, state), c.redirect(), username, password)
+	if err != nil {
+		return "", "", err
+	}
+	q := cb.Query()
+	if e := q.Get("error"); e != "" {
+		return "", "", &HTTPError{Op: "authorize redirect", Status: status, Code: e, Body: q.Get("error_description")}
+	}
+	if q.Get("state") != state {
+		return "", "", fmt.Errorf("authorize: state mismatch")
+	}
+	if q.Get("iss") != c.Server.Issuer {
+		return "", "", fmt.Errorf("authorize: iss %q, want %q", q.Get("iss"), c.Server.Issuer)
+	}
+	return q.Get("code"), verifier, nil
+}
+
+// Approve plays the user for an authorization request URL that any client
+// built (such as an MCP SDK's): GET it; if sent to the login page, sign in
+// with username and password; approve the consent page when it is shown;
+// and return the redirect to redirectURI (code or error in its query) with
+// the status that carried it. It checks neither state nor iss: the caller
+// knows what it sent. Any other answer is an *HTTPError naming the step.
+func (b *Browser) Approve(ctx context.Context, s *Server, authURL, redirectURI, username, password string) (callback *url.URL, status int, err error) {
+	resp, body, err := b.Get(ctx, authURL)
 	for step := 0; step < 6; step++ {
 		if err != nil {
-			return "", "", err
+			return nil, 0, err
 		}
 		switch {
 		case resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther:
 			loc, lerr := resp.Location()
 			if lerr != nil {
-				return "", "", fmt.Errorf("authorize: bad Location: %w", lerr)
+				return nil, 0, fmt.Errorf("authorize: bad Location: %w", lerr)
 			}
-			if strings.HasPrefix(loc.String(), c.redirect()) {
-				q := loc.Query()
-				if e := q.Get("error"); e != "" {
-					return "", "", &HTTPError{Op: "authorize redirect", Status: resp.StatusCode, Code: e, Body: q.Get("error_description")}
-				}
-				if q.Get("state") != state {
-					return "", "", fmt.Errorf("authorize: state mismatch")
-				}
-				if q.Get("iss") != c.Server.Issuer {
-					return "", "", fmt.Errorf("authorize: iss %q, want %q", q.Get("iss"), c.Server.Issuer)
-				}
-				return q.Get("code"), verifier, nil
+			if strings.HasPrefix(loc.String(), redirectURI) {
+				return loc, resp.StatusCode, nil
 			}
 			resp, body, err = b.Get(ctx, loc.String())
 		case resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`name="password"`)):
 			action, fields, ferr := Form(body)
 			if ferr != nil {
-				return "", "", ferr
+				return nil, 0, ferr
 			}
 			fields.Set("username", username)
 			fields.Set("password", password)
 			b.Trace = append(b.Trace, "login")
-			resp, body, err = b.PostForm(ctx, absURL(c.Server, action), fields)
+			resp, body, err = b.PostForm(ctx, absURL(s, action), fields)
 			if err == nil && resp.StatusCode != http.StatusSeeOther {
-				return "", "", newHTTPError("login", resp, body)
+				return nil, 0, newHTTPError("login", resp, body)
 			}
 		case resp.StatusCode == http.StatusOK && bytes.Contains(body, []byte(`name="decision"`)):
 			action, fields, ferr := Form(body)
 			if ferr != nil {
-				return "", "", ferr
+				return nil, 0, ferr
 			}
 			fields.Set("decision", "approve")
 			b.Trace = append(b.Trace, "consent")
-			resp, body, err = b.PostForm(ctx, absURL(c.Server, action), fields)
+			resp, body, err = b.PostForm(ctx, absURL(s, action), fields)
 			if err == nil && resp.StatusCode != http.StatusSeeOther {
-				return "", "", newHTTPError("consent", resp, body)
+				return nil, 0, newHTTPError("consent", resp, body)
 			}
 		default:
-			return "", "", newHTTPError("authorize", resp, body)
+			return nil, 0, newHTTPError("authorize", resp, body)
 		}
 	}
-	return "", "", fmt.Errorf("authorize: too many steps")
+	return nil, 0, fmt.Errorf("authorize: too many steps")
 }
 
 func absURL(s *Server, action string) string {
