@@ -55,6 +55,7 @@ type Dialect struct {
 	ScanTime func(t *time.Time) any
 	// Strings encodes a non-nil list of strings; ScanStrings decodes one.
 	Strings     func([]string) any
+	// ScanStrings decodes NULL (from an outer join) as nil.
 	ScanStrings func(*[]string) any
 	// MapErr maps driver errors onto store.ErrAlreadyExists and
 	// store.ErrUnavailable, keeping the original in the chain.
