@@ -209,6 +209,18 @@ func (c *Checker) httpRequest(r *http.Request, f family, hm map[string]string) (
 	if v := hdr(r, "Access-Control-Request-Method"); v != "" {
 		hm["access-control-request-method"] = v
 	}
+	// The MCP Streamable HTTP headers the access policy judges (nginx
+	// auth_request passes the client's headers; the body never). A
+	// repeated one is marked so that mcpCall refuses it.
+	for _, k := range [...]struct{ canon, key string }{{"Mcp-Method", "mcp-method"}, {"Mcp-Name", "mcp-name"}} {
+		switch v := r.Header[k.canon]; len(v) {
+		case 0:
+		case 1:
+			hm[k.key] = v[0]
+		default:
+			hm[k.key] = "\n"
+		}
+	}
 	return req, ReasonToken
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
@@ -106,7 +107,7 @@ func askToken(ctx context.Context, st store.Store, hash string, now time.Time) (
 		return tokencache.Entry{}, ReasonExpired, nil
 	}
 	return tokencache.Entry{
-		ID:      tokencache.Identity{User: t.Username, Client: t.ClientID, Scope: t.Scope, Resource: t.Resource},
+		ID:      tokencache.Identity{User: t.Username, Client: t.ClientID, Scope: t.Scope, Resource: t.Resource, Groups: strings.Join(t.Groups, ",")},
 		Expires: t.ExpiresAt.UnixNano(),
 	}, ReasonToken, nil
 }

@@ -265,6 +265,16 @@ func satisfiers(implies map[string][]string) map[string][]string {
 	return out
 }
 
+// HasRules reports whether the policy has per-method rules, or requires
+// MCP headers, for the resource: only then does the MCP request matter.
+func (p *Policy) HasRules(resourceURL string) bool {
+	if p == nil {
+		return false
+	}
+	c := p.byURL[resourceURL]
+	return c != nil && (len(c.rules) > 0 || c.requireHeaders)
+}
+
 // HasFile reports whether the policy restricts any resource beyond the
 // --require-scopes rules.
 func (p *Policy) HasFile() bool { return p != nil && len(p.byURL) > 0 }
