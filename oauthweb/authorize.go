@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
@@ -254,6 +255,9 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.touch(ctx, sess)
+	if !s.policyAllows(w, r, req, sess.Username) {
+		return
+	}
 	// Consent is remembered per user, client and resource for a set of
 	// scopes: a request within an approved set needs no new prompt, unless
 	// the client's identity is not assured (see rememberConsent).
@@ -406,6 +410,11 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 		s.redirectError(w, r, req, oe)
 		return
 	}
+	// The policy may have changed, or the user's groups, since the
+	// consent page was shown.
+	if !s.policyAllows(w, r, req, sess.Username) {
+		return
+	}
 	ev := s.event(r, store.EventConsentGranted, true)
 	ev.Username, ev.ClientID = sess.Username, req.client.ID
 	switch r.PostForm.Get("decision") {
@@ -438,6 +447,31 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	s.cfg.Audit.Committed(ev)
 	s.issueCode(w, r, req, sess.Username)
+}
+
+// policyAllows reports whether the access policy lets username use
+// req.resource. If not, it records access_denied (its metric follows) and
+// shows an error page: no consent, no code, nothing sent to the client.
+func (s *Server) policyAllows(w http.ResponseWriter, r *http.Request, req *authzRequest, username string) bool {
+	ctx := r.Context()
+	pol := s.cfg.Policy.Load()
+	if !pol.HasFile() {
+		return true
+	}
+	u, err := s.cfg.Store.GetUser(ctx, username)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.redirectError(w, r, req, s.storeError(ctx, "policy user", err))
+		return false
+	}
+	d := pol.Decide(policy.Input{Resource: req.resource, User: username, Groups: strings.Join(u.Groups, ","), ResourceOnly: true})
+	if d.Allowed() {
+		return true
+	}
+	ev := s.event(r, store.EventAccessDenied, false)
+	ev.Username, ev.ClientID, ev.Error = username, req.client.ID, d.Result.String()
+	s.record(ctx, ev)
+	s.renderError(w, r, http.StatusForbidden, msgNotAllowed, nil)
+	return false
 }
 
 // issueCode stores a fresh authorization code and redirects to the client

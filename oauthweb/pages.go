@@ -35,6 +35,7 @@ var pageNames = []string{"login", "consent", "error", "apps", "logout"}
 const (
 	msgUnknownClient = "The application is not registered with this server. Remove and add the connection again in your application."
 	msgBadRedirect   = "The redirect URI does not match the ones registered for this application."
+	msgNotAllowed    = "Your account may not use this server."
 	// msgBadAuthorizeRequest starts the page shown instead of redirecting
 	// an authorization error to a client that is not trusted before login.
 	msgBadAuthorizeRequest = "The application sent a sign-in request this server cannot accept."
@@ -363,6 +364,9 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	case strings.HasPrefix(message, msgBadAuthorizeRequest):
 		d.Heading = "Invalid sign-in request"
 		d.Hint = "Go back to the application and start again. If you did not start this sign-in yourself, close this window."
+	case message == msgNotAllowed:
+		d.Heading = "Access not allowed"
+		d.Hint = "The administrator has not given your account access to this server. Ask them to add you, or sign in with another account."
 	case message == msgBadRedirect:
 		d.Heading = "Unexpected return address"
 		d.Hint = "Sign-in results are only sent to addresses the application registered, so nobody can redirect them elsewhere. If you did not start this sign-in yourself, close this window."

@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/passgate/passgate/internal/audit"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/resource"
@@ -103,6 +104,10 @@ type Config struct {
 	Store store.Store
 	// Audit records security events. Required.
 	Audit *audit.Recorder
+	// Policy is the access policy: /oauth/authorize refuses a user it
+	// does not allow on the requested resource, before consent and
+	// without a code. Optional: default every user.
+	Policy *policy.Holder
 	// Hasher verifies passwords and client secrets and hashes new client
 	// secrets. Required.
 	Hasher *passwd.Hasher

@@ -8,8 +8,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +28,7 @@ import (
 	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/httplog"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/oauthweb"
@@ -44,6 +48,10 @@ type app struct {
 	store    store.Store
 	audit    *audit.Recorder
 	checker  *extauthz.Checker
+	// policy is the access policy in force; reloader, when a policy file
+	// is configured, keeps it in step with the file.
+	policy   *policy.Holder
+	reloader *policy.Reloader
 
 	// health is the gRPC health service; ready mirrors it for /readyz.
 	// mu serializes their writers, so that nothing makes a draining
@@ -95,6 +103,9 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 	if err != nil {
 		return nil, err
 	}
+	if err := a.loadPolicy(reg); err != nil {
+		return nil, err
+	}
 	ips := clientip.New(c.TrustedProxies)
 	web, err := a.newAuthServer(reg, resources, ips)
 	if err != nil {
@@ -115,6 +126,30 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 		return nil, err
 	}
 	return a, nil
+}
+
+// loadPolicy compiles the access policy (the policy file, if any, and the
+// --require-scopes rules) and, with a file, prepares its reloader.
+func (a *app) loadPolicy(reg prometheus.Registerer) error {
+	c := a.cfg
+	p, err := c.loadPolicy()
+	if err != nil {
+		return fmt.Errorf("access policy: %w", err)
+	}
+	a.policy = policy.NewHolder(p)
+	if c.PolicyFile == "" {
+		return nil
+	}
+	if a.reloader, err = policy.NewReloader(c.PolicyFile, c.compilePolicy, a.policy, a.logger.With("component", "policy"), reg); err != nil {
+		return err
+	}
+	// The reloader remembers what is in force, so an unchanged file is not
+	// reloaded again.
+	if err := a.reloader.Load(); err != nil {
+		return fmt.Errorf("access policy: %w", err)
+	}
+	a.logger.Info("access policy loaded", "file", c.PolicyFile)
+	return nil
 }
 
 // newRegistry returns the registry every component registers its metrics
@@ -197,6 +232,7 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		RateLimit: func(endpoint, key string) (bool, time.Duration, func()) {
 			return limits.Reserve(endpoint, clientip.RateKey(key))
 		},
+		Policy:           a.policy,
 		LockoutThreshold: lockout,
 		LockoutWindow:    c.LockoutWindow,
 		LockoutDuration:  c.LockoutDuration,
@@ -230,7 +266,7 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 		ScopeHeader:       c.ScopeHeader,
 		KeepAuthorization: c.KeepAuthorization,
 		AllowPreflight:    c.AllowPreflight,
-		RequiredScopes:    c.RequireScopes,
+		Policy:            a.policy,
 		CacheSize:         c.CheckCacheSize,
 		StoreTimeout:      c.StoreTimeout,
 	})
@@ -367,6 +403,12 @@ func (a *app) run(ctx context.Context) error {
 		every(gctx, time.Second, func() { a.setReady(a.pingStore(gctx)) })
 		return nil
 	})
+	if a.reloader != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		g.Go(func() error { return a.reloader.Run(gctx, hup, policy.DefaultPollInterval) })
+	}
 	g.Go(func() error {
 		every(gctx, c.CleanupInterval, func() { cleanup(gctx, a.store, c, a.audit, time.Now(), a.logger) })
 		return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/textsafe"
@@ -149,6 +150,11 @@ type Config struct {
 	// whose token lacks them get 403 insufficient_scope. Optional.
 	// Env PASSGATE_REQUIRE_SCOPES.
 	RequireScopes []extauthz.ScopeRule
+	// PolicyFile is the access policy (README "Access policy"): who may
+	// use which resource, and per-MCP-method rules. Reloaded on SIGHUP and
+	// when its content changes. Optional: without it every user may use
+	// every resource. Env PASSGATE_POLICY.
+	PolicyFile string
 	// CheckCacheSize bounds the verified-token cache. Default
 	// extauthz.DefaultCacheSize.
 	CheckCacheSize int
@@ -306,6 +312,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 		return nil
 	})
 	s = append(s, setting{"require-scopes", []string{"PASSGATE_REQUIRE_SCOPES"}})
+	str(&c.PolicyFile, "policy", "", "access policy file (YAML): who may use which resource and tool; reloaded on SIGHUP and on change", "PASSGATE_POLICY")
 	integer(&c.CheckCacheSize, "check-cache-size", extauthz.DefaultCacheSize, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
 	dur(&c.StoreTimeout, "store-timeout", extauthz.DefaultStoreTimeout, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
@@ -412,6 +419,13 @@ func (c *Config) Validate() error {
 		for _, s := range r.Scopes {
 			if !slices.Contains(c.Scopes, s) {
 				add("--require-scopes: %q requires scope %q, which is not in --scopes", r.Match, s)
+			}
+		}
+	}
+	if c.PolicyFile != "" {
+		if _, err := c.loadPolicy(); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				add("--policy: %s", strings.TrimPrefix(line, "policy: "))
 			}
 		}
 	}
@@ -655,4 +669,58 @@ func (v *prefixesValue) Set(s string) error {
 
 func splitList(v string) []string {
 	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
+}
+
+// loadPolicy reads the policy file and compiles it with the configured
+// resources and --require-scopes rules; nil without a file.
+func (c *Config) loadPolicy() (*policy.Policy, error) {
+	if c.PolicyFile == "" {
+		return policy.Compile(nil, nil, c.RequireScopes)
+	}
+	b, err := policy.Read(c.PolicyFile)
+	if err != nil {
+		return nil, err
+	}
+	f, err := policy.Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	return c.compilePolicy(f)
+}
+
+// compilePolicy compiles a policy file with the configuration: its
+// resources must be configured ones and its scopes in --scopes (a client
+// could never be granted another).
+func (c *Config) compilePolicy(f *policy.File) (*policy.Policy, error) {
+	resources, err := resource.ParseAll(c.Resources)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for i, r := range f.Resources {
+		var used []string
+		for s, implied := range r.Scopes {
+			used = append(used, s)
+			used = append(used, implied...)
+		}
+		for _, rule := range r.Rules {
+			if rule.Scope != "" {
+				used = append(used, rule.Scope)
+			}
+		}
+		slices.Sort(used)
+		for _, s := range slices.Compact(used) {
+			if !slices.Contains(c.Scopes, s) {
+				errs = append(errs, fmt.Errorf("resources[%d]: scope %q is not in --scopes", i, s))
+			}
+		}
+	}
+	p, err := policy.Compile(f, resources, c.RequireScopes)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
 }

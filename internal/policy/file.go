@@ -78,17 +78,39 @@ type RuleSpec struct {
 
 // Load reads and parses the file at path and validates it (see Parse).
 func Load(path string) (*File, error) {
-	b, err := os.ReadFile(path)
+	b, err := Read(path)
 	if err != nil {
-		return nil, fmt.Errorf("policy: %w", err)
+		return nil, err
 	}
 	return Parse(b)
 }
 
-// Parse parses a policy file (YAML, or JSON) and validates it. Unknown
-// fields are errors, not ignored: a misspelt "alow" must not open a
-// server. The error joins every problem found, in file order.
+// Read reads the file at path, bounded by MaxFileSize.
+func Read(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return b, nil
+}
+
+// Parse parses a policy file (YAML, or JSON) and validates it. The error
+// joins every problem found, in file order.
 func Parse(b []byte) (*File, error) {
+	f, err := Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	if errs := f.Validate(nil); len(errs) > 0 {
+		return nil, fmt.Errorf("policy: %w", errors.Join(errs...))
+	}
+	return f, nil
+}
+
+// Decode parses a policy file without validating its values (Compile
+// validates them, with the configured resources). Unknown fields are
+// errors, not ignored: a misspelt "alow" must not open a server.
+func Decode(b []byte) (*File, error) {
 	if len(b) > MaxFileSize {
 		return nil, fmt.Errorf("policy: file larger than %d bytes", MaxFileSize)
 	}
@@ -97,9 +119,6 @@ func Parse(b []byte) (*File, error) {
 		if err := yaml.UnmarshalStrict(b, &f); err != nil {
 			return nil, fmt.Errorf("policy: %w", err)
 		}
-	}
-	if errs := f.Validate(nil); len(errs) > 0 {
-		return nil, fmt.Errorf("policy: %w", errors.Join(errs...))
 	}
 	return &f, nil
 }

@@ -493,8 +493,14 @@ func NewHolder(p *Policy) *Holder {
 	return h
 }
 
-// Load returns the current Policy.
-func (h *Holder) Load() *Policy { return h.p.Load() }
+// Load returns the current Policy; nil (allow everything) on a nil
+// Holder.
+func (h *Holder) Load() *Policy {
+	if h == nil {
+		return nil
+	}
+	return h.p.Load()
+}
 
 // Store replaces the current Policy.
 func (h *Holder) Store(p *Policy) { h.p.Store(p) }
