@@ -117,19 +117,32 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 		return req, nil, oe
 	}
 	req.resource = res
+	// A scope the policy says another implies comes with it (admin
+	// implies mcp): the token then carries both, for the upstream too.
+	if implied := s.cfg.Policy.Load().Implied(res, req.scope); len(implied) != len(req.scope) {
+		req.scope = slices.DeleteFunc(implied, func(x string) bool { return !slices.Contains(s.cfg.Scopes, x) })
+	}
 	return req, nil, nil
 }
 
 // grantScope turns a requested scope into the granted one: offline_access
-// dropped, every other token supported (and, when the client registered a
-// scope, within it), and the default (everything the client may have) for
-// none.
+// dropped, every other token supported, and for none the client's
+// registered scope (within the supported ones) or else the base scopes.
+// The registered scope caps the request only with ClientScopeCap: by
+// default it is the client's default, so that a client can step up
+// (MCP authorization: on 403 insufficient_scope it asks again with more)
+// through the registration it already has; the user consents to the new
+// scopes either way.
 func (s *Server) grantScope(client store.Client, raw string) ([]string, *oauth.Error) {
-	allowed := s.cfg.Scopes
+	def := s.cfg.BaseScopes
 	if client.Scope != "" {
 		if cs, err := oauth.ParseScope(client.Scope); err == nil && len(cs) > 0 {
-			allowed = slices.DeleteFunc(cs, func(x string) bool { return !slices.Contains(s.cfg.Scopes, x) })
+			def = slices.DeleteFunc(cs, func(x string) bool { return !slices.Contains(s.cfg.Scopes, x) })
 		}
+	}
+	allowed := s.cfg.Scopes
+	if s.cfg.ClientScopeCap && client.Scope != "" {
+		allowed = def
 	}
 	req, err := oauth.ParseScope(raw)
 	if err != nil {
@@ -137,10 +150,10 @@ func (s *Server) grantScope(client store.Client, raw string) ([]string, *oauth.E
 	}
 	req = slices.DeleteFunc(req, func(x string) bool { return x == oauth.ScopeOfflineAccess })
 	if len(req) == 0 {
-		if len(allowed) == 0 {
+		if len(def) == 0 {
 			return nil, oauth.NewError(oauth.CodeInvalidScope, "no scope is available to this client")
 		}
-		return slices.Clone(allowed), nil
+		return slices.Clone(def), nil
 	}
 	if !oauth.ScopeSubset(req, allowed) {
 		return nil, oauth.NewError(oauth.CodeInvalidScope, "unsupported scope requested")
@@ -359,6 +372,7 @@ func (s *Server) showConsent(w http.ResponseWriter, r *http.Request, req *authzR
 		AskedEveryTime: !s.rememberConsent(req),
 		Scopes:         req.scope,
 		Resource:       req.resource,
+		ScopeText:      func(scope string) string { return s.cfg.Policy.Load().ScopeDescription(req.resource, scope) },
 		Username:       sess.Username,
 		Params:         params,
 		LogoutURL:      s.endpoints.logout,

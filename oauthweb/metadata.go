@@ -109,9 +109,12 @@ func (s *Server) serveResourceMetadata(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeMetadata(w, prMetadata{
-		Resource:               chosen.URL,
-		AuthorizationServers:   []string{s.cfg.Issuer},
-		ScopesSupported:        s.cfg.Scopes,
+		Resource:             chosen.URL,
+		AuthorizationServers: []string{s.cfg.Issuer},
+		// The minimal scopes (MCP authorization, scope selection): a
+		// client asks for these first and steps up when a check names
+		// another.
+		ScopesSupported:        s.cfg.BaseScopes,
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           chosen.Host + strings.TrimSuffix(chosen.Path, "/"),
 	})

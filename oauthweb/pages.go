@@ -216,9 +216,12 @@ type consentData struct {
 	AskedEveryTime bool
 	Scopes         []string
 	Resource       string
-	Username       string
-	Params         []hiddenField
-	LogoutURL      string
+	// ScopeText is the operator's words for a scope on Resource (the
+	// access policy's scope_descriptions), "" for none.
+	ScopeText func(scope string) string
+	Username  string
+	Params    []hiddenField
+	LogoutURL string
 }
 
 // ClientIDHost is the host of a client_id that is a URL (a Client ID
@@ -255,12 +258,16 @@ func (d consentData) ScopeList() []scopeItem {
 	var out []scopeItem
 	for _, s := range d.Scopes {
 		var text string
-		switch s {
-		case "mcp":
+		if d.ScopeText != nil {
+			text = d.ScopeText(s)
+		}
+		switch {
+		case text != "":
+		case s == "mcp":
 			text = "Use the MCP server at " + host + " as you: call its tools and read its resources"
-		case "read", "mcp:read":
+		case s == "read" || s == "mcp:read":
 			text = "Read your data on " + host
-		case "write", "mcp:write":
+		case s == "write" || s == "mcp:write":
 			text = "Change your data on " + host
 		default:
 			text = "The permission “" + s + "” on " + host

@@ -214,6 +214,8 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		Metrics:                     reg,
 		ClientIP:                    ips.ClientIP,
 		Scopes:                      c.Scopes,
+		BaseScopes:                  c.baseScopes(),
+		ClientScopeCap:              c.ClientScopeCap,
 		AccessTokenTTL:              c.AccessTokenTTL,
 		RefreshTokenTTL:             c.RefreshTokenTTL,
 		RefreshIdleTTL:              c.RefreshIdleTTL,
@@ -258,7 +260,9 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 		Resources:         resources,
 		Store:             a.store,
 		APIKey:            apiKey,
-		Scopes:            c.Scopes,
+		// The 401 challenge names the base scopes; a rule that needs more
+		// names it in its 403 (step-up).
+		Scopes:            c.baseScopes(),
 		Logger:            a.logger.With("component", "extauthz"),
 		Metrics:           reg,
 		UserHeader:        c.UserHeader,

@@ -43,6 +43,15 @@ type Config struct {
 	// Scopes are the scopes passgate grants. Default oauthweb.DefaultScope.
 	// Env PASSGATE_SCOPES, comma- or space-separated.
 	Scopes []string
+	// BaseScopes are the minimal scopes: advertised in the protected
+	// resource metadata and the checks' 401 challenges, and granted when
+	// a client asks for none; the others are reached by step-up.
+	// Optional; default Scopes. Env PASSGATE_BASE_SCOPES.
+	BaseScopes []string
+	// ClientScopeCap makes a client's registered scope a cap on what it
+	// may request (no step-up past it). Default false. Env
+	// PASSGATE_CLIENT_SCOPE_CAP.
+	ClientScopeCap bool
 
 	// HTTPListen serves the login pages, OAuth endpoints, metadata, the
 	// HTTP check and health. Default :8080. Env PASSGATE_HTTP_LISTEN.
@@ -261,6 +270,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.Issuer, "issuer", defaultIssuer, "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
 	list(&c.Resources, "resource", defaultResources, "protected MCP resource URLs", "PASSGATE_RESOURCES")
 	list(&c.Scopes, "scopes", defaultScopes, "scopes passgate grants", "PASSGATE_SCOPES")
+	list(&c.BaseScopes, "base-scopes", nil, "minimal scopes advertised and granted by default; others by step-up (default: --scopes)", "PASSGATE_BASE_SCOPES")
+	boolean(&c.ClientScopeCap, "client-scope-cap", false, "a client's registered scope caps what it may request (no step-up past it)", "PASSGATE_CLIENT_SCOPE_CAP")
 	str(&c.HTTPListen, "http-listen", ":8080", "address for pages, OAuth endpoints, the HTTP check and health", "PASSGATE_HTTP_LISTEN")
 	str(&c.GRPCListen, "grpc-listen", ":9191", "address for Envoy ext_authz gRPC (empty disables)", "PASSGATE_GRPC_LISTEN")
 	str(&c.MetricsListen, "metrics-listen", ":9090", "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
@@ -413,6 +424,11 @@ func (c *Config) Validate() error {
 	for _, s := range c.Scopes {
 		if !oauth.ValidScopeToken(s) {
 			add("--scopes: %q is not a valid scope token", s)
+		}
+	}
+	for _, s := range c.BaseScopes {
+		if !slices.Contains(c.Scopes, s) {
+			add("--base-scopes: %q is not in --scopes", s)
 		}
 	}
 	for _, r := range c.RequireScopes {
@@ -669,6 +685,14 @@ func (v *prefixesValue) Set(s string) error {
 
 func splitList(v string) []string {
 	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
+}
+
+// baseScopes returns the base scopes (--base-scopes, else --scopes).
+func (c *Config) baseScopes() []string {
+	if len(c.BaseScopes) > 0 {
+		return c.BaseScopes
+	}
+	return c.Scopes
 }
 
 // loadPolicy reads the policy file and compiles it with the configured

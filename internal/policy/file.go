@@ -46,6 +46,9 @@ type ResourceSpec struct {
 	// Scopes maps a scope to the scopes it implies: {admin: [mcp]} means a
 	// token with admin satisfies a rule that needs mcp. Optional.
 	Scopes map[string][]string `json:"scopes,omitempty"`
+	// ScopeDescriptions say in words what each scope allows on this
+	// resource; the consent page shows them. Optional.
+	ScopeDescriptions map[string]string `json:"scope_descriptions,omitempty"`
 	// RequireMCPHeaders refuses a POST whose MCP method is unknown (no
 	// Mcp-Method header and no body to read it from) with 400, so that
 	// through nginx auth_request a client cannot escape the rules by
@@ -158,6 +161,14 @@ func (f *File) Validate(configured []resource.Resource) []error {
 				if !oauth.ValidScopeToken(im) {
 					add("%s.scopes.%s: %q is not a valid scope token", where, s, im)
 				}
+			}
+		}
+		for _, sc := range slices.Sorted(maps.Keys(r.ScopeDescriptions)) {
+			if !oauth.ValidScopeToken(sc) {
+				add("%s.scope_descriptions: %q is not a valid scope token", where, sc)
+			}
+			if text := r.ScopeDescriptions[sc]; text == "" || len(text) > 200 || !validName(strings.ReplaceAll(text, ",", "")) {
+				add("%s.scope_descriptions.%s: 1 to 200 characters without control characters", where, sc)
 			}
 		}
 		for j, rule := range r.Rules {

@@ -265,6 +265,34 @@ func satisfiers(implies map[string][]string) map[string][]string {
 	return out
 }
 
+// ScopeDescription returns the policy's words for what scope allows on
+// the resource, or "".
+func (p *Policy) ScopeDescription(resourceURL, scope string) string {
+	if p == nil || p.byURL[resourceURL] == nil {
+		return ""
+	}
+	return p.byURL[resourceURL].spec.ScopeDescriptions[scope]
+}
+
+// Implied returns scopes with every scope they imply on the resource
+// added (transitively), sorted; scopes itself when nothing is implied.
+func (p *Policy) Implied(resourceURL string, scopes []string) []string {
+	if p == nil || p.byURL[resourceURL] == nil || len(p.byURL[resourceURL].spec.Scopes) == 0 {
+		return scopes
+	}
+	implies := p.byURL[resourceURL].spec.Scopes
+	out := slices.Clone(scopes)
+	for i := 0; i < len(out); i++ {
+		for _, x := range implies[out[i]] {
+			if !slices.Contains(out, x) {
+				out = append(out, x)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // HasRules reports whether the policy has per-method rules, or requires
 // MCP headers, for the resource: only then does the MCP request matter.
 func (p *Policy) HasRules(resourceURL string) bool {

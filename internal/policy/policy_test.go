@@ -286,3 +286,31 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+func TestImpliedAndDescriptions(t *testing.T) {
+	f, err := Parse([]byte(`
+resources:
+  - url: https://mcp.example.com/mcp
+    scopes: {admin: [write], write: [read]}
+    scope_descriptions: {admin: "Run deploy tools on production"}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := Compile(f, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(p.Implied("https://mcp.example.com/mcp", []string{"admin", "mcp"}), []string{"admin", "mcp", "read", "write"}); d != "" {
+		t.Errorf("Implied (-got +want):\n%s", d)
+	}
+	if d := cmp.Diff(p.Implied("https://other.example.com/mcp", []string{"admin"}), []string{"admin"}); d != "" {
+		t.Errorf("Implied elsewhere (-got +want):\n%s", d)
+	}
+	if got := p.ScopeDescription("https://mcp.example.com/mcp", "admin"); got != "Run deploy tools on production" {
+		t.Errorf("ScopeDescription = %q", got)
+	}
+	if _, err := Parse([]byte("resources: [{url: 'https://a.example/mcp', scope_descriptions: {admin: \"a\\nb\"}}]")); err == nil {
+		t.Errorf("a description with a newline was accepted")
+	}
+}
