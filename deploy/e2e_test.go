@@ -43,9 +43,20 @@ type passgateStack struct {
 
 func startPassgateStack(t *testing.T, backend string) *passgateStack {
 	t.Helper()
+	return startPassgateStackWith(t, backend, "", nil)
+}
+
+// startPassgateStackWith is startPassgateStack with another MCP server
+// (mcpAddr; "" for the example server) and extra serve flags, which extra
+// builds from the resource URL (nil: none).
+func startPassgateStackWith(t *testing.T, backend, mcpAddr string, extra func(resource string) []string) *passgateStack {
+	t.Helper()
 	bin := e2etest.Binary(t)
 	passAddr, grpcAddr := e2etest.FreeAddr(t), e2etest.FreeAddr(t)
-	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: startExampleMCPServer(t)})
+	if mcpAddr == "" {
+		mcpAddr = startExampleMCPServer(t)
+	}
+	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: mcpAddr})
 	var storeEnv []string
 	switch backend {
 	case "sqlite":
@@ -56,10 +67,14 @@ func startPassgateStack(t *testing.T, backend string) *passgateStack {
 	st := &passgateStack{ngx: ngx, bin: bin, storeEnv: storeEnv, resource: ngx.URL + "/mcp"}
 	// The user exists before passgate starts, so no bootstrap password.
 	st.cli(t, "correct horse battery\n", "user", "add", "alice", "--password-stdin")
-	e2etest.StartProcess(t, passAddr, bin, []string{
+	var serveArgs []string
+	if extra != nil {
+		serveArgs = extra(st.resource)
+	}
+	e2etest.StartProcess(t, passAddr, bin, append([]string{
 		"serve", "--issuer", ngx.URL, "--resource", st.resource,
 		"--http-listen", passAddr, "--grpc-listen", grpcAddr, "--metrics-listen", "",
-	}, storeEnv)
+	}, serveArgs...), storeEnv)
 	return st
 }
 

@@ -1,0 +1,181 @@
+package deploy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+)
+
+// e2ePolicy is the access policy of the end-to-end tests: the resource is
+// for group eng; countdown needs the admin scope (step-up); echo is for
+// group ops only.
+func e2ePolicy(t *testing.T, resource string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	text := fmt.Sprintf(`resources:
+  - url: %s
+    allow: [group:eng]
+    scopes: {admin: [mcp]}
+    scope_descriptions: {admin: "Run the countdown tool"}
+    rules:
+      - {method: tools/call, name: countdown, scope: admin}
+      - {method: tools/call, name: echo, allow: [group:ops]}
+`, resource)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// policyClient connects the official MCP Go SDK client (protocol
+// 2026-07-28: it sends Mcp-Method and Mcp-Name) as user through nginx,
+// counting the authorizations the user is asked for.
+func policyClient(t *testing.T, st *passgateStack, user, pass string) (*mcp.ClientSession, *atomic.Int32, error) {
+	t.Helper()
+	hc := &http.Client{Transport: st.ngx.Transport, Timeout: 10 * time.Second}
+	b := newBrowser(st.ngx, user, pass)
+	fetches := &atomic.Int32{}
+	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+			RedirectURIs: []string{e2eRedirect}, TokenEndpointAuthMethod: "none", ClientName: "policy e2e " + user,
+			GrantTypes: []string{"authorization_code", "refresh_token"}, Scope: "mcp",
+		}},
+		RedirectURL: e2eRedirect,
+		Client:      hc,
+		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+			fetches.Add(1)
+			cb, err := b.authorize(ctx, args.URL)
+			if err != nil {
+				return nil, err
+			}
+			q := cb.Query()
+			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "policy-e2e", Version: "1.0.0"}, nil)
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	t.Cleanup(cancel)
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.resource, OAuthHandler: h, HTTPClient: hc}, nil)
+	if err == nil {
+		t.Cleanup(func() { session.Close() })
+	}
+	return session, fetches, err
+}
+
+// TestPolicyThroughNginx: through real nginx (deploy/nginx.conf), the real
+// binary with a policy file and the example MCP server, the official Go
+// SDK client calls an allowed tool; a tool that needs step-up makes it
+// re-authorize with the wider scope and then succeeds; a forbidden tool is
+// refused; and a user not on the server's list never gets a token.
+func TestPolicyThroughNginx(t *testing.T) {
+	mcpAddr, calls := startStatelessMCPServer(t)
+	st := startPassgateStackWith(t, "sqlite", mcpAddr, func(resource string) []string {
+		return []string{"--scopes", "mcp,admin", "--base-scopes", "mcp", "--policy", e2ePolicy(t, resource)}
+	})
+	st.cli(t, "", "user", "set-groups", "alice", "eng")
+	st.cli(t, "correct horse battery\n", "user", "add", "carol", "--password-stdin")
+	ctx, cancel := context.WithTimeout(t.Context(), 90*time.Second)
+	defer cancel()
+
+	session, fetches, err := policyClient(t, st, "alice", "correct horse battery")
+	if err != nil {
+		t.Fatalf("alice connects: %v", err)
+	}
+	whoami := func() string {
+		t.Helper()
+		res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"})
+		if err != nil || res.IsError {
+			t.Fatalf("allowed tool whoami: %v %+v", err, res)
+		}
+		raw, _ := json.Marshal(res.StructuredContent)
+		var who struct{ Scope string }
+		json.Unmarshal(raw, &who)
+		return who.Scope
+	}
+	if scope := whoami(); scope != "mcp" {
+		t.Errorf("first token scope %q, want the base scope mcp", scope)
+	}
+
+	// Step-up: 403 insufficient_scope scope="admin"; the SDK asks the user
+	// again for mcp admin through the registration it has, then succeeds.
+	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "countdown", Arguments: map[string]any{"steps": 1, "interval_ms": 1}})
+	if err != nil || res.IsError {
+		t.Fatalf("step-up tool countdown: %v %+v", err, res)
+	}
+	if n := calls["countdown"].Load(); n != 1 {
+		t.Errorf("the MCP server ran countdown %d times, want 1 (after the step-up)", n)
+	}
+	if got := fetches.Load(); got != 2 {
+		t.Errorf("authorizations = %d, want 2 (the first and the step-up)", got)
+	}
+	if scope := whoami(); scope != "admin mcp" {
+		t.Errorf("stepped-up token scope %q, want admin mcp", scope)
+	}
+
+	// Forbidden: 403 from the check, no re-authorization, and the MCP
+	// server never runs the tool. (The Go SDK closes its session on such
+	// a 403, so this comes last.)
+	res, err = session.CallTool(ctx, &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "x"}})
+	if err == nil && !res.IsError {
+		t.Errorf("forbidden tool echo succeeded: %+v", res)
+	} else {
+		t.Logf("forbidden tool refused: %v", err)
+	}
+	if n := calls["echo"].Load(); n != 0 {
+		t.Errorf("the MCP server ran the forbidden tool %d times", n)
+	}
+
+	// Not on the list: the authorization page refuses, no token.
+	if _, _, err := policyClient(t, st, "carol", "correct horse battery"); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("carol connected (or failed otherwise): %v", err)
+	}
+	if out := st.cli(t, "", "audit", "--event", "access_denied"); !strings.Contains(out, "carol") {
+		t.Errorf("no access_denied audit row for carol:\n%s", out)
+	}
+}
+
+// startStatelessMCPServer serves a stateless MCP server (official Go SDK,
+// protocol 2026-07-28, which rejects Mcp-Method and Mcp-Name headers that
+// disagree with the body) with the tools whoami, echo and countdown, and
+// counts each tool's runs.
+func startStatelessMCPServer(t *testing.T) (string, map[string]*atomic.Int32) {
+	t.Helper()
+	calls := map[string]*atomic.Int32{"whoami": {}, "echo": {}, "countdown": {}}
+	server := mcp.NewServer(&mcp.Implementation{Name: "stateless", Version: "1.0.0"}, nil)
+	type scopeOut struct {
+		Scope string `json:"scope"`
+	}
+	mcp.AddTool(server, &mcp.Tool{Name: "whoami"}, func(_ context.Context, req *mcp.CallToolRequest, _ struct{}) (*mcp.CallToolResult, scopeOut, error) {
+		calls["whoami"].Add(1)
+		var scope string
+		if req.Extra != nil {
+			scope = req.Extra.Header.Get("X-Passgate-Scope")
+		}
+		return nil, scopeOut{Scope: scope}, nil
+	})
+	for _, name := range []string{"echo", "countdown"} {
+		mcp.AddTool(server, &mcp.Tool{Name: name}, func(context.Context, *mcp.CallToolRequest, map[string]any) (*mcp.CallToolResult, scopeOut, error) {
+			calls[name].Add(1)
+			return nil, scopeOut{}, nil
+		})
+	}
+	h := mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return server }, &mcp.StreamableHTTPOptions{Stateless: true})
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://"), calls
+}
