@@ -393,11 +393,17 @@ func TestEnvoyRoutesAgainstPassgate(t *testing.T) {
 // returns its secret.
 func mintAccessToken(t testing.TB, st store.Store, resource, scope string) string {
 	t.Helper()
+	return mintAccessTokenFor(t, st, "alice", resource, scope)
+}
+
+// mintAccessTokenFor is mintAccessToken for another user.
+func mintAccessTokenFor(t testing.TB, st store.Store, user, resource, scope string) string {
+	t.Helper()
 	ctx := context.Background()
 	now := time.Now()
 	s := token.New(token.PrefixAccess)
 	code := store.AuthCode{
-		CodeHash: token.Hash(token.New(token.PrefixCode)), ClientID: "deploy-test", Username: "alice",
+		CodeHash: token.Hash(token.New(token.PrefixCode)), ClientID: "deploy-test", Username: user,
 		RedirectURI: "https://app.example/cb", CodeChallenge: "x", CodeChallengeMethod: "S256",
 		Scope: scope, Resource: resource, FamilyID: token.New(""), CreatedAt: now, ExpiresAt: now.Add(time.Minute),
 	}
@@ -405,9 +411,9 @@ func mintAccessToken(t testing.TB, st store.Store, resource, scope string) strin
 		t.Fatal(err)
 	}
 	g := store.CodeGrant{
-		Access:  store.Token{Hash: token.Hash(s), Kind: store.KindAccess, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: "alice", Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
-		Refresh: store.Token{Hash: token.Hash(token.New(token.PrefixRefresh)), Kind: store.KindRefresh, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: "alice", Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)},
-		Audit:   store.AuditEvent{Event: store.EventTokenExchange, Success: true, ClientID: "deploy-test", Username: "alice", CreatedAt: now},
+		Access:  store.Token{Hash: token.Hash(s), Kind: store.KindAccess, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: user, Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Refresh: store.Token{Hash: token.Hash(token.New(token.PrefixRefresh)), Kind: store.KindRefresh, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: user, Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)},
+		Audit:   store.AuditEvent{Event: store.EventTokenExchange, Success: true, ClientID: "deploy-test", Username: user, CreatedAt: now},
 	}
 	if err := st.RedeemCode(ctx, code.CodeHash, now, g); err != nil {
 		t.Fatal(err)

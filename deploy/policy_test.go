@@ -6,16 +6,22 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
+
+	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
 // e2ePolicy is the access policy of the end-to-end tests: the resource is
@@ -178,4 +184,158 @@ func startStatelessMCPServer(t *testing.T) (string, map[string]*atomic.Int32) {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return strings.TrimPrefix(srv.URL, "http://"), calls
+}
+
+// envoyCheck is a CheckRequest as Envoy sends it for a POST to resource
+// with with_request_body on (body "" when off).
+func envoyCheck(resource, tok, method, name, body string) *authv3.CheckRequest {
+	u, _ := url.Parse(resource)
+	headers := map[string]string{":authority": u.Host, ":path": u.Path, ":method": "POST", ":scheme": u.Scheme,
+		"content-type": "application/json", "authorization": "Bearer " + tok}
+	if method != "" {
+		headers["mcp-method"] = method
+	}
+	if name != "" {
+		headers["mcp-name"] = name
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: "POST", Host: u.Host, Path: u.Path, Scheme: u.Scheme, Protocol: "HTTP/1.1",
+			Headers: headers, Body: body},
+	}}}
+}
+
+func toolCall(name string) string {
+	return `{"jsonrpc":"2.0","id":3,"method":"tools/call","params":{"name":"` + name + `","arguments":{}}}`
+}
+
+// TestPolicyThroughGRPC: the real binary's gRPC check, asked as Envoy asks
+// with with_request_body, judges tools from the JSON-RPC body (clients on
+// protocol 2025-11-25 send no Mcp-Name) and refuses a header that
+// disagrees with the body; a policy reload under concurrent load fails no
+// allowed request.
+func TestPolicyThroughGRPC(t *testing.T) {
+	resource := "http://" + e2etest.FreeAddr(t) + "/mcp"
+	policyPath := e2ePolicy(t, resource)
+	srv := e2etest.Start(t, e2etest.Options{Resource: resource, Env: []string{"PASSGATE_RESOURCES=" + resource},
+		Args: []string{"--scopes", "mcp,admin", "--base-scopes", "mcp", "--policy", policyPath}})
+	for _, u := range [][]string{{"alice", "eng"}, {"dan", "eng,ops"}, {"carol", ""}} {
+		srv.CLI(t, "an-acceptable-passphrase\n", "user", "add", u[0], "--groups", u[1], "--password-stdin")
+	}
+	st := e2etest.OpenStore(t, srv.Opts.DatabaseURL, srv.Opts.DataDir)
+	alice := mintAccessTokenFor(t, st, "alice", resource, "mcp")
+	aliceAdmin := mintAccessTokenFor(t, st, "alice", resource, "admin mcp")
+	dan := mintAccessTokenFor(t, st, "dan", resource, "mcp")
+	carol := mintAccessTokenFor(t, st, "carol", resource, "mcp")
+	authz := authv3.NewAuthorizationClient(srv.GRPCConn())
+	ctx := t.Context()
+
+	tests := []struct {
+		name, tok, method, mname, body string
+		want                           int32 // 200: allowed
+		wantWWW                        string
+	}{
+		{"allowed tool", alice, "", "", toolCall("whoami"), 200, ""},
+		{"allowed tool, headers agree", alice, "tools/call", "whoami", toolCall("whoami"), 200, ""},
+		{"step-up tool", alice, "", "", toolCall("countdown"), 403, `error="insufficient_scope", scope="admin"`},
+		{"step-up tool with admin", aliceAdmin, "", "", toolCall("countdown"), 200, ""},
+		{"forbidden tool, body only", alice, "", "", toolCall("echo"), 403, ""},
+		{"forbidden tool for the group that may", dan, "", "", toolCall("echo"), 200, ""},
+		{"user not on the list", carol, "", "", toolCall("whoami"), 403, ""},
+		{"name header disagrees with the body", alice, "tools/call", "whoami", toolCall("echo"), 400, ""},
+		{"method header disagrees with the body", alice, "tools/list", "", toolCall("echo"), 400, ""},
+		{"header only, no body (with_request_body off)", alice, "tools/call", "echo", "", 403, ""},
+		{"batch hides the method", alice, "", "", "[" + toolCall("echo") + "]", 400, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := authz.Check(ctx, envoyCheck(resource, tt.tok, tt.method, tt.mname, tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := int32(200)
+			if d := resp.GetDeniedResponse(); d != nil {
+				got = int32(d.GetStatus().GetCode())
+				if tt.wantWWW != "" && !hasHeader(d.GetHeaders(), "www-authenticate", tt.wantWWW) {
+					t.Errorf("WWW-Authenticate %v lacks %q", d.GetHeaders(), tt.wantWWW)
+				}
+			}
+			if got != tt.want {
+				t.Errorf("status %d, want %d", got, tt.want)
+			}
+		})
+	}
+
+	// Reload under load: four clients call the allowed tool while the file
+	// is rewritten (a new rule each time) and SIGHUP is sent.
+	var total, failed atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := authz.Check(ctx, envoyCheck(resource, alice, "tools/call", "whoami", toolCall("whoami")))
+				total.Add(1)
+				if err != nil || resp.GetOkResponse() == nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	base, err := os.ReadFile(policyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		text := string(base) + fmt.Sprintf("      - {method: tools/call, name: other_%d, allow: []}\n", i)
+		if err := os.WriteFile(policyPath+".tmp", []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(policyPath+".tmp", policyPath); err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			if err := srv.Signal(syscall.SIGHUP); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(700 * time.Millisecond)
+	}
+	close(stop)
+	for range 4 {
+		<-done
+	}
+	metrics, err := srv.Metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d checks during 5 policy rewrites, %d failed", total.Load(), failed.Load())
+	if failed.Load() != 0 || total.Load() == 0 {
+		t.Errorf("%d of %d allowed requests failed during reloads", failed.Load(), total.Load())
+	}
+	if !strings.Contains(metrics, `passgate_policy_reloads_total{result="ok"} 5`) {
+		t.Errorf("metrics do not show 5 reloads:\n%s", grepLines(metrics, "passgate_policy"))
+	}
+	if resp, _ := authz.Check(ctx, envoyCheck(resource, dan, "", "", toolCall("other_4"))); resp.GetDeniedResponse() == nil {
+		t.Errorf("the last reloaded rule is not in force")
+	}
+	if !strings.Contains(metrics, `passgate_policy_decisions_total{resource="`+resource+`",result="rule_denied",rule="rules[1]"}`) {
+		t.Errorf("no decision metric for the forbidden tool:\n%s", grepLines(metrics, "passgate_policy_decisions"))
+	}
+	srv.AssertNoSecrets(t, alice, aliceAdmin, dan, carol)
+}
+
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
