@@ -47,6 +47,7 @@ const (
 	bodyRuleDenied     = `{"error":"` + oauth.CodeAccessDenied + `","error_description":"The access policy does not allow this user this request."}`
 	bodyNoMethodHeader = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The Mcp-Method header is required: the access policy judges this resource's requests by their MCP method."}`
 	bodyNoNameHeader   = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The Mcp-Name header is required: the access policy has rules for this method's names."}`
+	bodyOldProtocol    = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The MCP-Protocol-Version header must be 2026-07-28 or later: this resource judges requests by their Mcp-Method and Mcp-Name headers, which older servers do not check against the body."}`
 	bodyHeaderMismatch = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The Mcp-Method or Mcp-Name header is repeated or disagrees with the request body."}`
 	bodyUnreadable     = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The request body is not one JSON-RPC request the access policy can judge."}`
 )

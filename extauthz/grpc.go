@@ -68,7 +68,7 @@ func envoyRequest(req *authv3.CheckRequest) Request {
 		for _, hv := range hm {
 			k := strings.ToLower(hv.GetKey())
 			switch k {
-			case "authorization", "origin", "access-control-request-method", "mcp-method", "mcp-name":
+			case "authorization", "origin", "access-control-request-method", "mcp-method", "mcp-name", "mcp-protocol-version":
 			default:
 				continue
 			}

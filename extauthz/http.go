@@ -212,7 +212,7 @@ func (c *Checker) httpRequest(r *http.Request, f family, hm map[string]string) (
 	// The MCP Streamable HTTP headers the access policy judges (nginx
 	// auth_request passes the client's headers; the body never). A
 	// repeated one is marked so that mcpCall refuses it.
-	for _, k := range [...]struct{ canon, key string }{{"Mcp-Method", "mcp-method"}, {"Mcp-Name", "mcp-name"}} {
+	for _, k := range [...]struct{ canon, key string }{{"Mcp-Method", "mcp-method"}, {"Mcp-Name", "mcp-name"}, {"Mcp-Protocol-Version", "mcp-protocol-version"}} {
 		switch v := r.Header[k.canon]; len(v) {
 		case 0:
 		case 1:

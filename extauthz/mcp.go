@@ -17,28 +17,28 @@ import (
 // that is not one JSON-RPC request object (a batch, truncated, not JSON)
 // is refused (ReasonUnreadableBody): padding a request past Envoy's body
 // limit must not hide its method. reason is ReasonToken when usable.
-func mcpCall(r Request) (method, name string, reason Reason) {
+func mcpCall(r Request) (method, name string, fromBody bool, reason Reason) {
 	method, name = r.Headers["mcp-method"], r.Headers["mcp-name"]
 	// A repeated header (joined with "," by the proxy, or marked by the
 	// HTTP front end) has no one value to judge. MCP method names never
 	// hold a comma.
 	if strings.ContainsAny(method, ",\n") || strings.Contains(name, "\n") {
-		return "", "", ReasonHeaderMismatch
+		return "", "", false, ReasonHeaderMismatch
 	}
 	if r.Body == "" {
-		return method, name, ReasonToken
+		return method, name, false, ReasonToken
 	}
 	bodyMethod, hasMethod, params, ok := readJSONRPC(r.Body)
 	if !ok {
-		return "", "", ReasonUnreadableBody
+		return "", "", false, ReasonUnreadableBody
 	}
 	if !hasMethod {
 		// A JSON-RPC response (the client answering a server request):
 		// no method to judge, and a header claiming one is a lie.
 		if method != "" || name != "" {
-			return "", "", ReasonHeaderMismatch
+			return "", "", false, ReasonHeaderMismatch
 		}
-		return "", "", ReasonToken
+		return "", "", true, ReasonToken
 	}
 	bodyName := params.name
 	if bodyMethod == "resources/read" {
@@ -48,9 +48,9 @@ func mcpCall(r Request) (method, name string, reason Reason) {
 		bodyName = ""
 	}
 	if method != "" && method != bodyMethod || name != "" && name != bodyName {
-		return "", "", ReasonHeaderMismatch
+		return "", "", false, ReasonHeaderMismatch
 	}
-	return bodyMethod, bodyName, ReasonToken
+	return bodyMethod, bodyName, true, ReasonToken
 }
 
 type rpcParams struct{ name, uri string }

@@ -461,3 +461,46 @@ func BenchmarkCheckPolicy(b *testing.B) {
 func newWriterLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// TestRequireMCPHeaders: with require_mcp_headers, through a header-only
+// check a POST needs Mcp-Method, on protocol 2026-07-28 or later (whose
+// servers compare headers with bodies); a body read by the check is
+// enough by itself.
+func TestRequireMCPHeaders(t *testing.T) {
+	e := newPolicyEnv(t)
+	e.holder.Store(compilePolicy(t, strings.Replace(testPolicy, "    scopes: {admin: [mcp]}\n", "    scopes: {admin: [mcp]}\n    require_mcp_headers: true\n", 1)))
+	tok := mint(t, e.db, mintOpts{user: "alice"})
+	ctx := context.Background()
+	tests := []struct {
+		name, method, mname, version, body string
+		want                               int
+		wantBody                           string
+	}{
+		{"no headers", "", "", "", "", 400, "Mcp-Method header is required"},
+		{"old protocol", "tools/call", "echo", "2025-11-25", "", 400, "MCP-Protocol-Version header must be 2026-07-28"},
+		{"current protocol", "tools/call", "echo", "2026-07-28", "", 200, ""},
+		{"body only", "", "", "", rpc("tools/call", "name", "echo"), 200, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := mcpRequest(tok, tt.method, tt.mname)
+			if tt.version != "" {
+				r.Headers["mcp-protocol-version"] = tt.version
+			}
+			r.Body = tt.body
+			d, err := e.c.Check(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Status != tt.want || !strings.Contains(d.Body, tt.wantBody) {
+				t.Errorf("got %d %s, want %d %q", d.Status, d.Body, tt.want, tt.wantBody)
+			}
+		})
+	}
+	// A GET (the SSE stream) carries no JSON-RPC request.
+	r := bearer(tok)
+	r.Method = "GET"
+	if d, _ := e.c.Check(ctx, r); !d.Allow {
+		t.Errorf("GET refused: %s", d.Body)
+	}
+}

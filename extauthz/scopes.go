@@ -33,7 +33,8 @@ func (c *Checker) policyDenial(ctx context.Context, r Request, p string, res res
 		User: cred.user, Groups: cred.groups, Scope: cred.scope, Post: r.Method == "POST"}
 	if pol.HasRules(res.URL) {
 		var reason Reason
-		in.Method, in.Name, reason = mcpCall(r)
+		in.Method, in.Name, in.FromBody, reason = mcpCall(r)
+		in.ProtocolVersion = r.Headers["mcp-protocol-version"]
 		if reason != ReasonToken {
 			c.countPolicy(res.URL, "request", reason.String())
 			c.logDenial(ctx, res.URL, "request", reason.String(), cred.user, "", "")
@@ -57,9 +58,13 @@ func (c *Checker) policyDenial(ctx context.Context, r Request, p string, res res
 		return c.refuse(ReasonRuleDenied), true
 	default: // policy.MissingHeader
 		dec := c.refuse(ReasonMissingHeader)
-		dec.Body = bodyNoNameHeader
-		if d.Header == policy.HeaderMethod {
+		switch d.Header {
+		case policy.HeaderMethod:
 			dec.Body = bodyNoMethodHeader
+		case policy.HeaderProtocolVersion:
+			dec.Body = bodyOldProtocol
+		default:
+			dec.Body = bodyNoNameHeader
 		}
 		return dec, true
 	}

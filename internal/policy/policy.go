@@ -32,8 +32,12 @@ type ScopeRule struct {
 // The MCP Streamable HTTP headers (protocol 2026-07-28) that mirror the
 // JSON-RPC body, so that a proxy can judge a request without reading it.
 const (
-	HeaderMethod = "Mcp-Method"
-	HeaderName   = "Mcp-Name"
+	HeaderMethod          = "Mcp-Method"
+	HeaderName            = "Mcp-Name"
+	HeaderProtocolVersion = "MCP-Protocol-Version"
+	// MinHeaderVersion is the first protocol version whose servers must
+	// reject Mcp-Method and Mcp-Name headers that disagree with the body.
+	MinHeaderVersion = "2026-07-28"
 )
 
 // Result is what a Decision says, from a small fixed set (a metric label).
@@ -81,6 +85,12 @@ type Input struct {
 	// Post says the HTTP request is a POST (the only kind that carries a
 	// JSON-RPC request), for RequireMCPHeaders.
 	Post bool
+	// FromBody says Method and Name were read from the request body, not
+	// only from headers. ProtocolVersion is the MCP-Protocol-Version
+	// header. With RequireMCPHeaders, headers alone are trusted only on
+	// MinHeaderVersion or later, where the server checks them.
+	FromBody        bool
+	ProtocolVersion string
 	// ResourceOnly judges only who may use the resource, as
 	// /oauth/authorize does before any request exists.
 	ResourceOnly bool
@@ -334,10 +344,17 @@ func (p *Policy) Decide(in Input) Decision {
 	if in.ResourceOnly || len(c.rules) == 0 {
 		return Decision{Result: Allow, Rule: "resource"}
 	}
-	if in.Method == "" {
-		if c.requireHeaders && in.Post {
+	if c.requireHeaders && in.Post && !in.FromBody {
+		switch {
+		case in.Method == "":
 			return Decision{Result: MissingHeader, Rule: "resource", Header: HeaderMethod}
+		case in.ProtocolVersion < MinHeaderVersion:
+			// An older server does not compare the headers with the body,
+			// so they prove nothing.
+			return Decision{Result: MissingHeader, Rule: "resource", Header: HeaderProtocolVersion}
 		}
+	}
+	if in.Method == "" {
 		return Decision{Result: Allow, Rule: "resource"}
 	}
 	if in.Name == "" && (slices.Contains(c.named, in.Method) || slices.Contains(c.named, "*")) && NameBearing(in.Method) {
