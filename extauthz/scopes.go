@@ -128,10 +128,6 @@ func (c *Checker) countPolicy(res, rule, result string) {
 	ctr.Inc()
 }
 
-// hasScope reports whether the space-separated list has s, without
-// allocating.
-func hasScope(list, s string) bool { return hasField(list, " ", s) }
-
 // hasField reports whether list, fields separated by sep, has s, without
 // allocating.
 func hasField(list, sep, s string) bool {

@@ -74,7 +74,9 @@ func TestAuthorizeRefusesUserOutsidePolicy(t *testing.T) {
 	form := formFields(body)
 	form.Set("decision", "approve")
 	resp = postForm(t, noFollow(b), e.url("/consent"), form)
-	body = readBody(t, resp)
+	if body = readBody(t, resp); !strings.Contains(body, "Access not allowed") {
+		t.Errorf("consent after leaving the group does not say why:\n%s", body)
+	}
 	if resp.StatusCode != http.StatusForbidden || resp.Header.Get("Location") != "" {
 		t.Errorf("consent after leaving the group: status %d, location %q", resp.StatusCode, resp.Header.Get("Location"))
 	}
