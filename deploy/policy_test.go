@@ -1,14 +1,20 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -338,4 +344,166 @@ func grepLines(s, substr string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestStepUpWithTypeScriptClient: through nginx, the newest official
+// TypeScript client (@modelcontextprotocol/client 2.4.0,
+// interop/ts-sdk/stepup-client-v2.mjs) negotiates 2025-11-25 and sends no
+// Mcp-Method or Mcp-Name, so a per-tool rule cannot see its calls (as the
+// README says): the tool runs with the base scope. This pins that
+// limitation; TestStepUpWithTypeScriptClientThroughGRPC shows step-up
+// with the same client where the check reads the body.
+func TestStepUpWithTypeScriptClient(t *testing.T) {
+	node := e2etest.NeedTool(t, "node")
+	dir := tsClientDir(t)
+	mcpAddr, calls := startStatelessMCPServer(t)
+	st := startPassgateStackWith(t, "sqlite", mcpAddr, func(resource string) []string {
+		return []string{"--scopes", "mcp,admin", "--base-scopes", "mcp", "--policy", e2ePolicy(t, resource)}
+	})
+	st.cli(t, "", "user", "set-groups", "alice", "eng")
+	// nginx serves TLS with a throwaway certificate; node trusts it through
+	// NODE_EXTRA_CA_CERTS.
+	res := runTSStepUp(t, node, dir, []string{"NODE_EXTRA_CA_CERTS=" + st.ngx.Vars["NGINX_TLS_CERT"]}, st.resource, "countdown")
+	if len(res.AuthorizeScopes) != 1 || res.ScopeAfter != "mcp" || calls["countdown"].Load() != 1 {
+		t.Errorf("through nginx the client stepped up (%q, scope %q): does it send Mcp-Name now? Update the README's \"Where per-tool rules hold\"", res.AuthorizeScopes, res.ScopeAfter)
+	}
+}
+
+// envoyStandin stands in for Envoy, which these machines cannot install,
+// with deploy/envoy.yaml's ext_authz plus with_request_body
+// (max_request_bytes 65536, allow_partial_message false): /mcp asks the real
+// binary's gRPC check with the request's method, host, path, headers and
+// body, answers a denial as the check says, or forwards the request with
+// the check's header changes to the MCP server; everything else goes to
+// passgate's HTTP listener unchecked. It serves plain HTTP on addr.
+func envoyStandin(t *testing.T, addr string, authz authv3.AuthorizationClient, passgateAddr, mcpAddr string) {
+	t.Helper()
+	toPassgate := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: passgateAddr})
+	toMCP := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: mcpAddr})
+	toMCP.FlushInterval = -1
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/mcp" && !strings.HasPrefix(r.URL.Path, "/mcp/") {
+			toPassgate.ServeHTTP(w, r)
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, 65537))
+		if err != nil || len(body) > 65536 {
+			http.Error(w, "payload too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		headers := map[string]string{":authority": r.Host, ":path": r.URL.RequestURI(), ":method": r.Method, ":scheme": "http"}
+		for k, v := range r.Header {
+			headers[strings.ToLower(k)] = strings.Join(v, ",")
+		}
+		resp, err := authz.Check(r.Context(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{Method: r.Method, Host: r.Host, Path: r.URL.RequestURI(), Scheme: "http",
+				Protocol: "HTTP/1.1", Headers: headers, Body: string(body)},
+		}}})
+		if err != nil { // failure_mode_allow: false
+			http.Error(w, "ext_authz error", http.StatusForbidden)
+			return
+		}
+		if d := resp.GetDeniedResponse(); d != nil {
+			for _, hv := range d.GetHeaders() {
+				w.Header().Set(hv.GetHeader().GetKey(), hv.GetHeader().GetValue())
+			}
+			w.WriteHeader(int(d.GetStatus().GetCode()))
+			io.WriteString(w, d.GetBody())
+			return
+		}
+		ok := resp.GetOkResponse()
+		for _, name := range ok.GetHeadersToRemove() {
+			r.Header.Del(name)
+		}
+		for _, hv := range ok.GetHeaders() {
+			r.Header.Set(hv.GetHeader().GetKey(), hv.GetHeader().GetValue())
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r.ContentLength = int64(len(body))
+		toMCP.ServeHTTP(w, r)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+}
+
+// TestStepUpWithTypeScriptClientThroughGRPC: the TypeScript client 2.4.0
+// negotiates protocol 2025-11-25 and sends no Mcp-Name, so through nginx a
+// per-tool rule never sees its tools; through Envoy with the body, the
+// real gRPC check reads the tool from the JSON-RPC body, answers 403
+// insufficient_scope naming admin, the client re-authorizes for mcp admin
+// through the registration it has, and the call succeeds.
+func TestStepUpWithTypeScriptClientThroughGRPC(t *testing.T) {
+	node := e2etest.NeedTool(t, "node")
+	dir := tsClientDir(t)
+	mcpAddr, calls := startStatelessMCPServer(t)
+	front := e2etest.FreeAddr(t)
+	resource := "http://" + front + "/mcp"
+	srv := e2etest.Start(t, e2etest.Options{Resource: resource, Env: []string{"PASSGATE_RESOURCES=" + resource},
+		Args: []string{"--issuer", "http://" + front, "--scopes", "mcp,admin", "--base-scopes", "mcp", "--policy", e2ePolicy(t, resource)}})
+	srv.CLI(t, "correct horse battery\n", "user", "add", "alice", "--groups", "eng", "--password-stdin")
+	envoyStandin(t, front, authv3.NewAuthorizationClient(srv.GRPCConn()), srv.Opts.HTTPAddr, mcpAddr)
+
+	res := runTSStepUp(t, node, dir, nil, resource, "countdown")
+	if len(res.AuthorizeScopes) != 2 || res.AuthorizeScopes[0] != "mcp" || !strings.Contains(res.AuthorizeScopes[1], "admin") || !strings.Contains(res.AuthorizeScopes[1], "mcp") {
+		t.Errorf("authorization requests asked for %q; want mcp, then the union mcp admin", res.AuthorizeScopes)
+	}
+	if res.ScopeBefore != "mcp" || res.ScopeAfter != "admin mcp" {
+		t.Errorf("scopes before and after step-up: %q, %q; want mcp, admin mcp", res.ScopeBefore, res.ScopeAfter)
+	}
+	if len(res.Consents) != 2 || !slices.Contains(res.Consents[1], "admin") {
+		t.Errorf("consent pages showed %q; want a second one naming admin", res.Consents)
+	}
+	if n := calls["countdown"].Load(); n != 1 {
+		t.Errorf("the MCP server ran countdown %d times, want 1 (after the step-up)", n)
+	}
+}
+
+// tsClientDir returns interop/ts-sdk, skipping (failing with CI=true) when
+// its node_modules lack @modelcontextprotocol/client.
+func tsClientDir(t *testing.T) string {
+	t.Helper()
+	root, err := e2etest.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "interop", "ts-sdk")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "client", "package.json")); err != nil {
+		msg := "interop/ts-sdk/node_modules lacks @modelcontextprotocol/client (scripts/test.sh runs npm ci there)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return dir
+}
+
+type tsStepUpResult struct {
+	OK                      bool
+	Error                   string
+	AuthorizeScopes         []string
+	Consents                [][]string
+	ScopeBefore, ScopeAfter string
+}
+
+// runTSStepUp runs stepup-client-v2.mjs as alice against resource.
+func runTSStepUp(t *testing.T, node, dir string, env []string, resource, tool string) tsStepUpResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "stepup-client-v2.mjs"), resource, "alice", "correct horse battery", tool)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("client output:\n%s", out)
+	var res tsStepUpResult
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil || err != nil || !res.OK {
+		t.Fatalf("the TypeScript client failed: %v %v %s", err, jerr, res.Error)
+	}
+	return res
 }
