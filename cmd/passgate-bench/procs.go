@@ -50,6 +50,7 @@ type passgateOpts struct {
 	backendArgs []string // --data-dir D or --database URL
 	resourceURL string
 	cacheSize   int
+	policyFile  string // --policy, or ""
 }
 
 func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
@@ -82,6 +83,9 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		"--log-format", "json",
 	}
 	args = append(args, o.backendArgs...)
+	if o.policyFile != "" {
+		args = append(args, "--policy", o.policyFile)
+	}
 	cmd := exec.Command(o.bin, args...)
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
