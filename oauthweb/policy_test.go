@@ -87,3 +87,50 @@ func TestAuthorizeRefusesUserOutsidePolicy(t *testing.T) {
 		t.Errorf("access_denied rows = %d, want 2", n)
 	}
 }
+
+// TestTokenEndpointRefusesUserOutsidePolicy: a refresh (and a code issued
+// just before) for a user the policy no longer allows gets invalid_grant
+// and no token.
+func TestTokenEndpointRefusesUserOutsidePolicy(t *testing.T) {
+	f, err := policy.Parse([]byte("resources:\n  - url: " + testResource + "\n    allow: [group:eng]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Compile(f, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, func(c *Config) { c.Policy = policy.NewHolder(p) })
+	ctx := t.Context()
+	if _, err := e.st.SetUserGroups(ctx, testUser, []string{"eng"}, e.clock.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	e.login(b)
+	conf := e.oauth2Config(e.publicClient(), "")
+	exchangeable := func() (string, string) {
+		v := oauth2.GenerateVerifier()
+		cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("resource", testResource)))
+		return cb.Query().Get("code"), v
+	}
+	code, verifier := exchangeable()
+	tok, err := conf.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.secret(tok.AccessToken, tok.RefreshToken)
+	pending, pendingVerifier := exchangeable()
+
+	if _, err := e.st.SetUserGroups(ctx, testUser, nil, e.clock.Now(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conf.TokenSource(ctx, &oauth2.Token{RefreshToken: tok.RefreshToken}).Token(); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("refresh for a user outside the policy: %v, want invalid_grant", err)
+	}
+	if _, err := conf.Exchange(ctx, pending, oauth2.VerifierOption(pendingVerifier)); err == nil || !strings.Contains(err.Error(), "invalid_grant") {
+		t.Errorf("code exchange for a user outside the policy: %v, want invalid_grant", err)
+	}
+	if n := len(e.auditEvents(store.EventAccessDenied)); n != 2 {
+		t.Errorf("access_denied rows = %d, want 2", n)
+	}
+}

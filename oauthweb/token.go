@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -261,6 +263,9 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 	if res := r.PostForm["resource"]; len(res) > 0 && (len(res) > 1 || res[0] != ac.Resource) {
 		return nil, &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "resource does not match the authorization request", Status: http.StatusBadRequest}
 	}
+	if oe := s.policyRefusesGrant(ctx, r, client, ac.Username, ac.Resource); oe != nil {
+		return nil, oe
+	}
 	familyExp := now.Add(s.cfg.RefreshTokenTTL)
 	access, refresh, at, rt := s.mint(now, client, ac.Username, ac.Scope, ac.Resource, ac.FamilyID, familyExp)
 	*ev = s.cfg.Audit.Stamp(*ev)
@@ -335,6 +340,9 @@ func (s *Server) refreshGrant(ctx context.Context, r *http.Request, client store
 	}
 	if res := r.PostForm["resource"]; len(res) > 0 && (len(res) > 1 || res[0] != t.Resource) {
 		return nil, &oauth.Error{Code: oauth.CodeInvalidTarget, Description: "the refresh token is bound to another resource", Status: http.StatusBadRequest}
+	}
+	if oe := s.policyRefusesGrant(ctx, r, client, t.Username, t.Resource); oe != nil {
+		return nil, oe
 	}
 	access, refresh, at, rt := s.mint(now, client, t.Username, t.Scope, t.Resource, t.FamilyID, t.FamilyExpiresAt)
 	// A narrower scope applies to the new access token; the refresh token
@@ -441,4 +449,27 @@ func openGrace(old string, sealed []byte) ([]byte, error) {
 	}
 	n := aead.NonceSize()
 	return aead.Open(nil, sealed[:n], sealed[n:], []byte("passgate grace v1"))
+}
+
+// policyRefusesGrant is the token endpoint's access-policy check: a user
+// the policy no longer allows on resource (removed from a group, or the
+// policy changed since the code or the refresh token was issued) gets no
+// new token, only invalid_grant and an access_denied row.
+func (s *Server) policyRefusesGrant(ctx context.Context, r *http.Request, client store.Client, username, resource string) *oauth.Error {
+	pol := s.cfg.Policy.Load()
+	if !pol.HasFile() {
+		return nil
+	}
+	u, err := s.cfg.Store.GetUser(ctx, username)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return s.storeError(ctx, "policy user", err)
+	}
+	d := pol.Decide(policy.Input{Resource: resource, User: username, Groups: strings.Join(u.Groups, ","), ResourceOnly: true})
+	if d.Allowed() {
+		return nil
+	}
+	ev := s.event(r, store.EventAccessDenied, false)
+	ev.Username, ev.ClientID, ev.Error = username, client.ID, d.Result.String()
+	s.record(ctx, ev)
+	return oauth.NewError(oauth.CodeInvalidGrant, "the access policy does not allow this user this resource")
 }
