@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -21,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
@@ -506,4 +508,54 @@ func runTSStepUp(t *testing.T, node, dir string, env []string, resource, tool st
 		t.Fatalf("the TypeScript client failed: %v %v %s", err, jerr, res.Error)
 	}
 	return res
+}
+
+// TestREADMEEnvoyBodySnippet: the with_request_body line the README tells
+// Envoy users to add, inserted into deploy/envoy.yaml's ext_authz filter,
+// is a valid configuration that buffers whole bodies up to the limit.
+func TestREADMEEnvoyBodySnippet(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("`(with_request_body: \\{[^`]*\\})`").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README has no with_request_body snippet")
+	}
+	y, err := os.ReadFile(envoyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(y), "\n")
+	var out []string
+	inserted := false
+	for _, l := range lines {
+		out = append(out, l)
+		if strings.TrimSpace(l) == "failure_mode_allow: false" {
+			indent := l[:len(l)-len(strings.TrimLeft(l, " "))]
+			out = append(out, indent+string(m[1]))
+			inserted = true
+		}
+	}
+	if !inserted {
+		t.Fatal("envoy.yaml has no failure_mode_allow line to add the snippet after")
+	}
+	b, reg, err := decodeEnvoy(t, []byte(strings.Join(out, "\n")))
+	if err != nil {
+		t.Fatalf("envoy.yaml with the README's snippet: %v", err)
+	}
+	if err := validateDeep(b, reg); err != nil {
+		t.Fatalf("envoy.yaml with the README's snippet: %v", err)
+	}
+	for _, h := range envoyHCMs(t, b) {
+		for _, f := range h.GetHttpFilters() {
+			if f.GetName() != "envoy.filters.http.ext_authz" {
+				continue
+			}
+			body := unpack(t, f.GetTypedConfig(), &extauthzv3.ExtAuthz{}).GetWithRequestBody()
+			if body.GetMaxRequestBytes() != 65536 || body.GetAllowPartialMessage() {
+				t.Errorf("with_request_body = %v; want 64 KiB, whole bodies only (a partial one would hide the method)", body)
+			}
+		}
+	}
 }
