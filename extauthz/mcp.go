@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"strings"
 
@@ -24,6 +25,18 @@ func mcpCall(r Request) (method, name string, fromBody bool, reason Reason) {
 	// hold a comma.
 	if strings.ContainsAny(method, ",\n") || strings.Contains(name, "\n") {
 		return "", "", false, ReasonHeaderMismatch
+	}
+	// SEP-2243 lets a client wrap a header value that is not plain ASCII
+	// as =?base64?…?=. A rule must see the name the server will see, so
+	// the wrapper is undone here (and a broken one refused) rather than
+	// matched as text: "=?base64?c2hlbGw=?=" is the tool shell.
+	if n, ok := strings.CutPrefix(name, "=?base64?"); ok {
+		n, ok = strings.CutSuffix(n, "?=")
+		b, err := base64.StdEncoding.DecodeString(n)
+		if !ok || err != nil {
+			return "", "", false, ReasonHeaderMismatch
+		}
+		name = string(b)
 	}
 	if r.Body == "" {
 		return method, name, false, ReasonToken

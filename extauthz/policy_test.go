@@ -236,6 +236,9 @@ func TestPolicyHeadersThroughHTTP(t *testing.T) {
 		{"no name", map[string][]string{"Mcp-Method": {"tools/call"}}, 400},
 		{"repeated name", map[string][]string{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"echo", "shell"}}, 400},
 		{"repeated method", map[string][]string{"Mcp-Method": {"tools/list", "tools/call"}, "Mcp-Name": {"shell"}}, 400},
+		{"base64-wrapped forbidden name", map[string][]string{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"=?base64?c2hlbGw=?="}}, 403},
+		{"base64-wrapped allowed name", map[string][]string{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"=?base64?ZWNobw==?="}}, 200},
+		{"broken base64 wrapper", map[string][]string{"Mcp-Method": {"tools/call"}, "Mcp-Name": {"=?base64?!!!?="}}, 400},
 		{"no headers (a 2025-11-25 client)", nil, 200},
 	}
 	for _, tt := range tests {

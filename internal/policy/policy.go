@@ -317,8 +317,8 @@ func (p *Policy) HasRules(resourceURL string) bool {
 // --require-scopes rules.
 func (p *Policy) HasFile() bool { return p != nil && len(p.byURL) > 0 }
 
-// Decide judges in against p: first the --require-scopes rules, then the
-// resource's allow list, then (for a known MCP method) the resource's
+// Decide judges in against p: first the resource's allow list, then the
+// --require-scopes rules, then (for a known MCP method) the resource's
 // rules, first match wins. It allocates only to name the scopes of a
 // refusal that several --require-scopes rules share.
 func (p *Policy) Decide(in Input) Decision {
@@ -326,6 +326,12 @@ func (p *Policy) Decide(in Input) Decision {
 		return Decision{Result: Allow, Rule: "none"}
 	}
 	c := p.byURL[in.Resource]
+	// Who may use the resource comes first: a user who may not gets
+	// access_denied, never an insufficient_scope they could not step up
+	// from.
+	if c != nil && !c.allow.admits(in.User, in.Groups) {
+		return Decision{Result: DenyUser, Rule: "resource"}
+	}
 	if !in.ResourceOnly {
 		if need, joined := p.requiredScopes(in.Scheme, in.Host, in.Path); need != nil {
 			for _, s := range need {
@@ -337,9 +343,6 @@ func (p *Policy) Decide(in Input) Decision {
 	}
 	if c == nil {
 		return Decision{Result: Allow, Rule: "none"}
-	}
-	if !c.allow.admits(in.User, in.Groups) {
-		return Decision{Result: DenyUser, Rule: "resource"}
 	}
 	if in.ResourceOnly || len(c.rules) == 0 {
 		return Decision{Result: Allow, Rule: "resource"}

@@ -194,6 +194,7 @@ func TestDecide(t *testing.T) {
 		{"required headers on an older protocol", Input{Resource: ops, User: "dan", Groups: "ops", Method: "tools/call", Name: "read_logs", Post: true, ProtocolVersion: "2025-11-25"}, Decision{Result: MissingHeader, Rule: "resource", Header: "MCP-Protocol-Version"}},
 		{"required headers: the body is enough", Input{Resource: ops, User: "dan", Groups: "ops", Method: "tools/call", Name: "read_logs", Post: true, FromBody: true}, Decision{Result: Allow, Rule: "rules[0]"}},
 		{"resource without policy", Input{Resource: open, User: "carol", Method: "tools/call", Name: "shell"}, Decision{Result: Allow, Rule: "none"}},
+		{"not on the list comes before a scope rule", Input{Resource: mcp, Scheme: "https", Host: "mcp.example.com", Path: "/admin", User: "carol", Scope: "mcp"}, Decision{Result: DenyUser, Rule: "resource"}},
 		{"require-scopes path rule", Input{Resource: open, Scheme: "https", Host: "open.example.com", Path: "/admin/x", User: "carol", Scope: "mcp"}, Decision{Result: InsufficientScope, Rule: "scopes", Scope: "root"}},
 		{"require-scopes path rule, folded", Input{Resource: open, Scheme: "https", Host: "open.example.com", Path: "/ADMIN", Scope: "root"}, Decision{Result: Allow, Rule: "none"}},
 	}
