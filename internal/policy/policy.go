@@ -139,6 +139,11 @@ type compiled struct {
 	satisfiers map[string][]string
 	// named lists the methods some rule restricts by name.
 	named []string
+	// byMethod lists, per method some rule names, the rules that can
+	// match it (its own and the "*" ones), in file order; anyMethod the
+	// "*" rules alone, for other methods. The check walks only these.
+	byMethod  map[string][]*rule
+	anyMethod []*rule
 }
 
 type rule struct {
@@ -240,6 +245,23 @@ func Compile(f *File, configured []resource.Resource, rules []ScopeRule) (*Polic
 					scope: rs.Scope, allow: compileSubjects(rs.Allow)})
 				if rs.Name != "" && !slices.Contains(c.named, rs.Method) {
 					c.named = append(c.named, rs.Method)
+				}
+			}
+			c.byMethod = map[string][]*rule{}
+			for i := range c.rules {
+				if m := c.rules[i].method; m != "*" {
+					c.byMethod[m] = nil
+				}
+			}
+			for i := range c.rules {
+				r := &c.rules[i]
+				if r.method == "*" {
+					c.anyMethod = append(c.anyMethod, r)
+				}
+				for m := range c.byMethod {
+					if r.method == "*" || r.method == m {
+						c.byMethod[m] = append(c.byMethod[m], r)
+					}
 				}
 			}
 			p.byURL[spec.URL] = c
@@ -363,11 +385,11 @@ func (p *Policy) Decide(in Input) Decision {
 	if in.Name == "" && (slices.Contains(c.named, in.Method) || slices.Contains(c.named, "*")) && NameBearing(in.Method) {
 		return Decision{Result: MissingHeader, Rule: "resource", Header: HeaderName}
 	}
-	for i := range c.rules {
-		r := &c.rules[i]
-		if r.method != "*" && r.method != in.Method {
-			continue
-		}
+	rules, ok := c.byMethod[in.Method]
+	if !ok {
+		rules = c.anyMethod
+	}
+	for _, r := range rules {
 		if r.name != "" && (in.Name == "" || !Match(r.name, in.Name)) {
 			continue
 		}
