@@ -164,8 +164,9 @@ func TestExplainAgreesWithCheck(t *testing.T) {
 			if u, err := e.db.GetUser(ctx, tt.user); err == nil {
 				groups = u.Groups
 			}
-			ex := e.holder.Load().Decide(policy.Input{Resource: mcpURL, User: tt.user, Groups: strings.Join(groups, ","),
-				Scope: tt.scope, Method: tt.method, Name: tt.mname, Post: post, Scheme: "https", Host: "mcp.example.com", Path: "/mcp"})
+			// The same Input `passgate policy explain` builds.
+			ex := e.holder.Load().Decide(policy.ExplainInput(mustResources(t, mcpURL)[0], tt.user, groups,
+				strings.Fields(tt.scope), tt.method, tt.mname, post))
 			if results[d.Reason] != ex.Result {
 				t.Errorf("%s (post %v): check says %v, explain says %v (%s)", tt.name, post, d.Reason, ex.Result, ex.Rule)
 			}

@@ -118,9 +118,7 @@ func policyExplain(ctx context.Context, args []string, std stdio) error {
 	default:
 		return fmt.Errorf("get user: %w", err)
 	}
-	in := policy.Input{Resource: r.URL, Scheme: r.Scheme, Host: r.Host, Path: r.Path,
-		User: *user, Groups: strings.Join(groups, ","), Scope: strings.Join(scopes, " "),
-		Method: *method, Name: *name, Post: !*get}
+	in := policy.ExplainInput(r, *user, groups, scopes, *method, *name, !*get)
 	printExplain(std, p, in, p.Decide(in))
 	return nil
 }

@@ -96,6 +96,17 @@ type Input struct {
 	ResourceOnly bool
 }
 
+// ExplainInput is the Input `passgate policy explain` judges: a request
+// to the resource itself (its scheme, host and path) by user with groups,
+// a credential with scopes, and an MCP method and name as a check would
+// have read them (from headers or the body, so the protocol version does
+// not matter). post says whether it is a POST.
+func ExplainInput(res resource.Resource, user string, groups, scopes []string, method, name string, post bool) Input {
+	return Input{Resource: res.URL, Scheme: res.Scheme, Host: res.Host, Path: res.Path,
+		User: user, Groups: strings.Join(groups, ","), Scope: strings.Join(scopes, " "),
+		Method: method, Name: name, Post: post, FromBody: method != ""}
+}
+
 // Decision is Decide's answer.
 type Decision struct {
 	Result Result
