@@ -273,6 +273,13 @@ func TestPolicyThroughGRPC(t *testing.T) {
 		})
 	}
 
+	// The 401 challenge names the base scope only (step-up brings the rest).
+	noToken := envoyCheck(resource, "x", "", "", toolCall("whoami"))
+	delete(noToken.GetAttributes().GetRequest().GetHttp().GetHeaders(), "authorization")
+	if resp, err := authz.Check(ctx, noToken); err != nil || !hasHeader(resp.GetDeniedResponse().GetHeaders(), "www-authenticate", `scope="mcp"`) {
+		t.Errorf("401 challenge %v (%v) does not name the base scope mcp alone", resp.GetDeniedResponse().GetHeaders(), err)
+	}
+
 	// Reload under load: four clients call the allowed tool while the file
 	// is rewritten (a new rule each time) and SIGHUP is sent.
 	var total, failed atomic.Int64
