@@ -50,9 +50,20 @@ type passgateStack struct {
 // args are extra `passgate serve` flags.
 func startPassgateStack(t *testing.T, backend string, args ...string) *passgateStack {
 	t.Helper()
+	return startPassgateStackWith(t, backend, "", func(string) []string { return args })
+}
+
+// startPassgateStackWith is startPassgateStack with another MCP server
+// (mcpAddr; "" for the example server) and extra serve flags, which extra
+// builds from the resource URL (nil: none).
+func startPassgateStackWith(t *testing.T, backend, mcpAddr string, extra func(resource string) []string) *passgateStack {
+	t.Helper()
 	bin := e2etest.Binary(t)
 	passAddr, grpcAddr := e2etest.FreeAddr(t), e2etest.FreeAddr(t)
-	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: startExampleMCPServer(t)})
+	if mcpAddr == "" {
+		mcpAddr = startExampleMCPServer(t)
+	}
+	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: mcpAddr})
 	var storeEnv []string
 	switch backend {
 	case "sqlite":
@@ -63,7 +74,11 @@ func startPassgateStack(t *testing.T, backend string, args ...string) *passgateS
 	st := &passgateStack{ngx: ngx, bin: bin, storeEnv: storeEnv, resource: ngx.URL + "/mcp", passAddr: passAddr, grpcAddr: grpcAddr}
 	// The user exists before passgate starts, so no bootstrap password.
 	st.cli(t, "correct horse battery\n", "user", "add", "alice", "--password-stdin")
-	st.restart(t, nil, args...)
+	var serveArgs []string
+	if extra != nil {
+		serveArgs = extra(st.resource)
+	}
+	st.restart(t, nil, serveArgs...)
 	return st
 }
 
@@ -424,11 +439,17 @@ func TestEnvoyRoutesAgainstPassgate(t *testing.T) {
 // returns its secret.
 func mintAccessToken(t testing.TB, st store.Store, resource, scope string) string {
 	t.Helper()
+	return mintAccessTokenFor(t, st, "alice", resource, scope)
+}
+
+// mintAccessTokenFor is mintAccessToken for another user.
+func mintAccessTokenFor(t testing.TB, st store.Store, user, resource, scope string) string {
+	t.Helper()
 	ctx := context.Background()
 	now := time.Now()
 	s := token.New(token.PrefixAccess)
 	code := store.AuthCode{
-		CodeHash: token.Hash(token.New(token.PrefixCode)), ClientID: "deploy-test", Username: "alice",
+		CodeHash: token.Hash(token.New(token.PrefixCode)), ClientID: "deploy-test", Username: user,
 		RedirectURI: "https://app.example/cb", CodeChallenge: "x", CodeChallengeMethod: "S256",
 		Scope: scope, Resource: resource, FamilyID: token.New(""), CreatedAt: now, ExpiresAt: now.Add(time.Minute),
 	}
@@ -436,9 +457,9 @@ func mintAccessToken(t testing.TB, st store.Store, resource, scope string) strin
 		t.Fatal(err)
 	}
 	g := store.CodeGrant{
-		Access:  store.Token{Hash: token.Hash(s), Kind: store.KindAccess, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: "alice", Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
-		Refresh: store.Token{Hash: token.Hash(token.New(token.PrefixRefresh)), Kind: store.KindRefresh, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: "alice", Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)},
-		Audit:   store.AuditEvent{Event: store.EventTokenExchange, Success: true, ClientID: "deploy-test", Username: "alice", CreatedAt: now},
+		Access:  store.Token{Hash: token.Hash(s), Kind: store.KindAccess, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: user, Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour)},
+		Refresh: store.Token{Hash: token.Hash(token.New(token.PrefixRefresh)), Kind: store.KindRefresh, FamilyID: code.FamilyID, ClientID: "deploy-test", Username: user, Scope: scope, Resource: resource, CreatedAt: now, ExpiresAt: now.Add(time.Hour), FamilyExpiresAt: now.Add(time.Hour)},
+		Audit:   store.AuditEvent{Event: store.EventTokenExchange, Success: true, ClientID: "deploy-test", Username: user, CreatedAt: now},
 	}
 	if err := st.RedeemCode(ctx, code.CodeHash, now, g); err != nil {
 		t.Fatal(err)

@@ -124,7 +124,7 @@ func (c *Checker) checkAPIKey(ctx context.Context, r Request, p string, res reso
 	default:
 		return Decision{}, false, nil
 	}
-	if d, denied := c.scopeDenial(r, p, res, id.Scope); denied {
+	if d, denied := c.policyDenial(ctx, r, p, res, credential{user: id.User, scope: id.Scope}); denied {
 		return d, true, nil
 	}
 	return c.allowIdentity(ReasonAPIKey, id.User, "", id.Scope, !c.keepAuth), true, nil

@@ -17,6 +17,7 @@ import (
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
 	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -75,8 +76,13 @@ type Config struct {
 	// proxy reports (Request.Method), never a header the client chose.
 	AllowPreflight bool
 	// RequiredScopes require scopes per resource or path prefix; a valid
-	// token lacking one gets 403 insufficient_scope. Optional.
+	// token lacking one gets 403 insufficient_scope. Optional; ignored
+	// when Policy is set (the caller compiled them into it).
 	RequiredScopes []ScopeRule
+	// Policy holds the access policy (policy.Compile of the policy file
+	// and the --require-scopes rules), which the caller may replace at any
+	// time (a reload). Optional: default RequiredScopes alone.
+	Policy *policy.Holder
 	// CacheSize bounds the number of cached tokens. Optional: default
 	// DefaultCacheSize; negative disables the cache.
 	CacheSize int
@@ -110,6 +116,10 @@ type Request struct {
 	Headers map[string]string
 	// SourceAddress is the client's address as the proxy saw it; for logs.
 	SourceAddress string
+	// Body is the request body when the proxy sends it (Envoy's
+	// with_request_body), else "". The access policy reads the JSON-RPC
+	// method and name from it.
+	Body string
 }
 
 // Header is one header name and value.
@@ -143,7 +153,8 @@ type Decision struct {
 	// end, as a shared header value.
 	removeJoined []string
 	// resource is the URL of the resource a denial was for ("" when none
-	// matched) and rule the Match of the scope rule that denied it; both
+	// matched) and rule the access-policy rule that denied it (its label:
+	// scopes[N], rules[N], resource, request); both
 	// for the debug log of denials (logDenial).
 	resource, rule string
 }
@@ -162,7 +173,7 @@ type Checker struct {
 	keepAuth     bool
 	preflight    bool
 	allowUnknown bool
-	rules        []scopeRule
+	policy       *policy.Holder
 	scopes       string // default challenge scope
 
 	apiKeyHash [sha256.Size]byte
@@ -188,6 +199,8 @@ type Checker struct {
 	sf      singleflight.Group
 	metrics *metrics
 	tracer  trace.Tracer // nil: no tracing
+	// policyCounters count the access policy's decisions.
+	policyCounters *policyCounters
 
 	lastLog atomic.Int64 // unix nanos of the last store-error log line
 }
@@ -223,32 +236,13 @@ func NewChecker(cfg Config) (*Checker, error) {
 		allowUnknown: cfg.AllowUnknownResources,
 		scopes:       strings.Join(cfg.Scopes, " "),
 	}
-	for _, rule := range cfg.RequiredScopes {
-		sr := scopeRule{match: rule.Match, scopes: rule.Scopes}
-		if len(rule.Scopes) == 0 {
-			errs = append(errs, fmt.Errorf("scope rule %q: no scopes", rule.Match))
+	c.policy = cfg.Policy
+	if c.policy == nil {
+		p, err := policy.Compile(nil, cfg.Resources, cfg.RequiredScopes)
+		if err != nil {
+			errs = append(errs, err)
 		}
-		for _, s := range rule.Scopes {
-			if !oauth.ValidScopeToken(s) {
-				errs = append(errs, fmt.Errorf("scope rule %q: scope %q is not a valid scope token", rule.Match, s))
-			}
-		}
-		switch {
-		case strings.HasPrefix(rule.Match, "/"):
-			// Matched against canonical request paths, so it must be
-			// canonical itself.
-			if cp, err := resource.CanonicalPath(rule.Match); err != nil || cp != rule.Match {
-				errs = append(errs, fmt.Errorf("scope rule %q: path is not canonical (%q, %v)", rule.Match, cp, err))
-			}
-			sr.prefix = rule.Match
-		default:
-			r, err := resource.Parse(rule.Match)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("scope rule: %w", err))
-			}
-			sr.res, sr.abs = r, true
-		}
-		c.rules = append(c.rules, sr)
+		c.policy = policy.NewHolder(p)
 	}
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
@@ -301,6 +295,9 @@ func NewChecker(cfg Config) (*Checker, error) {
 	}
 	var err error
 	if c.metrics, err = newMetrics(reg, c.allowUnknown); err != nil {
+		errs = append(errs, err)
+	}
+	if c.policyCounters, err = newPolicyCounters(reg); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -389,7 +386,7 @@ func (c *Checker) check(ctx context.Context, r Request) (Decision, error) {
 	if id.Resource != res.URL {
 		return c.deny(r, p, res, ReasonWrongAudience, ""), nil
 	}
-	if d, denied := c.scopeDenial(r, p, res, id.Scope); denied {
+	if d, denied := c.policyDenial(ctx, r, p, res, credential{id.User, id.Groups, id.Scope}); denied {
 		return d, nil
 	}
 	if id.User == "" || id.Client == "" || id.Scope == "" {

@@ -18,6 +18,14 @@ func (c *Checker) refuse(reason Reason) Decision {
 		d.Body = bodyInvalidPath
 	case ReasonHostMismatch:
 		d.Status, d.Body = 403, bodyHostMismatch
+	case ReasonUserNotAllowed:
+		d.Status, d.Body = 403, bodyUserNotAllowed
+	case ReasonRuleDenied:
+		d.Status, d.Body = 403, bodyRuleDenied
+	case ReasonHeaderMismatch:
+		d.Body = bodyHeaderMismatch
+	case ReasonUnreadableBody:
+		d.Body = bodyUnreadable
 	default:
 		d.Body = bodyInvalidRequest
 	}
@@ -35,6 +43,13 @@ const (
 	bodyInvalidPath    = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The request path is ambiguous (encoded separators, parameters or double encoding) and is refused."}`
 	bodyInvalidRequest = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The proxy did not report the request as this check path expects."}`
 	bodyHostMismatch   = `{"error":"` + oauth.CodeAccessDenied + `","error_description":"The request's host is not the host this check is pinned to."}`
+	bodyUserNotAllowed = `{"error":"` + oauth.CodeAccessDenied + `","error_description":"The access policy does not allow this user to use this resource."}`
+	bodyRuleDenied     = `{"error":"` + oauth.CodeAccessDenied + `","error_description":"The access policy does not allow this user this request."}`
+	bodyNoMethodHeader = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The Mcp-Method header is required: the access policy judges this resource's requests by their MCP method."}`
+	bodyNoNameHeader   = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The Mcp-Name header is required: the access policy has rules for this method's names."}`
+	bodyOldProtocol    = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The MCP-Protocol-Version header must be 2026-07-28 or later: this resource judges requests by their Mcp-Method and Mcp-Name headers, which older servers do not check against the body."}`
+	bodyHeaderMismatch = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The Mcp-Method or Mcp-Name header is repeated or disagrees with the request body."}`
+	bodyUnreadable     = `{"error":"` + oauth.CodeInvalidRequest + `","error_description":"The request body is not one JSON-RPC request the access policy can judge."}`
 )
 
 // deny builds a denial of r at canonical path p. scope is the insufficient

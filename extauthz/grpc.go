@@ -69,7 +69,7 @@ func envoyRequest(req *authv3.CheckRequest) Request {
 		for _, hv := range hm {
 			k := strings.ToLower(hv.GetKey())
 			switch k {
-			case "authorization", "origin", "access-control-request-method":
+			case "authorization", "origin", "access-control-request-method", "mcp-method", "mcp-name", "mcp-protocol-version":
 			default:
 				continue
 			}
@@ -79,9 +79,20 @@ func envoyRequest(req *authv3.CheckRequest) Request {
 			}
 			if old, dup := r.Headers[k]; dup {
 				v = old + "," + v // as Envoy joins them in headers
+				if k == "mcp-name" {
+					v = "\n" // a resource URI may hold a comma: mark the repetition (mcpCall refuses it)
+				}
 			}
 			r.Headers[k] = v
 		}
+	}
+	// with_request_body: the body as Envoy buffered it (pack_as_bytes
+	// puts it in raw_body). A partial body (allow_partial_message) fails
+	// to parse and is refused where the policy needs it.
+	if b := h.GetRawBody(); len(b) > 0 {
+		r.Body = string(b)
+	} else {
+		r.Body = h.GetBody()
 	}
 	if r.Host == "" {
 		r.Host = r.Headers[":authority"]

@@ -61,6 +61,7 @@ func seedStore(t testing.TB, st store.Store) {
 
 // mintOpts describes a token to issue through the store's real grant path.
 type mintOpts struct {
+	user     string        // default testUser (must exist for groups to be read)
 	resource string        // default mcpURL
 	scope    string        // default "mcp"
 	ttl      time.Duration // default 1h; negative: already expired
@@ -82,12 +83,15 @@ func mint(t testing.TB, st store.Store, o mintOpts) string {
 	if o.ttl == 0 {
 		o.ttl = time.Hour
 	}
+	if o.user == "" {
+		o.user = testUser
+	}
 	ctx := context.Background()
 	now := time.Now()
 	code := token.New(token.PrefixCode)
 	family := token.New("fam_")
 	if err := st.CreateAuthCode(ctx, store.AuthCode{
-		CodeHash: token.Hash(code), ClientID: testCli, Username: testUser, RedirectURI: "http://127.0.0.1/cb",
+		CodeHash: token.Hash(code), ClientID: testCli, Username: o.user, RedirectURI: "http://127.0.0.1/cb",
 		CodeChallenge: "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", CodeChallengeMethod: "S256",
 		Scope: o.scope, Resource: o.resource, FamilyID: family, CreatedAt: now, ExpiresAt: now.Add(10 * time.Minute),
 	}, nil); err != nil {
@@ -100,7 +104,7 @@ func mint(t testing.TB, st store.Store, o mintOpts) string {
 		secret = refresh
 	}
 	tok := func(secret, kind string, ttl time.Duration) store.Token {
-		return store.Token{Hash: token.Hash(secret), Kind: kind, FamilyID: family, ClientID: testCli, Username: testUser,
+		return store.Token{Hash: token.Hash(secret), Kind: kind, FamilyID: family, ClientID: testCli, Username: o.user,
 			Scope: o.scope, Resource: o.resource, FamilyExpiresAt: now.Add(24 * time.Hour), CreatedAt: now, ExpiresAt: now.Add(ttl)}
 	}
 	if err := st.RedeemCode(ctx, token.Hash(code), now, store.CodeGrant{
@@ -260,4 +264,13 @@ func headerValue(hs []Header, name string) string {
 		}
 	}
 	return ""
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

@@ -211,7 +211,10 @@ func (c *Checker) httpRequest(r *http.Request, f family, hm map[string]string) (
 }
 
 // readCheckHeaders copies into hm the request headers Check reads:
-// authorization, origin and access-control-request-method.
+// authorization, origin and access-control-request-method, and the MCP
+// Streamable HTTP headers the access policy judges (mcp-method, mcp-name,
+// mcp-protocol-version). Every HTTP front end and the built-in proxy read
+// them here.
 func readCheckHeaders(r *http.Request, hm map[string]string) {
 	if v, ok := r.Header["Authorization"]; ok {
 		// Repeated headers are joined as a proxy would, which makes them
@@ -227,6 +230,18 @@ func readCheckHeaders(r *http.Request, hm map[string]string) {
 	}
 	if v := hdr(r, "Access-Control-Request-Method"); v != "" {
 		hm["access-control-request-method"] = v
+	}
+	// The MCP Streamable HTTP headers the access policy judges (nginx
+	// auth_request passes the client's headers; the body never). A
+	// repeated one is marked so that mcpCall refuses it.
+	for _, k := range [...]struct{ canon, key string }{{"Mcp-Method", "mcp-method"}, {"Mcp-Name", "mcp-name"}, {"Mcp-Protocol-Version", "mcp-protocol-version"}} {
+		switch v := r.Header[k.canon]; len(v) {
+		case 0:
+		case 1:
+			hm[k.key] = v[0]
+		default:
+			hm[k.key] = "\n"
+		}
 	}
 }
 

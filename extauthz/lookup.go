@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
@@ -119,7 +120,7 @@ func askToken(ctx context.Context, st store.Store, hash string, now time.Time) (
 	// issued before identifiers were canonicalized carry the URL as it was
 	// configured. Canonicalized here, once per cache fill.
 	return tokencache.Entry{
-		ID:      tokencache.Identity{User: t.Username, Client: t.ClientID, Scope: t.Scope, Resource: resource.Audience(t.Resource)},
+		ID:      tokencache.Identity{User: t.Username, Client: t.ClientID, Scope: t.Scope, Resource: resource.Audience(t.Resource), Groups: strings.Join(t.Groups, ",")},
 		Expires: t.ExpiresAt.UnixNano(),
 	}, ReasonToken, nil
 }

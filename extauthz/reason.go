@@ -24,6 +24,11 @@ const (
 	ReasonInvalidPath                     // 400: a path proxies and upstreams read differently (resource.CanonicalPath)
 	ReasonInvalidRequest                  // 400: the proxy reported the request incompletely (HTTP check)
 	ReasonHostMismatch                    // 403: the reported host is not the one the check URL pins (ingress-nginx)
+	ReasonUserNotAllowed                  // 403: the access policy does not list the user for the resource
+	ReasonRuleDenied                      // 403: an access-policy rule refuses the user this MCP request
+	ReasonMissingHeader                   // 400: the access policy needs an Mcp-Method or Mcp-Name header the request lacks
+	ReasonHeaderMismatch                  // 400: an Mcp-Method or Mcp-Name header disagrees with the body, or is repeated
+	ReasonUnreadableBody                  // 400: the proxy sent a body that is not one JSON-RPC request, for a resource with rules
 	numReasons
 )
 
@@ -32,6 +37,7 @@ var reasonNames = [numReasons]string{
 	"unknown_token", "expired", "revoked", "wrong_audience", "wrong_kind",
 	"insufficient_scope", "unknown_resource", "store_unavailable",
 	"invalid_path", "invalid_request", "host_mismatch",
+	"user_not_allowed", "rule_denied", "missing_header", "header_mismatch", "unreadable_body",
 }
 
 func (r Reason) String() string {

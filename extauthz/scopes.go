@@ -1,108 +1,137 @@
 package extauthz
 
 import (
+	"context"
+	"log/slog"
 	"strings"
+	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/resource"
 )
 
-// ScopeRule requires Scopes for the requests Match selects.
-type ScopeRule struct {
-	// Match is either an absolute URL (a resource URL, or a URL below one:
-	// https://mcp.example.com/mcp/admin), matched on host and path prefix
-	// like a resource, or a path prefix starting with "/" (any host).
-	// Prefixes match on segment boundaries.
-	Match string
-	// Scopes are all required.
-	Scopes []string
+// ScopeRule requires Scopes for the requests Match selects
+// (--require-scopes). The rules are part of the access policy: see
+// policy.ScopeRule.
+type ScopeRule = policy.ScopeRule
+
+// credential is what the policy judges about a verified credential.
+type credential struct {
+	user, groups, scope string
 }
 
-type scopeRule struct {
-	match  string            // ScopeRule.Match, for the denial log
-	res    resource.Resource // absolute form
-	prefix string            // path form
-	abs    bool
-	scopes []string
+// policyDenial judges the request against the current access policy (the
+// --require-scopes rules, the resource's allow list and its per-method
+// rules), for a credential that is otherwise valid for res. It is the one
+// decision path of tokens and API keys alike; explain calls the same
+// policy.Decide.
+func (c *Checker) policyDenial(ctx context.Context, r Request, p string, res resource.Resource, cred credential) (Decision, bool) {
+	pol := c.policy.Load()
+	in := policy.Input{Resource: res.URL, Scheme: r.Scheme, Host: r.Host, Path: p,
+		User: cred.user, Groups: cred.groups, Scope: cred.scope, Post: r.Method == "POST"}
+	if pol.HasRules(res.URL) {
+		var reason Reason
+		in.Method, in.Name, in.FromBody, reason = mcpCall(r)
+		in.ProtocolVersion = r.Headers["mcp-protocol-version"]
+		if reason != ReasonToken {
+			c.countPolicy(res.URL, "request", reason.String())
+			c.logPolicyDenial(ctx, res.URL, "request", reason.String(), cred.user, "", "")
+			dec := c.refuse(reason)
+			dec.rule = "request"
+			return dec, true
+		}
+	}
+	d := pol.Decide(in)
+	if d.Rule != "none" {
+		c.countPolicy(res.URL, d.Rule, d.Result.String())
+	}
+	if d.Allowed() {
+		return Decision{}, false
+	}
+	c.logPolicyDenial(ctx, res.URL, d.Rule, d.Result.String(), cred.user, in.Method, in.Name)
+	var dec Decision
+	switch d.Result {
+	case policy.InsufficientScope:
+		dec = c.deny(r, p, res, ReasonInsufficientScope, d.Scope)
+	case policy.DenyUser:
+		dec = c.refuse(ReasonUserNotAllowed)
+	case policy.DenyRule:
+		dec = c.refuse(ReasonRuleDenied)
+	default: // policy.MissingHeader
+		dec = c.refuse(ReasonMissingHeader)
+		switch d.Header {
+		case policy.HeaderMethod:
+			dec.Body = bodyNoMethodHeader
+		case policy.HeaderProtocolVersion:
+			dec.Body = bodyOldProtocol
+		default:
+			dec.Body = bodyNoNameHeader
+		}
+	}
+	// The front end's denial log (Checker.record) names the rule too.
+	dec.rule = d.Rule
+	return dec, true
 }
 
-// requiredScopes returns the scopes the rules require for a request to
-// host and canonical path p, or nil. Rules match without regard to letter
-// case: an upstream that routes /mcp/ADMIN as /mcp/admin must not see it
-// with fewer scopes.
-func (c *Checker) requiredScopes(scheme, host, p string) []string {
-	if len(c.rules) == 0 {
-		return nil
+// logPolicyDenial logs a policy denial at debug level: the reason and the rule,
+// the user and the MCP method and name, never a credential.
+func (c *Checker) logPolicyDenial(ctx context.Context, res, rule, result, user, method, name string) {
+	if !c.logger.Enabled(ctx, slog.LevelDebug) {
+		return
 	}
-	var need []string
-	matched := 0
-	for i := range c.rules {
-		rule := &c.rules[i]
-		var m bool
-		if rule.abs {
-			m = rule.res.MatchesFold(scheme, host, p)
-		} else {
-			m = resource.HasPathPrefix(p, rule.prefix, true)
-		}
-		if !m {
-			continue
-		}
-		matched++
-		if matched == 1 {
-			need = rule.scopes
-			continue
-		}
-		if matched == 2 {
-			need = append([]string(nil), need...)
-		}
-		for _, s := range rule.scopes {
-			if !contains(need, s) {
-				need = append(need, s)
-			}
-		}
-	}
-	return need
-}
-
-// scopeDenial is the 403 for a credential with the space-separated scopes
-// have, when a scope rule for r at canonical path p requires one it lacks.
-// Tokens and API keys answer to the same rules.
-func (c *Checker) scopeDenial(r Request, p string, res resource.Resource, have string) (Decision, bool) {
-	need := c.requiredScopes(r.Scheme, r.Host, p)
-	for _, s := range need {
-		if !hasScope(have, s) {
-			d := c.deny(r, p, res, ReasonInsufficientScope, strings.Join(need, " "))
-			d.rule = c.ruleRequiring(r.Scheme, r.Host, p, s)
-			return d, true
-		}
-	}
-	return Decision{}, false
-}
-
-// ruleRequiring returns the Match of the first scope rule for a request to
-// host and canonical path p that requires scope s: the rule a denial names
-// in the log.
-func (c *Checker) ruleRequiring(scheme, host, p, s string) string {
-	for i := range c.rules {
-		rule := &c.rules[i]
-		m := rule.abs && rule.res.MatchesFold(scheme, host, p) || !rule.abs && resource.HasPathPrefix(p, rule.prefix, true)
-		if m && contains(rule.scopes, s) {
-			return rule.match
-		}
-	}
-	return ""
+	c.logger.DebugContext(ctx, "access policy denied a request", "resource", res, "rule", rule, "result", result,
+		"user", user, "mcp_method", method, "mcp_name", name)
 }
 
 // challengeScope is the scope parameter of a 401 for r at canonical path p.
 func (c *Checker) challengeScope(r Request, p string) string {
-	if need := c.requiredScopes(r.Scheme, r.Host, p); need != nil {
-		return strings.Join(need, " ")
+	if s := c.policy.Load().ChallengeScope(r.Scheme, r.Host, p); s != "" {
+		return s
 	}
 	return c.scopes
 }
 
-// hasScope reports whether the space-separated list has s, without
-// allocating.
-func hasScope(list, s string) bool { return hasField(list, " ", s) }
+// policyCounters holds passgate_policy_decisions_total's children, so
+// the check path finds one with a map read instead of WithLabelValues'
+// allocations. Labels are bounded: configured resources, the policy's rule
+// labels and a fixed set of results; never a user.
+type policyCounters struct {
+	vec *prometheus.CounterVec
+	mu  sync.RWMutex
+	m   map[policyKey]prometheus.Counter
+}
+
+type policyKey struct{ resource, rule, result string }
+
+func newPolicyCounters(reg prometheus.Registerer) (*policyCounters, error) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "passgate_policy_decisions_total",
+		Help: "Access-policy decisions of the checks by resource, rule (resource, rules[N], scopes, request) and result.",
+	}, []string{"resource", "rule", "result"})
+	if err := reg.Register(vec); err != nil {
+		return nil, err
+	}
+	return &policyCounters{vec: vec, m: map[policyKey]prometheus.Counter{}}, nil
+}
+
+func (c *Checker) countPolicy(res, rule, result string) {
+	pc := c.policyCounters
+	k := policyKey{res, rule, result}
+	pc.mu.RLock()
+	ctr := pc.m[k]
+	pc.mu.RUnlock()
+	if ctr == nil {
+		pc.mu.Lock()
+		if ctr = pc.m[k]; ctr == nil {
+			ctr = pc.vec.WithLabelValues(strings.Clone(res), strings.Clone(rule), strings.Clone(result))
+			pc.m[k] = ctr
+		}
+		pc.mu.Unlock()
+	}
+	ctr.Inc()
+}
 
 // hasField reports whether list, fields separated by sep, has s, without
 // allocating.
@@ -111,15 +140,6 @@ func hasField(list, sep, s string) bool {
 		var f string
 		f, list, _ = strings.Cut(list, sep)
 		if f == s {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
 			return true
 		}
 	}

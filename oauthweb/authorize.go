@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -124,19 +125,32 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 		return req, nil, oe
 	}
 	req.resource = res
+	// A scope the policy says another implies comes with it (admin
+	// implies mcp): the token then carries both, for the upstream too.
+	if implied := s.cfg.Policy.Load().Implied(res, req.scope); len(implied) != len(req.scope) {
+		req.scope = slices.DeleteFunc(implied, func(x string) bool { return !slices.Contains(s.cfg.Scopes, x) })
+	}
 	return req, nil, nil
 }
 
 // grantScope turns a requested scope into the granted one: offline_access
-// dropped, every other token supported (and, when the client registered a
-// scope, within it), and the default (everything the client may have) for
-// none.
+// dropped, every other token supported, and for none the client's
+// registered scope (within the supported ones) or else the base scopes.
+// The registered scope caps the request only with ClientScopeCap: by
+// default it is the client's default, so that a client can step up
+// (MCP authorization: on 403 insufficient_scope it asks again with more)
+// through the registration it already has; the user consents to the new
+// scopes either way.
 func (s *Server) grantScope(client store.Client, raw string) ([]string, *oauth.Error) {
-	allowed := s.cfg.Scopes
+	def := s.cfg.BaseScopes
 	if client.Scope != "" {
 		if cs, err := oauth.ParseScope(client.Scope); err == nil && len(cs) > 0 {
-			allowed = slices.DeleteFunc(cs, func(x string) bool { return !slices.Contains(s.cfg.Scopes, x) })
+			def = slices.DeleteFunc(cs, func(x string) bool { return !slices.Contains(s.cfg.Scopes, x) })
 		}
+	}
+	allowed := s.cfg.Scopes
+	if s.cfg.ClientScopeCap && client.Scope != "" {
+		allowed = def
 	}
 	req, err := oauth.ParseScope(raw)
 	if err != nil {
@@ -144,10 +158,10 @@ func (s *Server) grantScope(client store.Client, raw string) ([]string, *oauth.E
 	}
 	req = slices.DeleteFunc(req, func(x string) bool { return x == oauth.ScopeOfflineAccess })
 	if len(req) == 0 {
-		if len(allowed) == 0 {
+		if len(def) == 0 {
 			return nil, oauth.NewError(oauth.CodeInvalidScope, "no scope is available to this client")
 		}
-		return slices.Clone(allowed), nil
+		return slices.Clone(def), nil
 	}
 	if !oauth.ScopeSubset(req, allowed) {
 		return nil, oauth.NewError(oauth.CodeInvalidScope, "unsupported scope requested")
@@ -296,6 +310,9 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.touch(ctx, sess)
+	if !s.policyAllows(w, r, req, sess.Username) {
+		return
+	}
 	// Consent is remembered per user, client and resource for a set of
 	// scopes: a request within an approved set needs no new prompt, unless
 	// the client's identity is not assured (see rememberConsent).
@@ -397,6 +414,7 @@ func (s *Server) showConsent(w http.ResponseWriter, r *http.Request, req *authzR
 		AskedEveryTime: !s.rememberConsent(req),
 		Scopes:         req.scope,
 		Resource:       req.resource,
+		ScopeText:      func(scope string) string { return s.cfg.Policy.Load().ScopeDescription(req.resource, scope) },
 		Username:       sess.Username,
 		Params:         params,
 		LogoutURL:      s.endpoints.logout,
@@ -448,6 +466,11 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 		s.redirectError(w, r, req, oe)
 		return
 	}
+	// The policy may have changed, or the user's groups, since the
+	// consent page was shown.
+	if !s.policyAllows(w, r, req, sess.Username) {
+		return
+	}
 	ev := s.event(r, store.EventConsentGranted, true)
 	ev.Username, ev.ClientID = sess.Username, req.client.ID
 	switch r.PostForm.Get("decision") {
@@ -480,6 +503,31 @@ func (s *Server) serveConsent(w http.ResponseWriter, r *http.Request) {
 	}
 	s.cfg.Audit.Committed(ev)
 	s.issueCode(w, r, req, sess.Username)
+}
+
+// policyAllows reports whether the access policy lets username use
+// req.resource. If not, it records access_denied (its metric follows) and
+// shows an error page: no consent, no code, nothing sent to the client.
+func (s *Server) policyAllows(w http.ResponseWriter, r *http.Request, req *authzRequest, username string) bool {
+	ctx := r.Context()
+	pol := s.cfg.Policy.Load()
+	if !pol.HasFile() {
+		return true
+	}
+	u, err := s.cfg.Store.GetUser(ctx, username)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.redirectError(w, r, req, s.storeError(ctx, "policy user", err))
+		return false
+	}
+	d := pol.Decide(policy.Input{Resource: req.resource, User: username, Groups: strings.Join(u.Groups, ","), ResourceOnly: true})
+	if d.Allowed() {
+		return true
+	}
+	ev := s.event(r, store.EventAccessDenied, false)
+	ev.Username, ev.ClientID, ev.Error = username, req.client.ID, d.Result.String()
+	s.record(ctx, ev)
+	s.renderError(w, r, http.StatusForbidden, msgNotAllowed, nil)
+	return false
 }
 
 // issueCode stores a fresh authorization code and redirects to the client

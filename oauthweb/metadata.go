@@ -136,9 +136,12 @@ func pickByHost(rs []resource.Resource, host string) resource.Resource {
 
 func (s *Server) writeResourceMetadata(w http.ResponseWriter, id, name string) {
 	writeMetadata(w, prMetadata{
-		Resource:               id,
-		AuthorizationServers:   []string{s.cfg.Issuer},
-		ScopesSupported:        s.cfg.Scopes,
+		Resource:             id,
+		AuthorizationServers: []string{s.cfg.Issuer},
+		// The minimal scopes (MCP authorization, scope selection): a
+		// client asks for these first and steps up when a check names
+		// another.
+		ScopesSupported:        s.cfg.BaseScopes,
 		BearerMethodsSupported: []string{"header"},
 		ResourceName:           name,
 	})

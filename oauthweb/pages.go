@@ -39,6 +39,7 @@ const (
 	// Metadata Document URL passgate could not use; %s is the rule it
 	// broke (cimd's PublicReason, never the document's contents).
 	msgBadClientDocument = "This application's client metadata document cannot be used: %s. Its developer must fix it; nothing was sent to the application."
+	msgNotAllowed    = "Your account may not use this server."
 	// msgBadAuthorizeRequest starts the page shown instead of redirecting
 	// an authorization error to a client that is not trusted before login.
 	msgBadAuthorizeRequest = "The application sent a sign-in request this server cannot accept."
@@ -219,9 +220,12 @@ type consentData struct {
 	AskedEveryTime bool
 	Scopes         []string
 	Resource       string
-	Username       string
-	Params         []hiddenField
-	LogoutURL      string
+	// ScopeText is the operator's words for a scope on Resource (the
+	// access policy's scope_descriptions), "" for none.
+	ScopeText func(scope string) string
+	Username  string
+	Params    []hiddenField
+	LogoutURL string
 }
 
 // ClientIDHost is the host of a client_id that is a URL (a Client ID
@@ -258,12 +262,16 @@ func (d consentData) ScopeList() []scopeItem {
 	var out []scopeItem
 	for _, s := range d.Scopes {
 		var text string
-		switch s {
-		case "mcp":
+		if d.ScopeText != nil {
+			text = d.ScopeText(s)
+		}
+		switch {
+		case text != "":
+		case s == "mcp":
 			text = "Use the MCP server at " + host + " as you: call its tools and read its resources"
-		case "read", "mcp:read":
+		case s == "read" || s == "mcp:read":
 			text = "Read your data on " + host
-		case "write", "mcp:write":
+		case s == "write" || s == "mcp:write":
 			text = "Change your data on " + host
 		default:
 			text = "The permission “" + s + "” on " + host
@@ -367,6 +375,9 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	case strings.HasPrefix(message, msgBadAuthorizeRequest):
 		d.Heading = "Invalid sign-in request"
 		d.Hint = "Go back to the application and start again. If you did not start this sign-in yourself, close this window."
+	case message == msgNotAllowed:
+		d.Heading = "Access not allowed"
+		d.Hint = "The administrator has not given your account access to this server. Ask them to add you, or sign in with another account."
 	case message == msgBadRedirect:
 		d.Heading = "Unexpected return address"
 		d.Hint = "Sign-in results are only sent to addresses the application registered, so nobody can redirect them elsewhere. If you did not start this sign-in yourself, close this window."

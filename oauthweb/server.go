@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/passgate/passgate/internal/audit"
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/store"
@@ -106,6 +108,10 @@ type Config struct {
 	Store store.Store
 	// Audit records security events. Required.
 	Audit *audit.Recorder
+	// Policy is the access policy: /oauth/authorize refuses a user it
+	// does not allow on the requested resource, before consent and
+	// without a code. Optional: default every user.
+	Policy *policy.Holder
 	// Hasher verifies passwords and client secrets and hashes new client
 	// secrets. Required.
 	Hasher *passwd.Hasher
@@ -121,9 +127,21 @@ type Config struct {
 	// the audit log (trusted-proxy logic plugs in here). Optional; default:
 	// the host of RemoteAddr.
 	ClientIP func(*http.Request) string
-	// Scopes are the supported scopes. Optional; default [DefaultScope]. A request
-	// without scope gets all of them.
+	// Scopes are the supported scopes. Optional; default [DefaultScope].
 	Scopes []string
+	// BaseScopes are the minimal scopes: what the protected-resource
+	// metadata advertises (scopes_supported) and what a request without a
+	// scope gets, when its client registered none. The others are reached
+	// by step-up: the check answers 403 insufficient_scope naming one, and
+	// the client asks again for more. Optional; default Scopes (no
+	// step-up). Each must be in Scopes.
+	BaseScopes []string
+	// ClientScopeCap makes the scope a client registered (RFC 7591) a cap
+	// on what it may request, as before step-up existed. Default false:
+	// the registered scope is the client's default, and a later request
+	// for more supported scopes is honoured (with the user's consent), as
+	// the MCP specification's step-up needs.
+	ClientScopeCap bool
 	// AccessTokenTTL is the access token lifetime. Optional; default
 	// DefaultAccessTokenTTL.
 	AccessTokenTTL time.Duration
@@ -275,6 +293,14 @@ func New(cfg Config) (*Server, error) {
 		errs = append(errs, errors.New("scopes must be distinct valid scope tokens"))
 	} else {
 		cfg.Scopes = sc
+	}
+	if len(cfg.BaseScopes) == 0 {
+		cfg.BaseScopes = cfg.Scopes
+	}
+	for _, b := range cfg.BaseScopes {
+		if !slices.Contains(cfg.Scopes, b) {
+			errs = append(errs, fmt.Errorf("base scope %q is not a supported scope", b))
+		}
 	}
 	for id, secret := range cfg.IntrospectionCredentials {
 		if id == "" || len(secret) < MinSecretLen {

@@ -12,10 +12,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
@@ -274,6 +276,9 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 	if oe := s.checkBoundResource(r.PostForm["resource"], ac.Resource, "resource does not match the authorization request"); oe != nil {
 		return nil, oe
 	}
+	if oe := s.policyRefusesGrant(ctx, r, client, ac.Username, ac.Resource); oe != nil {
+		return nil, oe
+	}
 	familyExp := now.Add(s.cfg.RefreshTokenTTL)
 	access, refresh, at, rt := s.mint(now, client, ac.Username, ac.Scope, ac.Resource, ac.FamilyID, familyExp)
 	*ev = s.cfg.Audit.Stamp(*ev)
@@ -347,6 +352,9 @@ func (s *Server) refreshGrant(ctx context.Context, r *http.Request, client store
 		}
 	}
 	if oe := s.checkBoundResource(r.PostForm["resource"], t.Resource, "the refresh token is bound to another resource"); oe != nil {
+		return nil, oe
+	}
+	if oe := s.policyRefusesGrant(ctx, r, client, t.Username, t.Resource); oe != nil {
 		return nil, oe
 	}
 	access, refresh, at, rt := s.mint(now, client, t.Username, t.Scope, t.Resource, t.FamilyID, t.FamilyExpiresAt)
@@ -476,4 +484,29 @@ func (s *Server) checkBoundResource(vals []string, bound, desc string) *oauth.Er
 		}
 	}
 	return &oauth.Error{Code: oauth.CodeInvalidTarget, Description: desc, Status: http.StatusBadRequest}
+}
+
+// policyRefusesGrant is the token endpoint's access-policy check: a user
+// the policy no longer allows on resource (removed from a group, or the
+// policy changed since the code or the refresh token was issued) gets no
+// new token, only invalid_grant and an access_denied row.
+func (s *Server) policyRefusesGrant(ctx context.Context, r *http.Request, client store.Client, username, bound string) *oauth.Error {
+	pol := s.cfg.Policy.Load()
+	if !pol.HasFile() {
+		return nil
+	}
+	u, err := s.cfg.Store.GetUser(ctx, username)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return s.storeError(ctx, "policy user", err)
+	}
+	// The policy names resources canonically; bound may be spelt as it
+	// was configured when the grant was made (resource.Audience).
+	d := pol.Decide(policy.Input{Resource: resource.Audience(bound), User: username, Groups: strings.Join(u.Groups, ","), ResourceOnly: true})
+	if d.Allowed() {
+		return nil
+	}
+	ev := s.event(r, store.EventAccessDenied, false)
+	ev.Username, ev.ClientID, ev.Error = username, client.ID, d.Result.String()
+	s.record(ctx, ev)
+	return oauth.NewError(oauth.CodeInvalidGrant, "the access policy does not allow this user this resource")
 }

@@ -48,8 +48,11 @@ const (
 type User struct {
 	Username     string
 	PasswordHash string // bcrypt ($2a$/$2b$/$2y$) or argon2id PHC string
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// Groups are the access-policy groups the user belongs to, sorted and
+	// without duplicates; nil when none. ValidGroup says what a name may be.
+	Groups    []string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Client is an OAuth client known to passgate. Clients identified by a
@@ -113,6 +116,10 @@ type Token struct {
 	Username string
 	Scope    string
 	Resource string // audience (RFC 8707)
+	// Groups is, from LookupToken only, the token's user's current groups
+	// (nil for none, or when the user no longer exists): the checks judge
+	// the access policy on them. Every other method leaves it nil.
+	Groups []string
 	// FamilyExpiresAt is the absolute end of the refresh family's life
 	// (issue time of the first token plus the absolute refresh lifetime);
 	// every token of the family carries it so rotation can cap ExpiresAt.
@@ -192,6 +199,10 @@ const (
 	EventAPIKeyCreated        = "api_key_created"
 	EventAPIKeyRevoked        = "api_key_revoked"
 	EventPasswordChanged      = "password_changed"
+	EventGroupsChanged        = "groups_changed"
+	// EventAccessDenied: the access policy refused a user at
+	// /oauth/authorize (Error names the reason).
+	EventAccessDenied = "access_denied"
 )
 
 // AuditEvent is one row of the auth_logs table.
@@ -274,6 +285,15 @@ type Store interface {
 	// non-nil, is written in the transaction. ErrNotFound for an unknown
 	// user, with nothing changed.
 	SetPassword(ctx context.Context, username, hash string, now time.Time, audit *AuditEvent) ([]string, error)
+	// SetUserGroups replaces the user's groups (sorted and deduplicated
+	// by the store; nil or empty clears them) and, in the same
+	// transaction, notifies the hashes of the user's unexpired access
+	// tokens to Subscribe without revoking them, so every replica's check
+	// forgets the groups it cached with them and reads the new ones. It
+	// returns those hashes. audit, when non-nil, is written in the
+	// transaction. ErrNotFound for an unknown user, with nothing changed.
+	// The caller validates the names (ValidGroup).
+	SetUserGroups(ctx context.Context, username string, groups []string, now time.Time, audit *AuditEvent) ([]string, error)
 	// DeleteUser removes the user with their sessions, consents, lockout
 	// state and tokens (revoking them; the hashes are notified to
 	// Subscribe). ErrNotFound for an unknown user.

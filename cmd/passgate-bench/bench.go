@@ -169,6 +169,7 @@ type benchRun struct {
 	ngPG     string // nginx front URL asking passgate
 	ngRef    string // nginx front URL asking the reference
 	res      *results
+	policy   string // the access policy file (--policy-rules), or ""
 }
 
 func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err error) {
@@ -202,6 +203,13 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 	}
 	b.resHost = "127.0.0.1:" + strconv.Itoa(ngPort)
 	b.resURL = "http://" + b.resHost + "/mcp"
+	if cfg.PolicyRules > 0 {
+		b.policy = filepath.Join(dir, "policy.yaml")
+		if err := os.WriteFile(b.policy, []byte(benchPolicy(b.resURL, cfg.PolicyRules)), 0o600); err != nil {
+			return err
+		}
+		b.note(fmt.Sprintf("passgate ran with an access policy of %d per-tool rules; every check carried Mcp-Method and Mcp-Name", cfg.PolicyRules))
+	}
 
 	n := cfg.Pool + 1
 	if len(cfg.RSSTokens) > 0 {
@@ -228,6 +236,7 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 	if b.refCl, err = newClient(b.ref.grpcAddr, b.ref.httpAddr, b.ngRef, b.resHost, cfg.GRPCConns, cfg.Concurrency); err != nil {
 		return err
 	}
+	b.refCl.mcpHeaders = cfg.PolicyRules > 0
 	defer b.refCl.close()
 
 	for i, backend := range cfg.Backends {
@@ -299,7 +308,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		upstream = "http://127.0.0.1:" + strconv.Itoa(b.nginx.appPort)
 	}
 	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
-		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream})
+		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream, policyFile: b.policy})
 	if err != nil {
 		return err
 	}
@@ -312,6 +321,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 	if err != nil {
 		return err
 	}
+	pc.mcpHeaders = cfg.PolicyRules > 0
 	defer pc.close()
 	if err := b.awaitCache(ctx, p, pc); err != nil {
 		return err
@@ -741,4 +751,17 @@ func (b *benchRun) perf(p *passgateProc, name string) func() {
 			b.note(fmt.Sprintf("perf %s: %v %s", name, err, logs.String()))
 		}
 	}
+}
+
+// benchPolicy is an access policy for resource with n per-tool rules:
+// n-1 that the benchmark's call (tools/call echo) does not match, then one
+// that allows it, so every check walks them all.
+func benchPolicy(resource string, n int) string {
+	var sb strings.Builder
+	sb.WriteString("resources:\n  - url: " + resource + "\n    allow: [\"*\"]\n    rules:\n")
+	for i := range n - 1 {
+		fmt.Fprintf(&sb, "      - {method: tools/call, name: \"tool_%d_*\", allow: [group:ops]}\n", i)
+	}
+	sb.WriteString("      - {method: tools/call, name: echo}\n")
+	return sb.String()
 }

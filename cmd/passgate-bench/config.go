@@ -56,6 +56,11 @@ type Config struct {
 	// FloodConcurrency is the number of concurrent wrong-password logins.
 	// Default 32; 0 skips the flood scenario.
 	FloodConcurrency int
+	// PolicyRules, when positive, runs passgate with an access policy of
+	// that many per-tool rules on the resource (the last one decides the
+	// benchmark's call) and sends every check Mcp-Method and Mcp-Name, the
+	// reference too. Default 0: no policy.
+	PolicyRules int
 	// FloodRate is the paced (open-loop) check rate whose latency is
 	// compared idle and during the flood. Default 1000/s.
 	FloodRate float64
@@ -111,6 +116,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	scen := fs.String("scenarios", "", "only these scenarios, e.g. grpc-hit,http-miss (default all)")
 	fs.StringVar(&c.Perf, "perf", "", "record passgate with Linux perf into this directory (one file per scenario)")
 	fs.StringVar(&c.Label, "label", "", "how the run was started, for the Markdown")
+	fs.IntVar(&c.PolicyRules, "policy-rules", 0, "run passgate with an access policy of this many per-tool rules and send Mcp-Method/Mcp-Name (0: no policy)")
 	quick := fs.Bool("quick", false, "short run (under 2 minutes): 2s phases, one round, RSS at 100k only")
 	smoke := fs.Bool("smoke", false, "a few seconds on SQLite only, for tests; numbers are meaningless")
 	if err := fs.Parse(args); err != nil {

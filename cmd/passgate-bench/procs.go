@@ -51,6 +51,7 @@ type passgateOpts struct {
 	resourceURL string
 	cacheSize   int
 	upstream    string // --upstream for resourceURL; empty: none
+	policyFile  string // --policy, or ""
 }
 
 func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
@@ -86,6 +87,9 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		args = append(args, "--upstream", o.upstream)
 	}
 	args = append(args, o.backendArgs...)
+	if o.policyFile != "" {
+		args = append(args, "--policy", o.policyFile)
+	}
 	cmd := exec.Command(o.bin, args...)
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs

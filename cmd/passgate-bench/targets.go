@@ -31,6 +31,9 @@ type client struct {
 	proxyURL string // /mcp through passgate's built-in proxy
 	http     *http.Client
 	resHost  string // host:port of the protected resource
+	// mcpHeaders adds Mcp-Method and Mcp-Name (tools/call echo) to every
+	// check, for --policy-rules.
+	mcpHeaders bool
 }
 
 func newClient(grpcAddr, httpAddr, nginxURL, resHost string, conns, conc int) (*client, error) {
@@ -72,6 +75,15 @@ func (c *client) close() {
 
 // checkRequest is what Envoy sends for an MCP POST.
 func (c *client) checkRequest(tok string) *authv3.CheckRequest {
+	req := c.baseCheckRequest(tok)
+	if c.mcpHeaders {
+		h := req.GetAttributes().GetRequest().GetHttp().GetHeaders()
+		h["mcp-method"], h["mcp-name"] = "tools/call", "echo"
+	}
+	return req
+}
+
+func (c *client) baseCheckRequest(tok string) *authv3.CheckRequest {
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
 		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
 			SocketAddress: &corev3.SocketAddress{Address: "127.0.0.1", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 50000}}}}},
@@ -122,6 +134,9 @@ func (c *client) httpCheck(ctx context.Context, tok string, want outcome) error 
 	req.Header["X-Forwarded-Host"] = []string{c.resHost}
 	req.Header["X-Forwarded-Proto"] = []string{"http"}
 	req.Header["Authorization"] = []string{"Bearer " + tok}
+	if c.mcpHeaders {
+		req.Header["Mcp-Method"], req.Header["Mcp-Name"] = []string{"tools/call"}, []string{"echo"}
+	}
 	return c.do(req, want)
 }
 

@@ -8,9 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +31,7 @@ import (
 	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/httplog"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/tracing"
@@ -53,6 +57,10 @@ type app struct {
 	tracing *tracing.Tracing
 	// proxy is the built-in reverse proxy (--upstream); nil without one.
 	proxy *proxy.Proxy
+	// policy is the access policy in force; reloader, when a policy file
+	// is configured, keeps it in step with the file.
+	policy   *policy.Holder
+	reloader *policy.Reloader
 
 	// health is the gRPC health service; ready mirrors it for /readyz.
 	// mu serializes their writers, so that nothing makes a draining
@@ -114,6 +122,9 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 	if err != nil {
 		return nil, err
 	}
+	if err := a.loadPolicy(reg); err != nil {
+		return nil, err
+	}
 	ips := clientip.New(c.TrustedProxies)
 	web, err := a.newAuthServer(reg, resources, ips)
 	if err != nil {
@@ -142,6 +153,30 @@ func newApp(ctx context.Context, c *Config, logger *slog.Logger, std stdio) (_ *
 		return nil, err
 	}
 	return a, nil
+}
+
+// loadPolicy compiles the access policy (the policy file, if any, and the
+// --require-scopes rules) and, with a file, prepares its reloader.
+func (a *app) loadPolicy(reg prometheus.Registerer) error {
+	c := a.cfg
+	p, err := c.loadPolicy()
+	if err != nil {
+		return fmt.Errorf("access policy: %w", err)
+	}
+	a.policy = policy.NewHolder(p)
+	if c.PolicyFile == "" {
+		return nil
+	}
+	if a.reloader, err = policy.NewReloader(c.PolicyFile, c.compilePolicy, a.policy, a.logger.With("component", "policy"), reg); err != nil {
+		return err
+	}
+	// The reloader remembers what is in force, so an unchanged file is not
+	// reloaded again.
+	if err := a.reloader.Load(); err != nil {
+		return fmt.Errorf("access policy: %w", err)
+	}
+	a.logger.Info("access policy loaded", "file", c.PolicyFile)
+	return nil
 }
 
 // newRegistry returns the registry every component registers its metrics
@@ -207,6 +242,8 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		Metrics:               reg,
 		ClientIP:              ips.ClientIP,
 		Scopes:                c.Scopes,
+		BaseScopes:            c.baseScopes(),
+		ClientScopeCap:        c.ClientScopeCap,
 		AccessTokenTTL:        c.AccessTokenTTL,
 		RefreshTokenTTL:       c.RefreshTokenTTL,
 		RefreshIdleTTL:        c.RefreshIdleTTL,
@@ -225,6 +262,7 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		RateLimit: func(endpoint, key string) (bool, time.Duration, func()) {
 			return limits.Reserve(endpoint, clientip.RateKey(key))
 		},
+		Policy:           a.policy,
 		LockoutThreshold: lockout,
 		LockoutWindow:    c.LockoutWindow,
 		LockoutDuration:  c.LockoutDuration,
@@ -247,10 +285,12 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 			"resources", c.Resources)
 	}
 	return extauthz.NewChecker(extauthz.Config{
-		Resources:         resources,
-		Store:             a.store,
-		APIKey:            apiKey,
-		Scopes:            c.Scopes,
+		Resources: resources,
+		Store:     a.store,
+		APIKey:    apiKey,
+		// The 401 challenge names the base scopes; a rule that needs more
+		// names it in its 403 (step-up).
+		Scopes:            c.baseScopes(),
 		Logger:            a.logger.With("component", "extauthz"),
 		Metrics:           reg,
 		UserHeader:        c.UserHeader,
@@ -258,7 +298,7 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 		ScopeHeader:       c.ScopeHeader,
 		KeepAuthorization: c.KeepAuthorization,
 		AllowPreflight:    c.AllowPreflight,
-		RequiredScopes:    c.RequireScopes,
+		Policy:            a.policy,
 		CacheSize:         c.CheckCacheSize,
 		StoreTimeout:      c.StoreTimeout,
 		TracerProvider:    a.tracerProvider(),
@@ -462,6 +502,12 @@ func (a *app) run(ctx context.Context) error {
 		every(gctx, time.Second, func() { a.setReady(a.pingStore(gctx)) })
 		return nil
 	})
+	if a.reloader != nil {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		g.Go(func() error { return a.reloader.Run(gctx, hup, policy.DefaultPollInterval) })
+	}
 	g.Go(func() error {
 		every(gctx, c.CleanupInterval, func() { cleanup(gctx, a.store, c, a.audit, time.Now(), a.logger) })
 		return nil

@@ -86,11 +86,12 @@ type cliCommand struct {
 func commands() []cliCommand {
 	return []cliCommand{
 		{"serve", "[flags]", "run the authorization server and the checks", cmdServe},
-		{"user", "add|list|remove|passwd|unlock [NAME]", "", cmdUser},
+		{"user", "add|list|remove|passwd|unlock|set-groups [NAME]", "", cmdUser},
 		{"client", "add|list|remove [ID]", "pre-registered OAuth clients", cmdClient},
 		{"token", "revoke --user NAME", "revoke every token of a user", cmdToken},
 		{"apikey", "add|list|revoke [NAME]", "named API keys bound to resources and scopes", cmdAPIKey},
 		{"session", "list|revoke", "browser sessions", cmdSession},
+		{"policy", "check|explain", "validate the access policy, or explain a decision", cmdPolicy},
 		{"audit", "[flags]", "query the audit log", cmdAudit},
 		{"hash-password", "", "read a password on stdin, print a bcrypt hash", cmdHashPassword},
 		{"migrate", "", "apply database migrations and exit", cmdMigrate},

@@ -22,7 +22,7 @@ import (
 const adminIP = "cli"
 
 func cmdUser(ctx context.Context, args []string, std stdio) error {
-	const usage = "user add|list|remove|passwd|unlock [NAME] [--password-stdin]"
+	const usage = "user add|list|remove|passwd|unlock|set-groups [NAME] [GROUP,…] [--password-stdin] [--groups GROUP,…]"
 	sub, err := subcommand("user", usage, args, std)
 	if err != nil {
 		return err
@@ -30,6 +30,7 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 	var c Config
 	fs := newFlagSet("user "+sub, usage, std)
 	fromStdin := fs.Bool("password-stdin", false, "read the password from the first line of stdin")
+	groupList := fs.String("groups", "", "user add: comma-separated access-policy groups")
 	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, []setting{bindPasswordPolicy(fs, &c)})
 	if err != nil {
 		return err
@@ -37,7 +38,7 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 	defer st.Close()
 	now := time.Now()
 	needName := func() (string, error) {
-		if len(pos) != 1 {
+		if len(pos) != 1 && !(sub == "set-groups" && len(pos) == 2) {
 			return "", usagef("user %s: exactly one NAME is required", sub)
 		}
 		if !validUsername(pos[0]) {
@@ -62,12 +63,19 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 		if err := policy.Check(name, pw); err != nil {
 			return fmt.Errorf("user %s: %w", sub, err)
 		}
+		groups, err := parseGroups(*groupList)
+		if err != nil {
+			return usagef("user %s: --groups: %v", sub, err)
+		}
+		if groups != nil && sub != "add" {
+			return usagef("user passwd: --groups belongs to user add (use user set-groups)")
+		}
 		hash, err := passwd.Hash(pw, std.cost())
 		if err != nil {
 			return err
 		}
 		if sub == "add" {
-			if err := st.CreateUser(ctx, store.User{Username: name, PasswordHash: hash, CreatedAt: now, UpdatedAt: now}); err != nil {
+			if err := st.CreateUser(ctx, store.User{Username: name, PasswordHash: hash, Groups: groups, CreatedAt: now, UpdatedAt: now}); err != nil {
 				if errors.Is(err, store.ErrAlreadyExists) {
 					return fmt.Errorf("user %q already exists", name)
 				}
@@ -94,7 +102,7 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 		if err != nil {
 			return fmt.Errorf("list users: %w", err)
 		}
-		tw := newTable(std.out, "USERNAME", "CREATED", "LOCKED UNTIL")
+		tw := newTable(std.out, "USERNAME", "GROUPS", "CREATED", "LOCKED UNTIL")
 		for _, u := range users {
 			lf, err := st.GetLoginFailures(ctx, u.Username)
 			if err != nil {
@@ -104,7 +112,11 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 			if lf.LockedUntil.After(now) {
 				locked = lf.LockedUntil.Format(time.RFC3339)
 			}
-			tw.row(u.Username, u.CreatedAt.Format(time.RFC3339), locked)
+			groups := strings.Join(u.Groups, ",")
+			if groups == "" {
+				groups = "-"
+			}
+			tw.row(u.Username, groups, u.CreatedAt.Format(time.RFC3339), locked)
 		}
 		return tw.flush()
 	case "remove":
@@ -120,6 +132,36 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 		}
 		fmt.Fprintf(std.out, "removed user %s, their sessions and tokens\n", name)
 		return nil
+	case "set-groups":
+		name, err := needName()
+		if err != nil {
+			return err
+		}
+		list := ""
+		if len(pos) == 2 {
+			list = pos[1]
+		}
+		groups, err := parseGroups(list)
+		if err != nil {
+			return usagef("user set-groups: %v", err)
+		}
+		// The store notifies the user's live tokens in the same
+		// transaction, so every replica's check reads the new groups
+		// within a second (the revocation path, without revoking).
+		ev := store.AuditEvent{Event: store.EventGroupsChanged, Success: true, IP: adminIP, Username: name, CreatedAt: now}
+		hashes, err := st.SetUserGroups(ctx, name, groups, now, &ev)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return fmt.Errorf("no user %q", name)
+			}
+			return fmt.Errorf("set groups: %w", err)
+		}
+		shown := strings.Join(store.NormalizeGroups(groups), ",")
+		if shown == "" {
+			shown = "none"
+		}
+		fmt.Fprintf(std.out, "set the groups of %s to %s; %d cached tokens re-checked\n", name, shown, len(hashes))
+		return nil
 	case "unlock":
 		name, err := needName()
 		if err != nil {
@@ -133,6 +175,23 @@ func cmdUser(ctx context.Context, args []string, std stdio) error {
 	default:
 		return usagef("user: unknown subcommand %q", sub)
 	}
+}
+
+// parseGroups parses a comma-separated group list ("" is none), each name
+// passing store.ValidGroup.
+func parseGroups(list string) ([]string, error) {
+	if strings.TrimSpace(list) == "" {
+		return nil, nil
+	}
+	var out []string
+	for _, g := range strings.Split(list, ",") {
+		g = strings.TrimSpace(g)
+		if !store.ValidGroup(g) {
+			return nil, fmt.Errorf("%q is not a valid group name (1-%d lowercase letters, digits, - _ ., starting with a letter or digit)", g, store.MaxGroupLen)
+		}
+		out = append(out, g)
+	}
+	return out, nil
 }
 
 // subcommand returns the subcommand, args[0]; without one it prints the

@@ -18,6 +18,7 @@ import (
 	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/textsafe"
@@ -43,6 +44,15 @@ type Config struct {
 	// Scopes are the scopes passgate grants. Default oauthweb.DefaultScope.
 	// Env PASSGATE_SCOPES, comma- or space-separated.
 	Scopes []string
+	// BaseScopes are the minimal scopes: advertised in the protected
+	// resource metadata and the checks' 401 challenges, and granted when
+	// a client asks for none; the others are reached by step-up.
+	// Optional; default Scopes. Env PASSGATE_BASE_SCOPES.
+	BaseScopes []string
+	// ClientScopeCap makes a client's registered scope a cap on what it
+	// may request (no step-up past it). Default false. Env
+	// PASSGATE_CLIENT_SCOPE_CAP.
+	ClientScopeCap bool
 
 	// HTTPListen serves the login pages, OAuth endpoints, metadata, the
 	// HTTP check and health. Default :8080. Env PASSGATE_HTTP_LISTEN.
@@ -179,6 +189,11 @@ type Config struct {
 	// one bare URL for the only resource. Optional.
 	// Env PASSGATE_UPSTREAM, comma-separated.
 	Upstreams []string
+	// PolicyFile is the access policy (README "Access policy"): who may
+	// use which resource, and per-MCP-method rules. Reloaded on SIGHUP and
+	// when its content changes. Optional: without it every user may use
+	// every resource. Env PASSGATE_POLICY.
+	PolicyFile string
 	// CheckCacheSize bounds the verified-token cache. Default
 	// extauthz.DefaultCacheSize.
 	CheckCacheSize int
@@ -293,6 +308,8 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.Issuer, "issuer", defaultIssuer, "authorization server issuer URL, used exactly as given", "PASSGATE_ISSUER", "SERVER_URL")
 	list(&c.Resources, "resource", defaultResources, "protected MCP resource URLs", "PASSGATE_RESOURCES")
 	list(&c.Scopes, "scopes", defaultScopes, "scopes passgate grants", "PASSGATE_SCOPES")
+	list(&c.BaseScopes, "base-scopes", nil, "minimal scopes advertised and granted by default; others by step-up (default: --scopes)", "PASSGATE_BASE_SCOPES")
+	boolean(&c.ClientScopeCap, "client-scope-cap", false, "a client's registered scope caps what it may request (no step-up past it)", "PASSGATE_CLIENT_SCOPE_CAP")
 	str(&c.HTTPListen, "http-listen", ":8080", "address for pages, OAuth endpoints, the HTTP check and health", "PASSGATE_HTTP_LISTEN")
 	str(&c.GRPCListen, "grpc-listen", ":9191", "address for Envoy ext_authz gRPC (empty disables)", "PASSGATE_GRPC_LISTEN")
 	str(&c.MetricsListen, "metrics-listen", defaultMetricsListen, "address for Prometheus metrics (empty disables)", "PASSGATE_METRICS_LISTEN")
@@ -348,6 +365,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	})
 	s = append(s, setting{"require-scopes", []string{"PASSGATE_REQUIRE_SCOPES"}})
 	list(&c.Upstreams, "upstream", nil, "proxy a resource to its MCP server on the HTTP listener: RESOURCE=URL, or URL for the only resource", "PASSGATE_UPSTREAM")
+	str(&c.PolicyFile, "policy", "", "access policy file (YAML): who may use which resource and tool; reloaded on SIGHUP and on change", "PASSGATE_POLICY")
 	integer(&c.CheckCacheSize, "check-cache-size", extauthz.DefaultCacheSize, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
 	dur(&c.StoreTimeout, "store-timeout", extauthz.DefaultStoreTimeout, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
@@ -468,10 +486,22 @@ func (c *Config) Validate() error {
 			add("--scopes: %q is not a valid scope token", s)
 		}
 	}
+	for _, s := range c.BaseScopes {
+		if !slices.Contains(c.Scopes, s) {
+			add("--base-scopes: %q is not in --scopes", s)
+		}
+	}
 	for _, r := range c.RequireScopes {
 		for _, s := range r.Scopes {
 			if !slices.Contains(c.Scopes, s) {
 				add("--require-scopes: %q requires scope %q, which is not in --scopes", r.Match, s)
+			}
+		}
+	}
+	if c.PolicyFile != "" {
+		if _, err := c.loadPolicy(); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				add("--policy: %s", strings.TrimPrefix(line, "policy: "))
 			}
 		}
 	}
@@ -740,4 +770,66 @@ func (v *prefixesValue) Set(s string) error {
 
 func splitList(v string) []string {
 	return strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' })
+}
+
+// baseScopes returns the base scopes (--base-scopes, else --scopes).
+func (c *Config) baseScopes() []string {
+	if len(c.BaseScopes) > 0 {
+		return c.BaseScopes
+	}
+	return c.Scopes
+}
+
+// loadPolicy reads the policy file and compiles it with the configured
+// resources and --require-scopes rules; nil without a file.
+func (c *Config) loadPolicy() (*policy.Policy, error) {
+	if c.PolicyFile == "" {
+		return policy.Compile(nil, nil, c.RequireScopes)
+	}
+	b, err := policy.Read(c.PolicyFile)
+	if err != nil {
+		return nil, err
+	}
+	f, err := policy.Decode(b)
+	if err != nil {
+		return nil, err
+	}
+	return c.compilePolicy(f)
+}
+
+// compilePolicy compiles a policy file with the configuration: its
+// resources must be configured ones and its scopes in --scopes (a client
+// could never be granted another).
+func (c *Config) compilePolicy(f *policy.File) (*policy.Policy, error) {
+	resources, err := resource.ParseAll(c.Resources)
+	if err != nil {
+		return nil, err
+	}
+	var errs []error
+	for i, r := range f.Resources {
+		var used []string
+		for s, implied := range r.Scopes {
+			used = append(used, s)
+			used = append(used, implied...)
+		}
+		for _, rule := range r.Rules {
+			if rule.Scope != "" {
+				used = append(used, rule.Scope)
+			}
+		}
+		slices.Sort(used)
+		for _, s := range slices.Compact(used) {
+			if !slices.Contains(c.Scopes, s) {
+				errs = append(errs, fmt.Errorf("resources[%d]: scope %q is not in --scopes", i, s))
+			}
+		}
+	}
+	p, err := policy.Compile(f, resources, c.RequireScopes)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return p, nil
 }

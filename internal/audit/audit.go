@@ -24,6 +24,7 @@ var Events = []string{
 	store.EventAccountLocked, store.EventRateLimited, store.EventClientDeleted,
 	store.EventAPIKeyCreated, store.EventAPIKeyRevoked,
 	store.EventPasswordChanged,
+	store.EventGroupsChanged, store.EventAccessDenied,
 }
 
 // Recorder writes audit rows and counts them. It is safe for concurrent use.

@@ -385,6 +385,9 @@ type jsonScan struct{ s *[]string }
 func (j jsonScan) Scan(v any) error {
 	var b []byte
 	switch v := v.(type) {
+	case nil: // an outer join without a row
+		*j.s = nil
+		return nil
 	case string:
 		b = []byte(v)
 	case []byte:

@@ -42,6 +42,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		fn   func(t *testing.T, s store.Store)
 	}{
 		{"Users", testUsers},
+		{"UserGroups", testUserGroups},
 		{"Clients", testClients},
 		{"StaleClients", testStaleClients},
 		{"Sessions", testSessions},
@@ -1687,6 +1688,71 @@ func testTimeRoundTrip(t *testing.T, s store.Store) {
 	}
 	ev.ID = rows[0].ID
 	diff(t, "audit time", rows[0], utc(ev))
+}
+
+// testUserGroups: groups round-trip normalised, LookupToken carries the
+// user's current groups, and SetUserGroups notifies exactly the user's live
+// access tokens (not revoking them) in one step, with its audit row.
+func testUserGroups(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: "alice", PasswordHash: "x", Groups: []string{"ops", "eng", "ops"}, CreatedAt: base, UpdatedAt: base}))
+	must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: "bob", PasswordHash: "x", CreatedAt: base, UpdatedAt: base}))
+	u, err := s.GetUser(ctx, "alice")
+	must(t, "GetUser", err)
+	diff(t, "groups after CreateUser", u.Groups, []string{"eng", "ops"})
+	u, err = s.GetUser(ctx, "bob")
+	must(t, "GetUser", err)
+	diff(t, "groups of a user without any", u.Groups, []string(nil))
+
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	ga := issue(t, s, "a", "c1", "alice")
+	gb := issue(t, s, "b", "c1", "bob")
+	revoked := issue(t, s, "ra", "c1", "alice")
+	_, err = s.RevokeToken(ctx, revoked.Access.Hash, at(time.Minute), nil)
+	must(t, "RevokeToken", err)
+	tok, err := s.LookupToken(ctx, ga.Access.Hash, at(2*time.Minute))
+	must(t, "LookupToken", err)
+	diff(t, "LookupToken groups", tok.Groups, []string{"eng", "ops"})
+	if full, err := s.GetToken(ctx, ga.Access.Hash, at(2*time.Minute)); err != nil || full.Groups != nil {
+		t.Errorf("GetToken = %v, groups %v; want no groups", err, full.Groups)
+	}
+
+	sub := Subscribe(t, s)
+	audits := auditCount(t, s)
+	now := at(3 * time.Minute)
+	hashes, err := s.SetUserGroups(ctx, "alice", []string{"eng"}, now, &store.AuditEvent{Event: store.EventGroupsChanged, Success: true, Username: "alice", CreatedAt: now})
+	must(t, "SetUserGroups", err)
+	diff(t, "SetUserGroups hashes", hashes, []string{ga.Access.Hash})
+	if !sub.WaitHashes(time.Second, ga.Access.Hash) {
+		t.Errorf("alice's access token not notified within 1s")
+	}
+	if sub.Has(gb.Access.Hash) || sub.Has(ga.Refresh.Hash) {
+		t.Errorf("another user's token, or a refresh token, was notified")
+	}
+	if got := auditCount(t, s); got != audits+1 {
+		t.Errorf("audit rows = %d, want %d", got, audits+1)
+	}
+	tok, err = s.LookupToken(ctx, ga.Access.Hash, now)
+	must(t, "LookupToken after SetUserGroups", err)
+	if !tok.RevokedAt.IsZero() {
+		t.Errorf("SetUserGroups revoked the token")
+	}
+	diff(t, "LookupToken groups after SetUserGroups", tok.Groups, []string{"eng"})
+	u, err = s.GetUser(ctx, "alice")
+	must(t, "GetUser", err)
+	if !u.UpdatedAt.Equal(now) {
+		t.Errorf("UpdatedAt = %v, want %v", u.UpdatedAt, now)
+	}
+	_, err = s.SetUserGroups(ctx, "alice", nil, now, nil)
+	must(t, "SetUserGroups clear", err)
+	u, _ = s.GetUser(ctx, "alice")
+	diff(t, "groups after clearing", u.Groups, []string(nil))
+
+	_, err = s.SetUserGroups(ctx, "carol", []string{"eng"}, now, &store.AuditEvent{Event: store.EventGroupsChanged, CreatedAt: now})
+	wantErr(t, "SetUserGroups unknown", err, store.ErrNotFound)
+	if got := auditCount(t, s); got != audits+1 {
+		t.Errorf("audit row written for an unknown user")
+	}
 }
 
 // ---- cascades ----

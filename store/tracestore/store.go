@@ -43,6 +43,13 @@ func (s *Store) SetPassword(ctx context.Context, a1 string, a2 string, a3 time.T
 	return r0, s.end(span, err)
 }
 
+func (s *Store) SetUserGroups(ctx context.Context, a1 string, a2 []string, a3 time.Time, a4 *store.AuditEvent) ([]string, error) {
+	ctx, span := s.start(ctx, "store.SetUserGroups")
+	defer span.End()
+	r0, err := s.Store.SetUserGroups(ctx, a1, a2, a3, a4)
+	return r0, s.end(span, err)
+}
+
 func (s *Store) DeleteUser(ctx context.Context, a1 string, a2 time.Time) error {
 	ctx, span := s.start(ctx, "store.DeleteUser")
 	defer span.End()

@@ -43,6 +43,8 @@ type Entry struct {
 // with equal identities share one copy; the zero Identity costs nothing.
 type Identity struct {
 	User, Client, Scope, Resource string
+	// Groups are the user's access-policy groups, comma-separated.
+	Groups string
 }
 
 // Cache is a sharded hash table of entries with a size cap; when a shard

@@ -39,7 +39,7 @@ func testCacheModel(t *testing.T, seed uint64, perShard, nkeys, wantSlots, steps
 			id      Identity
 		}
 		model := map[[sha256.Size]byte]val{}
-		idents := []Identity{{}, {"alice", "c1", "mcp", testResource}, {"bob", "c1", "mcp", testResource}, {"alice", "c2", "mcp admin", testResource}}
+		idents := []Identity{{}, {"alice", "c1", "mcp", testResource, ""}, {"bob", "c1", "mcp", testResource, "eng"}, {"alice", "c2", "mcp admin", testResource, "eng,ops"}}
 		keys := make([][sha256.Size]byte, nkeys)
 		for i := range keys {
 			keys[i][0] = 0 // all in shard 0

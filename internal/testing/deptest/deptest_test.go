@@ -69,6 +69,8 @@ func TestImportRules(t *testing.T) {
 		// oauth's redirect URI and issuer rules ask resource what a
 		// loopback host is.
 		{pkg: "internal/oauth", allowed: []string{}, allowedModule: []string{"internal/resource"}},
+		// The access policy: YAML in, decisions out; metrics for reloads.
+		{pkg: "internal/policy", allowed: []string{"sigs.k8s.io/yaml", "go.yaml.in/yaml", "github.com/prometheus", "github.com/beorn7", "github.com/cespare", "github.com/munnerz", "google.golang.org/protobuf", "go.yaml.in", "golang.org/x/sys"}, allowedModule: []string{"internal/oauth", "internal/resource", "store"}},
 		{pkg: "internal/passwd", allowed: []string{"golang.org/x/crypto", "golang.org/x/sys"}},
 		{pkg: "internal/audit", forbidden: []string{module + "/store/sqlite", module + "/store/postgres", module + "/oauthweb", module + "/extauthz"}},
 		{pkg: "oauthweb", forbidden: []string{module + "/extauthz", module + "/store/sqlite", module + "/store/postgres", module + "/cmd"}},

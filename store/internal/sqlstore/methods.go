@@ -21,20 +21,51 @@ import (
 // ---- users ----
 
 func (db *Store) CreateUser(ctx context.Context, u store.User) error {
-	_, err := db.exec(ctx, `INSERT INTO users (username, password_hash, created_at, updated_at) VALUES ($1, $2, $3, $4)`,
-		u.Username, u.PasswordHash, db.nullTime(u.CreatedAt), db.nullTime(u.UpdatedAt))
+	_, err := db.exec(ctx, `INSERT INTO users (username, password_hash, created_at, updated_at, user_groups) VALUES ($1, $2, $3, $4, $5)`,
+		u.Username, u.PasswordHash, db.nullTime(u.CreatedAt), db.nullTime(u.UpdatedAt), db.strings(store.NormalizeGroups(u.Groups)))
 	if err != nil {
 		return fmt.Errorf("create user: %w", err)
 	}
 	return nil
 }
 
-const userCols = `username, password_hash, created_at, updated_at`
+const userCols = `username, password_hash, created_at, updated_at, user_groups`
 
 func (db *Store) scanUser(r scanner) (store.User, error) {
 	var u store.User
-	err := r.Scan(&u.Username, &u.PasswordHash, db.scanTime(&u.CreatedAt), db.scanTime(&u.UpdatedAt))
+	err := r.Scan(&u.Username, &u.PasswordHash, db.scanTime(&u.CreatedAt), db.scanTime(&u.UpdatedAt), db.scanStrings(&u.Groups))
+	if len(u.Groups) == 0 {
+		u.Groups = nil
+	}
 	return u, err
+}
+
+// SetUserGroups updates the row and notifies the user's live access
+// tokens in one transaction: a replica that cached a token with the old
+// groups drops it once the change is committed, never before.
+func (db *Store) SetUserGroups(ctx context.Context, username string, groups []string, now time.Time, audit *store.AuditEvent) ([]string, error) {
+	var hashes []string
+	err := db.tx(ctx, func(tx Querier) error {
+		n, err := execN(ctx, tx, `UPDATE users SET user_groups = $1, updated_at = $2 WHERE username = $3`,
+			db.strings(store.NormalizeGroups(groups)), db.nullTime(now), username)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return store.ErrNotFound
+		}
+		hashes, err = queryStrings(ctx, tx, `SELECT hash FROM tokens WHERE username = $1 AND kind = 'access' AND revoked_at IS NULL AND expires_at > $2`,
+			username, db.time(now))
+		if err != nil {
+			return err
+		}
+		return db.finishRevocation(ctx, tx, hashes, now, audit)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("set user groups: %w", err)
+	}
+	db.published(hashes)
+	return hashes, nil
 }
 
 func (db *Store) GetUser(ctx context.Context, username string) (store.User, error) {
@@ -412,7 +443,9 @@ func (db *Store) GetToken(ctx context.Context, hash string, now time.Time) (stor
 // bookkeeping columns, fewer values to convert and copy on every cache
 // miss. Both backends prepare reads once and reuse the statement (pgx per
 // connection, SQLite per reader pool; see Config.Read).
-const lookupTokenQuery = `SELECT kind, client_id, username, scope, resource, expires_at, revoked_at FROM tokens WHERE hash = $1 AND expires_at > $2`
+// The user's groups come along (LEFT JOIN: a token outlives nothing, but
+// a missing user must read as "no groups", not as "no token").
+const lookupTokenQuery = `SELECT t.kind, t.client_id, t.username, t.scope, t.resource, t.expires_at, t.revoked_at, u.user_groups FROM tokens t LEFT JOIN users u ON u.username = t.username WHERE t.hash = $1 AND t.expires_at > $2`
 
 // LookupToken passes its arguments and scan destinations in a pooled
 // lookup: through the Querier interface they would escape, costing three
@@ -425,9 +458,12 @@ func (db *Store) LookupToken(ctx context.Context, hash string, now time.Time) (s
 	}()
 	t := &l.t
 	l.args = [...]any{hash, db.time(now)}
-	l.dest = [...]any{&t.Kind, &t.ClientID, &t.Username, &t.Scope, &t.Resource, db.scanTime(&t.ExpiresAt), db.scanTime(&t.RevokedAt)}
+	l.dest = [...]any{&t.Kind, &t.ClientID, &t.Username, &t.Scope, &t.Resource, db.scanTime(&t.ExpiresAt), db.scanTime(&t.RevokedAt), db.scanStrings(&t.Groups)}
 	if err := db.c.Read.QueryRow(ctx, lookupTokenQuery, l.args[:]...).Scan(l.dest[:]...); err != nil {
 		return store.Token{}, fmt.Errorf("lookup token: %w", db.notFound(err))
+	}
+	if len(t.Groups) == 0 {
+		t.Groups = nil
 	}
 	t.Hash = hash
 	return *t, nil
@@ -437,7 +473,7 @@ func (db *Store) LookupToken(ctx context.Context, hash string, now time.Time) (s
 type lookup struct {
 	t    store.Token
 	args [2]any
-	dest [7]any
+	dest [8]any
 }
 
 var lookups = sync.Pool{New: func() any { return new(lookup) }}

@@ -54,7 +54,8 @@ type Dialect struct {
 	// LookupToken calls it on every cache miss of the proxy check.
 	ScanTime func(t *time.Time) any
 	// Strings encodes a non-nil list of strings; ScanStrings decodes one.
-	Strings     func([]string) any
+	Strings func([]string) any
+	// ScanStrings decodes NULL (from an outer join) as nil.
 	ScanStrings func(*[]string) any
 	// MapErr maps driver errors onto store.ErrAlreadyExists and
 	// store.ErrUnavailable, keeping the original in the chain.
