@@ -91,7 +91,7 @@ func TestDenialsAreLoggedAtDebug(t *testing.T) {
 		{"nginx no token", func() int { return httpCheck(CheckPathNginx, nginx("/mcp?access_token="+good, "")) },
 			&want{"nginx", "no_token", mcpURL, ""}},
 		{"nginx scope rule", func() int { return httpCheck(CheckPathNginx, nginx("/mcp/admin/tools", "Bearer "+good)) },
-			&want{"nginx", "insufficient_scope", mcpURL, "https://mcp.example.com/mcp/admin"}},
+			&want{"nginx", "insufficient_scope", mcpURL, "scopes"}},
 		{"forward-auth wrong audience", func() int {
 			return httpCheck(CheckPathForwardAuth, map[string]string{"X-Forwarded-Uri": "/mcp", "X-Forwarded-Method": "POST",
 				"X-Forwarded-Host": "mcp.example.com", "X-Forwarded-Proto": "https", "Authorization": "Bearer " + other})

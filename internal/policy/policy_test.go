@@ -66,7 +66,7 @@ resources:
   - {}
 `
 	want := []string{
-		`resources[0]: resource "http://mcp.example.com/mcp": http is allowed only for loopback hosts; use https`,
+		`resources[0]: resource "http://mcp.example.com/mcp": invalid resource identifier: http is allowed only for loopback hosts`,
 		`resources[0].allow: "eng": write user:NAME, group:NAME or *`,
 		`resources[0].allow: "group:Eng": not a valid group name (lowercase letters, digits, - _ .)`,
 		`resources[0].allow: "user:": not a valid username`,
