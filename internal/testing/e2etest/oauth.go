@@ -177,31 +177,12 @@ func (s *Server) RegisterClient(t testing.TB) *OAuthClient {
 
 // Register registers a public client with RFC 7591 dynamic registration.
 func (s *Server) Register(ctx context.Context) (*OAuthClient, error) {
-	body, _ := json.Marshal(map[string]any{
+	return s.RegisterMetadata(ctx, map[string]any{
 		"client_name":                "e2e",
 		"redirect_uris":              []string{RedirectURI},
 		"token_endpoint_auth_method": "none",
 		"grant_types":                []string{"authorization_code", "refresh_token"},
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL("/oauth/register"), bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, b, err := do(s.HTTPClient, req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return nil, newHTTPError("register", resp, b)
-	}
-	var reg struct {
-		ClientID string `json:"client_id"`
-	}
-	if err := json.Unmarshal(b, &reg); err != nil || reg.ClientID == "" {
-		return nil, fmt.Errorf("register: bad response %q", b)
-	}
-	return &OAuthClient{Server: s, ClientID: reg.ClientID}, nil
 }
 
 // RegisterMetadata registers a client with the RFC 7591 metadata meta, as
