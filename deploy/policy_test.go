@@ -25,9 +25,7 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
 )
@@ -59,25 +57,11 @@ func e2ePolicy(t *testing.T, resource string) string {
 func policyClient(t *testing.T, st *passgateStack, user, pass string) (*mcp.ClientSession, *atomic.Int32, error) {
 	t.Helper()
 	hc := &http.Client{Transport: st.ngx.Transport, Timeout: 10 * time.Second}
-	b := newBrowser(st.ngx, user, pass)
-	fetches := &atomic.Int32{}
-	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
-		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
-			RedirectURIs: []string{e2eRedirect}, TokenEndpointAuthMethod: "none", ClientName: "policy e2e " + user,
-			GrantTypes: []string{"authorization_code", "refresh_token"}, Scope: "mcp",
-		}},
-		RedirectURL: e2eRedirect,
-		Client:      hc,
-		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-			fetches.Add(1)
-			cb, err := b.authorize(ctx, args.URL)
-			if err != nil {
-				return nil, err
-			}
-			q := cb.Query()
-			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
-		},
-	})
+	b := e2etest.NewBrowser()
+	b.HTTP.Transport = st.ngx.Transport
+	h, fetches, err := e2etest.MCPAuth{
+		HTTPClient: hc, Browser: b, Username: user, Password: pass, ClientName: "policy e2e " + user, Scope: "mcp",
+	}.Handler()
 	if err != nil {
 		t.Fatal(err)
 	}

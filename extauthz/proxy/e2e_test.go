@@ -12,14 +12,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
 )
@@ -157,29 +154,12 @@ func (st *stack) token(t *testing.T, resource string) string {
 // are sent.
 func TestProxyMCPGoSDK(t *testing.T) {
 	st := startStack(t)
-	srv := st.srv
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	hc := &http.Client{Timeout: 30 * time.Second}
-	b := e2etest.NewBrowser()
-	var fetches atomic.Int32
-	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
-		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
-			RedirectURIs: []string{e2etest.RedirectURI}, TokenEndpointAuthMethod: "none", ClientName: "proxy e2e",
-			GrantTypes: []string{"authorization_code", "refresh_token"},
-		}},
-		RedirectURL: e2etest.RedirectURI,
-		Client:      hc,
-		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-			fetches.Add(1)
-			cb, _, err := b.Approve(ctx, srv, args.URL, e2etest.RedirectURI, user, pass)
-			if err != nil {
-				return nil, err
-			}
-			q := cb.Query()
-			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
-		},
-	})
+	h, fetches, err := e2etest.MCPAuth{
+		HTTPClient: hc, Browser: e2etest.NewBrowser(), Username: user, Password: pass, ClientName: "proxy e2e",
+	}.Handler()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,61 @@
+package e2etest
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"sync/atomic"
+
+	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/oauthex"
+)
+
+// MCPAuth is how a test runs the official MCP Go SDK client's OAuth flow:
+// the SDK registers a public client dynamically (redirecting to
+// RedirectURI), and Browser plays the user whenever the SDK asks for an
+// authorization.
+type MCPAuth struct {
+	// HTTPClient is the SDK's client for discovery, registration and the
+	// token endpoint.
+	HTTPClient *http.Client
+	// Browser plays the user with Browser.Approve. Through a proxy, give
+	// its HTTP client the proxy's Transport.
+	Browser            *Browser
+	Username, Password string
+	// ClientName is the registration's client_name.
+	ClientName string
+	// Scope is the registration's scope. Optional: none registered.
+	Scope string
+	// CheckCallback vets the redirect that carries the code (its iss, say)
+	// before the code is handed to the SDK. Optional.
+	CheckCallback func(callback *url.URL) error
+}
+
+// Handler returns the SDK's authorization code handler for a, and a
+// counter of the authorizations the user was asked for.
+func (a MCPAuth) Handler() (*auth.AuthorizationCodeHandler, *atomic.Int32, error) {
+	fetches := &atomic.Int32{}
+	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
+		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
+			RedirectURIs: []string{RedirectURI}, TokenEndpointAuthMethod: "none", ClientName: a.ClientName,
+			GrantTypes: []string{"authorization_code", "refresh_token"}, Scope: a.Scope,
+		}},
+		RedirectURL: RedirectURI,
+		Client:      a.HTTPClient,
+		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
+			fetches.Add(1)
+			cb, _, err := a.Browser.Approve(ctx, args.URL, RedirectURI, a.Username, a.Password)
+			if err != nil {
+				return nil, err
+			}
+			if a.CheckCallback != nil {
+				if err := a.CheckCallback(cb); err != nil {
+					return nil, err
+				}
+			}
+			q := cb.Query()
+			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
+		},
+	})
+	return h, fetches, err
+}
