@@ -11,6 +11,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/passgate/passgate/internal/resource"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,7 +38,7 @@ func TestEnvoyRequest(t *testing.T) {
 		}
 	}
 	// Nil-safe: an empty request (no path) is refused, not a panic.
-	c, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: openSQLite(t)})
+	c, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: openSQLite(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func TestEnvoyRequest(t *testing.T) {
 // TestGRPCHealth: SetServing drives grpc.health.v1, and reflection is
 // registered.
 func TestGRPCHealth(t *testing.T) {
-	c, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: openSQLite(t)})
+	c, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: openSQLite(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

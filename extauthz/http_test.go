@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // familyHeaders are the headers a request-describing proxy may send, of
@@ -112,7 +113,7 @@ func FuzzHTTPRequestIgnoresOtherFamilies(f *testing.F) {
 	f.Add(uint8(1), "/mcp", "OPTIONS", "http://evil/x", "/mcp/admin", "POST", "mcp.example.com", "http")
 	f.Add(uint8(2), "/x", "GET", "https://mcp.example.com/mcp/%61dmin", "", "", "", "")
 	f.Add(uint8(3), "/mcp", "OPTIONS", "", "/mcp", "OPTIONS", "evil.example", "https")
-	c, err := NewChecker(Config{Resources: mustResources(f, mcpURL), Store: openSQLite(f)})
+	c, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: openSQLite(f)})
 	if err != nil {
 		f.Fatal(err)
 	}

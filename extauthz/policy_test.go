@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/passgate/passgate/internal/policy"
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 )
 
@@ -40,7 +41,7 @@ func compilePolicy(t testing.TB, text string, rules ...ScopeRule) *policy.Policy
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := policy.Compile(f, mustResources(t, mcpURL, otherURL), rules)
+	p, err := policy.Compile(f, resource.MustParseAll(mcpURL, otherURL), rules)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +166,7 @@ func TestExplainAgreesWithCheck(t *testing.T) {
 				groups = u.Groups
 			}
 			// The same Input `passgate policy explain` builds.
-			ex := e.holder.Load().Decide(policy.ExplainInput(mustResources(t, mcpURL)[0], tt.user, groups,
+			ex := e.holder.Load().Decide(policy.ExplainInput(resource.MustParseAll(mcpURL)[0], tt.user, groups,
 				strings.Fields(tt.scope), tt.method, tt.mname, post))
 			if results[d.Reason] != ex.Result {
 				t.Errorf("%s (post %v): check says %v, explain says %v (%s)", tt.name, post, d.Reason, ex.Result, ex.Rule)

@@ -224,6 +224,16 @@ func ParseAll(raws []string) ([]Resource, error) {
 	return out, errors.Join(errs...)
 }
 
+// MustParseAll is ParseAll for URLs known to be valid (literals in tests
+// and examples); it panics on an error.
+func MustParseAll(raws ...string) []Resource {
+	rs, err := ParseAll(raws)
+	if err != nil {
+		panic(err)
+	}
+	return rs
+}
+
 // ErrUnknownResource is wrapped by Lookup's error for an identifier that
 // is valid but names no configured resource, or an origin several
 // configured resources share.
