@@ -1,36 +1,18 @@
 package extauthz
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 )
-
-// syncBuffer is a bytes.Buffer safe for the gRPC server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // denialLines returns the "check denied" lines of a JSON log.
 func denialLines(t *testing.T, log string) []map[string]any {
@@ -57,7 +39,7 @@ func denialLines(t *testing.T, log string) []map[string]any {
 // allowed checks are not logged.
 func TestDenialsAreLoggedAtDebug(t *testing.T) {
 	db := openSQLite(t)
-	var buf syncBuffer
+	var buf proc.Buffer
 	c := startChecker(t, Config{
 		Store:          db,
 		Logger:         slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -160,7 +142,7 @@ func TestDenialsAreLoggedAtDebug(t *testing.T) {
 
 // TestDenialsNotLoggedAboveDebug: at info level a denial logs nothing.
 func TestDenialsNotLoggedAboveDebug(t *testing.T) {
-	var buf syncBuffer
+	var buf proc.Buffer
 	c := startChecker(t, Config{Store: openSQLite(t), Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
 	if d, _ := c.Check(context.Background(), bearer("")); d.Allow {
 		t.Fatal("allowed")
