@@ -2,7 +2,6 @@ package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -156,28 +155,13 @@ func TestEndToEndThroughNginx(t *testing.T) {
 
 			// 6. tools/call: the upstream sees passgate's identity headers
 			// and never the client's Authorization header.
-			res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"})
-			if err != nil || res.IsError {
-				t.Fatalf("tools/call whoami: %v %+v", err, res)
-			}
-			var who struct {
-				User, ClientID, Scope string
-				AuthorizationReceived bool `json:"authorization_received"`
-			}
-			raw, _ := json.Marshal(res.StructuredContent)
-			if err := json.Unmarshal(raw, &who); err != nil {
-				t.Fatalf("whoami result %s: %v", raw, err)
-			}
-			var who2 struct {
-				ClientID string `json:"client_id"`
-			}
-			json.Unmarshal(raw, &who2)
-			if who.User != "alice" || who2.ClientID == "" || who.Scope != "mcp" || who.AuthorizationReceived {
+			who, raw := e2etest.CallWhoami(ctx, t, session)
+			if who.User != "alice" || who.ClientID == "" || who.Scope != "mcp" || who.AuthorizationReceived {
 				t.Errorf("upstream saw %s; want user alice, a client id, scope mcp and no Authorization", raw)
 			}
 
 			// 7. A streamed answer (progress events over SSE) passes nginx.
-			res, err = session.CallTool(ctx, &mcp.CallToolParams{
+			res, err := session.CallTool(ctx, &mcp.CallToolParams{
 				Name: "countdown", Arguments: map[string]any{"steps": 3, "interval_ms": 50},
 				Meta: mcp.Meta{"progressToken": "e2e"},
 			})

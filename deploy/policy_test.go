@@ -96,13 +96,7 @@ func TestPolicyThroughNginx(t *testing.T) {
 	}
 	whoami := func() string {
 		t.Helper()
-		res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"})
-		if err != nil || res.IsError {
-			t.Fatalf("allowed tool whoami: %v %+v", err, res)
-		}
-		raw, _ := json.Marshal(res.StructuredContent)
-		var who struct{ Scope string }
-		json.Unmarshal(raw, &who)
+		who, _ := e2etest.CallWhoami(ctx, t, session)
 		return who.Scope
 	}
 	if scope := whoami(); scope != "mcp" {

@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -183,20 +182,7 @@ func TestProxyMCPGoSDK(t *testing.T) {
 		t.Errorf("the user was asked to authorize %d times, want 1", fetches.Load())
 	}
 
-	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"})
-	if err != nil || res.IsError {
-		t.Fatalf("tools/call whoami: %v %+v", err, res)
-	}
-	raw, _ := json.Marshal(res.StructuredContent)
-	var who struct {
-		User                  string `json:"user"`
-		ClientID              string `json:"client_id"`
-		Scope                 string `json:"scope"`
-		AuthorizationReceived bool   `json:"authorization_received"`
-	}
-	if err := json.Unmarshal(raw, &who); err != nil {
-		t.Fatalf("whoami result %s: %v", raw, err)
-	}
+	who, raw := e2etest.CallWhoami(ctx, t, session)
 	// The SDK asks for every scope the metadata lists (mcp and admin here).
 	if who.User != user || who.ClientID == "" || !slices.Contains(strings.Fields(who.Scope), "mcp") || who.AuthorizationReceived {
 		t.Errorf("the MCP server saw %s; want user %s, a client id, scope mcp and no Authorization", raw, user)
@@ -205,7 +191,7 @@ func TestProxyMCPGoSDK(t *testing.T) {
 	// countdown sends a progress event every 400ms and its result after
 	// the last: unbuffered, the first event arrives long before the result.
 	const steps, interval = 4, 400 * time.Millisecond
-	res, err = session.CallTool(ctx, &mcp.CallToolParams{
+	res, err := session.CallTool(ctx, &mcp.CallToolParams{
 		Name: "countdown", Arguments: map[string]any{"steps": steps, "interval_ms": interval.Milliseconds()},
 		Meta: mcp.Meta{"progressToken": "proxy-e2e"},
 	})

@@ -2,11 +2,14 @@ package e2etest
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"sync/atomic"
+	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/auth"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/modelcontextprotocol/go-sdk/oauthex"
 )
 
@@ -58,4 +61,37 @@ func (a MCPAuth) Handler() (*auth.AuthorizationCodeHandler, *atomic.Int32, error
 		},
 	})
 	return h, fetches, err
+}
+
+// Whoami is the result of the example MCP server's whoami tool
+// (examples/mcp-server): the identity headers its request carried.
+type Whoami struct {
+	User     string `json:"user"`
+	ClientID string `json:"client_id"`
+	Scope    string `json:"scope"`
+	// AuthorizationReceived reports whether an Authorization header
+	// reached the MCP server.
+	AuthorizationReceived bool `json:"authorization_received"`
+}
+
+// CallWhoami calls the whoami tool on cs and returns its result, with the
+// raw JSON for messages; a failed call or a tool error ends the test.
+func CallWhoami(ctx context.Context, t testing.TB, cs *mcp.ClientSession) (Whoami, string) {
+	t.Helper()
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatalf("tools/call whoami: %v", err)
+	}
+	if res.IsError {
+		t.Fatalf("tools/call whoami: tool error %+v", res.Content)
+	}
+	raw, err := json.Marshal(res.StructuredContent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var w Whoami
+	if err := json.Unmarshal(raw, &w); err != nil {
+		t.Fatalf("whoami result %s: %v", raw, err)
+	}
+	return w, string(raw)
 }
