@@ -20,6 +20,7 @@ import (
 
 	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 	"github.com/passgate/passgate/store"
 )
 
@@ -379,16 +380,13 @@ func TestPolicyReloadUnderLoad(t *testing.T) {
 // and rule, and never with the token.
 func TestPolicyDenialLog(t *testing.T) {
 	e := newPolicyEnv(t)
-	var buf strings.Builder
-	var mu sync.Mutex
-	c := startChecker(t, Config{Store: e.db, Policy: e.holder, Logger: newWriterLogger(&lockedWriter{w: &buf, mu: &mu})})
+	var buf proc.Buffer
+	c := startChecker(t, Config{Store: e.db, Policy: e.holder, Logger: newWriterLogger(&buf)})
 	tok := mint(t, e.db, mintOpts{user: "alice"})
 	if d, _ := c.Check(context.Background(), mcpRequest(tok, "tools/call", "shell")); d.Allow {
 		t.Fatal("allowed")
 	}
-	mu.Lock()
 	out := buf.String()
-	mu.Unlock()
 	for _, want := range []string{"access policy denied a request", "rule=rules[1]", "result=rule_denied", "mcp_name=shell"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
@@ -397,17 +395,6 @@ func TestPolicyDenialLog(t *testing.T) {
 	if strings.Contains(out, tok) || strings.Contains(out, tok[len(tok)-20:]) {
 		t.Errorf("log holds the token")
 	}
-}
-
-type lockedWriter struct {
-	w  *strings.Builder
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // fiftyRules is a policy with 50 rules on mcpURL, the last one matching
