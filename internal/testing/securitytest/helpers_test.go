@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 	"github.com/passgate/passgate/store"
 )
 
@@ -205,16 +206,7 @@ func cookieValues(srv *e2etest.Server, b *e2etest.Browser) []string {
 
 // waitFor polls cond every 50ms until it holds or d passes.
 func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return proc.WaitFor(d, 50*time.Millisecond, cond)
 }
 
 func must(t *testing.T, what string, err error) {

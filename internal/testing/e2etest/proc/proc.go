@@ -2,8 +2,8 @@
 // dependency on package testing so that cmd/passgate-bench can use it too:
 // it finds installed tools, builds Go main packages, picks free loopback
 // ports, starts a child and waits until it listens, stops it with a signal
-// and then SIGKILL, runs nginx with a given configuration, and collects a
-// child's output in a concurrency-safe buffer.
+// and then SIGKILL, runs nginx with a given configuration, collects a
+// child's output in a concurrency-safe buffer, and polls for a condition.
 //
 // internal/testing/e2etest wraps these for tests (failing or skipping the test instead
 // of returning errors); a test needing only a locked buffer imports this
@@ -130,6 +130,21 @@ func FreeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// WaitFor polls cond every interval until it holds, and reports whether
+// it did within timeout (cond is asked once more at the deadline).
+func WaitFor(timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
 }
 
 // Buffer is a concurrency-safe buffer for a child's stdout and stderr,
