@@ -128,7 +128,8 @@ func TestEndToEndThroughNginx(t *testing.T) {
 			// exchange, all through nginx, driven by the official MCP Go SDK.
 			b := e2etest.NewBrowser()
 			b.HTTP.Transport = st.ngx.Transport
-			h, fetches, err := e2etest.MCPAuth{
+			var progress atomic.Int32
+			session, err := e2etest.MCPAuth{
 				HTTPClient: hc, Browser: b, Username: "alice", Password: "correct horse battery", ClientName: "e2e MCP client",
 				CheckCallback: func(cb *url.URL) error {
 					if iss := cb.Query().Get("iss"); iss != st.ngx.URL {
@@ -136,26 +137,19 @@ func TestEndToEndThroughNginx(t *testing.T) {
 					}
 					return nil
 				},
-			}.Handler()
-			if err != nil {
-				t.Fatal(err)
-			}
-			var progress atomic.Int32
-			client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, &mcp.ClientOptions{
+			}.Connect(ctx, t, st.resource, &mcp.ClientOptions{
 				ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { progress.Add(1) },
 			})
-			session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.resource, OAuthHandler: h, HTTPClient: hc}, nil)
 			if err != nil {
 				t.Fatalf("MCP initialize through nginx: %v", err)
 			}
-			defer session.Close()
-			if fetches.Load() != 1 {
-				t.Errorf("the user was asked to authorize %d times, want 1", fetches.Load())
+			if n := session.Authorizations.Load(); n != 1 {
+				t.Errorf("the user was asked to authorize %d times, want 1", n)
 			}
 
 			// 6. tools/call: the upstream sees passgate's identity headers
 			// and never the client's Authorization header.
-			who, raw := e2etest.CallWhoami(ctx, t, session)
+			who, raw := e2etest.CallWhoami(ctx, t, session.ClientSession)
 			if who.User != "alice" || who.ClientID == "" || who.Scope != "mcp" || who.AuthorizationReceived {
 				t.Errorf("upstream saw %s; want user alice, a client id, scope mcp and no Authorization", raw)
 			}
@@ -180,7 +174,7 @@ func TestEndToEndThroughNginx(t *testing.T) {
 			// 8. Refresh, the SDK's own way: once the access token is due,
 			// the next call refreshes it (rotating the refresh token) and
 			// goes through with the new one.
-			ts, err := h.TokenSource(ctx)
+			ts, err := session.Handler.TokenSource(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}

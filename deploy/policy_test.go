@@ -59,20 +59,15 @@ func policyClient(t *testing.T, st *passgateStack, user, pass string) (*mcp.Clie
 	hc := &http.Client{Transport: st.ngx.Transport, Timeout: 10 * time.Second}
 	b := e2etest.NewBrowser()
 	b.HTTP.Transport = st.ngx.Transport
-	h, fetches, err := e2etest.MCPAuth{
-		HTTPClient: hc, Browser: b, Username: user, Password: pass, ClientName: "policy e2e " + user, Scope: "mcp",
-	}.Handler()
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := mcp.NewClient(&mcp.Implementation{Name: "policy-e2e", Version: "1.0.0"}, nil)
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
-	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.resource, OAuthHandler: h, HTTPClient: hc}, nil)
-	if err == nil {
-		t.Cleanup(func() { session.Close() })
+	conn, err := e2etest.MCPAuth{
+		HTTPClient: hc, Browser: b, Username: user, Password: pass, ClientName: "policy e2e " + user, Scope: "mcp",
+	}.Connect(ctx, t, st.resource, nil)
+	if err != nil {
+		return nil, nil, err
 	}
-	return session, fetches, err
+	return conn.ClientSession, conn.Authorizations, nil
 }
 
 // TestPolicyThroughNginx: through real nginx (deploy/nginx.conf), the real

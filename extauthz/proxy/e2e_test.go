@@ -156,33 +156,27 @@ func TestProxyMCPGoSDK(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	hc := &http.Client{Timeout: 30 * time.Second}
-	h, fetches, err := e2etest.MCPAuth{
-		HTTPClient: hc, Browser: e2etest.NewBrowser(), Username: user, Password: pass, ClientName: "proxy e2e",
-	}.Handler()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
 		mu            sync.Mutex
 		progressTimes []time.Time
 	)
-	client := mcp.NewClient(&mcp.Implementation{Name: "proxy-e2e", Version: "1.0.0"}, &mcp.ClientOptions{
+	session, err := e2etest.MCPAuth{
+		HTTPClient: hc, Browser: e2etest.NewBrowser(), Username: user, Password: pass, ClientName: "proxy e2e",
+	}.Connect(ctx, t, st.mcp, &mcp.ClientOptions{
 		ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
 			mu.Lock()
 			progressTimes = append(progressTimes, time.Now())
 			mu.Unlock()
 		},
 	})
-	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.mcp, OAuthHandler: h, HTTPClient: hc}, nil)
 	if err != nil {
 		t.Fatalf("MCP initialize through the built-in proxy: %v", err)
 	}
-	defer session.Close()
-	if fetches.Load() != 1 {
-		t.Errorf("the user was asked to authorize %d times, want 1", fetches.Load())
+	if n := session.Authorizations.Load(); n != 1 {
+		t.Errorf("the user was asked to authorize %d times, want 1", n)
 	}
 
-	who, raw := e2etest.CallWhoami(ctx, t, session)
+	who, raw := e2etest.CallWhoami(ctx, t, session.ClientSession)
 	// The SDK asks for every scope the metadata lists (mcp and admin here).
 	if who.User != user || who.ClientID == "" || !slices.Contains(strings.Fields(who.Scope), "mcp") || who.AuthorizationReceived {
 		t.Errorf("the MCP server saw %s; want user %s, a client id, scope mcp and no Authorization", raw, user)

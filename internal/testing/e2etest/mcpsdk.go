@@ -34,9 +34,9 @@ type MCPAuth struct {
 	CheckCallback func(callback *url.URL) error
 }
 
-// Handler returns the SDK's authorization code handler for a, and a
+// handler returns the SDK's authorization code handler for a, and a
 // counter of the authorizations the user was asked for.
-func (a MCPAuth) Handler() (*auth.AuthorizationCodeHandler, *atomic.Int32, error) {
+func (a MCPAuth) handler() (*auth.AuthorizationCodeHandler, *atomic.Int32, error) {
 	fetches := &atomic.Int32{}
 	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
 		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
@@ -61,6 +61,34 @@ func (a MCPAuth) Handler() (*auth.AuthorizationCodeHandler, *atomic.Int32, error
 		},
 	})
 	return h, fetches, err
+}
+
+// MCPConn is an MCP Go SDK client session that MCPAuth.Connect opened.
+type MCPConn struct {
+	*mcp.ClientSession
+	// Handler is the session's OAuth handler (its TokenSource shows the
+	// tokens the SDK holds).
+	Handler *auth.AuthorizationCodeHandler
+	// Authorizations counts the authorizations the user was asked for.
+	Authorizations *atomic.Int32
+}
+
+// Connect connects the SDK's client (named ClientName, with opts; nil for
+// none) to the MCP server at endpoint over streamable HTTP with a's
+// HTTPClient, running a's OAuth flow from the first 401. The session is
+// closed when the test ends.
+func (a MCPAuth) Connect(ctx context.Context, t testing.TB, endpoint string, opts *mcp.ClientOptions) (*MCPConn, error) {
+	h, fetches, err := a.handler()
+	if err != nil {
+		return nil, err
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: a.ClientName, Version: "1.0.0"}, opts)
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: endpoint, OAuthHandler: h, HTTPClient: a.HTTPClient}, nil)
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { session.Close() })
+	return &MCPConn{ClientSession: session, Handler: h, Authorizations: fetches}, nil
 }
 
 // Whoami is the result of the example MCP server's whoami tool
