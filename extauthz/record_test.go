@@ -2,7 +2,6 @@ package extauthz
 
 import (
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -17,15 +16,12 @@ import (
 // denialLines returns the "check denied" lines of a JSON log.
 func denialLines(t *testing.T, log string) []map[string]any {
 	t.Helper()
+	all, err := proc.JSONLines(log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var lines []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(log), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
+	for _, m := range all {
 		if m["msg"] == "check denied" {
 			lines = append(lines, m)
 		}

@@ -3,7 +3,8 @@
 // it finds installed tools, builds Go main packages, picks free loopback
 // ports, starts a child and waits until it listens, stops it with a signal
 // and then SIGKILL, runs nginx with a given configuration, collects a
-// child's output in a concurrency-safe buffer, and polls for a condition.
+// child's output in a concurrency-safe buffer, parses JSON logs, and polls
+// for a condition.
 //
 // internal/testing/e2etest wraps these for tests (failing or skipping the test instead
 // of returning errors); a test needing only a locked buffer imports this
@@ -13,6 +14,7 @@ package proc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -145,6 +147,24 @@ func WaitFor(timeout, interval time.Duration, cond func() bool) bool {
 		}
 		time.Sleep(interval)
 	}
+}
+
+// JSONLines parses a JSON log, one object a line as slog's JSON handler
+// writes it (blank lines are skipped); a line that is not a JSON object
+// is an error naming it.
+func JSONLines(log string) ([]map[string]any, error) {
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(log), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			return nil, fmt.Errorf("log line %q: %w", l, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // Buffer is a concurrency-safe buffer for a child's stdout and stderr,
