@@ -3,6 +3,7 @@ package extauthz
 import (
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -128,7 +129,7 @@ func FuzzHTTPRequestIgnoresOtherFamilies(f *testing.F) {
 		build := func(only []string) *http.Request {
 			r := httptest.NewRequest("GET", familyTargets[fm], nil)
 			for i, name := range familyHeaders {
-				if only != nil && !contains(only, name) {
+				if only != nil && !slices.Contains(only, name) {
 					continue
 				}
 				if vals[i] != "" {

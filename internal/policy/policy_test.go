@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -272,21 +273,12 @@ func FuzzParse(f *testing.F) {
 		}
 		for _, r := range file.Resources {
 			d := p.Decide(Input{Resource: r.URL, User: "\x00nobody", Method: "tools/call", Name: "x"})
-			if r.Allow != nil && !contains(*r.Allow, "*") && d.Result == Allow {
+			if r.Allow != nil && !slices.Contains(*r.Allow, "*") && d.Result == Allow {
 				t.Fatalf("a stranger was admitted to %q: %+v", r.URL, d)
 			}
 			_ = p.Describe(r.URL, d.Rule)
 		}
 	})
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func TestImpliedAndDescriptions(t *testing.T) {
