@@ -60,6 +60,7 @@ import (
 	"time"
 
 	"github.com/passgate/passgate/extauthz"
+	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/resource"
 )
 
@@ -162,7 +163,7 @@ type Config struct {
 	// Upstreams are the resources to proxy and their MCP servers.
 	Upstreams []Upstream
 	// ClientIP is the client's address for X-Forwarded-For and X-Real-IP.
-	// Optional: default the peer's address.
+	// Optional: default clientip.Peer.
 	ClientIP func(*http.Request) string
 	// Logger receives upstream errors. Optional: default discards.
 	Logger *slog.Logger
@@ -226,7 +227,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: %w", errors.Join(errs...))
 	}
 	if p.clientIP == nil {
-		p.clientIP = peerIP
+		p.clientIP = clientip.Peer
 	}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
@@ -594,11 +595,3 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
-
-func peerIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
