@@ -421,6 +421,13 @@ func TestProxyHostile(t *testing.T) {
 					t.Errorf("the upstream received %d bytes, want 70000", len(got.Body))
 				}
 			}},
+		{name: "a body over the limit", status: 413,
+			req: "POST /rec HTTP/1.1\r\nHost: " + addr + "\r\n" + bearer + "\r\nContent-Length: 4194305\r\nConnection: close\r\n\r\n",
+			resp: func(t *testing.T, resp *http.Response, body string) {
+				if !strings.Contains(body, `"error":"invalid_request"`) || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Cache-Control") != "no-store" {
+					t.Errorf("413 answer %v %q, want an uncached OAuth JSON error", resp.Header, body)
+				}
+			}},
 		{name: "upgrade not forwarded", status: 200, path: "/rec",
 			req: req("GET", "/rec", addr, bearer, "Upgrade: websocket", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13"),
 			check: func(t *testing.T, got received) {
