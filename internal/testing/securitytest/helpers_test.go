@@ -22,13 +22,6 @@ import (
 
 func TestMain(m *testing.M) { e2etest.RunMain(m) }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // scrape parses the metrics listener's exposition.
 func scrape(t *testing.T, srv *e2etest.Server) map[string]*dto.MetricFamily {
 	t.Helper()
@@ -128,7 +121,7 @@ func xff(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
 // the POST's response (body read).
 func loginAttempt(t *testing.T, srv *e2etest.Server, b *e2etest.Browser, username, password string) (*http.Response, string) {
 	t.Helper()
-	ctx := ctxT(t, 30*time.Second)
+	ctx := e2etest.Context(t, 30*time.Second)
 	resp, body, err := b.Get(ctx, srv.URL("/login"))
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +153,7 @@ func abs(srv *e2etest.Server, action string) string {
 // postForm posts v to path with optional HTTP Basic credentials.
 func postForm(t *testing.T, srv *e2etest.Server, path string, v url.Values, basic ...string) (*http.Response, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, srv.URL(path), strings.NewReader(v.Encode()))
+	req, err := http.NewRequestWithContext(e2etest.Context(t, 30*time.Second), http.MethodPost, srv.URL(path), strings.NewReader(v.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +167,7 @@ func postForm(t *testing.T, srv *e2etest.Server, path string, v url.Values, basi
 func postJSON(t *testing.T, srv *e2etest.Server, path string, v any) (*http.Response, map[string]any) {
 	t.Helper()
 	b, _ := json.Marshal(v)
-	req, err := http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, srv.URL(path), strings.NewReader(string(b)))
+	req, err := http.NewRequestWithContext(e2etest.Context(t, 30*time.Second), http.MethodPost, srv.URL(path), strings.NewReader(string(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
