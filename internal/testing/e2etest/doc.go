@@ -47,6 +47,6 @@
 // session's CSRF token), decision=approve|deny and the authorization
 // parameters as hidden fields to /consent. The session cookie is
 // passgate_session (the __Host- prefixed names are used only with an https
-// issuer, which this harness never uses). Browser.Submit reads any form
+// issuer, which this harness never uses). Form reads any form
 // generically, so template changes that keep the field names keep working.
 package e2etest
