@@ -59,6 +59,9 @@ type BuildOptions struct {
 	Static bool
 	// Race adds -race (which needs cgo, so it excludes Static). Optional.
 	Race bool
+	// LDFlags are more -ldflags, such as the release build's
+	// "-X main.version=…". Optional.
+	LDFlags string
 }
 
 // Build compiles the main package pkg (relative to the module root, such
@@ -72,8 +75,13 @@ func Build(ctx context.Context, pkg, out string, o BuildOptions) error {
 		return err
 	}
 	args := []string{"build", "-o", out}
+	ldflags := o.LDFlags
 	if o.Static {
-		args = append(args, "-trimpath", "-ldflags", "-s -w")
+		args = append(args, "-trimpath")
+		ldflags = strings.TrimSpace("-s -w " + ldflags)
+	}
+	if ldflags != "" {
+		args = append(args, "-ldflags", ldflags)
 	}
 	if o.Race {
 		args = append(args, "-race")
