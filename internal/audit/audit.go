@@ -24,6 +24,9 @@ var Events = []string{
 	store.EventAccountLocked, store.EventRateLimited, store.EventClientDeleted,
 	store.EventAPIKeyCreated, store.EventAPIKeyRevoked,
 	store.EventPasswordChanged,
+	store.EventMFAEnrolled, store.EventMFARemoved, store.EventMFASuccess,
+	store.EventMFAFailure, store.EventRecoveryCodeUsed, store.EventRecoveryCodesReset,
+	store.EventMFAReset,
 }
 
 // Recorder writes audit rows and counts them. It is safe for concurrent use.
