@@ -28,7 +28,7 @@ var embeddedTemplates embed.FS
 var stylesheet []byte
 
 // pageNames are the templates rendered inside layout.html.
-var pageNames = []string{"login", "consent", "error", "apps", "logout"}
+var pageNames = []string{"login", "consent", "error", "apps", "logout", "mfa", "enroll", "recovery", "account"}
 
 // Messages of the authorization errors that get their own heading on the
 // error page.
@@ -167,6 +167,25 @@ func samplePages(name string) []page {
 			{Title: "Signed out", Data: logoutData{Done: true}}}
 	case "error":
 		return []page{{Title: "Error", Error: "m", Data: errorData{Message: "m", Heading: "h", Hint: "x"}}}
+	case "mfa":
+		d := mfaData{Action: "/login/second-factor", CSRF: "x", ReturnTo: "/apps", Username: "alice", LogoutURL: "/logout"}
+		return []page{{Title: "Two-step verification", Data: d}, {Title: "Two-step verification", Error: "m", Status: 401, Data: d}}
+	case "enroll":
+		d := enrollData{Action: "/account/totp", CSRF: "x", ReturnTo: "/apps", Username: "alice", QR: "data:image/png;base64,AA==",
+			Secret: "JBSWY3DPEHPK3PXP", Enrolment: "x", LogoutURL: "/logout", AccountURL: "/account"}
+		req := d
+		req.Required = true
+		return []page{{Title: "Set up an authenticator app", Data: d}, {Title: "Set up an authenticator app", Error: "m", Data: req}}
+	case "recovery":
+		d := recoveryData{Username: "alice", Codes: []string{"abcd-efgh-jkmn-pqrs"}, ContinueURL: "/apps", Enrolled: true}
+		return []page{{Title: "Your recovery codes", Data: d}, {Title: "Your recovery codes", Data: recoveryData{}}}
+	case "account":
+		d := accountData{Username: "alice", CSRF: "x", PasswordURL: "/account/password", EnrollURL: "/account/totp",
+			RemoveTOTPURL: "/account/totp/remove", RecoveryURL: "/account/recovery-codes", AppsURL: "/apps", LogoutURL: "/logout",
+			ReauthURL: "/login", Done: "d", SecondFactors: true, TOTP: true, TOTPCreated: now, TOTPLastUsed: now, RecoveryLeft: 3, Recent: true}
+		off := d
+		off.TOTP, off.Required, off.Recent = false, true, false
+		return []page{{Title: "Account", Data: d}, {Title: "Account", Error: "m", Data: off}, {Title: "Account", Data: accountData{}}}
 	}
 	return nil
 }
@@ -278,6 +297,8 @@ type appsData struct {
 	RevokeURL   string
 	LogoutURL   string
 	RevokedName string
+	// AccountURL is the account page (password, two-step verification).
+	AccountURL string
 }
 
 type appRow struct {

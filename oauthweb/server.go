@@ -26,6 +26,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/passgate/passgate/internal/audit"
+	"github.com/passgate/passgate/internal/mfa"
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/resource"
@@ -203,6 +204,23 @@ type Config struct {
 	// window under any burst, and none while locked. Optional; default
 	// DefaultLockoutThreshold; negative disables lockout.
 	LockoutThreshold int
+	// SecondFactor is the --require-second-factor policy: PolicyOff asks
+	// nobody for a second factor and offers no enrolment; PolicyOptional
+	// (the zero value) asks those who enrolled one; PolicyAll sends
+	// everyone without one to enrol right after the password, before any
+	// consent; PolicyGroup does that for the members of Group (see
+	// InGroup). Optional.
+	SecondFactor mfa.Policy
+	// Sealer seals TOTP secrets at rest. Optional; nil: second factors
+	// are unavailable, and SecondFactor must be off or optional.
+	Sealer *mfa.Sealer
+	// InGroup reports whether username is a member of group, for a
+	// SecondFactor of PolicyGroup (required then). An error denies the
+	// sign-in as unavailable.
+	InGroup func(ctx context.Context, group, username string) (bool, error)
+	// PasswordPolicy is what a new password chosen on the account page
+	// must pass. Optional; the zero value is passwd's default policy.
+	PasswordPolicy passwd.Policy
 	// LockoutWindow optional; default DefaultLockoutWindow.
 	LockoutWindow time.Duration
 	// LockoutDuration optional; default DefaultLockoutDuration.
@@ -228,6 +246,7 @@ type Server struct {
 
 type endpoints struct {
 	authorize, token, register, revoke, introspect, login, consent, logout, apps, css string
+	secondFactor, account, enroll                                                     string
 }
 
 // New validates cfg (reporting every problem at once), applies defaults
@@ -300,6 +319,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RefreshGrace < 0 {
 		cfg.RefreshGrace = 0
 	}
+	switch cfg.SecondFactor.Mode {
+	case "":
+		cfg.SecondFactor.Mode = mfa.PolicyOptional
+	case mfa.PolicyOff, mfa.PolicyOptional:
+	case mfa.PolicyAll, mfa.PolicyGroup:
+		if cfg.Sealer == nil {
+			errs = append(errs, fmt.Errorf("require second factor %s: a secret key (Sealer) is required", cfg.SecondFactor))
+		}
+		if cfg.SecondFactor.Mode == mfa.PolicyGroup && cfg.InGroup == nil {
+			errs = append(errs, fmt.Errorf("require second factor %s: groups are not available (InGroup is nil)", cfg.SecondFactor))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("require second factor %q: unknown mode", cfg.SecondFactor.Mode))
+	}
+	if err := cfg.PasswordPolicy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	pg, err := loadPages(cfg.TemplateDir, cfg.Branding)
 	if err != nil {
 		errs = append(errs, err)
@@ -328,16 +364,19 @@ func New(cfg Config) (*Server, error) {
 		s.cookie, s.csrfCk = "passgate_session", "passgate_login"
 	}
 	s.endpoints = endpoints{
-		authorize:  s.base + "/oauth/authorize",
-		token:      s.base + "/oauth/token",
-		register:   s.base + "/oauth/register",
-		revoke:     s.base + "/oauth/revoke",
-		introspect: s.base + "/oauth/introspect",
-		login:      s.base + "/login",
-		consent:    s.base + "/consent",
-		logout:     s.base + "/logout",
-		apps:       s.base + "/apps",
-		css:        s.prefix + "/static/passgate.css",
+		authorize:    s.base + "/oauth/authorize",
+		token:        s.base + "/oauth/token",
+		register:     s.base + "/oauth/register",
+		revoke:       s.base + "/oauth/revoke",
+		introspect:   s.base + "/oauth/introspect",
+		login:        s.base + "/login",
+		consent:      s.base + "/consent",
+		logout:       s.base + "/logout",
+		apps:         s.base + "/apps",
+		secondFactor: s.base + "/login/second-factor",
+		account:      s.base + "/account",
+		enroll:       s.base + "/account/totp",
+		css:          s.prefix + "/static/passgate.css",
 	}
 	if cfg.Metrics != nil {
 		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -401,6 +440,14 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+p+"/logout", s.browser("logout", http.MaxBytesHandler(http.HandlerFunc(s.serveLogout), maxFormBytes)))
 	mux.Handle("GET "+p+"/apps", s.browser("apps", http.HandlerFunc(s.serveApps)))
 	mux.Handle("POST "+p+"/apps/revoke", s.browser("apps", http.MaxBytesHandler(http.HandlerFunc(s.serveAppRevoke), maxFormBytes)))
+	mux.Handle("GET "+p+"/login/second-factor", s.browser("second_factor", http.HandlerFunc(s.serveSecondFactorPage)))
+	mux.Handle("POST "+p+"/login/second-factor", s.browser("second_factor", http.MaxBytesHandler(http.HandlerFunc(s.serveSecondFactor), maxFormBytes)))
+	mux.Handle("GET "+p+"/account", s.browser("account", http.HandlerFunc(s.serveAccount)))
+	mux.Handle("POST "+p+"/account/password", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveChangePassword), maxFormBytes)))
+	mux.Handle("POST "+p+"/account/totp/remove", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveRemoveTOTP), maxFormBytes)))
+	mux.Handle("POST "+p+"/account/recovery-codes", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveNewRecoveryCodes), maxFormBytes)))
+	mux.Handle("GET "+p+"/account/totp", s.browser("enroll", http.HandlerFunc(s.serveEnrollPage)))
+	mux.Handle("POST "+p+"/account/totp", s.browser("enroll", http.MaxBytesHandler(http.HandlerFunc(s.serveEnroll), maxFormBytes)))
 
 	// The 2025-03-26 default endpoints on the issuer's origin, for clients
 	// that skip discovery.

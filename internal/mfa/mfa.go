@@ -324,3 +324,24 @@ func (p Policy) String() string {
 	}
 	return p.Mode
 }
+
+// EnrolmentFor rebuilds the enrolment of an existing secret (base32), to
+// show the same QR code again after a mistyped confirmation code.
+func EnrolmentFor(issuer, account, secret string) (Enrolment, error) {
+	raw, err := base32.StdEncoding.WithPadding(base32.NoPadding).DecodeString(secret)
+	if err != nil || len(raw) == 0 {
+		return Enrolment{}, errors.New("mfa: malformed secret")
+	}
+	k, err := totp.Generate(totp.GenerateOpts{
+		Issuer:      issuer,
+		AccountName: account,
+		Period:      uint(Period / time.Second),
+		Secret:      raw,
+		Digits:      otp.DigitsSix,
+		Algorithm:   otp.AlgorithmSHA1,
+	})
+	if err != nil {
+		return Enrolment{}, fmt.Errorf("rebuild totp enrolment: %w", err)
+	}
+	return Enrolment{Secret: k.Secret(), URL: k.URL()}, nil
+}
