@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"github.com/passgate/passgate/internal/cimd"
 	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/httplog"
+	"github.com/passgate/passgate/internal/mfa"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/ratelimit"
 	"github.com/passgate/passgate/internal/resource"
@@ -169,6 +171,14 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 	if lockout == 0 {
 		lockout = -1 // oauthweb: negative disables
 	}
+	policy, err := mfa.ParsePolicy(c.RequireSecondFactor)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := a.sealer()
+	if err != nil {
+		return nil, err
+	}
 	return oauthweb.New(oauthweb.Config{
 		Issuer:                      c.Issuer,
 		Resources:                   resources,
@@ -200,7 +210,35 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		LockoutThreshold: lockout,
 		LockoutWindow:    c.LockoutWindow,
 		LockoutDuration:  c.LockoutDuration,
+		SecondFactor:     policy,
+		Sealer:           sealer,
+		PasswordPolicy:   c.passwordPolicy(),
 	})
+}
+
+// sealer loads the key that seals TOTP secrets: --secret-key-file, or
+// with SQLite secret.key in the data directory (created on first use).
+// With PostgreSQL and no key file, second factors are unavailable: each
+// replica would make its own key and read no one else's secrets.
+func (a *app) sealer() (*mfa.Sealer, error) {
+	c := a.cfg
+	var key []byte
+	var err error
+	switch {
+	case c.SecretKeyFile != "":
+		key, err = mfa.LoadKey(c.SecretKeyFile)
+	case c.DatabaseURL == "":
+		key, err = mfa.LoadOrCreateKey(filepath.Join(c.DataDir, "secret.key"))
+	default:
+		if c.RequireSecondFactor != mfa.PolicyOff {
+			a.logger.Warn("second factors are unavailable: with --database they need --secret-key-file")
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("second factors: %w", err)
+	}
+	return mfa.NewSealer(key)
 }
 
 // newChecker builds the checks the proxies ask, over gRPC and HTTP.
