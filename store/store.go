@@ -1,6 +1,7 @@
 // Package store defines what passgate keeps across restarts: users, OAuth
 // clients, browser sessions, authorization codes, tokens, consents, API
-// keys, second factors (sealed TOTP secrets, recovery code hashes), login
+// keys, second factors (sealed TOTP secrets, recovery code hashes,
+// passkeys, spent WebAuthn challenges), login
 // failure counters and the audit log. It holds the Store interface, its
 // domain types and sentinel errors; the backends live in store/sqlite and
 // store/postgres and both pass the suite in store/storetest.
@@ -206,7 +207,30 @@ const (
 	EventRecoveryCodeUsed   = "recovery_code_used"
 	EventRecoveryCodesReset = "recovery_codes_regenerated"
 	EventMFAReset           = "mfa_reset"
+	EventPasskeyAdded       = "passkey_added"
+	EventPasskeyRemoved     = "passkey_removed"
+	EventPasskeyLogin       = "passkey_login"
 )
+
+// Passkey is a WebAuthn credential a user registered. Its ID is the
+// credential ID the authenticator chose (unique across users).
+type Passkey struct {
+	ID       []byte
+	Username string
+	// Name is what the user calls it ("Work laptop").
+	Name string
+	// Record is the relying party's full credential record (public key,
+	// attestation, flags), opaque to the store.
+	Record []byte
+	// SignCount is the authenticator's signature counter at the last use
+	// (0 for authenticators without one, such as most synced passkeys).
+	SignCount uint32
+	// BackupEligible and BackupState are the credential's backup flags:
+	// whether it may be synced to other devices, and whether it is.
+	BackupEligible, BackupState bool
+	CreatedAt                   time.Time
+	LastUsedAt                  time.Time // zero until the first sign-in
+}
 
 // TOTP is a user's confirmed time-based one-time password secret (RFC
 // 6238). A user has at most one.
@@ -469,8 +493,37 @@ type Store interface {
 	// CountRecoveryCodes returns how many unused recovery codes the user
 	// has (0 for an unknown user).
 	CountRecoveryCodes(ctx context.Context, username string) (int, error)
+	// CreatePasskey stores p, writing audit when it is non-nil, in one
+	// transaction. ErrNotFound for an unknown user; ErrAlreadyExists if
+	// the credential ID is taken (by any user); nothing is written then.
+	CreatePasskey(ctx context.Context, p Passkey, audit *AuditEvent) error
+	// ListPasskeys returns the user's passkeys, oldest first.
+	ListPasskeys(ctx context.Context, username string) ([]Passkey, error)
+	// GetPasskey returns the passkey with credential ID id; ErrNotFound
+	// if none.
+	GetPasskey(ctx context.Context, id []byte) (Passkey, error)
+	// UsePasskey records a sign-in with the passkey: it sets SignCount,
+	// BackupState, Record and LastUsedAt, provided signCount is greater
+	// than the stored count, or both are 0 (an authenticator without a
+	// counter). Otherwise ErrConflict: a counter that did not advance
+	// means a cloned authenticator or a replay, and of concurrent uses
+	// with one count exactly one succeeds. ErrNotFound if unknown.
+	UsePasskey(ctx context.Context, id []byte, signCount uint32, backupState bool, record []byte, now time.Time) error
+	// RenamePasskey renames the user's passkey; ErrNotFound if the user
+	// has no passkey with that ID.
+	RenamePasskey(ctx context.Context, username string, id []byte, name string) error
+	// DeletePasskey removes the user's passkey, writing audit when it is
+	// non-nil; ErrNotFound if the user has no passkey with that ID
+	// (nothing is written).
+	DeletePasskey(ctx context.Context, username string, id []byte, audit *AuditEvent) error
+	// SpendNonce records that a one-time value (its hash) was used at
+	// now, until expiresAt; ErrAlreadyExists if it was spent before and
+	// has not expired at now. Of concurrent calls with one hash exactly one succeeds.
+	// DeleteExpired forgets expired ones.
+	SpendNonce(ctx context.Context, hash string, now, expiresAt time.Time) error
+
 	// ResetSecondFactors removes every second factor of the user (TOTP
-	// secret, recovery codes) and, in the same transaction, ends their
+	// secret, recovery codes, passkeys) and, in the same transaction, ends their
 	// sessions, deletes their unredeemed codes and revokes their tokens,
 	// like SetPassword; the hashes are returned and notified. audit, when
 	// non-nil, is written in the transaction. ErrNotFound for an unknown
@@ -489,7 +542,8 @@ type Store interface {
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 
 	// DeleteExpired removes expired sessions, codes, tokens (expired, or
-	// revoked/rotated ones past expiry), lapsed login failures, and audit
+	// revoked/rotated ones past expiry), lapsed login failures, expired
+	// spent nonces, and audit
 	// rows created before auditBefore (zero: keep all). Returns how many
 	// rows it removed.
 	DeleteExpired(ctx context.Context, now, auditBefore time.Time) (int64, error)

@@ -26,7 +26,8 @@ var Events = []string{
 	store.EventPasswordChanged,
 	store.EventMFAEnrolled, store.EventMFARemoved, store.EventMFASuccess,
 	store.EventMFAFailure, store.EventRecoveryCodeUsed, store.EventRecoveryCodesReset,
-	store.EventMFAReset,
+	store.EventMFAReset, store.EventPasskeyAdded, store.EventPasskeyRemoved,
+	store.EventPasskeyLogin,
 }
 
 // Recorder writes audit rows and counts them. It is safe for concurrent use.

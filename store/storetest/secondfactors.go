@@ -228,3 +228,138 @@ func testDeleteUserRemovesSecondFactors(t *testing.T, s store.Store) {
 		t.Errorf("recovery codes survived DeleteUser: %d", n)
 	}
 }
+
+func newPasskey(id, user string, created time.Time) store.Passkey {
+	return store.Passkey{ID: []byte("cred\x00\xff" + id), Username: user, Name: "Key " + id, Record: []byte(`{"id":"` + id + `"}`),
+		SignCount: 3, BackupEligible: true, BackupState: false, CreatedAt: created}
+}
+
+func testPasskeys(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, u := range []string{"alice", "bob"} {
+		must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: u, PasswordHash: "x", CreatedAt: base}))
+	}
+	p1 := newPasskey("p1", "alice", base)
+	p2 := newPasskey("p2", "alice", at(time.Minute))
+	p2.SignCount, p2.BackupEligible = 0, false
+	pb := newPasskey("pb", "bob", base)
+	ev := store.AuditEvent{Event: store.EventPasskeyAdded, Success: true, Username: "alice", CreatedAt: base}
+	for _, p := range []store.Passkey{p2, p1, pb} {
+		must(t, "CreatePasskey", s.CreatePasskey(ctx, p, &ev))
+	}
+	before := auditCount(t, s)
+	dup := newPasskey("p1", "bob", base)
+	wantErr(t, "CreatePasskey duplicate ID", s.CreatePasskey(ctx, dup, &ev), store.ErrAlreadyExists)
+	wantErr(t, "CreatePasskey unknown user", s.CreatePasskey(ctx, newPasskey("g", "ghost", base), &ev), store.ErrNotFound)
+	if auditCount(t, s) != before {
+		t.Errorf("failed CreatePasskey wrote an audit row")
+	}
+	got, err := s.ListPasskeys(ctx, "alice")
+	must(t, "ListPasskeys", err)
+	diff(t, "ListPasskeys (oldest first)", got, utc([]store.Passkey{p1, p2}))
+	one, err := s.GetPasskey(ctx, pb.ID)
+	must(t, "GetPasskey", err)
+	diff(t, "GetPasskey", one, utc(pb))
+	_, err = s.GetPasskey(ctx, []byte("nope"))
+	wantErr(t, "GetPasskey unknown", err, store.ErrNotFound)
+
+	// Counters must advance; both zero is an authenticator without one.
+	must(t, "UsePasskey 4", s.UsePasskey(ctx, p1.ID, 4, true, []byte("r2"), at(time.Hour)))
+	for _, n := range []uint32{4, 3, 0} {
+		wantErr(t, "UsePasskey stale counter", s.UsePasskey(ctx, p1.ID, n, true, []byte("bad"), at(time.Hour)), store.ErrConflict)
+	}
+	must(t, "UsePasskey zero counter", s.UsePasskey(ctx, p2.ID, 0, false, []byte("z"), at(time.Hour)))
+	must(t, "UsePasskey zero counter again", s.UsePasskey(ctx, p2.ID, 0, false, []byte("z"), at(2*time.Hour)))
+	wantErr(t, "UsePasskey unknown", s.UsePasskey(ctx, []byte("nope"), 1, false, nil, base), store.ErrNotFound)
+	one, err = s.GetPasskey(ctx, p1.ID)
+	must(t, "GetPasskey", err)
+	if one.SignCount != 4 || !one.BackupState || string(one.Record) != "r2" || !one.LastUsedAt.Equal(at(time.Hour)) {
+		t.Errorf("after use: %+v", one)
+	}
+
+	// Rename and delete only the user's own.
+	wantErr(t, "RenamePasskey of another user", s.RenamePasskey(ctx, "bob", p1.ID, "mine"), store.ErrNotFound)
+	must(t, "RenamePasskey", s.RenamePasskey(ctx, "alice", p1.ID, "Phone"))
+	if one, _ := s.GetPasskey(ctx, p1.ID); one.Name != "Phone" {
+		t.Errorf("name after rename = %q", one.Name)
+	}
+	rm := store.AuditEvent{Event: store.EventPasskeyRemoved, Success: true, Username: "bob", CreatedAt: base}
+	before = auditCount(t, s)
+	wantErr(t, "DeletePasskey of another user", s.DeletePasskey(ctx, "bob", p1.ID, &rm), store.ErrNotFound)
+	if auditCount(t, s) != before {
+		t.Errorf("failed DeletePasskey wrote an audit row")
+	}
+	must(t, "DeletePasskey", s.DeletePasskey(ctx, "alice", p1.ID, &rm))
+	_, err = s.GetPasskey(ctx, p1.ID)
+	wantErr(t, "GetPasskey deleted", err, store.ErrNotFound)
+
+	// Resetting second factors and deleting a user remove passkeys.
+	_, err = s.ResetSecondFactors(ctx, "alice", at(3*time.Hour), nil)
+	must(t, "ResetSecondFactors", err)
+	if left, _ := s.ListPasskeys(ctx, "alice"); len(left) != 0 {
+		t.Errorf("passkeys after ResetSecondFactors: %d", len(left))
+	}
+	must(t, "DeleteUser", s.DeleteUser(ctx, "bob", at(3*time.Hour)))
+	if _, err := s.GetPasskey(ctx, pb.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("bob's passkey after DeleteUser: %v", err)
+	}
+}
+
+func testPasskeyUseConcurrent(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: "alice", PasswordHash: "x", CreatedAt: base}))
+	p := newPasskey("p", "alice", base)
+	must(t, "CreatePasskey", s.CreatePasskey(ctx, p, nil))
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() { errs[i] = s.UsePasskey(ctx, p.ID, 9, false, []byte("r"), base) })
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, store.ErrConflict):
+			t.Errorf("UsePasskey: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d concurrent uses with one counter succeeded, want 1", ok, n)
+	}
+}
+
+func testSpendNonce(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "SpendNonce", s.SpendNonce(ctx, h("n1"), base, at(time.Minute)))
+	wantErr(t, "SpendNonce again", s.SpendNonce(ctx, h("n1"), at(30*time.Second), at(time.Minute)), store.ErrAlreadyExists)
+	must(t, "SpendNonce other", s.SpendNonce(ctx, h("n2"), base, at(time.Minute)))
+	// After expiry the record is gone (DeleteExpired, or on reuse).
+	must(t, "SpendNonce after expiry", s.SpendNonce(ctx, h("n1"), at(2*time.Minute), at(3*time.Minute)))
+	n, err := s.DeleteExpired(ctx, at(10*time.Minute), time.Time{})
+	must(t, "DeleteExpired", err)
+	if n != 2 {
+		t.Errorf("DeleteExpired removed %d rows, want the 2 spent nonces", n)
+	}
+	const k = 8
+	var wg sync.WaitGroup
+	errs := make([]error, k)
+	for i := range k {
+		wg.Go(func() { errs[i] = s.SpendNonce(ctx, h("race"), base, at(time.Minute)) })
+	}
+	wg.Wait()
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !errors.Is(err, store.ErrAlreadyExists):
+			t.Errorf("SpendNonce: %v", err)
+		}
+	}
+	if ok != 1 {
+		t.Errorf("%d of %d concurrent spends succeeded, want 1", ok, k)
+	}
+}

@@ -80,6 +80,9 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RecoveryCodeConcurrent", testRecoveryCodeConcurrent},
 		{"ResetSecondFactors", testResetSecondFactors},
 		{"DeleteUserRemovesSecondFactors", testDeleteUserRemovesSecondFactors},
+		{"Passkeys", testPasskeys},
+		{"PasskeyUseConcurrent", testPasskeyUseConcurrent},
+		{"SpendNonce", testSpendNonce},
 	}
 	t.Run("Migrate", func(t *testing.T) {
 		s := newStore(t)

@@ -108,6 +108,7 @@ func (db *Store) DeleteUser(ctx context.Context, username string, now time.Time)
 			`DELETE FROM auth_codes WHERE username = $1`,
 			`DELETE FROM totp_secrets WHERE username = $1`,
 			`DELETE FROM recovery_codes WHERE username = $1`,
+			`DELETE FROM passkeys WHERE username = $1`,
 		} {
 			if _, err := tx.Exec(ctx, q, username); err != nil {
 				return err
@@ -807,6 +808,7 @@ func (db *Store) DeleteExpired(ctx context.Context, now, auditBefore time.Time) 
 			`DELETE FROM auth_codes WHERE expires_at <= $1`,
 			`DELETE FROM tokens WHERE expires_at <= $1`,
 			`DELETE FROM login_failures WHERE expires_at <= $1`,
+			`DELETE FROM spent_nonces WHERE expires_at <= $1`,
 		} {
 			n, err := execN(ctx, tx, q, db.time(now))
 			if err != nil {

@@ -18,3 +18,26 @@ CREATE TABLE recovery_codes (
 	used_at    timestamptz
 );
 CREATE INDEX recovery_codes_username ON recovery_codes (username);
+
+-- Passkeys (WebAuthn credentials). record is the relying-party library's
+-- credential record (JSON); the columns beside it are what passgate
+-- reads, lists and updates itself.
+CREATE TABLE passkeys (
+	id              bytea PRIMARY KEY,
+	username        text NOT NULL,
+	name            text NOT NULL,
+	record          bytea NOT NULL,
+	sign_count      bigint NOT NULL DEFAULT 0,
+	backup_eligible boolean NOT NULL DEFAULT false,
+	backup_state    boolean NOT NULL DEFAULT false,
+	created_at      timestamptz,
+	last_used_at    timestamptz
+);
+CREATE INDEX passkeys_username ON passkeys (username);
+
+-- One-time values already spent (WebAuthn challenges), until they expire.
+CREATE TABLE spent_nonces (
+	hash       text PRIMARY KEY,
+	expires_at timestamptz NOT NULL
+);
+CREATE INDEX spent_nonces_expires ON spent_nonces (expires_at);
