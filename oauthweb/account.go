@@ -1,6 +1,7 @@
 package oauthweb
 
 import (
+	"encoding/base64"
 	"errors"
 	"html/template"
 	"net/http"
@@ -54,6 +55,17 @@ func (s *Server) showAccount(w http.ResponseWriter, r *http.Request, status int,
 			return
 		}
 		d.Required = req
+		keys, err := s.cfg.Store.ListPasskeys(ctx, sess.Username)
+		if err != nil {
+			s.accountUnavailable(w, r, err)
+			return
+		}
+		for _, k := range keys {
+			d.Passkeys = append(d.Passkeys, passkeyRow{ID: base64.RawURLEncoding.EncodeToString(k.ID), Name: k.Name,
+				CreatedAt: k.CreatedAt, LastUsedAt: k.LastUsedAt, Synced: k.BackupState})
+		}
+		d.PasskeyRenameURL, d.PasskeyRemoveURL = s.endpoints.account+"/passkeys/rename", s.endpoints.account+"/passkeys/remove"
+		d.PasskeyOptions, d.PasskeyFinish = s.ifPasskeys("/webauthn/register/options"), s.ifPasskeys("/webauthn/register")
 	}
 	s.render(w, r, status, "account", page{Title: "Account", Error: msg, Data: d})
 }
@@ -182,13 +194,13 @@ func (s *Server) serveRemoveTOTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	req, err := s.factorRequired(ctx, sess.Username)
+	last, err := s.lastRequiredFactor(ctx, sess.Username, "totp")
 	if err != nil {
 		s.accountUnavailable(w, r, err)
 		return
 	}
-	if req {
-		s.showAccount(w, r, http.StatusForbidden, sess, "This server requires two-step verification for your account: replace the authenticator instead of removing it.", "")
+	if last {
+		s.showAccount(w, r, http.StatusForbidden, sess, "This server requires a second factor for your account: replace the authenticator app, or add a passkey, before removing it.", "")
 		return
 	}
 	ev := s.cfg.Audit.Stamp(s.event(r, store.EventMFARemoved, true))
@@ -248,10 +260,32 @@ type accountData struct {
 	// Recent: the sign-in is recent enough for changes; otherwise the
 	// forms lead through the login page first.
 	Recent bool
+	// Passkeys lists the user's passkeys; PasskeyRenameURL and
+	// PasskeyRemoveURL take csrf, id (and name) forms.
+	Passkeys                           []passkeyRow
+	PasskeyRenameURL, PasskeyRemoveURL string
+	// PasskeyOptions and PasskeyFinish are the registration ceremony for
+	// passgate.js when passkeys are on, else "".
+	PasskeyOptions, PasskeyFinish string
+}
+
+// passkeyRow is one passkey on the account page.
+type passkeyRow struct {
+	ID                    string // base64url credential ID, for the forms
+	Name                  string
+	CreatedAt, LastUsedAt time.Time
+	// Synced: the passkey is backed up (for example to a phone's cloud
+	// keychain), so it survives losing one device.
+	Synced bool
 }
 
 type mfaData struct {
 	Action, CSRF, ReturnTo, Username, LogoutURL string
+	// TOTP: the user has an authenticator app (show the code form).
+	TOTP bool
+	// PasskeyOptions and PasskeyFinish are the ceremony URLs for
+	// passgate.js when the user has a passkey, else "".
+	PasskeyOptions, PasskeyFinish string
 }
 
 type enrollData struct {
@@ -265,6 +299,9 @@ type enrollData struct {
 	// Required: this sign-in cannot go on before the enrolment.
 	Required              bool
 	LogoutURL, AccountURL string
+	// PasskeyOptions and PasskeyFinish offer a passkey instead, through
+	// passgate.js, when passkeys are on; else "".
+	PasskeyOptions, PasskeyFinish string
 }
 
 type recoveryData struct {

@@ -41,6 +41,13 @@ func (s *Server) factorState(ctx context.Context, username string) (enrolled, re
 	case !errors.Is(err, store.ErrNotFound):
 		return false, false, fmt.Errorf("second factor state: %w", err)
 	}
+	if !enrolled {
+		keys, err := s.cfg.Store.ListPasskeys(ctx, username)
+		if err != nil {
+			return false, false, fmt.Errorf("second factor state: %w", err)
+		}
+		enrolled = len(keys) > 0
+	}
 	required, err = s.factorRequired(ctx, username)
 	return enrolled, required, err
 }
@@ -96,10 +103,21 @@ func (s *Server) serveSecondFactorPage(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) showSecondFactor(w http.ResponseWriter, r *http.Request, status int, msg string, sess store.Session, returnTo string) {
-	s.render(w, r, status, "mfa", page{Title: "Two-step verification", Error: msg, Data: mfaData{
+	ctx := r.Context()
+	d := mfaData{
 		Action: s.endpoints.secondFactor, CSRF: sess.CSRFToken, ReturnTo: strings.TrimPrefix(s.safeReturn(returnTo), s.origin),
-		Username: sess.Username, LogoutURL: s.endpoints.logout,
-	}})
+		Username: sess.Username, LogoutURL: s.endpoints.logout, TOTP: true,
+	}
+	if _, err := s.cfg.Store.GetTOTP(ctx, sess.Username); errors.Is(err, store.ErrNotFound) {
+		d.TOTP = false
+	}
+	if s.passkeysOn() {
+		if keys, err := s.cfg.Store.ListPasskeys(ctx, sess.Username); err == nil && len(keys) > 0 {
+			d.PasskeyOptions = s.base + "/webauthn/second-factor/options"
+			d.PasskeyFinish = s.base + "/webauthn/second-factor"
+		}
+	}
+	s.render(w, r, status, "mfa", page{Title: "Two-step verification", Error: msg, Data: d})
 }
 
 // serveSecondFactor checks a TOTP code or a recovery code for a pending
@@ -160,12 +178,25 @@ func (s *Server) serveSecondFactor(w http.ResponseWriter, r *http.Request) {
 		s.showSecondFactor(w, r, http.StatusUnauthorized, secondFactorFailed, sess, returnTo)
 		return
 	}
+	next, err := s.completeSignIn(w, r, sess, method, returnTo)
+	if err != nil {
+		s.secondFactorUnavailable(w, r, err, sess, returnTo)
+		return
+	}
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+// completeSignIn turns a pending session whose second factor passed
+// (method: totp, recovery_code, passkey, or an enrolment) into a new,
+// complete session, clears the lockout state, records the success, and
+// returns where the browser goes next.
+func (s *Server) completeSignIn(w http.ResponseWriter, r *http.Request, sess store.Session, method, returnTo string) (string, error) {
+	ctx := r.Context()
 	if err := s.cfg.Store.DeleteSession(ctx, sess.IDHash); err != nil {
 		s.log.WarnContext(ctx, "delete pending session", "err", err)
 	}
 	if _, err := s.startSession(w, r, sess.Username, false); err != nil {
-		s.secondFactorUnavailable(w, r, err, sess, returnTo)
-		return
+		return "", err
 	}
 	if s.cfg.LockoutThreshold > 0 {
 		if err := s.cfg.Store.ResetLoginFailures(ctx, sess.Username); err != nil {
@@ -178,7 +209,7 @@ func (s *Server) serveSecondFactor(w http.ResponseWriter, r *http.Request) {
 	login := s.event(r, store.EventLoginSuccess, true)
 	login.Username = sess.Username
 	s.record(ctx, login)
-	http.Redirect(w, r, s.safeReturn(returnTo), http.StatusSeeOther)
+	return s.safeReturn(returnTo), nil
 }
 
 func (s *Server) secondFactorUnavailable(w http.ResponseWriter, r *http.Request, err error, sess store.Session, returnTo string) {
@@ -238,6 +269,15 @@ func (s *Server) checkSecondFactor(r *http.Request, username, code string, now t
 	}
 	s.cfg.Audit.Committed(ev)
 	return "recovery_code", "", nil
+}
+
+// ifPasskeys returns the URL of a ceremony endpoint, or "" when passkeys
+// are off (the templates then show no passkey button).
+func (s *Server) ifPasskeys(path string) string {
+	if !s.passkeysOn() {
+		return ""
+	}
+	return s.base + path
 }
 
 // ---- enrolment ----
@@ -327,6 +367,7 @@ func (s *Server) showEnroll(w http.ResponseWriter, r *http.Request, status int, 
 		Action: s.endpoints.enroll, CSRF: sess.CSRFToken, ReturnTo: back, Username: sess.Username,
 		QR: template.URL(qr), Secret: e.Secret, Enrolment: sealed, Required: sess.Pending,
 		LogoutURL: s.endpoints.logout, AccountURL: s.endpoints.account,
+		PasskeyOptions: s.ifPasskeys("/webauthn/register/options"), PasskeyFinish: s.ifPasskeys("/webauthn/register"),
 	}})
 }
 

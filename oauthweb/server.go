@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -242,11 +243,14 @@ type Server struct {
 	csrfCk    string // login CSRF cookie name
 	requests  *prometheus.CounterVec
 	endpoints endpoints
+	// rp is the WebAuthn relying party; nil when second factors are
+	// unavailable or off (no passkeys then).
+	rp *webauthn.WebAuthn
 }
 
 type endpoints struct {
 	authorize, token, register, revoke, introspect, login, consent, logout, apps, css string
-	secondFactor, account, enroll                                                     string
+	secondFactor, account, enroll, js                                                 string
 }
 
 // New validates cfg (reporting every problem at once), applies defaults
@@ -377,6 +381,20 @@ func New(cfg Config) (*Server, error) {
 		account:      s.base + "/account",
 		enroll:       s.base + "/account/totp",
 		css:          s.prefix + "/static/passgate.css",
+		js:           s.prefix + "/static/passgate.js",
+	}
+	// WebAuthn relying-party IDs are domain names, never IP addresses: an
+	// issuer on an address (http://127.0.0.1:8080) gets TOTP but no
+	// passkeys; http://localhost works for local use.
+	if cfg.Sealer != nil && cfg.SecondFactor.Mode != mfa.PolicyOff && net.ParseIP(iu.Hostname()) == nil {
+		rp, err := newRelyingParty(iu.Hostname(), s.origin, pg.brand.Title)
+		if err != nil {
+			return nil, fmt.Errorf("oauthweb: passkeys: %w", err)
+		}
+		s.rp = rp
+		// Only passgate.js may run, and it may only call the ceremonies.
+		pg.script = s.origin + s.endpoints.js
+		pg.connect = s.origin + s.prefix + "/webauthn/"
 	}
 	if cfg.Metrics != nil {
 		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -446,6 +464,21 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+p+"/account/password", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveChangePassword), maxFormBytes)))
 	mux.Handle("POST "+p+"/account/totp/remove", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveRemoveTOTP), maxFormBytes)))
 	mux.Handle("POST "+p+"/account/recovery-codes", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveNewRecoveryCodes), maxFormBytes)))
+	mux.Handle("POST "+p+"/account/passkeys/rename", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveRenamePasskey), maxFormBytes)))
+	mux.Handle("POST "+p+"/account/passkeys/remove", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveRemovePasskey), maxFormBytes)))
+	if s.rp != nil {
+		mux.Handle("GET "+s.endpoints.js, s.instrument("static", http.HandlerFunc(s.serveJS)))
+		for path, h := range map[string]http.HandlerFunc{
+			"/webauthn/login/options":         s.servePasskeyLoginOptions,
+			"/webauthn/login":                 s.servePasskeyLogin,
+			"/webauthn/second-factor/options": s.servePasskeyFactorOptions,
+			"/webauthn/second-factor":         s.servePasskeyFactor,
+			"/webauthn/register/options":      s.servePasskeyRegisterOptions,
+			"/webauthn/register":              s.servePasskeyRegister,
+		} {
+			mux.Handle("POST "+p+path, s.browser("webauthn", http.MaxBytesHandler(h, maxPasskeyBody)))
+		}
+	}
 	mux.Handle("GET "+p+"/account/totp", s.browser("enroll", http.HandlerFunc(s.serveEnrollPage)))
 	mux.Handle("POST "+p+"/account/totp", s.browser("enroll", http.MaxBytesHandler(http.HandlerFunc(s.serveEnroll), maxFormBytes)))
 

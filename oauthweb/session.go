@@ -134,6 +134,7 @@ func (s *Server) showLogin(w http.ResponseWriter, r *http.Request, status int, m
 	}
 	s.render(w, r, status, "login", page{Title: "Sign in", Error: msg, Data: loginData{
 		Action: s.endpoints.login, CSRF: csrf, ReturnTo: returnTo, Username: username,
+		PasskeyOptions: s.ifPasskeys("/webauthn/login/options"), PasskeyFinish: s.ifPasskeys("/webauthn/login"),
 	}})
 }
 

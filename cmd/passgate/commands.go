@@ -184,6 +184,21 @@ func cmdUserMFA(ctx context.Context, args []string, std stdio) error {
 		case !errors.Is(err, store.ErrNotFound):
 			return fmt.Errorf("get totp: %w", err)
 		}
+		keys, err := st.ListPasskeys(ctx, name)
+		if err != nil {
+			return fmt.Errorf("list passkeys: %w", err)
+		}
+		for _, k := range keys {
+			last := "-"
+			if !k.LastUsedAt.IsZero() {
+				last = k.LastUsedAt.Format(time.RFC3339)
+			}
+			detail := "passkey " + k.Name
+			if k.BackupState {
+				detail += " (synced)"
+			}
+			tw.row("passkey", k.CreatedAt.Format(time.RFC3339), last, detail)
+		}
 		return tw.flush()
 	case "reset":
 		ev := store.AuditEvent{Event: store.EventMFAReset, Success: true, IP: adminIP, Username: name, CreatedAt: now}

@@ -8,7 +8,9 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/base64"
@@ -180,7 +182,8 @@ func NormalizeRecoveryCode(s string) (string, bool) {
 // account they belong to (a sealed secret copied onto another row does
 // not open).
 type Sealer struct {
-	aead cipher.AEAD
+	aead   cipher.AEAD
+	handle []byte // HMAC key for UserHandle, derived from the key
 }
 
 // NewSealer returns a Sealer for a KeySize-byte key.
@@ -196,7 +199,19 @@ func NewSealer(key []byte) (*Sealer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("secret key: %w", err)
 	}
-	return &Sealer{aead: aead}, nil
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("passgate webauthn user handle"))
+	return &Sealer{aead: aead, handle: m.Sum(nil)}, nil
+}
+
+// UserHandle is the WebAuthn user handle of username: stable, 32 bytes,
+// and meaningless without the key, so an authenticator's list of
+// accounts does not carry the username in the handle (WebAuthn §14.6.1)
+// and nobody can make a handle for another user.
+func (s *Sealer) UserHandle(username string) []byte {
+	m := hmac.New(sha256.New, s.handle)
+	m.Write([]byte(username))
+	return m.Sum(nil)
 }
 
 const sealVersion = 1
