@@ -81,9 +81,14 @@ func subscribe(t *testing.T, st store.Store) *invalidations {
 	inv := &invalidations{hashes: map[string]bool{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
+	// Subscribe's first call (All) says it is listening: a revocation
+	// committed before that could be missed, so wait for it.
+	ready := make(chan struct{})
+	var once sync.Once
 	go func() {
 		defer close(done)
 		_ = st.Subscribe(ctx, func(i store.Invalidation) {
+			once.Do(func() { close(ready) })
 			inv.mu.Lock()
 			defer inv.mu.Unlock()
 			for _, h := range i.TokenHashes {
@@ -92,6 +97,11 @@ func subscribe(t *testing.T, st store.Store) *invalidations {
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
+	select {
+	case <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Subscribe did not start within 10s")
+	}
 	return inv
 }
 
