@@ -155,7 +155,8 @@ type Config struct {
 	AllowPrivateSchemeRedirects bool
 	// TemplateDir overrides the embedded templates: a file there with the
 	// name of an embedded one (layout.html, login.html, consent.html,
-	// error.html, apps.html, logout.html) replaces it. Optional.
+	// error.html, apps.html, logout.html, mfa.html, enroll.html,
+	// recovery.html, account.html) replaces it. Optional.
 	TemplateDir string
 	// Branding sets the pages' title, logo, accent colour and footer.
 	// Optional; see Branding.

@@ -596,7 +596,7 @@ func TestScreenshots(t *testing.T) {
 			}
 			t.Run(vp.Name+"-"+scheme, func(t *testing.T) {
 				b := NewBrowser(t, vp, dark)
-				take := func(name string) {
+				takeIn := func(b *Browser, name string) {
 					ctx, cancel := context.WithTimeout(b.Ctx, 20*time.Second)
 					defer cancel()
 					png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
@@ -611,6 +611,7 @@ func TestScreenshots(t *testing.T) {
 					written = append(written, p)
 					mu.Unlock()
 				}
+				take := func(name string) { takeIn(b, name) }
 				walk(t, e, b, func(name string) {
 					if name != "consent" {
 						take(name)
@@ -628,6 +629,11 @@ func TestScreenshots(t *testing.T) {
 					take(name)
 					navigate(t, b, back)
 				})
+				// The second-factor pages, on an issuer with a domain
+				// name so that passkeys are offered too.
+				em := newMFAEnv(t, e2etest.Options{Resource: "https://mcp.example.com/mcp"})
+				mb := NewBrowser(t, vp, dark)
+				mfaWalk(t, em, mb, func(name string) { takeIn(mb, name) })
 			})
 		}
 	}

@@ -388,3 +388,39 @@ func TestRequireSecondFactorAllInChromium(t *testing.T) {
 	})
 }
 
+
+// mfaWalk visits the account page, sets up an authenticator app, shows
+// the recovery codes, signs out and signs in again up to the second-factor
+// page, calling shot on each page.
+func mfaWalk(t *testing.T, e *mfaEnv, b *Browser, shot func(name string)) {
+	t.Helper()
+	signInAt(t, b, e.url("/login?return_to=%2Faccount"))
+	waitFor(t, b, "passkey controls shown", `!document.querySelector('[data-passkey=register]').hidden`)
+	checkPage(t, b, "account")
+	shot("account")
+	click(t, b, `a[href$="/account/totp"]`)
+	checkPage(t, b, "enrol")
+	shot("enroll")
+	code, _ := mfa.Code(text(t, b, "#secret"), time.Now())
+	typeInto(t, b, "#code", code)
+	click(t, b, "button[type=submit]")
+	checkPage(t, b, "recovery codes")
+	shot("recovery")
+	navigate(t, b, e.url("/logout"))
+	click(t, b, "button[type=submit]")
+	signInAt(t, b, e.url("/login?return_to=%2Fapps"))
+	checkPage(t, b, "second factor")
+	shot("second-factor")
+}
+
+// TestMFAPages walks the second-factor pages at every viewport and checks
+// each: labels, names, no script but passgate.js, no sideways scrolling.
+func TestMFAPages(t *testing.T) {
+	ChromiumPath(t)
+	for _, vp := range []Viewport{Phone, Desktop, Narrow} {
+		t.Run(vp.Name, func(t *testing.T) {
+			e := newMFAEnv(t, e2etest.Options{})
+			mfaWalk(t, e, NewBrowser(t, vp, vp == Narrow), func(string) {})
+		})
+	}
+}
