@@ -2,6 +2,7 @@ package oauthweb
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
 
@@ -229,3 +231,77 @@ func TestSecondFactorFormsRefuseHostileInput(t *testing.T) {
 	}
 	diff(t, "store after forged enrolments", e.snapshot(), before)
 }
+
+// TestAccountManagesPasskeys lists, renames and removes passkeys with
+// plain forms (no script), and refuses to remove the last second factor
+// of a user the policy requires to have one.
+func TestAccountManagesPasskeys(t *testing.T) {
+	e := newEnv(t, withSealer("all"))
+	ctx := t.Context()
+	now := e.clock.Now()
+	for _, p := range []store.Passkey{
+		{ID: []byte("key-one"), Username: testUser, Name: "Laptop", Record: []byte("{}"), CreatedAt: now, BackupEligible: true, BackupState: true},
+		{ID: []byte("key-two"), Username: testUser, Name: "Phone", Record: []byte("{}"), CreatedAt: now.Add(time.Second)},
+	} {
+		if err := e.st.CreatePasskey(ctx, p, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// With passkeys the policy is met: the password leads to the
+	// second-factor page, not to enrolment.
+	b := e.browser()
+	if next := e.passwordStep(b, "/apps"); next.Path != "/login/second-factor" {
+		t.Fatalf("after the password: %s, want the second-factor page", next)
+	}
+	// Signed in (the test has no authenticator): a complete session put
+	// in the store, as a passkey sign-in would make.
+	c := e.browser()
+	id := token.New(token.PrefixSession)
+	if err := e.st.CreateSession(ctx, store.Session{IDHash: token.Hash(id), Username: testUser, CSRFToken: token.New(""),
+		CreatedAt: now, ExpiresAt: now.Add(time.Hour), LastSeenAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(e.issuer)
+	c.Jar.SetCookies(u, []*http.Cookie{{Name: e.s.cookie, Value: id, Path: "/"}})
+	resp, err := c.Get(e.url("/account"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := readBody(t, resp)
+	for _, want := range []string{">Laptop<", ">Phone<", "synced", `aria-label="Remove passkey Phone"`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("account page lacks %q", want)
+		}
+	}
+	csrf := formFields(body).Get("csrf")
+	kid := func(raw string) string { return base64URL([]byte(raw)) }
+	resp = postForm(t, c, e.url("/account/passkeys/rename"), url.Values{"csrf": {csrf}, "id": {kid("key-two")}, "name": {"Work phone"}})
+	if body := readBody(t, resp); resp.StatusCode != http.StatusOK || !strings.Contains(body, ">Work phone<") {
+		t.Errorf("rename: %d", resp.StatusCode)
+	}
+	resp = postForm(t, c, e.url("/account/passkeys/rename"), url.Values{"csrf": {csrf}, "id": {kid("key-two")}, "name": {strings.Repeat("x", 65)}})
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("rename to 65 characters: %d, want 400", resp.StatusCode)
+	}
+	resp = postForm(t, c, e.url("/account/passkeys/remove"), url.Values{"csrf": {csrf}, "id": {kid("key-one")}})
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("remove: %d", resp.StatusCode)
+	}
+	// The last factor of a user who must have one stays.
+	resp = postForm(t, c, e.url("/account/passkeys/remove"), url.Values{"csrf": {csrf}, "id": {kid("key-two")}})
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("remove the last passkey under --require-second-factor all: %d, want 403", resp.StatusCode)
+	}
+	keys, _ := e.st.ListPasskeys(ctx, testUser)
+	if len(keys) != 1 || keys[0].Name != "Work phone" {
+		t.Errorf("passkeys left: %+v", keys)
+	}
+	if n := len(e.auditEvents(store.EventPasskeyRemoved)); n != 1 {
+		t.Errorf("passkey_removed rows = %d, want 1", n)
+	}
+}
+
+func base64URL(b []byte) string { return strings.TrimRight(base64.URLEncoding.EncodeToString(b), "=") }

@@ -2,7 +2,9 @@
 // metadata, the authorization endpoint with its login and consent pages,
 // the token endpoint (authorization code with PKCE, refresh rotation with
 // reuse detection), dynamic client registration (RFC 7591), revocation
-// (RFC 7009), introspection (RFC 7662) and the connected-apps page.
+// (RFC 7009), introspection (RFC 7662), the connected-apps page, and
+// second factors: TOTP and recovery codes, passkeys (WebAuthn), and the
+// account page that manages them and the password.
 //
 // Pages that carry the session cookie are served through a browser chain
 // (cross-origin protection, a per-session CSRF token, CSP, no-store), the
