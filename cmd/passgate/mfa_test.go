@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +55,42 @@ func TestUserMFAListAndReset(t *testing.T) {
 				t.Errorf("reset of an unknown user: %d %q", code, stderr)
 			}
 		})
+	}
+}
+
+// TestServeRejectsBadSecondFactorConfiguration: an unknown policy, a
+// group policy (groups are not wired in yet), and a required second factor
+// on PostgreSQL without a shared key stop serve with exit 2, naming the
+// flag, before anything listens.
+func TestServeRejectsBadSecondFactorConfiguration(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		env  []string
+		want []string
+	}{
+		{"unknown policy", []string{"serve", "--require-second-factor", "sometimes"}, nil, []string{"--require-second-factor", "off, optional, all or group:NAME"}},
+		{"empty group", []string{"serve"}, []string{"PASSGATE_REQUIRE_SECOND_FACTOR=group:"}, []string{"--require-second-factor"}},
+		{"group before groups exist", []string{"serve", "--require-second-factor", "group:admins"}, nil, []string{"group:admins", "access-policy groups"}},
+		{"all on PostgreSQL without a key file", []string{"serve", "--require-second-factor", "all", "--database", "postgres://db.invalid/x"}, nil, []string{"--secret-key-file"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantUsageError(t, tt.env, tt.args, tt.want...)
+		})
+	}
+}
+
+// TestServeRefusesAMalformedSecretKey: a key file that is not 32 bytes
+// stops serve instead of sealing with a weak or truncated key.
+func TestServeRefusesAMalformedSecretKey(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "secret.key")
+	if err := os.WriteFile(key, []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, stderr, code := passgate(t, []string{"PASSGATE_DATA_DIR=" + t.TempDir()}, "", "serve", "--secret-key-file", key,
+		"--http-listen", "127.0.0.1:0", "--grpc-listen", "", "--metrics-listen", "")
+	if code == 0 || !strings.Contains(stderr, "secret key") {
+		t.Errorf("serve with a malformed key: exit %d, stderr:\n%s", code, stderr)
 	}
 }
