@@ -385,6 +385,27 @@ func TestRequireSecondFactorAllInChromium(t *testing.T) {
 		click(t, b, "button[type=submit]")
 		click(t, b, "a.button.primary")
 		e.approveAndRedeem(t, b, c)
+
+		// Another user meets the requirement with a passkey instead of
+		// an app, right after the password, and goes on to consent.
+		e.srv.CLI(t, testPassword+"\n", "user", "add", "bob", "--password-stdin")
+		c2 := e.register(t)
+		p := NewBrowser(t, Desktop, false)
+		addAuthenticator(t, p)
+		navigate(t, p, e.authorizeURL(c2))
+		typeInto(t, p, "#username", "bob")
+		typeInto(t, p, "#password", testPassword)
+		click(t, p, "button[type=submit]")
+		if loc := location(t, p); !strings.HasPrefix(loc, e.url("/account/totp")) {
+			t.Fatalf("bob after the password: at %s, want enrolment", loc)
+		}
+		waitFor(t, p, "passkey enrolment offered", `!document.querySelector('[data-passkey=register]').hidden`)
+		eval[bool](t, p, `(() => { document.querySelector('[data-passkey=register] button').click(); return true })()`)
+		waitFor(t, p, "consent after enrolling a passkey", `!!document.querySelector('.client-name')`)
+		e.approveAndRedeem(t, p, c2)
+		if out := e.srv.CLI(t, "", "user", "mfa", "list", "bob"); !strings.Contains(out, "passkey") {
+			t.Errorf("bob's factors:\n%s", out)
+		}
 	})
 }
 
