@@ -311,7 +311,8 @@ func (s *Server) enrolSession(w http.ResponseWriter, r *http.Request) (store.Ses
 			return store.Session{}, false
 		}
 		if enrolled || !required {
-			http.Redirect(w, r, s.endpoints.secondFactor, http.StatusSeeOther)
+			back := strings.TrimPrefix(s.safeReturn(r.FormValue("return_to")), s.origin)
+			http.Redirect(w, r, s.endpoints.secondFactor+"?"+url.Values{"return_to": {back}}.Encode(), http.StatusSeeOther)
 			return store.Session{}, false
 		}
 		return sess, true

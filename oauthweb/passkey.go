@@ -209,6 +209,10 @@ func (s *Server) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := s.event(r, store.EventPasskeyLogin, false)
 	sd, err := s.openState(ctx, "login", "", body.State)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.passkeyUnavailable(w, r, err)
+		return
+	}
 	if err != nil {
 		ev.Error = "invalid_state"
 		s.record(ctx, ev)
@@ -302,9 +306,10 @@ func (s *Server) passkeyUnavailable(w http.ResponseWriter, r *http.Request, err 
 
 // ---- a passkey as the second factor ----
 
-// jsonPendingSession returns the pending session for a ceremony, checking
-// the CSRF token passgate.js sends in the X-CSRF-Token header (options)
-// or the body (finish).
+// ceremonySession returns the session for a ceremony (a pending one when
+// pending is true), checking the CSRF token passgate.js sends in the
+// X-CSRF-Token header (options) or the body (finish); otherwise it
+// answers the request.
 func (s *Server) ceremonySession(w http.ResponseWriter, r *http.Request, csrf string, pending bool) (store.Session, bool) {
 	sess, err := s.anySession(r)
 	if err != nil {
@@ -378,6 +383,10 @@ func (s *Server) servePasskeyFactor(w http.ResponseWriter, r *http.Request) {
 		s.passkeyError(w, r, http.StatusUnauthorized, "That passkey did not work. Try again, or enter a code.", err)
 	}
 	sd, err := s.openState(ctx, "factor", sess.Username, body.State)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.passkeyUnavailable(w, r, err)
+		return
+	}
 	if err != nil {
 		fail("invalid_state", err)
 		return
@@ -487,6 +496,10 @@ func (s *Server) servePasskeyRegister(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	sd, err := s.openState(ctx, "register", sess.Username, body.State)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.passkeyUnavailable(w, r, err)
+		return
+	}
 	if err != nil {
 		s.passkeyError(w, r, http.StatusBadRequest, "This page expired. Reload it and try again.", err)
 		return
