@@ -2,10 +2,13 @@ package oauthweb
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -305,3 +308,63 @@ func TestAccountManagesPasskeys(t *testing.T) {
 }
 
 func base64URL(b []byte) string { return strings.TrimRight(base64.URLEncoding.EncodeToString(b), "=") }
+
+// secondFactorsDown is a store whose second-factor reads and writes fail
+// as if the database were unreachable.
+type secondFactorsDown struct{ store.Store }
+
+var errDown = errors.Join(store.ErrUnavailable, errors.New("connection refused"))
+
+func (secondFactorsDown) GetTOTP(context.Context, string) (store.TOTP, error) {
+	return store.TOTP{}, errDown
+}
+func (secondFactorsDown) SpendNonce(context.Context, string, time.Time, time.Time) error {
+	return errDown
+}
+
+// TestSecondFactorStoreUnavailable: when the second-factor state cannot
+// be read, a right password gets 503 and no session (it never falls back
+// to "no second factor"), and a passkey ceremony answers 503.
+func TestSecondFactorStoreUnavailable(t *testing.T) {
+	e := newEnv(t, withSealer(""), withLocalhostIssuer)
+	cfg := e.s.cfg
+	cfg.Metrics = nil
+	cfg.Store = secondFactorsDown{e.st}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := s.Handler()
+	form := url.Values{"csrf": {"c"}, "username": {testUser}, "password": {testPassword}}
+	req := httptest.NewRequest(http.MethodPost, e.url("/login"), strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", formCT)
+	req.AddCookie(&http.Cookie{Name: s.csrfCk, Value: "c"})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("login with the second-factor state unreadable: %d, want 503", rec.Code)
+	}
+	for _, ck := range rec.Result().Cookies() {
+		if ck.Name == s.cookie && ck.MaxAge >= 0 {
+			t.Errorf("a session cookie was set")
+		}
+	}
+	if sessions, _ := e.st.ListSessions(t.Context(), testUser, e.clock.Now()); len(sessions) != 0 {
+		t.Errorf("sessions created: %d", len(sessions))
+	}
+
+	rec = httptest.NewRecorder()
+	opt := httptest.NewRequest(http.MethodPost, e.url("/webauthn/login/options"), strings.NewReader("{}"))
+	opt.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, opt)
+	var o map[string]any
+	_ = json.Unmarshal(rec.Body.Bytes(), &o)
+	body, _ := json.Marshal(map[string]any{"state": o["state"], "credential": map[string]any{}})
+	rec = httptest.NewRecorder()
+	fin := httptest.NewRequest(http.MethodPost, e.url("/webauthn/login"), bytes.NewReader(body))
+	fin.Header.Set("Content-Type", "application/json")
+	h.ServeHTTP(rec, fin)
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Errorf("passkey sign-in with the store down: %d, want 503", rec.Code)
+	}
+}
