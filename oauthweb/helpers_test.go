@@ -153,7 +153,7 @@ func (e *env) secret(s ...string) { e.secrets = append(e.secrets, s...) }
 func (e *env) snapshot() map[string][]string {
 	e.t.Helper()
 	out := map[string][]string{}
-	for _, table := range []string{"users", "clients", "sessions", "auth_codes", "tokens", "consents", "login_failures"} {
+	for _, table := range []string{"users", "clients", "sessions", "auth_codes", "tokens", "consents", "login_failures", "totp_secrets", "recovery_codes", "passkeys"} {
 		rows, err := e.raw.Query("SELECT * FROM " + table + " ORDER BY 1")
 		if err != nil {
 			e.t.Fatal(err)
