@@ -46,16 +46,18 @@ if [ ${#need_apt[@]} -gt 0 ] || [ -n "$need_nginx" ]; then
   fi
 fi
 
-# deploy TestTypeScriptSDKThroughNginx runs the MCP TypeScript SDK client in
-# interop/ts-sdk with node (>= 20); its packages are pinned in
-# package-lock.json.
+# deploy TestTypeScriptSDKThroughNginx and TestStepUpWithTypeScriptClient*
+# run the MCP TypeScript SDK clients in interop/ts-sdk with node (>= 20);
+# their packages are pinned in package-lock.json. node_modules is
+# reinstalled whenever the lock file changed since the last install (a
+# copy of it is kept as the stamp).
 if command -v npm >/dev/null 2>&1; then
-  if [ ! -d interop/ts-sdk/node_modules ]; then
+  if ! cmp -s interop/ts-sdk/package-lock.json interop/ts-sdk/node_modules/.passgate-installed-lock.json; then
     echo "== npm ci in interop/ts-sdk"
-    (cd interop/ts-sdk && npm ci --no-audit --no-fund)
+    (cd interop/ts-sdk && npm ci --no-audit --no-fund && cp package-lock.json node_modules/.passgate-installed-lock.json)
   fi
 else
-  echo "== npm is missing: TestTypeScriptSDKThroughNginx will skip (or fail with CI=true)"
+  echo "== npm is missing: the TypeScript SDK tests will skip (or fail with CI=true)"
 fi
 
 echo "== go mod tidy -diff"
