@@ -148,13 +148,13 @@ func checkCommon(t *testing.T, objs []any) (*appsv1.Deployment, corev1.Container
 		t.Errorf("args %q do not start with serve", c.Args)
 	}
 	wantFlags := map[string]string{
-		"issuer":          "https://mcp.example.com",
-		"resource":        "https://mcp.example.com/mcp,https://mcp.example.com/other",
-		"http-listen":     ":8080",
-		"grpc-listen":     ":9191",
-		"metrics-listen":  ":9464",
-		"trusted-proxies": "10.0.0.0/8",
-		"shutdown-delay":  "5s",
+		"issuer":           "https://mcp.example.com",
+		"resource":         "https://mcp.example.com/mcp,https://mcp.example.com/other",
+		"http-listen":      ":8080",
+		"grpc-listen":      ":9191",
+		"metrics-listen":   ":9464",
+		"trusted-proxies":  "10.0.0.0/8",
+		"shutdown-delay":   "5s",
 		"shutdown-timeout": "15s",
 	}
 	for name, want := range wantFlags {
@@ -240,7 +240,7 @@ func checkCommon(t *testing.T, objs []any) (*appsv1.Deployment, corev1.Container
 	// The kubelet's SIGKILL must not come before passgate has served its
 	// --shutdown-delay and drained for --shutdown-timeout.
 	if g := pod.TerminationGracePeriodSeconds; g == nil || *g < 5+15 {
-		t.Errorf("terminationGracePeriodSeconds %v < shutdown delay 5s + timeout 15s", g)
+		t.Errorf("terminationGracePeriodSeconds %s < shutdown delay 5s + timeout 15s", show(g))
 	}
 	return d, c
 }
@@ -249,7 +249,7 @@ func TestChartSQLite(t *testing.T) {
 	objs := render(t, base())
 	d, c := checkCommon(t, objs)
 	if d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
-		t.Errorf("replicas %v, want exactly 1 for SQLite", d.Spec.Replicas)
+		t.Errorf("replicas %s, want exactly 1 for SQLite", show(d.Spec.Replicas))
 	}
 	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
 		t.Errorf("strategy %s, want Recreate: two pods must never open the database", d.Spec.Strategy.Type)
@@ -303,8 +303,8 @@ func TestChartPostgreSQL(t *testing.T) {
 			if len(v.Secret.Items) != 1 || v.Secret.Items[0].Key != "url" || v.Secret.Items[0].Path != key {
 				t.Errorf("secret items %+v, want key url at %s", v.Secret.Items, key)
 			}
-			if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode&0o007 != 0 {
-				t.Errorf("secret file mode %o is readable by others", v.Secret.DefaultMode)
+			if m := v.Secret.DefaultMode; m == nil || *m&0o007 != 0 {
+				t.Errorf("secret file mode %s is readable by others", fmtMode(m))
 			}
 		}},
 		{"env", func(t *testing.T, d *appsv1.Deployment, c corev1.Container) {
@@ -327,7 +327,7 @@ func TestChartPostgreSQL(t *testing.T) {
 			))
 			d, c := checkCommon(t, objs)
 			if d.Spec.Replicas == nil || *d.Spec.Replicas != 3 {
-				t.Errorf("replicas %v, want 3", d.Spec.Replicas)
+				t.Errorf("replicas %s, want 3", show(d.Spec.Replicas))
 			}
 			if d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType {
 				t.Errorf("strategy %s, want RollingUpdate", d.Spec.Strategy.Type)
@@ -368,7 +368,7 @@ func TestChartShutdown(t *testing.T) {
 			t.Errorf("%+v: --shutdown-timeout %q", tc, got)
 		}
 		if g := d.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g != int64(tc.sleep+tc.delay+tc.timeout+5) {
-			t.Errorf("%+v: terminationGracePeriodSeconds %v, want %d", tc, g, tc.sleep+tc.delay+tc.timeout+5)
+			t.Errorf("%+v: terminationGracePeriodSeconds %s, want %d", tc, show(g), tc.sleep+tc.delay+tc.timeout+5)
 		}
 		switch {
 		case tc.sleep == 0 && c.Lifecycle != nil:
@@ -494,4 +494,18 @@ func TestChartRefusesBadValues(t *testing.T) {
 			t.Errorf("values %v: err %v, want %q\n%s", tc.values, err, tc.want, out)
 		}
 	}
+}
+
+func show[T any](p *T) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprint(*p)
+}
+
+func fmtMode(p *int32) string {
+	if p == nil {
+		return "unset"
+	}
+	return fmt.Sprintf("%#o", *p)
 }
