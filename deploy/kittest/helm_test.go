@@ -182,6 +182,13 @@ func checkCommon(t *testing.T, objs []any) (*appsv1.Deployment, corev1.Container
 			t.Errorf("Service lacks port %s:%d → %s", name, port, name)
 		}
 	}
+	// Istio and Envoy Gateway speak HTTP/2 to a port whose appProtocol is
+	// grpc; without it Istio would treat the check as HTTP/1.1.
+	if i := slices.IndexFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "grpc" }); i >= 0 {
+		if ap := svc.Spec.Ports[i].AppProtocol; ap == nil || *ap != "grpc" {
+			t.Errorf("grpc port appProtocol %s, want grpc", show(ap))
+		}
+	}
 	if diff := cmp.Diff(d.Spec.Selector.MatchLabels, svc.Spec.Selector); diff != "" {
 		t.Errorf("Service selector differs from the Deployment's (-deployment +service):\n%s", diff)
 	}
