@@ -3,6 +3,7 @@ package kittest
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"debug/buildinfo"
@@ -161,8 +162,14 @@ func TestReleaseSnapshot(t *testing.T) {
 			if settings["CGO_ENABLED"] != "0" || settings["-trimpath"] != "true" {
 				t.Errorf("build settings %v: want CGO_ENABLED=0 and -trimpath", settings)
 			}
-			if !strings.Contains(settings["-ldflags"], "-X main.version="+meta.Version) {
-				t.Errorf("-ldflags %q does not stamp main.version=%s", settings["-ldflags"], meta.Version)
+			// -trimpath keeps -ldflags out of the build settings; the
+			// stamped string is in the binary, and the native one says it.
+			raw, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Contains(raw, []byte(meta.Version)) {
+				t.Errorf("the binary does not contain its version %s", meta.Version)
 			}
 			if settings["GOOS"]+"/"+settings["GOARCH"] != target {
 				t.Errorf("built for %s/%s", settings["GOOS"], settings["GOARCH"])
@@ -194,11 +201,20 @@ func TestReleaseSnapshot(t *testing.T) {
 			}
 
 			// The SBOM lists every module the binary embeds, at its version.
-			sbom, ok := byType["SBOM"][target]
-			if !ok {
+			// (SBOM artifacts carry no platform: they are named for it.)
+			var sbom *artifact
+			for _, a := range arts {
+				if a.Type == "SBOM" && strings.HasSuffix(a.Name, "_"+strings.ReplaceAll(target, "/", "_")+".cdx.json") {
+					sbom = &a
+				}
+			}
+			if sbom == nil {
 				t.Fatal("no SBOM")
 			}
-			checkSBOM(t, abs(sbom.Path), bi)
+			if sums[sbom.Name] == "" {
+				t.Errorf("%s is not in checksums.txt", sbom.Name)
+			}
+			checkSBOM(t, abs(sbom.Path), bi, target)
 		})
 	}
 }
@@ -236,10 +252,13 @@ func checkExecutable(t *testing.T, path, target string) {
 		if f.Cpu != want {
 			t.Errorf("Mach-O CPU %v, want %v", f.Cpu, want)
 		}
-		// Go links darwin binaries against libSystem only, without cgo.
+		// Without cgo, Go links darwin binaries only against the system's
+		// own libraries (libSystem, and libresolv for DNS), which every
+		// macOS has: there is no static linking on darwin.
 		libs, _ := f.ImportedLibraries()
 		for _, l := range libs {
-			if !strings.HasPrefix(l, "/usr/lib/libSystem") && !strings.HasPrefix(l, "/System/Library/Frameworks/") {
+			if !strings.HasPrefix(l, "/usr/lib/libSystem.") && !strings.HasPrefix(l, "/usr/lib/libresolv.") &&
+				!strings.HasPrefix(l, "/System/Library/Frameworks/") {
 				t.Errorf("the binary links %s", l)
 			}
 		}
@@ -285,7 +304,7 @@ func untar(t *testing.T, path string) map[string]string {
 
 // checkSBOM: a CycloneDX document naming passgate and, by package URL,
 // every module in the binary's build information.
-func checkSBOM(t *testing.T, path string, bi *buildinfo.BuildInfo) {
+func checkSBOM(t *testing.T, path string, bi *buildinfo.BuildInfo, target string) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -310,9 +329,13 @@ func checkSBOM(t *testing.T, path string, bi *buildinfo.BuildInfo) {
 	if doc.BOMFormat != "CycloneDX" || !strings.Contains(doc.Metadata.Component.Name, "passgate") {
 		t.Errorf("%s: format %q, component %q", path, doc.BOMFormat, doc.Metadata.Component.Name)
 	}
+	goos, goarch, _ := strings.Cut(target, "/")
 	have := map[string]bool{}
 	for _, c := range doc.Components {
 		have[c.Name+"@"+c.Version] = true
+		if !strings.Contains(c.PURL, "goos="+goos) || !strings.Contains(c.PURL, "goarch="+goarch) {
+			t.Errorf("%s: %s is not described for %s", filepath.Base(path), c.PURL, target)
+		}
 	}
 	if len(bi.Deps) < 5 {
 		t.Fatalf("the binary embeds only %d modules", len(bi.Deps))
