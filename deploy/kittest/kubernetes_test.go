@@ -116,6 +116,7 @@ func TestEnvoyGateway(t *testing.T) {
 
 	// Exactly one SecurityPolicy, on the MCP route only.
 	sp := one[*egv1a1.SecurityPolicy](t, objs)
+	//lint:ignore SA1019 the deprecated targetRef must be unset: it would attach the policy elsewhere.
 	if len(sp.Spec.TargetRefs) != 1 || sp.Spec.TargetRef != nil || len(sp.Spec.TargetSelectors) != 0 {
 		t.Fatalf("SecurityPolicy targets %+v, want the MCP route alone", sp.Spec.TargetRefs)
 	}
