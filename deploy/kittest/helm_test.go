@@ -3,7 +3,9 @@ package kittest
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -515,4 +517,48 @@ func fmtMode(p *int32) string {
 		return "unset"
 	}
 	return fmt.Sprintf("%#o", *p)
+}
+
+// TestChartFlagsAreServeFlags: every flag the chart passes is one that
+// `passgate serve` of this repository accepts, so a misspelt or renamed
+// flag fails here rather than in a crash-looping pod.
+func TestChartFlagsAreServeFlags(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "passgate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/passgate")
+	build.Dir = repoRoot
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	help, err := exec.Command(bin, "serve", "-h").CombinedOutput()
+	if err != nil {
+		t.Fatalf("passgate serve -h: %v\n%s", err, help)
+	}
+	known := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^\s+-([a-z0-9-]+)`).FindAllStringSubmatch(string(help), -1) {
+		known[m[1]] = true
+	}
+	if !known["issuer"] || !known["shutdown-delay"] {
+		t.Fatalf("could not read the flags from:\n%s", help)
+	}
+	modes := []map[string]any{
+		with("passgate.extraArgs", []string{"--registration=closed"}),
+		with("database.mode", "postgresql", "postgresql.existingSecret", "db", "shutdown.preStopSleepSeconds", 2),
+	}
+	if known["policy"] {
+		modes = append(modes, with("policy.content", "x: y\n"))
+	} else {
+		t.Log("this passgate has no --policy flag yet: the chart's policy rendering is not checked against it")
+	}
+	for _, values := range modes {
+		c := container(t, one[*appsv1.Deployment](t, render(t, values)))
+		if c.Args[0] != "serve" {
+			t.Fatalf("args %q", c.Args)
+		}
+		for _, a := range c.Args[1:] {
+			name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+			if !strings.HasPrefix(a, "--") || !known[name] {
+				t.Errorf("the chart passes %q, which passgate serve does not accept", a)
+			}
+		}
+	}
 }
