@@ -19,6 +19,7 @@ import (
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwapiv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
@@ -79,10 +80,11 @@ func (o *istioObject) UnmarshalJSON(b []byte) error {
 // kinds maps apiVersion/kind to a new value of the project's own Go type
 // for it. A document of any other kind fails the decode.
 var kinds = map[string]func() any{
-	"v1/Service":               func() any { return new(corev1.Service) },
-	"v1/ConfigMap":             func() any { return new(corev1.ConfigMap) },
-	"v1/PersistentVolumeClaim": func() any { return new(corev1.PersistentVolumeClaim) },
-	"apps/v1/Deployment":       func() any { return new(appsv1.Deployment) },
+	"v1/Service":                    func() any { return new(corev1.Service) },
+	"v1/ConfigMap":                  func() any { return new(corev1.ConfigMap) },
+	"v1/PersistentVolumeClaim":      func() any { return new(corev1.PersistentVolumeClaim) },
+	"apps/v1/Deployment":            func() any { return new(appsv1.Deployment) },
+	"policy/v1/PodDisruptionBudget": func() any { return new(policyv1.PodDisruptionBudget) },
 
 	"monitoring.coreos.com/v1/ServiceMonitor": func() any { return new(monitoringv1.ServiceMonitor) },
 	"monitoring.coreos.com/v1/PrometheusRule": func() any { return new(monitoringv1.PrometheusRule) },

@@ -14,6 +14,7 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -281,6 +282,9 @@ func TestChartSQLite(t *testing.T) {
 	if env(c, "DATABASE_URL") != nil || env(c, "DATABASE_URL_FILE") != nil {
 		t.Error("SQLite mode sets a database URL")
 	}
+	if len(only[*policyv1.PodDisruptionBudget](objs)) != 0 {
+		t.Error("a PodDisruptionBudget for the single SQLite replica would block node drains")
+	}
 	if d.Spec.Template.Spec.SecurityContext.FSGroup == nil {
 		t.Error("no fsGroup: the non-root user cannot write the volume")
 	}
@@ -343,6 +347,11 @@ func TestChartPostgreSQL(t *testing.T) {
 			}
 			if len(only[*corev1.PersistentVolumeClaim](objs)) != 0 {
 				t.Error("PostgreSQL mode creates a volume claim")
+			}
+			pdb := one[*policyv1.PodDisruptionBudget](t, objs)
+			if pdb.Spec.MaxUnavailable == nil || pdb.Spec.MaxUnavailable.IntValue() != 1 ||
+				!cmp.Equal(pdb.Spec.Selector.MatchLabels, d.Spec.Selector.MatchLabels) {
+				t.Errorf("PodDisruptionBudget %+v: want maxUnavailable 1 over the Deployment's pods", pdb.Spec)
 			}
 			if _, ok := flag(c.Args, "data-dir"); ok {
 				t.Error("PostgreSQL mode passes --data-dir")
