@@ -84,6 +84,10 @@ const (
 	// LimitRegister counts only failed ones.
 	LimitRegisterSuccess = "register_success"
 	LimitRevoke          = "revoke"
+	// LimitClientSecret counts failed client-secret verifications per
+	// client_id, at the token, revocation and introspection endpoints
+	// alike; the endpoints' own limits count per client IP.
+	LimitClientSecret = "client_secret"
 	LimitIntrospect      = "introspect"
 )
 

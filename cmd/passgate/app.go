@@ -225,6 +225,7 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		oauthweb.LimitRegister:        ratelimit.New(c.RegisterLimit, nil, 0),
 		oauthweb.LimitRegisterSuccess: ratelimit.New(c.RegisterSuccessLimit, nil, 0),
 		oauthweb.LimitRevoke:          ratelimit.New(c.RevokeLimit, nil, 0),
+		oauthweb.LimitClientSecret:    ratelimit.New(c.ClientSecretLimit, nil, 0),
 		oauthweb.LimitIntrospect:      ratelimit.New(c.RevokeLimit, nil, 0),
 	}
 	refreshGrace := c.RefreshGrace

@@ -149,6 +149,11 @@ type Config struct {
 	// successful ones.
 	LoginLimit, TokenLimit, AuthorizeLimit, RegisterLimit, RevokeLimit ratelimit.Limit
 	RegisterSuccessLimit                                               ratelimit.Limit
+	// ClientSecretLimit counts failed client-secret verifications per
+	// client_id from every address together (token, revocation and
+	// introspection). Default ratelimit.DefaultClientSecret.
+	// Env PASSGATE_CLIENT_SECRET_LIMIT.
+	ClientSecretLimit ratelimit.Limit
 	// LockoutThreshold failed logins within LockoutWindow lock an account
 	// for LockoutDuration. Defaults oauthweb.DefaultLockout*; threshold 0
 	// disables.
@@ -355,6 +360,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "failed token requests per client IP", "PASSGATE_TOKEN_LIMIT")
 	limit(&c.AuthorizeLimit, "authorize-limit", ratelimit.DefaultAuthorize, "authorization requests per client IP", "PASSGATE_AUTHORIZE_LIMIT")
 	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "failed client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
+	limit(&c.ClientSecretLimit, "client-secret-limit", ratelimit.DefaultClientSecret, "failed client-secret verifications per client_id, from all addresses", "PASSGATE_CLIENT_SECRET_LIMIT")
 	limit(&c.RegisterSuccessLimit, "register-success-limit", ratelimit.DefaultRegisterSuccess, "successful client registrations per client IP", "PASSGATE_REGISTER_SUCCESS_LIMIT")
 	limit(&c.RevokeLimit, "revoke-limit", ratelimit.DefaultRevoke, "revocation and introspection requests per client IP", "PASSGATE_REVOKE_LIMIT")
 	integer(&c.LockoutThreshold, "lockout-threshold", oauthweb.DefaultLockoutThreshold, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
