@@ -440,6 +440,18 @@ func TestEnvoyRoutePolicy(t *testing.T) {
 				t.Errorf("%s: %s is forwarded to the MCP server", path, h)
 			}
 		}
+		// The check is told the port clients use for this route (the
+		// listener's, as docker-compose.yml publishes it), so a client's
+		// :authority cannot name another resource's port (extauthz
+		// TestGRPCRoutePins).
+		var per extauthzv3.ExtAuthzPerRoute
+		if a, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; ok {
+			unpack(t, a, &per)
+		}
+		listenerPort := b.GetStaticResources().GetListeners()[0].GetAddress().GetSocketAddress().GetPortValue()
+		if got, want := per.GetCheckSettings().GetContextExtensions()["port"], fmt.Sprint(listenerPort); got != want {
+			t.Errorf("%s: context_extensions port = %q, want the listener's %q", path, got, want)
+		}
 	}
 	// The check endpoint and the metrics are never routed.
 	for _, path := range []string{"/_passgate/check", "/_passgate/check/mcp", extauthz.CheckPathNginx, extauthz.CheckPathEnvoy + "/mcp", "/metrics", "/"} {
