@@ -84,6 +84,13 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 	default:
 		return nil, &pageError{http.StatusBadRequest, "The request does not say where to return (redirect_uri is missing).", nil}, nil
 	}
+	// A stored redirect URI is held to today's rules at every use: a client
+	// stored by an older passgate, or by hand, may hold one they refuse
+	// (javascript:, http off loopback, a fragment). Private-use schemes
+	// count as allowed: that was decided when the client was registered.
+	if err := oauth.ValidateRedirectURI(req.target, oauth.PrivateSchemesAny); err != nil {
+		return nil, &pageError{http.StatusBadRequest, msgBadRedirect, fmt.Errorf("client %s: stored redirect uri refused: %w", clientID, err)}, nil
+	}
 	req.state = v.Get("state")
 
 	for _, k := range authzParams {

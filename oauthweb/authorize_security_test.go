@@ -174,6 +174,57 @@ func (e *env) codeCount() int {
 	return n
 }
 
+// TestStoredRedirectURIsHeldToTodaysRules: a pre-registered client stored
+// by an older passgate, or by hand, with a redirect URI today's rules
+// refuse (javascript:, http off loopback, a fragment) gets passgate's
+// error page at /oauth/authorize, signed in or not, never a redirect there;
+// its good URI still works.
+func TestStoredRedirectURIsHeldToTodaysRules(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	bad := []string{"javascript:alert(document.cookie)//", "http://evil.example/cb", staticRedirect + "#frag"}
+	if err := e.st.CreateClient(ctx, store.Client{
+		ID: "old-static", SecretHash: "x", Name: "Old", RedirectURIs: append([]string{staticRedirect}, bad...),
+		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
+		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	signedIn := e.browser()
+	e.login(signedIn)
+	for _, u := range bad {
+		for _, in := range []bool{false, true} {
+			c := noFollow(e.browser())
+			if in {
+				c = noFollow(signedIn)
+			}
+			before := e.snapshot()
+			resp, err := c.Get(e.url(authzQuery("old-static", u)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readBody(t, resp)
+			if loc := resp.Header.Get("Location"); loc != "" || resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("%s (signed in %v): status %d, Location %q; want 400 and passgate's error page", u, in, resp.StatusCode, loc)
+			}
+			if strings.Contains(body, "evil.example") || strings.Contains(body, "javascript:") {
+				t.Errorf("%s: the error page names the refused URI", u)
+			}
+			diff(t, "store", e.snapshot(), before)
+		}
+	}
+	// The good URI: a bad parameter is still reported there (operator
+	// clients get their errors at their redirect URI).
+	resp, err := noFollow(e.browser()).Get(e.url(authzQuery("old-static", staticRedirect, "response_type", "token")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, staticRedirect+"?") {
+		t.Errorf("good URI: status %d, Location %q; want 302 there", resp.StatusCode, loc)
+	}
+}
+
 // TestConsentIsPerResource: approving a client for resource A does not
 // approve it for resource B (RFC 8707 audiences are separate servers), nor
 // for wider scopes on A; each asks again and no code is issued until the
