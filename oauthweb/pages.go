@@ -367,6 +367,12 @@ type errorData struct {
 	Message string
 	// Hint says what to do, or is "".
 	Hint string
+	// ReturnURL, when set, is the application's redirect URI with the
+	// error (state and iss included), offered as a link rather than
+	// followed automatically: the user has signed in but never approved
+	// this application, so passgate does not vouch for where it goes.
+	// ReturnHost names where it goes.
+	ReturnURL, ReturnHost string
 }
 
 // initial is the first letter of a name, upper-cased, for the avatar
@@ -409,6 +415,17 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	if err != nil {
 		s.log.InfoContext(r.Context(), "page error", "status", status, "path", r.URL.Path, "err", err)
 	}
+	s.renderErrorData(w, r, status, errorPage(w, status, message))
+}
+
+// renderErrorData shows the error page d.
+func (s *Server) renderErrorData(w http.ResponseWriter, r *http.Request, status int, d errorData) {
+	s.render(w, r, status, "error", page{Title: d.Heading, Error: d.Message, Data: d})
+}
+
+// errorPage is the error page's heading and hint for message, shown with
+// status (w carries Retry-After for 429).
+func errorPage(w http.ResponseWriter, status int, message string) errorData {
 	d := errorData{Heading: "Something went wrong", Message: message}
 	switch {
 	case message == msgUnknownClient:
@@ -433,7 +450,7 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	case status == http.StatusForbidden:
 		d.Heading = "This page expired"
 	}
-	s.render(w, r, status, "error", page{Title: d.Heading, Error: message, Data: d})
+	return d
 }
 
 // waitText says how long "secs" is in words.
