@@ -329,7 +329,8 @@ func TestTOTPInChromium(t *testing.T) {
 			typeInto(t, l, "#code", wrong)
 			click(t, l, "button[type=submit]")
 		}
-		if out := e.srv.CLI(t, "", "user", "list"); lineOf(out, testUser) == "" || strings.Contains(lineOf(out, testUser), " -") {
+		// LOCKED UNTIL is the last column ("-" when not locked).
+		if out := e.srv.CLI(t, "", "user", "list"); lineOf(out, testUser) == "" || strings.HasSuffix(strings.TrimSpace(lineOf(out, testUser)), " -") {
 			t.Errorf("user list does not show %s locked:\n%s", testUser, out)
 		}
 		later, _ := mfa.Code(secret, time.Now().Add(mfa.Period))
