@@ -458,8 +458,13 @@ func remoteHost(r *http.Request) string {
 
 // Handler returns the authorization server's routes. Browser pages and API
 // endpoints are registered through separate chains; see the package doc.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+// Every path it serves for an issuer without a path is in PublicPaths.
+func (s *Server) Handler() http.Handler { return s.handler() }
+
+// handler builds Handler's mux, keeping its patterns for the test that
+// holds PublicPaths complete.
+func (s *Server) handler() *routeMux {
+	mux := &routeMux{ServeMux: http.NewServeMux()}
 	p := s.prefix
 
 	// API chain: metadata and machine endpoints, CORS, no cookies read.
