@@ -9,8 +9,17 @@
 # passgate keeps its SQLite database in /var/lib/passgate unless DATABASE_URL
 # names a PostgreSQL database. Ports: 8080 pages, OAuth endpoints and the
 # HTTP check; 9191 Envoy ext_authz gRPC; 9464 metrics (keep it private).
+#
+# Base images are pinned by tag and digest (the multi-arch index), so a
+# rebuild of the same commit starts from the same bytes; the tag says what
+# the digest is. Bump both together, deliberately:
+#   crane digest golang:1.26.8-bookworm
+#   crane digest gcr.io/distroless/static-debian12:nonroot
+# The Go patch release matches the toolchain the tests run on.
+#
+#   docker build --build-arg VERSION=0.1.0 --build-arg REVISION=$(git rev-parse HEAD) -t passgate:0.1.0 .
 
-FROM golang:1.26-bookworm AS build
+FROM golang:1.26.8-bookworm@sha256:a688600ca24f8a4d3ca77f95b0dd40704a9fc787c826660eb7ba0b641b8b175d AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
@@ -21,7 +30,17 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/mcp-server ./examples/mcp-server && \
     mkdir -p /out/data
 
-FROM gcr.io/distroless/static-debian12:nonroot AS mcp-server
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab AS mcp-server
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="passgate-mcp-example" \
+      org.opencontainers.image.description="The example MCP server passgate's documentation and tests protect" \
+      org.opencontainers.image.source="https://github.com/passgate/passgate" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot" \
+      org.opencontainers.image.base.digest="sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab"
 COPY --from=build /out/mcp-server /usr/local/bin/mcp-server
 ENV MCP_LISTEN=:8000
 USER nonroot
@@ -30,7 +49,18 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/mcp-server", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/mcp-server"]
 
-FROM gcr.io/distroless/static-debian12:nonroot AS passgate
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab AS passgate
+ARG VERSION=dev
+ARG REVISION=unknown
+# OCI image annotations (https://specs.opencontainers.org/image-spec/annotations/).
+LABEL org.opencontainers.image.title="passgate" \
+      org.opencontainers.image.description="OAuth 2.1 authorization server and ext_authz check for MCP servers" \
+      org.opencontainers.image.source="https://github.com/passgate/passgate" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot" \
+      org.opencontainers.image.base.digest="sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab"
 COPY --from=build /out/passgate /usr/local/bin/passgate
 COPY --from=build --chown=nonroot:nonroot /out/data /var/lib/passgate
 ENV PASSGATE_DATA_DIR=/var/lib/passgate

@@ -198,6 +198,45 @@ func TestComposeServices(t *testing.T) {
 }
 
 // TestComposeDockerfileTargets: the build targets compose names exist.
+// pinnedRelease reports whether image names one release: name:VERSION with
+// an optional variant (-alpine) and digest, VERSION having all the parts
+// its project's releases have: PostgreSQL's are MAJOR.MINOR (17.6), the
+// others' MAJOR.MINOR.PATCH. A floating tag (17-alpine, 1.28-alpine,
+// v1.35-latest) names whatever was pushed last.
+func pinnedRelease(image string) bool {
+	name, tag, ok := strings.Cut(image, ":")
+	if !ok {
+		return false
+	}
+	version := `\d+\.\d+\.\d+`
+	if name == "postgres" {
+		version = `\d+\.\d+`
+	}
+	return regexp.MustCompile(`^v?` + version + `(-[a-z][a-z0-9.]*)?(@sha256:[0-9a-f]{64})?$`).MatchString(tag)
+}
+
+// TestComposeImagesPinned: every image compose pulls names an explicit
+// release, so `docker compose pull` next month runs what was reviewed; only
+// the images compose builds itself carry a local tag.
+func TestComposeImagesPinned(t *testing.T) {
+	c, _ := loadCompose(t)
+	for name, s := range c.Services {
+		switch {
+		case s.Build != nil:
+			if !strings.HasSuffix(s.Image, ":local") {
+				t.Errorf("service %s builds %q: want a :local tag, not a registry's name", name, s.Image)
+			}
+		case !pinnedRelease(s.Image):
+			t.Errorf("service %s: image %q is not pinned to an explicit release", name, s.Image)
+		}
+	}
+	for _, floating := range []string{"postgres:17-alpine", "postgres:17", "nginx:1.28-alpine", "envoyproxy/envoy:v1.35-latest", "nginx:latest", "nginx"} {
+		if pinnedRelease(floating) {
+			t.Errorf("the pin rule accepts the floating tag %q", floating)
+		}
+	}
+}
+
 func TestComposeDockerfileTargets(t *testing.T) {
 	c, _ := loadCompose(t)
 	df, err := os.ReadFile("../Dockerfile")

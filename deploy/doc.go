@@ -24,6 +24,12 @@
 // served, its scopes satisfy the rules for the path served, and every
 // identity header came from passgate.
 //
+// Every configuration sends passgate's public paths (oauthweb.PublicPaths,
+// which a test of oauthweb holds equal to its routes) to passgate
+// unchecked, and no look-alike path (routes_test.go); two-step sign-in and
+// the account page run through real nginx and real Caddy
+// (pages_e2e_test.go).
+//
 // The tests add the shipped proxy configurations to internal/testing/e2etest's harness
 // (which builds and runs the binaries and nginx): startNginx,
 // startNginxTemplate, startCaddy and renderNginxConf run a file of this

@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"os"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -30,7 +31,7 @@ func TestDockerfile(t *testing.T) {
 		t.Fatalf("want a multi-stage build, got stages %v", stages)
 	}
 	last := stages[len(stages)-1]
-	if last[1] != "gcr.io/distroless/static-debian12:nonroot" || last[2] != "passgate" {
+	if ref, _, _ := strings.Cut(last[1], "@"); ref != "gcr.io/distroless/static-debian12:nonroot" || last[2] != "passgate" {
 		t.Errorf("final stage = %s AS %s, want distroless static nonroot AS passgate", last[1], last[2])
 	}
 	final := df[strings.LastIndex(df, "\nFROM "):]
@@ -62,6 +63,83 @@ func TestDockerfile(t *testing.T) {
 		if !strings.Contains(hc, `CMD ["/usr/local/bin/`) {
 			t.Errorf("HEALTHCHECK %q is not an exec-form subcommand", hc)
 		}
+	}
+}
+
+// pinnedImage is a base image reference pinned by tag and digest: the
+// digest fixes the bytes, the tag says what they are.
+var pinnedImage = regexp.MustCompile(`^([a-z0-9.\-/]+):([A-Za-z0-9._\-]+)@(sha256:[0-9a-f]{64})$`)
+
+// TestDockerfilePinsAndLabels: every base image is pinned by digest (a
+// floating tag would change every layer above it on the next build), the
+// Go image is a patch release of the Go minor version the tests run, and each shipped image carries the OCI annotations a registry
+// and a scanner read, its base.digest the one it is built FROM.
+func TestDockerfilePinsAndLabels(t *testing.T) {
+	df := readDockerfile(t)
+	froms := regexp.MustCompile(`(?m)^FROM\s+(\S+)(?:\s+AS\s+(\S+))?\s*$`).FindAllStringSubmatch(df, -1)
+	if len(froms) == 0 {
+		t.Fatal("no FROM lines")
+	}
+	stageNames := map[string]bool{}
+	for _, f := range froms {
+		if stageNames[f[1]] {
+			continue // FROM an earlier stage
+		}
+		stageNames[f[2]] = true
+		m := pinnedImage.FindStringSubmatch(f[1])
+		if m == nil {
+			t.Errorf("FROM %s: not pinned as name:tag@sha256:digest", f[1])
+			continue
+		}
+		if m[2] == "latest" {
+			t.Errorf("FROM %s: the tag must name a version", f[1])
+		}
+		if m[1] == "golang" {
+			// A full patch release, of the Go minor version the tests run.
+			v := regexp.MustCompile(`^(\d+\.\d+)\.\d+-`).FindStringSubmatch(m[2])
+			if minor := regexp.MustCompile(`^go(\d+\.\d+)`).FindStringSubmatch(runtime.Version()); v == nil || minor == nil || v[1] != minor[1] {
+				t.Errorf("FROM %s: want golang:X.Y.Z-… of the Go the tests run (%s)", f[1], runtime.Version())
+			}
+		}
+	}
+
+	// Each stage after a FROM of a non-build image ships: its LABELs.
+	stages := regexp.MustCompile(`(?m)^FROM `).Split(df, -1)[1:]
+	shipped := 0
+	for i, body := range stages {
+		from := froms[i]
+		if from[2] == "build" {
+			continue
+		}
+		shipped++
+		labels := map[string]string{}
+		for _, m := range regexp.MustCompile(`(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"`).FindAllStringSubmatch(body, -1) {
+			labels[m[1]] = m[2]
+		}
+		for _, k := range []string{"title", "description", "source", "licenses", "version", "revision", "base.name", "base.digest"} {
+			if labels["org.opencontainers.image."+k] == "" {
+				t.Errorf("stage %s lacks the label org.opencontainers.image.%s", from[2], k)
+			}
+		}
+		m := pinnedImage.FindStringSubmatch(from[1])
+		if m == nil {
+			continue
+		}
+		if got, want := labels["org.opencontainers.image.base.digest"], m[3]; got != want {
+			t.Errorf("stage %s: base.digest label %s, but FROM %s", from[2], got, want)
+		}
+		if got, want := labels["org.opencontainers.image.base.name"], m[1]+":"+m[2]; got != want {
+			t.Errorf("stage %s: base.name label %s, but FROM %s", from[2], got, want)
+		}
+		if labels["org.opencontainers.image.version"] != "${VERSION}" || !strings.Contains(body, "ARG VERSION") {
+			t.Errorf("stage %s: org.opencontainers.image.version is not the VERSION build argument", from[2])
+		}
+		if labels["org.opencontainers.image.licenses"] != "MIT" {
+			t.Errorf("stage %s: licenses %q, LICENSE is MIT", from[2], labels["org.opencontainers.image.licenses"])
+		}
+	}
+	if shipped != 2 {
+		t.Errorf("want 2 shipped stages (mcp-server, passgate), got %d", shipped)
 	}
 }
 

@@ -235,26 +235,11 @@ func extAuthzDisabled(t testing.TB, r *routev3.Route) bool {
 	return unpack(t, a, &extauthzv3.ExtAuthzPerRoute{}).GetDisabled()
 }
 
-// passgatePaths are requests that must reach passgate unchecked, one per
-// route of passgate's.
-var passgatePaths = []string{
-	"/.well-known/oauth-protected-resource",
-	"/.well-known/oauth-protected-resource/mcp",
-	"/.well-known/oauth-authorization-server",
-	"/.well-known/oauth-authorization-server/oauth",
-	"/oauth/authorize",
-	"/oauth/token",
-	"/authorize",
-	"/token",
-	"/register",
-	"/login",
-	"/consent",
-	"/logout",
-	"/apps",
-	"/apps/revoke",
-	"/static/passgate.css",
-	"/healthz",
-	"/readyz",
+// passgatePaths are requests that must reach passgate unchecked: every
+// page and endpoint it serves to clients (publicRequestPaths, from
+// oauthweb.PublicPaths) and its health endpoints.
+func passgatePaths() []string {
+	return append(publicRequestPaths(), "/healthz", "/readyz")
 }
 
 func TestEnvoyDecodesStrictly(t *testing.T) {
@@ -403,7 +388,7 @@ func TestEnvoyRoutePolicy(t *testing.T) {
 	if diff := cmp.Diff(clusterAddrs(httpCluster), []string{fmt.Sprintf("passgate:%d", passgateHTTPPort)}); diff != "" {
 		t.Errorf("passgate_http endpoints (-got +want):\n%s", diff)
 	}
-	for _, path := range passgatePaths {
+	for _, path := range passgatePaths() {
 		r := envoyRouteFor(t, b, path)
 		if r == nil {
 			t.Errorf("%s: no route", path)
@@ -440,9 +425,23 @@ func TestEnvoyRoutePolicy(t *testing.T) {
 				t.Errorf("%s: %s is forwarded to the MCP server", path, h)
 			}
 		}
+		// The check is told the port clients use for this route (the
+		// listener's, as docker-compose.yml publishes it), so a client's
+		// :authority cannot name another resource's port (extauthz
+		// TestGRPCRoutePins).
+		var per extauthzv3.ExtAuthzPerRoute
+		if a, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; ok {
+			unpack(t, a, &per)
+		}
+		listenerPort := b.GetStaticResources().GetListeners()[0].GetAddress().GetSocketAddress().GetPortValue()
+		if got, want := per.GetCheckSettings().GetContextExtensions()["port"], fmt.Sprint(listenerPort); got != want {
+			t.Errorf("%s: context_extensions port = %q, want the listener's %q", path, got, want)
+		}
 	}
-	// The check endpoint and the metrics are never routed.
-	for _, path := range []string{"/_passgate/check", "/_passgate/check/mcp", extauthz.CheckPathNginx, extauthz.CheckPathEnvoy + "/mcp", "/metrics", "/"} {
+	// The check endpoint and the metrics are never routed, nor paths that
+	// only look like passgate's pages.
+	for _, path := range []string{"/_passgate/check", "/_passgate/check/mcp", extauthz.CheckPathNginx, extauthz.CheckPathEnvoy + "/mcp", "/metrics", "/",
+		"/loginfoo", "/accountfoo", "/appsfoo", "/webauthnfoo", "/webauthn"} {
 		if r := envoyRouteFor(t, b, path); r != nil {
 			t.Errorf("%s is routed to %q", path, r.GetRoute().GetCluster())
 		}

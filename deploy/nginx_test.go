@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -524,6 +525,13 @@ func TestNginxRoutesPassgate(t *testing.T) {
 		{"GET", "/healthz", ""},
 		{"GET", "/readyz", ""},
 	}
+	// And every other page and endpoint passgate serves (the second
+	// factor, the account page, passkey ceremonies, its script).
+	for _, p := range publicRequestPaths() {
+		if !slices.ContainsFunc(toPassgate, func(r struct{ method, path, body string }) bool { return r.path == p }) {
+			toPassgate = append(toPassgate, struct{ method, path, body string }{"POST", p, "x=1"})
+		}
+	}
 	for _, tt := range toPassgate {
 		t.Run(tt.method+" "+tt.path, func(t *testing.T) {
 			before := len(st.standin.Checks())
@@ -553,7 +561,8 @@ func TestNginxRoutesPassgate(t *testing.T) {
 	}
 
 	for _, path := range []string{"/_passgate/check", "/_passgate/check/mcp", extauthz.CheckPathNginx, extauthz.CheckPathForwardAuth,
-		extauthz.CheckPathIngressNginx, extauthz.CheckPathEnvoy + "/mcp", "/", "/admin", "/metrics", "/.well-known/other"} {
+		extauthz.CheckPathIngressNginx, extauthz.CheckPathEnvoy + "/mcp", "/", "/admin", "/metrics", "/.well-known/other",
+		"/loginfoo", "/accountfoo", "/appsfoo", "/webauthnfoo"} {
 		t.Run("not routed "+path, func(t *testing.T) {
 			pagesBefore, checksBefore := len(st.standin.Pages()), len(st.standin.Checks())
 			resp, _ := st.do(t, "GET", path, tokenGood, "", nil)

@@ -42,12 +42,47 @@ var (
 func (s grpcServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	start := time.Now()
 	r := envoyRequest(req)
-	d, err := s.c.Check(ctx, r)
+	var (
+		d   Decision
+		err error
+	)
+	if reason := s.c.routePins(r, req.GetAttributes().GetContextExtensions()); reason != ReasonToken {
+		d = s.c.refuse(reason)
+	} else {
+		d, err = s.c.Check(ctx, r)
+	}
 	s.c.record(ctx, frontendGRPC, grpcLogName, r, d, start)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, "token store unavailable")
 	}
 	return envoyResponse(d), nil
+}
+
+// routePins checks r against what the Envoy route pins in its ext_authz
+// per-route check_settings.context_extensions, the gRPC counterpart of the
+// HTTP checks' ?port=, ?host= and ?resource=. Envoy reports the client's
+// :authority, port included, whatever virtual host routed the request, so
+// with domains: ["*"] a client could name another resource's host or port
+// and have its token judged against that resource while the request goes
+// to this route's MCP server. "port" (the port clients use for this route)
+// refuses an authority naming another port; "resource" (a configured
+// resource URL) refuses one naming another host or port (403
+// host_mismatch). Without either, nothing is pinned; other keys are
+// ignored (they may be another filter's). A pin that cannot be read is
+// refused (400), so a typo fails closed.
+func (c *Checker) routePins(r Request, ext map[string]string) Reason {
+	if len(ext) == 0 {
+		return ReasonToken
+	}
+	if p, ok := ext["port"]; ok {
+		if reason := pinnedPort(r, []string{p}); reason != ReasonToken {
+			return reason
+		}
+	}
+	if u, ok := ext["resource"]; ok {
+		return c.pinnedResource(r, u)
+	}
+	return ReasonToken
 }
 
 // envoyRequest reads a CheckRequest with nil-safe getters. Envoy sends

@@ -109,3 +109,56 @@ func dialGRPC(t testing.TB, s *grpc.Server) authv3.AuthorizationClient {
 	t.Cleanup(func() { conn.Close() })
 	return authv3.NewAuthorizationClient(conn)
 }
+
+// TestGRPCRoutePins: Envoy reports the client's :authority whatever virtual
+// host routed the request, so a route pins the port (or the resource) its
+// MCP server is for in the ext_authz context_extensions, and the gRPC check
+// refuses an authority that names another: two resources on one name and
+// different ports, one Envoy listener with domains ["*"], and a token for
+// the one on 8443 must not open the route for the one on 443.
+func TestGRPCRoutePins(t *testing.T) {
+	const onPort = "https://mcp.example.com:8443/mcp"
+	db := openSQLite(t)
+	c := startChecker(t, Config{Store: db, Resources: mustResources(t, mcpURL, onPort, otherURL)})
+	client := startGRPC(t, c)
+	tok8443 := mint(t, db, mintOpts{resource: onPort})
+	tok443 := mint(t, db, mintOpts{})
+	tests := []struct {
+		name      string
+		authority string
+		ext       map[string]string
+		tok       string
+		want      int32 // HTTP status of the denial, or 200
+	}{
+		{"no pin: the authority chooses the resource", "mcp.example.com:8443", nil, tok8443, 200},
+		{"port pinned, authority names it", "mcp.example.com:8443", map[string]string{"port": "8443"}, tok8443, 200},
+		{"port pinned, authority names the default port", "mcp.example.com", map[string]string{"port": "8443"}, tok443, 403},
+		{"port 443 pinned, authority names 8443", "mcp.example.com:8443", map[string]string{"port": "443"}, tok8443, 403},
+		{"port 443 pinned, authority without a port", "mcp.example.com", map[string]string{"port": "443"}, tok443, 200},
+		{"port pin not a number", "mcp.example.com", map[string]string{"port": "https"}, tok443, 400},
+		{"resource pinned, authority matches", "mcp.example.com", map[string]string{"resource": mcpURL}, tok443, 200},
+		{"resource pinned, authority names another port", "mcp.example.com:8443", map[string]string{"resource": mcpURL}, tok8443, 403},
+		{"resource pinned, authority names another host", "other.example.com", map[string]string{"resource": mcpURL}, mint(t, db, mintOpts{resource: otherURL}), 403},
+		{"resource pin names no configured resource", "mcp.example.com", map[string]string{"resource": "https://nowhere.example.com/mcp"}, tok443, 400},
+		{"other filters' keys are ignored", "mcp.example.com:8443", map[string]string{"tenant": "a"}, tok8443, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := envoyReq(tt.tok)
+			h := req.Attributes.Request.Http
+			h.Host, h.Headers[":authority"] = tt.authority, tt.authority
+			req.Attributes.ContextExtensions = tt.ext
+			resp, err := client.Check(context.Background(), req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := int32(200)
+			if dr := resp.GetDeniedResponse(); dr != nil {
+				got = int32(dr.GetStatus().GetCode())
+			}
+			if got != tt.want {
+				t.Errorf("status %d, want %d", got, tt.want)
+			}
+		})
+	}
+}

@@ -257,15 +257,26 @@ func (c *Checker) pinnedHost(r *http.Request, req Request) Reason {
 	case len(hosts) == 1 && len(resources) == 0 && hosts[0] != "":
 		pin = resource.CanonicalHost(req.Scheme, hosts[0])
 	case len(resources) == 1 && len(hosts) == 0:
-		res, err := resource.Lookup(c.resources, resources[0])
-		if err != nil {
-			return ReasonInvalidRequest
-		}
-		pin = res.Host
+		return c.pinnedResource(req, resources[0])
 	default:
 		return ReasonInvalidRequest
 	}
 	if resource.CanonicalHost(req.Scheme, req.Host) != pin {
+		return ReasonHostMismatch
+	}
+	return ReasonToken
+}
+
+// pinnedResource checks the host (and port) the proxy reported against
+// those of u, a configured resource the proxy's own configuration names:
+// a request naming another host or port is refused (403), and a pin that
+// names no configured resource is a misconfiguration, refused (400).
+func (c *Checker) pinnedResource(req Request, u string) Reason {
+	res, err := resource.Lookup(c.resources, u)
+	if err != nil {
+		return ReasonInvalidRequest
+	}
+	if resource.CanonicalHost(req.Scheme, req.Host) != res.Host {
 		return ReasonHostMismatch
 	}
 	return ReasonToken

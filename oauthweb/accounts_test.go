@@ -198,7 +198,7 @@ func TestTokenLimitHoldsUnderConcurrency(t *testing.T) {
 // a fresh per-IP bucket) still stop at the limit.
 func TestClientLimitSpansAddresses(t *testing.T) {
 	bothStores(t, func(t *testing.T, st store.Store) {
-		limits := ratelimit.Set{LimitRevoke: ratelimit.New(ratelimit.Limit{Events: 5, Per: time.Minute}, nil, 0)}
+		limits := ratelimit.Set{LimitClientSecret: ratelimit.New(ratelimit.Limit{Events: 5, Per: time.Minute}, nil, 0)}
 		var ip atomic.Int32
 		s, hasher := bareServer(t, st, func(c *Config) {
 			c.RateLimit = limits.Reserve
@@ -218,6 +218,42 @@ func TestClientLimitSpansAddresses(t *testing.T) {
 		}
 		if statuses[http.StatusTooManyRequests] == 0 {
 			t.Errorf("statuses %v: no 429", statuses)
+		}
+	})
+}
+
+// TestClientLimitIsNotTheIPLimit: the per-client_id limit on secret
+// verifications is its own, larger bucket. An address that spends its
+// per-IP token limit on wrong secrets for a client gets 429 itself, but
+// the real client, from another address, still authenticates: the
+// per-client_id bucket used to be the per-IP limit's size, so one address
+// could hold up a client whose ID it knew.
+func TestClientLimitIsNotTheIPLimit(t *testing.T) {
+	bothStores(t, func(t *testing.T, st store.Store) {
+		limits := ratelimit.Set{
+			LimitToken:        ratelimit.New(ratelimit.Limit{Events: 3, Per: time.Minute}, nil, 0),
+			LimitClientSecret: ratelimit.New(ratelimit.Limit{Events: 10, Per: time.Minute}, nil, 0),
+		}
+		var addr atomic.Value
+		addr.Store("192.0.2.1")
+		s, _ := bareServer(t, st, func(c *Config) {
+			c.RateLimit = limits.Reserve
+			c.ClientIP = func(*http.Request) string { return addr.Load().(string) }
+		})
+		confidentialClient(t, s, st, "held-client", "the-right-secret-0123456789")
+		form := url.Values{"grant_type": {"refresh_token"}, "refresh_token": {"pgr_unknown"}}
+		for i := range 4 {
+			w := s.do(tokenRequest(basicAuth("held-client", "a-wrong-secret"), form))
+			if want := map[bool]int{true: http.StatusUnauthorized, false: http.StatusTooManyRequests}[i < 3]; w.Code != want {
+				t.Fatalf("wrong secret %d from one address: %d, want %d", i+1, w.Code, want)
+			}
+		}
+		addr.Store("198.51.100.7")
+		// The right secret with an unknown refresh token: authenticated,
+		// then invalid_grant (400), not 429 and not invalid_client.
+		w := s.do(tokenRequest(basicAuth("held-client", "the-right-secret-0123456789"), form))
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "invalid_grant") {
+			t.Fatalf("the real client from another address: %d %s, want 400 invalid_grant", w.Code, w.Body)
 		}
 	})
 }

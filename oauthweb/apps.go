@@ -52,6 +52,7 @@ func (s *Server) showApps(w http.ResponseWriter, r *http.Request, sess store.Ses
 	s.render(w, r, http.StatusOK, "apps", page{Title: "Connected apps", Data: appsData{
 		Username: sess.Username, Apps: rows, CSRF: sess.CSRFToken,
 		RevokeURL: s.endpoints.apps + "/revoke", LogoutURL: s.endpoints.logout, RevokedName: revoked,
+		AccountURL: s.endpoints.account,
 	}})
 }
 

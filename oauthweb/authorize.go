@@ -84,6 +84,13 @@ func (s *Server) parseAuthorize(r *http.Request, v url.Values) (*authzRequest, *
 	default:
 		return nil, &pageError{http.StatusBadRequest, "The request does not say where to return (redirect_uri is missing).", nil}, nil
 	}
+	// A stored redirect URI is held to today's rules at every use: a client
+	// stored by an older passgate, or by hand, may hold one they refuse
+	// (javascript:, http off loopback, a fragment). Private-use schemes
+	// count as allowed: that was decided when the client was registered.
+	if err := oauth.ValidateRedirectURI(req.target, oauth.PrivateSchemesAny); err != nil {
+		return nil, &pageError{http.StatusBadRequest, msgBadRedirect, fmt.Errorf("client %s: stored redirect uri refused: %w", clientID, err)}, nil
+	}
 	req.state = v.Get("state")
 
 	for _, k := range authzParams {
@@ -240,6 +247,12 @@ func (s *Server) redirectTo(target string, params url.Values) string {
 
 // redirectError sends the browser back to the client with an error.
 func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, req *authzRequest, oe *oauth.Error) {
+	http.Redirect(w, r, s.errorRedirectURL(req, oe), redirectStatus(r))
+}
+
+// errorRedirectURL is req's redirect URI carrying oe (RFC 6749 §4.1.2.1,
+// with state and, by redirectTo, iss).
+func (s *Server) errorRedirectURL(req *authzRequest, oe *oauth.Error) string {
 	p := url.Values{"error": {oe.Code}}
 	if oe.Description != "" {
 		p.Set("error_description", oe.Description)
@@ -247,7 +260,7 @@ func (s *Server) redirectError(w http.ResponseWriter, r *http.Request, req *auth
 	if req.state != "" {
 		p.Set("state", req.state)
 	}
-	http.Redirect(w, r, s.redirectTo(req.target, p), redirectStatus(r))
+	return s.redirectTo(req.target, p)
 }
 
 // redirectStatus is 303 after a form POST (so the client's callback sees a
@@ -297,9 +310,14 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	if oe != nil {
 		ev.Success, ev.Error = false, oe.Code
 		s.record(ctx, ev)
-		if signedIn || redirectTrustedBeforeLogin(req.client) {
+		switch {
+		case redirectTrustedBeforeLogin(req.client) || signedIn && s.userApprovedClient(ctx, sess.Username, req.client.ID):
 			s.redirectError(w, r, req, oe)
-		} else {
+		case signedIn:
+			// Signed in, but this client was never approved: the error
+			// page, with the way back as a link the user may follow.
+			s.renderAuthorizeErrorWithReturn(w, r, req, oe)
+		default:
 			s.renderAuthorizeError(w, r, oe)
 		}
 		return
@@ -348,16 +366,58 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 // anyone who can publish a file on an https host mints one, with any
 // redirect URIs, so a "verified" redirect URI is only verified against the
 // attacker's own document. For those clients the error is shown on
-// passgate's error page, and after the user has signed in (the user is
-// then authenticated, as §7.12.2 asks) it goes to the client as usual.
+// passgate's error page, and goes to the client only once the user has
+// signed in and has approved that client before (userApprovedClient):
+// being signed in alone says nothing about a client a link just named.
 func redirectTrustedBeforeLogin(c store.Client) bool {
 	return c.Source == store.ClientStatic
+}
+
+// userApprovedClient reports whether username has a consent for clientID
+// (for any resource): the user chose that client, so its redirect URI may
+// receive an authorization error. A store error counts as no: the error
+// page is always safe.
+func (s *Server) userApprovedClient(ctx context.Context, username, clientID string) bool {
+	consents, err := s.cfg.Store.ListConsents(ctx, username)
+	if err != nil {
+		return false
+	}
+	for _, c := range consents {
+		if c.ClientID == clientID {
+			return true
+		}
+	}
+	return false
 }
 
 // renderAuthorizeError shows an authorization error that may not be
 // redirected (see redirectTrustedBeforeLogin). The description is one of
 // passgate's own fixed texts, never request input.
 func (s *Server) renderAuthorizeError(w http.ResponseWriter, r *http.Request, oe *oauth.Error) {
+	s.renderError(w, r, oe.Status, authorizeErrorMessage(oe), nil)
+}
+
+// renderAuthorizeErrorWithReturn is renderAuthorizeError for a signed-in
+// user and a client they never approved: the page offers the client's
+// redirect URI, with the error, as a link (OAuth 2.1 §7.12.2: inform the
+// user and let them decide) instead of redirecting there automatically.
+func (s *Server) renderAuthorizeErrorWithReturn(w http.ResponseWriter, r *http.Request, req *authzRequest, oe *oauth.Error) {
+	ret := s.errorRedirectURL(req, oe)
+	host := ""
+	if u, err := url.Parse(req.target); err == nil {
+		host = u.Host
+		if host == "" {
+			host = u.Scheme + ":" // a private-use scheme: an app on this device
+		}
+	}
+	d := errorPage(w, oe.Status, authorizeErrorMessage(oe))
+	d.ReturnURL, d.ReturnHost = ret, host
+	s.renderErrorData(w, r, oe.Status, d)
+}
+
+// authorizeErrorMessage is the error page's message for an authorization
+// error.
+func authorizeErrorMessage(oe *oauth.Error) string {
 	msg := msgBadAuthorizeRequest
 	switch oe.Code {
 	case oauth.CodeTemporarilyUnavailable:
@@ -369,7 +429,7 @@ func (s *Server) renderAuthorizeError(w http.ResponseWriter, r *http.Request, oe
 			msg += " (" + oe.Code + ": " + oe.Description + ")"
 		}
 	}
-	s.renderError(w, r, oe.Status, msg, nil)
+	return msg
 }
 
 // rememberConsent reports whether an earlier consent may answer req

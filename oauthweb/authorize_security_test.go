@@ -58,8 +58,8 @@ func cimdResolver(redirects ...string) func(context.Context, string) (store.Clie
 // own site (or publishes a metadata document that says so); a logged-out
 // victim following a link to /oauth/authorize with a bad parameter must
 // see passgate's error page, never a 302 to that site (OAuth 2.1 §7.12.2,
-// RFC 9700 §4.11.2). Operator-registered clients, and any client once the
-// user has signed in, get the error at their redirect URI. Nothing in the
+// RFC 9700 §4.11.2). Operator-registered clients, and a client the
+// signed-in user approved before, get the error at their redirect URI. Nothing in the
 // store changes.
 func TestAuthorizeErrorsNeverRedirectUntrustedBeforeLogin(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.ResolveClient = cimdResolver(evilRedirect) })
@@ -70,6 +70,11 @@ func TestAuthorizeErrorsNeverRedirectUntrustedBeforeLogin(t *testing.T) {
 		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
 		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
 	}); err != nil {
+		t.Fatal(err)
+	}
+	approvedID := e.register(map[string]any{"redirect_uris": []string{evilRedirect}, "token_endpoint_auth_method": "none", "client_name": "Chosen"})["client_id"].(string)
+	if err := e.st.PutConsent(ctx, store.Consent{Username: testUser, ClientID: approvedID, Resource: testResource, Scope: "mcp",
+		CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now()}, nil); err != nil {
 		t.Fatal(err)
 	}
 	signedIn := e.browser()
@@ -94,8 +99,13 @@ func TestAuthorizeErrorsNeverRedirectUntrustedBeforeLogin(t *testing.T) {
 		{"dynamic client implied redirect", authzQuery(dynID, evilRedirect, "redirect_uri", "<del>", "response_type", "x"), false, "", ""},
 		{"metadata document client bad param", authzQuery(cimdID, evilRedirect, "code_challenge_method", "plain"), false, "", ""},
 		{"static client bad param", authzQuery("static-app", staticRedirect, "response_type", "token"), false, staticRedirect, "unsupported_response_type"},
-		{"dynamic client signed in", authzQuery(dynID, evilRedirect, "response_type", "token"), true, evilRedirect, "unsupported_response_type"},
-		{"metadata document client signed in", authzQuery(cimdID, evilRedirect, "code_challenge", "<del>"), true, evilRedirect, "invalid_request"},
+		// Signed in, but the user never approved this client: a link
+		// naming it must not turn passgate into its redirector either.
+		{"dynamic client signed in, never approved", authzQuery(dynID, evilRedirect, "response_type", "token"), true, "", ""},
+		{"metadata document client signed in, never approved", authzQuery(cimdID, evilRedirect, "code_challenge", "<del>"), true, "", ""},
+		// Signed in and approved before (any resource): the client's
+		// errors go to it as usual.
+		{"approved dynamic client signed in", authzQuery(approvedID, evilRedirect, "response_type", "token"), true, evilRedirect, "unsupported_response_type"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,8 +124,13 @@ func TestAuthorizeErrorsNeverRedirectUntrustedBeforeLogin(t *testing.T) {
 				if loc != "" || resp.StatusCode != http.StatusBadRequest {
 					t.Fatalf("status %d, Location %q; want 400 and passgate's error page", resp.StatusCode, loc)
 				}
-				if strings.Contains(body, "evil.example") {
+				// Signed in, the page may offer the way back as a link
+				// (the user decides); before sign-in it names no site.
+				if !tt.signedIn && strings.Contains(body, "evil.example") {
 					t.Errorf("the error page links to the attacker's site")
+				}
+				if tt.signedIn && strings.HasPrefix(tt.name, "dynamic client") && !strings.Contains(body, `href="https://evil.example/cb?error=`) {
+					t.Errorf("signed in: the page does not offer the way back as a link:\n%s", body)
 				}
 			} else {
 				u, err := url.Parse(loc)
@@ -172,6 +187,57 @@ func (e *env) codeCount() int {
 		e.t.Fatal(err)
 	}
 	return n
+}
+
+// TestStoredRedirectURIsHeldToTodaysRules: a pre-registered client stored
+// by an older passgate, or by hand, with a redirect URI today's rules
+// refuse (javascript:, http off loopback, a fragment) gets passgate's
+// error page at /oauth/authorize, signed in or not, never a redirect there;
+// its good URI still works.
+func TestStoredRedirectURIsHeldToTodaysRules(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	bad := []string{"javascript:alert(document.cookie)//", "http://evil.example/cb", staticRedirect + "#frag"}
+	if err := e.st.CreateClient(ctx, store.Client{
+		ID: "old-static", SecretHash: "x", Name: "Old", RedirectURIs: append([]string{staticRedirect}, bad...),
+		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
+		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	signedIn := e.browser()
+	e.login(signedIn)
+	for _, u := range bad {
+		for _, in := range []bool{false, true} {
+			c := noFollow(e.browser())
+			if in {
+				c = noFollow(signedIn)
+			}
+			before := e.snapshot()
+			resp, err := c.Get(e.url(authzQuery("old-static", u)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := readBody(t, resp)
+			if loc := resp.Header.Get("Location"); loc != "" || resp.StatusCode != http.StatusBadRequest {
+				t.Errorf("%s (signed in %v): status %d, Location %q; want 400 and passgate's error page", u, in, resp.StatusCode, loc)
+			}
+			if strings.Contains(body, "evil.example") || strings.Contains(body, "javascript:") {
+				t.Errorf("%s: the error page names the refused URI", u)
+			}
+			diff(t, "store", e.snapshot(), before)
+		}
+	}
+	// The good URI: a bad parameter is still reported there (operator
+	// clients get their errors at their redirect URI).
+	resp, err := noFollow(e.browser()).Get(e.url(authzQuery("old-static", staticRedirect, "response_type", "token")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if loc := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(loc, staticRedirect+"?") {
+		t.Errorf("good URI: status %d, Location %q; want 302 there", resp.StatusCode, loc)
+	}
 }
 
 // TestConsentIsPerResource: approving a client for resource A does not

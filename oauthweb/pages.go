@@ -28,7 +28,7 @@ var embeddedTemplates embed.FS
 var stylesheet []byte
 
 // pageNames are the templates rendered inside layout.html.
-var pageNames = []string{"login", "consent", "error", "apps", "logout"}
+var pageNames = []string{"login", "consent", "error", "apps", "logout", "mfa", "enroll", "recovery", "account"}
 
 // Messages of the authorization errors that get their own heading on the
 // error page.
@@ -53,6 +53,11 @@ type pages struct {
 	// brand is not hidden by a cached stylesheet.
 	css    []byte
 	cssTag string
+	// script and connect, when passkeys are on, are the URL of
+	// passgate.js and the URL prefix of the WebAuthn ceremonies: the
+	// only script and the only fetch the CSP allows.
+	script, connect string
+	jsTag           string
 }
 
 // readTemplate returns the override from dir when it has the file, else
@@ -101,7 +106,8 @@ func loadPages(dir string, b Branding) (*pages, error) {
 	}
 	css := append(append([]byte{}, stylesheet...), br.css...)
 	sum := sha256.Sum256(css)
-	p := &pages{t: map[string]*template.Template{}, brand: br, css: css, cssTag: hex.EncodeToString(sum[:4])}
+	jsSum := sha256.Sum256(script)
+	p := &pages{t: map[string]*template.Template{}, brand: br, css: css, cssTag: hex.EncodeToString(sum[:4]), jsTag: hex.EncodeToString(jsSum[:4])}
 	layout, layoutSrc, err := readTemplate(dir, "layout.html")
 	if err != nil {
 		return nil, errors.Join(append(errs, err)...)
@@ -127,7 +133,7 @@ func loadPages(dir string, b Branding) (*pages, error) {
 		// A template that parses can still fail on every request, e.g.
 		// by naming a field its data does not have.
 		for _, pg := range samplePages(name) {
-			pg.Brand, pg.CSS = br, "/static/passgate.css"
+			pg.Brand, pg.CSS, pg.Script = br, "/static/passgate.css", "/static/passgate.js"
 			if pg.Status == 0 {
 				pg.Status = http.StatusOK
 			}
@@ -150,7 +156,7 @@ func samplePages(name string) []page {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 	switch name {
 	case "login":
-		d := loginData{Action: "/login", CSRF: "x", ReturnTo: "/apps", Username: "alice"}
+		d := loginData{Action: "/login", CSRF: "x", ReturnTo: "/apps", Username: "alice", PasskeyOptions: "/webauthn/login/options", PasskeyFinish: "/webauthn/login"}
 		return []page{{Title: "Sign in", Data: d}, {Title: "Sign in", Error: "Sign-in failed.", Status: 401, Data: loginData{}}}
 	case "consent":
 		d := consentData{Action: "/consent", CSRF: "x", ClientName: "App", ClientID: "https://app.example/client.json",
@@ -172,6 +178,31 @@ func samplePages(name string) []page {
 			{Title: "Signed out", Data: logoutData{Done: true}}}
 	case "error":
 		return []page{{Title: "Error", Error: "m", Data: errorData{Message: "m", Heading: "h", Hint: "x"}}}
+	case "mfa":
+		d := mfaData{Action: "/login/second-factor", CSRF: "x", ReturnTo: "/apps", Username: "alice", LogoutURL: "/logout", TOTP: true,
+			PasskeyOptions: "/webauthn/second-factor/options", PasskeyFinish: "/webauthn/second-factor"}
+		keyOnly := d
+		keyOnly.TOTP = false
+		return []page{{Title: "Two-step verification", Data: d}, {Title: "Two-step verification", Error: "m", Status: 401, Data: keyOnly}, {Title: "Two-step verification", Data: mfaData{TOTP: true}}}
+	case "enroll":
+		d := enrollData{Action: "/account/totp", CSRF: "x", ReturnTo: "/apps", Username: "alice", QR: "data:image/png;base64,AA==",
+			Secret: "JBSWY3DPEHPK3PXP", Enrolment: "x", LogoutURL: "/logout", AccountURL: "/account"}
+		req := d
+		req.Required, req.PasskeyOptions, req.PasskeyFinish = true, "/webauthn/register/options", "/webauthn/register"
+		return []page{{Title: "Set up an authenticator app", Data: d}, {Title: "Set up an authenticator app", Error: "m", Data: req}}
+	case "recovery":
+		d := recoveryData{Username: "alice", Codes: []string{"abcd-efgh-jkmn-pqrs"}, ContinueURL: "/apps", Enrolled: true}
+		return []page{{Title: "Your recovery codes", Data: d}, {Title: "Your recovery codes", Data: recoveryData{}}}
+	case "account":
+		d := accountData{Username: "alice", CSRF: "x", PasswordURL: "/account/password", EnrollURL: "/account/totp",
+			RemoveTOTPURL: "/account/totp/remove", RecoveryURL: "/account/recovery-codes", AppsURL: "/apps", LogoutURL: "/logout",
+			ReauthURL: "/login", Done: "d", SecondFactors: true, TOTP: true, TOTPCreated: now, TOTPLastUsed: now, RecoveryLeft: 3, Recent: true,
+			Passkeys:         []passkeyRow{{ID: "aWQ", Name: "Phone", CreatedAt: now, LastUsedAt: now, Synced: true}},
+			PasskeyRenameURL: "/account/passkeys/rename", PasskeyRemoveURL: "/account/passkeys/remove",
+			PasskeyOptions: "/webauthn/register/options", PasskeyFinish: "/webauthn/register"}
+		off := d
+		off.TOTP, off.Required, off.Recent = false, true, false
+		return []page{{Title: "Account", Data: d}, {Title: "Account", Error: "m", Data: off}, {Title: "Account", Data: accountData{}}}
 	}
 	return nil
 }
@@ -190,6 +221,9 @@ type page struct {
 	Brand brand
 	// Data is the page's own struct.
 	Data any
+	// Script is the URL of passgate.js when passkeys are on, else "".
+	// Only the pages with a passkey button load it.
+	Script string
 }
 
 type loginData struct {
@@ -197,6 +231,9 @@ type loginData struct {
 	CSRF     string
 	ReturnTo string
 	Username string
+	// PasskeyOptions and PasskeyFinish are the passkey sign-in ceremony
+	// for passgate.js when passkeys are on, else "".
+	PasskeyOptions, PasskeyFinish string
 }
 
 type consentData struct {
@@ -290,6 +327,8 @@ type appsData struct {
 	RevokeURL   string
 	LogoutURL   string
 	RevokedName string
+	// AccountURL is the account page (password, two-step verification).
+	AccountURL string
 }
 
 type appRow struct {
@@ -328,6 +367,12 @@ type errorData struct {
 	Message string
 	// Hint says what to do, or is "".
 	Hint string
+	// ReturnURL, when set, is the application's redirect URI with the
+	// error (state and iss included), offered as a link rather than
+	// followed automatically: the user has signed in but never approved
+	// this application, so passgate does not vouch for where it goes.
+	// ReturnHost names where it goes.
+	ReturnURL, ReturnHost string
 }
 
 // initial is the first letter of a name, upper-cased, for the avatar
@@ -348,6 +393,9 @@ func initial(name string) string {
 // template failure never leaves half a page.
 func (s *Server) render(w http.ResponseWriter, r *http.Request, status int, name string, pg page) {
 	pg.CSS = s.endpoints.css + "?v=" + s.pages.cssTag
+	if s.rp != nil {
+		pg.Script = s.endpoints.js + "?v=" + s.pages.jsTag
+	}
 	pg.Brand = s.pages.brand
 	pg.Status = status
 	var buf bytes.Buffer
@@ -367,6 +415,17 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	if err != nil {
 		s.log.InfoContext(r.Context(), "page error", "status", status, "path", r.URL.Path, "err", err)
 	}
+	s.renderErrorData(w, r, status, errorPage(w, status, message))
+}
+
+// renderErrorData shows the error page d.
+func (s *Server) renderErrorData(w http.ResponseWriter, r *http.Request, status int, d errorData) {
+	s.render(w, r, status, "error", page{Title: d.Heading, Error: d.Message, Data: d})
+}
+
+// errorPage is the error page's heading and hint for message, shown with
+// status (w carries Retry-After for 429).
+func errorPage(w http.ResponseWriter, status int, message string) errorData {
 	d := errorData{Heading: "Something went wrong", Message: message}
 	switch {
 	case message == msgUnknownClient:
@@ -391,7 +450,7 @@ func (s *Server) renderError(w http.ResponseWriter, r *http.Request, status int,
 	case status == http.StatusForbidden:
 		d.Heading = "This page expired"
 	}
-	s.render(w, r, status, "error", page{Title: d.Heading, Error: message, Data: d})
+	return d
 }
 
 // waitText says how long "secs" is in words.
@@ -406,9 +465,10 @@ func waitText(secs int) string {
 	}
 }
 
-// csp is the Content-Security-Policy of every page: no script at all,
-// styles only from our own stylesheet, images from us, data: URLs (an
-// embedded logo) and the configured logo's origin.
+// csp is the Content-Security-Policy of every page: styles only from our
+// own stylesheet, images from us, data: URLs (an embedded logo, the TOTP
+// QR code) and the configured logo's origin; no script at all, or with
+// passkeys on, only passgate.js, which may only fetch the ceremonies.
 func (p *pages) csp() string {
 	img := "'self' data:"
 	if p.brand.imgOrigin != "" {
@@ -416,7 +476,23 @@ func (p *pages) csp() string {
 	}
 	// form-action is deliberately absent: Chrome applies it to the
 	// redirect that follows the consent POST, which leaves our origin.
-	return "default-src 'none'; style-src 'self'; img-src " + img + "; base-uri 'none'; frame-ancestors 'none'"
+	csp := "default-src 'none'; style-src 'self'; img-src " + img + "; base-uri 'none'; frame-ancestors 'none'"
+	if p.script != "" {
+		// A source with a path allows that one file (CSP3 §6.7.2.9), not
+		// whatever else the origin serves.
+		csp += "; script-src " + p.script + "; connect-src " + p.connect
+	}
+	return csp
+}
+
+//go:embed static/passgate.js
+var script []byte
+
+func (s *Server) serveJS(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/javascript; charset=utf-8")
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = w.Write(script)
 }
 
 func (s *Server) serveCSS(w http.ResponseWriter, r *http.Request) {

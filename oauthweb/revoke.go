@@ -20,7 +20,7 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	client, oe := s.authenticateClient(ctx, w, r, LimitRevoke, creds)
+	client, oe := s.authenticateClient(ctx, w, r, creds)
 	if oe != nil {
 		oauth.WriteError(w, oe)
 		return
@@ -113,7 +113,7 @@ func (s *Server) serveIntrospect(w http.ResponseWriter, r *http.Request) {
 			oauth.WriteError(w, invalidClient(creds.basic, "introspection requires a confidential client"))
 			return
 		}
-		client, oe := s.authenticateClient(ctx, w, r, LimitIntrospect, creds)
+		client, oe := s.authenticateClient(ctx, w, r, creds)
 		if oe != nil {
 			oauth.WriteError(w, oe)
 			return

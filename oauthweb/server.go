@@ -2,7 +2,9 @@
 // metadata, the authorization endpoint with its login and consent pages,
 // the token endpoint (authorization code with PKCE, refresh rotation with
 // reuse detection), dynamic client registration (RFC 7591), revocation
-// (RFC 7009), introspection (RFC 7662) and the connected-apps page.
+// (RFC 7009), introspection (RFC 7662), the connected-apps page, and
+// second factors: TOTP and recovery codes, passkeys (WebAuthn), and the
+// account page that manages them and the password.
 //
 // Pages that carry the session cookie are served through a browser chain
 // (cross-origin protection, a per-session CSRF token, CSP, no-store), the
@@ -23,10 +25,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-webauthn/webauthn/webauthn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/passgate/passgate/internal/audit"
+	"github.com/passgate/passgate/internal/mfa"
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/policy"
@@ -80,6 +84,10 @@ const (
 	// LimitRegister counts only failed ones.
 	LimitRegisterSuccess = "register_success"
 	LimitRevoke          = "revoke"
+	// LimitClientSecret counts failed client-secret verifications per
+	// client_id, at the token, revocation and introspection endpoints
+	// alike; the endpoints' own limits count per client IP.
+	LimitClientSecret = "client_secret"
 	LimitIntrospect      = "introspect"
 )
 
@@ -177,7 +185,8 @@ type Config struct {
 	PrivateSchemes oauth.PrivateSchemes
 	// TemplateDir overrides the embedded templates: a file there with the
 	// name of an embedded one (layout.html, login.html, consent.html,
-	// error.html, apps.html, logout.html) replaces it. Optional.
+	// error.html, apps.html, logout.html, mfa.html, enroll.html,
+	// recovery.html, account.html) replaces it. Optional.
 	TemplateDir string
 	// Branding sets the pages' title, logo, accent colour and footer.
 	// Optional; see Branding.
@@ -227,6 +236,23 @@ type Config struct {
 	// window under any burst, and none while locked. Optional; default
 	// DefaultLockoutThreshold; negative disables lockout.
 	LockoutThreshold int
+	// SecondFactor is the --require-second-factor policy: PolicyOff asks
+	// nobody for a second factor and offers no enrolment; PolicyOptional
+	// (the zero value) asks those who enrolled one; PolicyAll sends
+	// everyone without one to enrol right after the password, before any
+	// consent; PolicyGroup does that for the members of Group (see
+	// InGroup). Optional.
+	SecondFactor mfa.Policy
+	// Sealer seals TOTP secrets at rest. Optional; nil: second factors
+	// are unavailable, and SecondFactor must be off or optional.
+	Sealer *mfa.Sealer
+	// InGroup reports whether username is a member of group, for a
+	// SecondFactor of PolicyGroup (required then). An error denies the
+	// sign-in as unavailable.
+	InGroup func(ctx context.Context, group, username string) (bool, error)
+	// PasswordPolicy is what a new password chosen on the account page
+	// must pass. Optional; the zero value is passwd's default policy.
+	PasswordPolicy passwd.Policy
 	// LockoutWindow optional; default DefaultLockoutWindow.
 	LockoutWindow time.Duration
 	// LockoutDuration optional; default DefaultLockoutDuration.
@@ -248,10 +274,14 @@ type Server struct {
 	csrfCk    string // login CSRF cookie name
 	requests  *prometheus.CounterVec
 	endpoints endpoints
+	// rp is the WebAuthn relying party; nil when second factors are
+	// unavailable or off (no passkeys then).
+	rp *webauthn.WebAuthn
 }
 
 type endpoints struct {
 	authorize, token, register, revoke, introspect, login, consent, logout, apps, css string
+	secondFactor, account, enroll, js                                                 string
 }
 
 // New validates cfg (reporting every problem at once), applies defaults
@@ -332,6 +362,23 @@ func New(cfg Config) (*Server, error) {
 	if cfg.RefreshGrace < 0 {
 		cfg.RefreshGrace = 0
 	}
+	switch cfg.SecondFactor.Mode {
+	case "":
+		cfg.SecondFactor.Mode = mfa.PolicyOptional
+	case mfa.PolicyOff, mfa.PolicyOptional:
+	case mfa.PolicyAll, mfa.PolicyGroup:
+		if cfg.Sealer == nil {
+			errs = append(errs, fmt.Errorf("require second factor %s: a secret key (Sealer) is required", cfg.SecondFactor))
+		}
+		if cfg.SecondFactor.Mode == mfa.PolicyGroup && cfg.InGroup == nil {
+			errs = append(errs, fmt.Errorf("require second factor %s: groups are not available (InGroup is nil)", cfg.SecondFactor))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("require second factor %q: unknown mode", cfg.SecondFactor.Mode))
+	}
+	if err := cfg.PasswordPolicy.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	pg, err := loadPages(cfg.TemplateDir, cfg.Branding)
 	if err != nil {
 		errs = append(errs, err)
@@ -360,16 +407,33 @@ func New(cfg Config) (*Server, error) {
 		s.cookie, s.csrfCk = "passgate_session", "passgate_login"
 	}
 	s.endpoints = endpoints{
-		authorize:  s.base + "/oauth/authorize",
-		token:      s.base + "/oauth/token",
-		register:   s.base + "/oauth/register",
-		revoke:     s.base + "/oauth/revoke",
-		introspect: s.base + "/oauth/introspect",
-		login:      s.base + "/login",
-		consent:    s.base + "/consent",
-		logout:     s.base + "/logout",
-		apps:       s.base + "/apps",
-		css:        s.prefix + "/static/passgate.css",
+		authorize:    s.base + "/oauth/authorize",
+		token:        s.base + "/oauth/token",
+		register:     s.base + "/oauth/register",
+		revoke:       s.base + "/oauth/revoke",
+		introspect:   s.base + "/oauth/introspect",
+		login:        s.base + "/login",
+		consent:      s.base + "/consent",
+		logout:       s.base + "/logout",
+		apps:         s.base + "/apps",
+		secondFactor: s.base + "/login/second-factor",
+		account:      s.base + "/account",
+		enroll:       s.base + "/account/totp",
+		css:          s.prefix + "/static/passgate.css",
+		js:           s.prefix + "/static/passgate.js",
+	}
+	// WebAuthn relying-party IDs are domain names, never IP addresses: an
+	// issuer on an address (http://127.0.0.1:8080) gets TOTP but no
+	// passkeys; http://localhost works for local use.
+	if cfg.Sealer != nil && cfg.SecondFactor.Mode != mfa.PolicyOff && net.ParseIP(iu.Hostname()) == nil {
+		rp, err := newRelyingParty(iu.Hostname(), s.origin, pg.brand.Title)
+		if err != nil {
+			return nil, fmt.Errorf("oauthweb: passkeys: %w", err)
+		}
+		s.rp = rp
+		// Only passgate.js may run, and it may only call the ceremonies.
+		pg.script = s.origin + s.endpoints.js
+		pg.connect = s.origin + s.prefix + "/webauthn/"
 	}
 	if cfg.Metrics != nil {
 		s.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -394,8 +458,13 @@ func remoteHost(r *http.Request) string {
 
 // Handler returns the authorization server's routes. Browser pages and API
 // endpoints are registered through separate chains; see the package doc.
-func (s *Server) Handler() http.Handler {
-	mux := http.NewServeMux()
+// Every path it serves for an issuer without a path is in PublicPaths.
+func (s *Server) Handler() http.Handler { return s.handler() }
+
+// handler builds Handler's mux, keeping its patterns for the test that
+// holds PublicPaths complete.
+func (s *Server) handler() *routeMux {
+	mux := &routeMux{ServeMux: http.NewServeMux()}
 	p := s.prefix
 
 	// API chain: metadata and machine endpoints, CORS, no cookies read.
@@ -433,6 +502,29 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST "+p+"/logout", s.browser("logout", http.MaxBytesHandler(http.HandlerFunc(s.serveLogout), maxFormBytes)))
 	mux.Handle("GET "+p+"/apps", s.browser("apps", http.HandlerFunc(s.serveApps)))
 	mux.Handle("POST "+p+"/apps/revoke", s.browser("apps", http.MaxBytesHandler(http.HandlerFunc(s.serveAppRevoke), maxFormBytes)))
+	mux.Handle("GET "+p+"/login/second-factor", s.browser("second_factor", http.HandlerFunc(s.serveSecondFactorPage)))
+	mux.Handle("POST "+p+"/login/second-factor", s.browser("second_factor", http.MaxBytesHandler(http.HandlerFunc(s.serveSecondFactor), maxFormBytes)))
+	mux.Handle("GET "+p+"/account", s.browser("account", http.HandlerFunc(s.serveAccount)))
+	mux.Handle("POST "+p+"/account/password", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveChangePassword), maxFormBytes)))
+	mux.Handle("POST "+p+"/account/totp/remove", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveRemoveTOTP), maxFormBytes)))
+	mux.Handle("POST "+p+"/account/recovery-codes", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveNewRecoveryCodes), maxFormBytes)))
+	mux.Handle("POST "+p+"/account/passkeys/rename", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveRenamePasskey), maxFormBytes)))
+	mux.Handle("POST "+p+"/account/passkeys/remove", s.browser("account", http.MaxBytesHandler(http.HandlerFunc(s.serveRemovePasskey), maxFormBytes)))
+	if s.rp != nil {
+		mux.Handle("GET "+s.endpoints.js, s.instrument("static", http.HandlerFunc(s.serveJS)))
+		for path, h := range map[string]http.HandlerFunc{
+			"/webauthn/login/options":         s.servePasskeyLoginOptions,
+			"/webauthn/login":                 s.servePasskeyLogin,
+			"/webauthn/second-factor/options": s.servePasskeyFactorOptions,
+			"/webauthn/second-factor":         s.servePasskeyFactor,
+			"/webauthn/register/options":      s.servePasskeyRegisterOptions,
+			"/webauthn/register":              s.servePasskeyRegister,
+		} {
+			mux.Handle("POST "+p+path, s.browser("webauthn", http.MaxBytesHandler(h, maxPasskeyBody)))
+		}
+	}
+	mux.Handle("GET "+p+"/account/totp", s.browser("enroll", http.HandlerFunc(s.serveEnrollPage)))
+	mux.Handle("POST "+p+"/account/totp", s.browser("enroll", http.MaxBytesHandler(http.HandlerFunc(s.serveEnroll), maxFormBytes)))
 
 	// The 2025-03-26 default endpoints on the issuer's origin, for clients
 	// that skip discovery.

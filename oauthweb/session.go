@@ -21,9 +21,21 @@ const (
 	maxPasswordLen = 1024
 )
 
-// currentSession returns the live session named by the cookie, or
-// store.ErrNotFound.
+// currentSession returns the live, complete session named by the cookie,
+// or store.ErrNotFound. A pending session (a second factor still owed)
+// is not a session here: only the second-factor and enrolment pages
+// accept it, through anySession.
 func (s *Server) currentSession(r *http.Request) (store.Session, error) {
+	sess, err := s.anySession(r)
+	if err == nil && sess.Pending {
+		return store.Session{}, fmt.Errorf("session owes a second factor: %w", store.ErrNotFound)
+	}
+	return sess, err
+}
+
+// anySession returns the live session named by the cookie, pending or
+// not, or store.ErrNotFound.
+func (s *Server) anySession(r *http.Request) (store.Session, error) {
 	c, err := r.Cookie(s.cookie)
 	if err != nil || !token.HasPrefix(c.Value, token.PrefixSession) {
 		return store.Session{}, store.ErrNotFound
@@ -86,6 +98,8 @@ func (s *Server) safeReturn(raw string) string {
 		return s.origin + u.EscapedPath() + "?" + u.RawQuery
 	case s.prefix + "/apps":
 		return s.endpoints.apps
+	case s.prefix + "/account":
+		return s.endpoints.account
 	}
 	return fallback
 }
@@ -120,6 +134,7 @@ func (s *Server) showLogin(w http.ResponseWriter, r *http.Request, status int, m
 	}
 	s.render(w, r, status, "login", page{Title: "Sign in", Error: msg, Data: loginData{
 		Action: s.endpoints.login, CSRF: csrf, ReturnTo: returnTo, Username: username,
+		PasskeyOptions: s.ifPasskeys("/webauthn/login/options"), PasskeyFinish: s.ifPasskeys("/webauthn/login"),
 	}})
 }
 
@@ -217,25 +232,38 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// Success: a new session ID every time (no fixation), and the old
-	// session, if any, ends.
-	if old, err := r.Cookie(s.cookie); err == nil && old.Value != "" {
-		if err := s.cfg.Store.DeleteSession(ctx, token.Hash(old.Value)); err != nil {
-			s.log.WarnContext(ctx, "delete previous session", "err", err)
+	// The password was right. If a second factor is owed, or must first
+	// be enrolled, the browser gets a short pending session that reaches
+	// only those pages.
+	enrolled, required, err := s.factorState(ctx, u.Username)
+	if err != nil {
+		s.loginUnavailable(w, r, err, returnTo)
+		return
+	}
+	if enrolled || required {
+		if _, err := s.startSession(w, r, u.Username, true); err != nil {
+			s.loginUnavailable(w, r, err, returnTo)
+			return
 		}
+		// An enrolled account keeps its failure count until the second
+		// factor passes: clearing it here would give whoever knows the
+		// password a fresh set of guesses at the code after every
+		// password. One without a factor yet has proven all it can.
+		if !enrolled && s.cfg.LockoutThreshold > 0 {
+			if err := s.cfg.Store.ResetLoginFailures(ctx, u.Username); err != nil {
+				s.log.WarnContext(ctx, "reset login failures", "err", err)
+			}
+		}
+		s.setCookie(w, s.csrfCk, "", -1)
+		next := s.endpoints.secondFactor
+		if !enrolled {
+			next = s.endpoints.enroll
+		}
+		back := strings.TrimPrefix(s.safeReturn(returnTo), s.origin)
+		http.Redirect(w, r, next+"?"+url.Values{"return_to": {back}}.Encode(), http.StatusSeeOther)
+		return
 	}
-	id := token.New(token.PrefixSession)
-	sess := store.Session{
-		IDHash:     token.Hash(id),
-		Username:   u.Username,
-		CSRFToken:  token.New(""),
-		IP:         s.clientIP(r),
-		UserAgent:  ev.UserAgent,
-		CreatedAt:  now,
-		ExpiresAt:  now.Add(s.cfg.SessionTTL),
-		LastSeenAt: now,
-	}
-	if err := s.cfg.Store.CreateSession(ctx, sess); err != nil {
+	if _, err := s.startSession(w, r, u.Username, false); err != nil {
 		s.loginUnavailable(w, r, err, returnTo)
 		return
 	}
@@ -246,12 +274,54 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 			s.log.WarnContext(ctx, "reset login failures", "err", err)
 		}
 	}
-	s.setCookie(w, s.cookie, id, s.cfg.SessionTTL)
 	s.setCookie(w, s.csrfCk, "", -1)
 	ok := s.event(r, store.EventLoginSuccess, true)
 	ok.Username = u.Username
 	s.record(ctx, ok)
 	http.Redirect(w, r, s.safeReturn(returnTo), http.StatusSeeOther)
+}
+
+// pendingTTL bounds a pending session: long enough to find a phone and
+// type a code or scan a QR code, short enough that a password alone
+// opens nothing for long.
+const pendingTTL = 10 * time.Minute
+
+// startSession begins a new session for username and sets its cookie: a
+// new ID every time (no fixation), and the browser's previous session, if
+// any, ends.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, username string, pending bool) (store.Session, error) {
+	ctx := r.Context()
+	if old, err := r.Cookie(s.cookie); err == nil && old.Value != "" {
+		if err := s.cfg.Store.DeleteSession(ctx, token.Hash(old.Value)); err != nil {
+			s.log.WarnContext(ctx, "delete previous session", "err", err)
+		}
+	}
+	now := s.now()
+	ttl := s.cfg.SessionTTL
+	if pending {
+		ttl = pendingTTL
+	}
+	ua := r.UserAgent()
+	if len(ua) > 512 {
+		ua = ua[:512]
+	}
+	id := token.New(token.PrefixSession)
+	sess := store.Session{
+		IDHash:     token.Hash(id),
+		Username:   username,
+		CSRFToken:  token.New(""),
+		IP:         s.clientIP(r),
+		UserAgent:  ua,
+		CreatedAt:  now,
+		ExpiresAt:  now.Add(ttl),
+		LastSeenAt: now,
+		Pending:    pending,
+	}
+	if err := s.cfg.Store.CreateSession(ctx, sess); err != nil {
+		return store.Session{}, err
+	}
+	s.setCookie(w, s.cookie, id, ttl)
+	return sess, nil
 }
 
 func (s *Server) loginUnavailable(w http.ResponseWriter, r *http.Request, err error, returnTo string) {
@@ -286,7 +356,7 @@ func checkCSRF(r *http.Request, sess store.Session) bool {
 }
 
 func (s *Server) serveLogoutPage(w http.ResponseWriter, r *http.Request) {
-	sess, err := s.currentSession(r)
+	sess, err := s.anySession(r)
 	if err != nil {
 		s.render(w, r, http.StatusOK, "logout", page{Title: "Signed out", Data: logoutData{Done: true}})
 		return
@@ -302,7 +372,7 @@ func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request) {
 		s.renderError(w, r, status, "The form could not be read.", err)
 		return
 	}
-	sess, err := s.currentSession(r)
+	sess, err := s.anySession(r)
 	if err != nil {
 		s.setCookie(w, s.cookie, "", -1)
 		s.render(w, r, http.StatusOK, "logout", page{Title: "Signed out", Data: logoutData{Done: true}})

@@ -106,19 +106,22 @@ func invalidClient(basic bool, desc string) *oauth.Error {
 	return e
 }
 
-// authenticateClient resolves and authenticates the client of an API
-// request to endpoint. Public and confidential stay strict: a client
+// authenticateClient resolves and authenticates the client of a token,
+// revocation or introspection request. Public and confidential stay strict: a client
 // registered with "none" must not present a secret, and a client with a
 // secret must present it. A client with a secret may present it with
 // client_secret_basic or client_secret_post whichever it registered: RFC
 // 6749 §2.3.1 requires Basic for every client that has a secret, and
 // claude.ai sends its custom connectors' secrets in the form whatever the
 // metadata says. (Both at once is refused earlier, by readClientCreds.) A
-// secret's verification is paid for first from endpoint's limit for the
+// secret's verification is paid for first from LimitClientSecret for the
 // client_id (refunded when the secret matches), so guessing one client's
 // secret is bounded however many addresses the guesses come from; when
-// that limit refuses, it sets Retry-After on w and returns a 429.
-func (s *Server) authenticateClient(ctx context.Context, w http.ResponseWriter, r *http.Request, endpoint string, c clientCreds) (store.Client, *oauth.Error) {
+// that limit refuses, it sets Retry-After on w and returns a 429. The
+// per-client_id limit is separate from, and larger than, the endpoints'
+// per-IP limits, so one who knows a client_id needs many addresses to
+// hold up the real client's requests.
+func (s *Server) authenticateClient(ctx context.Context, w http.ResponseWriter, r *http.Request, c clientCreds) (store.Client, *oauth.Error) {
 	client, err := s.lookupClient(ctx, c.id)
 	if err != nil {
 		if errors.Is(err, store.ErrNotFound) {
@@ -145,7 +148,7 @@ func (s *Server) authenticateClient(ctx context.Context, w http.ResponseWriter, 
 		// An empty Basic password: nothing to verify, no hash to pay for.
 		return store.Client{}, invalidClient(c.basic, "client authentication failed")
 	}
-	ok, after, refund := s.reserve(r, endpoint, clientKey(client.ID), client.ID)
+	ok, after, refund := s.reserve(r, LimitClientSecret, clientKey(client.ID), client.ID)
 	if !ok {
 		w.Header().Set("Retry-After", after)
 		return store.Client{}, tooManyRequests()
@@ -197,7 +200,7 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	client, oe := s.authenticateClient(ctx, w, r, LimitToken, creds)
+	client, oe := s.authenticateClient(ctx, w, r, creds)
 	if oe != nil {
 		fail(oe)
 		return

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates docs/screenshots/*.png: every page (login, login error,
-# consent, connected apps, logout, signed out, error) at a phone (375x812)
+# consent, connected apps, logout, signed out, error, and the second-factor,
+# enrolment, recovery-code and account pages) at a phone (375x812)
 # and a desktop (1280x800) viewport, light and dark, taken in headless
 # Chromium against the real passgate binary. Installs chromium when
 # missing (as root).

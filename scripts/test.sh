@@ -5,7 +5,9 @@
 # target. This script is the only place that installs anything (nginx,
 # caddy, chromium, envsubst, PostgreSQL's binaries, as root); the tests
 # never do: a missing tool skips its tests with a message, or fails them
-# with CI=true (internal/testing/e2etest NeedTool). PostgreSQL comes from
+# with CI=true (internal/testing/e2etest NeedTool). deploy/kittest, a nested
+# module, tests the Helm chart, the Kubernetes examples and a GoReleaser
+# snapshot with tools pinned in its go.mod. PostgreSQL comes from
 # TEST_DATABASE_URL or 127.0.0.1:5432; with CI=true a missing PostgreSQL
 # fails the run. There are no build tags: `go test ./...` runs everything.
 set -euo pipefail
@@ -46,16 +48,18 @@ if [ ${#need_apt[@]} -gt 0 ] || [ -n "$need_nginx" ]; then
   fi
 fi
 
-# deploy TestTypeScriptSDKThroughNginx runs the MCP TypeScript SDK client in
-# interop/ts-sdk with node (>= 20); its packages are pinned in
-# package-lock.json.
+# deploy TestTypeScriptSDKThroughNginx and TestStepUpWithTypeScriptClient*
+# run the MCP TypeScript SDK clients in interop/ts-sdk with node (>= 20);
+# their packages are pinned in package-lock.json. node_modules is
+# reinstalled whenever the lock file changed since the last install (a
+# copy of it is kept as the stamp).
 if command -v npm >/dev/null 2>&1; then
-  if [ ! -d interop/ts-sdk/node_modules ]; then
+  if ! cmp -s interop/ts-sdk/package-lock.json interop/ts-sdk/node_modules/.passgate-installed-lock.json; then
     echo "== npm ci in interop/ts-sdk"
-    (cd interop/ts-sdk && npm ci --no-audit --no-fund)
+    (cd interop/ts-sdk && npm ci --no-audit --no-fund && cp package-lock.json node_modules/.passgate-installed-lock.json)
   fi
 else
-  echo "== npm is missing: TestTypeScriptSDKThroughNginx will skip (or fail with CI=true)"
+  echo "== npm is missing: the TypeScript SDK tests will skip (or fail with CI=true)"
 fi
 
 echo "== go mod tidy -diff"
@@ -69,6 +73,31 @@ go tool staticcheck ./...
 
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
+
+echo "== operator's kit (deploy/kittest: Helm chart, Kubernetes examples, release snapshot)"
+# deploy/kittest is a Go module of its own, so passgate's go.mod stays free
+# of the Kubernetes, Helm, Istio, Envoy Gateway and GoReleaser dependency
+# graphs (`go test ./...` above does not enter it). The tools it pins (helm,
+# goreleaser, cyclonedx-gomod) are built once per go.mod/go.sum into
+# PASSGATE_KIT_TOOLS, which later runs on the same machine reuse.
+kit_start=$SECONDS
+kit_sum=$(cat deploy/kittest/go.mod deploy/kittest/go.sum | sha256sum | cut -c1-16)
+export PASSGATE_KIT_TOOLS="${PASSGATE_KIT_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/passgate/kit-tools/$kit_sum}"
+(cd deploy/kittest && go mod tidy -diff && go vet ./... && "$(go -C ../.. tool -n staticcheck)" ./...)
+if [ ! -x "$PASSGATE_KIT_TOOLS/helm" ] || [ ! -x "$PASSGATE_KIT_TOOLS/goreleaser" ] || [ ! -x "$PASSGATE_KIT_TOOLS/cyclonedx-gomod" ]; then
+  echo "-- building helm, goreleaser and cyclonedx-gomod into $PASSGATE_KIT_TOOLS (once per deploy/kittest/go.sum)"
+  rm -rf "$PASSGATE_KIT_TOOLS.tmp"
+  go -C deploy/kittest build -o "$PASSGATE_KIT_TOOLS.tmp/" \
+    helm.sh/helm/v3/cmd/helm github.com/goreleaser/goreleaser/v2 github.com/CycloneDX/cyclonedx-gomod/cmd/cyclonedx-gomod
+  rm -rf "$PASSGATE_KIT_TOOLS" && mv "$PASSGATE_KIT_TOOLS.tmp" "$PASSGATE_KIT_TOOLS"
+fi
+echo "-- goreleaser check and snapshot build"
+PATH="$PASSGATE_KIT_TOOLS:$PATH" goreleaser check
+if ! PATH="$PASSGATE_KIT_TOOLS:$PATH" goreleaser release --snapshot --clean --skip=publish,sign,docker >/tmp/passgate-goreleaser.log 2>&1; then
+  cat /tmp/passgate-goreleaser.log; exit 1
+fi
+(cd deploy/kittest && go test -count=1 ./...)
+echo "   (operator's kit: $((SECONDS - kit_start))s)"
 
 echo "== fuzz (short)"
 for pkg in $(go list ./...); do

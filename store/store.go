@@ -1,11 +1,13 @@
 // Package store defines what passgate keeps across restarts: users, OAuth
 // clients, browser sessions, authorization codes, tokens, consents, API
-// keys, login failure counters and the audit log. It holds the Store interface, its
+// keys, second factors (sealed TOTP secrets, recovery code hashes,
+// passkeys, spent WebAuthn challenges), login
+// failure counters and the audit log. It holds the Store interface, its
 // domain types and sentinel errors; the backends live in store/sqlite and
 // store/postgres and both pass the suite in store/storetest.
 //
 // Secrets never reach the store in clear: session IDs, authorization codes,
-// access and refresh tokens and API keys are identified by the SHA-256 hash
+// access and refresh tokens, API keys and recovery codes are identified by the SHA-256 hash
 // of their value (see internal/token), passwords and client secrets by a password
 // hash (see internal/passwd).
 package store
@@ -87,6 +89,11 @@ type Session struct {
 	CreatedAt  time.Time
 	ExpiresAt  time.Time
 	LastSeenAt time.Time
+	// Pending marks a session whose password was right but whose second
+	// factor is still owed (or must first be enrolled): it only reaches
+	// the second-factor and enrolment pages, never consent, connected
+	// apps or the account page.
+	Pending bool
 }
 
 // AuthCode is an authorization code, valid once for ten minutes.
@@ -203,7 +210,54 @@ const (
 	// EventAccessDenied: the access policy refused a user at
 	// /oauth/authorize (Error names the reason).
 	EventAccessDenied = "access_denied"
+	// Second factors.
+	EventMFAEnrolled        = "mfa_enrolled"
+	EventMFARemoved         = "mfa_removed"
+	EventMFASuccess         = "mfa_success"
+	EventMFAFailure         = "mfa_failure"
+	EventRecoveryCodeUsed   = "recovery_code_used"
+	EventRecoveryCodesReset = "recovery_codes_regenerated"
+	EventMFAReset           = "mfa_reset"
+	EventPasskeyAdded       = "passkey_added"
+	EventPasskeyRemoved     = "passkey_removed"
+	EventPasskeyLogin       = "passkey_login"
 )
+
+// Passkey is a WebAuthn credential a user registered. Its ID is the
+// credential ID the authenticator chose (unique across users).
+type Passkey struct {
+	ID       []byte
+	Username string
+	// Name is what the user calls it ("Work laptop").
+	Name string
+	// Record is the relying party's full credential record (public key,
+	// attestation, flags), opaque to the store.
+	Record []byte
+	// SignCount is the authenticator's signature counter at the last use
+	// (0 for authenticators without one, such as most synced passkeys).
+	SignCount uint32
+	// BackupEligible and BackupState are the credential's backup flags:
+	// whether it may be synced to other devices, and whether it is.
+	BackupEligible, BackupState bool
+	CreatedAt                   time.Time
+	LastUsedAt                  time.Time // zero until the first sign-in
+}
+
+// TOTP is a user's confirmed time-based one-time password secret (RFC
+// 6238). A user has at most one.
+type TOTP struct {
+	Username string
+	// Secret is the shared secret sealed (AEAD) by the caller with a key
+	// the store never sees; a copy of the database alone cannot compute
+	// codes.
+	Secret []byte
+	// LastStep is the highest time step (Unix time / period) a code was
+	// accepted for; UseTOTPStep refuses it and every earlier step, so a
+	// code cannot be replayed within its window.
+	LastStep   int64
+	CreatedAt  time.Time
+	LastUsedAt time.Time // zero until the first sign-in with a code
+}
 
 // AuditEvent is one row of the auth_logs table.
 type AuditEvent struct {
@@ -295,7 +349,7 @@ type Store interface {
 	// The caller validates the names (ValidGroup).
 	SetUserGroups(ctx context.Context, username string, groups []string, now time.Time, audit *AuditEvent) ([]string, error)
 	// DeleteUser removes the user with their sessions, consents, lockout
-	// state and tokens (revoking them; the hashes are notified to
+	// state, second factors and tokens (revoking them; the hashes are notified to
 	// Subscribe). ErrNotFound for an unknown user.
 	DeleteUser(ctx context.Context, username string, now time.Time) error
 
@@ -428,6 +482,74 @@ type Store interface {
 	// (after a successful login, or `passgate user unlock`).
 	ResetLoginFailures(ctx context.Context, username string) error
 
+	// EnrollTOTP stores t as the user's TOTP secret, replacing any
+	// earlier one, and replaces all of the user's recovery codes with
+	// recoveryHashes (token hashes of fresh codes), writing audit when it
+	// is non-nil, all in one transaction. ErrNotFound for an unknown user,
+	// with nothing changed.
+	EnrollTOTP(ctx context.Context, t TOTP, recoveryHashes []string, now time.Time, audit *AuditEvent) error
+	// GetTOTP returns the user's TOTP secret; ErrNotFound if none.
+	GetTOTP(ctx context.Context, username string) (TOTP, error)
+	// UseTOTPStep atomically records that a code for step was accepted:
+	// it succeeds only if step is greater than the stored LastStep, and
+	// then sets LastStep and LastUsedAt. ErrConflict if step was already
+	// used (or an earlier one): of concurrent calls with one step exactly
+	// one succeeds. ErrNotFound if the user has no TOTP secret.
+	UseTOTPStep(ctx context.Context, username string, step int64, now time.Time) error
+	// DeleteTOTP removes the user's TOTP secret and recovery codes,
+	// writing audit when it is non-nil, in one transaction. ErrNotFound if
+	// the user had no TOTP secret (nothing is written).
+	DeleteTOTP(ctx context.Context, username string, now time.Time, audit *AuditEvent) error
+	// ReplaceRecoveryCodes replaces all of the user's recovery codes, used
+	// or not, with hashes, writing audit when it is non-nil.
+	// ErrNotFound if the user has no TOTP secret (codes only stand in for
+	// a second factor).
+	ReplaceRecoveryCodes(ctx context.Context, username string, hashes []string, now time.Time, audit *AuditEvent) error
+	// UseRecoveryCode atomically marks the user's unused recovery code
+	// whose hash is hash used at now, writing audit when it is non-nil.
+	// ErrNotFound if there is no such unused code; of concurrent calls
+	// with one code exactly one succeeds.
+	UseRecoveryCode(ctx context.Context, username, hash string, now time.Time, audit *AuditEvent) error
+	// CountRecoveryCodes returns how many unused recovery codes the user
+	// has (0 for an unknown user).
+	CountRecoveryCodes(ctx context.Context, username string) (int, error)
+	// CreatePasskey stores p, writing audit when it is non-nil, in one
+	// transaction. ErrNotFound for an unknown user; ErrAlreadyExists if
+	// the credential ID is taken (by any user); nothing is written then.
+	CreatePasskey(ctx context.Context, p Passkey, audit *AuditEvent) error
+	// ListPasskeys returns the user's passkeys, oldest first.
+	ListPasskeys(ctx context.Context, username string) ([]Passkey, error)
+	// GetPasskey returns the passkey with credential ID id; ErrNotFound
+	// if none.
+	GetPasskey(ctx context.Context, id []byte) (Passkey, error)
+	// UsePasskey records a sign-in with the passkey: it sets SignCount,
+	// BackupState, Record and LastUsedAt, provided signCount is greater
+	// than the stored count, or both are 0 (an authenticator without a
+	// counter). Otherwise ErrConflict: a counter that did not advance
+	// means a cloned authenticator or a replay, and of concurrent uses
+	// with one count exactly one succeeds. ErrNotFound if unknown.
+	UsePasskey(ctx context.Context, id []byte, signCount uint32, backupState bool, record []byte, now time.Time) error
+	// RenamePasskey renames the user's passkey; ErrNotFound if the user
+	// has no passkey with that ID.
+	RenamePasskey(ctx context.Context, username string, id []byte, name string) error
+	// DeletePasskey removes the user's passkey, writing audit when it is
+	// non-nil; ErrNotFound if the user has no passkey with that ID
+	// (nothing is written).
+	DeletePasskey(ctx context.Context, username string, id []byte, audit *AuditEvent) error
+	// SpendNonce records that a one-time value (its hash) was used at
+	// now, until expiresAt; ErrAlreadyExists if it was spent before and
+	// has not expired at now. Of concurrent calls with one hash exactly one succeeds.
+	// DeleteExpired forgets expired ones.
+	SpendNonce(ctx context.Context, hash string, now, expiresAt time.Time) error
+
+	// ResetSecondFactors removes every second factor of the user (TOTP
+	// secret, recovery codes, passkeys) and, in the same transaction, ends their
+	// sessions, deletes their unredeemed codes and revokes their tokens,
+	// like SetPassword; the hashes are returned and notified. audit, when
+	// non-nil, is written in the transaction. ErrNotFound for an unknown
+	// user.
+	ResetSecondFactors(ctx context.Context, username string, now time.Time, audit *AuditEvent) ([]string, error)
+
 	// GetSetting returns a value passgate keeps about itself (such as
 	// what it last applied from its configuration); ErrNotFound if unset.
 	GetSetting(ctx context.Context, key string) (string, error)
@@ -440,7 +562,8 @@ type Store interface {
 	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
 
 	// DeleteExpired removes expired sessions, codes, tokens (expired, or
-	// revoked/rotated ones past expiry), lapsed login failures, and audit
+	// revoked/rotated ones past expiry), lapsed login failures, expired
+	// spent nonces, and audit
 	// rows created before auditBefore (zero: keep all). Returns how many
 	// rows it removed.
 	DeleteExpired(ctx context.Context, now, auditBefore time.Time) (int64, error)

@@ -10,6 +10,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -30,6 +32,7 @@ import (
 	"github.com/passgate/passgate/internal/cimd"
 	"github.com/passgate/passgate/internal/clientip"
 	"github.com/passgate/passgate/internal/httplog"
+	"github.com/passgate/passgate/internal/mfa"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/ratelimit"
@@ -222,6 +225,7 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		oauthweb.LimitRegister:        ratelimit.New(c.RegisterLimit, nil, 0),
 		oauthweb.LimitRegisterSuccess: ratelimit.New(c.RegisterSuccessLimit, nil, 0),
 		oauthweb.LimitRevoke:          ratelimit.New(c.RevokeLimit, nil, 0),
+		oauthweb.LimitClientSecret:    ratelimit.New(c.ClientSecretLimit, nil, 0),
 		oauthweb.LimitIntrospect:      ratelimit.New(c.RevokeLimit, nil, 0),
 	}
 	refreshGrace := c.RefreshGrace
@@ -231,6 +235,14 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 	lockout := c.LockoutThreshold
 	if lockout == 0 {
 		lockout = -1 // oauthweb: negative disables
+	}
+	policy, err := mfa.ParsePolicy(c.RequireSecondFactor)
+	if err != nil {
+		return nil, err
+	}
+	sealer, err := a.sealer()
+	if err != nil {
+		return nil, err
 	}
 	return oauthweb.New(oauthweb.Config{
 		Issuer:                c.Issuer,
@@ -266,7 +278,36 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 		LockoutThreshold: lockout,
 		LockoutWindow:    c.LockoutWindow,
 		LockoutDuration:  c.LockoutDuration,
+		SecondFactor:     policy,
+		InGroup:          a.inGroup,
+		Sealer:           sealer,
+		PasswordPolicy:   c.passwordPolicy(),
 	})
+}
+
+// sealer loads the key that seals TOTP secrets: --secret-key-file, or
+// with SQLite secret.key in the data directory (created on first use).
+// With PostgreSQL and no key file, second factors are unavailable: each
+// replica would make its own key and read no one else's secrets.
+func (a *app) sealer() (*mfa.Sealer, error) {
+	c := a.cfg
+	var key []byte
+	var err error
+	switch {
+	case c.SecretKeyFile != "":
+		key, err = mfa.LoadKey(c.SecretKeyFile)
+	case c.DatabaseURL == "":
+		key, err = mfa.LoadOrCreateKey(filepath.Join(c.DataDir, "secret.key"))
+	default:
+		if c.RequireSecondFactor != mfa.PolicyOff {
+			a.logger.Warn("second factors are unavailable: with --database they need --secret-key-file")
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("second factors: %w", err)
+	}
+	return mfa.NewSealer(key)
 }
 
 // newChecker builds the checks the proxies ask, over gRPC and HTTP.
@@ -615,4 +656,18 @@ func (a *app) drain() {
 	a.draining = true
 	a.ready.Store(false)
 	a.health.Shutdown()
+}
+
+// inGroup reports whether username is in group (the access-policy groups
+// kept in the store), for --require-second-factor group:NAME. An unknown
+// user is in no group.
+func (a *app) inGroup(ctx context.Context, group, username string) (bool, error) {
+	u, err := a.store.GetUser(ctx, username)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("get user: %w", err)
+	}
+	return slices.Contains(u.Groups, group), nil
 }

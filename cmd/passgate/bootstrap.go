@@ -11,7 +11,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
+	"github.com/passgate/passgate/internal/textsafe"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
@@ -85,7 +87,32 @@ func bootstrap(ctx context.Context, st store.Store, c *Config, cost int, out io.
 		return err
 	}
 	if c.SeedClientID != "" {
-		return applySeedClient(ctx, st, c, now, cost, logger)
+		if err := applySeedClient(ctx, st, c, now, cost, logger); err != nil {
+			return err
+		}
+	}
+	return warnUnsafeRedirects(ctx, st, logger)
+}
+
+// warnUnsafeRedirects names, once at start, the pre-registered clients
+// whose stored redirect URIs today's rules refuse (stored by an older
+// passgate or by hand). /oauth/authorize refuses those URIs at every use;
+// the warning tells the operator why that client fails and what to fix.
+func warnUnsafeRedirects(ctx context.Context, st store.Store, logger *slog.Logger) error {
+	clients, err := st.ListClients(ctx)
+	if err != nil {
+		return fmt.Errorf("list clients: %w", err)
+	}
+	for _, cl := range clients {
+		if cl.Source != store.ClientStatic {
+			continue
+		}
+		for _, u := range cl.RedirectURIs {
+			if err := oauth.ValidateRedirectURI(u, oauth.PrivateSchemesAny); err != nil {
+				logger.Warn("a pre-registered client has a redirect URI passgate refuses: /oauth/authorize will not redirect there; fix it with `passgate client remove` and `client add`",
+					"client_id", textsafe.Escape(cl.ID), "redirect_uri", textsafe.Escape(u), "err", err)
+			}
+		}
 	}
 	return nil
 }

@@ -86,7 +86,7 @@ type cliCommand struct {
 func commands() []cliCommand {
 	return []cliCommand{
 		{"serve", "[flags]", "run the authorization server and the checks", cmdServe},
-		{"user", "add|list|remove|passwd|unlock|set-groups [NAME]", "", cmdUser},
+		{"user", "add|list|remove|passwd|unlock|set-groups|mfa [NAME]", "", cmdUser},
 		{"client", "add|list|remove [ID]", "pre-registered OAuth clients", cmdClient},
 		{"token", "revoke --user NAME", "revoke every token of a user", cmdToken},
 		{"apikey", "add|list|revoke [NAME]", "named API keys bound to resources and scopes", cmdAPIKey},

@@ -22,10 +22,13 @@ import (
 const adminIP = "cli"
 
 func cmdUser(ctx context.Context, args []string, std stdio) error {
-	const usage = "user add|list|remove|passwd|unlock|set-groups [NAME] [GROUP,…] [--password-stdin] [--groups GROUP,…]"
+	const usage = "user add|list|remove|passwd|unlock|set-groups|mfa [NAME] [GROUP,…] [--password-stdin] [--groups GROUP,…]"
 	sub, err := subcommand("user", usage, args, std)
 	if err != nil {
 		return err
+	}
+	if sub == "mfa" {
+		return cmdUserMFA(ctx, args[1:], std)
 	}
 	var c Config
 	fs := newFlagSet("user "+sub, usage, std)
@@ -192,6 +195,81 @@ func parseGroups(list string) ([]string, error) {
 		out = append(out, g)
 	}
 	return out, nil
+}
+
+// cmdUserMFA lists a user's second factors, or removes them all (for a
+// lost phone without recovery codes): the reset ends the user's sessions
+// and revokes their tokens, since whoever held the factor may be signed
+// in.
+func cmdUserMFA(ctx context.Context, args []string, std stdio) error {
+	const usage = "user mfa list|reset NAME"
+	sub, err := subcommand("user mfa", usage, args, std)
+	if err != nil {
+		return err
+	}
+	var c Config
+	fs := newFlagSet("user mfa "+sub, usage, std)
+	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, nil)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if len(pos) != 1 || !validUsername(pos[0]) {
+		return usagef("user mfa %s: exactly one valid NAME is required", sub)
+	}
+	name := pos[0]
+	if _, err := st.GetUser(ctx, name); err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("no user %q", name)
+		}
+		return fmt.Errorf("get user: %w", err)
+	}
+	now := time.Now()
+	switch sub {
+	case "list":
+		tw := newTable(std.out, "FACTOR", "CREATED", "LAST USED", "DETAIL")
+		t, err := st.GetTOTP(ctx, name)
+		switch {
+		case err == nil:
+			n, err := st.CountRecoveryCodes(ctx, name)
+			if err != nil {
+				return fmt.Errorf("count recovery codes: %w", err)
+			}
+			last := "-"
+			if !t.LastUsedAt.IsZero() {
+				last = t.LastUsedAt.Format(time.RFC3339)
+			}
+			tw.row("totp", t.CreatedAt.Format(time.RFC3339), last, fmt.Sprintf("%d recovery codes left", n))
+		case !errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("get totp: %w", err)
+		}
+		keys, err := st.ListPasskeys(ctx, name)
+		if err != nil {
+			return fmt.Errorf("list passkeys: %w", err)
+		}
+		for _, k := range keys {
+			last := "-"
+			if !k.LastUsedAt.IsZero() {
+				last = k.LastUsedAt.Format(time.RFC3339)
+			}
+			detail := "passkey " + k.Name
+			if k.BackupState {
+				detail += " (synced)"
+			}
+			tw.row("passkey", k.CreatedAt.Format(time.RFC3339), last, detail)
+		}
+		return tw.flush()
+	case "reset":
+		ev := store.AuditEvent{Event: store.EventMFAReset, Success: true, IP: adminIP, Username: name, CreatedAt: now}
+		revoked, err := st.ResetSecondFactors(ctx, name, now, &ev)
+		if err != nil {
+			return fmt.Errorf("reset second factors: %w", err)
+		}
+		fmt.Fprintf(std.out, "removed the second factors of %s, ended their sessions and revoked %d tokens\n", name, len(revoked))
+		return nil
+	default:
+		return usagef("user mfa: unknown subcommand %q", sub)
+	}
 }
 
 // subcommand returns the subcommand, args[0]; without one it prints the

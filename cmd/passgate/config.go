@@ -16,6 +16,7 @@ import (
 	"github.com/passgate/passgate/extauthz"
 	"github.com/passgate/passgate/extauthz/proxy"
 	"github.com/passgate/passgate/internal/clientip"
+	"github.com/passgate/passgate/internal/mfa"
 	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/policy"
@@ -148,6 +149,11 @@ type Config struct {
 	// successful ones.
 	LoginLimit, TokenLimit, AuthorizeLimit, RegisterLimit, RevokeLimit ratelimit.Limit
 	RegisterSuccessLimit                                               ratelimit.Limit
+	// ClientSecretLimit counts failed client-secret verifications per
+	// client_id from every address together (token, revocation and
+	// introspection). Default ratelimit.DefaultClientSecret.
+	// Env PASSGATE_CLIENT_SECRET_LIMIT.
+	ClientSecretLimit ratelimit.Limit
 	// LockoutThreshold failed logins within LockoutWindow lock an account
 	// for LockoutDuration. Defaults oauthweb.DefaultLockout*; threshold 0
 	// disables.
@@ -160,6 +166,17 @@ type Config struct {
 	// username). Default and least passwd.MinLength.
 	// Env PASSGATE_MIN_PASSWORD_LENGTH.
 	MinPasswordLength int
+	// RequireSecondFactor is who must pass a second factor after the
+	// password: off, optional (those who enrolled one), all, or
+	// group:NAME (mfa.ParsePolicy). Default optional.
+	// Env PASSGATE_REQUIRE_SECOND_FACTOR.
+	RequireSecondFactor string
+	// SecretKeyFile holds the 32-byte key (64 hex digits or base64) that
+	// seals TOTP secrets at rest. Optional; with SQLite, passgate creates
+	// DataDir/secret.key when missing. With PostgreSQL it is required for
+	// second factors (replicas must share it); without it they are off.
+	// Env PASSGATE_SECRET_KEY_FILE.
+	SecretKeyFile string
 
 	// APIKeyFile holds the legacy static bearer credential for scripts,
 	// accepted by the checks for the configured resources as user
@@ -343,12 +360,15 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "failed token requests per client IP", "PASSGATE_TOKEN_LIMIT")
 	limit(&c.AuthorizeLimit, "authorize-limit", ratelimit.DefaultAuthorize, "authorization requests per client IP", "PASSGATE_AUTHORIZE_LIMIT")
 	limit(&c.RegisterLimit, "register-limit", ratelimit.DefaultRegister, "failed client registrations per client IP", "PASSGATE_REGISTER_LIMIT")
+	limit(&c.ClientSecretLimit, "client-secret-limit", ratelimit.DefaultClientSecret, "failed client-secret verifications per client_id, from all addresses", "PASSGATE_CLIENT_SECRET_LIMIT")
 	limit(&c.RegisterSuccessLimit, "register-success-limit", ratelimit.DefaultRegisterSuccess, "successful client registrations per client IP", "PASSGATE_REGISTER_SUCCESS_LIMIT")
 	limit(&c.RevokeLimit, "revoke-limit", ratelimit.DefaultRevoke, "revocation and introspection requests per client IP", "PASSGATE_REVOKE_LIMIT")
 	integer(&c.LockoutThreshold, "lockout-threshold", oauthweb.DefaultLockoutThreshold, "failed logins that lock an account (0 disables)", "PASSGATE_LOCKOUT_THRESHOLD")
 	dur(&c.LockoutWindow, "lockout-window", oauthweb.DefaultLockoutWindow, "window in which failed logins are counted", "PASSGATE_LOCKOUT_WINDOW")
 	dur(&c.LockoutDuration, "lockout-duration", oauthweb.DefaultLockoutDuration, "how long a locked account stays locked", "PASSGATE_LOCKOUT_DURATION")
 	s = append(s, bindPasswordPolicy(fs, c))
+	str(&c.RequireSecondFactor, "require-second-factor", mfa.PolicyOptional, "who must pass a second factor: off, optional, all or group:NAME", "PASSGATE_REQUIRE_SECOND_FACTOR")
+	str(&c.SecretKeyFile, "secret-key-file", "", "file holding the key that seals TOTP secrets (default: secret.key in --data-dir with SQLite)", "PASSGATE_SECRET_KEY_FILE")
 	str(&c.APIKeyFile, "api-key-file", "", "file holding a static bearer credential the checks accept", "PASSGATE_API_KEY_FILE")
 	str(&c.UserHeader, "user-header", extauthz.DefaultUserHeader, "identity header carrying the username upstream", "PASSGATE_USER_HEADER")
 	str(&c.ClientIDHeader, "client-id-header", extauthz.DefaultClientIDHeader, "identity header carrying the client ID upstream", "PASSGATE_CLIENT_ID_HEADER")
@@ -567,6 +587,13 @@ func (c *Config) Validate() error {
 	}
 	if c.LockoutThreshold < 0 {
 		add("--lockout-threshold: must not be negative")
+	}
+	if p, err := mfa.ParsePolicy(c.RequireSecondFactor); err != nil {
+		add("--require-second-factor: %v", err)
+	} else {
+		if (p.Mode == mfa.PolicyAll || p.Mode == mfa.PolicyGroup) && c.DatabaseURL != "" && c.SecretKeyFile == "" {
+			add("--require-second-factor %s: with --database, --secret-key-file is required (replicas must share the key)", p)
+		}
 	}
 	if c.CheckCacheSize <= 0 {
 		add("--check-cache-size: must be positive")

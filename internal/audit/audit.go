@@ -25,6 +25,10 @@ var Events = []string{
 	store.EventAPIKeyCreated, store.EventAPIKeyRevoked,
 	store.EventPasswordChanged,
 	store.EventGroupsChanged, store.EventAccessDenied,
+	store.EventMFAEnrolled, store.EventMFARemoved, store.EventMFASuccess,
+	store.EventMFAFailure, store.EventRecoveryCodeUsed, store.EventRecoveryCodesReset,
+	store.EventMFAReset, store.EventPasskeyAdded, store.EventPasskeyRemoved,
+	store.EventPasskeyLogin,
 }
 
 // Recorder writes audit rows and counts them. It is safe for concurrent use.

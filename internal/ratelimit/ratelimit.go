@@ -37,6 +37,12 @@ var (
 	// egress addresses, one client per user who connects, so this is
 	// high; it exists to bound how fast one address can fill the store.
 	DefaultRegisterSuccess = Limit{Events: 200, Per: time.Hour}
+	// DefaultClientSecret bounds failed client-secret verifications per
+	// client_id, from every address together: it stops a distributed
+	// guess of a weak operator-chosen secret (OAUTH_CLIENT_SECRET), and is
+	// ten times the per-IP token limit so that one who knows the client_id
+	// needs many addresses to hold up the real client's requests.
+	DefaultClientSecret    = Limit{Events: 100, Per: 15 * time.Minute}
 	DefaultRevoke          = Limit{Events: 60, Per: time.Minute}
 	DefaultIntrospect      = Limit{Events: 60, Per: time.Minute}
 )

@@ -267,6 +267,101 @@ func (s *Store) ResetLoginFailures(ctx context.Context, a1 string) error {
 	return s.end(span, s.Store.ResetLoginFailures(ctx, a1))
 }
 
+func (s *Store) EnrollTOTP(ctx context.Context, a1 store.TOTP, a2 []string, a3 time.Time, a4 *store.AuditEvent) error {
+	ctx, span := s.start(ctx, "store.EnrollTOTP")
+	defer span.End()
+	return s.end(span, s.Store.EnrollTOTP(ctx, a1, a2, a3, a4))
+}
+
+func (s *Store) GetTOTP(ctx context.Context, a1 string) (store.TOTP, error) {
+	ctx, span := s.start(ctx, "store.GetTOTP")
+	defer span.End()
+	r0, err := s.Store.GetTOTP(ctx, a1)
+	return r0, s.end(span, err)
+}
+
+func (s *Store) UseTOTPStep(ctx context.Context, a1 string, a2 int64, a3 time.Time) error {
+	ctx, span := s.start(ctx, "store.UseTOTPStep")
+	defer span.End()
+	return s.end(span, s.Store.UseTOTPStep(ctx, a1, a2, a3))
+}
+
+func (s *Store) DeleteTOTP(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) error {
+	ctx, span := s.start(ctx, "store.DeleteTOTP")
+	defer span.End()
+	return s.end(span, s.Store.DeleteTOTP(ctx, a1, a2, a3))
+}
+
+func (s *Store) ReplaceRecoveryCodes(ctx context.Context, a1 string, a2 []string, a3 time.Time, a4 *store.AuditEvent) error {
+	ctx, span := s.start(ctx, "store.ReplaceRecoveryCodes")
+	defer span.End()
+	return s.end(span, s.Store.ReplaceRecoveryCodes(ctx, a1, a2, a3, a4))
+}
+
+func (s *Store) UseRecoveryCode(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) error {
+	ctx, span := s.start(ctx, "store.UseRecoveryCode")
+	defer span.End()
+	return s.end(span, s.Store.UseRecoveryCode(ctx, a1, a2, a3, a4))
+}
+
+func (s *Store) CountRecoveryCodes(ctx context.Context, a1 string) (int, error) {
+	ctx, span := s.start(ctx, "store.CountRecoveryCodes")
+	defer span.End()
+	r0, err := s.Store.CountRecoveryCodes(ctx, a1)
+	return r0, s.end(span, err)
+}
+
+func (s *Store) CreatePasskey(ctx context.Context, a1 store.Passkey, a2 *store.AuditEvent) error {
+	ctx, span := s.start(ctx, "store.CreatePasskey")
+	defer span.End()
+	return s.end(span, s.Store.CreatePasskey(ctx, a1, a2))
+}
+
+func (s *Store) ListPasskeys(ctx context.Context, a1 string) ([]store.Passkey, error) {
+	ctx, span := s.start(ctx, "store.ListPasskeys")
+	defer span.End()
+	r0, err := s.Store.ListPasskeys(ctx, a1)
+	return r0, s.end(span, err)
+}
+
+func (s *Store) GetPasskey(ctx context.Context, a1 []byte) (store.Passkey, error) {
+	ctx, span := s.start(ctx, "store.GetPasskey")
+	defer span.End()
+	r0, err := s.Store.GetPasskey(ctx, a1)
+	return r0, s.end(span, err)
+}
+
+func (s *Store) UsePasskey(ctx context.Context, a1 []byte, a2 uint32, a3 bool, a4 []byte, a5 time.Time) error {
+	ctx, span := s.start(ctx, "store.UsePasskey")
+	defer span.End()
+	return s.end(span, s.Store.UsePasskey(ctx, a1, a2, a3, a4, a5))
+}
+
+func (s *Store) RenamePasskey(ctx context.Context, a1 string, a2 []byte, a3 string) error {
+	ctx, span := s.start(ctx, "store.RenamePasskey")
+	defer span.End()
+	return s.end(span, s.Store.RenamePasskey(ctx, a1, a2, a3))
+}
+
+func (s *Store) DeletePasskey(ctx context.Context, a1 string, a2 []byte, a3 *store.AuditEvent) error {
+	ctx, span := s.start(ctx, "store.DeletePasskey")
+	defer span.End()
+	return s.end(span, s.Store.DeletePasskey(ctx, a1, a2, a3))
+}
+
+func (s *Store) SpendNonce(ctx context.Context, a1 string, a2 time.Time, a3 time.Time) error {
+	ctx, span := s.start(ctx, "store.SpendNonce")
+	defer span.End()
+	return s.end(span, s.Store.SpendNonce(ctx, a1, a2, a3))
+}
+
+func (s *Store) ResetSecondFactors(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) ([]string, error) {
+	ctx, span := s.start(ctx, "store.ResetSecondFactors")
+	defer span.End()
+	r0, err := s.Store.ResetSecondFactors(ctx, a1, a2, a3)
+	return r0, s.end(span, err)
+}
+
 func (s *Store) GetSetting(ctx context.Context, a1 string) (string, error) {
 	ctx, span := s.start(ctx, "store.GetSetting")
 	defer span.End()

@@ -4,7 +4,10 @@
 // passgate binary started by internal/testing/e2etest. Its tests check the whole
 // browser flow at a phone and a desktop viewport, labels and live regions
 // in the page's own DOM, that no request leaves loopback, and that a
-// broken template override stops startup. With PASSGATE_SCREENSHOTS set to
+// broken template override stops startup, and second factors: TOTP with
+// codes computed by the test, recovery codes, and passkeys through the
+// DevTools virtual authenticator (WebAuthn.addVirtualAuthenticator), on
+// SQLite and PostgreSQL. With PASSGATE_SCREENSHOTS set to
 // a directory, TestScreenshots writes a PNG of every page at both
 // viewports in light and dark mode (scripts/screenshots.sh).
 //

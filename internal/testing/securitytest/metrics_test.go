@@ -125,6 +125,11 @@ func TestMetricsListener(t *testing.T) {
 		t.Error("the error decision is not pre-created (dashboards would see gaps)")
 	}
 	for _, m := range mfs["passgate_check_duration_seconds"].GetMetric() {
+		// The built-in proxy's series exist from the start (no gaps) but
+		// this server runs without --upstream.
+		if labelValue(m, "frontend") == "proxy" {
+			continue
+		}
 		if m.GetHistogram().GetSampleCount() < 4 {
 			t.Errorf("check latency histogram %v has %d samples", m.GetLabel(), m.GetHistogram().GetSampleCount())
 		}
@@ -467,3 +472,13 @@ func TestCheckExprCatchesMistakes(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// labelValue is the value of m's label name, or "".
+func labelValue(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}

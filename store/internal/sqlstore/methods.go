@@ -137,6 +137,9 @@ func (db *Store) DeleteUser(ctx context.Context, username string, now time.Time)
 			`DELETE FROM consents WHERE username = $1`,
 			`DELETE FROM login_failures WHERE username = $1`,
 			`DELETE FROM auth_codes WHERE username = $1`,
+			`DELETE FROM totp_secrets WHERE username = $1`,
+			`DELETE FROM recovery_codes WHERE username = $1`,
+			`DELETE FROM passkeys WHERE username = $1`,
 		} {
 			if _, err := tx.Exec(ctx, q, username); err != nil {
 				return err
@@ -270,17 +273,17 @@ func (db *Store) DeleteStaleClients(ctx context.Context, olderThan time.Time) ([
 
 // ---- sessions ----
 
-const sessionCols = `id_hash, username, csrf_token, ip, user_agent, created_at, expires_at, last_seen_at`
+const sessionCols = `id_hash, username, csrf_token, ip, user_agent, created_at, expires_at, last_seen_at, pending`
 
 func (db *Store) scanSession(r scanner) (store.Session, error) {
 	var s store.Session
-	err := r.Scan(&s.IDHash, &s.Username, &s.CSRFToken, &s.IP, &s.UserAgent, db.scanTime(&s.CreatedAt), db.scanTime(&s.ExpiresAt), db.scanTime(&s.LastSeenAt))
+	err := r.Scan(&s.IDHash, &s.Username, &s.CSRFToken, &s.IP, &s.UserAgent, db.scanTime(&s.CreatedAt), db.scanTime(&s.ExpiresAt), db.scanTime(&s.LastSeenAt), &s.Pending)
 	return s, err
 }
 
 func (db *Store) CreateSession(ctx context.Context, s store.Session) error {
-	_, err := db.exec(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-		s.IDHash, s.Username, s.CSRFToken, s.IP, s.UserAgent, db.nullTime(s.CreatedAt), db.time(s.ExpiresAt), db.nullTime(s.LastSeenAt))
+	_, err := db.exec(ctx, `INSERT INTO sessions (`+sessionCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		s.IDHash, s.Username, s.CSRFToken, s.IP, s.UserAgent, db.nullTime(s.CreatedAt), db.time(s.ExpiresAt), db.nullTime(s.LastSeenAt), s.Pending)
 	if err != nil {
 		return fmt.Errorf("create session: %w", err)
 	}
@@ -841,6 +844,7 @@ func (db *Store) DeleteExpired(ctx context.Context, now, auditBefore time.Time) 
 			`DELETE FROM auth_codes WHERE expires_at <= $1`,
 			`DELETE FROM tokens WHERE expires_at <= $1`,
 			`DELETE FROM login_failures WHERE expires_at <= $1`,
+			`DELETE FROM spent_nonces WHERE expires_at <= $1`,
 		} {
 			n, err := execN(ctx, tx, q, db.time(now))
 			if err != nil {
