@@ -119,7 +119,7 @@ func dialGRPC(t testing.TB, s *grpc.Server) authv3.AuthorizationClient {
 func TestGRPCRoutePins(t *testing.T) {
 	const onPort = "https://mcp.example.com:8443/mcp"
 	db := openSQLite(t)
-	c := startChecker(t, Config{Store: db, Resources: mustResources(t, mcpURL, onPort, otherURL)})
+	c := startChecker(t, Config{Store: db, Resources: resource.MustParseAll(mcpURL, onPort, otherURL)})
 	client := startGRPC(t, c)
 	tok8443 := mint(t, db, mintOpts{resource: onPort})
 	tok443 := mint(t, db, mintOpts{})
