@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
-	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -76,14 +75,7 @@ func (e *mfaEnv) approveAndRedeem(t *testing.T, b *Browser, c *client) string {
 	case <-time.After(10 * time.Second):
 		t.Fatal("approve: the callback was not called")
 	}
-	status, tok := e.token(t, url.Values{
-		"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "redirect_uri": {e.cb.URL},
-		"client_id": {c.ID}, "code_verifier": {c.Verifier}, "resource": {e.srv.Resource},
-	})
-	access, _ := tok["access_token"].(string)
-	if status != http.StatusOK || access == "" {
-		t.Fatalf("exchange the code: %d %v", status, tok["error"])
-	}
+	access, _ := e.exchange(t, c, q)
 	return access
 }
 
@@ -409,7 +401,6 @@ func TestRequireSecondFactorAllInChromium(t *testing.T) {
 		}
 	})
 }
-
 
 // mfaWalk visits the account page, sets up an authenticator app, shows
 // the recovery codes, signs out and signs in again up to the second-factor
