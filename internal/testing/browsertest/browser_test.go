@@ -154,6 +154,20 @@ func (e *env) token(t *testing.T, v url.Values) (int, map[string]any) {
 	return resp.StatusCode, m
 }
 
+// approve clicks Approve on the consent page b is on and returns the
+// query the client's callback received.
+func (e *env) approve(t *testing.T, b *Browser) url.Values {
+	t.Helper()
+	click(t, b, "button[value=approve]")
+	select {
+	case q := <-e.cb.hits:
+		return q
+	case <-time.After(10 * time.Second):
+		t.Fatal("approve: the callback was not called")
+		return nil
+	}
+}
+
 // exchange redeems the code the callback received (its query q) for c,
 // failing the test unless the token endpoint answers 200 with both tokens.
 func (e *env) exchange(t *testing.T, c *client, q url.Values) (access, refresh string) {
@@ -384,13 +398,7 @@ func walk(t *testing.T, e *env, b *Browser, shot func(name string)) {
 	shot("consent")
 
 	// Approve: the browser lands on the client's redirect URI with a code.
-	click(t, b, "button[value=approve]")
-	var q url.Values
-	select {
-	case q = <-e.cb.hits:
-	case <-time.After(10 * time.Second):
-		t.Fatal("approve: the callback was not called")
-	}
+	q := e.approve(t, b)
 	if loc := location(t, b); !strings.HasPrefix(loc, e.cb.URL+"?") {
 		t.Errorf("approve: at %s, want the callback", loc)
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,14 +67,7 @@ func (e *mfaEnv) approveAndRedeem(t *testing.T, b *Browser, c *client) string {
 	if got := text(t, b, ".client-name"); got != clientName {
 		t.Fatalf("expected the consent page at %s, found %q", location(t, b), text(t, b, "h1"))
 	}
-	click(t, b, "button[value=approve]")
-	var q url.Values
-	select {
-	case q = <-e.cb.hits:
-	case <-time.After(10 * time.Second):
-		t.Fatal("approve: the callback was not called")
-	}
-	access, _ := e.exchange(t, c, q)
+	access, _ := e.exchange(t, c, e.approve(t, b))
 	return access
 }
 
