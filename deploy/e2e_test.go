@@ -2,11 +2,8 @@ package deploy
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"os/exec"
 	"slices"
@@ -17,9 +14,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/modelcontextprotocol/go-sdk/oauthex"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -29,10 +24,6 @@ import (
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres/pgtest"
 )
-
-// e2eRedirect is where the MCP client's authorization ends; nothing
-// listens there, the browser stops at the redirect and hands the code over.
-const e2eRedirect = "http://127.0.0.1:1/callback"
 
 // passgateStack is the real binary, the example MCP server and real nginx
 // rendered from deploy/nginx.conf, wired as the README tells users to.
@@ -108,80 +99,6 @@ func (st *passgateStack) cli(t *testing.T, stdin string, args ...string) string 
 	return string(out)
 }
 
-// browser logs in and approves consent on the pages passgate serves through
-// nginx, as a person would, and returns the client's callback URL.
-type browser struct {
-	http *http.Client
-	base string
-	user string
-	pass string
-}
-
-func newBrowser(ngx *nginx, user, pass string) *browser {
-	jar, _ := cookiejar.New(nil)
-	return &browser{
-		http: &http.Client{
-			Jar: jar, Transport: ngx.Transport, Timeout: 30 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		base: ngx.URL, user: user, pass: pass,
-	}
-}
-
-func (b *browser) authorize(ctx context.Context, authURL string) (*url.URL, error) {
-	next, method, form := authURL, http.MethodGet, url.Values(nil)
-	for range 10 {
-		var body io.Reader
-		if method == http.MethodPost {
-			body = strings.NewReader(form.Encode())
-		}
-		req, err := http.NewRequestWithContext(ctx, method, next, body)
-		if err != nil {
-			return nil, err
-		}
-		if method == http.MethodPost {
-			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-			req.Header.Set("Origin", b.base)
-		}
-		resp, err := b.http.Do(req)
-		if err != nil {
-			return nil, err
-		}
-		page, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch {
-		case resp.StatusCode == http.StatusFound || resp.StatusCode == http.StatusSeeOther:
-			loc, err := resp.Request.URL.Parse(resp.Header.Get("Location"))
-			if err != nil {
-				return nil, err
-			}
-			if strings.HasPrefix(loc.String(), e2eRedirect) {
-				return loc, nil
-			}
-			next, method = loc.String(), http.MethodGet
-		case resp.StatusCode == http.StatusOK:
-			action, fields, err := e2etest.Form(page)
-			if err != nil {
-				return nil, fmt.Errorf("page at %s has no form: %v", next, err)
-			}
-			if _, ok := fields["password"]; ok || strings.Contains(string(page), `name="password"`) {
-				fields.Set("username", b.user)
-				fields.Set("password", b.pass)
-			} else {
-				fields.Set("decision", "approve")
-			}
-			u, err := resp.Request.URL.Parse(action)
-			if err != nil {
-				return nil, err
-			}
-			next, method, form = u.String(), http.MethodPost, fields
-		default:
-			return nil, fmt.Errorf("%s %s: %d %s", method, next, resp.StatusCode, page)
-		}
-	}
-	return nil, fmt.Errorf("authorization did not reach the client within 10 steps")
-}
-
 // TestEndToEndThroughNginx runs the whole MCP authorization flow through real
 // nginx with the shipped deploy/nginx.conf, the real passgate binary and the
 // example MCP server, with an MCP client that knows only the MCP URL.
@@ -209,68 +126,36 @@ func TestEndToEndThroughNginx(t *testing.T) {
 
 			// 2-5. Discovery, registration, login, consent and the code
 			// exchange, all through nginx, driven by the official MCP Go SDK.
-			b := newBrowser(st.ngx, "alice", "correct horse battery")
-			var fetches atomic.Int32
-			h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
-				DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
-					RedirectURIs: []string{e2eRedirect}, TokenEndpointAuthMethod: "none", ClientName: "e2e MCP client",
-					GrantTypes: []string{"authorization_code", "refresh_token"},
-				}},
-				RedirectURL: e2eRedirect,
-				Client:      hc,
-				AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-					fetches.Add(1)
-					cb, err := b.authorize(ctx, args.URL)
-					if err != nil {
-						return nil, err
-					}
-					q := cb.Query()
-					if q.Get("iss") != st.ngx.URL {
-						return nil, fmt.Errorf("callback iss = %q, want %q", q.Get("iss"), st.ngx.URL)
-					}
-					return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
-				},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			b := e2etest.NewBrowser()
+			b.HTTP.Transport = st.ngx.Transport
 			var progress atomic.Int32
-			client := mcp.NewClient(&mcp.Implementation{Name: "e2e", Version: "1.0.0"}, &mcp.ClientOptions{
+			session, err := e2etest.MCPAuth{
+				HTTPClient: hc, Browser: b, Username: "alice", Password: "correct horse battery", ClientName: "e2e MCP client",
+				CheckCallback: func(cb *url.URL) error {
+					if iss := cb.Query().Get("iss"); iss != st.ngx.URL {
+						return fmt.Errorf("callback iss = %q, want %q", iss, st.ngx.URL)
+					}
+					return nil
+				},
+			}.Connect(ctx, t, st.resource, &mcp.ClientOptions{
 				ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) { progress.Add(1) },
 			})
-			session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.resource, OAuthHandler: h, HTTPClient: hc}, nil)
 			if err != nil {
 				t.Fatalf("MCP initialize through nginx: %v", err)
 			}
-			defer session.Close()
-			if fetches.Load() != 1 {
-				t.Errorf("the user was asked to authorize %d times, want 1", fetches.Load())
+			if n := session.Authorizations.Load(); n != 1 {
+				t.Errorf("the user was asked to authorize %d times, want 1", n)
 			}
 
 			// 6. tools/call: the upstream sees passgate's identity headers
 			// and never the client's Authorization header.
-			res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"})
-			if err != nil || res.IsError {
-				t.Fatalf("tools/call whoami: %v %+v", err, res)
-			}
-			var who struct {
-				User, ClientID, Scope string
-				AuthorizationReceived bool `json:"authorization_received"`
-			}
-			raw, _ := json.Marshal(res.StructuredContent)
-			if err := json.Unmarshal(raw, &who); err != nil {
-				t.Fatalf("whoami result %s: %v", raw, err)
-			}
-			var who2 struct {
-				ClientID string `json:"client_id"`
-			}
-			json.Unmarshal(raw, &who2)
-			if who.User != "alice" || who2.ClientID == "" || who.Scope != "mcp" || who.AuthorizationReceived {
+			who, raw := e2etest.CallWhoami(ctx, t, session.ClientSession)
+			if who.User != "alice" || who.ClientID == "" || who.Scope != "mcp" || who.AuthorizationReceived {
 				t.Errorf("upstream saw %s; want user alice, a client id, scope mcp and no Authorization", raw)
 			}
 
 			// 7. A streamed answer (progress events over SSE) passes nginx.
-			res, err = session.CallTool(ctx, &mcp.CallToolParams{
+			res, err := session.CallTool(ctx, &mcp.CallToolParams{
 				Name: "countdown", Arguments: map[string]any{"steps": 3, "interval_ms": 50},
 				Meta: mcp.Meta{"progressToken": "e2e"},
 			})
@@ -289,7 +174,7 @@ func TestEndToEndThroughNginx(t *testing.T) {
 			// 8. Refresh, the SDK's own way: once the access token is due,
 			// the next call refreshes it (rotating the refresh token) and
 			// goes through with the new one.
-			ts, err := h.TokenSource(ctx)
+			ts, err := session.Handler.TokenSource(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}

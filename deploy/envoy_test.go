@@ -467,6 +467,30 @@ func TestEnvoyStripsForgedIdentity(t *testing.T) {
 // nginxLocation matches a location directive: modifier and path.
 var nginxLocation = regexp.MustCompile(`(?m)^\s*location\s+(=\s+)?(\S+)\s*\{\s*proxy_pass\s+http://passgate_http;`)
 
+// nginxPassgateLocations returns the locations deploy/nginx.conf sends to
+// passgate unchecked, sorted: a prefix as its path, an exact one as
+// "= PATH".
+func nginxPassgateLocations(t testing.TB) []string {
+	t.Helper()
+	tmpl, err := os.ReadFile(nginxTemplatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, m := range nginxLocation.FindAllStringSubmatch(string(tmpl), -1) {
+		if m[1] != "" {
+			out = append(out, "= "+m[2])
+		} else {
+			out = append(out, m[2])
+		}
+	}
+	if len(out) == 0 {
+		t.Fatal("found no passgate locations in nginx.conf")
+	}
+	slices.Sort(out)
+	return out
+}
+
 // TestProxiesAgreeOnPassgateRoutes: nginx.conf and envoy.yaml route the same
 // paths to passgate, with the same exact/prefix kind.
 func TestProxiesAgreeOnPassgateRoutes(t *testing.T) {
@@ -482,24 +506,8 @@ func TestProxiesAgreeOnPassgateRoutes(t *testing.T) {
 			fromEnvoy = append(fromEnvoy, r.GetMatch().GetPrefix())
 		}
 	}
-	tmpl, err := os.ReadFile(nginxTemplatePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fromNginx []string
-	for _, m := range nginxLocation.FindAllStringSubmatch(string(tmpl), -1) {
-		if m[1] != "" {
-			fromNginx = append(fromNginx, "= "+m[2])
-		} else {
-			fromNginx = append(fromNginx, m[2])
-		}
-	}
 	slices.Sort(fromEnvoy)
-	slices.Sort(fromNginx)
-	if len(fromNginx) == 0 {
-		t.Fatal("found no passgate locations in nginx.conf")
-	}
-	if diff := cmp.Diff(fromEnvoy, fromNginx); diff != "" {
+	if diff := cmp.Diff(fromEnvoy, nginxPassgateLocations(t)); diff != "" {
 		t.Errorf("passgate routes (-envoy +nginx):\n%s", diff)
 	}
 }

@@ -156,17 +156,17 @@ func startNginx(t testing.TB, opts nginxOptions) *nginx {
 	dir := t.TempDir()
 	cert, key, pool := writeSelfSignedCert(t, dir)
 
-	// A port picked by listening and closing can be taken by someone else
-	// before nginx binds it: try again with another one.
-	var lastErr error
-	for range 3 {
-		addr := e2etest.FreeAddr(t)
+	var vars map[string]string
+	scheme := "https"
+	if opts.PlainHTTP {
+		scheme = "http"
+	}
+	addr := runNginx(t, dir, func(addr string) string {
 		listen := addr + " ssl"
-		scheme := "https"
 		if opts.PlainHTTP {
-			listen, scheme = addr, "http"
+			listen = addr
 		}
-		vars := map[string]string{
+		vars = map[string]string{
 			"NGINX_SERVER_NAME":   opts.ServerName,
 			"NGINX_LISTEN":        listen,
 			"NGINX_TLS_CERT":      cert,
@@ -174,36 +174,48 @@ func startNginx(t testing.TB, opts nginxOptions) *nginx {
 			"NGINX_PASSGATE_ADDR": opts.PassgateAddr,
 			"NGINX_MCP_ADDR":      opts.MCPAddr,
 		}
-		confPath := filepath.Join(dir, "passgate.conf")
-		if err := os.WriteFile(confPath, []byte(renderNginxConf(t, vars)), 0o644); err != nil {
+		return renderNginxConf(t, vars)
+	})
+	tr := &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
+		MaxIdleConnsPerHost: 4,
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &nginx{Dir: dir, Addr: addr, URL: scheme + "://" + addr, Vars: vars, Transport: tr, Client: &http.Client{
+		Transport:     tr,
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// runNginx runs nginx with prefix directory dir and the site
+// configuration site returns for a free 127.0.0.1:port (wrapped in
+// nginxMainConf), and returns that address. A port picked by listening
+// and closing can be taken by someone else before nginx binds it: then it
+// tries again with another one.
+func runNginx(t testing.TB, dir string, site func(addr string) string) string {
+	t.Helper()
+	var lastErr error
+	for range 3 {
+		addr := e2etest.FreeAddr(t)
+		confPath := filepath.Join(dir, "site.conf")
+		if err := os.WriteFile(confPath, []byte(site(addr)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		mainPath := filepath.Join(dir, "nginx.conf")
 		if err := os.WriteFile(mainPath, []byte(nginxMainConf(dir, confPath)), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		tr := &http.Transport{
-			TLSClientConfig:     &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"},
-			MaxIdleConnsPerHost: 4,
+		n := &nginx{Dir: dir, Addr: addr}
+		if lastErr = n.start(t, mainPath); lastErr == nil {
+			return addr
 		}
-		n := &nginx{Dir: dir, Addr: addr, URL: scheme + "://" + addr, Vars: vars, Transport: tr}
-		n.Client = &http.Client{
-			Transport:     tr,
-			Timeout:       30 * time.Second,
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
-		err := n.start(t, mainPath)
-		if err == nil {
-			t.Cleanup(tr.CloseIdleConnections)
-			return n
-		}
-		lastErr = err
 		if !strings.Contains(n.ErrorLog(), "Address already in use") {
 			break
 		}
 	}
 	t.Fatalf("start nginx: %v", lastErr)
-	return nil
+	return ""
 }
 
 // nginxMainConf is the main configuration wrapped around the rendered
@@ -413,31 +425,13 @@ func startNginxTemplate(t testing.TB, path string, vars func(listen string) map[
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lastErr error
-	for range 3 {
-		addr := e2etest.FreeAddr(t)
+	return runNginx(t, dir, func(addr string) string {
 		conf, err := renderTemplate(string(tmpl), vars(addr))
 		if err != nil {
 			t.Fatalf("%s: %v", path, err)
 		}
-		confPath := filepath.Join(dir, "site.conf")
-		if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		mainPath := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(mainPath, []byte(nginxMainConf(dir, confPath)), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		n := &nginx{Dir: dir, Addr: addr}
-		if lastErr = n.start(t, mainPath); lastErr == nil {
-			return addr
-		}
-		if !strings.Contains(n.ErrorLog(), "Address already in use") {
-			break
-		}
-	}
-	t.Fatalf("start nginx with %s: %v", path, lastErr)
-	return ""
+		return conf
+	})
 }
 
 // upstreamSaw is what the upstream received.

@@ -344,33 +344,12 @@ func (st *stack) mcpClient(t *testing.T, token string, header http.Header, opts 
 	return cs
 }
 
-// whoami is the example server's whoami result.
-type whoami struct {
-	User                  string `json:"user"`
-	ClientID              string `json:"client_id"`
-	Scope                 string `json:"scope"`
-	AuthorizationReceived bool   `json:"authorization_received"`
-}
-
-func callWhoami(t *testing.T, cs *mcp.ClientSession) whoami {
+// callWhoami calls the example server's whoami tool, bounded by 15s.
+func callWhoami(t *testing.T, cs *mcp.ClientSession) e2etest.Whoami {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
-	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "whoami", Arguments: map[string]any{}})
-	if err != nil {
-		t.Fatalf("whoami: %v", err)
-	}
-	if res.IsError {
-		t.Fatalf("whoami: tool error %+v", res.Content)
-	}
-	b, err := json.Marshal(res.StructuredContent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var w whoami
-	if err := json.Unmarshal(b, &w); err != nil {
-		t.Fatal(err)
-	}
+	w, _ := e2etest.CallWhoami(ctx, t, cs)
 	return w
 }
 
@@ -389,18 +368,18 @@ func TestNginxForwardsIdentity(t *testing.T) {
 		name   string
 		token  string
 		header http.Header
-		want   whoami
+		want   e2etest.Whoami
 	}{
 		{
 			name:  "identity",
 			token: tokenGood,
-			want:  whoami{User: standinUser, ClientID: standinClientID, Scope: standinScope},
+			want:  e2etest.Whoami{User: standinUser, ClientID: standinClientID, Scope: standinScope},
 		},
 		{
 			name:   "forged headers replaced",
 			token:  tokenGood,
 			header: forged,
-			want:   whoami{User: standinUser, ClientID: standinClientID, Scope: standinScope},
+			want:   e2etest.Whoami{User: standinUser, ClientID: standinClientID, Scope: standinScope},
 		},
 		{
 			// The check allowed but named no client: the forged value must
@@ -408,7 +387,7 @@ func TestNginxForwardsIdentity(t *testing.T) {
 			name:   "forged headers dropped",
 			token:  tokenNoClient,
 			header: forged,
-			want:   whoami{User: standinUser},
+			want:   e2etest.Whoami{User: standinUser},
 		},
 	}
 	for _, tt := range tests {

@@ -25,9 +25,7 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
-	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
 )
@@ -59,36 +57,17 @@ func e2ePolicy(t *testing.T, resource string) string {
 func policyClient(t *testing.T, st *passgateStack, user, pass string) (*mcp.ClientSession, *atomic.Int32, error) {
 	t.Helper()
 	hc := &http.Client{Transport: st.ngx.Transport, Timeout: 10 * time.Second}
-	b := newBrowser(st.ngx, user, pass)
-	fetches := &atomic.Int32{}
-	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
-		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
-			RedirectURIs: []string{e2eRedirect}, TokenEndpointAuthMethod: "none", ClientName: "policy e2e " + user,
-			GrantTypes: []string{"authorization_code", "refresh_token"}, Scope: "mcp",
-		}},
-		RedirectURL: e2eRedirect,
-		Client:      hc,
-		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-			fetches.Add(1)
-			cb, err := b.authorize(ctx, args.URL)
-			if err != nil {
-				return nil, err
-			}
-			q := cb.Query()
-			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client := mcp.NewClient(&mcp.Implementation{Name: "policy-e2e", Version: "1.0.0"}, nil)
+	b := e2etest.NewBrowser()
+	b.HTTP.Transport = st.ngx.Transport
 	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
 	t.Cleanup(cancel)
-	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.resource, OAuthHandler: h, HTTPClient: hc}, nil)
-	if err == nil {
-		t.Cleanup(func() { session.Close() })
+	conn, err := e2etest.MCPAuth{
+		HTTPClient: hc, Browser: b, Username: user, Password: pass, ClientName: "policy e2e " + user, Scope: "mcp",
+	}.Connect(ctx, t, st.resource, nil)
+	if err != nil {
+		return nil, nil, err
 	}
-	return session, fetches, err
+	return conn.ClientSession, conn.Authorizations, nil
 }
 
 // TestPolicyThroughNginx: through real nginx (deploy/nginx.conf), the real
@@ -112,13 +91,7 @@ func TestPolicyThroughNginx(t *testing.T) {
 	}
 	whoami := func() string {
 		t.Helper()
-		res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"})
-		if err != nil || res.IsError {
-			t.Fatalf("allowed tool whoami: %v %+v", err, res)
-		}
-		raw, _ := json.Marshal(res.StructuredContent)
-		var who struct{ Scope string }
-		json.Unmarshal(raw, &who)
+		who, _ := e2etest.CallWhoami(ctx, t, session)
 		return who.Scope
 	}
 	if scope := whoami(); scope != "mcp" {

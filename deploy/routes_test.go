@@ -126,15 +126,7 @@ func TestEveryConfigRoutesPassgatesPages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	caddyfile, err := os.ReadFile(caddyfilePath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := caddyPassgateMatcher.FindSubmatch(caddyfile)
-	if m == nil {
-		t.Fatal("no @passgate path matcher in the Caddyfile")
-	}
-	caddy := starRoutes(strings.Fields(string(m[1])))
+	caddy := starRoutes(caddyPassgatePaths(t))
 
 	var traefik []pathRoute
 	for _, m := range regexp.MustCompile("(Path|PathPrefix)\\(`([^`]*)`\\)").FindAllStringSubmatch(loadTraefik(t).HTTP.Routers["passgate"].Rule, -1) {

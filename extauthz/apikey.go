@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
@@ -155,7 +156,7 @@ func (c *Checker) refuseAPIKeyOffResource(r Request) (Decision, bool) {
 
 // boundTo reports whether a named key's resources (newline-separated, as
 // cached) include url.
-func boundTo(resources, url string) bool { return hasField(resources, "\n", url) }
+func boundTo(resources, url string) bool { return policy.HasField(resources, "\n", url) }
 
 // askAPIKey is the askFunc of named API keys: ReasonAPIKey for a live key.
 // Keys do not expire; a revocation removes the entry (Run). Resource URLs

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres/pgtest"
@@ -152,7 +153,7 @@ func TestAPIKeyOutsideToken68Refused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: db, APIKey: tt.key})
+			c, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: db, APIKey: tt.key})
 			if tt.want == "" {
 				if err != nil {
 					t.Fatalf("NewChecker refused %q: %v", tt.key, err)

@@ -3,6 +3,8 @@ package extauthz
 import (
 	"context"
 	"testing"
+
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // TestAudienceCanonical: the check compares a credential's audience with
@@ -12,7 +14,7 @@ import (
 func TestAudienceCanonical(t *testing.T) {
 	const configured = "HTTPS://MCP.example.com:443/mcp/"
 	db := openSQLite(t)
-	c := startChecker(t, Config{Resources: mustResources(t, configured, otherURL), Store: db, Scopes: []string{"mcp"}})
+	c := startChecker(t, Config{Resources: resource.MustParseAll(configured, otherURL), Store: db, Scopes: []string{"mcp"}})
 	for _, tt := range []struct {
 		name, tok string
 		allow     bool

@@ -3,6 +3,8 @@ package extauthz
 import (
 	"context"
 	"testing"
+
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // TestLetterCaseCannotEscapeRules: Express and ASP.NET Core (the TypeScript
@@ -15,7 +17,7 @@ func TestLetterCaseCannotEscapeRules(t *testing.T) {
 	db := openSQLite(t)
 	c := startChecker(t, Config{
 		Store:          db,
-		Resources:      mustResources(t, mcpURL, tenantURL),
+		Resources:      resource.MustParseAll(mcpURL, tenantURL),
 		RequiredScopes: []ScopeRule{{Match: "/mcp/admin", Scopes: []string{"admin"}}},
 	})
 	plain := mint(t, db, mintOpts{})

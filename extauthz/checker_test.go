@@ -91,7 +91,7 @@ func runCheckTable(t *testing.T, attack string) {
 	db := openSQLite(t)
 	fs := &faultStore{Store: db}
 	c := startChecker(t, Config{
-		Resources:      mustResources(t, mcpURL, otherURL, sameHostURL),
+		Resources:      resource.MustParseAll(mcpURL, otherURL, sameHostURL),
 		Store:          fs,
 		APIKey:         testKey,
 		Scopes:         []string{"mcp"},

@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -26,7 +27,7 @@ func TestNewCheckerValidates(t *testing.T) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
-	if _, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: db}); err != nil {
+	if _, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: db}); err != nil {
 		t.Errorf("minimal config: %v", err)
 	}
 }

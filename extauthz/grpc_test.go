@@ -11,6 +11,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/passgate/passgate/internal/resource"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -37,7 +38,7 @@ func TestEnvoyRequest(t *testing.T) {
 		}
 	}
 	// Nil-safe: an empty request (no path) is refused, not a panic.
-	c, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: openSQLite(t)})
+	c, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: openSQLite(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +54,7 @@ func TestEnvoyRequest(t *testing.T) {
 // TestGRPCHealth: SetServing drives grpc.health.v1, and reflection is
 // registered.
 func TestGRPCHealth(t *testing.T) {
-	c, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: openSQLite(t)})
+	c, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: openSQLite(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +119,7 @@ func dialGRPC(t testing.TB, s *grpc.Server) authv3.AuthorizationClient {
 func TestGRPCRoutePins(t *testing.T) {
 	const onPort = "https://mcp.example.com:8443/mcp"
 	db := openSQLite(t)
-	c := startChecker(t, Config{Store: db, Resources: mustResources(t, mcpURL, onPort, otherURL)})
+	c := startChecker(t, Config{Store: db, Resources: resource.MustParseAll(mcpURL, onPort, otherURL)})
 	client := startGRPC(t, c)
 	tok8443 := mint(t, db, mintOpts{resource: onPort})
 	tok443 := mint(t, db, mintOpts{})

@@ -147,21 +147,12 @@ func (f *faultStore) LookupAPIKey(ctx context.Context, hash string) (store.APIKe
 	return f.Store.LookupAPIKey(ctx, hash)
 }
 
-func mustResources(t testing.TB, urls ...string) []resource.Resource {
-	t.Helper()
-	rs, err := resource.ParseAll(urls)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return rs
-}
-
 // startChecker builds a Checker on st and runs it until the test ends,
 // returning once its cache is armed (the subscription is live).
 func startChecker(t testing.TB, cfg Config) *Checker {
 	t.Helper()
 	if cfg.Resources == nil {
-		cfg.Resources = mustResources(t, mcpURL, otherURL)
+		cfg.Resources = resource.MustParseAll(mcpURL, otherURL)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
@@ -264,13 +255,4 @@ func headerValue(hs []Header, name string) string {
 		}
 	}
 	return ""
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }

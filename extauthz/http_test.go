@@ -3,9 +3,11 @@ package extauthz
 import (
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // familyHeaders are the headers a request-describing proxy may send, of
@@ -112,7 +114,7 @@ func FuzzHTTPRequestIgnoresOtherFamilies(f *testing.F) {
 	f.Add(uint8(1), "/mcp", "OPTIONS", "http://evil/x", "/mcp/admin", "POST", "mcp.example.com", "http")
 	f.Add(uint8(2), "/x", "GET", "https://mcp.example.com/mcp/%61dmin", "", "", "", "")
 	f.Add(uint8(3), "/mcp", "OPTIONS", "", "/mcp", "OPTIONS", "evil.example", "https")
-	c, err := NewChecker(Config{Resources: mustResources(f, mcpURL), Store: openSQLite(f)})
+	c, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: openSQLite(f)})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -127,7 +129,7 @@ func FuzzHTTPRequestIgnoresOtherFamilies(f *testing.F) {
 		build := func(only []string) *http.Request {
 			r := httptest.NewRequest("GET", familyTargets[fm], nil)
 			for i, name := range familyHeaders {
-				if only != nil && !contains(only, name) {
+				if only != nil && !slices.Contains(only, name) {
 					continue
 				}
 				if vals[i] != "" {

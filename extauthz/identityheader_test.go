@@ -3,6 +3,8 @@ package extauthz
 import (
 	"strings"
 	"testing"
+
+	"github.com/passgate/passgate/internal/resource"
 )
 
 // TestIdentityHeaderWithUnderscoreIsRefused: CGI, WSGI, PHP and Rack read
@@ -13,13 +15,13 @@ func TestIdentityHeaderWithUnderscoreIsRefused(t *testing.T) {
 	db := openSQLite(t)
 	for _, name := range []string{"X_Passgate_User", "X.Passgate.User", "X-Passgate-User:", "X Passgate"} {
 		t.Run(name, func(t *testing.T) {
-			_, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: db, UserHeader: name})
+			_, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: db, UserHeader: name})
 			if err == nil || !strings.Contains(err.Error(), "identity header") {
 				t.Errorf("NewChecker(UserHeader %q) = %v, want an identity header error", name, err)
 			}
 		})
 	}
-	if _, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: db, UserHeader: "X-Remote-User-2"}); err != nil {
+	if _, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: db, UserHeader: "X-Remote-User-2"}); err != nil {
 		t.Errorf("NewChecker(UserHeader X-Remote-User-2) = %v, want nil", err)
 	}
 }

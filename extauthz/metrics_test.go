@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -12,7 +13,7 @@ import (
 // before any traffic (dashboards see zeros, not gaps).
 func TestMetricFamilies(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	if _, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: openSQLite(t), Metrics: reg}); err != nil {
+	if _, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: openSQLite(t), Metrics: reg}); err != nil {
 		t.Fatal(err)
 	}
 	mfs, err := reg.Gather()
@@ -51,7 +52,7 @@ func TestMetricFamilies(t *testing.T) {
 	}
 	// A second Checker on the same registry is a configuration error, not
 	// a panic.
-	if _, err := NewChecker(Config{Resources: mustResources(t, mcpURL), Store: openSQLite(t), Metrics: reg}); err == nil {
+	if _, err := NewChecker(Config{Resources: resource.MustParseAll(mcpURL), Store: openSQLite(t), Metrics: reg}); err == nil {
 		t.Error("second Checker registered the same metrics")
 	}
 }

@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/passgate/passgate/internal/policy"
+	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 	"github.com/passgate/passgate/store"
 )
 
@@ -40,7 +42,7 @@ func compilePolicy(t testing.TB, text string, rules ...ScopeRule) *policy.Policy
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := policy.Compile(f, mustResources(t, mcpURL, otherURL), rules)
+	p, err := policy.Compile(f, resource.MustParseAll(mcpURL, otherURL), rules)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +167,7 @@ func TestExplainAgreesWithCheck(t *testing.T) {
 				groups = u.Groups
 			}
 			// The same Input `passgate policy explain` builds.
-			ex := e.holder.Load().Decide(policy.ExplainInput(mustResources(t, mcpURL)[0], tt.user, groups,
+			ex := e.holder.Load().Decide(policy.ExplainInput(resource.MustParseAll(mcpURL)[0], tt.user, groups,
 				strings.Fields(tt.scope), tt.method, tt.mname, post))
 			if results[d.Reason] != ex.Result {
 				t.Errorf("%s (post %v): check says %v, explain says %v (%s)", tt.name, post, d.Reason, ex.Result, ex.Rule)
@@ -378,16 +380,13 @@ func TestPolicyReloadUnderLoad(t *testing.T) {
 // and rule, and never with the token.
 func TestPolicyDenialLog(t *testing.T) {
 	e := newPolicyEnv(t)
-	var buf strings.Builder
-	var mu sync.Mutex
-	c := startChecker(t, Config{Store: e.db, Policy: e.holder, Logger: newWriterLogger(&lockedWriter{w: &buf, mu: &mu})})
+	var buf proc.Buffer
+	c := startChecker(t, Config{Store: e.db, Policy: e.holder, Logger: newWriterLogger(&buf)})
 	tok := mint(t, e.db, mintOpts{user: "alice"})
 	if d, _ := c.Check(context.Background(), mcpRequest(tok, "tools/call", "shell")); d.Allow {
 		t.Fatal("allowed")
 	}
-	mu.Lock()
 	out := buf.String()
-	mu.Unlock()
 	for _, want := range []string{"access policy denied a request", "rule=rules[1]", "result=rule_denied", "mcp_name=shell"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log lacks %q:\n%s", want, out)
@@ -396,17 +395,6 @@ func TestPolicyDenialLog(t *testing.T) {
 	if strings.Contains(out, tok) || strings.Contains(out, tok[len(tok)-20:]) {
 		t.Errorf("log holds the token")
 	}
-}
-
-type lockedWriter struct {
-	w  *strings.Builder
-	mu *sync.Mutex
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // fiftyRules is a policy with 50 rules on mcpURL, the last one matching

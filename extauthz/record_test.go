@@ -1,49 +1,27 @@
 package extauthz
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 )
-
-// syncBuffer is a bytes.Buffer safe for the gRPC server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // denialLines returns the "check denied" lines of a JSON log.
 func denialLines(t *testing.T, log string) []map[string]any {
 	t.Helper()
+	all, err := proc.JSONLines(log)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var lines []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(log), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
+	for _, m := range all {
 		if m["msg"] == "check denied" {
 			lines = append(lines, m)
 		}
@@ -57,7 +35,7 @@ func denialLines(t *testing.T, log string) []map[string]any {
 // allowed checks are not logged.
 func TestDenialsAreLoggedAtDebug(t *testing.T) {
 	db := openSQLite(t)
-	var buf syncBuffer
+	var buf proc.Buffer
 	c := startChecker(t, Config{
 		Store:          db,
 		Logger:         slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -160,7 +138,7 @@ func TestDenialsAreLoggedAtDebug(t *testing.T) {
 
 // TestDenialsNotLoggedAboveDebug: at info level a denial logs nothing.
 func TestDenialsNotLoggedAboveDebug(t *testing.T) {
-	var buf syncBuffer
+	var buf proc.Buffer
 	c := startChecker(t, Config{Store: openSQLite(t), Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
 	if d, _ := c.Check(context.Background(), bearer("")); d.Allow {
 		t.Fatal("allowed")

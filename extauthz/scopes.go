@@ -132,16 +132,3 @@ func (c *Checker) countPolicy(res, rule, result string) {
 	}
 	ctr.Inc()
 }
-
-// hasField reports whether list, fields separated by sep, has s, without
-// allocating.
-func hasField(list, sep, s string) bool {
-	for list != "" {
-		var f string
-		f, list, _ = strings.Cut(list, sep)
-		if f == s {
-			return true
-		}
-	}
-	return false
-}

@@ -41,6 +41,20 @@ func backends(t *testing.T) []backend {
 	}
 }
 
+// signIn stores what a signed-in user has, for a test that checks a
+// command ends it: an access and a refresh token (issueTokens) and a
+// browser session whose ID hash is "sess-"+user. It returns the tokens'
+// hashes.
+func signIn(t *testing.T, st store.Store, user, label string) []string {
+	t.Helper()
+	hashes := issueTokens(t, st, user, label)
+	now := time.Now()
+	if err := st.CreateSession(t.Context(), store.Session{IDHash: "sess-" + user, Username: user, CSRFToken: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	return hashes
+}
+
 // issueTokens stores an access and a refresh token for user, as a code
 // grant would, and returns their hashes.
 func issueTokens(t *testing.T, st store.Store, user, label string) []string {
@@ -77,14 +91,9 @@ func TestPasswordChangeRevokesTokens(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := t.Context()
-			if _, stderr, code := passgate(t, b.env, "first-passphrase-ok\n", "user", "add", "alice", "--password-stdin"); code != 0 {
-				t.Fatalf("user add: %s", stderr)
-			}
+			passgateOK(t, b.env, "first-passphrase-ok\n", "user", "add", "alice", "--password-stdin")
 			st := b.open(t)
-			hashes := issueTokens(t, st, "alice", "pw")
-			if err := st.CreateSession(ctx, store.Session{IDHash: "sess-alice", Username: "alice", CSRFToken: "c", CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
-				t.Fatal(err)
-			}
+			hashes := signIn(t, st, "alice", "pw")
 			inv := storetest.Subscribe(t, st)
 			stdout, stderr, code := passgate(t, b.env, "second-passphrase-ok\n", "user", "passwd", "alice", "--password-stdin")
 			if code != 0 {

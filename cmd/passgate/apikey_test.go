@@ -27,11 +27,7 @@ func TestAPIKeyCommands(t *testing.T) {
 			env := append(b.env, "PASSGATE_RESOURCES="+served, "PASSGATE_SCOPES=mcp admin")
 			run := func(args ...string) string {
 				t.Helper()
-				stdout, stderr, code := passgate(t, env, "", args...)
-				if code != 0 {
-					t.Fatalf("passgate %v: exit %d: %s", args, code, stderr)
-				}
-				return stdout
+				return passgateOK(t, env, "", args...)
 			}
 			fail := func(wantCode int, want string, args ...string) {
 				t.Helper()

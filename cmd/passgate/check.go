@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store/postgres"
 	"github.com/passgate/passgate/store/sqlite"
 )
@@ -117,14 +117,12 @@ func (c *Config) exposureWarnings() []string {
 }
 
 // isLoopbackHost reports whether host (a name or address, without port)
-// is localhost or a loopback address. The empty host, 0.0.0.0 and :: are
-// every interface, not loopback.
+// reaches only this machine: a loopback host by the protocol rule
+// (resource.IsLoopbackHost), or a name under .localhost, which resolvers
+// also send to loopback (RFC 6761 §6.3). The empty host, 0.0.0.0 and ::
+// are every interface, not loopback.
 func isLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return true
-	}
-	a, err := netip.ParseAddr(host)
-	return err == nil && a.IsLoopback()
+	return resource.IsLoopbackHost(host) || strings.HasSuffix(strings.ToLower(host), ".localhost")
 }
 
 // healthURL is the /healthz URL on the configured HTTP listener: its host,

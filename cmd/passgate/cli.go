@@ -337,6 +337,23 @@ func storeCommand(ctx context.Context, fs *flag.FlagSet, c *Config, args []strin
 	return st, pos, nil
 }
 
+// serveConfigCommand parses the flags of a command that reads serve's
+// configuration (serve's flags, environment and configuration file)
+// without serving, and returns it, unvalidated, with the positionals.
+func serveConfigCommand(name, usage string, args []string, std stdio) (*Config, []string, error) {
+	var c Config
+	fs := newFlagSet(name, usage, std)
+	settings := c.bindFlags(fs)
+	pos, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := loadLayers(fs, &c, settings, std); err != nil {
+		return nil, nil, usageError{oneLinePerProblem(err)}
+	}
+	return &c, pos, nil
+}
+
 // readPassword reads a password from stdin (--password-stdin: the first
 // line) or prompts twice on the terminal without echo.
 func readPassword(std stdio, fromStdin bool) (string, error) {

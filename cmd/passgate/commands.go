@@ -627,15 +627,9 @@ func cmdMigrate(ctx context.Context, args []string, std stdio) error {
 // the HTTP listener serve was configured with (--http-listen, its
 // environment variable or the configuration file, as for serve).
 func cmdHealthcheck(ctx context.Context, args []string, std stdio) error {
-	var c Config
-	fs := newFlagSet("healthcheck", "healthcheck [URL] [serve flags]", std)
-	settings := c.bindFlags(fs)
-	pos, err := parseArgs(fs, args)
+	c, pos, err := serveConfigCommand("healthcheck", "healthcheck [URL] [serve flags]", args, std)
 	if err != nil {
 		return err
-	}
-	if _, err := loadLayers(fs, &c, settings, std); err != nil {
-		return usageError{oneLinePerProblem(err)}
 	}
 	target, err := healthURL(c.HTTPListen)
 	if len(pos) > 0 {

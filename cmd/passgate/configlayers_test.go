@@ -12,6 +12,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 	"github.com/passgate/passgate/store/postgres/pgtest"
 )
 
@@ -405,11 +406,7 @@ func TestVersionStamp(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds a binary")
 	}
-	bin := filepath.Join(t.TempDir(), "passgate")
-	build := exec.Command("go", "build", "-ldflags", "-X main.version=v9.8.7-test", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := e2etest.BuildWith(t, "./cmd/passgate", proc.BuildOptions{LDFlags: "-X main.version=v9.8.7-test"})
 	out, err := exec.Command(bin, "version").Output()
 	if err != nil || !strings.HasPrefix(string(out), "passgate v9.8.7-test\ngo1.") {
 		t.Errorf("stamped version: %q, %v", out, err)

@@ -12,18 +12,11 @@ func TestUserGroupsCommands(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			run := func(stdin string, args ...string) string {
 				t.Helper()
-				stdout, stderr, code := passgate(t, b.env, stdin, args...)
-				if code != 0 {
-					t.Fatalf("passgate %v: exit %d: %s", args, code, stderr)
-				}
-				return stdout
+				return passgateOK(t, b.env, stdin, args...)
 			}
 			fail := func(want string, args ...string) {
 				t.Helper()
-				_, stderr, code := passgate(t, b.env, "an-acceptable-passphrase\n", args...)
-				if code == 0 || !strings.Contains(stderr, want) {
-					t.Errorf("passgate %v: exit %d, stderr %q; want failure mentioning %q", args, code, stderr, want)
-				}
+				passgateFails(t, b.env, "an-acceptable-passphrase\n", want, args...)
 			}
 			listed := func(user string) string {
 				t.Helper()

@@ -44,6 +44,31 @@ func passgate(t *testing.T, env []string, stdin string, args ...string) (stdout,
 	return o.String(), e.String(), code
 }
 
+// passgateOK runs passgate in process and fails the test unless it exits
+// 0; it returns stdout.
+func passgateOK(t *testing.T, env []string, stdin string, args ...string) string {
+	t.Helper()
+	stdout, stderr, code := passgate(t, env, stdin, args...)
+	if code != 0 {
+		t.Fatalf("passgate %v: exit %d: %s", args, code, stderr)
+	}
+	return stdout
+}
+
+// passgateFails runs passgate in process and fails the test unless it
+// exits non-zero with an error that mentions want, in one line (or with
+// the usage text).
+func passgateFails(t *testing.T, env []string, stdin, want string, args ...string) {
+	t.Helper()
+	_, stderr, code := passgate(t, env, stdin, args...)
+	if code == 0 || !strings.Contains(stderr, want) {
+		t.Errorf("passgate %v: exit %d, stderr %q; want failure mentioning %q", args, code, stderr, want)
+	}
+	if strings.Count(strings.TrimSpace(stderr), "\n") > 0 && !strings.Contains(stderr, "Usage") {
+		t.Errorf("passgate %v: error is not one line: %q", args, stderr)
+	}
+}
+
 // TestBinaryExitCodes: main hands run's exit code and error to the real
 // process.
 func TestBinaryExitCodes(t *testing.T) {
@@ -298,21 +323,11 @@ func TestAdminCommands(t *testing.T) {
 			env := b.env
 			run := func(stdin string, args ...string) string {
 				t.Helper()
-				stdout, stderr, code := passgate(t, env, stdin, args...)
-				if code != 0 {
-					t.Fatalf("passgate %v: exit %d: %s", args, code, stderr)
-				}
-				return stdout
+				return passgateOK(t, env, stdin, args...)
 			}
 			fail := func(want string, args ...string) {
 				t.Helper()
-				_, stderr, code := passgate(t, env, "an-acceptable-passphrase\n", args...)
-				if code == 0 || !strings.Contains(stderr, want) {
-					t.Errorf("passgate %v: exit %d, stderr %q; want failure mentioning %q", args, code, stderr, want)
-				}
-				if strings.Count(strings.TrimSpace(stderr), "\n") > 0 && !strings.Contains(stderr, "Usage") {
-					t.Errorf("passgate %v: error is not one line: %q", args, stderr)
-				}
+				passgateFails(t, env, "an-acceptable-passphrase\n", want, args...)
 			}
 			run("s3cret-pass\n", "user", "add", "alice", "--password-stdin")
 			fail("already exists", "user", "add", "alice", "--password-stdin")

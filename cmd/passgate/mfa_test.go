@@ -18,9 +18,7 @@ func TestUserMFAListAndReset(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
 			ctx := t.Context()
-			if _, stderr, code := passgate(t, b.env, "first-passphrase-ok\n", "user", "add", "alice", "--password-stdin"); code != 0 {
-				t.Fatalf("user add: %s", stderr)
-			}
+			passgateOK(t, b.env, "first-passphrase-ok\n", "user", "add", "alice", "--password-stdin")
 			st := b.open(t)
 			now := time.Now()
 			if err := st.EnrollTOTP(ctx, store.TOTP{Username: "alice", Secret: []byte("sealed"), CreatedAt: now}, []string{"h1", "h2"}, now, nil); err != nil {
@@ -30,10 +28,7 @@ func TestUserMFAListAndReset(t *testing.T) {
 			if code != 0 || !strings.Contains(stdout, "totp") || !strings.Contains(stdout, "2 recovery codes left") {
 				t.Fatalf("user mfa list = %q, %q, %d", stdout, stderr, code)
 			}
-			hashes := issueTokens(t, st, "alice", "mfa")
-			if err := st.CreateSession(ctx, store.Session{IDHash: "sess-alice", Username: "alice", CSRFToken: "c", CreatedAt: now, ExpiresAt: now.Add(time.Hour)}); err != nil {
-				t.Fatal(err)
-			}
+			hashes := signIn(t, st, "alice", "mfa")
 			inv := storetest.Subscribe(t, st)
 			stdout, stderr, code = passgate(t, b.env, "", "user", "mfa", "reset", "alice")
 			if code != 0 || !strings.Contains(stdout, "revoked 2 tokens") {

@@ -35,15 +35,9 @@ func cmdPolicy(ctx context.Context, args []string, std stdio) error {
 // policyCheck validates a policy file as serve would: against the
 // configured resources and scopes (serve's flags and environment).
 func policyCheck(args []string, std stdio) error {
-	var c Config
-	fs := newFlagSet("policy check", "policy check [FILE] [serve flags]", std)
-	settings := c.bindFlags(fs)
-	pos, err := parseArgs(fs, args)
+	c, pos, err := serveConfigCommand("policy check", "policy check [FILE] [serve flags]", args, std)
 	if err != nil {
 		return err
-	}
-	if _, err := loadLayers(fs, &c, settings, std); err != nil {
-		return usageError{err.Error()}
 	}
 	switch len(pos) {
 	case 0:

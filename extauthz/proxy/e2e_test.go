@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -12,14 +11,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/modelcontextprotocol/go-sdk/oauthex"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
 )
@@ -157,66 +153,30 @@ func (st *stack) token(t *testing.T, resource string) string {
 // are sent.
 func TestProxyMCPGoSDK(t *testing.T) {
 	st := startStack(t)
-	srv := st.srv
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	hc := &http.Client{Timeout: 30 * time.Second}
-	b := e2etest.NewBrowser()
-	var fetches atomic.Int32
-	h, err := auth.NewAuthorizationCodeHandler(&auth.AuthorizationCodeHandlerConfig{
-		DynamicClientRegistrationConfig: &auth.DynamicClientRegistrationConfig{Metadata: &oauthex.ClientRegistrationMetadata{
-			RedirectURIs: []string{e2etest.RedirectURI}, TokenEndpointAuthMethod: "none", ClientName: "proxy e2e",
-			GrantTypes: []string{"authorization_code", "refresh_token"},
-		}},
-		RedirectURL: e2etest.RedirectURI,
-		Client:      hc,
-		AuthorizationCodeFetcher: func(ctx context.Context, args *auth.AuthorizationArgs) (*auth.AuthorizationResult, error) {
-			fetches.Add(1)
-			cb, _, err := b.Approve(ctx, srv, args.URL, e2etest.RedirectURI, user, pass)
-			if err != nil {
-				return nil, err
-			}
-			q := cb.Query()
-			return &auth.AuthorizationResult{Code: q.Get("code"), State: q.Get("state"), Iss: q.Get("iss")}, nil
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
 		mu            sync.Mutex
 		progressTimes []time.Time
 	)
-	client := mcp.NewClient(&mcp.Implementation{Name: "proxy-e2e", Version: "1.0.0"}, &mcp.ClientOptions{
+	session, err := e2etest.MCPAuth{
+		HTTPClient: hc, Browser: e2etest.NewBrowser(), Username: user, Password: pass, ClientName: "proxy e2e",
+	}.Connect(ctx, t, st.mcp, &mcp.ClientOptions{
 		ProgressNotificationHandler: func(context.Context, *mcp.ProgressNotificationClientRequest) {
 			mu.Lock()
 			progressTimes = append(progressTimes, time.Now())
 			mu.Unlock()
 		},
 	})
-	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: st.mcp, OAuthHandler: h, HTTPClient: hc}, nil)
 	if err != nil {
 		t.Fatalf("MCP initialize through the built-in proxy: %v", err)
 	}
-	defer session.Close()
-	if fetches.Load() != 1 {
-		t.Errorf("the user was asked to authorize %d times, want 1", fetches.Load())
+	if n := session.Authorizations.Load(); n != 1 {
+		t.Errorf("the user was asked to authorize %d times, want 1", n)
 	}
 
-	res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: "whoami"})
-	if err != nil || res.IsError {
-		t.Fatalf("tools/call whoami: %v %+v", err, res)
-	}
-	raw, _ := json.Marshal(res.StructuredContent)
-	var who struct {
-		User                  string `json:"user"`
-		ClientID              string `json:"client_id"`
-		Scope                 string `json:"scope"`
-		AuthorizationReceived bool   `json:"authorization_received"`
-	}
-	if err := json.Unmarshal(raw, &who); err != nil {
-		t.Fatalf("whoami result %s: %v", raw, err)
-	}
+	who, raw := e2etest.CallWhoami(ctx, t, session.ClientSession)
 	// The SDK asks for every scope the metadata lists (mcp and admin here).
 	if who.User != user || who.ClientID == "" || !slices.Contains(strings.Fields(who.Scope), "mcp") || who.AuthorizationReceived {
 		t.Errorf("the MCP server saw %s; want user %s, a client id, scope mcp and no Authorization", raw, user)
@@ -225,7 +185,7 @@ func TestProxyMCPGoSDK(t *testing.T) {
 	// countdown sends a progress event every 400ms and its result after
 	// the last: unbuffered, the first event arrives long before the result.
 	const steps, interval = 4, 400 * time.Millisecond
-	res, err = session.CallTool(ctx, &mcp.CallToolParams{
+	res, err := session.CallTool(ctx, &mcp.CallToolParams{
 		Name: "countdown", Arguments: map[string]any{"steps": steps, "interval_ms": interval.Milliseconds()},
 		Meta: mcp.Meta{"progressToken": "proxy-e2e"},
 	})
@@ -459,6 +419,13 @@ func TestProxyHostile(t *testing.T) {
 			check: func(t *testing.T, got received) {
 				if len(got.Body) != 70000 {
 					t.Errorf("the upstream received %d bytes, want 70000", len(got.Body))
+				}
+			}},
+		{name: "a body over the limit", status: 413,
+			req: "POST /rec HTTP/1.1\r\nHost: " + addr + "\r\n" + bearer + "\r\nContent-Length: 4194305\r\nConnection: close\r\n\r\n",
+			resp: func(t *testing.T, resp *http.Response, body string) {
+				if !strings.Contains(body, `"error":"invalid_request"`) || resp.Header.Get("Content-Type") != "application/json" || resp.Header.Get("Cache-Control") != "no-store" {
+					t.Errorf("413 answer %v %q, want an uncached OAuth JSON error", resp.Header, body)
 				}
 			}},
 		{name: "upgrade not forwarded", status: 200, path: "/rec",

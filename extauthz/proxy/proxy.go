@@ -60,6 +60,8 @@ import (
 	"time"
 
 	"github.com/passgate/passgate/extauthz"
+	"github.com/passgate/passgate/internal/clientip"
+	"github.com/passgate/passgate/internal/oauth"
 	"github.com/passgate/passgate/internal/resource"
 )
 
@@ -162,7 +164,7 @@ type Config struct {
 	// Upstreams are the resources to proxy and their MCP servers.
 	Upstreams []Upstream
 	// ClientIP is the client's address for X-Forwarded-For and X-Real-IP.
-	// Optional: default the peer's address.
+	// Optional: default clientip.Peer.
 	ClientIP func(*http.Request) string
 	// Logger receives upstream errors. Optional: default discards.
 	Logger *slog.Logger
@@ -226,7 +228,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy: %w", errors.Join(errs...))
 	}
 	if p.clientIP == nil {
-		p.clientIP = peerIP
+		p.clientIP = clientip.Peer
 	}
 	if p.logger == nil {
 		p.logger = slog.New(slog.DiscardHandler)
@@ -449,9 +451,7 @@ func writeDenial(w http.ResponseWriter, d extauthz.Decision) {
 
 func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt route) {
 	if r.ContentLength > p.maxBody {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusRequestEntityTooLarge)
-		_, _ = w.Write([]byte(`{"error":"invalid_request","error_description":"The request body is too large."}`))
+		oauth.WriteError(w, errBodyTooLarge)
 		return
 	}
 	if r.ContentLength > 0 && r.ContentLength <= smallBody {
@@ -460,9 +460,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt route) {
 		// through ReverseProxy's wrapper with a 32 KiB buffer per request.
 		rt.body = make([]byte, r.ContentLength)
 		if _, err := io.ReadFull(r.Body, rt.body); err != nil {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusBadRequest)
-			_, _ = w.Write([]byte(`{"error":"invalid_request","error_description":"The request body ended early."}`))
+			oauth.WriteError(w, errBodyShort)
 			return
 		}
 	} else if r.Body != nil && r.Body != http.NoBody {
@@ -566,9 +564,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 	var mbe *http.MaxBytesError
 	switch {
 	case errors.As(err, &mbe):
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusRequestEntityTooLarge)
-		_, _ = w.Write([]byte(`{"error":"invalid_request","error_description":"The request body is too large."}`))
+		oauth.WriteError(w, errBodyTooLarge)
 		return
 	case r.Context().Err() != nil || errors.Is(err, context.Canceled):
 		// The client left, or passgate is shutting down.
@@ -581,11 +577,16 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		upstream = rt.upstream.String()
 	}
 	p.logger.WarnContext(r.Context(), "upstream unreachable", "upstream", upstream, "err", err)
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(http.StatusBadGateway)
-	_, _ = w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"The MCP server behind passgate did not answer."}`))
+	oauth.WriteError(w, errUpstreamDown)
 }
+
+// The proxy's own errors (the check's denials are the Checker's), as
+// OAuth error JSON.
+var (
+	errBodyTooLarge = &oauth.Error{Code: oauth.CodeInvalidRequest, Description: "The request body is too large.", Status: http.StatusRequestEntityTooLarge}
+	errBodyShort    = &oauth.Error{Code: oauth.CodeInvalidRequest, Description: "The request body ended early.", Status: http.StatusBadRequest}
+	errUpstreamDown = &oauth.Error{Code: oauth.CodeTemporarilyUnavailable, Description: "The MCP server behind passgate did not answer.", Status: http.StatusBadGateway}
+)
 
 // bufferPool recycles ReverseProxy's copy buffers.
 type bufferPool struct{}
@@ -594,11 +595,3 @@ var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }
 
 func (bufferPool) Get() []byte  { return *buffers.Get().(*[]byte) }
 func (bufferPool) Put(b []byte) { buffers.Put(&b) }
-
-func peerIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}

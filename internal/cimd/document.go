@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -259,13 +260,13 @@ func Parse(clientID string, body []byte, policy oauth.PrivateSchemes) (Document,
 	if _, ok := members["grant_types"]; !ok {
 		raw.GrantTypes = []string{"authorization_code"}
 	}
-	if !contains(raw.GrantTypes, "authorization_code") {
+	if !slices.Contains(raw.GrantTypes, "authorization_code") {
 		return Document{}, bad("grant_types must include authorization_code")
 	}
 	if _, ok := members["response_types"]; !ok {
 		raw.ResponseTypes = []string{"code"}
 	}
-	if !contains(raw.ResponseTypes, "code") {
+	if !slices.Contains(raw.ResponseTypes, "code") {
 		return Document{}, bad("response_types must include code")
 	}
 	if raw.ClientURI != "" && !isHTTPSURL(raw.ClientURI) {
@@ -284,15 +285,6 @@ func Parse(clientID string, body []byte, policy oauth.PrivateSchemes) (Document,
 		return Document{}, bad("client_name is missing")
 	}
 	return Document(raw), nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // checkPublicJWKS refuses a jwks that is not {"keys":[{...}, ...]} or

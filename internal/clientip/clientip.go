@@ -120,10 +120,7 @@ func (r *Resolver) Trusted(addr netip.Addr) bool {
 func (r *Resolver) ClientIP(req *http.Request) string {
 	peer, ok := parseHop(req.RemoteAddr)
 	if !ok {
-		if h, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
-			return h
-		}
-		return req.RemoteAddr
+		return Peer(req)
 	}
 	if !r.Trusted(peer) {
 		return peer.String()
@@ -137,6 +134,17 @@ func (r *Resolver) ClientIP(req *http.Request) string {
 		}
 	}
 	return peer.String()
+}
+
+// Peer returns the direct peer of req (its RemoteAddr) without the port,
+// or RemoteAddr as is when it has none. It is the client IP where no
+// proxy is trusted, and the default of every component that takes a
+// ClientIP function.
+func Peer(req *http.Request) string {
+	if h, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		return h
+	}
+	return req.RemoteAddr
 }
 
 // walk applies the right-to-left X-Forwarded-For rule starting from the

@@ -16,10 +16,11 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/passgate/passgate/internal/clientip"
 )
 
 // Header is the request and response header carrying the request ID.
@@ -33,8 +34,8 @@ type Config struct {
 	// Logger receives one line per request. Required.
 	Logger *slog.Logger
 	// ClientIP returns the client address of a request (the trusted-proxy
-	// logic of internal/clientip plugs in here). Optional; default: the
-	// host of RemoteAddr.
+	// logic of internal/clientip plugs in here). Optional; default:
+	// clientip.Peer, the host of RemoteAddr.
 	ClientIP func(*http.Request) string
 	// Now is the clock for durations. Optional; default time.Now.
 	Now func() time.Time
@@ -96,7 +97,7 @@ func Handler(cfg Config, next http.Handler) http.Handler {
 	}
 	clientIP := cfg.ClientIP
 	if clientIP == nil {
-		clientIP = remoteHost
+		clientIP = clientip.Peer
 	}
 	log := cfg.Logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -169,15 +170,6 @@ func Handler(cfg Config, next http.Handler) http.Handler {
 		// a middleware outside this one (the tracing span's name).
 		r.Pattern = r2.Pattern
 	})
-}
-
-// remoteHost is the peer address without its port.
-func remoteHost(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // recorder remembers the status and counts the bytes of a response.

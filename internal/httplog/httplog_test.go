@@ -20,16 +20,9 @@ type syncBuffer struct{ proc.Buffer }
 
 func (b *syncBuffer) lines(t *testing.T) []map[string]any {
 	t.Helper()
-	var out []map[string]any
-	for _, l := range strings.Split(strings.TrimSpace(b.String()), "\n") {
-		if l == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(l), &m); err != nil {
-			t.Fatalf("log line %q: %v", l, err)
-		}
-		out = append(out, m)
+	out, err := proc.JSONLines(b.String())
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }

@@ -41,6 +41,20 @@ const (
 	Skew = 1
 )
 
+// validateOpts are the TOTP parameters above as the library takes them
+// for computing a code.
+func validateOpts() totp.ValidateOpts {
+	return totp.ValidateOpts{Period: uint(Period / time.Second), Digits: otp.Digits(Digits), Algorithm: otp.AlgorithmSHA1}
+}
+
+// generateOpts are the same parameters for an enrolment of account at
+// issuer: a new secret of secretSize bytes, or secret when given.
+func generateOpts(issuer, account string, secret []byte) totp.GenerateOpts {
+	o := validateOpts()
+	return totp.GenerateOpts{Issuer: issuer, AccountName: account, Period: o.Period, SecretSize: secretSize, Secret: secret,
+		Digits: o.Digits, Algorithm: o.Algorithm}
+}
+
 // RecoveryCodeCount is how many recovery codes an enrolment hands out.
 const RecoveryCodeCount = 10
 
@@ -58,14 +72,7 @@ type Enrolment struct {
 // NewEnrolment generates a secret for account at issuer (the name an
 // authenticator app shows).
 func NewEnrolment(issuer, account string) (Enrolment, error) {
-	k, err := totp.Generate(totp.GenerateOpts{
-		Issuer:      issuer,
-		AccountName: account,
-		Period:      uint(Period / time.Second),
-		SecretSize:  secretSize,
-		Digits:      otp.DigitsSix,
-		Algorithm:   otp.AlgorithmSHA1,
-	})
+	k, err := totp.Generate(generateOpts(issuer, account, nil))
 	if err != nil {
 		return Enrolment{}, fmt.Errorf("generate totp secret: %w", err)
 	}
@@ -118,9 +125,7 @@ func Verify(secret, code string, now time.Time) (step int64, err error) {
 	matched := int64(-1)
 	for d := int64(-Skew); d <= Skew; d++ {
 		step := cur + d
-		want, err := totp.GenerateCodeCustom(secret, time.Unix(step*int64(Period/time.Second), 0), totp.ValidateOpts{
-			Period: uint(Period / time.Second), Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1,
-		})
+		want, err := totp.GenerateCodeCustom(secret, time.Unix(step*int64(Period/time.Second), 0), validateOpts())
 		if err != nil {
 			return 0, fmt.Errorf("compute totp: %w", err)
 		}
@@ -137,9 +142,7 @@ func Verify(secret, code string, now time.Time) (step int64, err error) {
 // Code returns the code for secret at t (tests and the CLI use it to act
 // as an authenticator app).
 func Code(secret string, t time.Time) (string, error) {
-	return totp.GenerateCodeCustom(secret, t, totp.ValidateOpts{
-		Period: uint(Period / time.Second), Digits: otp.DigitsSix, Algorithm: otp.AlgorithmSHA1,
-	})
+	return totp.GenerateCodeCustom(secret, t, validateOpts())
 }
 
 // recoveryAlphabet is Crockford-like base32 without letters people
@@ -347,14 +350,7 @@ func EnrolmentFor(issuer, account, secret string) (Enrolment, error) {
 	if err != nil || len(raw) == 0 {
 		return Enrolment{}, errors.New("mfa: malformed secret")
 	}
-	k, err := totp.Generate(totp.GenerateOpts{
-		Issuer:      issuer,
-		AccountName: account,
-		Period:      uint(Period / time.Second),
-		Secret:      raw,
-		Digits:      otp.DigitsSix,
-		Algorithm:   otp.AlgorithmSHA1,
-	})
+	k, err := totp.Generate(generateOpts(issuer, account, raw))
 	if err != nil {
 		return Enrolment{}, fmt.Errorf("rebuild totp enrolment: %w", err)
 	}

@@ -206,7 +206,7 @@ func (s *subjects) admits(user, groups string) bool {
 		}
 	}
 	for _, g := range s.groups {
-		if hasField(groups, ",", g) {
+		if HasField(groups, ",", g) {
 			return true
 		}
 	}
@@ -424,14 +424,14 @@ func NameBearing(method string) bool {
 // granted reports whether the space-separated scopes have need, directly
 // or through a scope that implies it.
 func (c *compiled) granted(scopes, need string) bool {
-	if hasField(scopes, " ", need) {
+	if HasField(scopes, " ", need) {
 		return true
 	}
 	if c == nil {
 		return false
 	}
 	for _, s := range c.satisfiers[need] {
-		if hasField(scopes, " ", s) {
+		if HasField(scopes, " ", s) {
 			return true
 		}
 	}
@@ -550,9 +550,10 @@ func Match(pattern, name string) bool {
 	return p == len(pattern)
 }
 
-// hasField reports whether list, fields separated by sep, has s, without
-// allocating.
-func hasField(list, sep, s string) bool {
+// HasField reports whether list, fields separated by sep, has s, without
+// allocating: the check path's membership test for the lists it caches as
+// one string (scopes, groups, an API key's resources).
+func HasField(list, sep, s string) bool {
 	for list != "" {
 		var f string
 		f, list, _ = strings.Cut(list, sep)

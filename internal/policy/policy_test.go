@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -27,13 +28,19 @@ resources:
       - {method: tools/call, scope: write}
 `
 
-func mustResources(t testing.TB, urls ...string) []resource.Resource {
+// mustCompile parses and compiles a policy file with no configured
+// resources or scope rules.
+func mustCompile(t testing.TB, yaml string) *Policy {
 	t.Helper()
-	rs, err := resource.ParseAll(urls)
+	f, err := Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rs
+	p, err := Compile(f, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 func TestParseIssueExample(t *testing.T) {
@@ -95,7 +102,7 @@ resources:
 	if err != nil {
 		t.Fatal(err)
 	}
-	errs := f.Validate(mustResources(t, "https://mcp.example.com/mcp"))
+	errs := f.Validate(resource.MustParseAll("https://mcp.example.com/mcp"))
 	if len(errs) != 1 || !strings.Contains(errs[0].Error(), `"https://ops.example.com/mcp" is not a configured resource`) {
 		t.Errorf("Validate against the configured resources = %v", errs)
 	}
@@ -154,7 +161,7 @@ func compileExample(t testing.TB, rules ...ScopeRule) *Policy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := Compile(f, mustResources(t, "https://mcp.example.com/mcp", "https://ops.example.com/mcp", "https://open.example.com/mcp"), rules)
+	p, err := Compile(f, resource.MustParseAll("https://mcp.example.com/mcp", "https://ops.example.com/mcp", "https://open.example.com/mcp"), rules)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -214,19 +221,12 @@ func TestDecide(t *testing.T) {
 // TestImpliedScopes: admin implies write, write implies read; a token with
 // admin passes a rule that needs read.
 func TestImpliedScopes(t *testing.T) {
-	f, err := Parse([]byte(`
+	p := mustCompile(t, `
 resources:
   - url: https://mcp.example.com/mcp
     scopes: {admin: [write], write: [read], read: [admin]}
     rules: [{method: "*", scope: read}]
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Compile(f, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	for _, scope := range []string{"read", "write", "admin", "x admin"} {
 		if d := p.Decide(Input{Resource: "https://mcp.example.com/mcp", Scope: scope, Method: "tools/list"}); !d.Allowed() {
 			t.Errorf("scope %q: %+v", scope, d)
@@ -273,7 +273,7 @@ func FuzzParse(f *testing.F) {
 		}
 		for _, r := range file.Resources {
 			d := p.Decide(Input{Resource: r.URL, User: "\x00nobody", Method: "tools/call", Name: "x"})
-			if r.Allow != nil && !contains(*r.Allow, "*") && d.Result == Allow {
+			if r.Allow != nil && !slices.Contains(*r.Allow, "*") && d.Result == Allow {
 				t.Fatalf("a stranger was admitted to %q: %+v", r.URL, d)
 			}
 			_ = p.Describe(r.URL, d.Rule)
@@ -281,29 +281,13 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 func TestImpliedAndDescriptions(t *testing.T) {
-	f, err := Parse([]byte(`
+	p := mustCompile(t, `
 resources:
   - url: https://mcp.example.com/mcp
     scopes: {admin: [write], write: [read]}
     scope_descriptions: {admin: "Run deploy tools on production"}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := Compile(f, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	if d := cmp.Diff(p.Implied("https://mcp.example.com/mcp", []string{"admin", "mcp"}), []string{"admin", "mcp", "read", "write"}); d != "" {
 		t.Errorf("Implied (-got +want):\n%s", d)
 	}

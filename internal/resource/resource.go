@@ -180,10 +180,7 @@ func Parse(raw string) (Resource, error) {
 	if err != nil {
 		return Resource{}, fmt.Errorf("resource %q: %w", raw, err)
 	}
-	p := u.EscapedPath()
-	if p == "" {
-		p = "/"
-	}
+	p := pathOf(u)
 	// Requests are matched on their canonical path, so the resource's path
 	// must be canonical too.
 	if cp, _ := CanonicalPath(p); cp != p {
@@ -193,11 +190,16 @@ func Parse(raw string) (Resource, error) {
 	if err != nil {
 		return Resource{}, fmt.Errorf("resource %q: %w", raw, err)
 	}
-	path := cu.EscapedPath()
-	if path == "" {
-		path = "/"
+	return Resource{URL: c, Configured: raw, Scheme: cu.Scheme, Host: cu.Host, Path: pathOf(cu)}, nil
+}
+
+// pathOf is u's escaped path, "/" for an empty one (https://host and
+// https://host/ are one identifier).
+func pathOf(u *url.URL) string {
+	if p := u.EscapedPath(); p != "" {
+		return p
 	}
-	return Resource{URL: c, Configured: raw, Scheme: cu.Scheme, Host: cu.Host, Path: path}, nil
+	return "/"
 }
 
 // ParseAll parses every URL and reports all problems at once, plus
@@ -222,6 +224,16 @@ func ParseAll(raws []string) ([]Resource, error) {
 		out = append(out, r)
 	}
 	return out, errors.Join(errs...)
+}
+
+// MustParseAll is ParseAll for URLs known to be valid (literals in tests
+// and examples); it panics on an error.
+func MustParseAll(raws ...string) []Resource {
+	rs, err := ParseAll(raws)
+	if err != nil {
+		panic(err)
+	}
+	return rs
 }
 
 // ErrUnknownResource is wrapped by Lookup's error for an identifier that

@@ -89,19 +89,10 @@ func TestParseAllReportsEveryProblem(t *testing.T) {
 		t.Fatal("ParseAll accepted bad input")
 	}
 	for _, want := range []string{"http://evil.example/", "listed twice", "nope"} {
-		if !contains(err.Error(), want) {
+		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %q", err, want)
 		}
 	}
-}
-
-func contains(s, sub string) bool {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return true
-		}
-	}
-	return false
 }
 
 // TestCanonical: spellings of one identifier canonicalize to one string;

@@ -14,6 +14,8 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
+import { Browser } from './browser.mjs';
+
 const args = process.argv.slice(2);
 const cimdIdx = args.indexOf('--cimd');
 const cimdURL = cimdIdx >= 0 ? args[cimdIdx + 1] : undefined;
@@ -75,121 +77,9 @@ async function loggingFetch(input, init = {}) {
     return res;
 }
 
-// ---------- the scripted user: a browser with a cookie jar ----------
-const jar = new Map(); // name -> value (one origin: the issuer)
-function storeCookies(res) {
-    for (const sc of res.headers.getSetCookie()) {
-        const [pair, ...attrs] = sc.split(';');
-        const eq = pair.indexOf('=');
-        const name = pair.slice(0, eq).trim();
-        const value = pair.slice(eq + 1).trim();
-        const maxAge = attrs.find(a => /^\s*max-age=/i.test(a));
-        if (value === '' || (maxAge && Number(maxAge.split('=')[1]) <= 0)) jar.delete(name);
-        else jar.set(name, value);
-        console.log(`    browser: Set-Cookie ${name} [${attrs.map(a => a.trim()).join('; ')}]`);
-    }
-}
-function cookieHeader() {
-    return [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-}
-function unescapeHTML(s) {
-    return s
-        .replace(/&#(\d+);/g, (_, d) => String.fromCodePoint(Number(d)))
-        .replace(/&#x([0-9a-f]+);/gi, (_, h) => String.fromCodePoint(parseInt(h, 16)))
-        .replace(/&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-}
-function attr(tag, name) {
-    const m = tag.match(new RegExp(`\\s${name}="([^"]*)"`));
-    return m ? unescapeHTML(m[1]) : undefined;
-}
-// parseForm returns the first POST form's action and hidden/text fields.
-function parseForm(html, pageURL) {
-    const fm = html.match(/<form\b[^>]*method="post"[^>]*>([\s\S]*?)<\/form>/i);
-    if (!fm) return undefined;
-    const formTag = fm[0].slice(0, fm[0].indexOf('>') + 1);
-    const action = new URL(attr(formTag, 'action') ?? '', pageURL).href;
-    const fields = {};
-    for (const tag of fm[1].match(/<input\b[^>]*>/gi) ?? []) {
-        const name = attr(tag, 'name');
-        if (name) fields[name] = attr(tag, 'value') ?? '';
-    }
-    const buttons = (fm[1].match(/<button\b[^>]*>/gi) ?? []).map(t => ({ name: attr(t, 'name'), value: attr(t, 'value') }));
-    return { action, fields, buttons };
-}
-
-const browser = { code: undefined, iss: undefined, state: undefined, steps: [] };
-let issuer; // set from discovery
-
-async function browse(url, { method = 'GET', form } = {}) {
-    const headers = { 'User-Agent': 'passgate-interop-browser/1', Accept: 'text/html' };
-    if (jar.size) headers.Cookie = cookieHeader();
-    let body;
-    if (form) {
-        headers['Content-Type'] = 'application/x-www-form-urlencoded';
-        headers.Origin = new URL(issuer).origin;
-        body = new URLSearchParams(form).toString();
-    }
-    const res = await fetch(url, { method, headers, body, redirect: 'manual' });
-    storeCookies(res);
-    const loc = res.headers.get('location');
-    console.log(`    browser: ${method} ${redact(url)} -> ${res.status}${loc ? ' Location: ' + redact(loc) : ''}`);
-    return res;
-}
-
-// playUser drives the browser from the authorization URL to the redirect URI.
-async function playUser(authURL) {
-    let res = await browse(authURL);
-    let url = authURL;
-    for (let i = 0; i < 12; i++) {
-        if ([301, 302, 303, 307, 308].includes(res.status)) {
-            const loc = new URL(res.headers.get('location'), url).href;
-            if (loc.startsWith(REDIRECT)) {
-                check([302, 303].includes(res.status), 'redirect to the client uses 302/303', String(res.status));
-                const u = new URL(loc);
-                if (u.searchParams.get('error')) throw new Error(`authorization error at redirect: ${u.search}`);
-                browser.code = u.searchParams.get('code');
-                browser.iss = u.searchParams.get('iss');
-                browser.state = u.searchParams.get('state');
-                return;
-            }
-            if (new URL(loc).origin !== new URL(issuer).origin) throw new Error(`redirect leaves the issuer: ${loc}`);
-            url = loc;
-            res = await browse(url);
-            continue;
-        }
-        const html = await res.text();
-        if (res.status !== 200) throw new Error(`page ${url} answered ${res.status}: ${html.slice(0, 400)}`);
-        const form = parseForm(html, url);
-        if (!form) throw new Error(`no form on ${url}: ${html.slice(0, 400)}`);
-        if ('password' in form.fields) {
-            browser.steps.push('login');
-            check('csrf' in form.fields && 'return_to' in form.fields && 'username' in form.fields, 'login form has username, password, csrf, return_to', Object.keys(form.fields));
-            const f = { ...form.fields, username, password };
-            url = form.action;
-            res = await browse(form.action, { method: 'POST', form: f });
-            if (res.status === 200) {
-                const page = await res.clone().text();
-                const err = page.match(/<p class="msg">([^<]*)<\/p>/);
-                if (err) throw new Error(`login failed: ${unescapeHTML(err[1])}`);
-            }
-            check(res.status !== 307 && res.status !== 308, 'login POST answered without 307/308', String(res.status));
-            continue;
-        }
-        const approve = form.buttons.find(b => b.name === 'decision' && b.value === 'approve');
-        if (approve) {
-            browser.steps.push('consent');
-            const name = html.match(/class="client-name">([^<]*)</);
-            const host = html.match(/class="redirect-host">([^<]*)</);
-            console.log(`    browser: consent page: client "${name && unescapeHTML(name[1])}", redirect host ${host && host[1]}`);
-            res = await browse(form.action, { method: 'POST', form: { ...form.fields, decision: 'approve' } });
-            url = form.action;
-            check(res.status === 302 || res.status === 303, 'consent POST answered 302/303', String(res.status));
-            continue;
-        }
-        throw new Error(`unrecognised page at ${url}: ${html.slice(0, 400)}`);
-    }
-    throw new Error('too many steps');
-}
+// ---------- the scripted user: a browser with a cookie jar (browser.mjs) ----------
+const browser = new Browser({ redirect: REDIRECT, username, password, check, log: console.log, redact });
+const browse = (url, opts) => browser.browse(url, opts);
 
 // ---------- the OAuthClientProvider, in memory ----------
 class Provider {
@@ -223,7 +113,7 @@ class Provider {
     saveCodeVerifier(v) { this.verifier = v; }
     codeVerifier() { return this.verifier; }
     discoveryState() { return this.discovery; }
-    saveDiscoveryState(s) { this.discovery = s; issuer = s.authorizationServerMetadata?.issuer ?? s.authorizationServerUrl; }
+    saveDiscoveryState(s) { this.discovery = s; browser.issuer = s.authorizationServerMetadata?.issuer ?? s.authorizationServerUrl; }
     invalidateCredentials(scope) { console.log(`    provider: invalidateCredentials(${scope})`); if (scope === 'all' || scope === 'tokens') this.tok = undefined; if (scope === 'all' || scope === 'client') this.info = undefined; if (scope === 'all' || scope === 'verifier') this.verifier = undefined; }
     async redirectToAuthorization(url) {
         console.log(`  provider: redirectToAuthorization ${redact(url.href)}`);
@@ -231,7 +121,7 @@ class Provider {
         check(q.get('code_challenge_method') === 'S256' && !!q.get('code_challenge'), 'SDK sends PKCE S256');
         check(q.get('resource') === mcpURL, 'SDK sends resource = MCP URL', q.get('resource'));
         console.log(`    authorize params: ${[...q.keys()].join(', ')}; scope=${q.get('scope')}`);
-        await playUser(url.href);
+        await browser.playUser(url.href);
     }
 }
 
@@ -297,7 +187,7 @@ if (authMethod !== 'none' && !cimdURL) {
 if (cimdURL) check(provider.info.client_id === cimdURL, 'client_id is the metadata document URL');
 check(browser.steps.includes('login') && browser.steps.includes('consent'), 'user logged in and approved', browser.steps);
 check(!!browser.code && browser.code.startsWith('pgc_'), 'authorization code received');
-check(browser.iss === issuer, 'iss in the redirect equals the issuer', browser.iss);
+check(browser.iss === browser.issuer, 'iss in the redirect equals the issuer', browser.iss);
 check(browser.state === provider.lastState, 'state returned unchanged', browser.state);
 
 // 2. finishAuth exchanges the code.
@@ -405,7 +295,7 @@ console.log('\n== step 7: SDK recovery on the live session after the family was 
     const wantSteps = authMethod === 'none' ? ['consent'] : [];
     check(JSON.stringify(browser.steps) === JSON.stringify(wantSteps),
         `no login the second time (session); consent page ${authMethod === 'none' ? 'again (public loopback client)' : 'not again (remembered)'}`, browser.steps);
-    check(!!browser.code && browser.iss === issuer && browser.state === provider.lastState, 'new code with iss and state');
+    check(!!browser.code && browser.iss === browser.issuer && browser.state === provider.lastState, 'new code with iss and state');
     try {
         await c.transport.finishAuth(browser.code);
         const who = await c.client.callTool({ name: 'whoami', arguments: {} });
@@ -441,7 +331,7 @@ console.log('\n== step 8: tampered requests (resource, PKCE, redirect URI) ==');
             return;
         }
         const u = loc && new URL(loc, as.authorization_endpoint);
-        check(!!u && u.href.startsWith(REDIRECT) && u.searchParams.get('error') === want && u.searchParams.get('state') === 'tamper-1' && u.searchParams.get('iss') === issuer,
+        check(!!u && u.href.startsWith(REDIRECT) && u.searchParams.get('error') === want && u.searchParams.get('state') === 'tamper-1' && u.searchParams.get('iss') === browser.issuer,
             `${what} -> redirect with error=${want}, state, iss`, loc ?? String(res.status));
     }
     await authorize({ resource: other }, 'invalid_target', 'authorize with a foreign resource');

@@ -10,74 +10,14 @@
 // exits 1. Driven by deploy's TestStepUpWithTypeScriptClient.
 import { Client, StreamableHTTPClientTransport, UnauthorizedError } from '@modelcontextprotocol/client';
 
+import { Browser } from './browser.mjs';
+
 const [mcpURL, username, password, tool] = process.argv.slice(2);
 const REDIRECT = 'http://127.0.0.1:1/callback';
 
-// ---- a browser that logs in and approves consent ----
-const jar = new Map();
-let issuer;
-function cookies(res) {
-    for (const c of res.headers.getSetCookie?.() ?? []) {
-        const [kv] = c.split(';');
-        const i = kv.indexOf('=');
-        jar.set(kv.slice(0, i).trim(), kv.slice(i + 1).trim());
-    }
-}
-async function browse(url, form) {
-    const headers = { Accept: 'text/html' };
-    if (jar.size) headers.Cookie = [...jar].map(([k, v]) => `${k}=${v}`).join('; ');
-    let body;
-    if (form) {
-        headers['Content-Type'] = 'application/x-www-form-urlencoded';
-        headers.Origin = new URL(issuer).origin;
-        body = new URLSearchParams(form).toString();
-    }
-    const res = await fetch(url, { method: form ? 'POST' : 'GET', headers, body, redirect: 'manual' });
-    cookies(res);
-    return res;
-}
-const unescape = s => s.replace(/&#34;|&quot;/g, '"').replace(/&#39;/g, "'").replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&');
-function parseForm(html, pageURL) {
-    const m = html.match(/<form[^>]*action="([^"]*)"[^>]*>([\s\S]*?)<\/form>/);
-    if (!m) return undefined;
-    const fields = {};
-    for (const inp of m[2].matchAll(/<input\b[^>]*>/g)) {
-        const name = inp[0].match(/name="([^"]*)"/);
-        const value = inp[0].match(/value="([^"]*)"/);
-        if (name) fields[name[1]] = value ? unescape(value[1]) : '';
-    }
-    return { action: new URL(unescape(m[1]), pageURL).href, fields };
-}
-const consents = [];
-async function playUser(authURL) {
-    let url = authURL;
-    let res = await browse(url);
-    for (let i = 0; i < 12; i++) {
-        if ([302, 303].includes(res.status)) {
-            const loc = new URL(res.headers.get('location'), url).href;
-            if (loc.startsWith(REDIRECT)) {
-                const q = new URL(loc).searchParams;
-                if (q.get('error')) throw new Error(`authorization error: ${q.get('error')}: ${q.get('error_description')}`);
-                return { code: q.get('code'), iss: q.get('iss') };
-            }
-            url = loc;
-            res = await browse(url);
-            continue;
-        }
-        const html = await res.text();
-        if (res.status !== 200) throw new Error(`page ${url} answered ${res.status}: ${html.slice(0, 300)}`);
-        const form = parseForm(html, url);
-        if (!form) throw new Error(`no form on ${url}`);
-        if ('password' in form.fields || html.includes('name="password"')) {
-            res = await browse(form.action, { ...form.fields, username, password });
-        } else {
-            consents.push([...html.matchAll(/<code class="scope">([^<]*)<\/code>/g)].map(m => m[1]));
-            res = await browse(form.action, { ...form.fields, decision: 'approve' });
-        }
-        url = form.action;
-    }
-    throw new Error('too many steps');
-}
+// ---- a browser that logs in and approves consent (browser.mjs) ----
+const browser = new Browser({ redirect: REDIRECT, username, password });
+const consents = browser.consents;
 
 // ---- the OAuthClientProvider, in memory ----
 const authorizeScopes = [];
@@ -96,12 +36,12 @@ class Provider {
     saveCodeVerifier(v) { this.verifier = v; }
     codeVerifier() { return this.verifier; }
     discoveryState() { return this.discovery; }
-    saveDiscoveryState(s) { this.discovery = s; issuer = s.authorizationServerMetadata?.issuer ?? s.authorizationServerUrl; }
+    saveDiscoveryState(s) { this.discovery = s; browser.issuer = s.authorizationServerMetadata?.issuer ?? s.authorizationServerUrl; }
     invalidateCredentials(scope) { if (scope === 'all' || scope === 'tokens') this.tok = undefined; }
     async redirectToAuthorization(url) {
-        issuer ??= url.origin;
+        browser.issuer ??= url.origin;
         authorizeScopes.push(url.searchParams.get('scope'));
-        pendingCode = await playUser(url.href);
+        pendingCode = await browser.playUser(url.href);
     }
 }
 

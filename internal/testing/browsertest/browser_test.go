@@ -1,7 +1,6 @@
 package browsertest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -110,22 +109,14 @@ func (e *env) register(t *testing.T) *client {
 
 func (e *env) registerAs(t *testing.T, name, redirectURI string) *client {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{
+	reg, err := e.srv.RegisterMetadata(t.Context(), map[string]any{
 		"client_name":                name,
 		"redirect_uris":              []string{redirectURI},
 		"token_endpoint_auth_method": "none",
 		"grant_types":                []string{"authorization_code", "refresh_token"},
 	})
-	resp, err := e.srv.HTTPClient.Post(e.srv.URL("/oauth/register"), "application/json", bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var reg struct {
-		ClientID string `json:"client_id"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&reg); err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("register: %d %v", resp.StatusCode, err)
+		t.Fatalf("register: %v", err)
 	}
 	v, c := e2etest.PKCE()
 	return &client{ID: reg.ClientID, Verifier: v, Challenge: c, State: randHex(), RedirectURI: redirectURI}
@@ -161,6 +152,36 @@ func (e *env) token(t *testing.T, v url.Values) (int, map[string]any) {
 	var m map[string]any
 	_ = json.NewDecoder(resp.Body).Decode(&m)
 	return resp.StatusCode, m
+}
+
+// approve clicks Approve on the consent page b is on and returns the
+// query the client's callback received.
+func (e *env) approve(t *testing.T, b *Browser) url.Values {
+	t.Helper()
+	click(t, b, "button[value=approve]")
+	select {
+	case q := <-e.cb.hits:
+		return q
+	case <-time.After(10 * time.Second):
+		t.Fatal("approve: the callback was not called")
+		return nil
+	}
+}
+
+// exchange redeems the code the callback received (its query q) for c,
+// failing the test unless the token endpoint answers 200 with both tokens.
+func (e *env) exchange(t *testing.T, c *client, q url.Values) (access, refresh string) {
+	t.Helper()
+	status, tok := e.token(t, url.Values{
+		"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "redirect_uri": {c.RedirectURI},
+		"client_id": {c.ID}, "code_verifier": {c.Verifier}, "resource": {e.srv.Resource},
+	})
+	access, _ = tok["access_token"].(string)
+	refresh, _ = tok["refresh_token"].(string)
+	if status != http.StatusOK || access == "" || refresh == "" {
+		t.Fatalf("exchange the code: %d %v", status, tok["error"])
+	}
+	return access, refresh
 }
 
 // step bounds one browser step in time.
@@ -377,27 +398,14 @@ func walk(t *testing.T, e *env, b *Browser, shot func(name string)) {
 	shot("consent")
 
 	// Approve: the browser lands on the client's redirect URI with a code.
-	click(t, b, "button[value=approve]")
-	var q url.Values
-	select {
-	case q = <-e.cb.hits:
-	case <-time.After(10 * time.Second):
-		t.Fatal("approve: the callback was not called")
-	}
+	q := e.approve(t, b)
 	if loc := location(t, b); !strings.HasPrefix(loc, e.cb.URL+"?") {
 		t.Errorf("approve: at %s, want the callback", loc)
 	}
 	if !strings.HasPrefix(q.Get("code"), "pgc_") || q.Get("state") != c.State || q.Get("iss") != e.srv.Issuer {
 		t.Fatalf("callback query: code %t state %q iss %q", strings.HasPrefix(q.Get("code"), "pgc_"), q.Get("state"), q.Get("iss"))
 	}
-	status, tok := e.token(t, url.Values{
-		"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "redirect_uri": {e.cb.URL},
-		"client_id": {c.ID}, "code_verifier": {c.Verifier}, "resource": {e.srv.Resource},
-	})
-	refresh, _ := tok["refresh_token"].(string)
-	if status != http.StatusOK || refresh == "" {
-		t.Fatalf("exchange the code: %d %v", status, tok["error"])
-	}
+	_, refresh := e.exchange(t, c, q)
 
 	// Connected apps lists the client; revoking it ends its tokens.
 	navigate(t, b, e.srv.URL("/apps"))

@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,21 +67,7 @@ func (e *mfaEnv) approveAndRedeem(t *testing.T, b *Browser, c *client) string {
 	if got := text(t, b, ".client-name"); got != clientName {
 		t.Fatalf("expected the consent page at %s, found %q", location(t, b), text(t, b, "h1"))
 	}
-	click(t, b, "button[value=approve]")
-	var q url.Values
-	select {
-	case q = <-e.cb.hits:
-	case <-time.After(10 * time.Second):
-		t.Fatal("approve: the callback was not called")
-	}
-	status, tok := e.token(t, url.Values{
-		"grant_type": {"authorization_code"}, "code": {q.Get("code")}, "redirect_uri": {e.cb.URL},
-		"client_id": {c.ID}, "code_verifier": {c.Verifier}, "resource": {e.srv.Resource},
-	})
-	access, _ := tok["access_token"].(string)
-	if status != http.StatusOK || access == "" {
-		t.Fatalf("exchange the code: %d %v", status, tok["error"])
-	}
+	access, _ := e.exchange(t, c, e.approve(t, b))
 	return access
 }
 
@@ -409,7 +393,6 @@ func TestRequireSecondFactorAllInChromium(t *testing.T) {
 		}
 	})
 }
-
 
 // mfaWalk visits the account page, sets up an authenticator app, shows
 // the recovery codes, signs out and signs in again up to the second-factor

@@ -43,6 +43,13 @@ func BuildPackage(t testing.TB, pkg string) string {
 	return build(t, pkg, proc.BuildOptions{Static: true})
 }
 
+// BuildWith returns the path of the main package pkg built with o, once
+// per test process and set of options.
+func BuildWith(t testing.TB, pkg string, o proc.BuildOptions) string {
+	t.Helper()
+	return build(t, pkg, o)
+}
+
 func build(t testing.TB, pkg string, o proc.BuildOptions) string {
 	t.Helper()
 	key := fmt.Sprintf("%s %+v", pkg, o)
@@ -70,6 +77,9 @@ func buildOnce(pkg string, o proc.BuildOptions) buildResult {
 	name := strings.Trim(strings.NewReplacer("/", "_", ".", "_").Replace(pkg), "_")
 	if o.Static {
 		name += "-static"
+	}
+	if o.LDFlags != "" {
+		name += fmt.Sprintf("-%d", len(buildCache))
 	}
 	out := filepath.Join(buildDir, name)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

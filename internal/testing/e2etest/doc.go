@@ -13,8 +13,11 @@
 // StartNginx run them and nginx, NeedTool finds an installed tool or skips
 // (fails with CI=true) — tests never install anything — and Transcript
 // with Golden pins HTTP exchanges in testdata/*.txt (-update rewrites
-// them). Its testing-free part, internal/testing/e2etest/proc, is shared with
-// cmd/passgate-bench.
+// them). MCPAuth connects the official MCP Go SDK client with its OAuth
+// flow, Browser.Approve playing the user (also through a proxy), and
+// CallWhoami asks the example MCP server who it saw. Its testing-free
+// part, internal/testing/e2etest/proc (locked buffers, JSON logs,
+// polling), is shared with cmd/passgate-bench.
 //
 // It is imported only by tests. Everything is bounded in time and bound to
 // 127.0.0.1; every process and temporary directory is cleaned up with
@@ -44,6 +47,6 @@
 // session's CSRF token), decision=approve|deny and the authorization
 // parameters as hidden fields to /consent. The session cookie is
 // passgate_session (the __Host- prefixed names are used only with an https
-// issuer, which this harness never uses). Browser.Submit reads any form
+// issuer, which this harness never uses). Form reads any form
 // generically, so template changes that keep the field names keep working.
 package e2etest

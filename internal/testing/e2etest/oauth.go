@@ -177,31 +177,12 @@ func (s *Server) RegisterClient(t testing.TB) *OAuthClient {
 
 // Register registers a public client with RFC 7591 dynamic registration.
 func (s *Server) Register(ctx context.Context) (*OAuthClient, error) {
-	body, _ := json.Marshal(map[string]any{
+	return s.RegisterMetadata(ctx, map[string]any{
 		"client_name":                "e2e",
 		"redirect_uris":              []string{RedirectURI},
 		"token_endpoint_auth_method": "none",
 		"grant_types":                []string{"authorization_code", "refresh_token"},
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL("/oauth/register"), bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, b, err := do(s.HTTPClient, req)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusCreated {
-		return nil, newHTTPError("register", resp, b)
-	}
-	var reg struct {
-		ClientID string `json:"client_id"`
-	}
-	if err := json.Unmarshal(b, &reg); err != nil || reg.ClientID == "" {
-		return nil, fmt.Errorf("register: bad response %q", b)
-	}
-	return &OAuthClient{Server: s, ClientID: reg.ClientID}, nil
 }
 
 // RegisterMetadata registers a client with the RFC 7591 metadata meta, as
@@ -274,7 +255,7 @@ func (c *OAuthClient) AuthorizeURL(challenge, state string) string {
 func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, password string) (code, verifier string, err error) {
 	verifier, challenge := PKCE()
 	state := strings.TrimRight(base64.RawURLEncoding.EncodeToString([]byte(verifier[:12])), "=")
-	cb, status, err := b.Approve(ctx, c.Server, c.AuthorizeURL(challenge, state), c.redirect(), username, password)
+	cb, status, err := b.Approve(ctx, c.AuthorizeURL(challenge, state), c.redirect(), username, password)
 	if err != nil {
 		return "", "", err
 	}
@@ -296,8 +277,11 @@ func (c *OAuthClient) Authorize(ctx context.Context, b *Browser, username, passw
 // with username and password; approve the consent page when it is shown;
 // and return the redirect to redirectURI (code or error in its query) with
 // the status that carried it. It checks neither state nor iss: the caller
-// knows what it sent. Any other answer is an *HTTPError naming the step.
-func (b *Browser) Approve(ctx context.Context, s *Server, authURL, redirectURI, username, password string) (callback *url.URL, status int, err error) {
+// knows what it sent. Form actions are resolved against the page that
+// holds them, as a browser does, so the flow works through a proxy (b.HTTP
+// may carry the proxy's Transport). Any other answer is an *HTTPError
+// naming the step.
+func (b *Browser) Approve(ctx context.Context, authURL, redirectURI, username, password string) (callback *url.URL, status int, err error) {
 	resp, body, err := b.Get(ctx, authURL)
 	for step := 0; step < 6; step++ {
 		if err != nil {
@@ -321,7 +305,7 @@ func (b *Browser) Approve(ctx context.Context, s *Server, authURL, redirectURI, 
 			fields.Set("username", username)
 			fields.Set("password", password)
 			b.Trace = append(b.Trace, "login")
-			resp, body, err = b.PostForm(ctx, absURL(s, action), fields)
+			resp, body, err = b.PostForm(ctx, formURL(resp, action), fields)
 			if err == nil && resp.StatusCode != http.StatusSeeOther {
 				return nil, 0, newHTTPError("login", resp, body)
 			}
@@ -332,7 +316,7 @@ func (b *Browser) Approve(ctx context.Context, s *Server, authURL, redirectURI, 
 			}
 			fields.Set("decision", "approve")
 			b.Trace = append(b.Trace, "consent")
-			resp, body, err = b.PostForm(ctx, absURL(s, action), fields)
+			resp, body, err = b.PostForm(ctx, formURL(resp, action), fields)
 			if err == nil && resp.StatusCode != http.StatusSeeOther {
 				return nil, 0, newHTTPError("consent", resp, body)
 			}
@@ -343,11 +327,14 @@ func (b *Browser) Approve(ctx context.Context, s *Server, authURL, redirectURI, 
 	return nil, 0, fmt.Errorf("authorize: too many steps")
 }
 
-func absURL(s *Server, action string) string {
-	if strings.HasPrefix(action, "/") {
-		return s.Issuer + action
+// formURL resolves a form's action against the URL of the page (resp)
+// that holds it.
+func formURL(resp *http.Response, action string) string {
+	u, err := resp.Request.URL.Parse(action)
+	if err != nil {
+		return action // the POST then fails with the parse error
 	}
-	return action
+	return u.String()
 }
 
 // Tokens is a token endpoint success response.
@@ -436,7 +423,7 @@ func (s *Server) LoginOnly(ctx context.Context, b *Browser, username, password s
 	}
 	fields.Set("username", username)
 	fields.Set("password", password)
-	resp, body, err = b.PostForm(ctx, absURL(s, action), fields)
+	resp, body, err = b.PostForm(ctx, formURL(resp, action), fields)
 	if err != nil {
 		return err
 	}

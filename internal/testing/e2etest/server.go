@@ -257,16 +257,7 @@ func (s *Server) Logs() string { return s.logs.String() }
 // WaitLog waits up to timeout for a log line containing substr and
 // reports whether one appeared.
 func (s *Server) WaitLog(substr string, timeout time.Duration) bool {
-	deadline := time.Now().Add(timeout)
-	for {
-		if strings.Contains(s.Logs(), substr) {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return proc.WaitFor(timeout, 20*time.Millisecond, func() bool { return strings.Contains(s.Logs(), substr) })
 }
 
 // AssertNoSecrets fails the test if the logs contain anything that looks

@@ -33,6 +33,15 @@ func missingTool(t testing.TB, err error) {
 	t.Skipf("e2e: %v", err)
 }
 
+// Context returns a context that ends after d, or when the test's
+// cleanups run (it is cancelled by a cleanup of its own, so cleanups
+// registered after it may still use it): the bound for one step of a test.
+func Context(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // FreeAddr returns a 127.0.0.1:port that was free a moment ago.
 func FreeAddr(t testing.TB) string {
 	t.Helper()

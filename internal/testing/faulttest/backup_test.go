@@ -31,7 +31,7 @@ func TestBackupRestore(t *testing.T) {
 		dir := t.TempDir()
 		vac := filepath.Join(dir, "vacuum", "passgate.db")
 		os.MkdirAll(filepath.Dir(vac), 0o700)
-		if _, err := e2etest.SQL(t, srv.Opts.DataDir).ExecContext(ctxT(t, 30*time.Second), `VACUUM INTO ?`, vac); err != nil {
+		if _, err := e2etest.SQL(t, srv.Opts.DataDir).ExecContext(e2etest.Context(t, 30*time.Second), `VACUUM INTO ?`, vac); err != nil {
 			t.Fatalf("VACUUM INTO: %v", err)
 		}
 		backups["VACUUM INTO"] = filepath.Dir(vac)
@@ -79,13 +79,13 @@ func verifyRestored(t *testing.T, name string, srv *e2etest.Server, cl *e2etest.
 	t.Helper()
 	wantCheck(t, srv, name+": access token", tok.AccessToken, http.StatusOK)
 	rcl := &e2etest.OAuthClient{Server: srv, ClientID: cl.ClientID}
-	next, err := rcl.Refresh(ctxT(t, 10*time.Second), tok.RefreshToken)
+	next, err := rcl.Refresh(e2etest.Context(t, 10*time.Second), tok.RefreshToken)
 	if err != nil {
 		t.Errorf("%s: refresh: %v", name, err)
 		return
 	}
 	wantCheck(t, srv, name+": refreshed access token", next.AccessToken, http.StatusOK)
-	if _, err := rcl.Login(ctxT(t, 20*time.Second), e2etest.NewBrowser(), user, password); err != nil {
+	if _, err := rcl.Login(e2etest.Context(t, 20*time.Second), e2etest.NewBrowser(), user, password); err != nil {
 		t.Errorf("%s: login on the restored store: %v", name, err)
 	}
 }

@@ -27,17 +27,10 @@ func serveArgs(extra ...string) []string {
 	}, extra...)
 }
 
-// ctxT returns a context bounded by d, cancelled at test end.
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 // login runs the whole flow with a fresh browser, failing the test on error.
 func login(t *testing.T, cl *e2etest.OAuthClient) *e2etest.Tokens {
 	t.Helper()
-	tok, err := cl.Login(ctxT(t, 30*time.Second), e2etest.NewBrowser(), user, password)
+	tok, err := cl.Login(e2etest.Context(t, 30*time.Second), e2etest.NewBrowser(), user, password)
 	if err != nil {
 		t.Fatalf("login: %v", err)
 	}
@@ -47,7 +40,7 @@ func login(t *testing.T, cl *e2etest.OAuthClient) *e2etest.Tokens {
 // wantCheck asserts both checks answer want for tok.
 func wantCheck(t *testing.T, srv *e2etest.Server, what, tok string, want int) {
 	t.Helper()
-	ctx := ctxT(t, 10*time.Second)
+	ctx := e2etest.Context(t, 10*time.Second)
 	if got, err := srv.CheckHTTP(ctx, tok); err != nil || got != want {
 		t.Errorf("%s: HTTP check = %d, %v; want %d", what, got, err, want)
 	}

@@ -122,7 +122,7 @@ func TestKillUnderLoad(t *testing.T) {
 			}
 
 			srv.Restart(t)
-			vctx := ctxT(t, time.Minute)
+			vctx := e2etest.Context(t, time.Minute)
 			for i, w := range workers {
 				for _, a := range w.access {
 					if got, err := srv.CheckHTTP(vctx, a); err != nil || got != http.StatusOK {
@@ -204,7 +204,7 @@ var consistencyQueries = []struct{ name, sql string }{
 // checkConsistency queries the tables directly.
 func checkConsistency(t *testing.T, srv *e2etest.Server) {
 	t.Helper()
-	ctx := ctxT(t, 30*time.Second)
+	ctx := e2etest.Context(t, 30*time.Second)
 	var count func(q string) (int, error)
 	if srv.Opts.DatabaseURL != "" {
 		conn := e2etest.PGConn(t, srv.Opts.DatabaseURL)

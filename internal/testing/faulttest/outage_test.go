@@ -31,7 +31,7 @@ func TestPostgresOutage(t *testing.T) {
 	wantCheck(t, srv, "before the outage, cached", cached.AccessToken, http.StatusOK)
 	wantCheck(t, srv, "before the outage, to be revoked", revoked.AccessToken, http.StatusOK)
 	// A code issued before the outage, redeemed during it.
-	code, verifier, err := cl.Authorize(ctxT(t, 10*time.Second), e2etest.NewBrowser(), user, password)
+	code, verifier, err := cl.Authorize(e2etest.Context(t, 10*time.Second), e2etest.NewBrowser(), user, password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestPostgresOutage(t *testing.T) {
 		} else {
 			t.Logf("readyz 503 %v after PostgreSQL stopped", time.Since(down).Round(time.Millisecond))
 		}
-		st, err := srv.GRPCHealth(ctxT(t, 5*time.Second), "envoy.service.auth.v3.Authorization")
+		st, err := srv.GRPCHealth(e2etest.Context(t, 5*time.Second), "envoy.service.auth.v3.Authorization")
 		if err != nil || st != healthpb.HealthCheckResponse_NOT_SERVING {
 			t.Errorf("gRPC health = %v, %v; want NOT_SERVING", st, err)
 		}
@@ -58,7 +58,7 @@ func TestPostgresOutage(t *testing.T) {
 		}
 	})
 	t.Run("uncached tokens fail closed", func(t *testing.T) {
-		ctx := ctxT(t, 10*time.Second)
+		ctx := e2etest.Context(t, 10*time.Second)
 		took := timed(func() {
 			if got, err := srv.CheckHTTP(ctx, uncached.AccessToken); err != nil || got != http.StatusServiceUnavailable {
 				t.Errorf("HTTP check of an uncached token = %d, %v; want 503", got, err)
@@ -73,7 +73,7 @@ func TestPostgresOutage(t *testing.T) {
 	})
 	t.Run("login answers 503", func(t *testing.T) {
 		var err error
-		took := timed(func() { err = srv.LoginOnly(ctxT(t, 20*time.Second), e2etest.NewBrowser(), user, password) })
+		took := timed(func() { err = srv.LoginOnly(e2etest.Context(t, 20*time.Second), e2etest.NewBrowser(), user, password) })
 		if he := httpErr(err); he == nil || he.Status != http.StatusServiceUnavailable || !strings.Contains(he.Body, "temporarily unavailable") {
 			t.Errorf("login during the outage: %v; want HTTP 503 with a 'temporarily unavailable' page", err)
 		}
@@ -83,8 +83,11 @@ func TestPostgresOutage(t *testing.T) {
 	})
 	t.Run("token endpoint answers 503 temporarily_unavailable", func(t *testing.T) {
 		for name, call := range map[string]func() error{
-			"refresh": func() error { _, err := cl.Refresh(ctxT(t, 20*time.Second), cached.RefreshToken); return err },
-			"code":    func() error { _, err := cl.Exchange(ctxT(t, 20*time.Second), code, verifier); return err },
+			"refresh": func() error {
+				_, err := cl.Refresh(e2etest.Context(t, 20*time.Second), cached.RefreshToken)
+				return err
+			},
+			"code": func() error { _, err := cl.Exchange(e2etest.Context(t, 20*time.Second), code, verifier); return err },
 		} {
 			var err error
 			took := timed(func() { err = call() })
@@ -104,7 +107,7 @@ func TestPostgresOutage(t *testing.T) {
 	pg.Start(t)
 	up := time.Now()
 	other := e2etest.OpenStore(t, dbURL, "")
-	if _, err := other.RevokeToken(ctxT(t, 10*time.Second), token.Hash(revoked.RefreshToken), time.Now(), nil); err != nil {
+	if _, err := other.RevokeToken(e2etest.Context(t, 10*time.Second), token.Hash(revoked.RefreshToken), time.Now(), nil); err != nil {
 		t.Fatalf("revoke after restart: %v", err)
 	}
 
@@ -115,19 +118,19 @@ func TestPostgresOutage(t *testing.T) {
 	if got, err := waitCheck(srv, revoked.AccessToken, http.StatusUnauthorized, 5*time.Second); got != http.StatusUnauthorized {
 		t.Errorf("token revoked during the listener's reconnection: HTTP check = %d, %v; want 401 within 5s", got, err)
 	}
-	if got, err := srv.CheckGRPC(ctxT(t, 5*time.Second), revoked.AccessToken); err != nil || got != http.StatusUnauthorized {
+	if got, err := srv.CheckGRPC(e2etest.Context(t, 5*time.Second), revoked.AccessToken); err != nil || got != http.StatusUnauthorized {
 		t.Errorf("revoked token: gRPC check = %d, %v; want 401", got, err)
 	}
-	if st, err := srv.GRPCHealth(ctxT(t, 5*time.Second), ""); err != nil || st != healthpb.HealthCheckResponse_SERVING {
+	if st, err := srv.GRPCHealth(e2etest.Context(t, 5*time.Second), ""); err != nil || st != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("gRPC health after recovery = %v, %v; want SERVING", st, err)
 	}
 	wantGauges(t, srv, 1)
 	wantCheck(t, srv, "uncached token after recovery", uncached.AccessToken, http.StatusOK)
 	wantCheck(t, srv, "cached token after recovery", cached.AccessToken, http.StatusOK)
-	if _, err := cl.Exchange(ctxT(t, 10*time.Second), code, verifier); err != nil {
+	if _, err := cl.Exchange(e2etest.Context(t, 10*time.Second), code, verifier); err != nil {
 		t.Errorf("code issued before the outage, redeemed after it: %v", err)
 	}
-	if _, err := cl.Refresh(ctxT(t, 10*time.Second), cached.RefreshToken); err != nil {
+	if _, err := cl.Refresh(e2etest.Context(t, 10*time.Second), cached.RefreshToken); err != nil {
 		t.Errorf("refresh after recovery: %v", err)
 	}
 	fresh := login(t, cl)
@@ -152,7 +155,7 @@ func TestPostgresOutage(t *testing.T) {
 // the store-unreachable alert (deploy/prometheus-alerts.yml) reads them.
 func wantGauges(t *testing.T, srv *e2etest.Server, v int) {
 	t.Helper()
-	text, err := srv.Metrics(ctxT(t, 5*time.Second))
+	text, err := srv.Metrics(e2etest.Context(t, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,7 @@ func TestStuckDatabase(t *testing.T) {
 	wantCheck(t, srv, "before the lock", cached.AccessToken, http.StatusOK)
 
 	locker := e2etest.PGConn(t, dbURL)
-	ctx := ctxT(t, time.Minute)
+	ctx := e2etest.Context(t, time.Minute)
 	tx, err := locker.Begin(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +49,7 @@ func TestStuckDatabase(t *testing.T) {
 			t.Errorf("cached checks took %v with the table locked", took)
 		}
 		took = timed(func() {
-			c := ctxT(t, 10*time.Second)
+			c := e2etest.Context(t, 10*time.Second)
 			if got, err := srv.CheckHTTP(c, uncached.AccessToken); err != nil || got != http.StatusServiceUnavailable {
 				t.Errorf("HTTP check of an uncached token, table locked = %d, %v; want 503", got, err)
 			}
@@ -70,7 +70,7 @@ func TestStuckDatabase(t *testing.T) {
 	// deadline, and a deadline is a 503 temporarily_unavailable.
 	var rerr error
 	took := timed(func() {
-		_, rerr = cl.Refresh(ctxT(t, 12*time.Second), cached.RefreshToken)
+		_, rerr = cl.Refresh(e2etest.Context(t, 12*time.Second), cached.RefreshToken)
 	})
 	he := httpErr(rerr)
 	switch {
@@ -86,7 +86,7 @@ func TestStuckDatabase(t *testing.T) {
 	if got, err := waitCheck(srv, uncached.AccessToken, http.StatusOK, 5*time.Second); got != http.StatusOK {
 		t.Errorf("after the lock: HTTP check = %d, %v; want 200", got, err)
 	}
-	if _, err := cl.Refresh(ctxT(t, 10*time.Second), uncached.RefreshToken); err != nil {
+	if _, err := cl.Refresh(e2etest.Context(t, 10*time.Second), uncached.RefreshToken); err != nil {
 		t.Errorf("refresh after the lock: %v", err)
 	}
 }

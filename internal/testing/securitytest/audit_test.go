@@ -47,7 +47,7 @@ func TestAuditMatchesMetricsPostgres(t *testing.T) {
 // failures; and that no secret used in the flow reached the logs, which
 // are JSON with request-scoped fields.
 func scriptedFlow(t *testing.T, srv *e2etest.Server) {
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := e2etest.Context(t, 2*time.Minute)
 	st := srv.OpenStore(t)
 	const alicePW, bobPW = "alice-Secret-Passw0rd-x7", "bob-Secret-Passw0rd-q9"
 	e2etest.AddUser(t, st, "alice", alicePW)
@@ -319,7 +319,7 @@ func checkRequestLogs(t *testing.T, logs string) {
 func TestAuditRetention(t *testing.T) {
 	srv := e2etest.Start(t, e2etest.Options{Args: []string{"--audit-retention=1h", "--cleanup-interval=200ms"}})
 	st := srv.OpenStore(t)
-	ctx := ctxT(t, time.Minute)
+	ctx := e2etest.Context(t, time.Minute)
 	now := time.Now()
 	for _, ev := range []store.AuditEvent{
 		{Event: store.EventLoginFailure, IP: "192.0.2.1", Username: "old", Error: "invalid_credentials", CreatedAt: now.Add(-2 * time.Hour)},

@@ -16,17 +16,11 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 	"github.com/passgate/passgate/store"
 )
 
 func TestMain(m *testing.M) { e2etest.RunMain(m) }
-
-func ctxT(t *testing.T, d time.Duration) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
 
 // scrape parses the metrics listener's exposition.
 func scrape(t *testing.T, srv *e2etest.Server) map[string]*dto.MetricFamily {
@@ -127,7 +121,7 @@ func xff(ip string) http.Header { return http.Header{"X-Forwarded-For": {ip}} }
 // the POST's response (body read).
 func loginAttempt(t *testing.T, srv *e2etest.Server, b *e2etest.Browser, username, password string) (*http.Response, string) {
 	t.Helper()
-	ctx := ctxT(t, 30*time.Second)
+	ctx := e2etest.Context(t, 30*time.Second)
 	resp, body, err := b.Get(ctx, srv.URL("/login"))
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +153,7 @@ func abs(srv *e2etest.Server, action string) string {
 // postForm posts v to path with optional HTTP Basic credentials.
 func postForm(t *testing.T, srv *e2etest.Server, path string, v url.Values, basic ...string) (*http.Response, map[string]any) {
 	t.Helper()
-	req, err := http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, srv.URL(path), strings.NewReader(v.Encode()))
+	req, err := http.NewRequestWithContext(e2etest.Context(t, 30*time.Second), http.MethodPost, srv.URL(path), strings.NewReader(v.Encode()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +167,7 @@ func postForm(t *testing.T, srv *e2etest.Server, path string, v url.Values, basi
 func postJSON(t *testing.T, srv *e2etest.Server, path string, v any) (*http.Response, map[string]any) {
 	t.Helper()
 	b, _ := json.Marshal(v)
-	req, err := http.NewRequestWithContext(ctxT(t, 30*time.Second), http.MethodPost, srv.URL(path), strings.NewReader(string(b)))
+	req, err := http.NewRequestWithContext(e2etest.Context(t, 30*time.Second), http.MethodPost, srv.URL(path), strings.NewReader(string(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,16 +199,7 @@ func cookieValues(srv *e2etest.Server, b *e2etest.Browser) []string {
 
 // waitFor polls cond every 50ms until it holds or d passes.
 func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return proc.WaitFor(d, 50*time.Millisecond, cond)
 }
 
 func must(t *testing.T, what string, err error) {

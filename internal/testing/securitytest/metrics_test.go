@@ -25,7 +25,7 @@ func metricsServer(t *testing.T) (*e2etest.Server, map[string]*dto.MetricFamily)
 	t.Helper()
 	srv := e2etest.Start(t, e2etest.Options{})
 	e2etest.AddUser(t, srv.OpenStore(t), "alice", "alice-password-123")
-	ctx := ctxT(t, time.Minute)
+	ctx := e2etest.Context(t, time.Minute)
 	tok, err := srv.RegisterClient(t).Login(ctx, e2etest.NewBrowser(), "alice", "alice-password-123")
 	must(t, "flow", err)
 	for _, bearer := range []string{tok.AccessToken, tok.AccessToken, "pga_" + strings.Repeat("x", 43), ""} {

@@ -26,7 +26,7 @@ func TestStolenRefreshTokenKillsFamilyAtTheProxy(t *testing.T) {
 				opts.DatabaseURL = pgtest.NewDatabase(t)
 			}
 			srv := e2etest.Start(t, opts)
-			ctx := ctxT(t, 60*time.Second)
+			ctx := e2etest.Context(t, 60*time.Second)
 			e2etest.AddUser(t, srv.OpenStore(t), "alice", "pw")
 			cl := srv.RegisterClient(t)
 			first, err := cl.Login(ctx, e2etest.NewBrowser(), "alice", "pw")

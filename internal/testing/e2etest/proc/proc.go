@@ -2,8 +2,9 @@
 // dependency on package testing so that cmd/passgate-bench can use it too:
 // it finds installed tools, builds Go main packages, picks free loopback
 // ports, starts a child and waits until it listens, stops it with a signal
-// and then SIGKILL, runs nginx with a given configuration, and collects a
-// child's output in a concurrency-safe buffer.
+// and then SIGKILL, runs nginx with a given configuration, collects a
+// child's output in a concurrency-safe buffer, parses JSON logs, and polls
+// for a condition.
 //
 // internal/testing/e2etest wraps these for tests (failing or skipping the test instead
 // of returning errors); a test needing only a locked buffer imports this
@@ -13,6 +14,7 @@ package proc
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,6 +59,9 @@ type BuildOptions struct {
 	Static bool
 	// Race adds -race (which needs cgo, so it excludes Static). Optional.
 	Race bool
+	// LDFlags are more -ldflags, such as the release build's
+	// "-X main.version=…". Optional.
+	LDFlags string
 }
 
 // Build compiles the main package pkg (relative to the module root, such
@@ -70,8 +75,13 @@ func Build(ctx context.Context, pkg, out string, o BuildOptions) error {
 		return err
 	}
 	args := []string{"build", "-o", out}
+	ldflags := o.LDFlags
 	if o.Static {
-		args = append(args, "-trimpath", "-ldflags", "-s -w")
+		args = append(args, "-trimpath")
+		ldflags = strings.TrimSpace("-s -w " + ldflags)
+	}
+	if ldflags != "" {
+		args = append(args, "-ldflags", ldflags)
 	}
 	if o.Race {
 		args = append(args, "-race")
@@ -130,6 +140,39 @@ func FreeAddr() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// WaitFor polls cond every interval until it holds, and reports whether
+// it did within timeout (cond is asked once more at the deadline).
+func WaitFor(timeout, interval time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(interval)
+	}
+}
+
+// JSONLines parses a JSON log, one object a line as slog's JSON handler
+// writes it (blank lines are skipped); a line that is not a JSON object
+// is an error naming it.
+func JSONLines(log string) ([]map[string]any, error) {
+	var out []map[string]any
+	for _, l := range strings.Split(strings.TrimSpace(log), "\n") {
+		if l == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			return nil, fmt.Errorf("log line %q: %w", l, err)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }
 
 // Buffer is a concurrency-safe buffer for a child's stdout and stderr,
