@@ -42,9 +42,9 @@ var (
 	// guess of a weak operator-chosen secret (OAUTH_CLIENT_SECRET), and is
 	// ten times the per-IP token limit so that one who knows the client_id
 	// needs many addresses to hold up the real client's requests.
-	DefaultClientSecret    = Limit{Events: 100, Per: 15 * time.Minute}
-	DefaultRevoke          = Limit{Events: 60, Per: time.Minute}
-	DefaultIntrospect      = Limit{Events: 60, Per: time.Minute}
+	DefaultClientSecret = Limit{Events: 100, Per: 15 * time.Minute}
+	DefaultRevoke       = Limit{Events: 60, Per: time.Minute}
+	DefaultIntrospect   = Limit{Events: 60, Per: time.Minute}
 )
 
 // Disabled reports whether l allows everything.
