@@ -65,6 +65,10 @@ fi
 echo "== go mod tidy -diff"
 go mod tidy -diff
 
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go'))
+if [ -n "$unformatted" ]; then echo "gofmt -l lists:"; echo "$unformatted"; exit 1; fi
+
 echo "== go vet"
 go vet ./...
 
