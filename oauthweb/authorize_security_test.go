@@ -13,7 +13,6 @@ import (
 
 	"github.com/passgate/passgate/internal/cimd"
 	"github.com/passgate/passgate/internal/oauth"
-	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 )
 
@@ -246,11 +245,7 @@ func TestStoredRedirectURIsHeldToTodaysRules(t *testing.T) {
 // user approves. The apps page lists each resource.
 func TestConsentIsPerResource(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
-		res, err := resource.ParseAll([]string{testResource, testResource2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Resources = res
+		c.Resources = testResources(t, testResource, testResource2)
 		c.Scopes = []string{"mcp", "read"}
 	})
 	// A confidential client: its identity is assured, so consent is
