@@ -117,6 +117,22 @@ func (s *Server) openState(ctx context.Context, purpose, username, state string)
 	return sd, nil
 }
 
+// ceremonyState opens a finish request's sealed state (openState). A
+// store outage answers the request as one; any other failure goes to
+// refuse, which answers it. It returns false when the request is answered.
+func (s *Server) ceremonyState(w http.ResponseWriter, r *http.Request, purpose, username, state string, refuse func(error)) (webauthn.SessionData, bool) {
+	sd, err := s.openState(r.Context(), purpose, username, state)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.passkeyUnavailable(w, r, err)
+		return sd, false
+	}
+	if err != nil {
+		refuse(err)
+		return sd, false
+	}
+	return sd, true
+}
+
 // passkeyBody is what passgate.js posts to a ceremony's finish endpoint.
 type passkeyBody struct {
 	State      string          `json:"state"`
@@ -217,15 +233,12 @@ func (s *Server) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ev := s.event(r, store.EventPasskeyLogin, false)
-	sd, err := s.openState(ctx, "login", "", body.State)
-	if errors.Is(err, store.ErrUnavailable) {
-		s.passkeyUnavailable(w, r, err)
-		return
-	}
-	if err != nil {
+	sd, ok := s.ceremonyState(w, r, "login", "", body.State, func(err error) {
 		ev.Error = "invalid_state"
 		s.record(ctx, ev)
 		s.passkeyError(w, r, http.StatusBadRequest, "This sign-in expired. Reload the page and try again.", err)
+	})
+	if !ok {
 		return
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(body.Credential)
@@ -381,13 +394,8 @@ func (s *Server) servePasskeyFactor(w http.ResponseWriter, r *http.Request) {
 		s.record(ctx, ev)
 		s.passkeyError(w, r, http.StatusUnauthorized, "That passkey did not work. Try again, or enter a code.", err)
 	}
-	sd, err := s.openState(ctx, "factor", sess.Username, body.State)
-	if errors.Is(err, store.ErrUnavailable) {
-		s.passkeyUnavailable(w, r, err)
-		return
-	}
-	if err != nil {
-		fail("invalid_state", err)
+	sd, ok := s.ceremonyState(w, r, "factor", sess.Username, body.State, func(err error) { fail("invalid_state", err) })
+	if !ok {
 		return
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(body.Credential)
@@ -484,13 +492,10 @@ func (s *Server) servePasskeyRegister(w http.ResponseWriter, r *http.Request) {
 		s.passkeyError(w, r, http.StatusBadRequest, fmt.Sprintf("Give the passkey a name of at most %d characters.", maxPasskeyName), nil)
 		return
 	}
-	sd, err := s.openState(ctx, "register", sess.Username, body.State)
-	if errors.Is(err, store.ErrUnavailable) {
-		s.passkeyUnavailable(w, r, err)
-		return
-	}
-	if err != nil {
+	sd, ok := s.ceremonyState(w, r, "register", sess.Username, body.State, func(err error) {
 		s.passkeyError(w, r, http.StatusBadRequest, "This page expired. Reload it and try again.", err)
+	})
+	if !ok {
 		return
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(body.Credential)
