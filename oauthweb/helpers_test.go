@@ -252,6 +252,25 @@ func (e *env) publicClient() string {
 	})["client_id"].(string)
 }
 
+// staticClient stores an operator-configured confidential client
+// (client_secret_basic) with redirect URIs uris. An empty secret stores a
+// hash no secret matches.
+func (e *env) staticClient(id, name, secret string, uris ...string) {
+	e.t.Helper()
+	hash := "x"
+	if secret != "" {
+		e.secret(secret)
+		hash, _ = e.s.cfg.Hasher.Hash(context.Background(), secret)
+	}
+	if err := e.st.CreateClient(context.Background(), store.Client{
+		ID: id, SecretHash: hash, Name: name, RedirectURIs: uris,
+		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
+		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *env) oauth2Config(clientID, secret string) *oauth2.Config {
 	style := oauth2.AuthStyleInParams
 	if secret != "" {
