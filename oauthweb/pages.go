@@ -39,7 +39,7 @@ const (
 	// Metadata Document URL passgate could not use; %s is the rule it
 	// broke (cimd's PublicReason, never the document's contents).
 	msgBadClientDocument = "This application's client metadata document cannot be used: %s. Its developer must fix it; nothing was sent to the application."
-	msgNotAllowed        = "Your account may not use this server."
+	msgNotAllowed    = "Your account may not use this server."
 	// msgBadAuthorizeRequest starts the page shown instead of redirecting
 	// an authorization error to a client that is not trusted before login.
 	msgBadAuthorizeRequest = "The application sent a sign-in request this server cannot accept."

@@ -88,7 +88,7 @@ const (
 	// client_id, at the token, revocation and introspection endpoints
 	// alike; the endpoints' own limits count per client IP.
 	LimitClientSecret = "client_secret"
-	LimitIntrospect   = "introspect"
+	LimitIntrospect      = "introspect"
 )
 
 // Body limits. Token, revocation and introspection requests are a handful
