@@ -41,23 +41,23 @@ func (s *Server) showAccount(w http.ResponseWriter, r *http.Request, status int,
 			d.TOTP, d.TOTPCreated, d.TOTPLastUsed = true, t.CreatedAt, t.LastUsedAt
 			n, err := s.cfg.Store.CountRecoveryCodes(ctx, sess.Username)
 			if err != nil {
-				s.accountUnavailable(w, r, err)
+				s.unavailable(w, r, "account", err)
 				return
 			}
 			d.RecoveryLeft = n
 		case !errors.Is(err, store.ErrNotFound):
-			s.accountUnavailable(w, r, err)
+			s.unavailable(w, r, "account", err)
 			return
 		}
 		req, err := s.factorRequired(ctx, sess.Username)
 		if err != nil {
-			s.accountUnavailable(w, r, err)
+			s.unavailable(w, r, "account", err)
 			return
 		}
 		d.Required = req
 		keys, err := s.cfg.Store.ListPasskeys(ctx, sess.Username)
 		if err != nil {
-			s.accountUnavailable(w, r, err)
+			s.unavailable(w, r, "account", err)
 			return
 		}
 		for _, k := range keys {
@@ -70,8 +70,10 @@ func (s *Server) showAccount(w http.ResponseWriter, r *http.Request, status int,
 	s.render(w, r, status, "account", page{Title: "Account", Error: msg, Data: d})
 }
 
-func (s *Server) accountUnavailable(w http.ResponseWriter, r *http.Request, err error) {
-	oe := s.storeError(r.Context(), "account", err)
+// unavailable answers a page's request that the store could not serve
+// (err, logged under op) with the status storeError chose.
+func (s *Server) unavailable(w http.ResponseWriter, r *http.Request, op string, err error) {
+	oe := s.storeError(r.Context(), op, err)
 	s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
 }
 
@@ -79,16 +81,10 @@ func (s *Server) accountUnavailable(w http.ResponseWriter, r *http.Request, err 
 // body, a complete session, its CSRF token, and a recent sign-in (or a
 // trip to the login page that comes back here).
 func (s *Server) accountForm(w http.ResponseWriter, r *http.Request) (store.Session, bool) {
-	if status, err := parsePostForm(r); err != nil {
-		s.renderError(w, r, status, "The form could not be read.", err)
-		return store.Session{}, false
-	}
-	sess, ok := s.requireSession(w, r, s.prefix+"/account")
+	sess, ok := s.formSession(w, r, func(w http.ResponseWriter, r *http.Request) (store.Session, bool) {
+		return s.requireSession(w, r, s.prefix+"/account")
+	}, "account", "The form expired. Reload the page and try again.")
 	if !ok {
-		return store.Session{}, false
-	}
-	if !checkCSRF(r, sess) {
-		s.renderError(w, r, http.StatusForbidden, "The form expired. Reload the page and try again.", errors.New("account csrf mismatch"))
 		return store.Session{}, false
 	}
 	if !s.recent(sess) {
@@ -126,7 +122,7 @@ func (s *Server) serveChangePassword(w http.ResponseWriter, r *http.Request) {
 	if s.cfg.LockoutThreshold > 0 {
 		_, ok, err := s.cfg.Store.ReserveLoginAttempt(ctx, sess.Username, now, s.cfg.LockoutWindow, s.cfg.LockoutThreshold, s.cfg.LockoutDuration)
 		if err != nil {
-			s.accountUnavailable(w, r, err)
+			s.unavailable(w, r, "account", err)
 			return
 		}
 		if !ok {
@@ -136,7 +132,7 @@ func (s *Server) serveChangePassword(w http.ResponseWriter, r *http.Request) {
 	}
 	u, err := s.cfg.Store.GetUser(ctx, sess.Username)
 	if err != nil {
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	}
 	if len(current) > maxPasswordLen || s.cfg.Hasher.Verify(ctx, u.PasswordHash, current) != nil {
@@ -159,7 +155,7 @@ func (s *Server) serveChangePassword(w http.ResponseWriter, r *http.Request) {
 	ev := s.cfg.Audit.Stamp(s.event(r, store.EventPasswordChanged, true))
 	ev.Username = sess.Username
 	if _, err := s.cfg.Store.SetPassword(ctx, sess.Username, hash, now, &ev); err != nil {
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	}
 	s.cfg.Audit.Committed(ev)
@@ -167,7 +163,7 @@ func (s *Server) serveChangePassword(w http.ResponseWriter, r *http.Request) {
 	// just proved the password keeps going in a new one.
 	ns, err := s.startSession(w, r, sess.Username, false)
 	if err != nil {
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	}
 	s.showAccount(w, r, http.StatusOK, ns, "", "Your password was changed. Every other browser was signed out and every connected app must sign in again.")
@@ -196,7 +192,7 @@ func (s *Server) serveRemoveTOTP(w http.ResponseWriter, r *http.Request) {
 	}
 	last, err := s.lastRequiredFactor(ctx, sess.Username, "totp")
 	if err != nil {
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	}
 	if last {
@@ -208,7 +204,7 @@ func (s *Server) serveRemoveTOTP(w http.ResponseWriter, r *http.Request) {
 	switch err := s.cfg.Store.DeleteTOTP(ctx, sess.Username, s.now(), &ev); {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	default:
 		s.cfg.Audit.Committed(ev)
@@ -234,7 +230,7 @@ func (s *Server) serveNewRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 		s.showAccount(w, r, http.StatusConflict, sess, "Set up an authenticator app first: recovery codes stand in for it.", "")
 		return
 	case err != nil:
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	}
 	s.cfg.Audit.Committed(ev)

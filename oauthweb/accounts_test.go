@@ -18,7 +18,6 @@ import (
 	"github.com/passgate/passgate/internal/audit"
 	"github.com/passgate/passgate/internal/passwd"
 	"github.com/passgate/passgate/internal/ratelimit"
-	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/postgres"
 	"github.com/passgate/passgate/store/postgres/pgtest"
@@ -49,23 +48,23 @@ func bothStores(t *testing.T, fn func(t *testing.T, st store.Store)) {
 
 // bareServer is a Server on st with alice (testPassword) and a Hasher
 // whose verifications the test counts. Requests go straight to the
-// handler, so a burst is as concurrent as the goroutines make it.
-func bareServer(t *testing.T, st store.Store, mutate func(*Config)) (*Server, *passwd.Hasher) {
-	t.Helper()
-	hasher := createTestUser(t, st, time.Now())
+// handler, so a burst is as concurrent as the goroutines make it (and a
+// fuzz target, which cannot use newEnv, runs one too).
+func bareServer(tb testing.TB, st store.Store, mutate func(*Config)) (*Server, *passwd.Hasher) {
+	tb.Helper()
+	hasher := createTestUser(tb, st, time.Now())
 	rec, err := audit.New(st, prometheus.NewRegistry(), nil)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	res, _ := resource.ParseAll([]string{testResource})
-	cfg := Config{Issuer: "http://127.0.0.1:9", Resources: res, Store: st, Audit: rec, Hasher: hasher,
-		Logger: slog.New(slog.NewTextHandler(t.Output(), nil))}
+	cfg := Config{Issuer: "http://127.0.0.1:9", Resources: testResources(tb, testResource), Store: st, Audit: rec, Hasher: hasher,
+		Logger: slog.New(slog.NewTextHandler(tb.Output(), nil))}
 	if mutate != nil {
 		mutate(&cfg)
 	}
 	s, err := New(cfg)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return s, hasher
 }

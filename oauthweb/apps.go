@@ -23,8 +23,7 @@ func (s *Server) showApps(w http.ResponseWriter, r *http.Request, sess store.Ses
 	ctx := r.Context()
 	consents, err := s.cfg.Store.ListConsents(ctx, sess.Username)
 	if err != nil {
-		oe := s.storeError(ctx, "list consents", err)
-		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+		s.unavailable(w, r, "list consents", err)
 		return
 	}
 	// One row per client, listing its approvals per resource; consents
@@ -60,16 +59,10 @@ func (s *Server) showApps(w http.ResponseWriter, r *http.Request, sess store.Ses
 // of the user's tokens for it.
 func (s *Server) serveAppRevoke(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if status, err := parsePostForm(r); err != nil {
-		s.renderError(w, r, status, "The form could not be read.", err)
-		return
-	}
-	sess, ok := s.requireSession(w, r, s.prefix+"/apps")
+	sess, ok := s.formSession(w, r, func(w http.ResponseWriter, r *http.Request) (store.Session, bool) {
+		return s.requireSession(w, r, s.prefix+"/apps")
+	}, "apps", "The form expired. Reload the page and try again.")
 	if !ok {
-		return
-	}
-	if !checkCSRF(r, sess) {
-		s.renderError(w, r, http.StatusForbidden, "The form expired. Reload the page and try again.", errors.New("apps csrf mismatch"))
 		return
 	}
 	clientID := r.PostForm.Get("client_id")
@@ -82,8 +75,7 @@ func (s *Server) serveAppRevoke(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, s.endpoints.apps, http.StatusSeeOther)
 		return
 	case err != nil:
-		oe := s.storeError(ctx, "delete consent", err)
-		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+		s.unavailable(w, r, "delete consent", err)
 		return
 	}
 	s.cfg.Audit.Committed(ev)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/passgate/passgate/internal/cimd"
 	"github.com/passgate/passgate/internal/oauth"
-	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 )
 
@@ -65,13 +64,7 @@ func TestAuthorizeErrorsNeverRedirectUntrustedBeforeLogin(t *testing.T) {
 	e := newEnv(t, func(c *Config) { c.ResolveClient = cimdResolver(evilRedirect) })
 	ctx := context.Background()
 	dynID := e.register(map[string]any{"redirect_uris": []string{evilRedirect}, "token_endpoint_auth_method": "none", "client_name": "Totally Legit"})["client_id"].(string)
-	if err := e.st.CreateClient(ctx, store.Client{
-		ID: "static-app", SecretHash: "x", Name: "App", RedirectURIs: []string{staticRedirect},
-		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
-		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.staticClient("static-app", "App", "", staticRedirect)
 	approvedID := e.register(map[string]any{"redirect_uris": []string{evilRedirect}, "token_endpoint_auth_method": "none", "client_name": "Chosen"})["client_id"].(string)
 	if err := e.st.PutConsent(ctx, store.Consent{Username: testUser, ClientID: approvedID, Resource: testResource, Scope: "mcp",
 		CreatedAt: e.clock.Now(), UpdatedAt: e.clock.Now()}, nil); err != nil {
@@ -196,15 +189,8 @@ func (e *env) codeCount() int {
 // its good URI still works.
 func TestStoredRedirectURIsHeldToTodaysRules(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
 	bad := []string{"javascript:alert(document.cookie)//", "http://evil.example/cb", staticRedirect + "#frag"}
-	if err := e.st.CreateClient(ctx, store.Client{
-		ID: "old-static", SecretHash: "x", Name: "Old", RedirectURIs: append([]string{staticRedirect}, bad...),
-		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
-		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.staticClient("old-static", "Old", "", append([]string{staticRedirect}, bad...)...)
 	signedIn := e.browser()
 	e.login(signedIn)
 	for _, u := range bad {
@@ -246,11 +232,7 @@ func TestStoredRedirectURIsHeldToTodaysRules(t *testing.T) {
 // user approves. The apps page lists each resource.
 func TestConsentIsPerResource(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
-		res, err := resource.ParseAll([]string{testResource, testResource2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Resources = res
+		c.Resources = testResources(t, testResource, testResource2)
 		c.Scopes = []string{"mcp", "read"}
 	})
 	// A confidential client: its identity is assured, so consent is

@@ -92,17 +92,8 @@ func TestSecretClientsUseEitherMethod(t *testing.T) {
 // invalid_client. Then the refresh claude.ai makes the same way.
 func TestClaudeStaticConnectorTokenRequest(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
 	const id, secret, callback = "claude-connector", "0123456789abcdef0123456789abcdef", "https://claude.ai/api/mcp/auth_callback"
-	e.secret(secret)
-	hash, _ := e.s.cfg.Hasher.Hash(ctx, secret)
-	if err := e.st.CreateClient(ctx, store.Client{
-		ID: id, SecretHash: hash, Name: id, RedirectURIs: []string{callback, "https://claude.com/api/mcp/auth_callback"},
-		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
-		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.staticClient(id, id, secret, callback, "https://claude.com/api/mcp/auth_callback")
 	b := e.browser()
 	e.login(b)
 	v := oauth2.GenerateVerifier()

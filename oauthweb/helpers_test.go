@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 
 	"github.com/google/go-cmp/cmp"
@@ -99,10 +100,7 @@ func newEnvWrapped(t *testing.T, wrap func(*env, http.Handler) http.Handler, mut
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := resource.ParseAll([]string{testResource})
-	if err != nil {
-		t.Fatal(err)
-	}
+	res := testResources(t, testResource)
 	srv := httptest.NewUnstartedServer(nil)
 	issuer := "http://" + srv.Listener.Addr().String()
 	cfg := Config{
@@ -254,6 +252,25 @@ func (e *env) publicClient() string {
 	})["client_id"].(string)
 }
 
+// staticClient stores an operator-configured confidential client
+// (client_secret_basic) with redirect URIs uris. An empty secret stores a
+// hash no secret matches.
+func (e *env) staticClient(id, name, secret string, uris ...string) {
+	e.t.Helper()
+	hash := "x"
+	if secret != "" {
+		e.secret(secret)
+		hash, _ = e.s.cfg.Hasher.Hash(context.Background(), secret)
+	}
+	if err := e.st.CreateClient(context.Background(), store.Client{
+		ID: id, SecretHash: hash, Name: name, RedirectURIs: uris,
+		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
+		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
+	}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
 func (e *env) oauth2Config(clientID, secret string) *oauth2.Config {
 	style := oauth2.AuthStyleInParams
 	if secret != "" {
@@ -266,10 +283,15 @@ func (e *env) oauth2Config(clientID, secret string) *oauth2.Config {
 	}
 }
 
-// login signs the browser in through the login page.
-func (e *env) login(c *http.Client) {
+// passwordStep signs c in with the password only (from the login page
+// for returnTo, if any) and returns where the login page sent it.
+func (e *env) passwordStep(c *http.Client, returnTo string) *url.URL {
 	e.t.Helper()
-	resp, err := c.Get(e.url("/login"))
+	page := "/login"
+	if returnTo != "" {
+		page += "?" + url.Values{"return_to": {returnTo}}.Encode()
+	}
+	resp, err := c.Get(e.url(page))
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -279,8 +301,43 @@ func (e *env) login(c *http.Client) {
 	resp = postForm(e.t, noFollow(c), e.url("/login"), f)
 	readBody(e.t, resp)
 	if resp.StatusCode != http.StatusSeeOther {
-		e.t.Fatalf("login: status %d", resp.StatusCode)
+		e.t.Fatalf("password step: status %d", resp.StatusCode)
 	}
+	u, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return u
+}
+
+// login signs the browser in through the login page.
+func (e *env) login(c *http.Client) {
+	e.t.Helper()
+	e.passwordStep(c, "")
+}
+
+// testResources parses protected resources' URLs for Config.Resources.
+func testResources(tb testing.TB, urls ...string) []resource.Resource {
+	tb.Helper()
+	rs, err := resource.ParseAll(urls)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return rs
+}
+
+// testPolicy compiles an access policy file's text for Config.Policy.
+func testPolicy(t *testing.T, text string) *policy.Holder {
+	t.Helper()
+	f, err := policy.Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := policy.Compile(f, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return policy.NewHolder(p)
 }
 
 // authorize runs the browser part of the flow for authURL from a

@@ -220,15 +220,7 @@ func TestConfidentialClients(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	const id, secret = "mcp+a8ff0614/d0153f07", "cql+JlRh/OpGE3n%5ZOe"
-	e.secret(secret)
-	hash, _ := e.s.cfg.Hasher.Hash(ctx, secret)
-	if err := e.st.CreateClient(ctx, store.Client{
-		ID: id, SecretHash: hash, Name: "Seed client", RedirectURIs: []string{testRedirect, "https://claude.ai/api/mcp/auth_callback"},
-		TokenEndpointAuthMethod: "client_secret_basic", GrantTypes: []string{"authorization_code", "refresh_token"},
-		Source: store.ClientStatic, CreatedAt: e.clock.Now(),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	e.staticClient(id, "Seed client", secret, testRedirect, "https://claude.ai/api/mcp/auth_callback")
 	b := e.browser()
 	e.login(b)
 	{

@@ -45,11 +45,8 @@ func TestMCPGoSDKClient(t *testing.T) {
 		}))
 		return mux
 	}, func(c *Config) {
-		rs, err := resource.ParseAll([]string{c.Issuer + "/mcp"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Resources, res = rs, rs[0]
+		c.Resources = testResources(t, c.Issuer+"/mcp")
+		res = c.Resources[0]
 	})
 	b := e.browser()
 	e.login(b)

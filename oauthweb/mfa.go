@@ -77,8 +77,7 @@ func (s *Server) pendingSession(w http.ResponseWriter, r *http.Request) (store.S
 		http.Redirect(w, r, s.loginURL(strings.TrimPrefix(s.safeReturn(r.FormValue("return_to")), s.origin)), http.StatusSeeOther)
 		return store.Session{}, false
 	}
-	oe := s.storeError(r.Context(), "session", err)
-	s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+	s.unavailable(w, r, "session", err)
 	return store.Session{}, false
 }
 
@@ -126,19 +125,11 @@ func (s *Server) showSecondFactor(w http.ResponseWriter, r *http.Request, status
 // password; only a success clears the lockout state.
 func (s *Server) serveSecondFactor(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if status, err := parsePostForm(r); err != nil {
-		s.renderError(w, r, status, "The form could not be read.", err)
-		return
-	}
-	sess, ok := s.pendingSession(w, r)
+	sess, ok := s.formSession(w, r, s.pendingSession, "second factor", "The form expired. Sign in again.")
 	if !ok {
 		return
 	}
 	returnTo := r.PostForm.Get("return_to")
-	if !checkCSRF(r, sess) {
-		s.renderError(w, r, http.StatusForbidden, "The form expired. Sign in again.", errors.New("second factor csrf mismatch"))
-		return
-	}
 	if ok, after := s.allow(r, LimitLogin); !ok {
 		w.Header().Set("Retry-After", after)
 		s.showSecondFactor(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", sess, returnTo)
@@ -297,8 +288,7 @@ func (s *Server) enrolSession(w http.ResponseWriter, r *http.Request) (store.Ses
 		http.Redirect(w, r, s.loginURL(s.prefix+"/account"), http.StatusSeeOther)
 		return store.Session{}, false
 	case err != nil:
-		oe := s.storeError(ctx, "session", err)
-		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+		s.unavailable(w, r, "session", err)
 		return store.Session{}, false
 	}
 	if sess.Pending {
@@ -306,8 +296,7 @@ func (s *Server) enrolSession(w http.ResponseWriter, r *http.Request) (store.Ses
 		// session; one who owes a code must give it.
 		enrolled, required, err := s.factorState(ctx, sess.Username)
 		if err != nil {
-			oe := s.storeError(ctx, "second factor state", err)
-			s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+			s.unavailable(w, r, "second factor state", err)
 			return store.Session{}, false
 		}
 		if enrolled || !required {
@@ -374,19 +363,11 @@ func (s *Server) showEnroll(w http.ResponseWriter, r *http.Request, status int, 
 
 func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	if status, err := parsePostForm(r); err != nil {
-		s.renderError(w, r, status, "The form could not be read.", err)
-		return
-	}
-	sess, ok := s.enrolSession(w, r)
+	sess, ok := s.formSession(w, r, s.enrolSession, "enrol", "The form expired. Reload the page and try again.")
 	if !ok {
 		return
 	}
 	returnTo := r.PostForm.Get("return_to")
-	if !checkCSRF(r, sess) {
-		s.renderError(w, r, http.StatusForbidden, "The form expired. Reload the page and try again.", errors.New("enrol csrf mismatch"))
-		return
-	}
 	if ok, after := s.allow(r, LimitLogin); !ok {
 		w.Header().Set("Retry-After", after)
 		s.renderError(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", nil)
@@ -428,8 +409,7 @@ func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request) {
 	ev.Username, ev.Error = sess.Username, "totp"
 	t := store.TOTP{Username: sess.Username, Secret: s.cfg.Sealer.Seal(sess.Username, []byte(secret)), LastStep: step, CreatedAt: now}
 	if err := s.cfg.Store.EnrollTOTP(ctx, t, hashes, now, &ev); err != nil {
-		oe := s.storeError(ctx, "enrol totp", err)
-		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+		s.unavailable(w, r, "enrol totp", err)
 		return
 	}
 	s.cfg.Audit.Committed(ev)
@@ -439,8 +419,7 @@ func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request) {
 			s.log.WarnContext(ctx, "delete pending session", "err", err)
 		}
 		if _, err := s.startSession(w, r, sess.Username, false); err != nil {
-			oe := s.storeError(ctx, "start session", err)
-			s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+			s.unavailable(w, r, "start session", err)
 			return
 		}
 		login := s.event(r, store.EventLoginSuccess, true)

@@ -3,24 +3,16 @@ package oauthweb
 import (
 	"bytes"
 	"context"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/passgate/passgate/internal/audit"
 	"github.com/passgate/passgate/internal/mfa"
-	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
-	"github.com/passgate/passgate/store/sqlite"
-	"github.com/passgate/passgate/store/storetest"
 )
 
 // FuzzSecondFactorCode posts arbitrary codes for a pending session: the
@@ -28,14 +20,13 @@ import (
 // code, and nothing answers 5xx.
 func FuzzSecondFactorCode(f *testing.F) {
 	ctx := context.Background()
-	st, err := sqlite.Open(f.Context(), filepath.Join(f.TempDir(), "passgate.db"), nil)
-	st = storetest.Migrated(f, st, err)
 	now := time.Now()
-	hasher := createTestUser(f, st, now)
 	sealer, err := mfa.NewSealer(bytes.Repeat([]byte{7}, mfa.KeySize))
 	if err != nil {
 		f.Fatal(err)
 	}
+	fs := newFuzzServer(f, func(c *Config) { c.Sealer = sealer })
+	s, st, h := fs.s, fs.st, fs.h
 	en, err := mfa.NewEnrolment("passgate", testUser)
 	if err != nil {
 		f.Fatal(err)
@@ -45,17 +36,6 @@ func FuzzSecondFactorCode(f *testing.F) {
 		[]string{token.Hash(recovery)}, now, nil); err != nil {
 		f.Fatal(err)
 	}
-	rec, err := audit.New(st, prometheus.NewRegistry(), nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	res, _ := resource.ParseAll([]string{testResource})
-	s, err := New(Config{Issuer: "http://127.0.0.1:9999", Resources: res, Store: st, Audit: rec, Hasher: hasher,
-		Logger: slog.New(slog.DiscardHandler), LockoutThreshold: -1, Sealer: sealer})
-	if err != nil {
-		f.Fatal(err)
-	}
-	h := s.Handler()
 	code, _ := mfa.Code(en.Secret, now)
 	for _, seed := range []string{code, recovery, strings.ToUpper(recovery), "000000", "", " ", strings.Repeat("1", 70), "12 34 56", "١٢٣٤٥٦", "abcd-efgh-jkmn-pqr\x00"} {
 		f.Add(seed)

@@ -39,29 +39,6 @@ var (
 	recoveryRE = regexp.MustCompile(`<li><code>([0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4})</code></li>`)
 )
 
-// passwordStep signs c in with the password only and returns where the
-// login page sent it.
-func (e *env) passwordStep(c *http.Client, returnTo string) *url.URL {
-	e.t.Helper()
-	resp, err := c.Get(e.url("/login?" + url.Values{"return_to": {returnTo}}.Encode()))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	f := formFields(readBody(e.t, resp))
-	f.Set("username", testUser)
-	f.Set("password", testPassword)
-	resp = postForm(e.t, noFollow(c), e.url("/login"), f)
-	readBody(e.t, resp)
-	if resp.StatusCode != http.StatusSeeOther {
-		e.t.Fatalf("password step: status %d", resp.StatusCode)
-	}
-	u, err := url.Parse(resp.Header.Get("Location"))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return u
-}
-
 // enrolTOTP enrols an authenticator from c's session page and returns
 // the secret and recovery codes.
 func (e *env) enrolTOTP(c *http.Client) (secret string, codes []string) {

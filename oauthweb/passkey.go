@@ -117,6 +117,22 @@ func (s *Server) openState(ctx context.Context, purpose, username, state string)
 	return sd, nil
 }
 
+// ceremonyState opens a finish request's sealed state (openState). A
+// store outage answers the request as one; any other failure goes to
+// refuse, which answers it. It returns false when the request is answered.
+func (s *Server) ceremonyState(w http.ResponseWriter, r *http.Request, purpose, username, state string, refuse func(error)) (webauthn.SessionData, bool) {
+	sd, err := s.openState(r.Context(), purpose, username, state)
+	if errors.Is(err, store.ErrUnavailable) {
+		s.passkeyUnavailable(w, r, err)
+		return sd, false
+	}
+	if err != nil {
+		refuse(err)
+		return sd, false
+	}
+	return sd, true
+}
+
 // passkeyBody is what passgate.js posts to a ceremony's finish endpoint.
 type passkeyBody struct {
 	State      string          `json:"state"`
@@ -126,8 +142,18 @@ type passkeyBody struct {
 	Credential json.RawMessage `json:"credential"`
 }
 
-// readPasskeyBody reads a JSON body (the only kind the ceremonies take).
-func readPasskeyBody(r *http.Request) (passkeyBody, int, error) {
+// readPasskeyBody reads a JSON body (the only kind the ceremonies take);
+// when it cannot, it answers the request and returns false.
+func (s *Server) readPasskeyBody(w http.ResponseWriter, r *http.Request) (passkeyBody, bool) {
+	b, status, err := decodePasskeyBody(r)
+	if err != nil {
+		s.passkeyError(w, r, status, "The request could not be read.", err)
+		return b, false
+	}
+	return b, true
+}
+
+func decodePasskeyBody(r *http.Request) (passkeyBody, int, error) {
 	var b passkeyBody
 	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
 		return b, http.StatusUnsupportedMediaType, errors.New("content type must be application/json")
@@ -159,8 +185,17 @@ func (s *Server) passkeyError(w http.ResponseWriter, r *http.Request, status int
 }
 
 // options answers a ceremony's first step: the options for the browser
-// (the library's JSON, {"publicKey": …}) plus the sealed state.
-func options(w http.ResponseWriter, opts any, state string) {
+// (the library's JSON, {"publicKey": …}) plus the ceremony's state sd,
+// sealed for purpose and username. err is beginning the ceremony's.
+func (s *Server) options(w http.ResponseWriter, r *http.Request, purpose, username string, opts any, sd *webauthn.SessionData, err error) {
+	var state string
+	if err == nil {
+		state, err = s.sealState(purpose, username, sd)
+	}
+	if err != nil {
+		s.passkeyError(w, r, http.StatusInternalServerError, "Passkeys are unavailable.", err)
+		return
+	}
 	b, _ := json.Marshal(opts)
 	var m map[string]json.RawMessage
 	_ = json.Unmarshal(b, &m)
@@ -178,16 +213,7 @@ func (s *Server) servePasskeyLoginOptions(w http.ResponseWriter, r *http.Request
 	// for this RP ID, and user verification (PIN, biometrics) makes the
 	// passkey two factors by itself.
 	opts, sd, err := s.rp.BeginDiscoverableLogin(webauthn.WithUserVerification(protocol.VerificationRequired))
-	if err != nil {
-		s.passkeyError(w, r, http.StatusInternalServerError, "Passkeys are unavailable.", err)
-		return
-	}
-	state, err := s.sealState("login", "", sd)
-	if err != nil {
-		s.passkeyError(w, r, http.StatusInternalServerError, "Passkeys are unavailable.", err)
-		return
-	}
-	options(w, opts, state)
+	s.options(w, r, "login", "", opts, sd, err)
 }
 
 // servePasskeyLogin signs in with a passkey alone. A passkey cannot be
@@ -202,21 +228,17 @@ func (s *Server) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 		s.passkeyError(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", nil)
 		return
 	}
-	body, status, err := readPasskeyBody(r)
-	if err != nil {
-		s.passkeyError(w, r, status, "The request could not be read.", err)
+	body, ok := s.readPasskeyBody(w, r)
+	if !ok {
 		return
 	}
 	ev := s.event(r, store.EventPasskeyLogin, false)
-	sd, err := s.openState(ctx, "login", "", body.State)
-	if errors.Is(err, store.ErrUnavailable) {
-		s.passkeyUnavailable(w, r, err)
-		return
-	}
-	if err != nil {
+	sd, ok := s.ceremonyState(w, r, "login", "", body.State, func(err error) {
 		ev.Error = "invalid_state"
 		s.record(ctx, ev)
 		s.passkeyError(w, r, http.StatusBadRequest, "This sign-in expired. Reload the page and try again.", err)
+	})
+	if !ok {
 		return
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(body.Credential)
@@ -347,23 +369,13 @@ func (s *Server) servePasskeyFactorOptions(w http.ResponseWriter, r *http.Reques
 		return
 	}
 	opts, sd, err := s.rp.BeginLogin(u, webauthn.WithUserVerification(protocol.VerificationPreferred))
-	if err != nil {
-		s.passkeyError(w, r, http.StatusInternalServerError, "Passkeys are unavailable.", err)
-		return
-	}
-	state, err := s.sealState("factor", sess.Username, sd)
-	if err != nil {
-		s.passkeyError(w, r, http.StatusInternalServerError, "Passkeys are unavailable.", err)
-		return
-	}
-	options(w, opts, state)
+	s.options(w, r, "factor", sess.Username, opts, sd, err)
 }
 
 func (s *Server) servePasskeyFactor(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	body, status, err := readPasskeyBody(r)
-	if err != nil {
-		s.passkeyError(w, r, status, "The request could not be read.", err)
+	body, ok := s.readPasskeyBody(w, r)
+	if !ok {
 		return
 	}
 	sess, ok := s.ceremonySession(w, r, body.CSRF, true)
@@ -382,13 +394,8 @@ func (s *Server) servePasskeyFactor(w http.ResponseWriter, r *http.Request) {
 		s.record(ctx, ev)
 		s.passkeyError(w, r, http.StatusUnauthorized, "That passkey did not work. Try again, or enter a code.", err)
 	}
-	sd, err := s.openState(ctx, "factor", sess.Username, body.State)
-	if errors.Is(err, store.ErrUnavailable) {
-		s.passkeyUnavailable(w, r, err)
-		return
-	}
-	if err != nil {
-		fail("invalid_state", err)
+	sd, ok := s.ceremonyState(w, r, "factor", sess.Username, body.State, func(err error) { fail("invalid_state", err) })
+	if !ok {
 		return
 	}
 	parsed, err := protocol.ParseCredentialRequestResponseBytes(body.Credential)
@@ -467,23 +474,13 @@ func (s *Server) servePasskeyRegisterOptions(w http.ResponseWriter, r *http.Requ
 		// The same authenticator twice would be one factor under two names.
 		webauthn.WithExclusions(webauthn.Credentials(u.creds).CredentialDescriptors()),
 	)
-	if err != nil {
-		s.passkeyError(w, r, http.StatusInternalServerError, "Passkeys are unavailable.", err)
-		return
-	}
-	state, err := s.sealState("register", sess.Username, sd)
-	if err != nil {
-		s.passkeyError(w, r, http.StatusInternalServerError, "Passkeys are unavailable.", err)
-		return
-	}
-	options(w, opts, state)
+	s.options(w, r, "register", sess.Username, opts, sd, err)
 }
 
 func (s *Server) servePasskeyRegister(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	body, status, err := readPasskeyBody(r)
-	if err != nil {
-		s.passkeyError(w, r, status, "The request could not be read.", err)
+	body, ok := s.readPasskeyBody(w, r)
+	if !ok {
 		return
 	}
 	sess, ok := s.registerSession(w, r, body.CSRF)
@@ -495,13 +492,10 @@ func (s *Server) servePasskeyRegister(w http.ResponseWriter, r *http.Request) {
 		s.passkeyError(w, r, http.StatusBadRequest, fmt.Sprintf("Give the passkey a name of at most %d characters.", maxPasskeyName), nil)
 		return
 	}
-	sd, err := s.openState(ctx, "register", sess.Username, body.State)
-	if errors.Is(err, store.ErrUnavailable) {
-		s.passkeyUnavailable(w, r, err)
-		return
-	}
-	if err != nil {
+	sd, ok := s.ceremonyState(w, r, "register", sess.Username, body.State, func(err error) {
 		s.passkeyError(w, r, http.StatusBadRequest, "This page expired. Reload it and try again.", err)
+	})
+	if !ok {
 		return
 	}
 	parsed, err := protocol.ParseCredentialCreationResponseBytes(body.Credential)
@@ -585,7 +579,7 @@ func (s *Server) serveRenamePasskey(w http.ResponseWriter, r *http.Request) {
 		s.showAccount(w, r, http.StatusNotFound, sess, "That passkey no longer exists.", "")
 		return
 	case err != nil:
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	}
 	s.showAccount(w, r, http.StatusOK, sess, "", "The passkey was renamed.")
@@ -603,7 +597,7 @@ func (s *Server) serveRemovePasskey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if last, err := s.lastRequiredFactor(ctx, sess.Username, "passkey"); err != nil {
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	} else if last {
 		s.showAccount(w, r, http.StatusForbidden, sess, "This server requires a second factor for your account: add another passkey or an authenticator app before removing this one.", "")
@@ -616,7 +610,7 @@ func (s *Server) serveRemovePasskey(w http.ResponseWriter, r *http.Request) {
 		s.showAccount(w, r, http.StatusNotFound, sess, "That passkey no longer exists.", "")
 		return
 	case err != nil:
-		s.accountUnavailable(w, r, err)
+		s.unavailable(w, r, "account", err)
 		return
 	}
 	s.cfg.Audit.Committed(ev)

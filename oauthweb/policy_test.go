@@ -7,9 +7,11 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/passgate/passgate/internal/policy"
 	"github.com/passgate/passgate/store"
 )
+
+// engOnlyPolicy lets only the group eng reach testResource.
+const engOnlyPolicy = "resources:\n  - url: " + testResource + "\n    allow: [group:eng]\n"
 
 // TestAuthorizeRefusesUserOutsidePolicy: a user the access policy does not
 // list for the resource gets an error page at /oauth/authorize: no consent
@@ -17,15 +19,7 @@ import (
 // joins the group the same request reaches consent; a consent form shown
 // before the user left the group is refused when posted.
 func TestAuthorizeRefusesUserOutsidePolicy(t *testing.T) {
-	f, err := policy.Parse([]byte("resources:\n  - url: " + testResource + "\n    allow: [group:eng]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policy.Compile(f, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, func(c *Config) { c.Policy = policy.NewHolder(p) })
+	e := newEnv(t, func(c *Config) { c.Policy = testPolicy(t, engOnlyPolicy) })
 	ctx := t.Context()
 	b := e.browser()
 	e.login(b)
@@ -92,15 +86,7 @@ func TestAuthorizeRefusesUserOutsidePolicy(t *testing.T) {
 // just before) for a user the policy no longer allows gets invalid_grant
 // and no token.
 func TestTokenEndpointRefusesUserOutsidePolicy(t *testing.T) {
-	f, err := policy.Parse([]byte("resources:\n  - url: " + testResource + "\n    allow: [group:eng]\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policy.Compile(f, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, func(c *Config) { c.Policy = policy.NewHolder(p) })
+	e := newEnv(t, func(c *Config) { c.Policy = testPolicy(t, engOnlyPolicy) })
 	ctx := t.Context()
 	if _, err := e.st.SetUserGroups(ctx, testUser, []string{"eng"}, e.clock.Now(), nil); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/internal/token"
 )
 
@@ -70,13 +69,7 @@ func TestResourceIndicatorOrigin(t *testing.T) {
 		{"two on the origin", []string{testResource, "http://127.0.0.1:9/other"}, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			e := newEnv(t, func(c *Config) {
-				rs, err := resource.ParseAll(tt.resources)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.Resources = rs
-			})
+			e := newEnv(t, func(c *Config) { c.Resources = testResources(t, tt.resources...) })
 			b := e.browser()
 			e.login(b)
 			conf := e.oauth2Config(e.publicClient(), "")
@@ -109,13 +102,7 @@ func TestResourceIndicatorOrigin(t *testing.T) {
 func TestResourceStoredAsConfigured(t *testing.T) {
 	const configured = "HTTP://127.0.0.1:9/mcp/"
 	ctx := context.Background()
-	e := newEnv(t, func(c *Config) {
-		rs, err := resource.ParseAll([]string{configured})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Resources = rs
-	})
+	e := newEnv(t, func(c *Config) { c.Resources = testResources(t, configured) })
 	reg := e.register(map[string]any{"redirect_uris": []string{testRedirect}, "client_name": "Confidential", "token_endpoint_auth_method": "client_secret_basic"})
 	conf := e.oauth2Config(reg["client_id"].(string), reg["client_secret"].(string))
 	b := e.browser()
@@ -162,13 +149,7 @@ func TestResourceStoredAsConfigured(t *testing.T) {
 // port is named with or without it.
 func TestResourceIndicatorDefaultPort(t *testing.T) {
 	const configured = "http://127.0.0.1/mcp"
-	e := newEnv(t, func(c *Config) {
-		rs, err := resource.ParseAll([]string{configured})
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Resources = rs
-	})
+	e := newEnv(t, func(c *Config) { c.Resources = testResources(t, configured) })
 	b := e.browser()
 	e.login(b)
 	conf := e.oauth2Config(e.publicClient(), "")

@@ -13,10 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/passgate/passgate/internal/audit"
-	"github.com/passgate/passgate/internal/resource"
 	"github.com/passgate/passgate/store"
 	"github.com/passgate/passgate/store/sqlite"
 	"github.com/passgate/passgate/store/storetest"
@@ -26,6 +22,8 @@ import (
 // targets (which cannot use newEnv's *testing.T), with a user and a
 // confidential client, and a raw handle to count rows.
 type fuzzServer struct {
+	s         *Server
+	st        store.Store
 	h         http.Handler
 	raw       *sql.DB
 	clientID  string
@@ -33,14 +31,20 @@ type fuzzServer struct {
 	loginCSRF string
 }
 
-func newFuzzServer(tb testing.TB) *fuzzServer {
+// newFuzzServer applies mutate, if not nil, to the server's Config.
+func newFuzzServer(tb testing.TB, mutate func(*Config)) *fuzzServer {
 	tb.Helper()
 	ctx := context.Background()
 	path := filepath.Join(tb.TempDir(), "passgate.db")
 	st, err := sqlite.Open(tb.Context(), path, nil)
 	st = storetest.Migrated(tb, st, err)
 	now := time.Now()
-	hasher := createTestUser(tb, st, now)
+	s, hasher := bareServer(tb, st, func(c *Config) {
+		c.Issuer, c.Logger, c.LockoutThreshold = "http://127.0.0.1:9999", slog.New(slog.DiscardHandler), -1
+		if mutate != nil {
+			mutate(c)
+		}
+	})
 	const secret = "pgcs_fuzzsecret0123456789abcdefghijklmnopqrstu"
 	shash, _ := hasher.Hash(ctx, secret)
 	if err := st.CreateClient(ctx, store.Client{ID: "conf", SecretHash: shash, RedirectURIs: []string{testRedirect},
@@ -53,22 +57,12 @@ func newFuzzServer(tb testing.TB) *fuzzServer {
 		GrantTypes: []string{"authorization_code", "refresh_token"}, Source: store.ClientDynamic, CreatedAt: now}); err != nil {
 		tb.Fatal(err)
 	}
-	rec, err := audit.New(st, prometheus.NewRegistry(), nil)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	res, _ := resource.ParseAll([]string{testResource})
-	s, err := New(Config{Issuer: "http://127.0.0.1:9999", Resources: res, Store: st, Audit: rec, Hasher: hasher,
-		Logger: slog.New(slog.DiscardHandler), LockoutThreshold: -1})
-	if err != nil {
-		tb.Fatal(err)
-	}
 	raw, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(5000)")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { raw.Close() })
-	return &fuzzServer{h: s.Handler(), raw: raw, clientID: "conf", secret: secret, loginCSRF: strings.Repeat("c", 43)}
+	return &fuzzServer{s: s, st: st, h: s.Handler(), raw: raw, clientID: "conf", secret: secret, loginCSRF: strings.Repeat("c", 43)}
 }
 
 func (f *fuzzServer) count(t *testing.T, table string) int {
@@ -106,7 +100,7 @@ func FuzzTokenForm(f *testing.F) {
 		f.Add(s, false)
 		f.Add(s, true)
 	}
-	srv := newFuzzServer(f)
+	srv := newFuzzServer(f, nil)
 	f.Fuzz(func(t *testing.T, body string, basic bool) {
 		req := httptest.NewRequest("POST", "/oauth/token", strings.NewReader(body))
 		req.Header.Set("Content-Type", formCT)
@@ -142,7 +136,7 @@ func FuzzTokenForm(f *testing.F) {
 // username, password and double-submitted CSRF token; the submitted
 // password is never echoed, and the redirect stays on the issuer.
 func FuzzLoginForm(f *testing.F) {
-	srv := newFuzzServer(f)
+	srv := newFuzzServer(f, nil)
 	good := url.Values{"username": {testUser}, "password": {testPassword}, "csrf": {srv.loginCSRF}, "return_to": {"/oauth/authorize?client_id=x"}}
 	for _, s := range []string{
 		good.Encode(),
@@ -219,7 +213,7 @@ func FuzzAuthorizeLoggedOut(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	srv := newFuzzServer(f)
+	srv := newFuzzServer(f, nil)
 	f.Fuzz(func(t *testing.T, query string) {
 		req, err := http.NewRequest("GET", "http://127.0.0.1:9999/oauth/authorize", nil)
 		if err != nil {

@@ -344,8 +344,7 @@ func (s *Server) requireSession(w http.ResponseWriter, r *http.Request, returnPa
 		http.Redirect(w, r, s.loginURL(returnPath), code)
 		return store.Session{}, false
 	}
-	oe := s.storeError(r.Context(), "session", err)
-	s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+	s.unavailable(w, r, "session", err)
 	return store.Session{}, false
 }
 
@@ -353,6 +352,27 @@ func (s *Server) requireSession(w http.ResponseWriter, r *http.Request, returnPa
 func checkCSRF(r *http.Request, sess store.Session) bool {
 	got := r.PostForm.Get("csrf")
 	return got != "" && sess.CSRFToken != "" && token.Equal(got, sess.CSRFToken)
+}
+
+// formSession is the common start of a form posted from a signed-in
+// page: it parses the body, gets the session from session (which answers
+// the request itself when there is none) and checks the form's CSRF token
+// against it; a mismatch shows expired and logs "<form> csrf mismatch".
+// When it returns false, the request is answered.
+func (s *Server) formSession(w http.ResponseWriter, r *http.Request, session func(http.ResponseWriter, *http.Request) (store.Session, bool), form, expired string) (store.Session, bool) {
+	if status, err := parsePostForm(r); err != nil {
+		s.renderError(w, r, status, "The form could not be read.", err)
+		return store.Session{}, false
+	}
+	sess, ok := session(w, r)
+	if !ok {
+		return store.Session{}, false
+	}
+	if !checkCSRF(r, sess) {
+		s.renderError(w, r, http.StatusForbidden, expired, errors.New(form+" csrf mismatch"))
+		return store.Session{}, false
+	}
+	return sess, true
 }
 
 func (s *Server) serveLogoutPage(w http.ResponseWriter, r *http.Request) {
@@ -383,8 +403,7 @@ func (s *Server) serveLogout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if err := s.cfg.Store.DeleteSession(ctx, sess.IDHash); err != nil {
-		oe := s.storeError(ctx, "logout", err)
-		s.renderError(w, r, oe.Status, "The service is temporarily unavailable. Try again in a moment.", nil)
+		s.unavailable(w, r, "logout", err)
 		return
 	}
 	s.setCookie(w, s.cookie, "", -1)

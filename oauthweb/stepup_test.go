@@ -8,8 +8,6 @@ import (
 	"testing"
 
 	"golang.org/x/oauth2"
-
-	"github.com/passgate/passgate/internal/policy"
 )
 
 const stepUpPolicy = `
@@ -22,17 +20,9 @@ resources:
 
 func stepUpEnv(t *testing.T, capScopes bool) *env {
 	t.Helper()
-	f, err := policy.Parse([]byte(stepUpPolicy))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := policy.Compile(f, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	return newEnv(t, func(c *Config) {
 		c.Scopes, c.BaseScopes, c.ClientScopeCap = []string{"admin", "mcp"}, []string{"mcp"}, capScopes
-		c.Policy = policy.NewHolder(p)
+		c.Policy = testPolicy(t, stepUpPolicy)
 	})
 }
 

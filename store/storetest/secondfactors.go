@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -86,25 +85,8 @@ func testTOTP(t *testing.T, s store.Store) {
 
 func testTOTPStepConcurrent(t *testing.T, s store.Store) {
 	enrolled(t, s, "alice")
-	const n = 8
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() { errs[i] = s.UseTOTPStep(t.Context(), "alice", 7, base) })
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("UseTOTPStep: %v, want nil or ErrConflict", err)
-		}
-	}
-	if ok != 1 {
-		t.Errorf("%d of %d concurrent uses of one step succeeded, want 1", ok, n)
-	}
+	errs := race(8, func(int) error { return s.UseTOTPStep(t.Context(), "alice", 7, base) })
+	oneWinner(t, "use of one TOTP step", errs, store.ErrConflict)
 }
 
 func testRecoveryCodes(t *testing.T, s store.Store) {
@@ -142,72 +124,33 @@ func testRecoveryCodes(t *testing.T, s store.Store) {
 
 func testRecoveryCodeConcurrent(t *testing.T, s store.Store) {
 	enrolled(t, s, "alice", "only")
-	const n = 8
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() { errs[i] = s.UseRecoveryCode(t.Context(), "alice", h("only"), base, nil) })
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !errors.Is(err, store.ErrNotFound):
-			t.Errorf("UseRecoveryCode: %v, want nil or ErrNotFound", err)
-		}
-	}
-	if ok != 1 {
-		t.Errorf("%d of %d concurrent uses of one recovery code succeeded, want 1", ok, n)
-	}
+	errs := race(8, func(int) error { return s.UseRecoveryCode(t.Context(), "alice", h("only"), base, nil) })
+	oneWinner(t, "use of one recovery code", errs, store.ErrNotFound)
 }
 
 func testResetSecondFactors(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
 	enrolled(t, s, "alice", "a1")
 	enrolled(t, s, "bob", "b1")
-	for _, u := range []string{"alice", "bob"} {
-		must(t, "CreateSession", s.CreateSession(ctx, store.Session{IDHash: h("s " + u), Username: u, CSRFToken: "c", CreatedAt: base, ExpiresAt: at(time.Hour)}))
-	}
-	ga := issue(t, s, "alice", "c1", "alice")
-	gb := issue(t, s, "bob", "c1", "bob")
-	pending := newCode("alice pending", "c1", "alice")
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pending, nil))
-	sub := Subscribe(t, s)
+	f := signIn(t, s)
 	now := at(time.Minute)
 	ev := store.AuditEvent{Event: store.EventMFAReset, Success: true, IP: "cli", Username: "alice", CreatedAt: now}
 	hashes, err := s.ResetSecondFactors(ctx, "alice", now, &ev)
 	must(t, "ResetSecondFactors", err)
-	want := []string{ga.Access.Hash, ga.Refresh.Hash}
-	diff(t, "revoked hashes", sorted(hashes), sorted(want))
-	if !sub.WaitHashes(time.Second, want...) {
-		t.Errorf("revocations not notified within 1s")
-	}
+	diff(t, "revoked hashes", sorted(hashes), sorted([]string{f.alice.Access.Hash, f.alice.Refresh.Hash}))
+	f.wantAliceSignedOut(t, s, now)
 	_, err = s.GetTOTP(ctx, "alice")
 	wantErr(t, "alice's TOTP", err, store.ErrNotFound)
 	if n, _ := s.CountRecoveryCodes(ctx, "alice"); n != 0 {
 		t.Errorf("alice's recovery codes left: %d", n)
 	}
-	_, err = s.GetSession(ctx, h("s alice"), now)
-	wantErr(t, "alice's session", err, store.ErrNotFound)
-	_, err = s.GetAuthCode(ctx, pending.CodeHash, now)
-	wantErr(t, "alice's unredeemed code", err, store.ErrNotFound)
 	rows, err := s.ListAudit(ctx, store.AuditFilter{Event: store.EventMFAReset})
 	must(t, "ListAudit", err)
 	if len(rows) != 1 || rows[0].Username != "alice" {
 		t.Errorf("mfa_reset rows: %+v", rows)
 	}
-	// Bob is untouched.
 	if _, err := s.GetTOTP(ctx, "bob"); err != nil {
 		t.Errorf("bob's TOTP: %v", err)
-	}
-	if _, err := s.GetSession(ctx, h("s bob"), now); err != nil {
-		t.Errorf("bob's session: %v", err)
-	}
-	if tok, err := s.GetToken(ctx, gb.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
-		t.Errorf("bob's token: %v, revoked %v", err, tok.RevokedAt)
 	}
 	_, err = s.ResetSecondFactors(ctx, "ghost", now, &ev)
 	wantErr(t, "ResetSecondFactors unknown user", err, store.ErrNotFound)
@@ -310,25 +253,8 @@ func testPasskeyUseConcurrent(t *testing.T, s store.Store) {
 	must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: "alice", PasswordHash: "x", CreatedAt: base}))
 	p := newPasskey("p", "alice", base)
 	must(t, "CreatePasskey", s.CreatePasskey(ctx, p, nil))
-	const n = 8
-	var wg sync.WaitGroup
-	errs := make([]error, n)
-	for i := range n {
-		wg.Go(func() { errs[i] = s.UsePasskey(ctx, p.ID, 9, false, []byte("r"), base) })
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("UsePasskey: %v", err)
-		}
-	}
-	if ok != 1 {
-		t.Errorf("%d of %d concurrent uses with one counter succeeded, want 1", ok, n)
-	}
+	errs := race(8, func(int) error { return s.UsePasskey(ctx, p.ID, 9, false, []byte("r"), base) })
+	oneWinner(t, "use with one counter", errs, store.ErrConflict)
 }
 
 func testSpendNonce(t *testing.T, s store.Store) {
@@ -343,23 +269,6 @@ func testSpendNonce(t *testing.T, s store.Store) {
 	if n != 2 {
 		t.Errorf("DeleteExpired removed %d rows, want the 2 spent nonces", n)
 	}
-	const k = 8
-	var wg sync.WaitGroup
-	errs := make([]error, k)
-	for i := range k {
-		wg.Go(func() { errs[i] = s.SpendNonce(ctx, h("race"), base, at(time.Minute)) })
-	}
-	wg.Wait()
-	ok := 0
-	for _, err := range errs {
-		switch {
-		case err == nil:
-			ok++
-		case !errors.Is(err, store.ErrAlreadyExists):
-			t.Errorf("SpendNonce: %v", err)
-		}
-	}
-	if ok != 1 {
-		t.Errorf("%d of %d concurrent spends succeeded, want 1", ok, k)
-	}
+	errs := race(8, func(int) error { return s.SpendNonce(ctx, h("race"), base, at(time.Minute)) })
+	oneWinner(t, "spend", errs, store.ErrAlreadyExists)
 }

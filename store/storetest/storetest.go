@@ -581,20 +581,20 @@ func race(n int, fn func(i int) error) []error {
 }
 
 // oneWinner checks that exactly one of errs is nil and every other is
-// store.ErrConflict, and returns the winner's index; it stops the test if
-// none won.
-func oneWinner(t *testing.T, what string, errs []error) int {
+// lose (store.ErrConflict for most races), and returns the winner's index;
+// it stops the test if none won.
+func oneWinner(t *testing.T, what string, errs []error, lose error) int {
 	t.Helper()
 	winner := -1
 	for i, err := range errs {
 		switch {
 		case err == nil:
 			if winner >= 0 {
-				t.Errorf("%ss %d and %d both succeeded", what, winner, i)
+				t.Errorf("%s: %d and %d both succeeded", what, winner, i)
 			}
 			winner = i
-		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("%s %d: %v, want ErrConflict", what, i, err)
+		case !errors.Is(err, lose):
+			t.Errorf("%s %d: %v, want %v", what, i, err, lose)
 		}
 	}
 	if winner < 0 {
@@ -611,7 +611,7 @@ func testRedeemConcurrent(t *testing.T, s store.Store) {
 	errs := race(parallel, func(i int) error {
 		return s.RedeemCode(ctx, c.CodeHash, at(time.Minute), newGrant(fmt.Sprintf("race %d", i), c.FamilyID, "c1", "alice"))
 	})
-	winner := oneWinner(t, "redemption", errs)
+	winner := oneWinner(t, "redemption", errs, store.ErrConflict)
 	// Exactly the winner's tokens exist, and exactly one audit row.
 	for i := range parallel {
 		g := newGrant(fmt.Sprintf("race %d", i), c.FamilyID, "c1", "alice")
@@ -810,7 +810,7 @@ func testRotateConcurrent(t *testing.T, s store.Store) {
 		a, r, ev := rotation(fmt.Sprintf("race %d", i), g.Refresh)
 		return s.RotateRefresh(ctx, g.Refresh.Hash, at(time.Hour), []byte(fmt.Sprint(i)), a, r, ev)
 	})
-	winner := oneWinner(t, "rotation", errs)
+	winner := oneWinner(t, "rotation", errs, store.ErrConflict)
 	old, err := s.GetToken(ctx, g.Refresh.Hash, at(time.Hour))
 	must(t, "GetToken", err)
 	diff(t, "grace response is the winner's", old.GraceResponse, []byte(fmt.Sprint(winner)))
@@ -1440,56 +1440,27 @@ func testLoginReservationRacesReset(t *testing.T, s store.Store) {
 // other users keep theirs.
 func testPasswordChangeRevokesTokens(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
-	for _, u := range []string{"alice", "bob"} {
-		must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: u, PasswordHash: "x", CreatedAt: base}))
-		must(t, "CreateSession", s.CreateSession(ctx, store.Session{IDHash: h("s " + u), Username: u, CSRFToken: "c", CreatedAt: base, ExpiresAt: at(time.Hour)}))
-	}
-	ga := issue(t, s, "alice", "c1", "alice")
-	gb := issue(t, s, "bob", "c1", "bob")
-	// A code issued under the old password and not yet redeemed.
-	pending := newCode("alice pending", "c1", "alice")
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pending, nil))
-	pendingBob := newCode("bob pending", "c1", "bob")
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pendingBob, nil))
-	sub := Subscribe(t, s)
+	f := signIn(t, s)
 	now := at(time.Minute)
 	ev := store.AuditEvent{Event: store.EventPasswordChanged, Success: true, IP: "cli", Username: "alice", CreatedAt: now}
 	hashes, err := s.SetPassword(ctx, "alice", "$2a$10$new", now, &ev)
 	must(t, "SetPassword", err)
-	slices.Sort(hashes)
-	want := []string{ga.Access.Hash, ga.Refresh.Hash}
-	slices.Sort(want)
-	diff(t, "revoked hashes", hashes, want)
-	for _, tok := range []store.Token{ga.Access, ga.Refresh} {
+	diff(t, "revoked hashes", sorted(hashes), sorted([]string{f.alice.Access.Hash, f.alice.Refresh.Hash}))
+	for _, tok := range []store.Token{f.alice.Access, f.alice.Refresh} {
 		got, err := s.GetToken(ctx, tok.Hash, now)
 		must(t, "GetToken", err)
 		if !got.RevokedAt.Equal(now) {
 			t.Errorf("%s token of alice: RevokedAt %v, want %v", tok.Kind, got.RevokedAt, now)
 		}
 	}
-	if !sub.WaitHashes(time.Second, ga.Access.Hash, ga.Refresh.Hash) {
-		t.Errorf("alice's revoked tokens not notified within 1s")
-	}
-	_, err = s.GetSession(ctx, h("s alice"), now)
-	wantErr(t, "alice's session", err, store.ErrNotFound)
-	// The pending code must not become a new token family afterwards.
-	_, err = s.GetAuthCode(ctx, pending.CodeHash, now)
-	wantErr(t, "alice's unredeemed code", err, store.ErrNotFound)
-	wantErr(t, "redeeming alice's old code", s.RedeemCode(ctx, pending.CodeHash, now, newGrant("alice pending", pending.FamilyID, "c1", "alice")), store.ErrNotFound)
-	if _, err := s.GetAuthCode(ctx, pendingBob.CodeHash, now); err != nil {
-		t.Errorf("bob's unredeemed code: %v", err)
-	}
+	f.wantAliceSignedOut(t, s, now)
+	// The code issued under the old password must not become a new token
+	// family afterwards.
+	wantErr(t, "redeeming alice's old code", s.RedeemCode(ctx, f.alicePending.CodeHash, now, newGrant("alice pending", f.alicePending.FamilyID, "c1", "alice")), store.ErrNotFound)
 	rows, err := s.ListAudit(ctx, store.AuditFilter{Event: store.EventPasswordChanged})
 	must(t, "ListAudit", err)
 	if len(rows) != 1 || rows[0].Username != "alice" {
 		t.Errorf("password_changed audit rows: %+v", rows)
-	}
-	if tok, err := s.GetToken(ctx, gb.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
-		t.Errorf("bob's token: %v, revoked %v", err, tok.RevokedAt)
-	}
-	if _, err := s.GetSession(ctx, h("s bob"), now); err != nil {
-		t.Errorf("bob's session: %v", err)
 	}
 	// Again: nothing left to revoke, and still no error.
 	hashes, err = s.SetPassword(ctx, "alice", "$2a$10$newer", at(2*time.Minute), nil)
@@ -1767,59 +1738,98 @@ func testUserGroups(t *testing.T, s store.Store) {
 
 // ---- cascades ----
 
-func testDeleteUser(t *testing.T, s store.Store) {
+// signIns is what alice's and bob's sign-ins leave in a store: a session,
+// a token grant and an unredeemed code each, all from client c1, watched
+// by a subscription. The changes that end one user's sign-ins
+// (SetPassword, ResetSecondFactors, DeleteUser) start from it.
+type signIns struct {
+	alice, bob               store.CodeGrant
+	alicePending, bobPending store.AuthCode
+	sub                      *Collector
+}
+
+// signIn creates client c1, the users alice and bob unless they exist,
+// and their sign-ins.
+func signIn(t *testing.T, s store.Store) signIns {
+	t.Helper()
 	ctx := t.Context()
 	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
 	for _, u := range []string{"alice", "bob"} {
-		must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: u, PasswordHash: "x", CreatedAt: base}))
+		if _, err := s.GetUser(ctx, u); errors.Is(err, store.ErrNotFound) {
+			must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: u, PasswordHash: "x", CreatedAt: base}))
+		}
 		must(t, "CreateSession", s.CreateSession(ctx, store.Session{IDHash: h("s " + u), Username: u, CSRFToken: "c", CreatedAt: base, ExpiresAt: at(time.Hour)}))
+	}
+	f := signIns{
+		alice:        issue(t, s, "alice", "c1", "alice"),
+		bob:          issue(t, s, "bob", "c1", "bob"),
+		alicePending: newCode("alice pending", "c1", "alice"),
+		bobPending:   newCode("bob pending", "c1", "bob"),
+	}
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, f.alicePending, nil))
+	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, f.bobPending, nil))
+	f.sub = Subscribe(t, s)
+	return f
+}
+
+// wantAliceSignedOut checks that alice's sign-ins ended by now and bob's
+// did not: her tokens were notified, her session and unredeemed code are
+// gone; bob's session, code and token are there, his token neither
+// revoked nor notified.
+func (f signIns) wantAliceSignedOut(t *testing.T, s store.Store, now time.Time) {
+	t.Helper()
+	ctx := t.Context()
+	if !f.sub.WaitHashes(time.Second, f.alice.Access.Hash, f.alice.Refresh.Hash) {
+		t.Errorf("alice's revoked tokens not notified within 1s")
+	}
+	_, err := s.GetSession(ctx, h("s alice"), now)
+	wantErr(t, "alice's session", err, store.ErrNotFound)
+	_, err = s.GetAuthCode(ctx, f.alicePending.CodeHash, now)
+	wantErr(t, "alice's unredeemed code", err, store.ErrNotFound)
+	if _, err := s.GetSession(ctx, h("s bob"), now); err != nil {
+		t.Errorf("bob's session: %v", err)
+	}
+	if _, err := s.GetAuthCode(ctx, f.bobPending.CodeHash, now); err != nil {
+		t.Errorf("bob's unredeemed code: %v", err)
+	}
+	if tok, err := s.GetToken(ctx, f.bob.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
+		t.Errorf("bob's token: %v, revoked %v", err, tok.RevokedAt)
+	}
+	if f.sub.Has(f.bob.Access.Hash) {
+		t.Errorf("bob's token notified")
+	}
+}
+
+func testDeleteUser(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	f := signIn(t, s)
+	for _, u := range []string{"alice", "bob"} {
 		must(t, "PutConsent", s.PutConsent(ctx, store.Consent{Username: u, ClientID: "c1", Resource: resA, Scope: "mcp", CreatedAt: base, UpdatedAt: base}, nil))
 		_, _, err := s.ReserveLoginAttempt(ctx, u, base, time.Hour, 5, time.Hour)
 		must(t, "ReserveLoginAttempt", err)
 	}
-	ga := issue(t, s, "alice", "c1", "alice")
-	gb := issue(t, s, "bob", "c1", "bob")
-	pending := newCode("pending", "c1", "alice")
-	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, pending, nil))
-	sub := Subscribe(t, s)
 
 	now := at(time.Minute)
 	must(t, "DeleteUser", s.DeleteUser(ctx, "alice", now))
 	_, err := s.GetUser(ctx, "alice")
 	wantErr(t, "GetUser", err, store.ErrNotFound)
-	_, err = s.GetSession(ctx, h("s alice"), now)
-	wantErr(t, "GetSession", err, store.ErrNotFound)
 	_, err = s.GetConsent(ctx, "alice", "c1", resA)
 	wantErr(t, "GetConsent", err, store.ErrNotFound)
-	_, err = s.GetAuthCode(ctx, pending.CodeHash, now)
-	wantErr(t, "GetAuthCode (an unredeemed code of a deleted user)", err, store.ErrNotFound)
-	if f, _ := s.GetLoginFailures(ctx, "alice"); f.Count != 0 {
-		t.Errorf("login failures kept: %+v", f)
+	if lf, _ := s.GetLoginFailures(ctx, "alice"); lf.Count != 0 {
+		t.Errorf("login failures kept: %+v", lf)
 	}
-	for _, tok := range []store.Token{ga.Access, ga.Refresh} {
+	for _, tok := range []store.Token{f.alice.Access, f.alice.Refresh} {
 		got, err := s.GetToken(ctx, tok.Hash, now)
 		if err == nil && got.RevokedAt.IsZero() {
 			t.Errorf("%s token of deleted user still valid", tok.Kind)
 		}
 	}
-	if !sub.WaitHashes(time.Second, ga.Access.Hash, ga.Refresh.Hash) {
-		t.Errorf("deleted user's tokens not notified within 1s")
-	}
-	// Bob is untouched.
+	f.wantAliceSignedOut(t, s, now)
 	if _, err := s.GetUser(ctx, "bob"); err != nil {
 		t.Errorf("bob: %v", err)
 	}
-	if _, err := s.GetSession(ctx, h("s bob"), now); err != nil {
-		t.Errorf("bob's session: %v", err)
-	}
 	if _, err := s.GetConsent(ctx, "bob", "c1", resA); err != nil {
 		t.Errorf("bob's consent: %v", err)
-	}
-	if tok, err := s.GetToken(ctx, gb.Access.Hash, now); err != nil || !tok.RevokedAt.IsZero() {
-		t.Errorf("bob's token: %v, revoked %v", err, tok.RevokedAt)
-	}
-	if sub.Has(gb.Access.Hash) {
-		t.Errorf("bob's token notified")
 	}
 	// The name can be taken again.
 	must(t, "CreateUser again", s.CreateUser(ctx, store.User{Username: "alice", PasswordHash: "y", CreatedAt: now}))
@@ -1957,7 +1967,7 @@ func testRevokeAPIKeyConcurrent(t *testing.T, s store.Store) {
 		ev := store.AuditEvent{Event: store.EventAPIKeyRevoked, Success: true, IP: "cli", Username: "apikey:ci", CreatedAt: base}
 		return s.RevokeAPIKey(ctx, "ci", at(time.Hour), &ev)
 	})
-	oneWinner(t, "revocation", errs)
+	oneWinner(t, "revocation", errs, store.ErrConflict)
 	if c := auditCount(t, s); c != 1 {
 		t.Errorf("audit rows = %d, want 1", c)
 	}

@@ -2,8 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -15,20 +13,11 @@ import (
 const apiKeyCols = `name, hash, resources, scope, created_at, revoked_at`
 
 func (db *Store) CreateAPIKey(ctx context.Context, k store.APIKey, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
-			k.Name, k.Hash, db.strings(k.Resources), k.Scope, db.nullTime(k.CreatedAt), db.nullTime(k.RevokedAt)); err != nil {
-			return err
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+	return db.write(ctx, "create api key", audit, func(tx Querier) error {
+		_, err := tx.Exec(ctx, `INSERT INTO api_keys (`+apiKeyCols+`) VALUES ($1, $2, $3, $4, $5, $6)`,
+			k.Name, k.Hash, db.strings(k.Resources), k.Scope, db.nullTime(k.CreatedAt), db.nullTime(k.RevokedAt))
+		return err
 	})
-	if err != nil {
-		return fmt.Errorf("create api key: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) scanAPIKey(r scanner) (store.APIKey, error) {
@@ -62,29 +51,12 @@ func (db *Store) LookupAPIKey(ctx context.Context, hash string) (store.APIKey, e
 // RevokeAPIKey invalidates the key's hash like every token revocation. The
 // conditional UPDATE makes one of concurrent revocations win.
 func (db *Store) RevokeAPIKey(ctx context.Context, name string, now time.Time, audit *store.AuditEvent) error {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
-		var err error
-		hashes, err = queryStrings(ctx, tx, `UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), name)
-		if err != nil {
-			return err
+	_, err := db.revoke(ctx, "revoke api key", now, audit, func(tx Querier) ([]string, error) {
+		hashes, err := queryStrings(ctx, tx, `UPDATE api_keys SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), name)
+		if err == nil && len(hashes) == 0 {
+			err = conflictUnlessMissing(ctx, tx, `SELECT name FROM api_keys WHERE name = $1`, name)
 		}
-		if len(hashes) == 0 {
-			var n string
-			err := tx.QueryRow(ctx, `SELECT name FROM api_keys WHERE name = $1`, name).Scan(&n)
-			if errors.Is(err, sql.ErrNoRows) {
-				return store.ErrNotFound
-			}
-			if err != nil {
-				return err
-			}
-			return store.ErrConflict
-		}
-		return db.finishRevocation(ctx, tx, hashes, now, audit)
+		return hashes, err
 	})
-	if err != nil {
-		return fmt.Errorf("revoke api key: %w", err)
-	}
-	db.published(hashes)
-	return nil
+	return err
 }

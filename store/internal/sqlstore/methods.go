@@ -44,28 +44,14 @@ func (db *Store) scanUser(r scanner) (store.User, error) {
 // tokens in one transaction: a replica that cached a token with the old
 // groups drops it once the change is committed, never before.
 func (db *Store) SetUserGroups(ctx context.Context, username string, groups []string, now time.Time, audit *store.AuditEvent) ([]string, error) {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
-		n, err := execN(ctx, tx, `UPDATE users SET user_groups = $1, updated_at = $2 WHERE username = $3`,
-			db.strings(store.NormalizeGroups(groups)), db.nullTime(now), username)
-		if err != nil {
-			return err
+	return db.revoke(ctx, "set user groups", now, audit, func(tx Querier) ([]string, error) {
+		if err := execFound(ctx, tx, `UPDATE users SET user_groups = $1, updated_at = $2 WHERE username = $3`,
+			db.strings(store.NormalizeGroups(groups)), db.nullTime(now), username); err != nil {
+			return nil, err
 		}
-		if n == 0 {
-			return store.ErrNotFound
-		}
-		hashes, err = queryStrings(ctx, tx, `SELECT hash FROM tokens WHERE username = $1 AND kind = 'access' AND revoked_at IS NULL AND expires_at > $2`,
+		return queryStrings(ctx, tx, `SELECT hash FROM tokens WHERE username = $1 AND kind = 'access' AND revoked_at IS NULL AND expires_at > $2`,
 			username, db.time(now))
-		if err != nil {
-			return err
-		}
-		return db.finishRevocation(ctx, tx, hashes, now, audit)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("set user groups: %w", err)
-	}
-	db.published(hashes)
-	return hashes, nil
 }
 
 func (db *Store) GetUser(ctx context.Context, username string) (store.User, error) {
@@ -88,49 +74,37 @@ func (db *Store) ListUsers(ctx context.Context) ([]store.User, error) {
 // unredeemed codes and revokes their tokens in one transaction; the revoked
 // hashes are invalidated.
 func (db *Store) SetPassword(ctx context.Context, username, hash string, now time.Time, audit *store.AuditEvent) ([]string, error) {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
-		n, err := execN(ctx, tx, `UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3`, hash, db.nullTime(now), username)
-		if err != nil {
-			return err
+	return db.revoke(ctx, "set password", now, audit, func(tx Querier) ([]string, error) {
+		if err := execFound(ctx, tx, `UPDATE users SET password_hash = $1, updated_at = $2 WHERE username = $3`, hash, db.nullTime(now), username); err != nil {
+			return nil, err
 		}
-		if n == 0 {
-			return store.ErrNotFound
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE username = $1`, username); err != nil {
-			return err
-		}
-		// A code issued under the old password would otherwise become a
-		// new token family after the change. Deleting codes before
-		// revoking (as DeleteConsent does) makes a redemption that holds
-		// a code's row finish first, so its tokens are revoked below.
-		if _, err := tx.Exec(ctx, `DELETE FROM auth_codes WHERE username = $1 AND used_at IS NULL`, username); err != nil {
-			return err
-		}
-		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), username)
-		if err != nil {
-			return err
-		}
-		return db.finishRevocation(ctx, tx, hashes, now, audit)
+		return db.endSignIns(ctx, tx, username, now)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("set password: %w", err)
+}
+
+// endSignIns deletes the user's sessions and unredeemed codes and revokes
+// their tokens, returning the revoked hashes: what SetPassword and
+// ResetSecondFactors do to whoever signed in with the old credentials.
+func (db *Store) endSignIns(ctx context.Context, tx Querier, username string, now time.Time) ([]string, error) {
+	if _, err := tx.Exec(ctx, `DELETE FROM sessions WHERE username = $1`, username); err != nil {
+		return nil, err
 	}
-	db.published(hashes)
-	return hashes, nil
+	// A code issued under the old credentials would otherwise become a
+	// new token family after the change. Deleting codes before revoking
+	// (as DeleteConsent does) makes a redemption that holds a code's row
+	// finish first, so its tokens are revoked below.
+	if _, err := tx.Exec(ctx, `DELETE FROM auth_codes WHERE username = $1 AND used_at IS NULL`, username); err != nil {
+		return nil, err
+	}
+	return revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), username)
 }
 
 // DeleteUser deletes the user's row, sessions, consents, lockout state,
 // unredeemed codes and tokens; the deleted token hashes are published.
 func (db *Store) DeleteUser(ctx context.Context, username string, now time.Time) error {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
-		n, err := execN(ctx, tx, `DELETE FROM users WHERE username = $1`, username)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrNotFound
+	_, err := db.revoke(ctx, "delete user", now, nil, func(tx Querier) ([]string, error) {
+		if err := execFound(ctx, tx, `DELETE FROM users WHERE username = $1`, username); err != nil {
+			return nil, err
 		}
 		for _, q := range []string{
 			`DELETE FROM sessions WHERE username = $1`,
@@ -142,22 +116,14 @@ func (db *Store) DeleteUser(ctx context.Context, username string, now time.Time)
 			`DELETE FROM passkeys WHERE username = $1`,
 		} {
 			if _, err := tx.Exec(ctx, q, username); err != nil {
-				return err
+				return nil, err
 			}
 		}
 		// Every deleted token counts as revoked for the caches, even
 		// one revoked earlier: dropping it again is harmless.
-		hashes, err = revokeAll(ctx, tx, `DELETE FROM tokens WHERE username = $1 RETURNING hash`, username)
-		if err != nil {
-			return err
-		}
-		return db.c.Invalidate(ctx, tx, hashes, now)
+		return revokeAll(ctx, tx, `DELETE FROM tokens WHERE username = $1 RETURNING hash`, username)
 	})
-	if err != nil {
-		return fmt.Errorf("delete user: %w", err)
-	}
-	db.published(hashes)
-	return nil
+	return err
 }
 
 // ---- clients ----
@@ -217,37 +183,21 @@ func (db *Store) ListClients(ctx context.Context) ([]store.Client, error) {
 // DeleteClient deletes the client, its codes and consents, and revokes
 // (keeps, marked revoked) its tokens.
 func (db *Store) DeleteClient(ctx context.Context, id string, now time.Time) error {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
-		n, err := execN(ctx, tx, `DELETE FROM clients WHERE id = $1`, id)
-		if err != nil {
-			return err
+	_, err := db.revoke(ctx, "delete client", now, nil, func(tx Querier) ([]string, error) {
+		if err := execFound(ctx, tx, `DELETE FROM clients WHERE id = $1`, id); err != nil {
+			return nil, err
 		}
-		if n == 0 {
-			return store.ErrNotFound
+		if err := deleteClientGrants(ctx, tx, id); err != nil {
+			return nil, err
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM auth_codes WHERE client_id = $1`, id); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM consents WHERE client_id = $1`, id); err != nil {
-			return err
-		}
-		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), id)
-		if err != nil {
-			return err
-		}
-		return db.c.Invalidate(ctx, tx, hashes, now)
+		return revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), id)
 	})
-	if err != nil {
-		return fmt.Errorf("delete client: %w", err)
-	}
-	db.published(hashes)
-	return nil
+	return err
 }
 
 func (db *Store) DeleteStaleClients(ctx context.Context, olderThan time.Time) ([]string, error) {
 	var ids []string
-	err := db.tx(ctx, func(tx Querier) error {
+	err := db.write(ctx, "delete stale clients", nil, func(tx Querier) error {
 		var err error
 		ids, err = queryStrings(ctx, tx, `DELETE FROM clients
 			WHERE source = $1 AND last_used_at IS NULL AND created_at < $2 RETURNING id`,
@@ -256,19 +206,26 @@ func (db *Store) DeleteStaleClients(ctx context.Context, olderThan time.Time) ([
 			return err
 		}
 		for _, id := range ids {
-			if _, err := tx.Exec(ctx, `DELETE FROM auth_codes WHERE client_id = $1`, id); err != nil {
-				return err
-			}
-			if _, err := tx.Exec(ctx, `DELETE FROM consents WHERE client_id = $1`, id); err != nil {
+			if err := deleteClientGrants(ctx, tx, id); err != nil {
 				return err
 			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("delete stale clients: %w", err)
+		return nil, err
 	}
 	return ids, nil
+}
+
+// deleteClientGrants deletes what a deleted client leaves besides tokens:
+// its codes and the users' consents to it.
+func deleteClientGrants(ctx context.Context, tx Querier, id string) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM auth_codes WHERE client_id = $1`, id); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `DELETE FROM consents WHERE client_id = $1`, id)
+	return err
 }
 
 // ---- sessions ----
@@ -343,21 +300,12 @@ func (db *Store) DeleteUserSessions(ctx context.Context, username string) (int, 
 const codeCols = `code_hash, client_id, username, redirect_uri, code_challenge, code_challenge_method, scope, resource, family_id, created_at, expires_at, used_at`
 
 func (db *Store) CreateAuthCode(ctx context.Context, c store.AuthCode, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO auth_codes (`+codeCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+	return db.write(ctx, "create auth code", audit, func(tx Querier) error {
+		_, err := tx.Exec(ctx, `INSERT INTO auth_codes (`+codeCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
 			c.CodeHash, c.ClientID, c.Username, c.RedirectURI, c.CodeChallenge, c.CodeChallengeMethod, c.Scope, c.Resource,
-			c.FamilyID, db.nullTime(c.CreatedAt), db.time(c.ExpiresAt), db.nullTime(c.UsedAt)); err != nil {
-			return err
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+			c.FamilyID, db.nullTime(c.CreatedAt), db.time(c.ExpiresAt), db.nullTime(c.UsedAt))
+		return err
 	})
-	if err != nil {
-		return fmt.Errorf("create auth code: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) GetAuthCode(ctx context.Context, codeHash string, now time.Time) (store.AuthCode, error) {
@@ -372,38 +320,17 @@ func (db *Store) GetAuthCode(ctx context.Context, codeHash string, now time.Time
 }
 
 func (db *Store) RedeemCode(ctx context.Context, codeHash string, now time.Time, g store.CodeGrant) error {
-	err := db.tx(ctx, func(tx Querier) error {
+	return db.write(ctx, "redeem code", &g.Audit, func(tx Querier) error {
 		n, err := execN(ctx, tx, `UPDATE auth_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL AND expires_at > $3`,
 			db.time(now), codeHash, db.time(now))
 		if err != nil {
 			return err
 		}
 		if n == 0 {
-			var usedAt time.Time
-			err := tx.QueryRow(ctx, `SELECT used_at FROM auth_codes WHERE code_hash = $1 AND expires_at > $2`, codeHash, db.time(now)).Scan(db.scanTime(&usedAt))
-			if errors.Is(err, sql.ErrNoRows) {
-				return store.ErrNotFound
-			}
-			if err != nil {
-				return err
-			}
-			return store.ErrConflict
+			return conflictUnlessMissing(ctx, tx, `SELECT used_at FROM auth_codes WHERE code_hash = $1 AND expires_at > $2`, codeHash, db.time(now))
 		}
-		if err := db.insertToken(ctx, tx, g.Access); err != nil {
-			return err
-		}
-		if err := db.insertToken(ctx, tx, g.Refresh); err != nil {
-			return err
-		}
-		if err := db.insertAudit(ctx, tx, &g.Audit); err != nil {
-			return err
-		}
-		return db.touchClient(ctx, tx, g.Access.ClientID, now)
+		return db.insertGrant(ctx, tx, g.Access, g.Refresh, now)
 	})
-	if err != nil {
-		return fmt.Errorf("redeem code: %w", err)
-	}
-	return nil
 }
 
 // ---- tokens ----
@@ -424,8 +351,16 @@ func (db *Store) insertToken(ctx context.Context, tx Querier, t store.Token) err
 	return nil
 }
 
-func (db *Store) touchClient(ctx context.Context, tx Querier, clientID string, now time.Time) error {
-	if _, err := tx.Exec(ctx, `UPDATE clients SET last_used_at = $1 WHERE id = $2`, db.time(now), clientID); err != nil {
+// insertGrant stores a new access and refresh token (a redemption's or a
+// rotation's, of one client) and sets the client's LastUsedAt.
+func (db *Store) insertGrant(ctx context.Context, tx Querier, access, refresh store.Token, now time.Time) error {
+	if err := db.insertToken(ctx, tx, access); err != nil {
+		return err
+	}
+	if err := db.insertToken(ctx, tx, refresh); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE clients SET last_used_at = $1 WHERE id = $2`, db.time(now), access.ClientID); err != nil {
 		return fmt.Errorf("touch client: %w", err)
 	}
 	return nil
@@ -485,7 +420,7 @@ func (db *Store) RotateRefresh(ctx context.Context, oldHash string, now time.Tim
 	if graceResponse == nil {
 		graceResponse = []byte{}
 	}
-	err := db.tx(ctx, func(tx Querier) error {
+	return db.write(ctx, "rotate refresh token", &audit, func(tx Querier) error {
 		n, err := execN(ctx, tx, `UPDATE tokens SET rotated_at = $1, grace_response = $2, last_used_at = $3
 			WHERE hash = $4 AND kind = 'refresh' AND revoked_at IS NULL AND rotated_at IS NULL AND expires_at > $5`,
 			db.time(now), graceResponse, db.time(now), oldHash, db.time(now))
@@ -495,48 +430,25 @@ func (db *Store) RotateRefresh(ctx context.Context, oldHash string, now time.Tim
 		if n == 0 {
 			return store.ErrConflict
 		}
-		if err := db.insertToken(ctx, tx, access); err != nil {
-			return err
-		}
-		if err := db.insertToken(ctx, tx, refresh); err != nil {
-			return err
-		}
-		if err := db.insertAudit(ctx, tx, &audit); err != nil {
-			return err
-		}
-		return db.touchClient(ctx, tx, refresh.ClientID, now)
+		return db.insertGrant(ctx, tx, access, refresh, now)
 	})
-	if err != nil {
-		return fmt.Errorf("rotate refresh token: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) RevokeToken(ctx context.Context, hash string, now time.Time, audit *store.AuditEvent) ([]string, error) {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
+	return db.revoke(ctx, "revoke token", now, audit, func(tx Querier) ([]string, error) {
 		var kind, family string
 		err := tx.QueryRow(ctx, `SELECT kind, family_id FROM tokens WHERE hash = $1`, hash).Scan(&kind, &family)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			err = nil // unknown tokens are not an error (RFC 7009)
+			return nil, nil // unknown tokens are not an error (RFC 7009)
 		case err != nil:
-			return err
+			return nil, err
 		case kind == store.KindRefresh:
-			hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), family)
+			return revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), family)
 		default:
-			hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), hash)
+			return revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), hash)
 		}
-		if err != nil {
-			return err
-		}
-		return db.finishRevocation(ctx, tx, hashes, now, audit)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("revoke token: %w", err)
-	}
-	db.published(hashes)
-	return hashes, nil
 }
 
 func (db *Store) RevokeFamily(ctx context.Context, familyID string, now time.Time, audit *store.AuditEvent) ([]string, error) {
@@ -551,34 +463,10 @@ func (db *Store) RevokeUserTokens(ctx context.Context, username, clientID string
 }
 
 func (db *Store) revokeWhere(ctx context.Context, op, where string, args []any, now time.Time, audit *store.AuditEvent) ([]string, error) {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
-		var err error
-		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE `+where+` AND revoked_at IS NULL RETURNING hash`,
+	return db.revoke(ctx, op, now, audit, func(tx Querier) ([]string, error) {
+		return revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE `+where+` AND revoked_at IS NULL RETURNING hash`,
 			append([]any{db.time(now)}, args...)...)
-		if err != nil {
-			return err
-		}
-		return db.finishRevocation(ctx, tx, hashes, now, audit)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
-	}
-	db.published(hashes)
-	return hashes, nil
-}
-
-// finishRevocation ends a revoking transaction: it records the
-// invalidation of the revoked hashes (Config.Invalidate) and writes the
-// audit row, if any. The caller calls published after the commit.
-func (db *Store) finishRevocation(ctx context.Context, tx Querier, hashes []string, now time.Time, audit *store.AuditEvent) error {
-	if err := db.c.Invalidate(ctx, tx, hashes, now); err != nil {
-		return err
-	}
-	if audit != nil {
-		return db.insertAudit(ctx, tx, audit)
-	}
-	return nil
 }
 
 // TouchToken sets LastUsedAt; ErrNotFound for an unknown token.
@@ -598,21 +486,12 @@ func (db *Store) TouchToken(ctx context.Context, hash string, now time.Time) err
 // PutConsent keeps the CreatedAt of an existing consent of the same
 // client and resource and replaces scope and UpdatedAt.
 func (db *Store) PutConsent(ctx context.Context, c store.Consent, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO consents (username, client_id, resource, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
+	return db.write(ctx, "put consent", audit, func(tx Querier) error {
+		_, err := tx.Exec(ctx, `INSERT INTO consents (username, client_id, resource, scope, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (username, client_id, resource) DO UPDATE SET scope = excluded.scope, updated_at = excluded.updated_at`,
-			c.Username, c.ClientID, c.Resource, c.Scope, db.nullTime(c.CreatedAt), db.nullTime(c.UpdatedAt)); err != nil {
-			return err
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+			c.Username, c.ClientID, c.Resource, c.Scope, db.nullTime(c.CreatedAt), db.nullTime(c.UpdatedAt))
+		return err
 	})
-	if err != nil {
-		return fmt.Errorf("put consent: %w", err)
-	}
-	return nil
 }
 
 const consentCols = `username, client_id, resource, scope, created_at, updated_at`
@@ -645,34 +524,20 @@ func (db *Store) ListConsents(ctx context.Context, username string) ([]store.Con
 // resource) and unredeemed codes for it, and revokes the user's tokens for
 // it.
 func (db *Store) DeleteConsent(ctx context.Context, username, clientID string, now time.Time, audit *store.AuditEvent) ([]string, error) {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
-		n, err := execN(ctx, tx, `DELETE FROM consents WHERE username = $1 AND client_id = $2`, username, clientID)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrNotFound
+	return db.revoke(ctx, "delete consent", now, audit, func(tx Querier) ([]string, error) {
+		if err := execFound(ctx, tx, `DELETE FROM consents WHERE username = $1 AND client_id = $2`, username, clientID); err != nil {
+			return nil, err
 		}
 		// Pending codes go too, so an authorization in flight cannot
 		// mint tokens after the user revoked the client. A redemption
 		// holding the code's row lock finishes first, and its tokens are
 		// then visible to the revocation below.
 		if _, err := tx.Exec(ctx, `DELETE FROM auth_codes WHERE username = $1 AND client_id = $2 AND used_at IS NULL`, username, clientID); err != nil {
-			return err
+			return nil, err
 		}
-		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND client_id = $3 AND revoked_at IS NULL RETURNING hash`,
+		return revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND client_id = $3 AND revoked_at IS NULL RETURNING hash`,
 			db.time(now), username, clientID)
-		if err != nil {
-			return err
-		}
-		return db.finishRevocation(ctx, tx, hashes, now, audit)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("delete consent: %w", err)
-	}
-	db.published(hashes)
-	return hashes, nil
 }
 
 // ---- login failures ----
@@ -687,7 +552,7 @@ func (db *Store) ReserveLoginAttempt(ctx context.Context, username string, now t
 		out store.LoginFailures
 		ok  bool
 	)
-	err := db.tx(ctx, func(tx Querier) error {
+	err := db.write(ctx, "reserve login attempt", nil, func(tx Querier) error {
 		var cur store.LoginFailures
 		for attempt := 0; ; attempt++ {
 			// The placeholder's count of 0 reads as "no failures".
@@ -719,7 +584,7 @@ func (db *Store) ReserveLoginAttempt(ctx context.Context, username string, now t
 		return err
 	})
 	if err != nil {
-		return store.LoginFailures{}, false, fmt.Errorf("reserve login attempt: %w", err)
+		return store.LoginFailures{}, false, err
 	}
 	return out, ok, nil
 }
@@ -766,7 +631,11 @@ func (db *Store) PutSetting(ctx context.Context, key, value string, now time.Tim
 
 // ---- audit ----
 
+// insertAudit appends e, if not nil, and sets its ID.
 func (db *Store) insertAudit(ctx context.Context, tx Querier, e *store.AuditEvent) error {
+	if e == nil {
+		return nil
+	}
 	if e.CreatedAt.IsZero() {
 		// The recorder stamps events; this only keeps a forgetful caller's
 		// row in order rather than at year 1.
@@ -783,11 +652,7 @@ func (db *Store) insertAudit(ctx context.Context, tx Querier, e *store.AuditEven
 
 // RecordAudit appends e; a zero CreatedAt is replaced by the current time.
 func (db *Store) RecordAudit(ctx context.Context, e store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error { return db.insertAudit(ctx, tx, &e) })
-	if err != nil {
-		return fmt.Errorf("record audit: %w", err)
-	}
-	return nil
+	return db.write(ctx, "record audit", &e, func(Querier) error { return nil })
 }
 
 func (db *Store) scanAuditEvent(r scanner) (store.AuditEvent, error) {
@@ -838,7 +703,7 @@ func (db *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 
 func (db *Store) DeleteExpired(ctx context.Context, now, auditBefore time.Time) (int64, error) {
 	var total int64
-	err := db.tx(ctx, func(tx Querier) error {
+	err := db.write(ctx, "delete expired", nil, func(tx Querier) error {
 		for _, q := range []string{
 			`DELETE FROM sessions WHERE expires_at <= $1`,
 			`DELETE FROM auth_codes WHERE expires_at <= $1`,
@@ -867,7 +732,7 @@ func (db *Store) DeleteExpired(ctx context.Context, now, auditBefore time.Time) 
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("delete expired: %w", err)
+		return 0, err
 	}
 	return total, nil
 }
@@ -876,6 +741,44 @@ func (db *Store) DeleteExpired(ctx context.Context, now, auditBefore time.Time) 
 
 func execN(ctx context.Context, tx Querier, query string, args ...any) (int64, error) {
 	return tx.Exec(ctx, query, args...)
+}
+
+// execFound runs a write that must find its row: store.ErrNotFound if it
+// changed none.
+func execFound(ctx context.Context, tx Querier, query string, args ...any) error {
+	n, err := tx.Exec(ctx, query, args...)
+	if err == nil && n == 0 {
+		return store.ErrNotFound
+	}
+	return err
+}
+
+// conflictUnlessMissing says why a conditional write changed nothing:
+// store.ErrNotFound if query, a SELECT of the row it meant, finds none,
+// store.ErrConflict if the row is there but not in the state the write
+// required.
+func conflictUnlessMissing(ctx context.Context, tx Querier, query string, args ...any) error {
+	var v any
+	err := tx.QueryRow(ctx, query, args...).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	if err != nil {
+		return err
+	}
+	return store.ErrConflict
+}
+
+// lockUserRow reads the user's row of table under the dialect's write
+// lock (Dialect.ForUpdate) and fails with store.ErrNotFound if there is
+// none: the transaction then writes rows that belong to it.
+func (db *Store) lockUserRow(ctx context.Context, tx Querier, table, username string) error {
+	var u string
+	err := tx.QueryRow(ctx, `SELECT username FROM `+table+` WHERE username = $1`+db.c.Dialect.ForUpdate, username).Scan(&u)
+	if errors.Is(err, sql.ErrNoRows) {
+		return store.ErrNotFound
+	}
+	return err
 }
 
 // exec runs one statement outside an explicit transaction and returns the

@@ -2,8 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"time"
 
@@ -13,13 +11,8 @@ import (
 // ---- second factors ----
 
 func (db *Store) EnrollTOTP(ctx context.Context, t store.TOTP, recoveryHashes []string, now time.Time, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		var u string
-		err := tx.QueryRow(ctx, `SELECT username FROM users WHERE username = $1`+db.c.Dialect.ForUpdate, t.Username).Scan(&u)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
+	return db.write(ctx, "enroll totp", audit, func(tx Querier) error {
+		if err := db.lockUserRow(ctx, tx, "users", t.Username); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM totp_secrets WHERE username = $1`, t.Username); err != nil {
@@ -29,18 +22,8 @@ func (db *Store) EnrollTOTP(ctx context.Context, t store.TOTP, recoveryHashes []
 			t.Username, t.Secret, t.LastStep, db.nullTime(t.CreatedAt), db.nullTime(t.LastUsedAt)); err != nil {
 			return err
 		}
-		if err := db.replaceCodes(ctx, tx, t.Username, recoveryHashes, now); err != nil {
-			return err
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+		return db.replaceCodes(ctx, tx, t.Username, recoveryHashes, now)
 	})
-	if err != nil {
-		return fmt.Errorf("enroll totp: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) replaceCodes(ctx context.Context, tx Querier, username string, hashes []string, now time.Time) error {
@@ -68,95 +51,38 @@ func (db *Store) GetTOTP(ctx context.Context, username string) (store.TOTP, erro
 // UseTOTPStep is one conditional UPDATE, so the replay check holds across
 // replicas without a read first.
 func (db *Store) UseTOTPStep(ctx context.Context, username string, step int64, now time.Time) error {
-	err := db.tx(ctx, func(tx Querier) error {
+	return db.write(ctx, "use totp step", nil, func(tx Querier) error {
 		n, err := execN(ctx, tx, `UPDATE totp_secrets SET last_step = $1, last_used_at = $2 WHERE username = $3 AND last_step < $1`, step, db.time(now), username)
-		if err != nil {
+		if err != nil || n == 1 {
 			return err
 		}
-		if n == 1 {
-			return nil
-		}
-		var u string
-		err = tx.QueryRow(ctx, `SELECT username FROM totp_secrets WHERE username = $1`, username).Scan(&u)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		return store.ErrConflict
+		return conflictUnlessMissing(ctx, tx, `SELECT username FROM totp_secrets WHERE username = $1`, username)
 	})
-	if err != nil {
-		return fmt.Errorf("use totp step: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) DeleteTOTP(ctx context.Context, username string, now time.Time, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		n, err := execN(ctx, tx, `DELETE FROM totp_secrets WHERE username = $1`, username)
-		if err != nil {
+	return db.write(ctx, "delete totp", audit, func(tx Querier) error {
+		if err := execFound(ctx, tx, `DELETE FROM totp_secrets WHERE username = $1`, username); err != nil {
 			return err
 		}
-		if n == 0 {
-			return store.ErrNotFound
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM recovery_codes WHERE username = $1`, username); err != nil {
-			return err
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+		_, err := tx.Exec(ctx, `DELETE FROM recovery_codes WHERE username = $1`, username)
+		return err
 	})
-	if err != nil {
-		return fmt.Errorf("delete totp: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) ReplaceRecoveryCodes(ctx context.Context, username string, hashes []string, now time.Time, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		var u string
-		err := tx.QueryRow(ctx, `SELECT username FROM totp_secrets WHERE username = $1`+db.c.Dialect.ForUpdate, username).Scan(&u)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
+	return db.write(ctx, "replace recovery codes", audit, func(tx Querier) error {
+		if err := db.lockUserRow(ctx, tx, "totp_secrets", username); err != nil {
 			return err
 		}
-		if err := db.replaceCodes(ctx, tx, username, hashes, now); err != nil {
-			return err
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+		return db.replaceCodes(ctx, tx, username, hashes, now)
 	})
-	if err != nil {
-		return fmt.Errorf("replace recovery codes: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) UseRecoveryCode(ctx context.Context, username, hash string, now time.Time, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		n, err := execN(ctx, tx, `UPDATE recovery_codes SET used_at = $1 WHERE hash = $2 AND username = $3 AND used_at IS NULL`, db.time(now), hash, username)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrNotFound
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+	return db.write(ctx, "use recovery code", audit, func(tx Querier) error {
+		return execFound(ctx, tx, `UPDATE recovery_codes SET used_at = $1 WHERE hash = $2 AND username = $3 AND used_at IS NULL`, db.time(now), hash, username)
 	})
-	if err != nil {
-		return fmt.Errorf("use recovery code: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) CountRecoveryCodes(ctx context.Context, username string) (int, error) {
@@ -170,40 +96,21 @@ func (db *Store) CountRecoveryCodes(ctx context.Context, username string) (int, 
 // ResetSecondFactors ends everything the user's sign-ins produced, as
 // SetPassword does: whoever enrolled the removed factor is out too.
 func (db *Store) ResetSecondFactors(ctx context.Context, username string, now time.Time, audit *store.AuditEvent) ([]string, error) {
-	var hashes []string
-	err := db.tx(ctx, func(tx Querier) error {
-		var u string
-		err := tx.QueryRow(ctx, `SELECT username FROM users WHERE username = $1`+db.c.Dialect.ForUpdate, username).Scan(&u)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
-			return err
+	return db.revoke(ctx, "reset second factors", now, audit, func(tx Querier) ([]string, error) {
+		if err := db.lockUserRow(ctx, tx, "users", username); err != nil {
+			return nil, err
 		}
 		for _, q := range []string{
 			`DELETE FROM totp_secrets WHERE username = $1`,
 			`DELETE FROM recovery_codes WHERE username = $1`,
 			`DELETE FROM passkeys WHERE username = $1`,
-			`DELETE FROM sessions WHERE username = $1`,
-			// As in SetPassword: codes first, so a redemption holding a
-			// code's row finishes before the tokens are revoked.
-			`DELETE FROM auth_codes WHERE username = $1 AND used_at IS NULL`,
 		} {
 			if _, err := tx.Exec(ctx, q, username); err != nil {
-				return err
+				return nil, err
 			}
 		}
-		hashes, err = revokeAll(ctx, tx, `UPDATE tokens SET revoked_at = $1 WHERE username = $2 AND revoked_at IS NULL RETURNING hash`, db.time(now), username)
-		if err != nil {
-			return err
-		}
-		return db.finishRevocation(ctx, tx, hashes, now, audit)
+		return db.endSignIns(ctx, tx, username, now)
 	})
-	if err != nil {
-		return nil, fmt.Errorf("reset second factors: %w", err)
-	}
-	db.published(hashes)
-	return hashes, nil
 }
 
 // ---- passkeys ----
@@ -211,28 +118,14 @@ func (db *Store) ResetSecondFactors(ctx context.Context, username string, now ti
 const passkeyCols = `id, username, name, record, sign_count, backup_eligible, backup_state, created_at, last_used_at`
 
 func (db *Store) CreatePasskey(ctx context.Context, p store.Passkey, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		var u string
-		err := tx.QueryRow(ctx, `SELECT username FROM users WHERE username = $1`+db.c.Dialect.ForUpdate, p.Username).Scan(&u)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
+	return db.write(ctx, "create passkey", audit, func(tx Querier) error {
+		if err := db.lockUserRow(ctx, tx, "users", p.Username); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO passkeys (`+passkeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-			p.ID, p.Username, p.Name, p.Record, int64(p.SignCount), p.BackupEligible, p.BackupState, db.nullTime(p.CreatedAt), db.nullTime(p.LastUsedAt)); err != nil {
-			return err
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+		_, err := tx.Exec(ctx, `INSERT INTO passkeys (`+passkeyCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+			p.ID, p.Username, p.Name, p.Record, int64(p.SignCount), p.BackupEligible, p.BackupState, db.nullTime(p.CreatedAt), db.nullTime(p.LastUsedAt))
+		return err
 	})
-	if err != nil {
-		return fmt.Errorf("create passkey: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) scanPasskey(r scanner) (store.Passkey, error) {
@@ -264,30 +157,15 @@ func (db *Store) GetPasskey(ctx context.Context, id []byte) (store.Passkey, erro
 // UsePasskey is one conditional UPDATE, so a counter that did not advance
 // is refused across replicas without a read first.
 func (db *Store) UsePasskey(ctx context.Context, id []byte, signCount uint32, backupState bool, record []byte, now time.Time) error {
-	err := db.tx(ctx, func(tx Querier) error {
+	return db.write(ctx, "use passkey", nil, func(tx Querier) error {
 		n, err := execN(ctx, tx, `UPDATE passkeys SET sign_count = $1, backup_state = $2, record = $3, last_used_at = $4
 			WHERE id = $5 AND (sign_count < $1 OR (sign_count = 0 AND $1 = 0))`,
 			int64(signCount), backupState, record, db.time(now), id)
-		if err != nil {
+		if err != nil || n == 1 {
 			return err
 		}
-		if n == 1 {
-			return nil
-		}
-		var u string
-		err = tx.QueryRow(ctx, `SELECT username FROM passkeys WHERE id = $1`, id).Scan(&u)
-		if errors.Is(err, sql.ErrNoRows) {
-			return store.ErrNotFound
-		}
-		if err != nil {
-			return err
-		}
-		return store.ErrConflict
+		return conflictUnlessMissing(ctx, tx, `SELECT username FROM passkeys WHERE id = $1`, id)
 	})
-	if err != nil {
-		return fmt.Errorf("use passkey: %w", err)
-	}
-	return nil
 }
 
 func (db *Store) RenamePasskey(ctx context.Context, username string, id []byte, name string) error {
@@ -302,38 +180,20 @@ func (db *Store) RenamePasskey(ctx context.Context, username string, id []byte, 
 }
 
 func (db *Store) DeletePasskey(ctx context.Context, username string, id []byte, audit *store.AuditEvent) error {
-	err := db.tx(ctx, func(tx Querier) error {
-		n, err := execN(ctx, tx, `DELETE FROM passkeys WHERE id = $1 AND username = $2`, id, username)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return store.ErrNotFound
-		}
-		if audit != nil {
-			return db.insertAudit(ctx, tx, audit)
-		}
-		return nil
+	return db.write(ctx, "delete passkey", audit, func(tx Querier) error {
+		return execFound(ctx, tx, `DELETE FROM passkeys WHERE id = $1 AND username = $2`, id, username)
 	})
-	if err != nil {
-		return fmt.Errorf("delete passkey: %w", err)
-	}
-	return nil
 }
 
 // SpendNonce first forgets an expired spending of the same value, so a
 // value may come back after its window (it never does for random
 // challenges; the DELETE keeps the contract exact).
 func (db *Store) SpendNonce(ctx context.Context, hash string, now, expiresAt time.Time) error {
-	err := db.tx(ctx, func(tx Querier) error {
+	return db.write(ctx, "spend nonce", nil, func(tx Querier) error {
 		if _, err := tx.Exec(ctx, `DELETE FROM spent_nonces WHERE hash = $1 AND expires_at <= $2`, hash, db.time(now)); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO spent_nonces (hash, expires_at) VALUES ($1, $2)`, hash, db.time(expiresAt))
 		return err
 	})
-	if err != nil {
-		return fmt.Errorf("spend nonce: %w", err)
-	}
-	return nil
 }

@@ -119,6 +119,44 @@ func (db *Store) tx(ctx context.Context, fn func(Querier) error) error {
 	return db.c.Tx(ctx, fn)
 }
 
+// write is the transaction script every writing method shares: it runs
+// fn in a write transaction and then inserts audit, if not nil, in the
+// same transaction, so a change and its audit row commit together or not
+// at all. Errors are wrapped with op.
+func (db *Store) write(ctx context.Context, op string, audit *store.AuditEvent, fn func(tx Querier) error) error {
+	err := db.tx(ctx, func(tx Querier) error {
+		if err := fn(tx); err != nil {
+			return err
+		}
+		return db.insertAudit(ctx, tx, audit)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	return nil
+}
+
+// revoke is write for a change that revokes (or deletes) tokens: fn
+// returns their hashes, whose invalidation is recorded (Config.Invalidate)
+// in the same transaction, before the audit row, so other processes learn
+// it if and only if the change commits. After the commit the hashes are
+// published and returned.
+func (db *Store) revoke(ctx context.Context, op string, now time.Time, audit *store.AuditEvent, fn func(tx Querier) ([]string, error)) ([]string, error) {
+	var hashes []string
+	err := db.write(ctx, op, audit, func(tx Querier) error {
+		var err error
+		if hashes, err = fn(tx); err != nil {
+			return err
+		}
+		return db.c.Invalidate(ctx, tx, hashes, now)
+	})
+	if err != nil {
+		return nil, err
+	}
+	db.published(hashes)
+	return hashes, nil
+}
+
 func (db *Store) mapErr(err error) error {
 	if err == nil {
 		return nil
