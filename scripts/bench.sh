@@ -20,6 +20,19 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
   fi
 fi
 
+# wrk generates the HTTP load (passgate-bench -generator auto picks it up):
+# its C event loop takes less of the two shared cores than a Go client, so
+# the servers, not the generator, set the numbers (issue 21).
+if ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing wrk"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  else
+    echo "== wrk missing and not root: HTTP load comes from passgate-bench's own Go client"
+  fi
+fi
+
 pg_url="${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable}"
 backends="sqlite,postgres"
 if command -v pg_isready >/dev/null 2>&1 && ! pg_isready -q -d "$pg_url"; then

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -81,13 +82,20 @@ type Config struct {
 	Perf string
 	// Label names the run in the Markdown (e.g. the command line).
 	Label string
+	// Generator is the HTTP load generator: "wrk" (the wrk binary, two
+	// threads), "go" (this process's net/http closed loop) or "auto" (wrk
+	// when installed). gRPC load always comes from this process, with
+	// requests encoded once (see rawCodec). Default auto.
+	Generator string
+	// Wrk is the wrk binary when it generates the HTTP load, else "".
+	Wrk string
 }
 
 // profiles are the -quick and -smoke presets; explicit flags win.
 var profiles = map[string]map[string]string{
 	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1", "rss-timeout": "40s"},
 	"smoke": {"duration": "250ms", "warmup": "50ms", "rounds": "1", "pool": "3000", "rss-tokens": "1000", "flood-rounds": "1",
-		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200"},
+		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200", "generator": "go"},
 }
 
 func parseConfig(args []string, stderr io.Writer) (*Config, error) {
@@ -117,6 +125,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.Perf, "perf", "", "record passgate with Linux perf into this directory (one file per scenario)")
 	fs.StringVar(&c.Label, "label", "", "how the run was started, for the Markdown")
 	fs.IntVar(&c.PolicyRules, "policy-rules", 0, "run passgate with an access policy of this many per-tool rules and send Mcp-Method/Mcp-Name (0: no policy)")
+	fs.StringVar(&c.Generator, "generator", "auto", "HTTP load generator: wrk, go, or auto (wrk when installed)")
 	quick := fs.Bool("quick", false, "short run (under 2 minutes): 2s phases, one round, RSS at 100k only")
 	smoke := fs.Bool("smoke", false, "a few seconds on SQLite only, for tests; numbers are meaningless")
 	if err := fs.Parse(args); err != nil {
@@ -161,6 +170,17 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 		if p, err := proc.LookTool("nginx"); err == nil {
 			c.Nginx = p
 		}
+	}
+	switch c.Generator {
+	case "auto", "wrk":
+		if p, err := exec.LookPath("wrk"); err == nil {
+			c.Wrk = p
+		} else if c.Generator == "wrk" {
+			errs = append(errs, fmt.Errorf("-generator wrk: %w", err))
+		}
+	case "go":
+	default:
+		errs = append(errs, fmt.Errorf("-generator: unknown generator %q", c.Generator))
 	}
 	if c.Nginx == "off" {
 		c.Nginx = ""
