@@ -43,6 +43,11 @@ var scenarios = []scenario{
 	{name: "gRPC check, invalid token", transport: "grpc", kind: "invalid"},
 	{name: "HTTP check, invalid token", transport: "http", kind: "invalid"},
 	{name: "nginx auth_request, cache hit", transport: "nginx", kind: "hit", minThroughput: 0.85},
+	// A second passgate with an access policy of -policy-rules per-tool
+	// rules (N below), the last one deciding; both sides get Mcp-Method
+	// and Mcp-Name. First backend only.
+	{name: "gRPC check, cache hit, N-rule policy", transport: "grpc", kind: "policy", minThroughput: 0.85},
+	{name: "HTTP check, cache hit, N-rule policy", transport: "http", kind: "policy", minThroughput: 0.85},
 	// Not against the no-op reference: passgate's built-in proxy
 	// (serve --upstream) against nginx asking passgate with auth_request,
 	// both in front of the same upstream (see compare).
@@ -159,6 +164,8 @@ type results struct {
 	rows     []row
 	floods   []floodResult
 	rss      []rssResult
+	growth   []growthResult
+	cleanups []cleanupResult
 	notes    []string
 	// loads are 1-minute load averages sampled before every phase: other
 	// work on the machine shows up here.
@@ -186,6 +193,7 @@ type benchRun struct {
 	// headers), started once passgate's answer is known; refIDCl asks it.
 	refID   *reference
 	refIDCl *client
+	refMCP  *client // the reference, with Mcp-Method and Mcp-Name
 }
 
 func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err error) {
@@ -224,13 +232,16 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 		if err := os.WriteFile(b.policy, []byte(benchPolicy(b.resURL, cfg.PolicyRules)), 0o600); err != nil {
 			return err
 		}
-		b.note(fmt.Sprintf("passgate ran with an access policy of %d per-tool rules; every check carried Mcp-Method and Mcp-Name", cfg.PolicyRules))
 	}
 
 	n := cfg.Pool + 1
 	if len(cfg.RSSTokens) > 0 {
 		n = max(n, cfg.RSSTokens[len(cfg.RSSTokens)-1])
 	}
+	if len(cfg.GrowthTokens) > 0 {
+		n = max(n, cfg.GrowthTokens[len(cfg.GrowthTokens)-1])
+	}
+	n = max(n, cfg.CleanupTokens)
 	b.logf("minting %d access tokens", n)
 	b.tokens = mintTokens(n)
 
@@ -258,8 +269,14 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 	if b.refCl, err = newClient(b.ref.grpcAddr, b.ref.httpAddr, b.ngRef, b.resHost, cfg.GRPCConns, cfg.Concurrency); err != nil {
 		return err
 	}
-	b.refCl.mcpHeaders = cfg.PolicyRules > 0
 	defer b.refCl.close()
+	// The policy scenarios' reference gets the same Mcp-Method and
+	// Mcp-Name headers as the passgate with the policy.
+	if b.refMCP, err = newClient(b.ref.grpcAddr, b.ref.httpAddr, "", b.resHost, cfg.GRPCConns, cfg.Concurrency); err != nil {
+		return err
+	}
+	b.refMCP.mcpHeaders = true
+	defer b.refMCP.close()
 
 	for i, backend := range cfg.Backends {
 		if err := b.runBackend(ctx, backend, i == 0); err != nil {
@@ -306,7 +323,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return err
 		}
-		if err := seedSQLite(ctx, filepath.Join(dataDir, "passgate.db"), tokens, b.resURL); err != nil {
+		if err := seedSQLite(ctx, filepath.Join(dataDir, "passgate.db"), tokens, b.resURL, false); err != nil {
 			return err
 		}
 		backendArgs = []string{"--data-dir", dataDir}
@@ -316,7 +333,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 			return err
 		}
 		defer drop()
-		if err := seedPostgres(ctx, dbURL, tokens, b.resURL); err != nil {
+		if err := seedPostgres(ctx, dbURL, tokens, b.resURL, false); err != nil {
 			return err
 		}
 		backendArgs = []string{"--database", dbURL}
@@ -330,7 +347,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		upstream = "http://127.0.0.1:" + strconv.Itoa(b.nginx.appPort)
 	}
 	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
-		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream, policyFile: b.policy})
+		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream})
 	if err != nil {
 		return err
 	}
@@ -343,7 +360,6 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 	if err != nil {
 		return err
 	}
-	pc.mcpHeaders = cfg.PolicyRules > 0
 	defer pc.close()
 	if err := b.awaitCache(ctx, p, pc); err != nil {
 		return err
@@ -356,6 +372,8 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 
 	missCursor := new(atomic.Int64)
 	missCursor.Store(1)
+	var polP *passgateProc // passgate with the access policy, for its scenarios
+	var polPC *client
 	for _, sc := range scenarios {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -364,6 +382,25 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 			continue
 		}
 		if len(cfg.Scenarios) > 0 && !slices.Contains(cfg.Scenarios, sc.transport+"-"+sc.kind) {
+			continue
+		}
+		if sc.kind == "policy" {
+			if !first || b.policy == "" {
+				continue
+			}
+			if polPC == nil {
+				if polP, polPC, err = b.startPolicyPassgate(ctx, backendArgs); err != nil {
+					return err
+				}
+				defer polP.stop()
+				defer polPC.close()
+			}
+			sc.name = strings.Replace(sc.name, "N-rule", strconv.Itoa(cfg.PolicyRules)+"-rule", 1)
+			r, err := b.compare(ctx, backend, sc, polP, polPC, tokens, missCursor)
+			if err != nil {
+				return err
+			}
+			b.res.rows = append(b.res.rows, r)
 			continue
 		}
 		r, err := b.compare(ctx, backend, sc, p, pc, tokens, missCursor)
@@ -386,7 +423,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 			return err
 		}
 	}
-	return nil
+	return b.measureGrowth(ctx, backend)
 }
 
 // awaitCache waits until passgate caches the hit token: the cache is armed
@@ -410,6 +447,32 @@ func (b *benchRun) awaitCache(ctx context.Context, p *passgateProc, pc *client) 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// startPolicyPassgate starts a second passgate on the same store, with
+// the benchmark's access policy, and waits until it caches the hit token.
+func (b *benchRun) startPolicyPassgate(ctx context.Context, backendArgs []string) (*passgateProc, *client, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := startPassgate(ctx, passgateOpts{bin: b.cfg.Passgate, httpPort: port, backendArgs: backendArgs,
+		resourceURL: b.resURL, cacheSize: 1024, policyFile: b.policy})
+	if err != nil {
+		return nil, nil, err
+	}
+	pc, err := newClient(p.grpcAddr, p.httpAddr, "", b.resHost, b.cfg.GRPCConns, b.cfg.Concurrency)
+	if err != nil {
+		p.stop()
+		return nil, nil, err
+	}
+	pc.mcpHeaders = true
+	if err := b.awaitCache(ctx, p, pc); err != nil {
+		pc.close()
+		p.stop()
+		return nil, nil, err
+	}
+	return p, pc, nil
 }
 
 // startIdentityReference captures passgate's answers to the hit token
@@ -452,7 +515,6 @@ func (b *benchRun) startIdentityReference(ctx context.Context, pc *client) error
 	if b.refIDCl, err = newClient(b.refID.grpcAddr, b.refID.httpAddr, "", b.resHost, b.cfg.GRPCConns, b.cfg.Concurrency); err != nil {
 		return err
 	}
-	b.refIDCl.mcpHeaders = b.cfg.PolicyRules > 0
 	return nil
 }
 
@@ -462,7 +524,7 @@ func (b *benchRun) doer(sc scenario, cl *client, isRef bool, tokens []string, mi
 	var src tokenSource
 	want := wantAllow
 	switch sc.kind {
-	case "hit":
+	case "hit", "policy":
 		src = fixedToken(tokens[0])
 	case "miss":
 		if isRef {
@@ -548,7 +610,7 @@ func (b *benchRun) runner(sc scenario, cl *client, isRef bool, tokens []string, 
 		// reaches, bounded.
 		need := min(int(60000*d.Seconds())+1000, 400_000)
 		switch sc.kind {
-		case "hit":
+		case "hit", "policy":
 			l.fixed = tokens[0]
 		case "miss":
 			if isRef {
@@ -584,7 +646,11 @@ func (b *benchRun) runner(sc scenario, cl *client, isRef bool, tokens []string, 
 // (reference, passgate) phases; the best phase of each side is kept.
 func (b *benchRun) compare(ctx context.Context, backend string, sc scenario, p *passgateProc, pc *client, tokens []string, missCursor *atomic.Int64) (row, error) {
 	cfg := b.cfg
-	refRun := b.runner(sc, b.refCl, true, tokens, missCursor)
+	refCl := b.refCl
+	if sc.kind == "policy" {
+		refCl = b.refMCP
+	}
+	refRun := b.runner(sc, refCl, true, tokens, missCursor)
 	pgRun := b.runner(sc, pc, false, tokens, missCursor)
 	if sc.transport == "proxy" {
 		// The reference side is nginx asking this same passgate

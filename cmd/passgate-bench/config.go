@@ -57,10 +57,12 @@ type Config struct {
 	// FloodConcurrency is the number of concurrent wrong-password logins.
 	// Default 32; 0 skips the flood scenario.
 	FloodConcurrency int
-	// PolicyRules, when positive, runs passgate with an access policy of
-	// that many per-tool rules on the resource (the last one decides the
-	// benchmark's call) and sends every check Mcp-Method and Mcp-Name, the
-	// reference too. Default 0: no policy.
+	// PolicyRules is the number of per-tool rules of the access policy
+	// of the policy scenarios (grpc-policy, http-policy), run on a second
+	// passgate on the first backend; the last rule decides the
+	// benchmark's call, and every check of those scenarios (the
+	// reference's too) carries Mcp-Method and Mcp-Name. Default 50; 0
+	// skips the policy scenarios.
 	PolicyRules int
 	// FloodRate is the paced (open-loop) check rate whose latency is
 	// compared idle and during the flood. Default 1000/s.
@@ -89,13 +91,24 @@ type Config struct {
 	Generator string
 	// Wrk is the wrk binary when it generates the HTTP load, else "".
 	Wrk string
+	// GrowthTokens are the live-token counts of the growth table: for
+	// each, a fresh store of every backend with that many tokens, then
+	// passgate's start-up time, paced check-miss latency, RSS and the
+	// store's size. Ascending. Default 10000,100000,1000000. Empty skips.
+	GrowthTokens []int
+	// CleanupTokens is the number of expired tokens whose cleanup
+	// (store.DeleteExpired) is timed on every backend. Default 1000000;
+	// 0 skips.
+	CleanupTokens int
 }
 
 // profiles are the -quick and -smoke presets; explicit flags win.
 var profiles = map[string]map[string]string{
-	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1", "rss-timeout": "40s"},
+	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1", "rss-timeout": "40s",
+		"growth-tokens": "10000,100000", "cleanup-tokens": "100000"},
 	"smoke": {"duration": "250ms", "warmup": "50ms", "rounds": "1", "pool": "3000", "rss-tokens": "1000", "flood-rounds": "1",
-		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200", "generator": "go"},
+		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200", "generator": "go",
+		"growth-tokens": "1000", "cleanup-tokens": "1000"},
 }
 
 func parseConfig(args []string, stderr io.Writer) (*Config, error) {
@@ -124,7 +137,9 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	scen := fs.String("scenarios", "", "only these scenarios, e.g. grpc-hit,http-miss (default all)")
 	fs.StringVar(&c.Perf, "perf", "", "record passgate with Linux perf into this directory (one file per scenario)")
 	fs.StringVar(&c.Label, "label", "", "how the run was started, for the Markdown")
-	fs.IntVar(&c.PolicyRules, "policy-rules", 0, "run passgate with an access policy of this many per-tool rules and send Mcp-Method/Mcp-Name (0: no policy)")
+	fs.IntVar(&c.PolicyRules, "policy-rules", 50, "per-tool rules of the policy scenarios' access policy (0 skips them)")
+	growth := fs.String("growth-tokens", "10000,100000,1000000", "live-token counts of the growth table, ascending (empty skips)")
+	fs.IntVar(&c.CleanupTokens, "cleanup-tokens", 1_000_000, "expired tokens whose cleanup is timed (0 skips)")
 	fs.StringVar(&c.Generator, "generator", "auto", "HTTP load generator: wrk, go, or auto (wrk when installed)")
 	quick := fs.Bool("quick", false, "short run (under 2 minutes): 2s phases, one round, RSS at 100k only")
 	smoke := fs.Bool("smoke", false, "a few seconds on SQLite only, for tests; numbers are meaningless")
@@ -165,6 +180,17 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 			errs = append(errs, errors.New("-rss-tokens must ascend"))
 		}
 		c.RSSTokens = append(c.RSSTokens, n)
+	}
+	for _, s := range splitList(*growth) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 10 {
+			errs = append(errs, fmt.Errorf("-growth-tokens: %q is not a count of at least 10", s))
+			continue
+		}
+		if len(c.GrowthTokens) > 0 && n <= c.GrowthTokens[len(c.GrowthTokens)-1] {
+			errs = append(errs, errors.New("-growth-tokens must ascend"))
+		}
+		c.GrowthTokens = append(c.GrowthTokens, n)
 	}
 	if c.Nginx == "" {
 		if p, err := proc.LookTool("nginx"); err == nil {
@@ -219,6 +245,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.GRPCConns < 1 {
 		errs = append(errs, errors.New("-concurrency and -grpc-conns must be at least 1"))
+	}
+	if c.CleanupTokens < 0 {
+		errs = append(errs, errors.New("-cleanup-tokens must not be negative"))
 	}
 	if c.Pool < 10 {
 		errs = append(errs, errors.New("-pool must be at least 10"))

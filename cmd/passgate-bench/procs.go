@@ -112,7 +112,7 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		case <-ctx.Done():
 			p.stop()
 			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			p.stop()

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // Markers delimit the generated part of the Markdown file; text outside
@@ -165,6 +166,30 @@ func markdown(res *results) string {
 			}
 			fmt.Fprintf(&b, "| %s | %d | %.0f | %.1f MB | %.1f MB | %s | %s | %s | %s |\n", r.backend, r.tokens, r.entries,
 				float64(r.mem.rss)/1e6, float64(r.mem.hwm)/1e6, heap, rate, orDash(target), orDash(met))
+		}
+		fmt.Fprintln(&b)
+	}
+	if len(res.growth) > 0 {
+		fmt.Fprintln(&b, "### Growth: cost as the store grows")
+		fmt.Fprintln(&b)
+		fmt.Fprintf(&b, "For each size, a fresh store seeded with that many live access tokens (PostgreSQL with COPY, SQLite in one transaction per 50,000 rows with a prepared INSERT), then a fresh passgate: start-up is from exec to /readyz answering 200; misses are gRPC checks paced at %d/s (open loop) for %s, each a different token picked at random from the whole store; RSS after them; size on disk is the SQLite files or `pg_database_size`.\n\n", growthRate, cfg.Duration)
+		fmt.Fprintln(&b, "| Backend | live tokens | seeded in | size on disk | start-up | miss p50 | miss p99 | misses | RSS |")
+		fmt.Fprintln(&b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+		for _, g := range res.growth {
+			note := ""
+			if g.miss.errs > 0 {
+				note = fmt.Sprintf(" (%d errors)", g.miss.errs)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %d%s | %.1f MB |\n", g.backend, g.tokens, g.seed.Round(10*time.Millisecond),
+				fmtBytes(g.size), g.startup.Round(time.Millisecond), fmtDur(g.miss.quantile(.5)), fmtDur(g.miss.quantile(.99)), g.miss.n, note, float64(g.mem.rss)/1e6)
+		}
+		fmt.Fprintln(&b)
+	}
+	if len(res.cleanups) > 0 {
+		fmt.Fprintln(&b, "| Backend | expired tokens | rows deleted | `DeleteExpired` took |")
+		fmt.Fprintln(&b, "|---|--:|--:|--:|")
+		for _, c := range res.cleanups {
+			fmt.Fprintf(&b, "| %s | %d | %d | %s |\n", c.backend, c.tokens, c.deleted, c.took.Round(time.Millisecond))
 		}
 		fmt.Fprintln(&b)
 	}
