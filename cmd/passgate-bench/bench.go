@@ -208,12 +208,21 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if cfg.PinSelf != "" {
+		// -a: every thread of this process; children inherit it.
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", cfg.PinSelf, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+			return fmt.Errorf("pin to %s: %w: %s", cfg.PinSelf, err, out)
+		}
+	}
 	dir, err := os.MkdirTemp("", "passgate-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	b := &benchRun{cfg: cfg, out: stdout, dir: dir, res: &results{cfg: cfg, started: time.Now()}}
+	if cfg.PinSelf != "" || cfg.PinPassgate != "" {
+		b.note(fmt.Sprintf("pinned with taskset: passgate to CPUs %q, passgate-bench with the reference and wrk to CPUs %q (empty: unpinned); PostgreSQL and nginx unpinned", cfg.PinPassgate, cfg.PinSelf))
+	}
 	ngPort, err := freePort()
 	if err != nil {
 		return err
@@ -346,7 +355,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		// /mcp front sends it to.
 		upstream = "http://127.0.0.1:" + strconv.Itoa(b.nginx.appPort)
 	}
-	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
+	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
 		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream})
 	if err != nil {
 		return err
@@ -409,7 +418,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		}
 		b.res.rows = append(b.res.rows, r)
 	}
-	if first && cfg.FloodConcurrency > 0 {
+	if cfg.FloodConcurrency > 0 {
 		f, err := b.flood(ctx, backend, p, pc)
 		if err != nil {
 			return err
@@ -456,7 +465,7 @@ func (b *benchRun) startPolicyPassgate(ctx context.Context, backendArgs []string
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := startPassgate(ctx, passgateOpts{bin: b.cfg.Passgate, httpPort: port, backendArgs: backendArgs,
+	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: b.cfg.Passgate, httpPort: port, backendArgs: backendArgs,
 		resourceURL: b.resURL, cacheSize: 1024, policyFile: b.policy})
 	if err != nil {
 		return nil, nil, err
@@ -845,7 +854,7 @@ func (l *loginFlood) firstErr() error {
 func (b *benchRun) measureRSS(ctx context.Context, backend string, backendArgs []string, tokens []string) error {
 	cfg := b.cfg
 	maxN := cfg.RSSTokens[len(cfg.RSSTokens)-1]
-	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
+	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
 		resourceURL: b.resURL, cacheSize: maxN + maxN/5 + 64*64})
 	if err != nil {
 		return err

@@ -45,7 +45,7 @@ type Config struct {
 	// (Envoy opens one per worker thread). Default 2.
 	GRPCConns int
 	// Pool is the number of valid tokens seeded for cache misses per
-	// backend. Default 200000.
+	// backend. Default 400000 (wrk's HTTP misses use them up fast).
 	Pool int
 	// RSSTokens are the cache sizes at which passgate's resident memory is
 	// measured, ascending. Default 100000,1000000. Empty skips.
@@ -96,6 +96,14 @@ type Config struct {
 	// passgate's start-up time, paced check-miss latency, RSS and the
 	// store's size. Ascending. Default 10000,100000,1000000. Empty skips.
 	GrowthTokens []int
+	// PassgateArgs are extra arguments to every `passgate serve` (e.g.
+	// "--check-batch-wait 0" to compare settings). Optional.
+	PassgateArgs []string
+	// PinPassgate and PinSelf, when set, are CPU lists (taskset -c) for
+	// every passgate, and for this process and its children (the
+	// reference, wrk), to show what the two processes take from each
+	// other; PostgreSQL and nginx stay unpinned. Optional.
+	PinPassgate, PinSelf string
 	// CleanupTokens is the number of expired tokens whose cleanup
 	// (store.DeleteExpired) is timed on every backend. Default 1000000;
 	// 0 skips.
@@ -125,7 +133,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.Rounds, "rounds", 2, "reference/passgate phase pairs per scenario (best reported)")
 	fs.IntVar(&c.Concurrency, "concurrency", 16, "closed-loop clients")
 	fs.IntVar(&c.GRPCConns, "grpc-conns", 2, "HTTP/2 connections shared by the gRPC clients")
-	fs.IntVar(&c.Pool, "pool", 200_000, "valid tokens seeded per backend for cache misses")
+	fs.IntVar(&c.Pool, "pool", 400_000, "valid tokens seeded per backend for cache misses")
 	rss := fs.String("rss-tokens", "100000,1000000", "cached token counts at which RSS is measured (empty skips)")
 	fs.DurationVar(&c.RSSTimeout, "rss-timeout", 5*time.Minute, "bound on warming the cache for each memory step")
 	fs.StringVar(&c.RSSBackend, "rss-backend", "sqlite", "backend of the memory measurement")
@@ -138,6 +146,9 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.Perf, "perf", "", "record passgate with Linux perf into this directory (one file per scenario)")
 	fs.StringVar(&c.Label, "label", "", "how the run was started, for the Markdown")
 	fs.IntVar(&c.PolicyRules, "policy-rules", 50, "per-tool rules of the policy scenarios' access policy (0 skips them)")
+	fs.StringVar(&c.PinPassgate, "pin-passgate", "", "run passgate under taskset -c with this CPU list")
+	fs.StringVar(&c.PinSelf, "pin-self", "", "pin passgate-bench and its children (reference, wrk) to this CPU list")
+	pgArgs := fs.String("passgate-args", "", "extra arguments to every passgate serve, space-separated")
 	growth := fs.String("growth-tokens", "10000,100000,1000000", "live-token counts of the growth table, ascending (empty skips)")
 	fs.IntVar(&c.CleanupTokens, "cleanup-tokens", 1_000_000, "expired tokens whose cleanup is timed (0 skips)")
 	fs.StringVar(&c.Generator, "generator", "auto", "HTTP load generator: wrk, go, or auto (wrk when installed)")
@@ -168,6 +179,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 		}
 	}
 	c.Backends = splitList(*backends)
+	c.PassgateArgs = strings.Fields(*pgArgs)
 	c.Scenarios = splitList(*scen)
 	var errs []error
 	for _, s := range splitList(*rss) {

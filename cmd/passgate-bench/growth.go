@@ -124,7 +124,7 @@ func (b *benchRun) growthStep(ctx context.Context, backend string, n int) error 
 		return err
 	}
 	t1 := time.Now()
-	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: port, backendArgs: args, resourceURL: b.resURL, cacheSize: 64 * 1024})
+	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: cfg.Passgate, httpPort: port, backendArgs: args, resourceURL: b.resURL, cacheSize: 64 * 1024})
 	if err != nil {
 		return err
 	}

@@ -52,6 +52,8 @@ type passgateOpts struct {
 	cacheSize   int
 	upstream    string // --upstream for resourceURL; empty: none
 	policyFile  string // --policy, or ""
+	extra       []string
+	pin         string // CPU list for taskset, or ""
 }
 
 func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
@@ -87,10 +89,15 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		args = append(args, "--upstream", o.upstream)
 	}
 	args = append(args, o.backendArgs...)
+	args = append(args, o.extra...)
 	if o.policyFile != "" {
 		args = append(args, "--policy", o.policyFile)
 	}
 	cmd := exec.Command(o.bin, args...)
+	if o.pin != "" {
+		// taskset execs passgate in place: the pid stays passgate's.
+		cmd = exec.Command("taskset", append([]string{"-c", o.pin, o.bin}, args...)...)
+	}
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	var err2 error

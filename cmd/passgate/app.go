@@ -301,8 +301,22 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 		Policy:            a.policy,
 		CacheSize:         c.CheckCacheSize,
 		StoreTimeout:      c.StoreTimeout,
+		BatchWait:         batchWait(c.CheckBatchWait),
 		TracerProvider:    a.tracerProvider(),
 	})
+}
+
+// maxCheckBatchWait bounds --check-batch-wait: the wait delays every miss
+// that arrives while another is being read, so it stays in microseconds.
+const maxCheckBatchWait = 10 * time.Millisecond
+
+// batchWait maps --check-batch-wait onto extauthz.Config.BatchWait, where
+// 0 means the default and a negative wait no batching.
+func batchWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 // tracerProvider is the provider of the checks' spans: nil (no spans, no

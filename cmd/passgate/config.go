@@ -200,6 +200,12 @@ type Config struct {
 	// StoreTimeout bounds every store call on the check path. Default
 	// extauthz.DefaultStoreTimeout.
 	StoreTimeout time.Duration
+	// CheckBatchWait bounds how long a check's cache miss waits for
+	// concurrent misses to share one store read while another read is in
+	// flight (extauthz.Config.BatchWait). Default
+	// extauthz.DefaultBatchWait; 0 reads every miss on its own; at most
+	// maxCheckBatchWait.
+	CheckBatchWait time.Duration
 
 	// AuditRetention deletes audit rows older than this. Default 2160h
 	// (90 days); 0 keeps them forever.
@@ -368,6 +374,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.PolicyFile, "policy", "", "access policy file (YAML): who may use which resource and tool; reloaded on SIGHUP and on change", "PASSGATE_POLICY")
 	integer(&c.CheckCacheSize, "check-cache-size", extauthz.DefaultCacheSize, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
 	dur(&c.StoreTimeout, "store-timeout", extauthz.DefaultStoreTimeout, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
+	dur(&c.CheckBatchWait, "check-batch-wait", extauthz.DefaultBatchWait, "how long a check's cache miss may wait to share a store read with concurrent misses (0: no batching)", "PASSGATE_CHECK_BATCH_WAIT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
 	dur(&c.CleanupInterval, "cleanup-interval", 10*time.Minute, "how often expired rows are deleted", "PASSGATE_CLEANUP_INTERVAL")
 	dur(&c.StartupWait, "startup-wait", time.Minute, "how long to wait for an unreachable PostgreSQL at start", "PASSGATE_STARTUP_WAIT")
@@ -545,6 +552,7 @@ func (c *Config) Validate() error {
 		{"--refresh-grace", c.RefreshGrace, true}, {"--stale-client-age", c.StaleClientAge, true},
 		{"--audit-retention", c.AuditRetention, true}, {"--lockout-window", c.LockoutWindow, true},
 		{"--lockout-duration", c.LockoutDuration, true}, {"--shutdown-delay", c.ShutdownDelay, true},
+		{"--check-batch-wait", c.CheckBatchWait, true},
 	} {
 		switch {
 		case d.zeroOK && d.d < 0:
@@ -552,6 +560,9 @@ func (c *Config) Validate() error {
 		case !d.zeroOK && d.d <= 0:
 			add("%s: must be positive, got %v", d.name, d.d)
 		}
+	}
+	if c.CheckBatchWait > maxCheckBatchWait {
+		add("--check-batch-wait: at most %v (it delays cache misses), got %v", maxCheckBatchWait, c.CheckBatchWait)
 	}
 	if c.RefreshGrace > oauthweb.MaxRefreshGrace {
 		add("--refresh-grace: at most %v (a long grace window weakens reuse detection), got %v", oauthweb.MaxRefreshGrace, c.RefreshGrace)
