@@ -196,7 +196,11 @@ func newRegistry(backend string) *prometheus.Registry {
 // configuration.
 func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Resource, ips *clientip.Resolver) (*oauthweb.Server, error) {
 	c := a.cfg
-	hasher, err := passwd.NewHasher(0, a.hashCost)
+	prio, err := passwd.ParsePriority(c.HashPriority)
+	if err != nil {
+		return nil, err
+	}
+	hasher, err := passwd.New(passwd.Options{Concurrency: c.HashConcurrency, Cost: a.hashCost, Priority: prio})
 	if err != nil {
 		return nil, err
 	}
