@@ -114,7 +114,7 @@ type Config struct {
 var profiles = map[string]map[string]string{
 	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1", "rss-timeout": "40s",
 		"growth-tokens": "10000,100000", "cleanup-tokens": "100000"},
-	"smoke": {"duration": "250ms", "warmup": "50ms", "rounds": "1", "pool": "3000", "rss-tokens": "1000", "flood-rounds": "1",
+	"smoke": {"duration": "250ms", "warmup": "50ms", "rounds": "1", "pool": "10000", "rss-tokens": "1000", "flood-rounds": "1",
 		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200", "generator": "go",
 		"growth-tokens": "1000", "cleanup-tokens": "1000"},
 }

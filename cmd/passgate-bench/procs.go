@@ -84,6 +84,8 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		"--check-cache-size", strconv.Itoa(o.cacheSize),
 		"--log-level", "warn",
 		"--log-format", "json",
+		// Nothing routes to it: stopping needs no grace period.
+		"--shutdown-delay", "0s",
 	}
 	if o.upstream != "" {
 		args = append(args, "--upstream", o.upstream)
