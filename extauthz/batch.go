@@ -46,9 +46,15 @@ type tokenBatcher struct {
 	mu       sync.Mutex
 	queue    []*tokenAsk
 	inflight int
+	idle     int // senders waiting on work
+	work     chan []*tokenAsk
 	timer    *time.Timer
 	armed    bool // the timer is running for the queue's oldest ask
 }
+
+// senderIdle is how long a sender goroutine waits for the next batch
+// before it exits (see sender).
+const senderIdle = time.Second
 
 // A tokenAsk is one miss waiting for its answer.
 type tokenAsk struct {
@@ -61,7 +67,7 @@ type tokenAsk struct {
 }
 
 func newTokenBatcher(st store.Store, timeout, wait time.Duration, maxBatch int) *tokenBatcher {
-	b := &tokenBatcher{st: st, timeout: timeout, wait: wait, maxBatch: maxBatch}
+	b := &tokenBatcher{st: st, timeout: timeout, wait: wait, maxBatch: maxBatch, work: make(chan []*tokenAsk, batchSlots)}
 	if wait >= 0 {
 		b.timer = time.AfterFunc(time.Hour, b.expired)
 		b.timer.Stop()
@@ -103,19 +109,33 @@ func (b *tokenBatcher) dispatch(now bool) {
 			}
 			return
 		}
-		n := min(len(b.queue), b.maxBatch)
-		batch := make([]*tokenAsk, n)
-		copy(batch, b.queue)
-		rest := copy(b.queue, b.queue[n:])
-		clear(b.queue[rest:])
-		b.queue = b.queue[:rest]
-		if b.armed {
-			b.armed = false
-			b.timer.Stop()
+		batch := b.take()
+		if b.idle > 0 {
+			// A parked sender takes it; b.work holds batchSlots, so this
+			// never blocks (see sender).
+			b.idle--
+			b.work <- batch
+		} else {
+			go b.sender(batch)
 		}
-		b.inflight++
-		go b.send(batch)
 	}
+}
+
+// take removes the next batch from the queue and counts it in flight.
+// b.mu must be held.
+func (b *tokenBatcher) take() []*tokenAsk {
+	n := min(len(b.queue), b.maxBatch)
+	batch := make([]*tokenAsk, n)
+	copy(batch, b.queue)
+	rest := copy(b.queue, b.queue[n:])
+	clear(b.queue[rest:])
+	b.queue = b.queue[:rest]
+	if b.armed {
+		b.armed = false
+		b.timer.Stop()
+	}
+	b.inflight++
+	return batch
 }
 
 // expired is the timer's: the oldest queued ask has waited b.wait.
@@ -126,48 +146,89 @@ func (b *tokenBatcher) expired() {
 	b.mu.Unlock()
 }
 
-// send reads batch from the store, answers every ask in it, and sends
-// what queued meanwhile. The read gets its own timeout (its callers have
-// theirs) and the first ask's context for tracing: a batch of one is
-// exactly the LookupToken a miss made before batching.
+// sender sends batch, then whatever queued meanwhile, then parks for up
+// to senderIdle waiting for dispatch to hand it the next batch. Senders
+// are kept between batches because a fresh goroutine grows its stack anew
+// through the database driver on every read.
+//
+// Every sender is either sending (its batch counted in b.inflight) or
+// parked; a parked sender is counted in b.idle until dispatch hands it a
+// batch through b.work. So parked senders = b.idle + batches buffered in
+// b.work, there are at most batchSlots senders, and b.work (of capacity
+// batchSlots) never blocks dispatch.
+func (b *tokenBatcher) sender(batch []*tokenAsk) {
+	idle := time.NewTimer(senderIdle)
+	defer idle.Stop()
+	for {
+		b.send(batch)
+		b.mu.Lock()
+		b.inflight--
+		if len(b.queue) > 0 {
+			// These waited for this read: send them at once.
+			batch = b.take()
+			b.dispatch(true) // the other slots, if the queue holds more
+			b.mu.Unlock()
+			continue
+		}
+		b.idle++
+		b.mu.Unlock()
+		idle.Reset(senderIdle)
+		select {
+		case batch = <-b.work:
+			continue
+		case <-idle.C:
+		}
+		b.mu.Lock()
+		if b.idle == 0 {
+			// dispatch counted this sender out: its batch is buffered.
+			b.mu.Unlock()
+			batch = <-b.work
+			continue
+		}
+		b.idle--
+		b.mu.Unlock()
+		return
+	}
+}
+
+// send reads batch from the store and answers every ask in it. The read
+// gets its own timeout (its callers have theirs) and the first ask's
+// context for tracing: a batch of one is exactly the LookupToken a miss
+// made before batching.
 func (b *tokenBatcher) send(batch []*tokenAsk) {
 	ctx, cancel := context.WithTimeout(batch[0].ctx, b.timeout)
+	defer cancel()
 	if len(batch) == 1 {
 		a := batch[0]
 		a.tok, a.err = b.st.LookupToken(ctx, a.hash, a.now)
 		close(a.done)
-	} else {
-		// The earliest clock of the batch: a token alive then but expired
-		// at a later caller's now is refused by that caller (askToken
-		// compares the expiry with its own now).
-		now := batch[0].now
-		hashes := make([]string, len(batch))
-		for i, a := range batch {
-			hashes[i] = a.hash
-			if a.now.Before(now) {
-				now = a.now
-			}
-		}
-		toks, err := b.st.LookupTokens(ctx, hashes, now)
-		found := make(map[string]*store.Token, len(toks))
-		for i := range toks {
-			found[toks[i].Hash] = &toks[i]
-		}
-		for _, a := range batch {
-			switch t := found[a.hash]; {
-			case err != nil:
-				a.err = err
-			case t == nil:
-				a.err = fmt.Errorf("lookup token: %w", store.ErrNotFound)
-			default:
-				a.tok = *t
-			}
-			close(a.done)
+		return
+	}
+	// The earliest clock of the batch: a token alive then but expired at
+	// a later caller's now is refused by that caller (askToken compares
+	// the expiry with its own now).
+	now := batch[0].now
+	hashes := make([]string, len(batch))
+	for i, a := range batch {
+		hashes[i] = a.hash
+		if a.now.Before(now) {
+			now = a.now
 		}
 	}
-	cancel()
-	b.mu.Lock()
-	b.inflight--
-	b.dispatch(true)
-	b.mu.Unlock()
+	toks, err := b.st.LookupTokens(ctx, hashes, now)
+	found := make(map[string]*store.Token, len(toks))
+	for i := range toks {
+		found[toks[i].Hash] = &toks[i]
+	}
+	for _, a := range batch {
+		switch t := found[a.hash]; {
+		case err != nil:
+			a.err = err
+		case t == nil:
+			a.err = fmt.Errorf("lookup token: %w", store.ErrNotFound)
+		default:
+			a.tok = *t
+		}
+		close(a.done)
+	}
 }
