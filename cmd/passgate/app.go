@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -204,6 +205,7 @@ func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Reso
 	if err != nil {
 		return nil, err
 	}
+	a.reserveSchedulerSlot(hasher.Concurrency())
 	regToken := ""
 	if c.RegistrationTokenFile != "" {
 		if regToken, err = readSecretFile(c.RegistrationTokenFile); err != nil {
@@ -308,6 +310,25 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 		BatchWait:         batchWait(c.CheckBatchWait),
 		TracerProvider:    a.tracerProvider(),
 	})
+}
+
+// reserveSchedulerSlot makes GOMAXPROCS exceed the password hashes that
+// may run at once. A hash holds a Go scheduler slot (P) for its whole run,
+// bcrypt never yields, and Go sets GOMAXPROCS to the CPUs passgate may use
+// (its cgroup limit or CPU affinity): with one CPU, one hash took the only
+// P and a login flood stalled every proxy check for seconds (measured
+// under taskset -c 1: check p50 3.7 s). With a P to spare, the checks'
+// thread and the hash's thread compete in the kernel instead, where the
+// hash's lowered priority (--hash-priority) lets the checks win. An
+// explicit GOMAXPROCS in the environment is the operator's and is kept.
+func (a *app) reserveSchedulerSlot(hashes int) {
+	if _, set := os.LookupEnv("GOMAXPROCS"); set {
+		return
+	}
+	if n := runtime.GOMAXPROCS(0); n <= hashes {
+		runtime.GOMAXPROCS(hashes + 1)
+		a.logger.Info("raised GOMAXPROCS so that password hashes leave a scheduler slot to the checks", "from", n, "to", hashes+1)
+	}
 }
 
 // maxCheckBatchWait bounds --check-batch-wait: the wait delays every miss

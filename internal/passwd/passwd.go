@@ -55,10 +55,11 @@ type Priority struct {
 func Nice(n int) Priority { return Priority{nice: n, set: true} }
 
 // IdlePriority runs hashes under SCHED_IDLE: only when no other thread of
-// the machine wants the CPU. A login flood then takes nothing from the
-// proxy checks, a benchmark's load generator or PostgreSQL; in exchange a
-// login waits for as long as the machine is fully busy (bounded by the
-// request's context).
+// the machine wants the CPU; a login waits for as long as the machine is
+// fully busy (bounded by the request's context). Measured, it is worse for
+// the checks than nice 19: the starved hashing thread still holds one of
+// Go's scheduler slots (P), which nothing else can use until the kernel
+// runs that thread again.
 var IdlePriority = Priority{idle: true, set: true}
 
 // DefaultPriority is nice 19: the kernel gives a nice-19 thread about
@@ -165,6 +166,12 @@ func background[T any](p Priority, f func() T) T {
 	}()
 	return <-out
 }
+
+// Concurrency is how many hashes may run at once. Each holds a Go
+// scheduler slot (a P) for its whole run, since bcrypt never yields: the
+// process needs GOMAXPROCS above this for anything else to run during a
+// login flood (see the caller's use of it).
+func (h *Hasher) Concurrency() int { return cap(h.sem) }
 
 // Verifications returns how many verifications Verify has run (each a full
 // hash), for tests that prove a limit bounds them.
