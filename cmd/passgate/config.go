@@ -208,10 +208,10 @@ type Config struct {
 	// extauthz.DefaultStoreTimeout.
 	StoreTimeout time.Duration
 	// CheckBatchWait bounds how long a check's cache miss waits for
-	// concurrent misses to share one store read while another read is in
-	// flight (extauthz.Config.BatchWait). Default
-	// extauthz.DefaultBatchWait; 0 reads every miss on its own; at most
-	// maxCheckBatchWait.
+	// concurrent misses to share one PostgreSQL read while another read
+	// is in flight (extauthz.Config.BatchWait). Default
+	// extauthz.DefaultBatchWait; 0 reads every miss on its own, as SQLite
+	// always does; at most maxCheckBatchWait.
 	CheckBatchWait time.Duration
 
 	// AuditRetention deletes audit rows older than this. Default 2160h
@@ -383,7 +383,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	integer(&c.HashConcurrency, "hash-concurrency", 0, "password hashes run at once (0: half the CPUs, at least one)", "PASSGATE_HASH_CONCURRENCY")
 	str(&c.HashPriority, "hash-priority", passwd.DefaultPriority.String(), "priority of password-hashing threads: nice value 0-19, or idle (only when a CPU is idle)", "PASSGATE_HASH_PRIORITY")
 	dur(&c.StoreTimeout, "store-timeout", extauthz.DefaultStoreTimeout, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
-	dur(&c.CheckBatchWait, "check-batch-wait", extauthz.DefaultBatchWait, "how long a check's cache miss may wait to share a store read with concurrent misses (0: no batching)", "PASSGATE_CHECK_BATCH_WAIT")
+	dur(&c.CheckBatchWait, "check-batch-wait", extauthz.DefaultBatchWait, "how long a check's cache miss may wait to share a PostgreSQL read with concurrent misses (0: no batching)", "PASSGATE_CHECK_BATCH_WAIT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
 	dur(&c.CleanupInterval, "cleanup-interval", 10*time.Minute, "how often expired rows are deleted", "PASSGATE_CLEANUP_INTERVAL")
 	dur(&c.StartupWait, "startup-wait", time.Minute, "how long to wait for an unreachable PostgreSQL at start", "PASSGATE_STARTUP_WAIT")
