@@ -152,7 +152,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	growth := fs.String("growth-tokens", "10000,100000,1000000", "live-token counts of the growth table, ascending (empty skips)")
 	fs.IntVar(&c.CleanupTokens, "cleanup-tokens", 1_000_000, "expired tokens whose cleanup is timed (0 skips)")
 	fs.StringVar(&c.Generator, "generator", "auto", "HTTP load generator: wrk, go, or auto (wrk when installed)")
-	quick := fs.Bool("quick", false, "short run (under 2 minutes): 2s phases, one round, RSS at 100k only")
+	quick := fs.Bool("quick", false, "short run (about 4 minutes): 2s phases, one round, RSS at 100k, growth to 100k")
 	smoke := fs.Bool("smoke", false, "a few seconds on SQLite only, for tests; numbers are meaningless")
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{err.Error()}
