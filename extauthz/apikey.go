@@ -162,8 +162,8 @@ func boundTo(resources, url string) bool { return policy.HasField(resources, "\n
 // Keys do not expire; a revocation removes the entry (Run). Resource URLs
 // cannot hold a newline (resource.Parse refuses control characters), so
 // they are joined with one into the identity's resource (see boundTo).
-func askAPIKey(ctx context.Context, st store.Store, hash string, _ time.Time) (tokencache.Entry, Reason, error) {
-	k, err := st.LookupAPIKey(ctx, hash)
+func askAPIKey(ctx context.Context, c *Checker, hash string, _ time.Time) (tokencache.Entry, Reason, error) {
+	k, err := c.store.LookupAPIKey(ctx, hash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return tokencache.Entry{}, ReasonUnknownToken, nil

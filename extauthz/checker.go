@@ -89,6 +89,15 @@ type Config struct {
 	// StoreTimeout bounds a store lookup on the check path. Optional:
 	// default 300ms.
 	StoreTimeout time.Duration
+	// BatchWait bounds how long a cache miss for an access token waits
+	// for concurrent misses to share its store read (store.LookupTokens)
+	// while another read is in flight; a lone miss is sent at once.
+	// Optional: default DefaultBatchWait; negative sends every miss on its
+	// own (LookupToken), as before batching.
+	BatchWait time.Duration
+	// MaxBatch bounds the hashes of one batched store read. Optional:
+	// default DefaultMaxBatch.
+	MaxBatch int
 	// AllowUnknownResources allows requests that match no configured
 	// resource (identity headers stripped, Authorization left alone).
 	// Default false: they are denied with 403.
@@ -195,8 +204,10 @@ type Checker struct {
 	// after negativeTTL. It is separate so that floods of garbage tokens
 	// cannot evict verified ones. Entries are tagged with the Reason of the
 	// refusal.
-	neg     *tokencache.Cache
-	sf      singleflight.Group
+	neg *tokencache.Cache
+	sf  singleflight.Group
+	// tokens batches the access-token misses' store reads.
+	tokens  *tokenBatcher
 	metrics *metrics
 	tracer  trace.Tracer // nil: no tracing
 	// policyCounters count the access policy's decisions.
@@ -303,6 +314,14 @@ func NewChecker(cfg Config) (*Checker, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("extauthz: %w", errors.Join(errs...))
 	}
+	batchWait, maxBatch := cfg.BatchWait, cfg.MaxBatch
+	if batchWait == 0 {
+		batchWait = DefaultBatchWait
+	}
+	if maxBatch <= 0 {
+		maxBatch = DefaultMaxBatch
+	}
+	c.tokens = newTokenBatcher(c.store, c.storeTimeout, batchWait, maxBatch)
 	c.cache = tokencache.New(size, c.metrics.evictions.Inc)
 	negSize := size / 8
 	if size > 0 {

@@ -118,7 +118,7 @@ func mint(t testing.TB, st store.Store, o mintOpts) string {
 }
 
 // faultStore injects the faults a real database cannot be made to show on
-// demand in a unit test: LookupToken and LookupAPIKey (the check's reads) failing (down) or
+// demand in a unit test: LookupToken, LookupTokens and LookupAPIKey (the check's reads) failing (down) or
 // hanging until its context ends (stuck). Everything else is the real store.
 type faultStore struct {
 	store.Store
@@ -134,6 +134,17 @@ func (f *faultStore) LookupToken(ctx context.Context, hash string, now time.Time
 		return store.Token{}, fmt.Errorf("lookup token: %w: connection refused", store.ErrUnavailable)
 	}
 	return f.Store.LookupToken(ctx, hash, now)
+}
+
+func (f *faultStore) LookupTokens(ctx context.Context, hashes []string, now time.Time) ([]store.Token, error) {
+	if f.stuck.Load() {
+		<-ctx.Done()
+		return nil, fmt.Errorf("lookup tokens: %w: %w", store.ErrUnavailable, ctx.Err())
+	}
+	if f.down.Load() {
+		return nil, fmt.Errorf("lookup tokens: %w: connection refused", store.ErrUnavailable)
+	}
+	return f.Store.LookupTokens(ctx, hashes, now)
 }
 
 func (f *faultStore) LookupAPIKey(ctx context.Context, hash string) (store.APIKey, error) {

@@ -17,11 +17,11 @@ import (
 // negativeTTL bounds how long a refused credential is remembered.
 const negativeTTL = time.Minute
 
-// An askFunc asks the store about the credential whose hex SHA-256 is hash.
+// An askFunc asks c's store about the credential whose hex SHA-256 is hash.
 // It returns the entry to cache and the Reason that allows it (ReasonToken,
 // ReasonAPIKey), or the Reason it is refused, or the store's error, with
 // ReasonStoreUnavailable. Not being found is a refusal, not an error.
-type askFunc func(ctx context.Context, st store.Store, hash string, now time.Time) (tokencache.Entry, Reason, error)
+type askFunc func(ctx context.Context, c *Checker, hash string, now time.Time) (tokencache.Entry, Reason, error)
 
 // lookup returns the cached entry for key and the Reason that allows or
 // refuses it, asking the store with ask on a miss. Tokens (askToken) and
@@ -75,7 +75,7 @@ func (c *Checker) fetch(ctx context.Context, key [sha256.Size]byte, now time.Tim
 		gen := c.cache.Generation(key)
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout)
 		defer cancel()
-		e, reason, err := ask(sctx, c.store, hash, now)
+		e, reason, err := ask(sctx, c, hash, now)
 		if err != nil {
 			c.metrics.storeErrors.Inc()
 			return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
@@ -101,9 +101,10 @@ func (c *Checker) fetch(ctx context.Context, key [sha256.Size]byte, now time.Tim
 }
 
 // askToken is the askFunc of access tokens: ReasonToken for a live access
-// token, with its identity and expiry.
-func askToken(ctx context.Context, st store.Store, hash string, now time.Time) (tokencache.Entry, Reason, error) {
-	t, err := st.LookupToken(ctx, hash, now)
+// token, with its identity and expiry. Its store read is batched with
+// concurrent misses (tokenBatcher).
+func askToken(ctx context.Context, c *Checker, hash string, now time.Time) (tokencache.Entry, Reason, error) {
+	t, err := c.tokens.lookup(ctx, hash, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return tokencache.Entry{}, ReasonUnknownToken, nil

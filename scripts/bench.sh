@@ -2,8 +2,8 @@
 # Reproduces docs/benchmarks.md: builds passgate and its load harness
 # (cmd/passgate-bench), installs nginx when missing, and runs the harness on
 # loopback, which rewrites the generated section of docs/benchmarks.md.
-# About 10 minutes; pass -quick for a run under 2 minutes (shorter phases,
-# one round, memory at 100k tokens only). Other flags go to passgate-bench
+# About 20 minutes; pass -quick for a run of about 4 minutes (shorter
+# phases, one round, memory at 100k tokens, growth to 100k tokens). Other flags go to passgate-bench
 # (see `passgate-bench -h`), e.g. -perf /tmp/perf to record passgate with
 # Linux perf. PostgreSQL comes from BENCH_POSTGRES_URL or 127.0.0.1:5432
 # (a database is created and dropped); without it only SQLite is measured.
@@ -17,6 +17,19 @@ if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
   else
     echo "== nginx missing and not root: the nginx scenario will be skipped"
+  fi
+fi
+
+# wrk generates the HTTP load (passgate-bench -generator auto picks it up):
+# its C event loop takes less of the two shared cores than a Go client, so
+# the servers, not the generator, set the numbers (issue 21).
+if ! command -v wrk >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "== installing wrk"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+  else
+    echo "== wrk missing and not root: HTTP load comes from passgate-bench's own Go client"
   fi
 fi
 

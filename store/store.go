@@ -406,6 +406,15 @@ type Store interface {
 	// field is zero. It reads less than GetToken, and backends keep it a
 	// prepared statement.
 	LookupToken(ctx context.Context, hash string, now time.Time) (Token, error)
+	// LookupTokens is LookupToken for many hashes in one read (one round
+	// trip to a database server): the tokens LookupToken would return for
+	// each of hashes at now, each at most once (duplicate hashes are
+	// allowed) and in no particular order, with the same fields set.
+	// Hashes LookupToken would answer ErrNotFound for are simply absent;
+	// no hash found is an empty result, not an error. An error means no
+	// answer for any hash. The caller bounds len(hashes) (the proxy
+	// checks send at most a few dozen); an empty list reads nothing.
+	LookupTokens(ctx context.Context, hashes []string, now time.Time) ([]Token, error)
 	// RotateRefresh atomically marks the refresh token oldHash rotated at
 	// now (storing graceResponse on it), stores the new access and refresh
 	// tokens, records audit and sets the client's LastUsedAt. It fails with

@@ -21,6 +21,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // scenario is one comparison between passgate and the reference.
@@ -42,6 +43,11 @@ var scenarios = []scenario{
 	{name: "gRPC check, invalid token", transport: "grpc", kind: "invalid"},
 	{name: "HTTP check, invalid token", transport: "http", kind: "invalid"},
 	{name: "nginx auth_request, cache hit", transport: "nginx", kind: "hit", minThroughput: 0.85},
+	// A second passgate with an access policy of -policy-rules per-tool
+	// rules (N below), the last one deciding; both sides get Mcp-Method
+	// and Mcp-Name. First backend only.
+	{name: "gRPC check, cache hit, N-rule policy", transport: "grpc", kind: "policy", minThroughput: 0.85},
+	{name: "HTTP check, cache hit, N-rule policy", transport: "http", kind: "policy", minThroughput: 0.85},
 	// Not against the no-op reference: passgate's built-in proxy
 	// (serve --upstream) against nginx asking passgate with auth_request,
 	// both in front of the same upstream (see compare).
@@ -56,6 +62,16 @@ type row struct {
 	// lookups is passgate's store lookups per measured request, from its
 	// metrics: ~0 for hits, ~1 for misses and invalid tokens.
 	lookups float64
+	// refID is the reference answering with passgate's identity headers
+	// (gRPC and HTTP cache hits only; zero otherwise).
+	refID phase
+}
+
+func (r row) idRatio() float64 {
+	if r.refID.rps() == 0 {
+		return 0
+	}
+	return r.pg.rps() / r.refID.rps()
 }
 
 func (r row) thrRatio() float64 {
@@ -148,6 +164,8 @@ type results struct {
 	rows     []row
 	floods   []floodResult
 	rss      []rssResult
+	growth   []growthResult
+	cleanups []cleanupResult
 	notes    []string
 	// loads are 1-minute load averages sampled before every phase: other
 	// work on the machine shows up here.
@@ -170,6 +188,12 @@ type benchRun struct {
 	ngRef    string // nginx front URL asking the reference
 	res      *results
 	policy   string // the access policy file (--policy-rules), or ""
+	wrkSeq   int    // names wrk's script files
+	// refID answers as passgate does for the hit token (identity
+	// headers), started once passgate's answer is known; refIDCl asks it.
+	refID   *reference
+	refIDCl *client
+	refMCP  *client // the reference, with Mcp-Method and Mcp-Name
 }
 
 func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err error) {
@@ -184,12 +208,21 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if cfg.PinSelf != "" {
+		// -a: every thread of this process; children inherit it.
+		if out, err := exec.Command("taskset", "-a", "-p", "-c", cfg.PinSelf, strconv.Itoa(os.Getpid())).CombinedOutput(); err != nil {
+			return fmt.Errorf("pin to %s: %w: %s", cfg.PinSelf, err, out)
+		}
+	}
 	dir, err := os.MkdirTemp("", "passgate-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	b := &benchRun{cfg: cfg, out: stdout, dir: dir, res: &results{cfg: cfg, started: time.Now()}}
+	if cfg.PinSelf != "" || cfg.PinPassgate != "" {
+		b.note(fmt.Sprintf("pinned with taskset: passgate to CPUs %q, passgate-bench with the reference and wrk to CPUs %q (empty: unpinned); PostgreSQL and nginx unpinned", cfg.PinPassgate, cfg.PinSelf))
+	}
 	ngPort, err := freePort()
 	if err != nil {
 		return err
@@ -208,20 +241,29 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 		if err := os.WriteFile(b.policy, []byte(benchPolicy(b.resURL, cfg.PolicyRules)), 0o600); err != nil {
 			return err
 		}
-		b.note(fmt.Sprintf("passgate ran with an access policy of %d per-tool rules; every check carried Mcp-Method and Mcp-Name", cfg.PolicyRules))
 	}
 
 	n := cfg.Pool + 1
 	if len(cfg.RSSTokens) > 0 {
 		n = max(n, cfg.RSSTokens[len(cfg.RSSTokens)-1])
 	}
+	if len(cfg.GrowthTokens) > 0 {
+		n = max(n, cfg.GrowthTokens[len(cfg.GrowthTokens)-1])
+	}
+	n = max(n, cfg.CleanupTokens)
 	b.logf("minting %d access tokens", n)
 	b.tokens = mintTokens(n)
 
-	if b.ref, err = startReference(ctx, cfg.RefInProcess); err != nil {
+	if b.ref, err = startReference(ctx, cfg.RefInProcess, refAnswer{}); err != nil {
 		return err
 	}
 	defer b.ref.stop()
+	defer func() {
+		if b.refID != nil {
+			b.refIDCl.close()
+			b.refID.stop()
+		}
+	}()
 	if cfg.Nginx != "" {
 		ngDir := filepath.Join(dir, "nginx")
 		if b.nginx, err = startNginx(ctx, cfg.Nginx, ngDir, ngPort, ngRefPort, "127.0.0.1:"+strconv.Itoa(b.httpPort), b.ref.httpAddr); err != nil {
@@ -236,8 +278,14 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 	if b.refCl, err = newClient(b.ref.grpcAddr, b.ref.httpAddr, b.ngRef, b.resHost, cfg.GRPCConns, cfg.Concurrency); err != nil {
 		return err
 	}
-	b.refCl.mcpHeaders = cfg.PolicyRules > 0
 	defer b.refCl.close()
+	// The policy scenarios' reference gets the same Mcp-Method and
+	// Mcp-Name headers as the passgate with the policy.
+	if b.refMCP, err = newClient(b.ref.grpcAddr, b.ref.httpAddr, "", b.resHost, cfg.GRPCConns, cfg.Concurrency); err != nil {
+		return err
+	}
+	b.refMCP.mcpHeaders = true
+	defer b.refMCP.close()
 
 	for i, backend := range cfg.Backends {
 		if err := b.runBackend(ctx, backend, i == 0); err != nil {
@@ -284,7 +332,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return err
 		}
-		if err := seedSQLite(ctx, filepath.Join(dataDir, "passgate.db"), tokens, b.resURL); err != nil {
+		if err := seedSQLite(ctx, filepath.Join(dataDir, "passgate.db"), tokens, b.resURL, false); err != nil {
 			return err
 		}
 		backendArgs = []string{"--data-dir", dataDir}
@@ -294,7 +342,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 			return err
 		}
 		defer drop()
-		if err := seedPostgres(ctx, dbURL, tokens, b.resURL); err != nil {
+		if err := seedPostgres(ctx, dbURL, tokens, b.resURL, false); err != nil {
 			return err
 		}
 		backendArgs = []string{"--database", dbURL}
@@ -307,8 +355,8 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		// /mcp front sends it to.
 		upstream = "http://127.0.0.1:" + strconv.Itoa(b.nginx.appPort)
 	}
-	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
-		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream, policyFile: b.policy})
+	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
+		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream})
 	if err != nil {
 		return err
 	}
@@ -321,14 +369,20 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 	if err != nil {
 		return err
 	}
-	pc.mcpHeaders = cfg.PolicyRules > 0
 	defer pc.close()
 	if err := b.awaitCache(ctx, p, pc); err != nil {
 		return err
 	}
+	if b.refID == nil {
+		if err := b.startIdentityReference(ctx, pc); err != nil {
+			return err
+		}
+	}
 
 	missCursor := new(atomic.Int64)
 	missCursor.Store(1)
+	var polP *passgateProc // passgate with the access policy, for its scenarios
+	var polPC *client
 	for _, sc := range scenarios {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -339,13 +393,32 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		if len(cfg.Scenarios) > 0 && !slices.Contains(cfg.Scenarios, sc.transport+"-"+sc.kind) {
 			continue
 		}
+		if sc.kind == "policy" {
+			if !first || b.policy == "" {
+				continue
+			}
+			if polPC == nil {
+				if polP, polPC, err = b.startPolicyPassgate(ctx, backendArgs); err != nil {
+					return err
+				}
+				defer polP.stop()
+				defer polPC.close()
+			}
+			sc.name = strings.Replace(sc.name, "N-rule", strconv.Itoa(cfg.PolicyRules)+"-rule", 1)
+			r, err := b.compare(ctx, backend, sc, polP, polPC, tokens, missCursor)
+			if err != nil {
+				return err
+			}
+			b.res.rows = append(b.res.rows, r)
+			continue
+		}
 		r, err := b.compare(ctx, backend, sc, p, pc, tokens, missCursor)
 		if err != nil {
 			return err
 		}
 		b.res.rows = append(b.res.rows, r)
 	}
-	if first && cfg.FloodConcurrency > 0 {
+	if cfg.FloodConcurrency > 0 {
 		f, err := b.flood(ctx, backend, p, pc)
 		if err != nil {
 			return err
@@ -359,7 +432,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 			return err
 		}
 	}
-	return nil
+	return b.measureGrowth(ctx, backend)
 }
 
 // awaitCache waits until passgate caches the hit token: the cache is armed
@@ -385,13 +458,82 @@ func (b *benchRun) awaitCache(ctx context.Context, p *passgateProc, pc *client) 
 	}
 }
 
+// startPolicyPassgate starts a second passgate on the same store, with
+// the benchmark's access policy, and waits until it caches the hit token.
+func (b *benchRun) startPolicyPassgate(ctx context.Context, backendArgs []string) (*passgateProc, *client, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: b.cfg.Passgate, httpPort: port, backendArgs: backendArgs,
+		resourceURL: b.resURL, cacheSize: 1024, policyFile: b.policy})
+	if err != nil {
+		return nil, nil, err
+	}
+	pc, err := newClient(p.grpcAddr, p.httpAddr, "", b.resHost, b.cfg.GRPCConns, b.cfg.Concurrency)
+	if err != nil {
+		p.stop()
+		return nil, nil, err
+	}
+	pc.mcpHeaders = true
+	if err := b.awaitCache(ctx, p, pc); err != nil {
+		pc.close()
+		p.stop()
+		return nil, nil, err
+	}
+	return p, pc, nil
+}
+
+// startIdentityReference captures passgate's answers to the hit token
+// (gRPC CheckResponse, HTTP check headers) and starts a reference that
+// gives them to every request without looking at it: the cost of writing
+// and parsing identity headers, with no check behind it.
+func (b *benchRun) startIdentityReference(ctx context.Context, pc *client) error {
+	resp, err := pc.authz[0].Check(ctx, pc.checkRequest(b.tokens[0]))
+	if err != nil {
+		return fmt.Errorf("capture gRPC answer: %w", err)
+	}
+	var a refAnswer
+	if a.grpc, err = proto.Marshal(resp); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, pc.checkURL, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("X-Original-Uri", "/mcp")
+	req.Header.Set("X-Original-Method", "POST")
+	req.Header.Set("X-Forwarded-Host", pc.resHost)
+	req.Header.Set("X-Forwarded-Proto", "http")
+	req.Header.Set("Authorization", "Bearer "+b.tokens[0])
+	hr, err := pc.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("capture HTTP answer: %w", err)
+	}
+	_, _ = io.Copy(io.Discard, hr.Body)
+	hr.Body.Close()
+	if hr.StatusCode != http.StatusOK {
+		return fmt.Errorf("capture HTTP answer: status %d", hr.StatusCode)
+	}
+	a.header = hr.Header.Clone()
+	a.header.Del("Date")
+	a.header.Del("Content-Length")
+	if b.refID, err = startReference(ctx, b.cfg.RefInProcess, a); err != nil {
+		return err
+	}
+	if b.refIDCl, err = newClient(b.refID.grpcAddr, b.refID.httpAddr, "", b.resHost, b.cfg.GRPCConns, b.cfg.Concurrency); err != nil {
+		return err
+	}
+	return nil
+}
+
 // doer builds the request function of a scenario for one target.
 func (b *benchRun) doer(sc scenario, cl *client, isRef bool, tokens []string, missCursor *atomic.Int64) doFunc {
 	conc := b.cfg.Concurrency
 	var src tokenSource
 	want := wantAllow
 	switch sc.kind {
-	case "hit":
+	case "hit", "policy":
 		src = fixedToken(tokens[0])
 	case "miss":
 		if isRef {
@@ -407,20 +549,17 @@ func (b *benchRun) doer(sc scenario, cl *client, isRef bool, tokens []string, mi
 	}
 	switch sc.transport {
 	case "grpc":
-		if sc.kind == "hit" {
-			// Built once per worker, as the fastest client would.
-			reqs := make([]*authv3.CheckRequest, conc)
-			for i := range reqs {
-				reqs[i] = cl.checkRequest(tokens[0])
-			}
-			return func(ctx context.Context, w int) error { return cl.grpcCheck(ctx, w, reqs[w], want) }
+		// Requests encoded once per worker and copied into (rawWorkers).
+		rw, err := newRawWorkers(cl, conc)
+		if err != nil {
+			return func(context.Context, int) error { return err }
 		}
 		return func(ctx context.Context, w int) error {
 			tok, err := src.next(w)
 			if err != nil {
 				return err
 			}
-			return cl.grpcCheck(ctx, w, cl.checkRequest(tok), want)
+			return rw.check(ctx, cl, w, tok, want)
 		}
 	case "http":
 		return func(ctx context.Context, w int) error {
@@ -449,33 +588,114 @@ func (b *benchRun) doer(sc scenario, cl *client, isRef bool, tokens []string, mi
 	}
 }
 
+// runFunc runs one load phase of length d.
+type runFunc func(ctx context.Context, d time.Duration) phase
+
+// runner is how a scenario loads one target: wrk for the HTTP transports
+// when it is the generator, else this process's closed loop.
+func (b *benchRun) runner(sc scenario, cl *client, isRef bool, tokens []string, missCursor *atomic.Int64) runFunc {
+	if b.cfg.Wrk == "" || sc.transport == "grpc" {
+		do := b.doer(sc, cl, isRef, tokens, missCursor)
+		return func(ctx context.Context, d time.Duration) phase { return runClosed(ctx, b.cfg.Concurrency, d, do) }
+	}
+	return func(ctx context.Context, d time.Duration) phase {
+		l := wrkLoad{want: wantAllow}
+		switch sc.transport {
+		case "http":
+			l.url, l.method = cl.checkURL, "GET"
+			l.headers = [][2]string{{"X-Original-Uri", "/mcp"}, {"X-Original-Method", "POST"}, {"X-Forwarded-Host", cl.resHost}, {"X-Forwarded-Proto", "http"}}
+			if cl.mcpHeaders {
+				l.headers = append(l.headers, [2]string{"Mcp-Method", "tools/call"}, [2]string{"Mcp-Name", "echo"})
+			}
+		case "nginx", "proxy":
+			l.url, l.method, l.body = cl.nginxURL, "POST", mcpBody
+			l.headers = [][2]string{{"Content-Type", "application/json"}, {"Accept", "application/json, text/event-stream"}}
+			if sc.transport == "proxy" {
+				l.url = cl.proxyURL
+				l.headers = append(l.headers, [2]string{"Host", cl.resHost})
+			}
+		}
+		// Enough distinct tokens for the fastest rate this machine
+		// reaches, bounded.
+		need := min(int(60000*d.Seconds())+1000, 400_000)
+		switch sc.kind {
+		case "hit", "policy":
+			l.fixed = tokens[0]
+		case "miss":
+			if isRef {
+				pool := tokens[1:]
+				l.tokens, l.wrap = pool[:min(need, len(pool))], true
+			} else {
+				from := min(int(missCursor.Load()), len(tokens))
+				l.tokens = tokens[from:min(from+need, len(tokens))]
+			}
+		case "invalid":
+			src := newInvalidTokens(1)
+			l.tokens = make([]string, need)
+			for i := range l.tokens {
+				l.tokens[i], _ = src.next(0)
+			}
+			if !isRef {
+				l.want = wantDeny
+			}
+			l.wrap = true // passgate caches refusals: the next run makes new ones
+		}
+		if l.tokens != nil && len(l.tokens) == 0 {
+			return phase{generator: "wrk", exhausted: true, elapsed: d}
+		}
+		p := b.runWrk(ctx, l, b.cfg.Concurrency, d)
+		if sc.kind == "miss" && !isRef {
+			missCursor.Add(p.n + p.errs)
+		}
+		return p
+	}
+}
+
 // compare runs a scenario: warm-up on both sides, then Rounds pairs of
 // (reference, passgate) phases; the best phase of each side is kept.
 func (b *benchRun) compare(ctx context.Context, backend string, sc scenario, p *passgateProc, pc *client, tokens []string, missCursor *atomic.Int64) (row, error) {
 	cfg := b.cfg
-	refDo := b.doer(sc, b.refCl, true, tokens, missCursor)
-	pgDo := b.doer(sc, pc, false, tokens, missCursor)
+	refCl := b.refCl
+	if sc.kind == "policy" {
+		refCl = b.refMCP
+	}
+	refRun := b.runner(sc, refCl, true, tokens, missCursor)
+	pgRun := b.runner(sc, pc, false, tokens, missCursor)
 	if sc.transport == "proxy" {
 		// The reference side is nginx asking this same passgate
 		// (auth_request), in front of the same upstream.
-		refDo = b.doer(scenario{transport: "nginx", kind: sc.kind}, pc, false, tokens, missCursor)
+		refRun = b.runner(scenario{transport: "nginx", kind: sc.kind}, pc, false, tokens, missCursor)
+	}
+	var idRun runFunc
+	if sc.kind == "hit" && (sc.transport == "grpc" || sc.transport == "http") && b.refIDCl != nil {
+		idRun = b.runner(sc, b.refIDCl, true, tokens, missCursor)
 	}
 	if cfg.Warmup > 0 {
-		runClosed(ctx, cfg.Concurrency, cfg.Warmup, refDo)
-		runClosed(ctx, cfg.Concurrency, cfg.Warmup, pgDo)
+		refRun(ctx, cfg.Warmup)
+		if idRun != nil {
+			idRun(ctx, cfg.Warmup)
+		}
+		pgRun(ctx, cfg.Warmup)
 	}
 	r := row{backend: backend, sc: sc}
 	var lookups, requests float64
 	for round := range cfg.Rounds {
 		b.res.sampleLoad()
-		ref := runClosed(ctx, cfg.Concurrency, cfg.Duration, refDo)
+		ref := refRun(ctx, cfg.Duration)
 		b.logf("%-8s %-30s ref      %s", backend, sc.name, ref)
+		if idRun != nil {
+			id := idRun(ctx, cfg.Duration)
+			b.logf("%-8s %-30s ref+id   %s", backend, sc.name, id)
+			if round == 0 || id.rps() > r.refID.rps() {
+				r.refID = id
+			}
+		}
 		before, err1 := p.metric("passgate_check_cache_misses_total")
 		var perfDone func()
 		if round == 0 {
 			perfDone = b.perf(p, backend+"-"+sc.transport+"-"+sc.kind)
 		}
-		pg := runClosed(ctx, cfg.Concurrency, cfg.Duration, pgDo)
+		pg := pgRun(ctx, cfg.Duration)
 		if perfDone != nil {
 			perfDone()
 		}
@@ -634,7 +854,7 @@ func (l *loginFlood) firstErr() error {
 func (b *benchRun) measureRSS(ctx context.Context, backend string, backendArgs []string, tokens []string) error {
 	cfg := b.cfg
 	maxN := cfg.RSSTokens[len(cfg.RSSTokens)-1]
-	p, err := startPassgate(ctx, passgateOpts{bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
+	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
 		resourceURL: b.resURL, cacheSize: maxN + maxN/5 + 64*64})
 	if err != nil {
 		return err

@@ -151,3 +151,37 @@ func TestInvalidTokensAreWellFormedAndDistinct(t *testing.T) {
 		}
 	}
 }
+
+// TestParseWrk reads wrk's --latency report: counts, wrong-class answers,
+// socket errors and the two quantiles the table shows.
+func TestParseWrk(t *testing.T) {
+	out := `Running 2s test @ http://127.0.0.1:1234/_passgate/check/nginx
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   612.35us  401.22us   9.87ms   91.02%
+    Req/Sec    13.01k     1.02k   15.30k    70.00%
+  Latency Distribution
+     50%  520.00us
+     75%  700.10us
+     90%    1.01ms
+     99%    2.25ms
+  51880 requests in 2.00s, 5.39MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 7
+Requests/sec:  25940.00
+Transfer/sec:      2.70MB
+`
+	p, err := parseWrk(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.n != 51880 || p.errs != 7 || p.sockErrs != 3 || p.elapsed != 2*time.Second || p.p50 != 520*time.Microsecond || p.p99 != 2250*time.Microsecond {
+		t.Errorf("parsed %+v", p)
+	}
+	if p.quantile(.5) != p.p50 || p.quantile(.99) != p.p99 {
+		t.Errorf("quantiles %v %v", p.quantile(.5), p.quantile(.99))
+	}
+	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused\n"); err == nil {
+		t.Error("wrk's failure parsed as a result")
+	}
+}

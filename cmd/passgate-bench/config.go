@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ type Config struct {
 	// (Envoy opens one per worker thread). Default 2.
 	GRPCConns int
 	// Pool is the number of valid tokens seeded for cache misses per
-	// backend. Default 200000.
+	// backend. Default 400000 (wrk's HTTP misses use them up fast).
 	Pool int
 	// RSSTokens are the cache sizes at which passgate's resident memory is
 	// measured, ascending. Default 100000,1000000. Empty skips.
@@ -56,10 +57,12 @@ type Config struct {
 	// FloodConcurrency is the number of concurrent wrong-password logins.
 	// Default 32; 0 skips the flood scenario.
 	FloodConcurrency int
-	// PolicyRules, when positive, runs passgate with an access policy of
-	// that many per-tool rules on the resource (the last one decides the
-	// benchmark's call) and sends every check Mcp-Method and Mcp-Name, the
-	// reference too. Default 0: no policy.
+	// PolicyRules is the number of per-tool rules of the access policy
+	// of the policy scenarios (grpc-policy, http-policy), run on a second
+	// passgate on the first backend; the last rule decides the
+	// benchmark's call, and every check of those scenarios (the
+	// reference's too) carries Mcp-Method and Mcp-Name. Default 50; 0
+	// skips the policy scenarios.
 	PolicyRules int
 	// FloodRate is the paced (open-loop) check rate whose latency is
 	// compared idle and during the flood. Default 1000/s.
@@ -81,13 +84,39 @@ type Config struct {
 	Perf string
 	// Label names the run in the Markdown (e.g. the command line).
 	Label string
+	// Generator is the HTTP load generator: "wrk" (the wrk binary, two
+	// threads), "go" (this process's net/http closed loop) or "auto" (wrk
+	// when installed). gRPC load always comes from this process, with
+	// requests encoded once (see rawCodec). Default auto.
+	Generator string
+	// Wrk is the wrk binary when it generates the HTTP load, else "".
+	Wrk string
+	// GrowthTokens are the live-token counts of the growth table: for
+	// each, a fresh store of every backend with that many tokens, then
+	// passgate's start-up time, paced check-miss latency, RSS and the
+	// store's size. Ascending. Default 10000,100000,1000000. Empty skips.
+	GrowthTokens []int
+	// PassgateArgs are extra arguments to every `passgate serve` (e.g.
+	// "--check-batch-wait 0" to compare settings). Optional.
+	PassgateArgs []string
+	// PinPassgate and PinSelf, when set, are CPU lists (taskset -c) for
+	// every passgate, and for this process and its children (the
+	// reference, wrk), to show what the two processes take from each
+	// other; PostgreSQL and nginx stay unpinned. Optional.
+	PinPassgate, PinSelf string
+	// CleanupTokens is the number of expired tokens whose cleanup
+	// (store.DeleteExpired) is timed on every backend. Default 1000000;
+	// 0 skips.
+	CleanupTokens int
 }
 
 // profiles are the -quick and -smoke presets; explicit flags win.
 var profiles = map[string]map[string]string{
-	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1", "rss-timeout": "40s"},
-	"smoke": {"duration": "250ms", "warmup": "50ms", "rounds": "1", "pool": "3000", "rss-tokens": "1000", "flood-rounds": "1",
-		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200"},
+	"quick": {"duration": "2s", "warmup": "300ms", "rounds": "1", "pool": "100000", "rss-tokens": "100000", "flood-rounds": "1", "rss-timeout": "40s",
+		"growth-tokens": "10000,100000", "cleanup-tokens": "100000"},
+	"smoke": {"duration": "250ms", "warmup": "50ms", "rounds": "1", "pool": "10000", "rss-tokens": "1000", "flood-rounds": "1",
+		"backends": "sqlite", "nginx": "off", "concurrency": "4", "flood-concurrency": "4", "flood-rate": "200", "generator": "go",
+		"growth-tokens": "1000", "cleanup-tokens": "1000"},
 }
 
 func parseConfig(args []string, stderr io.Writer) (*Config, error) {
@@ -104,7 +133,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.IntVar(&c.Rounds, "rounds", 2, "reference/passgate phase pairs per scenario (best reported)")
 	fs.IntVar(&c.Concurrency, "concurrency", 16, "closed-loop clients")
 	fs.IntVar(&c.GRPCConns, "grpc-conns", 2, "HTTP/2 connections shared by the gRPC clients")
-	fs.IntVar(&c.Pool, "pool", 200_000, "valid tokens seeded per backend for cache misses")
+	fs.IntVar(&c.Pool, "pool", 400_000, "valid tokens seeded per backend for cache misses")
 	rss := fs.String("rss-tokens", "100000,1000000", "cached token counts at which RSS is measured (empty skips)")
 	fs.DurationVar(&c.RSSTimeout, "rss-timeout", 5*time.Minute, "bound on warming the cache for each memory step")
 	fs.StringVar(&c.RSSBackend, "rss-backend", "sqlite", "backend of the memory measurement")
@@ -116,8 +145,14 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	scen := fs.String("scenarios", "", "only these scenarios, e.g. grpc-hit,http-miss (default all)")
 	fs.StringVar(&c.Perf, "perf", "", "record passgate with Linux perf into this directory (one file per scenario)")
 	fs.StringVar(&c.Label, "label", "", "how the run was started, for the Markdown")
-	fs.IntVar(&c.PolicyRules, "policy-rules", 0, "run passgate with an access policy of this many per-tool rules and send Mcp-Method/Mcp-Name (0: no policy)")
-	quick := fs.Bool("quick", false, "short run (under 2 minutes): 2s phases, one round, RSS at 100k only")
+	fs.IntVar(&c.PolicyRules, "policy-rules", 50, "per-tool rules of the policy scenarios' access policy (0 skips them)")
+	fs.StringVar(&c.PinPassgate, "pin-passgate", "", "run passgate under taskset -c with this CPU list")
+	fs.StringVar(&c.PinSelf, "pin-self", "", "pin passgate-bench and its children (reference, wrk) to this CPU list")
+	pgArgs := fs.String("passgate-args", "", "extra arguments to every passgate serve, space-separated")
+	growth := fs.String("growth-tokens", "10000,100000,1000000", "live-token counts of the growth table, ascending (empty skips)")
+	fs.IntVar(&c.CleanupTokens, "cleanup-tokens", 1_000_000, "expired tokens whose cleanup is timed (0 skips)")
+	fs.StringVar(&c.Generator, "generator", "auto", "HTTP load generator: wrk, go, or auto (wrk when installed)")
+	quick := fs.Bool("quick", false, "short run (about 4 minutes): 2s phases, one round, RSS at 100k, growth to 100k")
 	smoke := fs.Bool("smoke", false, "a few seconds on SQLite only, for tests; numbers are meaningless")
 	if err := fs.Parse(args); err != nil {
 		return nil, usageError{err.Error()}
@@ -144,6 +179,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 		}
 	}
 	c.Backends = splitList(*backends)
+	c.PassgateArgs = strings.Fields(*pgArgs)
 	c.Scenarios = splitList(*scen)
 	var errs []error
 	for _, s := range splitList(*rss) {
@@ -157,10 +193,32 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 		}
 		c.RSSTokens = append(c.RSSTokens, n)
 	}
+	for _, s := range splitList(*growth) {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 10 {
+			errs = append(errs, fmt.Errorf("-growth-tokens: %q is not a count of at least 10", s))
+			continue
+		}
+		if len(c.GrowthTokens) > 0 && n <= c.GrowthTokens[len(c.GrowthTokens)-1] {
+			errs = append(errs, errors.New("-growth-tokens must ascend"))
+		}
+		c.GrowthTokens = append(c.GrowthTokens, n)
+	}
 	if c.Nginx == "" {
 		if p, err := proc.LookTool("nginx"); err == nil {
 			c.Nginx = p
 		}
+	}
+	switch c.Generator {
+	case "auto", "wrk":
+		if p, err := exec.LookPath("wrk"); err == nil {
+			c.Wrk = p
+		} else if c.Generator == "wrk" {
+			errs = append(errs, fmt.Errorf("-generator wrk: %w", err))
+		}
+	case "go":
+	default:
+		errs = append(errs, fmt.Errorf("-generator: unknown generator %q", c.Generator))
 	}
 	if c.Nginx == "off" {
 		c.Nginx = ""
@@ -199,6 +257,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency < 1 || c.GRPCConns < 1 {
 		errs = append(errs, errors.New("-concurrency and -grpc-conns must be at least 1"))
+	}
+	if c.CleanupTokens < 0 {
+		errs = append(errs, errors.New("-cleanup-tokens must not be negative"))
 	}
 	if c.Pool < 10 {
 		errs = append(errs, errors.New("-pool must be at least 10"))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -24,6 +25,25 @@ type phase struct {
 	lat       []time.Duration // sorted, expected answers only
 	exhausted bool
 	firstErr  error
+	// clientCPU is the CPU time the load generator used during the phase
+	// (this process, or wrk), so that its share of the cores is reported
+	// rather than hidden.
+	clientCPU time.Duration
+	// generator names what produced the load: "go" (this process) or
+	// "wrk".
+	generator string
+	// p50, p99, when set, are the generator's own quantiles (wrk reports
+	// no samples).
+	p50, p99 time.Duration
+	sockErrs int64 // wrk's socket errors
+}
+
+// cpuPerReq is the generator's CPU per completed request.
+func (p phase) cpuPerReq() time.Duration {
+	if p.n+p.errs == 0 {
+		return 0
+	}
+	return p.clientCPU / time.Duration(p.n+p.errs)
 }
 
 func (p phase) rps() float64 {
@@ -35,6 +55,12 @@ func (p phase) rps() float64 {
 
 // quantile returns the q-quantile of the latencies (nearest rank).
 func (p phase) quantile(q float64) time.Duration {
+	switch {
+	case q == .5 && p.p50 > 0:
+		return p.p50
+	case q == .99 && p.p99 > 0:
+		return p.p99
+	}
 	if len(p.lat) == 0 {
 		return 0
 	}
@@ -73,6 +99,7 @@ func runLoad(ctx context.Context, conc int, d time.Duration, rate float64, do do
 		capHint = int(rate*d.Seconds())/conc + 16
 	}
 	var wg sync.WaitGroup
+	cpu0 := selfCPU()
 	start := time.Now()
 	deadline := start.Add(d)
 	interval := time.Duration(0)
@@ -131,7 +158,7 @@ func runLoad(ctx context.Context, conc int, d time.Duration, rate float64, do do
 	timer.Stop()
 	// Requests in flight at the deadline are counted, so is their time.
 	elapsed := time.Since(start)
-	var p phase
+	p := phase{generator: "go", clientCPU: selfCPU() - cpu0}
 	total := 0
 	for i := range accs {
 		total += len(accs[i].lat)
@@ -153,7 +180,7 @@ func runLoad(ctx context.Context, conc int, d time.Duration, rate float64, do do
 }
 
 func (p phase) String() string {
-	s := fmt.Sprintf("%8.0f req/s  p50 %8s  p99 %8s  n=%d", p.rps(), fmtDur(p.quantile(.5)), fmtDur(p.quantile(.99)), p.n)
+	s := fmt.Sprintf("%8.0f req/s  p50 %8s  p99 %8s  n=%d  %s %s CPU/req", p.rps(), fmtDur(p.quantile(.5)), fmtDur(p.quantile(.99)), p.n, p.generator, fmtDur(p.cpuPerReq()))
 	if p.errs > 0 {
 		s += fmt.Sprintf("  errors=%d (%v)", p.errs, p.firstErr)
 	}
@@ -161,6 +188,15 @@ func (p phase) String() string {
 		s += "  POOL EXHAUSTED"
 	}
 	return s
+}
+
+// selfCPU is this process's user and system CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func fmtDur(d time.Duration) string {

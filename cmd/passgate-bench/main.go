@@ -9,11 +9,17 @@
 // runs in its own Go runtime like passgate, with -ref-inprocess in this
 // process), and drives both with its own closed-loop load generator at a
 // fixed concurrency for a fixed duration, alternating reference and passgate
-// phases within one run. Scenarios: gRPC and HTTP check on a cache hit, a
-// cache miss (every request a different valid token) and invalid tokens;
-// real nginx auth_request in front of passgate versus in front of the
-// reference; check latency during a flood of wrong-password logins; and
-// passgate's resident memory with 100k and 1M cached tokens.
+// phases within one run. HTTP load comes from wrk when it is installed
+// (-generator), gRPC load from pre-encoded requests (grpcraw.go); every
+// phase records the generator's own CPU. Scenarios: gRPC and HTTP check on
+// a cache hit (also against a reference that sends passgate's identity
+// headers), a cache miss (every request a different valid token) and
+// invalid tokens; the checks with a 50-rule access policy; real nginx
+// auth_request in front of passgate versus in front of the reference; the
+// built-in proxy versus nginx + passgate; check latency during a flood of
+// wrong-password logins; passgate's resident memory with 100k and 1M
+// cached tokens; and growth: start-up, miss latency, RSS and store size
+// at 10k to 1M live tokens, and the cleanup of 1M expired tokens.
 //
 // It prints a table and writes it as Markdown (-out), replacing only the
 // generated part of an existing file so that notes written around it stay.

@@ -52,6 +52,8 @@ type passgateOpts struct {
 	cacheSize   int
 	upstream    string // --upstream for resourceURL; empty: none
 	policyFile  string // --policy, or ""
+	extra       []string
+	pin         string // CPU list for taskset, or ""
 }
 
 func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
@@ -82,15 +84,22 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		"--check-cache-size", strconv.Itoa(o.cacheSize),
 		"--log-level", "warn",
 		"--log-format", "json",
+		// Nothing routes to it: stopping needs no grace period.
+		"--shutdown-delay", "0s",
 	}
 	if o.upstream != "" {
 		args = append(args, "--upstream", o.upstream)
 	}
 	args = append(args, o.backendArgs...)
+	args = append(args, o.extra...)
 	if o.policyFile != "" {
 		args = append(args, "--policy", o.policyFile)
 	}
 	cmd := exec.Command(o.bin, args...)
+	if o.pin != "" {
+		// taskset execs passgate in place: the pid stays passgate's.
+		cmd = exec.Command("taskset", append([]string{"-c", o.pin, o.bin}, args...)...)
+	}
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
 	var err2 error
@@ -112,7 +121,7 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		case <-ctx.Done():
 			p.stop()
 			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			p.stop()

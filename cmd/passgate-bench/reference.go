@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,12 +18,14 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 )
 
 // noopAuthz is the reference ext_authz server: it allows everything
 // without looking at the request, the cheapest check there can be.
 type noopAuthz struct {
 	authv3.UnimplementedAuthorizationServer
+	answer *authv3.CheckResponse
 }
 
 var noopOK = &authv3.CheckResponse{
@@ -30,18 +33,54 @@ var noopOK = &authv3.CheckResponse{
 	HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
 }
 
-func (noopAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+func (n noopAuthz) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	if n.answer != nil {
+		return n.answer, nil
+	}
 	return noopOK, nil
+}
+
+// refAnswer makes the reference answer as passgate does for the hit token,
+// still without looking at the request: the same identity headers (HTTP)
+// and the same CheckResponse (gRPC), captured from passgate. Its zero
+// value is the plain no-op answer.
+type refAnswer struct {
+	grpc   []byte      // an encoded CheckResponse; nil: noopOK
+	header http.Header // set on every HTTP answer
+}
+
+func (a refAnswer) args() []string {
+	var args []string
+	if a.grpc != nil {
+		args = append(args, "-grpc-answer", base64.StdEncoding.EncodeToString(a.grpc))
+	}
+	for name, vs := range a.header {
+		for _, v := range vs {
+			args = append(args, "-http-header", name+": "+v)
+		}
+	}
+	return args
 }
 
 // serveReference serves the no-op gRPC and HTTP checks on the listeners
 // until ctx ends. The HTTP server has passgate's timeouts so connection
 // handling is the same on both sides.
-func serveReference(ctx context.Context, grpcLn, httpLn net.Listener) error {
+func serveReference(ctx context.Context, grpcLn, httpLn net.Listener, a refAnswer) error {
 	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, noopAuthz{})
+	na := noopAuthz{}
+	if a.grpc != nil {
+		na.answer = new(authv3.CheckResponse)
+		if err := proto.Unmarshal(a.grpc, na.answer); err != nil {
+			return fmt.Errorf("reference: gRPC answer: %w", err)
+		}
+	}
+	authv3.RegisterAuthorizationServer(gs, na)
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			for name, vs := range a.header {
+				h[name] = vs
+			}
 			w.WriteHeader(http.StatusOK)
 		}),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -76,6 +115,22 @@ func cmdReference(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs.SetOutput(stderr)
 	grpcAddr := fs.String("grpc-listen", "127.0.0.1:0", "gRPC listen address")
 	httpAddr := fs.String("http-listen", "127.0.0.1:0", "HTTP listen address")
+	var a refAnswer
+	fs.Func("grpc-answer", "base64 of the CheckResponse to answer with (default: allow, nothing else)", func(v string) (err error) {
+		a.grpc, err = base64.StdEncoding.DecodeString(v)
+		return err
+	})
+	fs.Func("http-header", "'Name: value' to set on every HTTP answer (repeatable)", func(v string) error {
+		name, val, ok := strings.Cut(v, ": ")
+		if !ok {
+			return fmt.Errorf("%q is not 'Name: value'", v)
+		}
+		if a.header == nil {
+			a.header = http.Header{}
+		}
+		a.header.Add(name, val)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
@@ -95,7 +150,7 @@ func cmdReference(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		cancel()
 	}()
 	fmt.Fprintf(stdout, "ready %s %s\n", gl.Addr(), hl.Addr())
-	return serveReference(ctx, gl, hl)
+	return serveReference(ctx, gl, hl, a)
 }
 
 // reference is a running reference server.
@@ -107,7 +162,7 @@ type reference struct {
 
 // startReference starts the reference in a subprocess of this binary, or
 // in this process.
-func startReference(ctx context.Context, inProcess bool) (*reference, error) {
+func startReference(ctx context.Context, inProcess bool, a refAnswer) (*reference, error) {
 	if inProcess {
 		gl, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -120,7 +175,7 @@ func startReference(ctx context.Context, inProcess bool) (*reference, error) {
 		}
 		ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 		done := make(chan struct{})
-		go func() { _ = serveReference(ctx, gl, hl); close(done) }()
+		go func() { _ = serveReference(ctx, gl, hl, a); close(done) }()
 		return &reference{grpcAddr: gl.Addr().String(), httpAddr: hl.Addr().String(),
 			stop: func() { cancel(); <-done }}, nil
 	}
@@ -128,7 +183,7 @@ func startReference(ctx context.Context, inProcess bool) (*reference, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start reference: %w", err)
 	}
-	cmd := exec.Command(self, "reference")
+	cmd := exec.Command(self, append([]string{"reference"}, a.args()...)...)
 	cmd.Env = cleanEnv()
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

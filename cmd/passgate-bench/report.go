@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"text/tabwriter"
+	"time"
 )
 
 // Markers delimit the generated part of the Markdown file; text outside
@@ -27,12 +28,12 @@ const rssLimit = 200e6
 func printTable(w io.Writer, res *results) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "BACKEND\tSCENARIO\tPASSGATE REQ/S\tP50\tP99\tREF REQ/S\tP50\tP99\tTHROUGHPUT\tP99 RATIO\tLOOKUPS/REQ\tTARGET\tMET")
+	fmt.Fprintln(tw, "BACKEND\tSCENARIO\tPASSGATE REQ/S\tP50\tP99\tREF REQ/S\tP50\tP99\tTHROUGHPUT\tP99 RATIO\tLOOKUPS/REQ\tGENERATOR\tTARGET\tMET")
 	for _, r := range res.rows {
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%s\n", r.backend, r.sc.name,
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t%s\t%s\t%.0f\t%s\t%s\t%.2f\t%.2f\t%.2f\t%s\t%s\t%s\n", r.backend, r.sc.name,
 			r.pg.rps(), fmtDur(r.pg.quantile(.5)), fmtDur(r.pg.quantile(.99)),
 			r.ref.rps(), fmtDur(r.ref.quantile(.5)), fmtDur(r.ref.quantile(.99)),
-			r.thrRatio(), r.p99Ratio(), r.lookups, r.target(), r.met())
+			r.thrRatio(), r.p99Ratio(), r.lookups, generatorCell(r.ref, r.pg), r.target(), r.met())
 	}
 	tw.Flush()
 	for _, f := range res.floods {
@@ -85,8 +86,10 @@ func markdown(res *results) string {
 	fmt.Fprintln(&b)
 	fmt.Fprintln(&b, "### Checks: passgate versus the no-op reference")
 	fmt.Fprintln(&b)
-	fmt.Fprintln(&b, "| Backend | Scenario | passgate req/s | p50 | p99 | reference req/s | p50 | p99 | throughput ratio | p99 ratio | store lookups/req | target | met |")
-	fmt.Fprintln(&b, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|")
+	fmt.Fprintln(&b, "\"Generator\" says what produced the load (wrk, or passgate-bench's own Go client) and its CPU per request against the reference and passgate: what the generator takes from the two shared cores, which the servers do not get.")
+	fmt.Fprintln(&b)
+	fmt.Fprintln(&b, "| Backend | Scenario | passgate req/s | p50 | p99 | reference req/s | p50 | p99 | throughput ratio | p99 ratio | store lookups/req | generator (CPU/req ref, passgate) | target | met |")
+	fmt.Fprintln(&b, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|---|---|")
 	for _, r := range res.rows {
 		note := ""
 		if r.pg.errs > 0 {
@@ -95,10 +98,10 @@ func markdown(res *results) string {
 		if r.pg.exhausted {
 			note += " (pool ran out)"
 		}
-		fmt.Fprintf(&b, "| %s | %s%s | %.0f | %s | %s | %.0f | %s | %s | **%.2f** | %.2f | %.2f | %s | %s |\n", r.backend, r.sc.name, note,
+		fmt.Fprintf(&b, "| %s | %s%s | %.0f | %s | %s | %.0f | %s | %s | **%.2f** | %.2f | %.2f | %s | %s | %s |\n", r.backend, r.sc.name, note,
 			r.pg.rps(), fmtDur(r.pg.quantile(.5)), fmtDur(r.pg.quantile(.99)),
 			r.ref.rps(), fmtDur(r.ref.quantile(.5)), fmtDur(r.ref.quantile(.99)),
-			r.thrRatio(), r.p99Ratio(), r.lookups, orDash(r.target()), orDash(r.met()))
+			r.thrRatio(), r.p99Ratio(), r.lookups, generatorCell(r.ref, r.pg), orDash(r.target()), orDash(r.met()))
 	}
 	fmt.Fprintln(&b)
 	for _, r := range res.rows {
@@ -107,6 +110,25 @@ func markdown(res *results) string {
 			fmt.Fprintln(&b)
 			break
 		}
+	}
+	var idRows []row
+	for _, r := range res.rows {
+		if r.refID.n > 0 {
+			idRows = append(idRows, r)
+		}
+	}
+	if len(idRows) > 0 {
+		fmt.Fprintln(&b, "### Cache hits against a reference that sends passgate's identity headers")
+		fmt.Fprintln(&b)
+		fmt.Fprintln(&b, "The same phases as above, plus a third side in every round: a reference that still allows without looking, but answers with the very headers (HTTP) and CheckResponse (gRPC) passgate gives the hit token, captured from passgate at the start. Its ratio is what the check itself costs; the plain ratio adds what writing and parsing the identity headers costs.")
+		fmt.Fprintln(&b)
+		fmt.Fprintln(&b, "| Backend | Scenario | passgate req/s | reference with identity req/s | p50 | p99 | ratio with identity | plain ratio |")
+		fmt.Fprintln(&b, "|---|---|--:|--:|--:|--:|--:|--:|")
+		for _, r := range idRows {
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.0f | %s | %s | **%.2f** | %.2f |\n", r.backend, r.sc.name, r.pg.rps(), r.refID.rps(),
+				fmtDur(r.refID.quantile(.5)), fmtDur(r.refID.quantile(.99)), r.idRatio(), r.thrRatio())
+		}
+		fmt.Fprintln(&b)
 	}
 	if len(res.floods) > 0 {
 		fmt.Fprintln(&b, "### Check latency during a login flood")
@@ -147,6 +169,30 @@ func markdown(res *results) string {
 		}
 		fmt.Fprintln(&b)
 	}
+	if len(res.growth) > 0 {
+		fmt.Fprintln(&b, "### Growth: cost as the store grows")
+		fmt.Fprintln(&b)
+		fmt.Fprintf(&b, "For each size, a fresh store seeded with that many live access tokens (PostgreSQL with COPY, SQLite in one transaction per 50,000 rows with a prepared INSERT), then a fresh passgate: start-up is from exec to /readyz answering 200; misses are gRPC checks paced at %d/s (open loop) for %s, each a different token picked at random from the whole store; RSS after them; size on disk is the SQLite files or `pg_database_size`.\n\n", growthRate, cfg.Duration)
+		fmt.Fprintln(&b, "| Backend | live tokens | seeded in | size on disk | start-up | miss p50 | miss p99 | misses | RSS |")
+		fmt.Fprintln(&b, "|---|--:|--:|--:|--:|--:|--:|--:|--:|")
+		for _, g := range res.growth {
+			note := ""
+			if g.miss.errs > 0 {
+				note = fmt.Sprintf(" (%d errors)", g.miss.errs)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %s | %s | %d%s | %.1f MB |\n", g.backend, g.tokens, g.seed.Round(10*time.Millisecond),
+				fmtBytes(g.size), g.startup.Round(time.Millisecond), fmtDur(g.miss.quantile(.5)), fmtDur(g.miss.quantile(.99)), g.miss.n, note, float64(g.mem.rss)/1e6)
+		}
+		fmt.Fprintln(&b)
+	}
+	if len(res.cleanups) > 0 {
+		fmt.Fprintln(&b, "| Backend | expired tokens | rows deleted | `DeleteExpired` took |")
+		fmt.Fprintln(&b, "|---|--:|--:|--:|")
+		for _, c := range res.cleanups {
+			fmt.Fprintf(&b, "| %s | %d | %d | %s |\n", c.backend, c.tokens, c.deleted, c.took.Round(time.Millisecond))
+		}
+		fmt.Fprintln(&b)
+	}
 	for _, n := range res.notes {
 		fmt.Fprintf(&b, "- Note: %s\n", n)
 	}
@@ -155,6 +201,12 @@ func markdown(res *results) string {
 	}
 	fmt.Fprintln(&b, endMarker)
 	return b.String()
+}
+
+// generatorCell names the generator of a row and its CPU per request on
+// each side.
+func generatorCell(ref, pg phase) string {
+	return fmt.Sprintf("%s (%s, %s)", pg.generator, fmtDur(ref.cpuPerReq()), fmtDur(pg.cpuPerReq()))
 }
 
 func orDash(s string) string {

@@ -59,6 +59,18 @@ func seedRow(tokens []string, i int, resourceURL string, now time.Time) store.To
 	}
 }
 
+// seedRowAt is seedRow, or with expired an hour past its expiry (for
+// measuring the cleanup).
+func seedRowAt(tokens []string, i int, resourceURL string, now time.Time, expired bool) store.Token {
+	t := seedRow(tokens, i, resourceURL, now)
+	if expired {
+		t.CreatedAt = now.Add(-25 * time.Hour)
+		t.ExpiresAt = now.Add(-time.Hour)
+		t.FamilyExpiresAt = t.ExpiresAt
+	}
+	return t
+}
+
 // prepareStore migrates st, creates the bench user and checks that the
 // store itself reads the seeded tokens back as live access tokens for the
 // resource (so a change of the schema cannot silently turn every "valid"
@@ -100,7 +112,7 @@ const sqliteTimeLayout = "2006-01-02T15:04:05.000000Z"
 // rotation (one transaction each), far too slow for a million, so the rows
 // go in with one prepared INSERT per batch; verifySeed then reads them back
 // through the store.
-func seedSQLite(ctx context.Context, path string, tokens []string, resourceURL string) error {
+func seedSQLite(ctx context.Context, path string, tokens []string, resourceURL string, expired bool) error {
 	st, err := sqlite.Open(ctx, path, nil)
 	if err != nil {
 		return err
@@ -161,7 +173,7 @@ func seedSQLite(ctx context.Context, path string, tokens []string, resourceURL s
 			}
 			defer stmt.Close()
 			for _, i := range order[lo:hi] {
-				t := seedRow(tokens, i, resourceURL, now)
+				t := seedRowAt(tokens, i, resourceURL, now, expired)
 				if _, err := stmt.ExecContext(ctx, t.Hash, t.Kind, t.FamilyID, t.ClientID, t.Username, t.Scope, t.Resource,
 					sqliteTime(t.FamilyExpiresAt), sqliteTime(t.CreatedAt), sqliteTime(t.ExpiresAt)); err != nil {
 					return err
@@ -180,6 +192,9 @@ func seedSQLite(ctx context.Context, path string, tokens []string, resourceURL s
 	}
 	if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
 		return fmt.Errorf("seed sqlite: checkpoint: %w", err)
+	}
+	if expired {
+		return nil
 	}
 	st, err = sqlite.Open(ctx, path, nil)
 	if err != nil {
@@ -228,7 +243,7 @@ func createPostgresDB(ctx context.Context, adminURL string) (string, func(), err
 }
 
 // seedPostgres migrates the database and COPYs the tokens in.
-func seedPostgres(ctx context.Context, dbURL string, tokens []string, resourceURL string) error {
+func seedPostgres(ctx context.Context, dbURL string, tokens []string, resourceURL string, expired bool) error {
 	st, err := postgres.Open(ctx, dbURL, nil)
 	if err != nil {
 		return err
@@ -248,7 +263,7 @@ func seedPostgres(ctx context.Context, dbURL string, tokens []string, resourceUR
 		if i >= len(tokens) {
 			return nil, nil
 		}
-		t := seedRow(tokens, i, resourceURL, now)
+		t := seedRowAt(tokens, i, resourceURL, now, expired)
 		i++
 		return []any{t.Hash, t.Kind, t.FamilyID, t.ClientID, t.Username, t.Scope, t.Resource, t.FamilyExpiresAt, t.CreatedAt, t.ExpiresAt}, nil
 	})
@@ -258,6 +273,9 @@ func seedPostgres(ctx context.Context, dbURL string, tokens []string, resourceUR
 	}
 	if _, err := conn.Exec(ctx, "ANALYZE tokens"); err != nil {
 		return fmt.Errorf("seed postgres: %w", err)
+	}
+	if expired {
+		return nil
 	}
 	return verifySeed(ctx, st, tokens, resourceURL)
 }

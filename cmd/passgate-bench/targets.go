@@ -34,6 +34,8 @@ type client struct {
 	// mcpHeaders adds Mcp-Method and Mcp-Name (tools/call echo) to every
 	// check, for --policy-rules.
 	mcpHeaders bool
+	// rawCodec is the call option of rawCheck, built once.
+	rawCodec grpc.CallOption
 }
 
 func newClient(grpcAddr, httpAddr, nginxURL, resHost string, conns, conc int) (*client, error) {
@@ -42,6 +44,7 @@ func newClient(grpcAddr, httpAddr, nginxURL, resHost string, conns, conc int) (*
 		proxyURL: "http://" + httpAddr + "/mcp",
 		nginxURL: nginxURL,
 		resHost:  resHost,
+		rawCodec: grpc.ForceCodec(rawCodec{}),
 		http: &http.Client{
 			Transport: &http.Transport{
 				MaxIdleConnsPerHost: conc,

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -199,10 +200,15 @@ func newRegistry(backend string) *prometheus.Registry {
 // configuration.
 func (a *app) newAuthServer(reg prometheus.Registerer, resources []resource.Resource, ips *clientip.Resolver) (*oauthweb.Server, error) {
 	c := a.cfg
-	hasher, err := passwd.NewHasher(0, a.hashCost)
+	prio, err := passwd.ParsePriority(c.HashPriority)
 	if err != nil {
 		return nil, err
 	}
+	hasher, err := passwd.New(passwd.Options{Concurrency: c.HashConcurrency, Cost: a.hashCost, Priority: prio})
+	if err != nil {
+		return nil, err
+	}
+	a.reserveSchedulerSlot(hasher.Concurrency())
 	regToken := ""
 	if c.RegistrationTokenFile != "" {
 		if regToken, err = readSecretFile(c.RegistrationTokenFile); err != nil {
@@ -342,8 +348,44 @@ func (a *app) newChecker(reg prometheus.Registerer, resources []resource.Resourc
 		Policy:            a.policy,
 		CacheSize:         c.CheckCacheSize,
 		StoreTimeout:      c.StoreTimeout,
+		BatchWait:         a.batchWait(c.CheckBatchWait),
 		TracerProvider:    a.tracerProvider(),
 	})
+}
+
+// reserveSchedulerSlot makes GOMAXPROCS exceed the password hashes that
+// may run at once. A hash holds a Go scheduler slot (P) for its whole run,
+// bcrypt never yields, and Go sets GOMAXPROCS to the CPUs passgate may use
+// (its cgroup limit or CPU affinity): with one CPU, one hash took the only
+// P and a login flood stalled every proxy check for seconds (measured
+// under taskset -c 1: check p50 3.7 s). With a P to spare, the checks'
+// thread and the hash's thread compete in the kernel instead, where the
+// hash's lowered priority (--hash-priority) lets the checks win. An
+// explicit GOMAXPROCS in the environment is the operator's and is kept.
+func (a *app) reserveSchedulerSlot(hashes int) {
+	if _, set := os.LookupEnv("GOMAXPROCS"); set {
+		return
+	}
+	if n := runtime.GOMAXPROCS(0); n <= hashes {
+		runtime.GOMAXPROCS(hashes + 1)
+		a.logger.Info("raised GOMAXPROCS so that password hashes leave a scheduler slot to the checks", "from", n, "to", hashes+1)
+	}
+}
+
+// maxCheckBatchWait bounds --check-batch-wait: the wait delays every miss
+// that arrives while another is being read, so it stays in microseconds.
+const maxCheckBatchWait = 10 * time.Millisecond
+
+// batchWait maps --check-batch-wait onto extauthz.Config.BatchWait, where
+// 0 means the default and a negative wait no batching. Batching shares
+// PostgreSQL round trips between concurrent misses; a SQLite read never
+// leaves the process, so there is nothing to share, and alternating runs
+// showed no gain there: SQLite misses are read one by one, as before.
+func (a *app) batchWait(d time.Duration) time.Duration {
+	if d == 0 || a.backend != "postgres" {
+		return -1
+	}
+	return d
 }
 
 // tracerProvider is the provider of the checks' spans: nil (no spans, no

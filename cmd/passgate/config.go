@@ -160,6 +160,13 @@ type Config struct {
 	LockoutThreshold int
 	LockoutWindow    time.Duration
 	LockoutDuration  time.Duration
+	// HashConcurrency bounds the password hashes that run at once
+	// (passwd.Options.Concurrency). Default 0: half the CPUs, at least one.
+	HashConcurrency int
+	// HashPriority is the priority of the threads that hash passwords:
+	// a nice value from 0 to 19, or "idle" (passwd.ParsePriority).
+	// Default passwd.DefaultPriority.
+	HashPriority string
 	// MinPasswordLength is the shortest password, in characters, that
 	// `passgate user add` and `user passwd` accept (with the rest of
 	// passwd.Policy: at most 72 bytes, not a common password, not the
@@ -217,6 +224,12 @@ type Config struct {
 	// StoreTimeout bounds every store call on the check path. Default
 	// extauthz.DefaultStoreTimeout.
 	StoreTimeout time.Duration
+	// CheckBatchWait bounds how long a check's cache miss waits for
+	// concurrent misses to share one PostgreSQL read while another read
+	// is in flight (extauthz.Config.BatchWait). Default
+	// extauthz.DefaultBatchWait; 0 reads every miss on its own, as SQLite
+	// always does; at most maxCheckBatchWait.
+	CheckBatchWait time.Duration
 
 	// AuditRetention deletes audit rows older than this. Default 2160h
 	// (90 days); 0 keeps them forever.
@@ -387,7 +400,10 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	list(&c.Upstreams, "upstream", nil, "proxy a resource to its MCP server on the HTTP listener: RESOURCE=URL, or URL for the only resource", "PASSGATE_UPSTREAM")
 	str(&c.PolicyFile, "policy", "", "access policy file (YAML): who may use which resource and tool; reloaded on SIGHUP and on change", "PASSGATE_POLICY")
 	integer(&c.CheckCacheSize, "check-cache-size", extauthz.DefaultCacheSize, "verified tokens kept in memory", "PASSGATE_CHECK_CACHE_SIZE")
+	integer(&c.HashConcurrency, "hash-concurrency", 0, "password hashes run at once (0: half the CPUs, at least one)", "PASSGATE_HASH_CONCURRENCY")
+	str(&c.HashPriority, "hash-priority", passwd.DefaultPriority.String(), "priority of password-hashing threads: nice value 0-19, or idle (only when a CPU is idle)", "PASSGATE_HASH_PRIORITY")
 	dur(&c.StoreTimeout, "store-timeout", extauthz.DefaultStoreTimeout, "budget for a store lookup on the check path", "PASSGATE_STORE_TIMEOUT")
+	dur(&c.CheckBatchWait, "check-batch-wait", extauthz.DefaultBatchWait, "how long a check's cache miss may wait to share a PostgreSQL read with concurrent misses (0: no batching)", "PASSGATE_CHECK_BATCH_WAIT")
 	dur(&c.AuditRetention, "audit-retention", 90*24*time.Hour, "delete audit rows older than this (0 keeps them)", "PASSGATE_AUDIT_RETENTION")
 	dur(&c.CleanupInterval, "cleanup-interval", 10*time.Minute, "how often expired rows are deleted", "PASSGATE_CLEANUP_INTERVAL")
 	dur(&c.StartupWait, "startup-wait", time.Minute, "how long to wait for an unreachable PostgreSQL at start", "PASSGATE_STARTUP_WAIT")
@@ -565,6 +581,7 @@ func (c *Config) Validate() error {
 		{"--refresh-grace", c.RefreshGrace, true}, {"--stale-client-age", c.StaleClientAge, true},
 		{"--audit-retention", c.AuditRetention, true}, {"--lockout-window", c.LockoutWindow, true},
 		{"--lockout-duration", c.LockoutDuration, true}, {"--shutdown-delay", c.ShutdownDelay, true},
+		{"--check-batch-wait", c.CheckBatchWait, true},
 	} {
 		switch {
 		case d.zeroOK && d.d < 0:
@@ -572,6 +589,15 @@ func (c *Config) Validate() error {
 		case !d.zeroOK && d.d <= 0:
 			add("%s: must be positive, got %v", d.name, d.d)
 		}
+	}
+	if c.HashConcurrency < 0 {
+		add("--hash-concurrency: must not be negative, got %d", c.HashConcurrency)
+	}
+	if _, err := passwd.ParsePriority(c.HashPriority); err != nil {
+		add("--hash-priority: %q is neither idle nor a nice value from 0 to 19", c.HashPriority)
+	}
+	if c.CheckBatchWait > maxCheckBatchWait {
+		add("--check-batch-wait: at most %v (it delays cache misses), got %v", maxCheckBatchWait, c.CheckBatchWait)
 	}
 	if c.RefreshGrace > oauthweb.MaxRefreshGrace {
 		add("--refresh-grace: at most %v (a long grace window weakens reuse detection), got %v", oauthweb.MaxRefreshGrace, c.RefreshGrace)

@@ -31,6 +31,16 @@ func (s oneToken) LookupToken(_ context.Context, hash string, _ time.Time) (stor
 	return s.tok, nil
 }
 
+func (s oneToken) LookupTokens(ctx context.Context, hashes []string, now time.Time) ([]store.Token, error) {
+	var toks []store.Token
+	for _, h := range hashes {
+		if t, err := s.LookupToken(ctx, h, now); err == nil {
+			toks = append(toks, t)
+		}
+	}
+	return toks, nil
+}
+
 // BenchmarkProxy measures one proxied MCP POST over loopback: client,
 // passgate's handler (check and ReverseProxy), upstream, and back. Its
 // allocations are the proxy's cost beyond the check (compare

@@ -32,28 +32,103 @@ var ErrMismatch = errors.New("passwd: password does not match")
 var ErrUnsupported = errors.New("passwd: unsupported hash format")
 
 // Hasher verifies and creates hashes with bounded concurrency. The zero value
-// is not usable; use NewHasher.
+// is not usable; use NewHasher or New.
 type Hasher struct {
 	sem      chan struct{}
 	cost     int
+	priority Priority
 	dummy    string
 	verified atomic.Uint64
 }
 
+// Priority is how the threads that run hashes yield to the rest of the
+// machine (Linux; elsewhere hashes run at normal priority): a nice value
+// from 0 (normal) to 19, or idle (SCHED_IDLE). The zero value is
+// DefaultPriority.
+type Priority struct {
+	nice int
+	idle bool
+	set  bool
+}
+
+// Nice returns the priority of nice value n (0 to 19).
+func Nice(n int) Priority { return Priority{nice: n, set: true} }
+
+// IdlePriority runs hashes under SCHED_IDLE: only when no other thread of
+// the machine wants the CPU; a login waits for as long as the machine is
+// fully busy (bounded by the request's context). Measured, it is worse for
+// the checks than nice 19: the starved hashing thread still holds one of
+// Go's scheduler slots (P), which nothing else can use until the kernel
+// runs that thread again.
+var IdlePriority = Priority{idle: true, set: true}
+
+// DefaultPriority is nice 19: the kernel gives a nice-19 thread about
+// 1/70 of a CPU that a nice-0 thread also wants, so a flood of logins
+// takes almost nothing from the checks (and the rest of the machine),
+// while a login still progresses on a fully busy machine. See
+// docs/benchmarks.md, "Login flood", for the measurements behind it.
+var DefaultPriority = Nice(19)
+
+// ParsePriority reads "idle" or a nice value from 0 to 19.
+func ParsePriority(s string) (Priority, error) {
+	if s == "idle" {
+		return IdlePriority, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 || n > 19 {
+		return Priority{}, fmt.Errorf("passwd: priority %q is neither idle nor a nice value from 0 to 19", s)
+	}
+	return Nice(n), nil
+}
+
+func (p Priority) String() string {
+	p = p.orDefault()
+	if p.idle {
+		return "idle"
+	}
+	return strconv.Itoa(p.nice)
+}
+
+func (p Priority) orDefault() Priority {
+	if !p.set {
+		return DefaultPriority
+	}
+	return p
+}
+
+// Options configure New. The zero value is the default.
+type Options struct {
+	// Concurrency bounds the hashes that run at once. Optional: default
+	// half the usable CPUs, at least one: bcrypt never yields, so with one
+	// verification per CPU a login flood fills every scheduler slot and
+	// the proxy checks sharing the process wait for preemption (measured
+	// on 2 cores: check p50 4.2 s during a flood with two slots, 1.4 ms
+	// with one).
+	Concurrency int
+	// Cost is the bcrypt cost of new hashes. Optional: default DefaultCost.
+	Cost int
+	// Priority of the hashing threads. Optional: default DefaultPriority.
+	Priority Priority
+}
+
 // NewHasher returns a Hasher allowing at most concurrency verifications at a
-// time, creating bcrypt hashes of the given cost (DefaultCost when 0).
-//
-// The default concurrency (concurrency <= 0) is half the usable CPUs, at
-// least one: bcrypt never yields, so with one verification per CPU a login
-// flood fills every scheduler slot and the proxy checks sharing the process
-// wait for preemption (measured on 2 cores: check p50 4.2 s during a flood
-// with two slots, 1.4 ms with one).
+// time (the default when <= 0, see Options.Concurrency), creating bcrypt
+// hashes of the given cost (DefaultCost when 0), at DefaultPriority.
 func NewHasher(concurrency, cost int) (*Hasher, error) {
+	return New(Options{Concurrency: concurrency, Cost: cost})
+}
+
+// New returns a Hasher configured by o.
+func New(o Options) (*Hasher, error) {
+	concurrency, cost, prio := o.Concurrency, o.Cost, o.Priority.orDefault()
 	if concurrency <= 0 {
 		concurrency = max(1, runtime.GOMAXPROCS(0)/2)
 	}
 	if cost == 0 {
 		cost = DefaultCost
+	}
+	if !prio.idle && (prio.nice < 0 || prio.nice > 19) {
+		return nil, fmt.Errorf("passwd: nice value %d out of range [0, 19]", prio.nice)
 	}
 	if cost < bcrypt.MinCost || cost > bcrypt.MaxCost {
 		return nil, fmt.Errorf("passwd: bcrypt cost %d out of range [%d, %d]", cost, bcrypt.MinCost, bcrypt.MaxCost)
@@ -62,7 +137,7 @@ func NewHasher(concurrency, cost int) (*Hasher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("passwd: make dummy hash: %w", err)
 	}
-	return &Hasher{sem: make(chan struct{}, concurrency), cost: cost, dummy: string(dummy)}, nil
+	return &Hasher{sem: make(chan struct{}, concurrency), cost: cost, priority: prio, dummy: string(dummy)}, nil
 }
 
 func (h *Hasher) acquire(ctx context.Context) error {
@@ -76,21 +151,27 @@ func (h *Hasher) acquire(ctx context.Context) error {
 
 func (h *Hasher) release() { <-h.sem }
 
-// background runs f on a fresh OS thread with a lowered scheduling
-// priority and returns its result. bcrypt never yields; the semaphore keeps
-// a CPU free for the proxy checks, and the lowered priority makes the
-// kernel prefer the checks' threads when the machine is busy anyway. The
-// goroutine exits still locked to its thread, so Go discards the thread
-// and its priority with it.
-func background[T any](f func() T) T {
+// background runs f on a fresh OS thread with priority p and returns its
+// result. bcrypt never yields; the semaphore keeps a CPU free for the
+// proxy checks, and the lowered priority makes the kernel prefer every
+// other thread when the machine is busy anyway. The goroutine exits still
+// locked to its thread, so Go discards the thread and its priority with
+// it.
+func background[T any](p Priority, f func() T) T {
 	out := make(chan T, 1)
 	go func() {
 		runtime.LockOSThread()
-		lowerThreadPriority()
+		setThreadPriority(p)
 		out <- f()
 	}()
 	return <-out
 }
+
+// Concurrency is how many hashes may run at once. Each holds a Go
+// scheduler slot (a P) for its whole run, since bcrypt never yields: the
+// process needs GOMAXPROCS above this for anything else to run during a
+// login flood (see the caller's use of it).
+func (h *Hasher) Concurrency() int { return cap(h.sem) }
 
 // Verifications returns how many verifications Verify has run (each a full
 // hash), for tests that prove a limit bounds them.
@@ -106,7 +187,7 @@ func (h *Hasher) Hash(ctx context.Context, password string) (string, error) {
 		hash string
 		err  error
 	}
-	r := background(func() result {
+	r := background(h.priority, func() result {
 		hash, err := Hash(password, h.cost)
 		return result{hash, err}
 	})
@@ -122,7 +203,7 @@ func (h *Hasher) Verify(ctx context.Context, hash, password string) error {
 	}
 	defer h.release()
 	h.verified.Add(1)
-	return background(func() error {
+	return background(h.priority, func() error {
 		if hash == "" {
 			_ = Verify(h.dummy, password)
 			return ErrMismatch

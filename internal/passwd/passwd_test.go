@@ -103,30 +103,65 @@ func TestHashRefusesLongPasswords(t *testing.T) {
 }
 
 // TestBackgroundPriority: hashes run on a thread the kernel deprioritises
-// (Linux), and that priority does not leak to other goroutines' threads.
+// as configured (Linux: nice value, or SCHED_IDLE), and that priority does
+// not leak to other goroutines' threads.
 func TestBackgroundPriority(t *testing.T) {
-	nice := func() int {
+	// stat returns the thread's nice value (field 19) and scheduling
+	// policy (field 41).
+	stat := func() (nice, policy int) {
 		b, err := os.ReadFile("/proc/thread-self/stat")
 		if err != nil {
 			t.Skipf("no /proc/thread-self: %v", err)
 		}
-		// Fields after the parenthesised command name; nice is field 19.
+		// Fields after the parenthesised command name start at field 3.
 		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		n, err := strconv.Atoi(f[16])
-		if err != nil {
-			t.Fatalf("parse nice from %q: %v", b, err)
+		n, err1 := strconv.Atoi(f[16])
+		p, err2 := strconv.Atoi(f[38])
+		if err1 != nil || err2 != nil {
+			t.Fatalf("parse nice and policy from %q", b)
 		}
-		return n
+		return n, p
 	}
 	if runtime.GOOS != "linux" {
 		t.Skip("per-thread priority is Linux-only")
 	}
-	if got := background(nice); got != backgroundNice {
-		t.Errorf("nice on the hashing thread = %d, want %d", got, backgroundNice)
+	type got struct{ nice, policy int }
+	for _, tt := range []struct {
+		p    Priority
+		want got
+	}{
+		{Priority{}, got{19, 0}}, // the default
+		{Nice(5), got{5, 0}},
+		{Nice(0), got{0, 0}},
+		{IdlePriority, got{0, 5}}, // SCHED_IDLE
+	} {
+		g := background(tt.p, func() got { n, p := stat(); return got{n, p} })
+		if g != tt.want {
+			t.Errorf("priority %v: hashing thread has %+v; want %+v", tt.p, g, tt.want)
+		}
 	}
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	if got := nice(); got == backgroundNice {
-		t.Errorf("the caller's thread got the background priority too")
+	if n, p := stat(); n != 0 || p != 0 {
+		t.Errorf("the caller's thread got nice %d, policy %d", n, p)
+	}
+}
+
+func TestParsePriority(t *testing.T) {
+	for _, tt := range []struct {
+		in   string
+		want Priority
+		ok   bool
+	}{
+		{"idle", IdlePriority, true}, {"19", Nice(19), true}, {"0", Nice(0), true},
+		{"20", Priority{}, false}, {"-1", Priority{}, false}, {"", Priority{}, false}, {"IDLE", Priority{}, false}, {"5x", Priority{}, false},
+	} {
+		got, err := ParsePriority(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParsePriority(%q) = %v, %v", tt.in, got, err)
+		}
+	}
+	if _, err := New(Options{Cost: 4, Priority: Nice(25)}); err == nil {
+		t.Error("New accepted nice 25")
 	}
 }

@@ -1,15 +1,25 @@
 package passwd
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+)
 
-// backgroundNice is the nice value of the threads that run password
-// hashes: low enough that the kernel prefers the proxy checks' threads
-// whenever both want a CPU, without starving logins on an idle machine.
-const backgroundNice = 10
+// schedIdle is Linux's SCHED_IDLE policy (sched.h).
+const schedIdle = 5
 
-// lowerThreadPriority gives the calling OS thread a background priority.
-// On Linux, setpriority on a thread ID affects that thread only. Failure is
-// harmless: the hash then runs at normal priority.
-func lowerThreadPriority() {
-	_ = syscall.Setpriority(syscall.PRIO_PROCESS, syscall.Gettid(), backgroundNice)
+// setThreadPriority gives the calling OS thread priority p. On Linux,
+// setpriority and sched_setscheduler on a thread ID affect that thread
+// only. Failure is harmless: the hash then runs at normal priority.
+func setThreadPriority(p Priority) {
+	p = p.orDefault()
+	tid := syscall.Gettid()
+	if p.idle {
+		var param struct{ priority int32 }
+		_, _, _ = syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, uintptr(tid), schedIdle, uintptr(unsafe.Pointer(&param)))
+		return
+	}
+	if p.nice != 0 {
+		_ = syscall.Setpriority(syscall.PRIO_PROCESS, tid, p.nice)
+	}
 }

@@ -2,6 +2,6 @@
 
 package passwd
 
-// lowerThreadPriority is a no-op where threads cannot be reprioritised
+// setThreadPriority is a no-op where threads cannot be reprioritised
 // individually.
-func lowerThreadPriority() {}
+func setThreadPriority(Priority) {}

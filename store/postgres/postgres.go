@@ -120,6 +120,7 @@ var dialect = sqlstore.Dialect{
 	ScanTime:    func(t *time.Time) any { return tm(t) },
 	Strings:     func(s []string) any { return s },
 	ScanStrings: func(s *[]string) any { return s },
+	InList:      "= ANY($1)",
 	MapErr:      mapErr,
 	UndefinedTable: func(err error) bool {
 		var pgErr *pgconn.PgError

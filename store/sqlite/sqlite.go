@@ -161,6 +161,7 @@ var dialect = sqlstore.Dialect{
 	ScanTime:    func(t *time.Time) any { return tm(t) },
 	Strings:     jsonStrings,
 	ScanStrings: func(s *[]string) any { return jsonScan{s} },
+	InList:      "IN (SELECT value FROM json_each($1))",
 	MapErr:      mapErr,
 	UndefinedTable: func(err error) bool {
 		return strings.Contains(err.Error(), "no such table")

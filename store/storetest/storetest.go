@@ -51,6 +51,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RedeemCodeConcurrent", testRedeemConcurrent},
 		{"Tokens", testTokens},
 		{"LookupToken", testLookupToken},
+		{"LookupTokens", testLookupTokens},
 		{"RotateRefresh", testRotateRefresh},
 		{"RotateRefreshConflicts", testRotateConflicts},
 		{"RotateRefreshConcurrent", testRotateConcurrent},
@@ -714,6 +715,54 @@ func testLookupToken(t *testing.T, s store.Store) {
 			diff(t, "LookupToken", got, tt.want)
 			diff(t, "LookupToken against GetToken", got, lookupView(full))
 		})
+	}
+}
+
+// testLookupTokens: one read of many hashes answers what LookupToken
+// answers for each (unknown, expired and duplicate hashes included), in
+// any order, each token once.
+func testLookupTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
+	g := issue(t, s, "t", "c1", "alice")
+	short := issue(t, s, "short", "c1", "bob")
+	revoked := issue(t, s, "revoked", "c1", "carol")
+	_, err := s.RevokeToken(ctx, revoked.Access.Hash, at(3*time.Minute), nil)
+	must(t, "RevokeToken", err)
+	must(t, "CreateUser", s.CreateUser(ctx, store.User{Username: "alice", PasswordHash: "x", Groups: []string{"ops", "eng"}, CreatedAt: base, UpdatedAt: base}))
+	all := []string{g.Access.Hash, g.Refresh.Hash, short.Access.Hash, short.Refresh.Hash, revoked.Access.Hash, h("unknown"), g.Access.Hash}
+
+	byHash := func(toks []store.Token) map[string]store.Token {
+		m := make(map[string]store.Token, len(toks))
+		for _, tok := range toks {
+			if _, dup := m[tok.Hash]; dup {
+				t.Errorf("token %s returned twice", tok.Hash)
+			}
+			m[tok.Hash] = tok
+		}
+		return m
+	}
+	for _, now := range []time.Time{at(time.Minute), g.Access.ExpiresAt, g.Refresh.ExpiresAt.Add(time.Hour)} {
+		t.Run(now.Sub(base).String(), func(t *testing.T) {
+			got, err := s.LookupTokens(ctx, all, now)
+			must(t, "LookupTokens", err)
+			want := map[string]store.Token{}
+			for _, hash := range all {
+				tok, err := s.LookupToken(ctx, hash, now)
+				if errors.Is(err, store.ErrNotFound) {
+					continue
+				}
+				must(t, "LookupToken", err)
+				want[hash] = tok
+			}
+			diff(t, "LookupTokens against LookupToken", byHash(got), want)
+		})
+	}
+	if got, err := s.LookupTokens(ctx, nil, at(time.Minute)); err != nil || len(got) != 0 {
+		t.Errorf("LookupTokens(nil) = %v, %v; want nothing", got, err)
+	}
+	if got, err := s.LookupTokens(ctx, []string{h("unknown")}, at(time.Minute)); err != nil || len(got) != 0 {
+		t.Errorf("LookupTokens(unknown) = %v, %v; want nothing", got, err)
 	}
 }
 

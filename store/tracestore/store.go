@@ -161,6 +161,13 @@ func (s *Store) LookupToken(ctx context.Context, a1 string, a2 time.Time) (store
 	return r0, s.end(span, err)
 }
 
+func (s *Store) LookupTokens(ctx context.Context, a1 []string, a2 time.Time) ([]store.Token, error) {
+	ctx, span := s.start(ctx, "store.LookupTokens")
+	defer span.End()
+	r0, err := s.Store.LookupTokens(ctx, a1, a2)
+	return r0, s.end(span, err)
+}
+
 func (s *Store) RotateRefresh(ctx context.Context, a1 string, a2 time.Time, a3 []byte, a4 store.Token, a5 store.Token, a6 store.AuditEvent) error {
 	ctx, span := s.start(ctx, "store.RotateRefresh")
 	defer span.End()

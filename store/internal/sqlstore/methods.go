@@ -407,6 +407,41 @@ func (db *Store) LookupToken(ctx context.Context, hash string, now time.Time) (s
 	return *t, nil
 }
 
+// lookupTokensQuery is lookupTokenQuery for a list of hashes ($1).
+func (db *Store) lookupTokensQuery() string {
+	return `SELECT t.hash, t.kind, t.client_id, t.username, t.scope, t.resource, t.expires_at, t.revoked_at, u.user_groups FROM tokens t LEFT JOIN users u ON u.username = t.username WHERE t.hash ` +
+		db.c.Dialect.InList + ` AND t.expires_at > $2`
+}
+
+// LookupTokens reads every hash in one statement: the proxy checks batch
+// concurrent cache misses into it, so that a database server pays one
+// round trip, parse and plan for many of them.
+func (db *Store) LookupTokens(ctx context.Context, hashes []string, now time.Time) ([]store.Token, error) {
+	if len(hashes) == 0 {
+		return nil, nil
+	}
+	rows, err := db.c.Read.Query(ctx, db.lookupTokensQuery(), db.strings(hashes), db.time(now))
+	if err != nil {
+		return nil, fmt.Errorf("lookup tokens: %w", db.mapErr(err))
+	}
+	defer rows.Close()
+	toks := make([]store.Token, 0, len(hashes))
+	for rows.Next() {
+		var t store.Token
+		if err := rows.Scan(&t.Hash, &t.Kind, &t.ClientID, &t.Username, &t.Scope, &t.Resource, db.scanTime(&t.ExpiresAt), db.scanTime(&t.RevokedAt), db.scanStrings(&t.Groups)); err != nil {
+			return nil, fmt.Errorf("lookup tokens: %w", db.mapErr(err))
+		}
+		if len(t.Groups) == 0 {
+			t.Groups = nil
+		}
+		toks = append(toks, t)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lookup tokens: %w", db.mapErr(err))
+	}
+	return toks, nil
+}
+
 // lookup is LookupToken's scratch space.
 type lookup struct {
 	t    store.Token

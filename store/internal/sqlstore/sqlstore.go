@@ -57,6 +57,11 @@ type Dialect struct {
 	Strings func([]string) any
 	// ScanStrings decodes NULL (from an outer join) as nil.
 	ScanStrings func(*[]string) any
+	// InList matches a column against a list of strings encoded with
+	// Strings, following "column ": PostgreSQL's "= ANY($1)" on a text
+	// array, SQLite's "IN (SELECT value FROM json_each($1))" on a JSON
+	// array. Both keep the column's index (one probe per element).
+	InList string
 	// MapErr maps driver errors onto store.ErrAlreadyExists and
 	// store.ErrUnavailable, keeping the original in the chain.
 	MapErr func(error) error
