@@ -2,9 +2,7 @@ package extauthz
 
 import (
 	"errors"
-	"net"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -285,28 +283,85 @@ func (c *Checker) pinnedResource(req Request, u string) Reason {
 // pinnedPort checks the port of the host the proxy reported (the client's
 // Host, the scheme's default port when it names none) against the one the
 // check URL pins (exactly one, 1 to 65535): a request naming another port
-// is refused, as ingress-nginx's pinned host is.
+// is refused, as ingress-nginx's pinned host is. It runs on every check a
+// pinning proxy asks (the shipped Envoy route pins its port), so it
+// compares strings in place instead of building two canonical hosts, by
+// resource.CanonicalHost's rules: a named port must be the pin as written
+// (no leading zeros, not empty), and a host without one has its scheme's
+// default (http 80, https 443).
 func pinnedPort(req Request, ports []string) Reason {
-	if len(ports) != 1 {
+	if len(ports) != 1 || !validPort(ports[0]) {
 		return ReasonInvalidRequest
 	}
-	n, err := strconv.Atoi(ports[0])
-	if err != nil || n < 1 || n > 65535 || strconv.Itoa(n) != ports[0] {
+	name, port, named, ok := splitAuthority(req.Host)
+	if !ok || name == "" {
 		return ReasonInvalidRequest
 	}
-	name := req.Host
-	if h, _, err := net.SplitHostPort(name); err == nil {
-		name = h
-	} else {
-		name = strings.TrimSuffix(strings.TrimPrefix(name, "["), "]")
+	if !named {
+		// No port named: the scheme's default.
+		switch req.Scheme {
+		case "https":
+			port = "443"
+		case "http":
+			port = "80"
+		}
 	}
-	if name == "" {
-		return ReasonInvalidRequest
-	}
-	if resource.CanonicalHost(req.Scheme, req.Host) != resource.CanonicalHost(req.Scheme, net.JoinHostPort(name, ports[0])) {
+	if port != ports[0] {
 		return ReasonHostMismatch
 	}
 	return ReasonToken
+}
+
+// validPort reports whether p is a port number in canonical form: 1 to
+// 65535, decimal digits, no sign and no leading zero.
+func validPort(p string) bool {
+	if p == "" || len(p) > 5 || p[0] == '0' {
+		return false
+	}
+	n := 0
+	for i := 0; i < len(p); i++ {
+		if p[i] < '0' || p[i] > '9' {
+			return false
+		}
+		n = n*10 + int(p[i]-'0')
+	}
+	return n <= 65535
+}
+
+// splitAuthority splits host[:port] or [v6][:port] without allocating;
+// named reports whether a ":" names a port (which may then be empty). ok
+// is false for an authority that is neither form (an unbracketed IPv6
+// address, text after "]", a port that is not digits).
+func splitAuthority(a string) (name, port string, named, ok bool) {
+	if strings.HasPrefix(a, "[") {
+		i := strings.IndexByte(a, ']')
+		if i < 0 {
+			return "", "", false, false
+		}
+		name, rest := a[1:i], a[i+1:]
+		switch {
+		case rest == "":
+			return name, "", false, true
+		case rest[0] != ':':
+			return "", "", false, false
+		}
+		port = rest[1:]
+	} else {
+		i := strings.LastIndexByte(a, ':')
+		if i < 0 {
+			return a, "", false, true
+		}
+		if strings.IndexByte(a[:i], ':') >= 0 {
+			return "", "", false, false
+		}
+		name, port = a[:i], a[i+1:]
+	}
+	for i := 0; i < len(port); i++ {
+		if port[i] < '0' || port[i] > '9' {
+			return "", "", false, false
+		}
+	}
+	return name, port, true, true
 }
 
 // splitAbsolute splits an absolute http(s) URL into scheme, authority and

@@ -1,6 +1,7 @@
 package extauthz
 
 import (
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -159,4 +160,26 @@ func validHeaderValue(v string) bool {
 		}
 	}
 	return true
+}
+
+// TestPinnedPortAgreesWithCanonicalHost: pinnedPort compares in place; it
+// must accept exactly the authorities whose canonical host
+// (resource.CanonicalHost) is the pinned port's.
+func TestPinnedPortAgreesWithCanonicalHost(t *testing.T) {
+	hosts := []string{"mcp.example.com", "mcp.example.com:443", "mcp.example.com:0443", "mcp.example.com:", "MCP.example.com:8443",
+		"mcp.example.com:8443", "mcp.example.com:08443", "mcp.example.com:80", "[::1]", "[::1]:8443", "[::1]:443", "127.0.0.1:8443",
+		"mcp.example.com:84a3", "a:b:c", "[::1", "[::1]x", ":8443", ""}
+	for _, scheme := range []string{"https", "http", "HTTPS"} {
+		for _, pin := range []string{"443", "8443", "80"} {
+			for _, h := range hosts {
+				req := Request{Scheme: scheme, Host: h}
+				got := pinnedPort(req, []string{pin}) == ReasonToken
+				name, _, _, ok := splitAuthority(h)
+				want := ok && name != "" && resource.CanonicalHost(scheme, h) == resource.CanonicalHost(scheme, net.JoinHostPort(name, pin))
+				if got != want {
+					t.Errorf("%s %q pinned to %s: accepted %v, want %v", scheme, h, pin, got, want)
+				}
+			}
+		}
+	}
 }
