@@ -34,6 +34,10 @@
   async function login(box) {
     const status = box.querySelector('[data-status]');
     let conditional = null;
+    // One sign-in finishes: the autofill request can resolve in the same
+    // moment the button aborts it, and a second sign-in would replace the
+    // session whose CSRF token the next page already carries.
+    let finishing = false;
     const run = async (mediation) => {
       const opts = await post(box.dataset.options);
       const ctrl = new AbortController();
@@ -41,12 +45,20 @@
       const cred = await navigator.credentials.get({
         publicKey: PKC.parseRequestOptionsFromJSON(opts.publicKey), mediation, signal: ctrl.signal,
       });
+      if (finishing) return;
+      finishing = true;
       status.textContent = 'Signing in…';
-      const done = await post(box.dataset.finish, { state: opts.state, credential: cred.toJSON(), return_to: box.dataset.return });
-      location.assign(done.redirect);
+      try {
+        const done = await post(box.dataset.finish, { state: opts.state, credential: cred.toJSON(), return_to: box.dataset.return });
+        location.assign(done.redirect);
+      } catch (e) {
+        finishing = false; // refused: the button may try again
+        throw e;
+      }
     };
     box.hidden = false;
     box.querySelector('button').addEventListener('click', () => {
+      if (finishing) return;
       if (conditional) { conditional.abort(); conditional = null; }
       status.textContent = '';
       run('optional').catch((e) => { status.textContent = explain(e); });
