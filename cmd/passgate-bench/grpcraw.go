@@ -124,35 +124,9 @@ func (a *rawAnswer) decode(b []byte) error {
 	return nil
 }
 
-// varintField returns the last varint field num of message b (0 if none).
-func varintField(b []byte, num protowire.Number) int64 {
-	var out int64
-	for len(b) > 0 {
-		n2, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return out
-		}
-		b = b[n:]
-		if n2 == num && typ == protowire.VarintType {
-			v, m := protowire.ConsumeVarint(b)
-			if m < 0 {
-				return out
-			}
-			out = int64(v)
-			b = b[m:]
-			continue
-		}
-		m := protowire.ConsumeFieldValue(n2, typ, b)
-		if m < 0 {
-			return out
-		}
-		b = b[m:]
-	}
-	return out
-}
-
-// bytesField returns the last length-delimited field num of message b.
-func bytesField(b []byte, num protowire.Number) []byte {
+// lastField returns the encoded value of the last field num of wire type
+// want in message b, or nil; malformed input ends the walk.
+func lastField(b []byte, num protowire.Number, want protowire.Type) []byte {
 	var out []byte
 	for len(b) > 0 {
 		n2, typ, n := protowire.ConsumeTag(b)
@@ -160,22 +134,34 @@ func bytesField(b []byte, num protowire.Number) []byte {
 			return out
 		}
 		b = b[n:]
-		if n2 == num && typ == protowire.BytesType {
-			v, m := protowire.ConsumeBytes(b)
-			if m < 0 {
-				return out
-			}
-			out = v
-			b = b[m:]
-			continue
-		}
 		m := protowire.ConsumeFieldValue(n2, typ, b)
 		if m < 0 {
 			return out
 		}
+		if n2 == num && typ == want {
+			out = b[:m]
+		}
 		b = b[m:]
 	}
 	return out
+}
+
+// varintField returns the last varint field num of message b (0 if none).
+func varintField(b []byte, num protowire.Number) int64 {
+	v, n := protowire.ConsumeVarint(lastField(b, num, protowire.VarintType))
+	if n < 0 {
+		return 0
+	}
+	return int64(v)
+}
+
+// bytesField returns the last length-delimited field num of message b.
+func bytesField(b []byte, num protowire.Number) []byte {
+	v, n := protowire.ConsumeBytes(lastField(b, num, protowire.BytesType))
+	if n < 0 {
+		return nil
+	}
+	return v
 }
 
 // rawCheck sends an encoded CheckRequest on worker w's connection and
