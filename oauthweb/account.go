@@ -104,9 +104,8 @@ func (s *Server) serveChangePassword(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
-		s.showAccount(w, r, http.StatusTooManyRequests, sess, "Too many attempts. Wait a few minutes and try again.", "")
+	if !s.allow(w, r, LimitLogin) {
+		s.showAccount(w, r, http.StatusTooManyRequests, sess, tooManyAttempts, "")
 		return
 	}
 	current, next, confirm := r.PostForm.Get("current_password"), r.PostForm.Get("new_password"), r.PostForm.Get("confirm_password")

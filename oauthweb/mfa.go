@@ -130,9 +130,8 @@ func (s *Server) serveSecondFactor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	returnTo := r.PostForm.Get("return_to")
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
-		s.showSecondFactor(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", sess, returnTo)
+	if !s.allow(w, r, LimitLogin) {
+		s.showSecondFactor(w, r, http.StatusTooManyRequests, tooManyAttempts, sess, returnTo)
 		return
 	}
 	now := s.now()
@@ -368,9 +367,8 @@ func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	returnTo := r.PostForm.Get("return_to")
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
-		s.renderError(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", nil)
+	if !s.allow(w, r, LimitLogin) {
+		s.renderError(w, r, http.StatusTooManyRequests, tooManyAttempts, nil)
 		return
 	}
 	now := s.now()

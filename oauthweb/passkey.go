@@ -222,10 +222,9 @@ func (s *Server) servePasskeyLoginOptions(w http.ResponseWriter, r *http.Request
 // passkey); failures are spent from the client's login rate limit.
 func (s *Server) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	ok, after, refund := s.reserve(r, LimitLogin, s.clientIP(r), "")
+	ok, refund := s.reserve(w, r, LimitLogin, s.clientIP(r), "")
 	if !ok {
-		w.Header().Set("Retry-After", after)
-		s.passkeyError(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", nil)
+		s.passkeyError(w, r, http.StatusTooManyRequests, tooManyAttempts, nil)
 		return
 	}
 	body, ok := s.readPasskeyBody(w, r)
@@ -382,9 +381,8 @@ func (s *Server) servePasskeyFactor(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
-		s.passkeyError(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", nil)
+	if !s.allow(w, r, LimitLogin) {
+		s.passkeyError(w, r, http.StatusTooManyRequests, tooManyAttempts, nil)
 		return
 	}
 	ev := s.event(r, store.EventMFAFailure, false)

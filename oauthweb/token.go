@@ -148,9 +148,8 @@ func (s *Server) authenticateClient(ctx context.Context, w http.ResponseWriter, 
 		// An empty Basic password: nothing to verify, no hash to pay for.
 		return store.Client{}, invalidClient(c.basic, "client authentication failed")
 	}
-	ok, after, refund := s.reserve(r, LimitClientSecret, clientKey(client.ID), client.ID)
+	ok, refund := s.reserve(w, r, LimitClientSecret, clientKey(client.ID), client.ID)
 	if !ok {
-		w.Header().Set("Retry-After", after)
 		return store.Client{}, tooManyRequests()
 	}
 	if err := s.cfg.Hasher.Verify(ctx, client.SecretHash, c.secret); err != nil {
@@ -168,9 +167,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	ev := s.event(r, store.EventTokenExchange, true)
 	// Spent before anything is looked at or hashed, refunded on success:
 	// only failures count, and a burst cannot overrun the limit.
-	ok, after, refund := s.reserve(r, LimitToken, s.clientIP(r), "")
+	ok, refund := s.reserve(w, r, LimitToken, s.clientIP(r), "")
 	if !ok {
-		writeTooManyRequests(w, after)
+		writeTooManyRequests(w)
 		return
 	}
 	fail := func(oe *oauth.Error) {
