@@ -9,7 +9,6 @@ import (
 
 	"github.com/passgate/passgate/internal/mfa"
 	"github.com/passgate/passgate/internal/passwd"
-	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
 
@@ -217,11 +216,7 @@ func (s *Server) serveNewRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	codes := mfa.NewRecoveryCodes()
-	hashes := make([]string, len(codes))
-	for i, c := range codes {
-		hashes[i] = token.Hash(c)
-	}
+	codes, hashes := newRecoveryCodes()
 	ev := s.cfg.Audit.Stamp(s.event(r, store.EventRecoveryCodesReset, true))
 	ev.Username = sess.Username
 	switch err := s.cfg.Store.ReplaceRecoveryCodes(ctx, sess.Username, hashes, s.now(), &ev); {
