@@ -30,17 +30,22 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/mcp-server ./examples/mcp-server && \
     mkdir -p /out/data
 
-FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab AS mcp-server
+# The base of both shipped images, with the OCI image annotations they
+# share (https://specs.opencontainers.org/image-spec/annotations/); each
+# image adds its title and description.
+FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab AS runtime
 ARG VERSION=dev
 ARG REVISION=unknown
-LABEL org.opencontainers.image.title="passgate-mcp-example" \
-      org.opencontainers.image.description="The example MCP server passgate's documentation and tests protect" \
-      org.opencontainers.image.source="https://github.com/passgate/passgate" \
+LABEL org.opencontainers.image.source="https://github.com/passgate/passgate" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot" \
       org.opencontainers.image.base.digest="sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab"
+
+FROM runtime AS mcp-server
+LABEL org.opencontainers.image.title="passgate-mcp-example" \
+      org.opencontainers.image.description="The example MCP server passgate's documentation and tests protect"
 COPY --from=build /out/mcp-server /usr/local/bin/mcp-server
 ENV MCP_LISTEN=:8000
 USER nonroot
@@ -49,18 +54,9 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/mcp-server", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/mcp-server"]
 
-FROM gcr.io/distroless/static-debian12:nonroot@sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab AS passgate
-ARG VERSION=dev
-ARG REVISION=unknown
-# OCI image annotations (https://specs.opencontainers.org/image-spec/annotations/).
+FROM runtime AS passgate
 LABEL org.opencontainers.image.title="passgate" \
-      org.opencontainers.image.description="OAuth 2.1 authorization server and ext_authz check for MCP servers" \
-      org.opencontainers.image.source="https://github.com/passgate/passgate" \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.base.name="gcr.io/distroless/static-debian12:nonroot" \
-      org.opencontainers.image.base.digest="sha256:afa5c872c891853ca7fcf1f12c3edb23f7eeef36189728842dd51042ff57f7ab"
+      org.opencontainers.image.description="OAuth 2.1 authorization server and ext_authz check for MCP servers"
 COPY --from=build /out/passgate /usr/local/bin/passgate
 COPY --from=build --chown=nonroot:nonroot /out/data /var/lib/passgate
 ENV PASSGATE_DATA_DIR=/var/lib/passgate

@@ -31,8 +31,16 @@ func TestDockerfile(t *testing.T) {
 		t.Fatalf("want a multi-stage build, got stages %v", stages)
 	}
 	last := stages[len(stages)-1]
-	if ref, _, _ := strings.Cut(last[1], "@"); ref != "gcr.io/distroless/static-debian12:nonroot" || last[2] != "passgate" {
-		t.Errorf("final stage = %s AS %s, want distroless static nonroot AS passgate", last[1], last[2])
+	// A stage FROM an earlier stage has that stage's image.
+	image := map[string]string{}
+	for _, st := range stages {
+		image[st[2]] = st[1]
+		if base, ok := image[st[1]]; ok {
+			image[st[2]] = base
+		}
+	}
+	if ref, _, _ := strings.Cut(image[last[2]], "@"); ref != "gcr.io/distroless/static-debian12:nonroot" || last[2] != "passgate" {
+		t.Errorf("final stage = %s (%s) AS %s, want distroless static nonroot AS passgate", last[1], image[last[2]], last[2])
 	}
 	final := df[strings.LastIndex(df, "\nFROM "):]
 	for _, want := range []string{
@@ -103,15 +111,35 @@ func TestDockerfilePinsAndLabels(t *testing.T) {
 		}
 	}
 
-	// Each stage after a FROM of a non-build image ships: its LABELs.
+	// Each stage after a FROM of a non-build image ships, unless another
+	// stage is built FROM it: its LABELs, with those of the stage it is
+	// built FROM, which it inherits.
 	stages := regexp.MustCompile(`(?m)^FROM `).Split(df, -1)[1:]
-	shipped := 0
+	index := map[string]int{}
+	base := map[int]bool{}
+	for i, f := range froms {
+		if j, ok := index[f[1]]; ok {
+			base[j] = true
+		}
+		index[f[2]] = i
+	}
+	inherited := make([]string, len(stages))
 	for i, body := range stages {
-		from := froms[i]
-		if from[2] == "build" {
+		inherited[i] = body
+		if j, ok := index[froms[i][1]]; ok && j < i {
+			inherited[i] = inherited[j] + body
+		}
+	}
+	shipped := 0
+	for i := range stages {
+		from, body := froms[i], inherited[i]
+		if from[2] == "build" || base[i] {
 			continue
 		}
 		shipped++
+		if j, ok := index[from[1]]; ok && j < i {
+			from = []string{from[0], froms[j][1], from[2]}
+		}
 		labels := map[string]string{}
 		for _, m := range regexp.MustCompile(`(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"`).FindAllStringSubmatch(body, -1) {
 			labels[m[1]] = m[2]

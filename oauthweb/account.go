@@ -9,7 +9,6 @@ import (
 
 	"github.com/passgate/passgate/internal/mfa"
 	"github.com/passgate/passgate/internal/passwd"
-	"github.com/passgate/passgate/internal/token"
 	"github.com/passgate/passgate/store"
 )
 
@@ -104,9 +103,8 @@ func (s *Server) serveChangePassword(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
-		s.showAccount(w, r, http.StatusTooManyRequests, sess, "Too many attempts. Wait a few minutes and try again.", "")
+	if !s.allow(w, r, LimitLogin) {
+		s.showAccount(w, r, http.StatusTooManyRequests, sess, tooManyAttempts, "")
 		return
 	}
 	current, next, confirm := r.PostForm.Get("current_password"), r.PostForm.Get("new_password"), r.PostForm.Get("confirm_password")
@@ -218,11 +216,7 @@ func (s *Server) serveNewRecoveryCodes(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	codes := mfa.NewRecoveryCodes()
-	hashes := make([]string, len(codes))
-	for i, c := range codes {
-		hashes[i] = token.Hash(c)
-	}
+	codes, hashes := newRecoveryCodes()
 	ev := s.cfg.Audit.Stamp(s.event(r, store.EventRecoveryCodesReset, true))
 	ev.Username = sess.Username
 	switch err := s.cfg.Store.ReplaceRecoveryCodes(ctx, sess.Username, hashes, s.now(), &ev); {

@@ -285,8 +285,7 @@ func (s *Server) serveAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	ev := s.event(r, store.EventAuthorizeRequest, true)
 	ev.ClientID = auditClientID(v.Get("client_id"))
-	if ok, after := s.allow(r, LimitAuthorize); !ok {
-		w.Header().Set("Retry-After", after)
+	if !s.allow(w, r, LimitAuthorize) {
 		s.renderError(w, r, http.StatusTooManyRequests, "Too many requests. Wait a few minutes and try again.", nil)
 		return
 	}

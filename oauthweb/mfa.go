@@ -130,9 +130,8 @@ func (s *Server) serveSecondFactor(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	returnTo := r.PostForm.Get("return_to")
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
-		s.showSecondFactor(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", sess, returnTo)
+	if !s.allow(w, r, LimitLogin) {
+		s.showSecondFactor(w, r, http.StatusTooManyRequests, tooManyAttempts, sess, returnTo)
 		return
 	}
 	now := s.now()
@@ -368,9 +367,8 @@ func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	returnTo := r.PostForm.Get("return_to")
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
-		s.renderError(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", nil)
+	if !s.allow(w, r, LimitLogin) {
+		s.renderError(w, r, http.StatusTooManyRequests, tooManyAttempts, nil)
 		return
 	}
 	now := s.now()
@@ -400,11 +398,7 @@ func (s *Server) serveEnroll(w http.ResponseWriter, r *http.Request) {
 		s.showEnroll(w, r, http.StatusUnauthorized, "That code did not match. Check that the app shows this account and try the current code.", sess, returnTo, secret)
 		return
 	}
-	codes := mfa.NewRecoveryCodes()
-	hashes := make([]string, len(codes))
-	for i, c := range codes {
-		hashes[i] = token.Hash(c)
-	}
+	codes, hashes := newRecoveryCodes()
 	ev := s.cfg.Audit.Stamp(s.event(r, store.EventMFAEnrolled, true))
 	ev.Username, ev.Error = sess.Username, "totp"
 	t := store.TOTP{Username: sess.Username, Secret: s.cfg.Sealer.Seal(sess.Username, []byte(secret)), LastStep: step, CreatedAt: now}
@@ -435,4 +429,15 @@ func (s *Server) showRecoveryCodes(w http.ResponseWriter, r *http.Request, usern
 	s.render(w, r, http.StatusOK, "recovery", page{Title: "Your recovery codes", Data: recoveryData{
 		Username: username, Codes: codes, ContinueURL: next, Enrolled: enrolled,
 	}})
+}
+
+// newRecoveryCodes returns fresh recovery codes, shown once, and the
+// hashes of them that the store keeps.
+func newRecoveryCodes() (codes, hashes []string) {
+	codes = mfa.NewRecoveryCodes()
+	hashes = make([]string, len(codes))
+	for i, c := range codes {
+		hashes[i] = token.Hash(c)
+	}
+	return codes, hashes
 }

@@ -133,6 +133,38 @@ func (s *Server) ceremonyState(w http.ResponseWriter, r *http.Request, purpose, 
 	return sd, true
 }
 
+// finishCeremony checks the credential of a finish request for a signed-in
+// user's ceremony: it opens the sealed state (ceremonyState), parses the
+// credential with parse and has check verify it against the user's
+// passkeys. A refusal goes to refuse with its audit reason
+// (invalid_state, invalid_credential, invalid_assertion), which answers
+// the request; a store outage is answered here. It returns false when the
+// request is answered.
+func finishCeremony[P any](s *Server, w http.ResponseWriter, r *http.Request, purpose, username string, body passkeyBody,
+	parse func([]byte) (P, error), check func(webauthn.User, webauthn.SessionData, P) (*webauthn.Credential, error),
+	refuse func(reason string, err error)) (*webauthn.Credential, bool) {
+	sd, ok := s.ceremonyState(w, r, purpose, username, body.State, func(err error) { refuse("invalid_state", err) })
+	if !ok {
+		return nil, false
+	}
+	parsed, err := parse(body.Credential)
+	if err != nil {
+		refuse("invalid_credential", err)
+		return nil, false
+	}
+	u, err := s.loadPasskeyUser(r.Context(), username)
+	if err != nil {
+		s.passkeyUnavailable(w, r, err)
+		return nil, false
+	}
+	cred, err := check(u, sd, parsed)
+	if err != nil {
+		refuse("invalid_assertion", err)
+		return nil, false
+	}
+	return cred, true
+}
+
 // passkeyBody is what passgate.js posts to a ceremony's finish endpoint.
 type passkeyBody struct {
 	State      string          `json:"state"`
@@ -222,10 +254,9 @@ func (s *Server) servePasskeyLoginOptions(w http.ResponseWriter, r *http.Request
 // passkey); failures are spent from the client's login rate limit.
 func (s *Server) servePasskeyLogin(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
-	ok, after, refund := s.reserve(r, LimitLogin, s.clientIP(r), "")
+	ok, refund := s.reserve(w, r, LimitLogin, s.clientIP(r), "")
 	if !ok {
-		w.Header().Set("Retry-After", after)
-		s.passkeyError(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", nil)
+		s.passkeyError(w, r, http.StatusTooManyRequests, tooManyAttempts, nil)
 		return
 	}
 	body, ok := s.readPasskeyBody(w, r)
@@ -382,9 +413,8 @@ func (s *Server) servePasskeyFactor(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
-		s.passkeyError(w, r, http.StatusTooManyRequests, "Too many attempts. Wait a few minutes and try again.", nil)
+	if !s.allow(w, r, LimitLogin) {
+		s.passkeyError(w, r, http.StatusTooManyRequests, tooManyAttempts, nil)
 		return
 	}
 	ev := s.event(r, store.EventMFAFailure, false)
@@ -394,23 +424,8 @@ func (s *Server) servePasskeyFactor(w http.ResponseWriter, r *http.Request) {
 		s.record(ctx, ev)
 		s.passkeyError(w, r, http.StatusUnauthorized, "That passkey did not work. Try again, or enter a code.", err)
 	}
-	sd, ok := s.ceremonyState(w, r, "factor", sess.Username, body.State, func(err error) { fail("invalid_state", err) })
+	cred, ok := finishCeremony(s, w, r, "factor", sess.Username, body, protocol.ParseCredentialRequestResponseBytes, s.rp.ValidateLogin, fail)
 	if !ok {
-		return
-	}
-	parsed, err := protocol.ParseCredentialRequestResponseBytes(body.Credential)
-	if err != nil {
-		fail("invalid_credential", err)
-		return
-	}
-	u, err := s.loadPasskeyUser(ctx, sess.Username)
-	if err != nil {
-		s.passkeyUnavailable(w, r, err)
-		return
-	}
-	cred, err := s.rp.ValidateLogin(u, sd, parsed)
-	if err != nil {
-		fail("invalid_assertion", err)
 		return
 	}
 	if reason, err := s.usePasskey(ctx, cred); err != nil || reason != "" {
@@ -492,25 +507,15 @@ func (s *Server) servePasskeyRegister(w http.ResponseWriter, r *http.Request) {
 		s.passkeyError(w, r, http.StatusBadRequest, fmt.Sprintf("Give the passkey a name of at most %d characters.", maxPasskeyName), nil)
 		return
 	}
-	sd, ok := s.ceremonyState(w, r, "register", sess.Username, body.State, func(err error) {
-		s.passkeyError(w, r, http.StatusBadRequest, "This page expired. Reload it and try again.", err)
-	})
+	cred, ok := finishCeremony(s, w, r, "register", sess.Username, body, protocol.ParseCredentialCreationResponseBytes, s.rp.CreateCredential,
+		func(reason string, err error) {
+			msg := "The passkey could not be added."
+			if reason == "invalid_state" {
+				msg = "This page expired. Reload it and try again."
+			}
+			s.passkeyError(w, r, http.StatusBadRequest, msg, err)
+		})
 	if !ok {
-		return
-	}
-	parsed, err := protocol.ParseCredentialCreationResponseBytes(body.Credential)
-	if err != nil {
-		s.passkeyError(w, r, http.StatusBadRequest, "The passkey could not be added.", err)
-		return
-	}
-	u, err := s.loadPasskeyUser(ctx, sess.Username)
-	if err != nil {
-		s.passkeyUnavailable(w, r, err)
-		return
-	}
-	cred, err := s.rp.CreateCredential(u, sd, parsed)
-	if err != nil {
-		s.passkeyError(w, r, http.StatusBadRequest, "The passkey could not be added.", err)
 		return
 	}
 	record, err := json.Marshal(cred)

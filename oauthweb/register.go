@@ -49,15 +49,15 @@ func (s *Server) serveRegister(w http.ResponseWriter, r *http.Request) {
 	// much higher limit than failures; the stale-client sweep removes
 	// the ones never used.
 	ip := s.clientIP(r)
-	ok, after, refundFailure := s.reserve(r, LimitRegister, ip, "")
+	ok, refundFailure := s.reserve(w, r, LimitRegister, ip, "")
 	if !ok {
-		writeTooManyRequests(w, after)
+		writeTooManyRequests(w)
 		return
 	}
-	ok, after, refundSuccess := s.reserve(r, LimitRegisterSuccess, ip, "")
+	ok, refundSuccess := s.reserve(w, r, LimitRegisterSuccess, ip, "")
 	if !ok {
 		refundFailure()
-		writeTooManyRequests(w, after)
+		writeTooManyRequests(w)
 		return
 	}
 	fail := func(oe *oauth.Error) {

@@ -62,8 +62,8 @@ func (s *Server) serveRevoke(w http.ResponseWriter, r *http.Request) {
 // credentials (not yet checked). When it returns false it has written the
 // error response.
 func (s *Server) readClientForm(w http.ResponseWriter, r *http.Request, endpoint string) (clientCreds, bool) {
-	if ok, after := s.allow(r, endpoint); !ok {
-		writeTooManyRequests(w, after)
+	if !s.allow(w, r, endpoint) {
+		writeTooManyRequests(w)
 		return clientCreds{}, false
 	}
 	if oe := readForm(r); oe != nil {

@@ -625,20 +625,23 @@ func (s *Server) record(ctx context.Context, e store.AuditEvent) {
 }
 
 // allow applies the configured rate limit to r's client address; on
-// refusal it records the event and reports the Retry-After seconds.
-func (s *Server) allow(r *http.Request, endpoint string) (bool, string) {
-	ok, after, _ := s.reserve(r, endpoint, s.clientIP(r), "")
-	return ok, after
+// refusal it records the event and sets Retry-After on w, and the caller
+// answers 429.
+func (s *Server) allow(w http.ResponseWriter, r *http.Request, endpoint string) bool {
+	ok, _ := s.reserve(w, r, endpoint, s.clientIP(r), "")
+	return ok
 }
+
+// tooManyAttempts is what a page says when allow refuses a sign-in step.
+const tooManyAttempts = "Too many attempts. Wait a few minutes and try again."
 
 // clientKey is the rate-limit key of a client_id: it can never parse as
 // an IP address, so it never shares a bucket with one.
 func clientKey(clientID string) string { return "client_id " + clientID }
 
-// writeTooManyRequests answers an API request refused by the rate limit;
-// after is the Retry-After value from allow or reserve.
-func writeTooManyRequests(w http.ResponseWriter, after string) {
-	w.Header().Set("Retry-After", after)
+// writeTooManyRequests answers an API request refused by the rate limit
+// (allow or reserve has set Retry-After).
+func writeTooManyRequests(w http.ResponseWriter) {
 	oauth.WriteError(w, tooManyRequests())
 }
 
@@ -656,14 +659,14 @@ func auditClientID(clientID string) string {
 // reserve spends one event of endpoint's limit for key (see
 // Config.RateLimit) and returns its refund, never nil. On refusal it
 // records rate_limited (with clientID, when the key is a client's) and
-// returns the Retry-After value.
-func (s *Server) reserve(r *http.Request, endpoint, key, clientID string) (ok bool, after string, refund func()) {
+// sets Retry-After on w.
+func (s *Server) reserve(w http.ResponseWriter, r *http.Request, endpoint, key, clientID string) (ok bool, refund func()) {
 	if s.cfg.RateLimit == nil {
-		return true, "", func() {}
+		return true, func() {}
 	}
 	ok, wait, refund := s.cfg.RateLimit(endpoint, key)
 	if ok {
-		return true, "", refund
+		return true, refund
 	}
 	e := s.event(r, store.EventRateLimited, false)
 	e.Error = endpoint
@@ -673,7 +676,8 @@ func (s *Server) reserve(r *http.Request, endpoint, key, clientID string) (ok bo
 	if secs < 1 {
 		secs = 1
 	}
-	return false, fmt.Sprint(secs), func() {}
+	w.Header().Set("Retry-After", fmt.Sprint(secs))
+	return false, func() {}
 }
 
 // storeError maps a store error to the OAuth error the client sees and logs

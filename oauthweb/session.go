@@ -147,8 +147,7 @@ func (s *Server) serveLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	returnTo := r.PostForm.Get("return_to")
-	if ok, after := s.allow(r, LimitLogin); !ok {
-		w.Header().Set("Retry-After", after)
+	if !s.allow(w, r, LimitLogin) {
 		s.showLogin(w, r, http.StatusTooManyRequests, "Too many sign-in attempts. Wait a few minutes and try again.", "", returnTo)
 		return
 	}

@@ -148,9 +148,8 @@ func (s *Server) authenticateClient(ctx context.Context, w http.ResponseWriter, 
 		// An empty Basic password: nothing to verify, no hash to pay for.
 		return store.Client{}, invalidClient(c.basic, "client authentication failed")
 	}
-	ok, after, refund := s.reserve(r, LimitClientSecret, clientKey(client.ID), client.ID)
+	ok, refund := s.reserve(w, r, LimitClientSecret, clientKey(client.ID), client.ID)
 	if !ok {
-		w.Header().Set("Retry-After", after)
 		return store.Client{}, tooManyRequests()
 	}
 	if err := s.cfg.Hasher.Verify(ctx, client.SecretHash, c.secret); err != nil {
@@ -168,9 +167,9 @@ func (s *Server) serveToken(w http.ResponseWriter, r *http.Request) {
 	ev := s.event(r, store.EventTokenExchange, true)
 	// Spent before anything is looked at or hashed, refunded on success:
 	// only failures count, and a burst cannot overrun the limit.
-	ok, after, refund := s.reserve(r, LimitToken, s.clientIP(r), "")
+	ok, refund := s.reserve(w, r, LimitToken, s.clientIP(r), "")
 	if !ok {
-		writeTooManyRequests(w, after)
+		writeTooManyRequests(w)
 		return
 	}
 	fail := func(oe *oauth.Error) {
@@ -247,17 +246,10 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 		return nil, oauth.NewError(oauth.CodeInvalidRequest, "code_verifier is required")
 	}
 	invalid := oauth.NewError(oauth.CodeInvalidGrant, "the authorization code is invalid, expired or already used")
-	if !token.HasPrefix(code, token.PrefixCode) {
-		return nil, invalid
-	}
 	now := s.now()
-	codeHash := token.Hash(code)
-	ac, err := s.cfg.Store.GetAuthCode(ctx, codeHash, now)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, invalid
-		}
-		return nil, s.storeError(ctx, "get code", err)
+	ac, codeHash, oe := presented(ctx, s, code, token.PrefixCode, now, s.cfg.Store.GetAuthCode, "get code", invalid)
+	if oe != nil {
+		return nil, oe
 	}
 	ev.Username = ac.Username
 	if ac.ClientID != client.ID {
@@ -285,8 +277,7 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 	familyExp := now.Add(s.cfg.RefreshTokenTTL)
 	access, refresh, at, rt := s.mint(now, client, ac.Username, ac.Scope, ac.Resource, ac.FamilyID, familyExp)
 	*ev = s.cfg.Audit.Stamp(*ev)
-	err = s.cfg.Store.RedeemCode(ctx, codeHash, now, store.CodeGrant{Access: at, Refresh: rt, Audit: *ev})
-	switch {
+	switch err := s.cfg.Store.RedeemCode(ctx, codeHash, now, store.CodeGrant{Access: at, Refresh: rt, Audit: *ev}); {
 	case errors.Is(err, store.ErrConflict):
 		// Lost a race with another redemption of the same code: that is
 		// a replay too.
@@ -299,6 +290,26 @@ func (s *Server) codeGrant(ctx context.Context, r *http.Request, client store.Cl
 	}
 	s.cfg.Audit.Committed(*ev)
 	return &tokenResponse{AccessToken: access, TokenType: "Bearer", ExpiresIn: int64(s.cfg.AccessTokenTTL / time.Second), RefreshToken: refresh, Scope: ac.Scope}, nil
+}
+
+// presented looks up the code or refresh token a client presented by its
+// hash. One without its prefix, or one the store does not have (or no
+// longer has), is the grant's invalid error, so that a client cannot tell
+// the cases apart; op names a store failure in the log.
+func presented[T any](ctx context.Context, s *Server, raw, prefix string, now time.Time, get func(context.Context, string, time.Time) (T, error), op string, invalid *oauth.Error) (T, string, *oauth.Error) {
+	var zero T
+	if !token.HasPrefix(raw, prefix) {
+		return zero, "", invalid
+	}
+	hash := token.Hash(raw)
+	v, err := get(ctx, hash, now)
+	if errors.Is(err, store.ErrNotFound) {
+		return zero, "", invalid
+	}
+	if err != nil {
+		return zero, "", s.storeError(ctx, op, err)
+	}
+	return v, hash, nil
 }
 
 // revokeReplayedCode revokes every token issued from a code presented a
@@ -321,17 +332,10 @@ func (s *Server) refreshGrant(ctx context.Context, r *http.Request, client store
 		return nil, oauth.NewError(oauth.CodeInvalidRequest, "refresh_token is required")
 	}
 	invalid := oauth.NewError(oauth.CodeInvalidGrant, "the refresh token is invalid, expired or revoked")
-	if !token.HasPrefix(old, token.PrefixRefresh) {
-		return nil, invalid
-	}
 	now := s.now()
-	oldHash := token.Hash(old)
-	t, err := s.cfg.Store.GetToken(ctx, oldHash, now)
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) {
-			return nil, invalid
-		}
-		return nil, s.storeError(ctx, "get refresh token", err)
+	t, oldHash, oe := presented(ctx, s, old, token.PrefixRefresh, now, s.cfg.Store.GetToken, "get refresh token", invalid)
+	if oe != nil {
+		return nil, oe
 	}
 	ev.Username = t.Username
 	if t.Kind != store.KindRefresh || t.ClientID != client.ID || !t.RevokedAt.IsZero() {

@@ -355,9 +355,7 @@ func cmdClient(ctx context.Context, args []string, std stdio) error {
 		redirects = append(redirects, v)
 		return nil
 	})
-	c.PrivateSchemes = oauth.PrivateSchemesDefault
-	fs.Var((*privateSchemesValue)(&c.PrivateSchemes), "allow-private-schemes", privateSchemesUsage+envHelp([]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}))
-	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, []setting{{"allow-private-schemes", []string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}}})
+	st, pos, err := storeCommand(ctx, fs, &c, args[1:], std, []setting{bindPrivateSchemes(fs, &c)})
 	if err != nil {
 		return err
 	}

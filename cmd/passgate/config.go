@@ -325,12 +325,12 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	}
 	list := func(p *[]string, name string, def []string, usage string, env ...string) {
 		*p = def
-		fs.Var((*listValue)(p), name, usage+" (comma-separated)"+envHelp(env))
+		fs.Var(listValue(p), name, usage+" (comma-separated)"+envHelp(env))
 		s = append(s, setting{name, env})
 	}
 	limit := func(p *ratelimit.Limit, name string, def ratelimit.Limit, usage string, env ...string) {
 		*p = def
-		fs.Var((*limitValue)(p), name, usage+" (N/duration or off)"+envHelp(env))
+		fs.Var(limitValue(p), name, usage+" (N/duration or off)"+envHelp(env))
 		s = append(s, setting{name, env})
 	}
 
@@ -352,9 +352,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	dur(&c.SessionTTL, "session-ttl", oauthweb.DefaultSessionTTL, "browser session lifetime", "PASSGATE_SESSION_TTL")
 	str(&c.Registration, "registration", oauthweb.RegistrationOpen, "dynamic client registration: open, closed or token", "PASSGATE_REGISTRATION")
 	str(&c.RegistrationTokenFile, "registration-token-file", "", "file holding the initial access token for --registration=token", "PASSGATE_REGISTRATION_TOKEN_FILE")
-	c.PrivateSchemes = oauth.PrivateSchemesDefault
-	fs.Var((*privateSchemesValue)(&c.PrivateSchemes), "allow-private-schemes", privateSchemesUsage+envHelp([]string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}))
-	s = append(s, setting{"allow-private-schemes", []string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}})
+	s = append(s, bindPrivateSchemes(fs, c))
 	dur(&c.StaleClientAge, "stale-client-age", 24*time.Hour, "remove registered clients that never completed a grant after this long (0 keeps them)", "PASSGATE_STALE_CLIENT_AGE")
 	boolean(&c.CIMD, "cimd", true, "accept Client ID Metadata Document URLs as client_id", "PASSGATE_CIMD")
 	boolean(&c.CIMDAllowLoopbackHTTP, "cimd-allow-loopback-http", false, "allow client_id documents on loopback, over http or https (development only; SSL_CERT_FILE trusts a self-signed certificate)", "PASSGATE_CIMD_ALLOW_LOOPBACK_HTTP")
@@ -367,7 +365,7 @@ func (c *Config) bindFlags(fs *flag.FlagSet) []setting {
 	str(&c.BrandAccent, "brand-accent", "", "accent colour of the pages, #RGB or #RRGGBB", "PASSGATE_BRAND_ACCENT")
 	str(&c.BrandFooter, "brand-footer", "", "a line of text at the bottom of every page", "PASSGATE_BRAND_FOOTER")
 	c.TrustedProxies = clientip.DefaultTrusted()
-	fs.Var((*prefixesValue)(&c.TrustedProxies), "trusted-proxies", "CIDRs whose X-Forwarded-For is believed"+envHelp([]string{"PASSGATE_TRUSTED_PROXIES"}))
+	fs.Var(prefixesValue(&c.TrustedProxies), "trusted-proxies", "CIDRs whose X-Forwarded-For is believed"+envHelp([]string{"PASSGATE_TRUSTED_PROXIES"}))
 	s = append(s, setting{"trusted-proxies", []string{"PASSGATE_TRUSTED_PROXIES"}})
 	limit(&c.LoginLimit, "login-limit", ratelimit.DefaultLogin, "login attempts per client IP", "PASSGATE_LOGIN_LIMIT")
 	limit(&c.TokenLimit, "token-limit", ratelimit.DefaultToken, "failed token requests per client IP", "PASSGATE_TOKEN_LIMIT")
@@ -740,85 +738,69 @@ func readSecretFile(path string) (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// listValue, limitValue and prefixesValue are flag values whose String is
-// the default as -h and the README show it.
-type (
-	listValue     []string
-	limitValue    ratelimit.Limit
-	prefixesValue []netip.Prefix
-)
-
-func (v *listValue) String() string {
-	if v == nil {
-		return ""
-	}
-	return strings.Join(*v, ",")
+// parsedValue is a flag value parsed by parse into *p; its String (format)
+// is the default as -h and the README show it.
+type parsedValue[T any] struct {
+	p      *T
+	parse  func(string) (T, error)
+	format func(T) string
 }
 
-func (v *listValue) Set(s string) error {
-	*v = splitList(s)
+func (v parsedValue[T]) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.format(*v.p)
+}
+
+func (v parsedValue[T]) Set(s string) error {
+	x, err := v.parse(s)
+	if err != nil {
+		return err
+	}
+	*v.p = x
 	return nil
 }
 
-// privateSchemesValue is the --allow-private-schemes flag: off, default or
+// listValue is a comma- or space-separated list.
+func listValue(p *[]string) parsedValue[[]string] {
+	parse := func(s string) ([]string, error) { return splitList(s), nil }
+	return parsedValue[[]string]{p, parse, func(l []string) string { return strings.Join(l, ",") }}
+}
+
+// limitValue is a rate limit, N/duration or off.
+func limitValue(p *ratelimit.Limit) parsedValue[ratelimit.Limit] {
+	return parsedValue[ratelimit.Limit]{p, ratelimit.ParseLimit, ratelimit.Limit.String}
+}
+
+// prefixesValue is --trusted-proxies.
+func prefixesValue(p *[]netip.Prefix) parsedValue[[]netip.Prefix] {
+	return parsedValue[[]netip.Prefix]{p, clientip.ParsePrefixes, func(ps []netip.Prefix) string {
+		s := make([]string, len(ps))
+		for i, p := range ps {
+			s[i] = p.String()
+		}
+		return strings.Join(s, ",")
+	}}
+}
+
+// bindPrivateSchemes registers --allow-private-schemes: off, default or
 // any (true and false, its values when it was a boolean, mean any and
 // off). It is deliberately not a boolean flag any more: as one,
 // "--allow-private-schemes off" would read as the bare flag (any) and a
 // stray argument.
-type privateSchemesValue oauth.PrivateSchemes
-
-const privateSchemesUsage = "private-use redirect URI schemes: off, default (reverse-domain schemes and claude, cursor, vscode, vscode-insiders, windsurf) or any (true and false mean any and off)"
-
-func (v *privateSchemesValue) String() string {
-	if v == nil || *v == "" {
-		return string(oauth.PrivateSchemesDefault)
+func bindPrivateSchemes(fs *flag.FlagSet, c *Config) setting {
+	const usage = "private-use redirect URI schemes: off, default (reverse-domain schemes and claude, cursor, vscode, vscode-insiders, windsurf) or any (true and false mean any and off)"
+	env := []string{"PASSGATE_ALLOW_PRIVATE_SCHEMES"}
+	show := func(p oauth.PrivateSchemes) string {
+		if p == "" {
+			return string(oauth.PrivateSchemesDefault)
+		}
+		return string(p)
 	}
-	return string(*v)
-}
-
-func (v *privateSchemesValue) Set(s string) error {
-	p, err := oauth.ParsePrivateSchemes(s)
-	if err != nil {
-		return err
-	}
-	*v = privateSchemesValue(p)
-	return nil
-}
-
-func (v *limitValue) String() string {
-	if v == nil {
-		return ""
-	}
-	return ratelimit.Limit(*v).String()
-}
-
-func (v *limitValue) Set(s string) error {
-	l, err := ratelimit.ParseLimit(s)
-	if err != nil {
-		return err
-	}
-	*v = limitValue(l)
-	return nil
-}
-
-func (v *prefixesValue) String() string {
-	if v == nil {
-		return ""
-	}
-	s := make([]string, len(*v))
-	for i, p := range *v {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ",")
-}
-
-func (v *prefixesValue) Set(s string) error {
-	p, err := clientip.ParsePrefixes(s)
-	if err != nil {
-		return err
-	}
-	*v = p
-	return nil
+	c.PrivateSchemes = oauth.PrivateSchemesDefault
+	fs.Var(parsedValue[oauth.PrivateSchemes]{&c.PrivateSchemes, oauth.ParsePrivateSchemes, show}, "allow-private-schemes", usage+envHelp(env))
+	return setting{"allow-private-schemes", env}
 }
 
 func splitList(v string) []string {

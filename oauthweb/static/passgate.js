@@ -70,40 +70,36 @@
     }
   }
 
-  // A passkey as the second factor, after the password.
-  function factor(box) {
+  // ceremony wires box's button to a ceremony that needs a signed-in
+  // session (its CSRF token): fetch the options, let the browser answer
+  // them with ask, send the credential with the fields extra returns, and
+  // follow the redirect.
+  function ceremony(box, ask, extra) {
     const status = box.querySelector('[data-status]');
     box.hidden = false;
     box.querySelector('button').addEventListener('click', async () => {
       status.textContent = '';
       try {
         const opts = await post(box.dataset.options, {}, box.dataset.csrf);
-        const cred = await navigator.credentials.get({ publicKey: PKC.parseRequestOptionsFromJSON(opts.publicKey) });
+        const cred = await ask(opts.publicKey);
         const done = await post(box.dataset.finish, {
-          state: opts.state, credential: cred.toJSON(), csrf: box.dataset.csrf, return_to: box.dataset.return,
+          state: opts.state, credential: cred.toJSON(), csrf: box.dataset.csrf, return_to: box.dataset.return, ...extra(),
         });
         location.assign(done.redirect);
       } catch (e) { status.textContent = explain(e); }
     });
   }
 
+  // A passkey as the second factor, after the password.
+  function factor(box) {
+    ceremony(box, (opts) => navigator.credentials.get({ publicKey: PKC.parseRequestOptionsFromJSON(opts) }), () => ({}));
+  }
+
   // Registering a passkey (account page, or enrolment at sign-in).
   function register(box) {
-    const status = box.querySelector('[data-status]');
     const name = box.querySelector('input[name=passkey-name]');
-    box.hidden = false;
-    box.querySelector('button').addEventListener('click', async () => {
-      status.textContent = '';
-      try {
-        const opts = await post(box.dataset.options, {}, box.dataset.csrf);
-        const cred = await navigator.credentials.create({ publicKey: PKC.parseCreationOptionsFromJSON(opts.publicKey) });
-        const done = await post(box.dataset.finish, {
-          state: opts.state, credential: cred.toJSON(), csrf: box.dataset.csrf,
-          name: name ? name.value : '', return_to: box.dataset.return,
-        });
-        location.assign(done.redirect);
-      } catch (e) { status.textContent = explain(e); }
-    });
+    ceremony(box, (opts) => navigator.credentials.create({ publicKey: PKC.parseCreationOptionsFromJSON(opts) }),
+      () => ({ name: name ? name.value : '' }));
   }
 
   const kinds = { login, factor, register };

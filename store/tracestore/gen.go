@@ -80,23 +80,21 @@ func main() {
 				i++
 			}
 		}
+		// Named results let one deferred end record the error whatever
+		// the method returns.
 		var results []string
 		for _, r := range ft.Results.List {
 			for range max(1, len(r.Names)) {
-				results = append(results, expr(r.Type))
+				results = append(results, "_ "+expr(r.Type))
 			}
 		}
+		if len(results) == 0 || results[len(results)-1] != "_ error" {
+			log.Fatalf("%s: a traced method must return an error last", name)
+		}
+		results[len(results)-1] = "err error"
 		fmt.Fprintf(&out, "\nfunc (s *Store) %s(%s) (%s) {\n", name, strings.Join(decl, ", "), strings.Join(results, ", "))
-		fmt.Fprintf(&out, "\tctx, span := s.start(ctx, %q)\n\tdefer span.End()\n", "store."+name)
-		if len(results) == 1 {
-			fmt.Fprintf(&out, "\treturn s.end(span, s.Store.%s(%s))\n}\n", name, strings.Join(call, ", "))
-			continue
-		}
-		var vars []string
-		for j := range results[:len(results)-1] {
-			vars = append(vars, fmt.Sprintf("r%d", j))
-		}
-		fmt.Fprintf(&out, "\t%s, err := s.Store.%s(%s)\n\treturn %s, s.end(span, err)\n}\n", strings.Join(vars, ", "), name, strings.Join(call, ", "), strings.Join(vars, ", "))
+		fmt.Fprintf(&out, "\tctx, span := s.start(ctx, %q)\n\tdefer s.end(span, &err)\n", "store."+name)
+		fmt.Fprintf(&out, "\treturn s.Store.%s(%s)\n}\n", name, strings.Join(call, ", "))
 	}
 	src, err := format.Source(out.Bytes())
 	if err != nil {

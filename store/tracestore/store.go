@@ -9,395 +9,362 @@ import (
 	"github.com/passgate/passgate/store"
 )
 
-func (s *Store) Migrate(ctx context.Context) (int, error) {
+func (s *Store) Migrate(ctx context.Context) (_ int, err error) {
 	ctx, span := s.start(ctx, "store.Migrate")
-	defer span.End()
-	r0, err := s.Store.Migrate(ctx)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.Migrate(ctx)
 }
 
-func (s *Store) CreateUser(ctx context.Context, a1 store.User) error {
+func (s *Store) CreateUser(ctx context.Context, a1 store.User) (err error) {
 	ctx, span := s.start(ctx, "store.CreateUser")
-	defer span.End()
-	return s.end(span, s.Store.CreateUser(ctx, a1))
+	defer s.end(span, &err)
+	return s.Store.CreateUser(ctx, a1)
 }
 
-func (s *Store) GetUser(ctx context.Context, a1 string) (store.User, error) {
+func (s *Store) GetUser(ctx context.Context, a1 string) (_ store.User, err error) {
 	ctx, span := s.start(ctx, "store.GetUser")
-	defer span.End()
-	r0, err := s.Store.GetUser(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetUser(ctx, a1)
 }
 
-func (s *Store) ListUsers(ctx context.Context) ([]store.User, error) {
+func (s *Store) ListUsers(ctx context.Context) (_ []store.User, err error) {
 	ctx, span := s.start(ctx, "store.ListUsers")
-	defer span.End()
-	r0, err := s.Store.ListUsers(ctx)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ListUsers(ctx)
 }
 
-func (s *Store) SetPassword(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) ([]string, error) {
+func (s *Store) SetPassword(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) (_ []string, err error) {
 	ctx, span := s.start(ctx, "store.SetPassword")
-	defer span.End()
-	r0, err := s.Store.SetPassword(ctx, a1, a2, a3, a4)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.SetPassword(ctx, a1, a2, a3, a4)
 }
 
-func (s *Store) SetUserGroups(ctx context.Context, a1 string, a2 []string, a3 time.Time, a4 *store.AuditEvent) ([]string, error) {
+func (s *Store) SetUserGroups(ctx context.Context, a1 string, a2 []string, a3 time.Time, a4 *store.AuditEvent) (_ []string, err error) {
 	ctx, span := s.start(ctx, "store.SetUserGroups")
-	defer span.End()
-	r0, err := s.Store.SetUserGroups(ctx, a1, a2, a3, a4)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.SetUserGroups(ctx, a1, a2, a3, a4)
 }
 
-func (s *Store) DeleteUser(ctx context.Context, a1 string, a2 time.Time) error {
+func (s *Store) DeleteUser(ctx context.Context, a1 string, a2 time.Time) (err error) {
 	ctx, span := s.start(ctx, "store.DeleteUser")
-	defer span.End()
-	return s.end(span, s.Store.DeleteUser(ctx, a1, a2))
+	defer s.end(span, &err)
+	return s.Store.DeleteUser(ctx, a1, a2)
 }
 
-func (s *Store) CreateClient(ctx context.Context, a1 store.Client) error {
+func (s *Store) CreateClient(ctx context.Context, a1 store.Client) (err error) {
 	ctx, span := s.start(ctx, "store.CreateClient")
-	defer span.End()
-	return s.end(span, s.Store.CreateClient(ctx, a1))
+	defer s.end(span, &err)
+	return s.Store.CreateClient(ctx, a1)
 }
 
-func (s *Store) GetClient(ctx context.Context, a1 string) (store.Client, error) {
+func (s *Store) GetClient(ctx context.Context, a1 string) (_ store.Client, err error) {
 	ctx, span := s.start(ctx, "store.GetClient")
-	defer span.End()
-	r0, err := s.Store.GetClient(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetClient(ctx, a1)
 }
 
-func (s *Store) ListClients(ctx context.Context) ([]store.Client, error) {
+func (s *Store) ListClients(ctx context.Context) (_ []store.Client, err error) {
 	ctx, span := s.start(ctx, "store.ListClients")
-	defer span.End()
-	r0, err := s.Store.ListClients(ctx)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ListClients(ctx)
 }
 
-func (s *Store) DeleteClient(ctx context.Context, a1 string, a2 time.Time) error {
+func (s *Store) DeleteClient(ctx context.Context, a1 string, a2 time.Time) (err error) {
 	ctx, span := s.start(ctx, "store.DeleteClient")
-	defer span.End()
-	return s.end(span, s.Store.DeleteClient(ctx, a1, a2))
+	defer s.end(span, &err)
+	return s.Store.DeleteClient(ctx, a1, a2)
 }
 
-func (s *Store) DeleteStaleClients(ctx context.Context, a1 time.Time) ([]string, error) {
+func (s *Store) DeleteStaleClients(ctx context.Context, a1 time.Time) (_ []string, err error) {
 	ctx, span := s.start(ctx, "store.DeleteStaleClients")
-	defer span.End()
-	r0, err := s.Store.DeleteStaleClients(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.DeleteStaleClients(ctx, a1)
 }
 
-func (s *Store) CreateSession(ctx context.Context, a1 store.Session) error {
+func (s *Store) CreateSession(ctx context.Context, a1 store.Session) (err error) {
 	ctx, span := s.start(ctx, "store.CreateSession")
-	defer span.End()
-	return s.end(span, s.Store.CreateSession(ctx, a1))
+	defer s.end(span, &err)
+	return s.Store.CreateSession(ctx, a1)
 }
 
-func (s *Store) GetSession(ctx context.Context, a1 string, a2 time.Time) (store.Session, error) {
+func (s *Store) GetSession(ctx context.Context, a1 string, a2 time.Time) (_ store.Session, err error) {
 	ctx, span := s.start(ctx, "store.GetSession")
-	defer span.End()
-	r0, err := s.Store.GetSession(ctx, a1, a2)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetSession(ctx, a1, a2)
 }
 
-func (s *Store) TouchSession(ctx context.Context, a1 string, a2 time.Time) error {
+func (s *Store) TouchSession(ctx context.Context, a1 string, a2 time.Time) (err error) {
 	ctx, span := s.start(ctx, "store.TouchSession")
-	defer span.End()
-	return s.end(span, s.Store.TouchSession(ctx, a1, a2))
+	defer s.end(span, &err)
+	return s.Store.TouchSession(ctx, a1, a2)
 }
 
-func (s *Store) DeleteSession(ctx context.Context, a1 string) error {
+func (s *Store) DeleteSession(ctx context.Context, a1 string) (err error) {
 	ctx, span := s.start(ctx, "store.DeleteSession")
-	defer span.End()
-	return s.end(span, s.Store.DeleteSession(ctx, a1))
+	defer s.end(span, &err)
+	return s.Store.DeleteSession(ctx, a1)
 }
 
-func (s *Store) ListSessions(ctx context.Context, a1 string, a2 time.Time) ([]store.Session, error) {
+func (s *Store) ListSessions(ctx context.Context, a1 string, a2 time.Time) (_ []store.Session, err error) {
 	ctx, span := s.start(ctx, "store.ListSessions")
-	defer span.End()
-	r0, err := s.Store.ListSessions(ctx, a1, a2)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ListSessions(ctx, a1, a2)
 }
 
-func (s *Store) DeleteUserSessions(ctx context.Context, a1 string) (int, error) {
+func (s *Store) DeleteUserSessions(ctx context.Context, a1 string) (_ int, err error) {
 	ctx, span := s.start(ctx, "store.DeleteUserSessions")
-	defer span.End()
-	r0, err := s.Store.DeleteUserSessions(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.DeleteUserSessions(ctx, a1)
 }
 
-func (s *Store) CreateAuthCode(ctx context.Context, a1 store.AuthCode, a2 *store.AuditEvent) error {
+func (s *Store) CreateAuthCode(ctx context.Context, a1 store.AuthCode, a2 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.CreateAuthCode")
-	defer span.End()
-	return s.end(span, s.Store.CreateAuthCode(ctx, a1, a2))
+	defer s.end(span, &err)
+	return s.Store.CreateAuthCode(ctx, a1, a2)
 }
 
-func (s *Store) GetAuthCode(ctx context.Context, a1 string, a2 time.Time) (store.AuthCode, error) {
+func (s *Store) GetAuthCode(ctx context.Context, a1 string, a2 time.Time) (_ store.AuthCode, err error) {
 	ctx, span := s.start(ctx, "store.GetAuthCode")
-	defer span.End()
-	r0, err := s.Store.GetAuthCode(ctx, a1, a2)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetAuthCode(ctx, a1, a2)
 }
 
-func (s *Store) RedeemCode(ctx context.Context, a1 string, a2 time.Time, a3 store.CodeGrant) error {
+func (s *Store) RedeemCode(ctx context.Context, a1 string, a2 time.Time, a3 store.CodeGrant) (err error) {
 	ctx, span := s.start(ctx, "store.RedeemCode")
-	defer span.End()
-	return s.end(span, s.Store.RedeemCode(ctx, a1, a2, a3))
+	defer s.end(span, &err)
+	return s.Store.RedeemCode(ctx, a1, a2, a3)
 }
 
-func (s *Store) GetToken(ctx context.Context, a1 string, a2 time.Time) (store.Token, error) {
+func (s *Store) GetToken(ctx context.Context, a1 string, a2 time.Time) (_ store.Token, err error) {
 	ctx, span := s.start(ctx, "store.GetToken")
-	defer span.End()
-	r0, err := s.Store.GetToken(ctx, a1, a2)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetToken(ctx, a1, a2)
 }
 
-func (s *Store) LookupToken(ctx context.Context, a1 string, a2 time.Time) (store.Token, error) {
+func (s *Store) LookupToken(ctx context.Context, a1 string, a2 time.Time) (_ store.Token, err error) {
 	ctx, span := s.start(ctx, "store.LookupToken")
-	defer span.End()
-	r0, err := s.Store.LookupToken(ctx, a1, a2)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.LookupToken(ctx, a1, a2)
 }
 
-func (s *Store) LookupTokens(ctx context.Context, a1 []string, a2 time.Time) ([]store.Token, error) {
+func (s *Store) LookupTokens(ctx context.Context, a1 []string, a2 time.Time) (_ []store.Token, err error) {
 	ctx, span := s.start(ctx, "store.LookupTokens")
-	defer span.End()
-	r0, err := s.Store.LookupTokens(ctx, a1, a2)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.LookupTokens(ctx, a1, a2)
 }
 
-func (s *Store) RotateRefresh(ctx context.Context, a1 string, a2 time.Time, a3 []byte, a4 store.Token, a5 store.Token, a6 store.AuditEvent) error {
+func (s *Store) RotateRefresh(ctx context.Context, a1 string, a2 time.Time, a3 []byte, a4 store.Token, a5 store.Token, a6 store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.RotateRefresh")
-	defer span.End()
-	return s.end(span, s.Store.RotateRefresh(ctx, a1, a2, a3, a4, a5, a6))
+	defer s.end(span, &err)
+	return s.Store.RotateRefresh(ctx, a1, a2, a3, a4, a5, a6)
 }
 
-func (s *Store) RevokeToken(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) ([]string, error) {
+func (s *Store) RevokeToken(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) (_ []string, err error) {
 	ctx, span := s.start(ctx, "store.RevokeToken")
-	defer span.End()
-	r0, err := s.Store.RevokeToken(ctx, a1, a2, a3)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.RevokeToken(ctx, a1, a2, a3)
 }
 
-func (s *Store) RevokeFamily(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) ([]string, error) {
+func (s *Store) RevokeFamily(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) (_ []string, err error) {
 	ctx, span := s.start(ctx, "store.RevokeFamily")
-	defer span.End()
-	r0, err := s.Store.RevokeFamily(ctx, a1, a2, a3)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.RevokeFamily(ctx, a1, a2, a3)
 }
 
-func (s *Store) RevokeUserTokens(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) ([]string, error) {
+func (s *Store) RevokeUserTokens(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) (_ []string, err error) {
 	ctx, span := s.start(ctx, "store.RevokeUserTokens")
-	defer span.End()
-	r0, err := s.Store.RevokeUserTokens(ctx, a1, a2, a3, a4)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.RevokeUserTokens(ctx, a1, a2, a3, a4)
 }
 
-func (s *Store) TouchToken(ctx context.Context, a1 string, a2 time.Time) error {
+func (s *Store) TouchToken(ctx context.Context, a1 string, a2 time.Time) (err error) {
 	ctx, span := s.start(ctx, "store.TouchToken")
-	defer span.End()
-	return s.end(span, s.Store.TouchToken(ctx, a1, a2))
+	defer s.end(span, &err)
+	return s.Store.TouchToken(ctx, a1, a2)
 }
 
-func (s *Store) PutConsent(ctx context.Context, a1 store.Consent, a2 *store.AuditEvent) error {
+func (s *Store) PutConsent(ctx context.Context, a1 store.Consent, a2 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.PutConsent")
-	defer span.End()
-	return s.end(span, s.Store.PutConsent(ctx, a1, a2))
+	defer s.end(span, &err)
+	return s.Store.PutConsent(ctx, a1, a2)
 }
 
-func (s *Store) GetConsent(ctx context.Context, a1 string, a2 string, a3 string) (store.Consent, error) {
+func (s *Store) GetConsent(ctx context.Context, a1 string, a2 string, a3 string) (_ store.Consent, err error) {
 	ctx, span := s.start(ctx, "store.GetConsent")
-	defer span.End()
-	r0, err := s.Store.GetConsent(ctx, a1, a2, a3)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetConsent(ctx, a1, a2, a3)
 }
 
-func (s *Store) ListConsents(ctx context.Context, a1 string) ([]store.Consent, error) {
+func (s *Store) ListConsents(ctx context.Context, a1 string) (_ []store.Consent, err error) {
 	ctx, span := s.start(ctx, "store.ListConsents")
-	defer span.End()
-	r0, err := s.Store.ListConsents(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ListConsents(ctx, a1)
 }
 
-func (s *Store) DeleteConsent(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) ([]string, error) {
+func (s *Store) DeleteConsent(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) (_ []string, err error) {
 	ctx, span := s.start(ctx, "store.DeleteConsent")
-	defer span.End()
-	r0, err := s.Store.DeleteConsent(ctx, a1, a2, a3, a4)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.DeleteConsent(ctx, a1, a2, a3, a4)
 }
 
-func (s *Store) CreateAPIKey(ctx context.Context, a1 store.APIKey, a2 *store.AuditEvent) error {
+func (s *Store) CreateAPIKey(ctx context.Context, a1 store.APIKey, a2 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.CreateAPIKey")
-	defer span.End()
-	return s.end(span, s.Store.CreateAPIKey(ctx, a1, a2))
+	defer s.end(span, &err)
+	return s.Store.CreateAPIKey(ctx, a1, a2)
 }
 
-func (s *Store) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
+func (s *Store) ListAPIKeys(ctx context.Context) (_ []store.APIKey, err error) {
 	ctx, span := s.start(ctx, "store.ListAPIKeys")
-	defer span.End()
-	r0, err := s.Store.ListAPIKeys(ctx)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ListAPIKeys(ctx)
 }
 
-func (s *Store) LookupAPIKey(ctx context.Context, a1 string) (store.APIKey, error) {
+func (s *Store) LookupAPIKey(ctx context.Context, a1 string) (_ store.APIKey, err error) {
 	ctx, span := s.start(ctx, "store.LookupAPIKey")
-	defer span.End()
-	r0, err := s.Store.LookupAPIKey(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.LookupAPIKey(ctx, a1)
 }
 
-func (s *Store) RevokeAPIKey(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) error {
+func (s *Store) RevokeAPIKey(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.RevokeAPIKey")
-	defer span.End()
-	return s.end(span, s.Store.RevokeAPIKey(ctx, a1, a2, a3))
+	defer s.end(span, &err)
+	return s.Store.RevokeAPIKey(ctx, a1, a2, a3)
 }
 
-func (s *Store) ReserveLoginAttempt(ctx context.Context, a1 string, a2 time.Time, a3 time.Duration, a4 int, a5 time.Duration) (store.LoginFailures, bool, error) {
+func (s *Store) ReserveLoginAttempt(ctx context.Context, a1 string, a2 time.Time, a3 time.Duration, a4 int, a5 time.Duration) (_ store.LoginFailures, _ bool, err error) {
 	ctx, span := s.start(ctx, "store.ReserveLoginAttempt")
-	defer span.End()
-	r0, r1, err := s.Store.ReserveLoginAttempt(ctx, a1, a2, a3, a4, a5)
-	return r0, r1, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ReserveLoginAttempt(ctx, a1, a2, a3, a4, a5)
 }
 
-func (s *Store) GetLoginFailures(ctx context.Context, a1 string) (store.LoginFailures, error) {
+func (s *Store) GetLoginFailures(ctx context.Context, a1 string) (_ store.LoginFailures, err error) {
 	ctx, span := s.start(ctx, "store.GetLoginFailures")
-	defer span.End()
-	r0, err := s.Store.GetLoginFailures(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetLoginFailures(ctx, a1)
 }
 
-func (s *Store) ResetLoginFailures(ctx context.Context, a1 string) error {
+func (s *Store) ResetLoginFailures(ctx context.Context, a1 string) (err error) {
 	ctx, span := s.start(ctx, "store.ResetLoginFailures")
-	defer span.End()
-	return s.end(span, s.Store.ResetLoginFailures(ctx, a1))
+	defer s.end(span, &err)
+	return s.Store.ResetLoginFailures(ctx, a1)
 }
 
-func (s *Store) EnrollTOTP(ctx context.Context, a1 store.TOTP, a2 []string, a3 time.Time, a4 *store.AuditEvent) error {
+func (s *Store) EnrollTOTP(ctx context.Context, a1 store.TOTP, a2 []string, a3 time.Time, a4 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.EnrollTOTP")
-	defer span.End()
-	return s.end(span, s.Store.EnrollTOTP(ctx, a1, a2, a3, a4))
+	defer s.end(span, &err)
+	return s.Store.EnrollTOTP(ctx, a1, a2, a3, a4)
 }
 
-func (s *Store) GetTOTP(ctx context.Context, a1 string) (store.TOTP, error) {
+func (s *Store) GetTOTP(ctx context.Context, a1 string) (_ store.TOTP, err error) {
 	ctx, span := s.start(ctx, "store.GetTOTP")
-	defer span.End()
-	r0, err := s.Store.GetTOTP(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetTOTP(ctx, a1)
 }
 
-func (s *Store) UseTOTPStep(ctx context.Context, a1 string, a2 int64, a3 time.Time) error {
+func (s *Store) UseTOTPStep(ctx context.Context, a1 string, a2 int64, a3 time.Time) (err error) {
 	ctx, span := s.start(ctx, "store.UseTOTPStep")
-	defer span.End()
-	return s.end(span, s.Store.UseTOTPStep(ctx, a1, a2, a3))
+	defer s.end(span, &err)
+	return s.Store.UseTOTPStep(ctx, a1, a2, a3)
 }
 
-func (s *Store) DeleteTOTP(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) error {
+func (s *Store) DeleteTOTP(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.DeleteTOTP")
-	defer span.End()
-	return s.end(span, s.Store.DeleteTOTP(ctx, a1, a2, a3))
+	defer s.end(span, &err)
+	return s.Store.DeleteTOTP(ctx, a1, a2, a3)
 }
 
-func (s *Store) ReplaceRecoveryCodes(ctx context.Context, a1 string, a2 []string, a3 time.Time, a4 *store.AuditEvent) error {
+func (s *Store) ReplaceRecoveryCodes(ctx context.Context, a1 string, a2 []string, a3 time.Time, a4 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.ReplaceRecoveryCodes")
-	defer span.End()
-	return s.end(span, s.Store.ReplaceRecoveryCodes(ctx, a1, a2, a3, a4))
+	defer s.end(span, &err)
+	return s.Store.ReplaceRecoveryCodes(ctx, a1, a2, a3, a4)
 }
 
-func (s *Store) UseRecoveryCode(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) error {
+func (s *Store) UseRecoveryCode(ctx context.Context, a1 string, a2 string, a3 time.Time, a4 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.UseRecoveryCode")
-	defer span.End()
-	return s.end(span, s.Store.UseRecoveryCode(ctx, a1, a2, a3, a4))
+	defer s.end(span, &err)
+	return s.Store.UseRecoveryCode(ctx, a1, a2, a3, a4)
 }
 
-func (s *Store) CountRecoveryCodes(ctx context.Context, a1 string) (int, error) {
+func (s *Store) CountRecoveryCodes(ctx context.Context, a1 string) (_ int, err error) {
 	ctx, span := s.start(ctx, "store.CountRecoveryCodes")
-	defer span.End()
-	r0, err := s.Store.CountRecoveryCodes(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.CountRecoveryCodes(ctx, a1)
 }
 
-func (s *Store) CreatePasskey(ctx context.Context, a1 store.Passkey, a2 *store.AuditEvent) error {
+func (s *Store) CreatePasskey(ctx context.Context, a1 store.Passkey, a2 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.CreatePasskey")
-	defer span.End()
-	return s.end(span, s.Store.CreatePasskey(ctx, a1, a2))
+	defer s.end(span, &err)
+	return s.Store.CreatePasskey(ctx, a1, a2)
 }
 
-func (s *Store) ListPasskeys(ctx context.Context, a1 string) ([]store.Passkey, error) {
+func (s *Store) ListPasskeys(ctx context.Context, a1 string) (_ []store.Passkey, err error) {
 	ctx, span := s.start(ctx, "store.ListPasskeys")
-	defer span.End()
-	r0, err := s.Store.ListPasskeys(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ListPasskeys(ctx, a1)
 }
 
-func (s *Store) GetPasskey(ctx context.Context, a1 []byte) (store.Passkey, error) {
+func (s *Store) GetPasskey(ctx context.Context, a1 []byte) (_ store.Passkey, err error) {
 	ctx, span := s.start(ctx, "store.GetPasskey")
-	defer span.End()
-	r0, err := s.Store.GetPasskey(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetPasskey(ctx, a1)
 }
 
-func (s *Store) UsePasskey(ctx context.Context, a1 []byte, a2 uint32, a3 bool, a4 []byte, a5 time.Time) error {
+func (s *Store) UsePasskey(ctx context.Context, a1 []byte, a2 uint32, a3 bool, a4 []byte, a5 time.Time) (err error) {
 	ctx, span := s.start(ctx, "store.UsePasskey")
-	defer span.End()
-	return s.end(span, s.Store.UsePasskey(ctx, a1, a2, a3, a4, a5))
+	defer s.end(span, &err)
+	return s.Store.UsePasskey(ctx, a1, a2, a3, a4, a5)
 }
 
-func (s *Store) RenamePasskey(ctx context.Context, a1 string, a2 []byte, a3 string) error {
+func (s *Store) RenamePasskey(ctx context.Context, a1 string, a2 []byte, a3 string) (err error) {
 	ctx, span := s.start(ctx, "store.RenamePasskey")
-	defer span.End()
-	return s.end(span, s.Store.RenamePasskey(ctx, a1, a2, a3))
+	defer s.end(span, &err)
+	return s.Store.RenamePasskey(ctx, a1, a2, a3)
 }
 
-func (s *Store) DeletePasskey(ctx context.Context, a1 string, a2 []byte, a3 *store.AuditEvent) error {
+func (s *Store) DeletePasskey(ctx context.Context, a1 string, a2 []byte, a3 *store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.DeletePasskey")
-	defer span.End()
-	return s.end(span, s.Store.DeletePasskey(ctx, a1, a2, a3))
+	defer s.end(span, &err)
+	return s.Store.DeletePasskey(ctx, a1, a2, a3)
 }
 
-func (s *Store) SpendNonce(ctx context.Context, a1 string, a2 time.Time, a3 time.Time) error {
+func (s *Store) SpendNonce(ctx context.Context, a1 string, a2 time.Time, a3 time.Time) (err error) {
 	ctx, span := s.start(ctx, "store.SpendNonce")
-	defer span.End()
-	return s.end(span, s.Store.SpendNonce(ctx, a1, a2, a3))
+	defer s.end(span, &err)
+	return s.Store.SpendNonce(ctx, a1, a2, a3)
 }
 
-func (s *Store) ResetSecondFactors(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) ([]string, error) {
+func (s *Store) ResetSecondFactors(ctx context.Context, a1 string, a2 time.Time, a3 *store.AuditEvent) (_ []string, err error) {
 	ctx, span := s.start(ctx, "store.ResetSecondFactors")
-	defer span.End()
-	r0, err := s.Store.ResetSecondFactors(ctx, a1, a2, a3)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ResetSecondFactors(ctx, a1, a2, a3)
 }
 
-func (s *Store) GetSetting(ctx context.Context, a1 string) (string, error) {
+func (s *Store) GetSetting(ctx context.Context, a1 string) (_ string, err error) {
 	ctx, span := s.start(ctx, "store.GetSetting")
-	defer span.End()
-	r0, err := s.Store.GetSetting(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.GetSetting(ctx, a1)
 }
 
-func (s *Store) PutSetting(ctx context.Context, a1 string, a2 string, a3 time.Time) error {
+func (s *Store) PutSetting(ctx context.Context, a1 string, a2 string, a3 time.Time) (err error) {
 	ctx, span := s.start(ctx, "store.PutSetting")
-	defer span.End()
-	return s.end(span, s.Store.PutSetting(ctx, a1, a2, a3))
+	defer s.end(span, &err)
+	return s.Store.PutSetting(ctx, a1, a2, a3)
 }
 
-func (s *Store) RecordAudit(ctx context.Context, a1 store.AuditEvent) error {
+func (s *Store) RecordAudit(ctx context.Context, a1 store.AuditEvent) (err error) {
 	ctx, span := s.start(ctx, "store.RecordAudit")
-	defer span.End()
-	return s.end(span, s.Store.RecordAudit(ctx, a1))
+	defer s.end(span, &err)
+	return s.Store.RecordAudit(ctx, a1)
 }
 
-func (s *Store) ListAudit(ctx context.Context, a1 store.AuditFilter) ([]store.AuditEvent, error) {
+func (s *Store) ListAudit(ctx context.Context, a1 store.AuditFilter) (_ []store.AuditEvent, err error) {
 	ctx, span := s.start(ctx, "store.ListAudit")
-	defer span.End()
-	r0, err := s.Store.ListAudit(ctx, a1)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.ListAudit(ctx, a1)
 }
 
-func (s *Store) DeleteExpired(ctx context.Context, a1 time.Time, a2 time.Time) (int64, error) {
+func (s *Store) DeleteExpired(ctx context.Context, a1 time.Time, a2 time.Time) (_ int64, err error) {
 	ctx, span := s.start(ctx, "store.DeleteExpired")
-	defer span.End()
-	r0, err := s.Store.DeleteExpired(ctx, a1, a2)
-	return r0, s.end(span, err)
+	defer s.end(span, &err)
+	return s.Store.DeleteExpired(ctx, a1, a2)
 }

@@ -37,11 +37,12 @@ func (s *Store) start(ctx context.Context, name string) (context.Context, trace.
 	return s.tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindClient))
 }
 
-// end records err on span. Not finding a row is an answer, not a failure.
-func (s *Store) end(span trace.Span, err error) error {
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
+// end records *err, a method's error result, on span and ends it. Not
+// finding a row is an answer, not a failure.
+func (s *Store) end(span trace.Span, err *error) {
+	if *err != nil && !errors.Is(*err, store.ErrNotFound) {
+		span.RecordError(*err)
+		span.SetStatus(codes.Error, (*err).Error())
 	}
-	return err
+	span.End()
 }

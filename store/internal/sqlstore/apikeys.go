@@ -2,7 +2,6 @@ package sqlstore
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/passgate/passgate/store"
@@ -32,20 +31,12 @@ func (db *Store) scanAPIKey(r scanner) (store.APIKey, error) {
 }
 
 func (db *Store) ListAPIKeys(ctx context.Context) ([]store.APIKey, error) {
-	out, err := queryAll(ctx, db.c.Read, db.scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list api keys: %w", db.mapErr(err))
-	}
-	return out, nil
+	return readAll(ctx, db, "list api keys", db.scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys ORDER BY name`)
 }
 
 // LookupAPIKey reads by the hash's unique index.
 func (db *Store) LookupAPIKey(ctx context.Context, hash string) (store.APIKey, error) {
-	k, err := db.scanAPIKey(db.c.Read.QueryRow(ctx, `SELECT `+apiKeyCols+` FROM api_keys WHERE hash = $1`, hash))
-	if err != nil {
-		return store.APIKey{}, fmt.Errorf("lookup api key: %w", db.notFound(err))
-	}
-	return k, nil
+	return readOne(ctx, db, "lookup api key", db.scanAPIKey, `SELECT `+apiKeyCols+` FROM api_keys WHERE hash = $1`, hash)
 }
 
 // RevokeAPIKey invalidates the key's hash like every token revocation. The

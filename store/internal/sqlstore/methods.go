@@ -55,19 +55,11 @@ func (db *Store) SetUserGroups(ctx context.Context, username string, groups []st
 }
 
 func (db *Store) GetUser(ctx context.Context, username string) (store.User, error) {
-	u, err := db.scanUser(db.c.Read.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE username = $1`, username))
-	if err != nil {
-		return store.User{}, fmt.Errorf("get user: %w", db.notFound(err))
-	}
-	return u, nil
+	return readOne(ctx, db, "get user", db.scanUser, `SELECT `+userCols+` FROM users WHERE username = $1`, username)
 }
 
 func (db *Store) ListUsers(ctx context.Context) ([]store.User, error) {
-	out, err := queryAll(ctx, db.c.Read, db.scanUser, `SELECT `+userCols+` FROM users ORDER BY username`)
-	if err != nil {
-		return nil, fmt.Errorf("list users: %w", db.mapErr(err))
-	}
-	return out, nil
+	return readAll(ctx, db, "list users", db.scanUser, `SELECT `+userCols+` FROM users ORDER BY username`)
 }
 
 // SetPassword replaces the hash, deletes the user's sessions and
@@ -165,19 +157,11 @@ func (db *Store) scanClient(r scanner) (store.Client, error) {
 }
 
 func (db *Store) GetClient(ctx context.Context, id string) (store.Client, error) {
-	c, err := db.scanClient(db.c.Read.QueryRow(ctx, `SELECT `+clientCols+` FROM clients WHERE id = $1`, id))
-	if err != nil {
-		return store.Client{}, fmt.Errorf("get client: %w", db.notFound(err))
-	}
-	return c, nil
+	return readOne(ctx, db, "get client", db.scanClient, `SELECT `+clientCols+` FROM clients WHERE id = $1`, id)
 }
 
 func (db *Store) ListClients(ctx context.Context) ([]store.Client, error) {
-	out, err := queryAll(ctx, db.c.Read, db.scanClient, `SELECT `+clientCols+` FROM clients ORDER BY created_at, id`)
-	if err != nil {
-		return nil, fmt.Errorf("list clients: %w", db.mapErr(err))
-	}
-	return out, nil
+	return readAll(ctx, db, "list clients", db.scanClient, `SELECT `+clientCols+` FROM clients ORDER BY created_at, id`)
 }
 
 // DeleteClient deletes the client, its codes and consents, and revokes
@@ -248,22 +232,11 @@ func (db *Store) CreateSession(ctx context.Context, s store.Session) error {
 }
 
 func (db *Store) GetSession(ctx context.Context, idHash string, now time.Time) (store.Session, error) {
-	s, err := db.scanSession(db.c.Read.QueryRow(ctx, `SELECT `+sessionCols+` FROM sessions WHERE id_hash = $1 AND expires_at > $2`, idHash, db.time(now)))
-	if err != nil {
-		return store.Session{}, fmt.Errorf("get session: %w", db.notFound(err))
-	}
-	return s, nil
+	return readOne(ctx, db, "get session", db.scanSession, `SELECT `+sessionCols+` FROM sessions WHERE id_hash = $1 AND expires_at > $2`, idHash, db.time(now))
 }
 
 func (db *Store) TouchSession(ctx context.Context, idHash string, now time.Time) error {
-	n, err := db.exec(ctx, `UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2`, db.nullTime(now), idHash)
-	if err != nil {
-		return fmt.Errorf("touch session: %w", err)
-	}
-	if n == 0 {
-		return fmt.Errorf("touch session: %w", store.ErrNotFound)
-	}
-	return nil
+	return db.changeRow(ctx, "touch session", `UPDATE sessions SET last_seen_at = $1 WHERE id_hash = $2`, db.nullTime(now), idHash)
 }
 
 func (db *Store) DeleteSession(ctx context.Context, idHash string) error {
@@ -280,11 +253,7 @@ func (db *Store) ListSessions(ctx context.Context, username string, now time.Tim
 		q += ` AND username = $2`
 		args = append(args, username)
 	}
-	out, err := queryAll(ctx, db.c.Read, db.scanSession, q+` ORDER BY created_at DESC, id_hash`, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list sessions: %w", db.mapErr(err))
-	}
-	return out, nil
+	return readAll(ctx, db, "list sessions", db.scanSession, q+` ORDER BY created_at DESC, id_hash`, args...)
 }
 
 func (db *Store) DeleteUserSessions(ctx context.Context, username string) (int, error) {
@@ -506,14 +475,7 @@ func (db *Store) revokeWhere(ctx context.Context, op, where string, args []any, 
 
 // TouchToken sets LastUsedAt; ErrNotFound for an unknown token.
 func (db *Store) TouchToken(ctx context.Context, hash string, now time.Time) error {
-	n, err := db.exec(ctx, `UPDATE tokens SET last_used_at = $1 WHERE hash = $2`, db.time(now), hash)
-	if err != nil {
-		return fmt.Errorf("touch token: %w", err)
-	}
-	if n == 0 {
-		return fmt.Errorf("touch token: %w", store.ErrNotFound)
-	}
-	return nil
+	return db.changeRow(ctx, "touch token", `UPDATE tokens SET last_used_at = $1 WHERE hash = $2`, db.time(now), hash)
 }
 
 // ---- consents ----
@@ -538,21 +500,13 @@ func (db *Store) scanConsent(r scanner) (store.Consent, error) {
 }
 
 func (db *Store) GetConsent(ctx context.Context, username, clientID, resource string) (store.Consent, error) {
-	c, err := db.scanConsent(db.c.Read.QueryRow(ctx, `SELECT `+consentCols+` FROM consents WHERE username = $1 AND client_id = $2 AND resource = $3`,
-		username, clientID, resource))
-	if err != nil {
-		return store.Consent{}, fmt.Errorf("get consent: %w", db.notFound(err))
-	}
-	return c, nil
+	return readOne(ctx, db, "get consent", db.scanConsent, `SELECT `+consentCols+` FROM consents WHERE username = $1 AND client_id = $2 AND resource = $3`,
+		username, clientID, resource)
 }
 
 func (db *Store) ListConsents(ctx context.Context, username string) ([]store.Consent, error) {
-	out, err := queryAll(ctx, db.c.Read, db.scanConsent, `SELECT `+consentCols+` FROM consents
+	return readAll(ctx, db, "list consents", db.scanConsent, `SELECT `+consentCols+` FROM consents
 		WHERE username = $1 ORDER BY updated_at DESC, created_at DESC, client_id, resource`, username)
-	if err != nil {
-		return nil, fmt.Errorf("list consents: %w", db.mapErr(err))
-	}
-	return out, nil
 }
 
 // DeleteConsent removes the user's consents for the client (every
@@ -727,11 +681,7 @@ func (db *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 		args = append(args, f.Limit)
 		q += " LIMIT $" + strconv.Itoa(len(args))
 	}
-	out, err := queryAll(ctx, db.c.Read, db.scanAuditEvent, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list audit: %w", db.mapErr(err))
-	}
-	return out, nil
+	return readAll(ctx, db, "list audit", db.scanAuditEvent, q, args...)
 }
 
 // ---- cleanup ----
@@ -823,6 +773,15 @@ func (db *Store) exec(ctx context.Context, query string, args ...any) (int64, er
 	return n, db.mapErr(err)
 }
 
+// changeRow is execFound on the write pool, outside a transaction, with
+// the error mapped and wrapped with op.
+func (db *Store) changeRow(ctx context.Context, op, query string, args ...any) error {
+	if err := execFound(ctx, db.c.Write, query, args...); err != nil {
+		return fmt.Errorf("%s: %w", op, db.mapErr(err))
+	}
+	return nil
+}
+
 // revokeAll runs a revoking statement (UPDATE … SET revoked_at … WHERE …
 // AND revoked_at IS NULL RETURNING hash, or a DELETE … RETURNING hash)
 // until it finds nothing more, and returns every hash it hit.
@@ -874,6 +833,27 @@ func queryAll[T any](ctx context.Context, q Querier, scan func(scanner) (T, erro
 		out = append(out, v)
 	}
 	return out, rows.Err()
+}
+
+// readOne reads the one row of query from the read pool with scan. No row
+// is store.ErrNotFound; every error is mapped and wrapped with op.
+func readOne[T any](ctx context.Context, db *Store, op string, scan func(scanner) (T, error), query string, args ...any) (T, error) {
+	v, err := scan(db.c.Read.QueryRow(ctx, query, args...))
+	if err != nil {
+		var zero T
+		return zero, fmt.Errorf("%s: %w", op, db.notFound(err))
+	}
+	return v, nil
+}
+
+// readAll reads every row of query from the read pool with scan; errors
+// are mapped and wrapped with op.
+func readAll[T any](ctx context.Context, db *Store, op string, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	out, err := queryAll(ctx, db.c.Read, scan, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, db.mapErr(err))
+	}
+	return out, nil
 }
 
 // notFound maps sql.ErrNoRows to store.ErrNotFound and other errors with

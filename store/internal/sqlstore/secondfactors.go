@@ -139,19 +139,11 @@ func (db *Store) scanPasskey(r scanner) (store.Passkey, error) {
 }
 
 func (db *Store) ListPasskeys(ctx context.Context, username string) ([]store.Passkey, error) {
-	out, err := queryAll(ctx, db.c.Read, db.scanPasskey, `SELECT `+passkeyCols+` FROM passkeys WHERE username = $1 ORDER BY created_at, id`, username)
-	if err != nil {
-		return nil, fmt.Errorf("list passkeys: %w", db.mapErr(err))
-	}
-	return out, nil
+	return readAll(ctx, db, "list passkeys", db.scanPasskey, `SELECT `+passkeyCols+` FROM passkeys WHERE username = $1 ORDER BY created_at, id`, username)
 }
 
 func (db *Store) GetPasskey(ctx context.Context, id []byte) (store.Passkey, error) {
-	p, err := db.scanPasskey(db.c.Read.QueryRow(ctx, `SELECT `+passkeyCols+` FROM passkeys WHERE id = $1`, id))
-	if err != nil {
-		return store.Passkey{}, fmt.Errorf("get passkey: %w", db.notFound(err))
-	}
-	return p, nil
+	return readOne(ctx, db, "get passkey", db.scanPasskey, `SELECT `+passkeyCols+` FROM passkeys WHERE id = $1`, id)
 }
 
 // UsePasskey is one conditional UPDATE, so a counter that did not advance
@@ -169,14 +161,7 @@ func (db *Store) UsePasskey(ctx context.Context, id []byte, signCount uint32, ba
 }
 
 func (db *Store) RenamePasskey(ctx context.Context, username string, id []byte, name string) error {
-	n, err := db.exec(ctx, `UPDATE passkeys SET name = $1 WHERE id = $2 AND username = $3`, name, id, username)
-	if err != nil {
-		return fmt.Errorf("rename passkey: %w", err)
-	}
-	if n == 0 {
-		return fmt.Errorf("rename passkey: %w", store.ErrNotFound)
-	}
-	return nil
+	return db.changeRow(ctx, "rename passkey", `UPDATE passkeys SET name = $1 WHERE id = $2 AND username = $3`, name, id, username)
 }
 
 func (db *Store) DeletePasskey(ctx context.Context, username string, id []byte, audit *store.AuditEvent) error {
