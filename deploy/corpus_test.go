@@ -219,9 +219,7 @@ func (w *corpusWorld) runCorpus(t *testing.T, addr string, rec *recorder, reqs [
 	for i := range out {
 		out[i].Saw = rec.saw(fmt.Sprintf("c%d", i))
 	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	for _, s := range rec.orphans {
+	for _, s := range rec.orphans() {
 		t.Errorf("the upstream got a request it cannot attribute: %s %s Host %s", s.Method, s.RequestURI, s.Host)
 	}
 	return out

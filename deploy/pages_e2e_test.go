@@ -211,9 +211,7 @@ func TestTwoStepSignInThroughCaddy(t *testing.T) {
 	})
 	e2etest.AddUser(t, srv.OpenStore(t), "alice", "correct horse")
 	testTwoStepSignInThroughProxy(t, base, http.DefaultTransport, "alice", "correct horse")
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if n := len(rec.orphans) + len(rec.byID); n != 0 {
+	if n := len(rec.received()); n != 0 {
 		t.Errorf("%d requests reached the MCP server", n)
 	}
 }
