@@ -487,3 +487,31 @@ func (r *recorder) saw(id string) []upstreamSaw {
 func (r *recorder) orphans() []upstreamSaw {
 	return slices.DeleteFunc(r.received(), func(s upstreamSaw) bool { return len(s.Header.Values("X-Corpus-Id")) == 1 })
 }
+
+// decodeShipped reads the shipped file at path (relative to deploy/) and
+// decodes it with decode, failing the test, with the path, when either
+// fails.
+func decodeShipped[T any](t testing.TB, path string, decode func([]byte) (T, error)) T {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := decode(b)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return v
+}
+
+// wantDecodeErrors fails the test for each doc decode accepts: a strict
+// decoder must be able to fail, or what the tests read through it proves
+// nothing.
+func wantDecodeErrors[T any](t *testing.T, decode func([]byte) (T, error), docs ...string) {
+	t.Helper()
+	for _, doc := range docs {
+		if _, err := decode([]byte(doc)); err == nil {
+			t.Errorf("decoded without error:\n%s", doc)
+		}
+	}
+}
