@@ -8,59 +8,18 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
-// echoUpstream stands in for the MCP server in the attack tests: it answers
-// 200 and records what it received, so a test can assert what reached it.
-type echoUpstream struct {
-	Addr string
-
-	mu   sync.Mutex
-	seen []echoSeen
-}
-
-// echoSeen is one request the upstream received.
-type echoSeen struct {
-	Method, Target string
-	User           []string // X-Passgate-User values
-}
-
-func startEchoUpstream(t *testing.T) *echoUpstream {
-	t.Helper()
-	u := &echoUpstream{}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Addr = ln.Addr().String()
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u.mu.Lock()
-		u.seen = append(u.seen, echoSeen{Method: r.Method, Target: r.RequestURI, User: r.Header.Values("X-Passgate-User")})
-		u.mu.Unlock()
-		io.WriteString(w, "upstream\n")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-	return u
-}
-
-func (u *echoUpstream) Seen() []echoSeen {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]echoSeen(nil), u.seen...)
-}
-
 // attackStack is the real passgate binary behind real nginx with the
-// shipped deploy/nginx.conf (NGINX_SERVER_NAME 127.0.0.1), in front of an
-// echo upstream.
+// shipped deploy/nginx.conf (NGINX_SERVER_NAME 127.0.0.1), in front of a
+// recorder for the MCP server.
 type attackStack struct {
 	ngx      *nginx
-	upstream *echoUpstream
+	upstream *recorder
 	st       storeMinter
 }
 
@@ -71,9 +30,9 @@ type storeMinter func(resource, scope string) string
 func startAttackStack(t *testing.T, resources func(addr string) []string) *attackStack {
 	t.Helper()
 	bin := e2etest.Binary(t)
-	up := startEchoUpstream(t)
+	up := startRecorder(t)
 	passAddr := e2etest.FreeAddr(t)
-	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: up.Addr})
+	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: up.addr()})
 	dataDir := t.TempDir()
 	e2etest.StartProcess(t, passAddr, bin, []string{
 		"serve", "--data-dir", dataDir, "--issuer", ngx.URL, "--resource", strings.Join(resources(ngx.Addr), ","),
@@ -131,7 +90,7 @@ func TestNginxEncodedSlashCannotCrossResources(t *testing.T) {
 	if got := a.raw(t, post("/mcp", host, other)); got != 401 {
 		t.Errorf("POST /mcp with /other's token = %d, want 401", got)
 	}
-	before := len(a.upstream.Seen())
+	before := len(a.upstream.received())
 	for _, target := range []string{"/other/..%2Fmcp", "/other/..%2fmcp", "/other/%2e%2e%2Fmcp", "/other/..%5Cmcp", "/other/..;/mcp", "/other/..%252Fmcp"} {
 		t.Run(target, func(t *testing.T) {
 			if got := a.raw(t, post(target, host, other)); got >= 200 && got < 300 {
@@ -139,7 +98,7 @@ func TestNginxEncodedSlashCannotCrossResources(t *testing.T) {
 			}
 		})
 	}
-	if seen := a.upstream.Seen()[before:]; len(seen) != 0 {
+	if seen := a.upstream.received()[before:]; len(seen) != 0 {
 		t.Errorf("the MCP server received %+v", seen)
 	}
 }
@@ -161,7 +120,7 @@ func TestNginxClientCannotChooseAudienceHost(t *testing.T) {
 	if got := a.raw(t, post("/mcp", served, mine)); got != 200 {
 		t.Fatalf("POST /mcp with its token = %d, want 200", got)
 	}
-	before := len(a.upstream.Seen())
+	before := len(a.upstream.received())
 	tests := []struct {
 		name, target, host string
 		want               int
@@ -181,7 +140,7 @@ func TestNginxClientCannotChooseAudienceHost(t *testing.T) {
 			}
 		})
 	}
-	if seen := a.upstream.Seen()[before:]; len(seen) != 0 {
+	if seen := a.upstream.received()[before:]; len(seen) != 0 {
 		t.Errorf("the MCP server received %+v", seen)
 	}
 }

@@ -39,6 +39,16 @@ type composeService struct {
 	Healthcheck *composeHealthcheck          `json:"healthcheck"`
 }
 
+// resolvedEnvironment returns the service's environment with its Compose
+// variables resolved from env.
+func (s composeService) resolvedEnvironment(env map[string]string) map[string]string {
+	resolved := map[string]string{}
+	for k, v := range s.Environment {
+		resolved[k] = interpolate(v, env)
+	}
+	return resolved
+}
+
 type composeBuild struct {
 	Context    string `json:"context"`
 	Dockerfile string `json:"dockerfile"`
@@ -276,10 +286,7 @@ func TestComposeNginx(t *testing.T) {
 	c, _ := loadCompose(t)
 	env := envExample(t)
 	ngx := c.Services["nginx"]
-	nenv := map[string]string{}
-	for k, v := range ngx.Environment {
-		nenv[k] = interpolate(v, env)
-	}
+	nenv := ngx.resolvedEnvironment(env)
 
 	// The official image renders /etc/nginx/templates/*.template into
 	// conf.d with the variables that match NGINX_ENVSUBST_FILTER.
@@ -400,10 +407,7 @@ func TestComposePassgate(t *testing.T) {
 	c, _ := loadCompose(t)
 	env := envExample(t)
 	pg := c.Services["passgate"]
-	penv := map[string]string{}
-	for k, v := range pg.Environment {
-		penv[k] = interpolate(v, env)
-	}
+	penv := pg.resolvedEnvironment(env)
 	if portOf(t, penv["PASSGATE_GRPC_LISTEN"]) != passgateGRPCPort || portOf(t, penv["PASSGATE_HTTP_LISTEN"]) != passgateHTTPPort {
 		t.Errorf("passgate listens on %s and %s, the proxies expect %d and %d",
 			penv["PASSGATE_HTTP_LISTEN"], penv["PASSGATE_GRPC_LISTEN"], passgateHTTPPort, passgateGRPCPort)

@@ -219,9 +219,7 @@ func (w *corpusWorld) runCorpus(t *testing.T, addr string, rec *recorder, reqs [
 	for i := range out {
 		out[i].Saw = rec.saw(fmt.Sprintf("c%d", i))
 	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	for _, s := range rec.orphans {
+	for _, s := range rec.orphans() {
 		t.Errorf("the upstream got a request it cannot attribute: %s %s Host %s", s.Method, s.RequestURI, s.Host)
 	}
 	return out
@@ -623,15 +621,47 @@ func (w *corpusWorld) assertCorpus(t *testing.T, p corpusProxy, outs []corpusOut
 	t.Logf("%d requests, %d reached the upstream", len(outs), reached)
 }
 
-// corpusAttack1 is the issue's attack 1 against a proxy serving host: a
-// token-less POST /mcp/admin dressed as a preflight of /mcp with headers of
-// the nginx family.
-func corpusAttack1(host string) []string {
+// mustReach names the requests a proxy serving host (w.hostA or w.hostB)
+// must let through to /mcp: one with the host's token for it, and one to
+// the scope rule's /mcp/admin with the admin scope.
+func (w *corpusWorld) mustReach(host string) []string {
+	self := w.hostLetter(host)
+	return []string{
+		fmt.Sprintf(`POST /mcp host %s token "%s/mcp"`, host, self),
+		fmt.Sprintf(`POST /mcp/admin host %s token "%s/mcp+admin"`, host, self),
+	}
+}
+
+// mustNotReach names the attacks a proxy serving host (w.hostA or w.hostB)
+// must keep from the upstream: the issue's attack 1, a token-less POST
+// /mcp/admin dressed as a preflight of /mcp with headers of the nginx
+// family; the scope rule's segment percent-encoded (attack 2); a dot
+// segment encoded out of /other into /mcp (attack 3); and an absolute-form
+// target naming host with the other host in Host and a token for it
+// (attack 4).
+func (w *corpusWorld) mustNotReach(host string) []string {
+	otherHost := w.hostB
+	if host == w.hostB {
+		otherHost = w.hostA
+	}
+	self, other := w.hostLetter(host), w.hostLetter(otherHost)
 	return []string{
 		fmt.Sprintf("nginx family injected (attack 1): POST /mcp/admin host %s token %q", host, ""),
 		fmt.Sprintf("nginx family injected (attack 1): POST /mcp/admin host %s token %q", host, "A/mcp"),
 		fmt.Sprintf("nginx family injected (attack 1): POST /mcp/admin host %s token %q", host, "B/mcp"),
+		fmt.Sprintf(`POST /mcp/%%61dmin host %s token "%s/mcp"`, host, self),
+		fmt.Sprintf(`POST /other/..%%2Fmcp host %s token "%s/other"`, host, self),
+		fmt.Sprintf(`absolute-form http://%s/mcp Host %s token %s/mcp`, host, otherHost, other),
 	}
+}
+
+// hostLetter returns "A" for w.hostA and "B" for w.hostB, as the corpus's
+// token names spell them.
+func (w *corpusWorld) hostLetter(host string) string {
+	if host == w.hostB {
+		return "B"
+	}
+	return "A"
 }
 
 // port returns the port of a host:port.
@@ -653,17 +683,7 @@ func TestHostileCorpusNginx(t *testing.T) {
 	ngx := startNginx(t, nginxOptions{PassgateAddr: passAddr, MCPAddr: rec.addr(), PlainHTTP: true, ServerName: nameA})
 	w := startCorpusWorld(t, passAddr, port(t, ngx.Addr))
 	outs := w.runCorpus(t, ngx.Addr, rec, w.buildCorpus([]string{w.hostA}))
-	a, b := w.hostA, w.hostB
-	w.assertCorpus(t, corpusProxy{FixedHost: a, StripsAuthorization: true}, outs,
-		[]string{
-			fmt.Sprintf(`POST /mcp host %s token "A/mcp"`, a),
-			fmt.Sprintf(`POST /mcp/admin host %s token "A/mcp+admin"`, a),
-		},
-		append(corpusAttack1(a),
-			fmt.Sprintf(`POST /mcp/%%61dmin host %s token "A/mcp"`, a),
-			fmt.Sprintf(`POST /other/..%%2Fmcp host %s token "A/other"`, a),
-			fmt.Sprintf(`absolute-form http://%s/mcp Host %s token B/mcp`, a, b),
-		))
+	w.assertCorpus(t, corpusProxy{FixedHost: w.hostA, StripsAuthorization: true}, outs, w.mustReach(w.hostA), w.mustNotReach(w.hostA))
 }
 
 // TestHostileCorpusCaddy runs the corpus through real Caddy with the shipped
@@ -676,18 +696,11 @@ func TestHostileCorpusCaddy(t *testing.T) {
 	outs := w.runCorpus(t, addr, rec, w.buildCorpus([]string{w.hostA, w.hostB}))
 	a, b := w.hostA, w.hostB
 	w.assertCorpus(t, corpusProxy{StripsAuthorization: true}, outs,
-		[]string{
-			fmt.Sprintf(`POST /mcp host %s token "A/mcp"`, a),
-			fmt.Sprintf(`POST /mcp/admin host %s token "A/mcp+admin"`, a),
+		append(append(w.mustReach(a), w.mustReach(b)...),
 			fmt.Sprintf(`POST /other host %s token "A/other"`, a),
-			fmt.Sprintf(`POST /mcp host %s token "B/mcp"`, b),
 			fmt.Sprintf(`POST /other/x host %s token "B/other"`, b),
-		},
-		append(append(corpusAttack1(a), corpusAttack1(b)...),
-			fmt.Sprintf(`POST /mcp/%%61dmin host %s token "A/mcp"`, a),
-			fmt.Sprintf(`POST /other/..%%2Fmcp host %s token "A/other"`, a),
-			fmt.Sprintf(`absolute-form http://%s/mcp Host %s token B/mcp`, a, b),
-		))
+		),
+		append(w.mustNotReach(a), w.mustNotReach(b)...))
 }
 
 // TestCaddyForwardAuthIgnoresInjectedOriginalHeaders is the issue's attack
@@ -750,16 +763,7 @@ func TestHostileCorpusIngressNginx(t *testing.T) {
 	})
 	w := startCorpusWorld(t, passAddr, port(t, addr))
 	outs := w.runCorpus(t, addr, rec, w.buildCorpus([]string{w.hostB}))
-	a, b := w.hostA, w.hostB
-	w.assertCorpus(t, corpusProxy{FixedHost: b, StripsAuthorization: true}, outs,
-		[]string{
-			fmt.Sprintf(`POST /mcp host %s token "B/mcp"`, b),
-			fmt.Sprintf(`POST /mcp/admin host %s token "B/mcp+admin"`, b),
-		},
-		append(corpusAttack1(b),
-			fmt.Sprintf(`POST /mcp/%%61dmin host %s token "B/mcp"`, b),
-			fmt.Sprintf(`absolute-form http://%s/mcp Host %s token A/mcp`, b, a),
-		))
+	w.assertCorpus(t, corpusProxy{FixedHost: w.hostB, StripsAuthorization: true}, outs, w.mustReach(w.hostB), w.mustNotReach(w.hostB))
 }
 
 // envoyEdge is what the shipped deploy/envoy.yaml does to a request around

@@ -203,6 +203,22 @@ func envoyRouteFor(t testing.TB, b *bootstrapv3.Bootstrap, path string) *routev3
 	return nil
 }
 
+// envoyRouteTo returns the route Envoy picks for path, reporting an error
+// when there is none (and returning nil) or when it goes to a cluster other
+// than cluster.
+func envoyRouteTo(t testing.TB, b *bootstrapv3.Bootstrap, path, cluster string) *routev3.Route {
+	t.Helper()
+	r := envoyRouteFor(t, b, path)
+	if r == nil {
+		t.Errorf("%s: no route", path)
+		return nil
+	}
+	if got := r.GetRoute().GetCluster(); got != cluster {
+		t.Errorf("%s goes to %q, want %s", path, got, cluster)
+	}
+	return r
+}
+
 // envoyCluster returns the named static cluster, or nil.
 func envoyCluster(b *bootstrapv3.Bootstrap, name string) *clusterv3.Cluster {
 	for _, c := range b.GetStaticResources().GetClusters() {
@@ -389,26 +405,18 @@ func TestEnvoyRoutePolicy(t *testing.T) {
 		t.Errorf("passgate_http endpoints (-got +want):\n%s", diff)
 	}
 	for _, path := range passgatePaths() {
-		r := envoyRouteFor(t, b, path)
+		r := envoyRouteTo(t, b, path, "passgate_http")
 		if r == nil {
-			t.Errorf("%s: no route", path)
 			continue
-		}
-		if got := r.GetRoute().GetCluster(); got != "passgate_http" {
-			t.Errorf("%s goes to %q, want passgate_http", path, got)
 		}
 		if !extAuthzDisabled(t, r) {
 			t.Errorf("%s: ext_authz is not disabled on passgate's own route", path)
 		}
 	}
 	for _, path := range []string{"/mcp", "/mcp/", "/mcp/sub"} {
-		r := envoyRouteFor(t, b, path)
+		r := envoyRouteTo(t, b, path, "mcp")
 		if r == nil {
-			t.Errorf("%s: no route", path)
 			continue
-		}
-		if got := r.GetRoute().GetCluster(); got != "mcp" {
-			t.Errorf("%s goes to %q, want mcp", path, got)
 		}
 		if extAuthzDisabled(t, r) {
 			t.Errorf("%s: ext_authz is disabled on an MCP route", path)

@@ -441,25 +441,24 @@ type upstreamSaw struct {
 }
 
 // recorder stands in for the MCP server: it answers 200 and records every
-// request it receives, by the value of its X-Corpus-Id header (a request
-// without exactly one goes to orphans), so a test can tell what reached it.
+// request it receives, so a test can tell what reached it. A request with
+// exactly one X-Corpus-Id header is also filed under its value (saw); one
+// without is an orphan.
 type recorder struct {
-	mu      sync.Mutex
-	byID    map[string][]upstreamSaw
-	orphans []upstreamSaw
-	srv     *httptest.Server
+	mu   sync.Mutex
+	all  []upstreamSaw // in the order they arrived
+	byID map[string][]upstreamSaw
+	srv  *httptest.Server
 }
 
 func startRecorder(t *testing.T) *recorder {
 	rec := &recorder{byID: map[string][]upstreamSaw{}}
 	rec.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		s := upstreamSaw{Method: r.Method, RequestURI: r.RequestURI, Host: r.Host, Header: r.Header.Clone()}
-		ids := r.Header.Values("X-Corpus-Id")
 		rec.mu.Lock()
-		if len(ids) == 1 {
+		rec.all = append(rec.all, s)
+		if ids := r.Header.Values("X-Corpus-Id"); len(ids) == 1 {
 			rec.byID[ids[0]] = append(rec.byID[ids[0]], s)
-		} else {
-			rec.orphans = append(rec.orphans, s)
 		}
 		rec.mu.Unlock()
 		w.Write([]byte("upstream\n"))
@@ -470,8 +469,49 @@ func startRecorder(t *testing.T) *recorder {
 
 func (r *recorder) addr() string { return strings.TrimPrefix(r.srv.URL, "http://") }
 
+// received returns every request received so far, in arrival order.
+func (r *recorder) received() []upstreamSaw {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.all)
+}
+
+// saw returns the requests received with the X-Corpus-Id id.
 func (r *recorder) saw(id string) []upstreamSaw {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.byID[id]
+	return slices.Clone(r.byID[id])
+}
+
+// orphans returns the requests received without exactly one X-Corpus-Id.
+func (r *recorder) orphans() []upstreamSaw {
+	return slices.DeleteFunc(r.received(), func(s upstreamSaw) bool { return len(s.Header.Values("X-Corpus-Id")) == 1 })
+}
+
+// decodeShipped reads the shipped file at path (relative to deploy/) and
+// decodes it with decode, failing the test, with the path, when either
+// fails.
+func decodeShipped[T any](t testing.TB, path string, decode func([]byte) (T, error)) T {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := decode(b)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return v
+}
+
+// wantDecodeErrors fails the test for each doc decode accepts: a strict
+// decoder must be able to fail, or what the tests read through it proves
+// nothing.
+func wantDecodeErrors[T any](t *testing.T, decode func([]byte) (T, error), docs ...string) {
+	t.Helper()
+	for _, doc := range docs {
+		if _, err := decode([]byte(doc)); err == nil {
+			t.Errorf("decoded without error:\n%s", doc)
+		}
+	}
 }

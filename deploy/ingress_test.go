@@ -88,14 +88,7 @@ type ingressManifests struct {
 // readIngressManifests decodes the shipped manifests strictly.
 func readIngressManifests(t testing.TB) ingressManifests {
 	t.Helper()
-	b, err := os.ReadFile(ingressManifestPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	docs, err := decodeIngresses(b)
-	if err != nil {
-		t.Fatalf("%s: %v", ingressManifestPath, err)
-	}
+	docs := decodeShipped(t, ingressManifestPath, decodeIngresses)
 	var m ingressManifests
 	for _, d := range docs {
 		switch d.Metadata.Name {
@@ -320,13 +313,9 @@ func nginxBlock(t testing.TB, conf, head string) string {
 
 // TestDecodeIngressesIsStrict: a misspelt or unknown field fails.
 func TestDecodeIngressesIsStrict(t *testing.T) {
-	for _, doc := range []string{
+	wantDecodeErrors(t, decodeIngresses,
 		"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: x\n  anotations: {}\n",
 		"apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: x\nspec:\n  rules:\n  - host: a\n    http:\n      paths:\n      - path: /\n        pathType: Prefix\n        backend:\n          serviceName: x\n",
 		"apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata:\n  name: x\n",
-	} {
-		if _, err := decodeIngresses([]byte(doc)); err == nil {
-			t.Errorf("decoded without error:\n%s", doc)
-		}
-	}
+	)
 }

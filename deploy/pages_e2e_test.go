@@ -5,7 +5,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/cookiejar"
 	"net/url"
 	"regexp"
 	"strings"
@@ -16,8 +15,8 @@ import (
 	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
-// pageWalker is a browser with a cookie jar that does not follow
-// redirects, talking to passgate through a proxy at base.
+// pageWalker is the harness's browser (a cookie jar, no redirects
+// followed) talking to passgate through a proxy at base.
 type pageWalker struct {
 	t    *testing.T
 	c    *http.Client
@@ -25,11 +24,9 @@ type pageWalker struct {
 }
 
 func newPageWalker(t *testing.T, base string, rt http.RoundTripper) *pageWalker {
-	jar, _ := cookiejar.New(nil)
-	return &pageWalker{t: t, base: base, c: &http.Client{
-		Jar: jar, Transport: rt, Timeout: 30 * time.Second,
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}}
+	b := e2etest.NewBrowser()
+	b.HTTP.Transport = rt
+	return &pageWalker{t: t, base: base, c: b.HTTP}
 }
 
 // do sends method to target (a path on base, or an absolute URL passgate
@@ -211,9 +208,7 @@ func TestTwoStepSignInThroughCaddy(t *testing.T) {
 	})
 	e2etest.AddUser(t, srv.OpenStore(t), "alice", "correct horse")
 	testTwoStepSignInThroughProxy(t, base, http.DefaultTransport, "alice", "correct horse")
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if n := len(rec.orphans) + len(rec.byID); n != 0 {
+	if n := len(rec.received()); n != 0 {
 		t.Errorf("%d requests reached the MCP server", n)
 	}
 }

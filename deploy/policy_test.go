@@ -12,7 +12,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -346,8 +345,7 @@ func grepLines(s, substr string) string {
 // limitation; TestStepUpWithTypeScriptClientThroughGRPC shows step-up
 // with the same client where the check reads the body.
 func TestStepUpWithTypeScriptClient(t *testing.T) {
-	node := e2etest.NeedTool(t, "node")
-	dir := tsClientDir(t)
+	node, dir := tsSDK(t, "@modelcontextprotocol/client")
 	mcpAddr, calls := startStatelessMCPServer(t)
 	st := startPassgateStackWith(t, "sqlite", mcpAddr, func(resource string) []string {
 		return []string{"--scopes", "mcp,admin", "--base-scopes", "mcp", "--policy", e2ePolicy(t, resource)}
@@ -430,8 +428,7 @@ func envoyStandin(t *testing.T, addr string, authz authv3.AuthorizationClient, p
 // insufficient_scope naming admin, the client re-authorizes for mcp admin
 // through the registration it has, and the call succeeds.
 func TestStepUpWithTypeScriptClientThroughGRPC(t *testing.T) {
-	node := e2etest.NeedTool(t, "node")
-	dir := tsClientDir(t)
+	node, dir := tsSDK(t, "@modelcontextprotocol/client")
 	mcpAddr, calls := startStatelessMCPServer(t)
 	front := e2etest.FreeAddr(t)
 	resource := "http://" + front + "/mcp"
@@ -455,25 +452,6 @@ func TestStepUpWithTypeScriptClientThroughGRPC(t *testing.T) {
 	}
 }
 
-// tsClientDir returns interop/ts-sdk, skipping (failing with CI=true) when
-// its node_modules lack @modelcontextprotocol/client.
-func tsClientDir(t *testing.T) string {
-	t.Helper()
-	root, err := e2etest.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, "interop", "ts-sdk")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "client", "package.json")); err != nil {
-		msg := "interop/ts-sdk/node_modules lacks @modelcontextprotocol/client (scripts/test.sh runs npm ci there)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return dir
-}
-
 type tsStepUpResult struct {
 	OK                      bool
 	Error                   string
@@ -485,15 +463,10 @@ type tsStepUpResult struct {
 // runTSStepUp runs stepup-client-v2.mjs as alice against resource.
 func runTSStepUp(t *testing.T, node, dir string, env []string, resource, tool string) tsStepUpResult {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, node, filepath.Join(dir, "stepup-client-v2.mjs"), resource, "alice", "correct horse battery", tool)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
+	out, err := runNode(t, node, dir, env, filepath.Join(dir, "stepup-client-v2.mjs"), resource, "alice", "correct horse battery", tool)
 	t.Logf("client output:\n%s", out)
 	var res tsStepUpResult
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if jerr := json.Unmarshal([]byte(lines[len(lines)-1]), &res); jerr != nil || err != nil || !res.OK {
 		t.Fatalf("the TypeScript client failed: %v %v %s", err, jerr, res.Error)
 	}

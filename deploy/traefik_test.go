@@ -93,15 +93,7 @@ func decodeTraefik(b []byte) (traefikDynamic, error) {
 
 func loadTraefik(t testing.TB) traefikDynamic {
 	t.Helper()
-	b, err := os.ReadFile(traefikDynamicPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := decodeTraefik(b)
-	if err != nil {
-		t.Fatalf("%s: %v", traefikDynamicPath, err)
-	}
-	return d
+	return decodeShipped(t, traefikDynamicPath, decodeTraefik)
 }
 
 // TestTraefikDynamicConfig: every router's service and middlewares exist;
@@ -171,15 +163,11 @@ func TestTraefikDynamicConfig(t *testing.T) {
 // TestDecodeTraefikIsStrict: a misspelt option fails. (Key case is not
 // checked: Go's JSON decoder and Traefik's own loader both ignore it.)
 func TestDecodeTraefikIsStrict(t *testing.T) {
-	for _, doc := range []string{
+	wantDecodeErrors(t, decodeTraefik,
 		"http:\n  middlewares:\n    a:\n      forwardAuth:\n        address: http://x\n        authResponseHeader: [X-A]\n",
 		"http:\n  middlewares:\n    a:\n      forwardAuth:\n        address: http://x\n        trustForwardHeaders: false\n",
 		"http:\n  routers:\n    a:\n      rule: Host(`x`)\n      service: s\n      middleware: [m]\n",
-	} {
-		if _, err := decodeTraefik([]byte(doc)); err == nil {
-			t.Errorf("decoded without error:\n%s", doc)
-		}
-	}
+	)
 }
 
 // passgateRouteRoots reduces route patterns to the paths they name, so

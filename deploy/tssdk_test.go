@@ -13,10 +13,28 @@ import (
 	"github.com/passgate/passgate/internal/testing/e2etest"
 )
 
-// tsSDKDir is interop/ts-sdk, relative to this package: the official MCP
-// TypeScript SDK client (@modelcontextprotocol/sdk, pinned in its
-// package-lock.json) and the scripted user that drives it.
-const tsSDKDir = "../interop/ts-sdk"
+// tsSDK returns node and the absolute path of interop/ts-sdk: the official
+// MCP TypeScript SDK clients (@modelcontextprotocol/sdk and /client,
+// pinned in its package-lock.json) and the scripted users that drive them.
+// Without node, or without the npm package pkg in its node_modules
+// (scripts/test.sh runs npm ci there), the test is skipped, or fails with
+// CI=true.
+func tsSDK(t *testing.T, pkg string) (node, dir string) {
+	t.Helper()
+	node = e2etest.NeedTool(t, "node")
+	root, err := e2etest.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = filepath.Join(root, "interop", "ts-sdk")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", filepath.FromSlash(pkg), "package.json")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("e2e: interop/ts-sdk/node_modules lacks %s (scripts/test.sh runs npm ci there; CI=true, not skipping)", pkg)
+		}
+		t.Skipf("e2e: interop/ts-sdk/node_modules lacks %s: run npm ci there", pkg)
+	}
+	return node, dir
+}
 
 // TestTypeScriptSDKThroughNginx runs interop/ts-sdk's scenarios (see its
 // README) against the real passgate binary behind real nginx with the
@@ -32,17 +50,7 @@ const tsSDKDir = "../interop/ts-sdk"
 // It needs node and interop/ts-sdk/node_modules (scripts/test.sh runs npm
 // ci there): without them it is skipped, or fails with CI=true.
 func TestTypeScriptSDKThroughNginx(t *testing.T) {
-	node := e2etest.NeedTool(t, "node")
-	dir, err := filepath.Abs(tsSDKDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@modelcontextprotocol", "sdk", "package.json")); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("e2e: %s/node_modules is missing (scripts/test.sh runs npm ci there; CI=true, not skipping)", tsSDKDir)
-		}
-		t.Skipf("e2e: %s/node_modules is missing: run npm ci there", tsSDKDir)
-	}
+	node, dir := tsSDK(t, "@modelcontextprotocol/sdk")
 	for _, backend := range []string{"sqlite", "postgres"} {
 		t.Run(backend, func(t *testing.T) {
 			st := startPassgateStack(t, backend)
@@ -73,7 +81,7 @@ func TestTypeScriptSDKThroughNginx(t *testing.T) {
 					if sc.script == "client.mjs" {
 						args = append(args, "alice", "correct horse battery")
 					}
-					out, err := runNode(t, node, dir, cert, append(args, sc.args...))
+					out, err := runNode(t, node, dir, []string{"NODE_EXTRA_CA_CERTS=" + cert}, append(args, sc.args...)...)
 					passed := len(passLine.FindAllString(out, -1))
 					fails := failLine.FindAllString(out, -1)
 					if err != nil || len(fails) > 0 || passed == 0 {
@@ -92,15 +100,16 @@ var (
 	failLine = regexp.MustCompile(`(?m)^FAIL\b.*$`)
 )
 
-// runNode runs a script of interop/ts-sdk with node, trusting nginx's
-// certificate, and returns its output.
-func runNode(t *testing.T, node, dir, cert string, args []string) (string, error) {
+// runNode runs node with args (a script of interop/ts-sdk first) in dir,
+// with env added to the environment, for at most two minutes, and returns
+// its output.
+func runNode(t *testing.T, node, dir string, env []string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "NODE_EXTRA_CA_CERTS="+cert)
+	cmd.Env = append(os.Environ(), env...)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }

@@ -71,6 +71,19 @@ func TestValidateClientIDURL(t *testing.T) {
 
 const testID = "https://client.example/cimd.json"
 
+// minimalDocument is what Parse makes of a document that gives only
+// client_id, client_name and redirect_uris: the rest defaulted.
+func minimalDocument(id, name string, redirectURIs ...string) Document {
+	return Document{
+		ClientID:                id,
+		ClientName:              name,
+		RedirectURIs:            redirectURIs,
+		GrantTypes:              []string{"authorization_code"},
+		ResponseTypes:           []string{"code"},
+		TokenEndpointAuthMethod: "none",
+	}
+}
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -82,14 +95,7 @@ func TestParse(t *testing.T) {
 		{
 			name: "minimal gets defaults",
 			body: `{"client_id":"https://client.example/cimd.json","client_name":"Example","redirect_uris":["https://client.example/cb"]}`,
-			want: Document{
-				ClientID:                testID,
-				ClientName:              "Example",
-				RedirectURIs:            []string{"https://client.example/cb"},
-				GrantTypes:              []string{"authorization_code"},
-				ResponseTypes:           []string{"code"},
-				TokenEndpointAuthMethod: "none",
-			},
+			want: minimalDocument(testID, "Example", "https://client.example/cb"),
 		},
 		{
 			name: "full",
@@ -113,14 +119,7 @@ func TestParse(t *testing.T) {
 		{
 			name: "known private scheme by default",
 			body: `{"client_id":"https://client.example/cimd.json","client_name":"Cursor","redirect_uris":["cursor://anysphere.cursor-mcp/oauth/callback"]}`,
-			want: Document{
-				ClientID:                testID,
-				ClientName:              "Cursor",
-				RedirectURIs:            []string{"cursor://anysphere.cursor-mcp/oauth/callback"},
-				GrantTypes:              []string{"authorization_code"},
-				ResponseTypes:           []string{"code"},
-				TokenEndpointAuthMethod: "none",
-			},
+			want: minimalDocument(testID, "Cursor", "cursor://anysphere.cursor-mcp/oauth/callback"),
 		},
 		{name: "private scheme when off", body: `{"client_id":"https://client.example/cimd.json","client_name":"Cursor","redirect_uris":["cursor://x/cb"]}`, policy: oauth.PrivateSchemesOff, wantErr: "redirect_uris[0]"},
 		{name: "unknown private scheme by default", body: `{"client_id":"https://client.example/cimd.json","client_name":"X","redirect_uris":["myapp://x/cb"]}`, wantErr: "redirect_uris[0]"},

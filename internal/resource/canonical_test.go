@@ -8,10 +8,66 @@ import (
 	"testing"
 )
 
+// canonicalizer is a function returning the canonical form of its input,
+// or an error wrapping refused.
+type canonicalizer struct {
+	name    string
+	canon   func(string) (string, error)
+	refused error
+}
+
+var (
+	canonicalPath      = canonicalizer{"CanonicalPath", CanonicalPath, ErrAmbiguousPath}
+	canonicalIndicator = canonicalizer{"Canonical", Canonical, ErrInvalidIndicator}
+)
+
+// canonicalCase is an input and its canonical form; want "" means the
+// input is refused.
+type canonicalCase struct {
+	name, in, want string
+}
+
+// test runs each case: an input canonicalizes to want, or, when want is
+// "", is refused.
+func (c canonicalizer) test(t *testing.T, tests []canonicalCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := c.canon(tt.in)
+			if tt.want == "" {
+				if err == nil || !errors.Is(err, c.refused) {
+					t.Errorf("%s(%q) = %q, %v; want an error wrapping %v", c.name, tt.in, got, err, c.refused)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Errorf("%s(%q) = %q, %v; want %q", c.name, tt.in, got, err, tt.want)
+			}
+		})
+	}
+}
+
+// fuzz checks on in what holds for every input: a refusal wraps refused,
+// and a canonical form is its own canonical form. It returns the canonical
+// form, or false when in is refused.
+func (c canonicalizer) fuzz(t *testing.T, in string) (string, bool) {
+	t.Helper()
+	out, err := c.canon(in)
+	if err != nil {
+		if !errors.Is(err, c.refused) {
+			t.Fatalf("%s(%q): error %v does not wrap %v", c.name, in, err, c.refused)
+		}
+		return "", false
+	}
+	again, err := c.canon(out)
+	if err != nil || again != out {
+		t.Fatalf("%s not idempotent: %q -> %q -> %q, %v", c.name, in, out, again, err)
+	}
+	return out, true
+}
+
 func TestCanonicalPath(t *testing.T) {
-	tests := []struct {
-		name, in, want string // want "" means refused
-	}{
+	canonicalPath.test(t, []canonicalCase{
 		{"plain", "/mcp", "/mcp"},
 		{"query dropped", "/mcp?x=1&y=%2F", "/mcp"},
 		{"trailing slash kept", "/mcp/", "/mcp/"},
@@ -64,21 +120,7 @@ func TestCanonicalPath(t *testing.T) {
 		{"fragment", "/mcp#frag", ""},
 		{"above the root", "/../mcp", ""},
 		{"above the root later", "/mcp/../../mcp", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := CanonicalPath(tt.in)
-			if tt.want == "" {
-				if err == nil || !errors.Is(err, ErrAmbiguousPath) {
-					t.Errorf("CanonicalPath(%q) = %q, %v; want an ErrAmbiguousPath", tt.in, got, err)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Errorf("CanonicalPath(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-			}
-		})
-	}
+	})
 }
 
 // TestCanonicalPathNoAlloc: the common, already canonical path costs no
@@ -97,16 +139,9 @@ func FuzzCanonicalPath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		out, err := CanonicalPath(in)
-		if err != nil {
-			if !errors.Is(err, ErrAmbiguousPath) {
-				t.Fatalf("CanonicalPath(%q): error %v does not wrap ErrAmbiguousPath", in, err)
-			}
+		out, ok := canonicalPath.fuzz(t, in)
+		if !ok {
 			return
-		}
-		again, err := CanonicalPath(out)
-		if err != nil || again != out {
-			t.Fatalf("not idempotent: %q -> %q -> %q, %v", in, out, again, err)
 		}
 		if !strings.HasPrefix(out, "/") || strings.Contains(out, "//") {
 			t.Fatalf("CanonicalPath(%q) = %q", in, out)

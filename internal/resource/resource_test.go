@@ -1,7 +1,6 @@
 package resource
 
 import (
-	"errors"
 	"net/url"
 	"strings"
 	"testing"
@@ -98,9 +97,7 @@ func TestParseAllReportsEveryProblem(t *testing.T) {
 // TestCanonical: spellings of one identifier canonicalize to one string;
 // what could name another server or path is refused.
 func TestCanonical(t *testing.T) {
-	tests := []struct {
-		name, in, want string // want "" means refused
-	}{
+	canonicalIndicator.test(t, []canonicalCase{
 		{"canonical", "https://mcp.example.com/mcp", "https://mcp.example.com/mcp"},
 		{"uppercase scheme and host", "HTTPS://MCP.Example.COM/mcp", "https://mcp.example.com/mcp"},
 		{"default port", "https://mcp.example.com:443/mcp", "https://mcp.example.com/mcp"},
@@ -153,21 +150,7 @@ func TestCanonical(t *testing.T) {
 		{"IPv4 in brackets", "http://[127.0.0.1]/mcp", ""},
 		{"backslash authority", "https://evil.example\\@mcp.example.com/mcp", ""},
 		{"space", "https://mcp.example.com /mcp", ""},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := Canonical(tt.in)
-			if tt.want == "" {
-				if err == nil || !errors.Is(err, ErrInvalidIndicator) {
-					t.Errorf("Canonical(%q) = %q, %v; want an ErrInvalidIndicator", tt.in, got, err)
-				}
-				return
-			}
-			if err != nil || got != tt.want {
-				t.Errorf("Canonical(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
-			}
-		})
-	}
+	})
 }
 
 // TestLookup: indicators are compared in canonical form, and an origin
@@ -232,16 +215,9 @@ func FuzzCanonical(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		out, err := Canonical(in)
-		if err != nil {
-			if !errors.Is(err, ErrInvalidIndicator) {
-				t.Fatalf("Canonical(%q): error %v does not wrap ErrInvalidIndicator", in, err)
-			}
+		out, ok := canonicalIndicator.fuzz(t, in)
+		if !ok {
 			return
-		}
-		again, err := Canonical(out)
-		if err != nil || again != out {
-			t.Fatalf("not idempotent: %q -> %q -> %q, %v", in, out, again, err)
 		}
 		if strings.HasSuffix(out, "/") || strings.ContainsAny(out, "?# ") {
 			t.Fatalf("Canonical(%q) = %q", in, out)

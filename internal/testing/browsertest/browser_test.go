@@ -238,6 +238,15 @@ func signIn(t *testing.T, b *Browser, password string) {
 
 func location(t *testing.T, b *Browser) string { return eval[string](t, b, `location.href`) }
 
+// mustBeAt stops the test unless the browser is at a URL starting with
+// prefix: after is the step that led there, want the page it should be.
+func mustBeAt(t *testing.T, b *Browser, prefix, after, want string) {
+	t.Helper()
+	if loc := location(t, b); !strings.HasPrefix(loc, prefix) {
+		t.Fatalf("%s: at %s, want %s", after, loc, want)
+	}
+}
+
 func text(t *testing.T, b *Browser, sel string) string {
 	t.Helper()
 	return strings.TrimSpace(eval[string](t, b, fmt.Sprintf(`(document.querySelector(%q)||{}).textContent||""`, sel)))
@@ -332,9 +341,7 @@ func walk(t *testing.T, e *env, b *Browser, shot func(name string)) {
 
 	// The authorization request sends an unknown browser to the login page.
 	navigate(t, b, e.authorizeURL(c))
-	if loc := location(t, b); !strings.HasPrefix(loc, e.srv.URL("/login?")) {
-		t.Fatalf("authorize: at %s, want the login page", loc)
-	}
+	mustBeAt(t, b, e.srv.URL("/login?"), "authorize", "the login page")
 	checkPage(t, b, "login")
 	for sel, want := range map[string]string{"#username": "username", "#password": "current-password"} {
 		if got := eval[string](t, b, fmt.Sprintf(`document.querySelector(%q).autocomplete`, sel)); got != want {

@@ -172,9 +172,7 @@ func TestPasskeyInChromium(t *testing.T) {
 		auth := addAuthenticator(t, a)
 
 		signInAt(t, a, e.url("/login?return_to=%2Faccount"))
-		if !strings.HasPrefix(location(t, a), e.url("/account")) {
-			t.Fatalf("after sign-in: at %s, want the account page", location(t, a))
-		}
+		mustBeAt(t, a, e.url("/account"), "after sign-in", "the account page")
 		checkPage(t, a, "account")
 		if n := eval[int](t, a, `[...document.scripts].filter(s => s.src.includes('/static/passgate.js')).length`); n != 1 {
 			t.Errorf("account page loads passgate.js %d times, want once", n)
@@ -204,9 +202,7 @@ func TestPasskeyInChromium(t *testing.T) {
 		addCredential(t, b, bauth, creds[0])
 		c := e.register(t)
 		navigate(t, b, e.authorizeURL(c))
-		if !strings.HasPrefix(location(t, b), e.url("/login?")) {
-			t.Fatalf("authorize: at %s, want the login page", location(t, b))
-		}
+		mustBeAt(t, b, e.url("/login?"), "authorize", "the login page")
 		checkPage(t, b, "login with passkeys")
 		if ac := eval[string](t, b, `document.querySelector('#username').getAttribute('autocomplete')`); ac != "username webauthn" {
 			t.Errorf("username autocomplete %q, want %q (conditional UI)", ac, "username webauthn")
@@ -275,9 +271,7 @@ func TestTOTPInChromium(t *testing.T) {
 		c := e.register(t)
 		b := NewBrowser(t, Desktop, false)
 		signInAt(t, b, e.authorizeURL(c))
-		if loc := location(t, b); !strings.HasPrefix(loc, e.url("/login/second-factor")) {
-			t.Fatalf("after the password: at %s, want the second-factor page", loc)
-		}
+		mustBeAt(t, b, e.url("/login/second-factor"), "after the password", "the second-factor page")
 		checkPage(t, b, "second factor")
 		next, _ := mfa.Code(secret, time.Now().Add(mfa.Period))
 		typeInto(t, b, "#code", next)
@@ -289,9 +283,7 @@ func TestTOTPInChromium(t *testing.T) {
 		signInAt(t, r, e.url("/login?return_to=%2Fapps"))
 		typeInto(t, r, "#code", codes[0])
 		click(t, r, "button[type=submit]")
-		if loc := location(t, r); !strings.HasPrefix(loc, e.url("/apps")) {
-			t.Fatalf("recovery code: at %s, want connected apps", loc)
-		}
+		mustBeAt(t, r, e.url("/apps"), "recovery code", "connected apps")
 		r2 := NewBrowser(t, Phone, false)
 		signInAt(t, r2, e.url("/login?return_to=%2Fapps"))
 		typeInto(t, r2, "#code", codes[0])
@@ -348,16 +340,12 @@ func TestRequireSecondFactorAllInChromium(t *testing.T) {
 		c := e.register(t)
 		b := NewBrowser(t, Phone, false)
 		signInAt(t, b, e.authorizeURL(c))
-		if loc := location(t, b); !strings.HasPrefix(loc, e.url("/account/totp")) {
-			t.Fatalf("after the password: at %s, want enrolment", loc)
-		}
+		mustBeAt(t, b, e.url("/account/totp"), "after the password", "enrolment")
 		checkPage(t, b, "required enrolment")
 		// Going around the enrolment does not help: the authorization
 		// request sends the browser back to the login page.
 		navigate(t, b, e.authorizeURL(c))
-		if loc := location(t, b); !strings.HasPrefix(loc, e.url("/login")) {
-			t.Fatalf("authorize with only a password: at %s, want the login page", loc)
-		}
+		mustBeAt(t, b, e.url("/login"), "authorize with only a password", "the login page")
 		select {
 		case q := <-e.cb.hits:
 			t.Fatalf("the client received %v with only a password", q)
@@ -381,9 +369,7 @@ func TestRequireSecondFactorAllInChromium(t *testing.T) {
 		typeInto(t, p, "#username", "bob")
 		typeInto(t, p, "#password", testPassword)
 		click(t, p, "button[type=submit]")
-		if loc := location(t, p); !strings.HasPrefix(loc, e.url("/account/totp")) {
-			t.Fatalf("bob after the password: at %s, want enrolment", loc)
-		}
+		mustBeAt(t, p, e.url("/account/totp"), "bob after the password", "enrolment")
 		waitFor(t, p, "passkey enrolment offered", `!document.querySelector('[data-passkey=register]').hidden`)
 		eval[bool](t, p, `(() => { document.querySelector('[data-passkey=register] button').click(); return true })()`)
 		waitFor(t, p, "consent after enrolling a passkey", `!!document.querySelector('.client-name')`)
