@@ -382,18 +382,7 @@ func TestRegistrationErrorsAre400(t *testing.T) {
 	before := e.snapshot()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			req, err := http.NewRequest(http.MethodPost, e.url(tt.path), strings.NewReader(tt.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if tt.ctype != "" {
-				req.Header.Set("Content-Type", tt.ctype)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			body := readBody(t, resp)
+			resp, body := e.send(t, hreq{path: tt.path, ctype: tt.ctype, body: tt.body}, nil)
 			if resp.StatusCode != tt.status || oauthError(t, body) != tt.err {
 				t.Errorf("got %d %s, want %d %s", resp.StatusCode, body, tt.status, tt.err)
 			}

@@ -56,13 +56,7 @@ func TestPageHeaders(t *testing.T) {
 
 func TestSecureCookies(t *testing.T) {
 	e := newEnv(t)
-	cfg := e.s.cfg
-	cfg.Issuer = "https://auth.example.com"
-	cfg.Metrics = nil
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := e.server(func(c *Config) { c.Issuer = "https://auth.example.com" })
 	rec := httptest.NewRecorder()
 	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "https://auth.example.com/login", nil))
 	ck := rec.Result().Cookies()
@@ -202,13 +196,7 @@ func TestConsentDenyLogoutAndApps(t *testing.T) {
 	}
 
 	// Approve, then revoke from the apps page.
-	v := oauth2.GenerateVerifier()
-	cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
-	tok, err := conf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(v))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.secret(tok.AccessToken, tok.RefreshToken)
+	tok := e.codeFlow(b, conf)
 	resp, err = b.Get(e.url("/apps"))
 	if err != nil {
 		t.Fatal(err)
@@ -256,25 +244,19 @@ func TestConsentDenyLogoutAndApps(t *testing.T) {
 func TestTemplateOverride(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
-	cfg := e.s.cfg
-	cfg.Metrics = nil
-	cfg.TemplateDir = dir
+	withDir := func(c *Config) { c.TemplateDir = dir }
 	if err := os.WriteFile(filepath.Join(dir, "login.html"), []byte(`{{define "content"}}<h1>Custom login</h1>{{end}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := httptest.NewRecorder()
-	s.Handler().ServeHTTP(rec, httptest.NewRequest("GET", e.url("/login"), nil))
+	e.server(withDir).Handler().ServeHTTP(rec, httptest.NewRequest("GET", e.url("/login"), nil))
 	if !strings.Contains(rec.Body.String(), "Custom login") {
 		t.Error("override not used")
 	}
 	if err := os.WriteFile(filepath.Join(dir, "consent.html"), []byte(`{{define "content"}}{{.Nope`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := New(cfg); err == nil || !strings.Contains(err.Error(), "consent.html") {
+	if _, err := New(e.config(withDir)); err == nil || !strings.Contains(err.Error(), "consent.html") {
 		t.Errorf("broken override: %v, want an error naming consent.html", err)
 	}
 }

@@ -45,13 +45,7 @@ func TestSecretClientsUseEitherMethod(t *testing.T) {
 			if tt.sends == "client_secret_basic" {
 				conf.Endpoint.AuthStyle = oauth2.AuthStyleInHeader
 			}
-			v := oauth2.GenerateVerifier()
-			cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v), oauth2.SetAuthURLParam("resource", testResource)))
-			tok, err := conf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(v), oauth2.SetAuthURLParam("resource", testResource))
-			if err != nil {
-				t.Fatalf("exchange: %v", err)
-			}
-			e.secret(tok.AccessToken, tok.RefreshToken)
+			tok := e.codeFlow(b, conf, oauth2.SetAuthURLParam("resource", testResource))
 			// Refresh, then introspect and revoke, with the same method.
 			tok.Expiry = time.Now().Add(-time.Hour)
 			fresh, err := conf.TokenSource(ctx, tok).Token()
@@ -60,21 +54,13 @@ func TestSecretClientsUseEitherMethod(t *testing.T) {
 			}
 			e.secret(fresh.AccessToken, fresh.RefreshToken)
 			for _, ep := range []string{"/oauth/introspect", "/oauth/revoke"} {
-				form := url.Values{"token": {fresh.AccessToken}}
+				r := hreq{path: ep, ctype: formCT, body: form("token", fresh.AccessToken)}
 				if tt.sends == "client_secret_post" {
-					form.Set("client_id", id)
-					form.Set("client_secret", secret)
+					r.body = form("token", fresh.AccessToken, "client_id", id, "client_secret", secret)
+				} else {
+					r.basic = [2]string{url.QueryEscape(id), url.QueryEscape(secret)}
 				}
-				req, _ := http.NewRequest("POST", e.url(ep), strings.NewReader(form.Encode()))
-				if tt.sends == "client_secret_basic" {
-					req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-				}
-				req.Header.Set("Content-Type", formCT)
-				resp, err := http.DefaultClient.Do(req)
-				if err != nil {
-					t.Fatal(err)
-				}
-				body := readBody(t, resp)
+				resp, body := e.send(t, r, nil)
 				if resp.StatusCode != http.StatusOK || (ep == "/oauth/introspect" && !strings.Contains(body, `"active":true`)) {
 					t.Errorf("%s: %d %s", ep, resp.StatusCode, body)
 				}
@@ -143,7 +129,7 @@ func TestRegistrationLimitCountsFailures(t *testing.T) {
 			LimitRegister:        ratelimit.New(ratelimit.Limit{Events: 2, Per: time.Hour}, nil, 0),
 			LimitRegisterSuccess: ratelimit.New(ratelimit.Limit{Events: 5, Per: time.Hour}, nil, 0),
 		}
-		ip := "192.0.2.1"
+		var ip string
 		s, _ := bareServer(t, st, func(c *Config) {
 			c.RateLimit = limits.Reserve
 			c.ClientIP = func(*http.Request) string { return ip }
@@ -155,41 +141,43 @@ func TestRegistrationLimitCountsFailures(t *testing.T) {
 		}
 		good := `{"client_name":"Claude","redirect_uris":["https://claude.ai/api/mcp/auth_callback"],"token_endpoint_auth_method":"client_secret_post"}`
 		bad := `{"client_name":"Claude","redirect_uris":["http://evil.example/cb"]}`
-		count := func() int {
-			cs, err := st.ListClients(t.Context())
-			if err != nil {
-				t.Fatal(err)
+		// Each step, in order, posts body from ip the given number of
+		// times, wanting status every time, then counts the stored clients.
+		for _, step := range []struct {
+			name, ip, body string
+			times, status  int
+			stored         int
+		}{
+			{"five successes: more than the failure limit of two", "192.0.2.1", good, 5, http.StatusCreated, 5},
+			{"the sixth success is over the success limit; nothing stored", "192.0.2.1", good, 1, http.StatusTooManyRequests, 5},
+			{"another address: two failures", "192.0.2.2", bad, 2, http.StatusBadRequest, 5},
+			{"then even a good request is refused until the hour passes", "192.0.2.2", good, 1, http.StatusTooManyRequests, 5},
+		} {
+			ip = step.ip
+			for i := range step.times {
+				if code := register(step.body); code != step.status {
+					t.Fatalf("%s: request %d: %d, want %d", step.name, i+1, code, step.status)
+				}
 			}
-			return len(cs)
-		}
-		// Five successes: more than the failure limit of two.
-		for i := range 5 {
-			if code := register(good); code != http.StatusCreated {
-				t.Fatalf("registration %d: %d, want 201", i+1, code)
+			if cs, err := st.ListClients(t.Context()); err != nil || len(cs) != step.stored {
+				t.Errorf("%s: %d clients stored (%v), want %d", step.name, len(cs), err, step.stored)
 			}
-		}
-		// The sixth success is over the success limit; nothing stored.
-		if code := register(good); code != http.StatusTooManyRequests {
-			t.Errorf("sixth registration: %d, want 429", code)
-		}
-		if n := count(); n != 5 {
-			t.Errorf("%d clients stored, want 5", n)
-		}
-		// Another address: two failures, then even a good request is
-		// refused until the hour passes.
-		ip = "192.0.2.2"
-		for i := range 2 {
-			if code := register(bad); code != http.StatusBadRequest {
-				t.Fatalf("failure %d: %d, want 400", i+1, code)
-			}
-		}
-		if code := register(good); code != http.StatusTooManyRequests {
-			t.Errorf("after two failures: %d, want 429", code)
-		}
-		if n := count(); n != 5 {
-			t.Errorf("%d clients stored, want 5", n)
 		}
 	})
+}
+
+// documentEnv serves Client ID Metadata Documents with handler on a
+// loopback server and returns an env that resolves them with the real
+// fetcher, a browser signed in to it, and the documents' base URL.
+func documentEnv(t *testing.T, handler http.HandlerFunc) (e *env, b *http.Client, docs string) {
+	t.Helper()
+	srv := httptest.NewServer(handler)
+	t.Cleanup(srv.Close)
+	fetcher := cimd.New(cimd.Config{AllowLoopbackHTTP: true})
+	e = newEnv(t, func(c *Config) { c.ResolveClient = fetcher.ResolveClient })
+	b = e.browser()
+	e.login(b)
+	return e, b, srv.URL
 }
 
 // TestMetadataDocumentErrorPageNamesTheRule: a Client ID Metadata
@@ -199,16 +187,11 @@ func TestRegistrationLimitCountsFailures(t *testing.T) {
 // answers invalid_client, and nothing is stored.
 func TestMetadataDocumentErrorPageNamesTheRule(t *testing.T) {
 	var ctype, doc string
-	docs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e, b, docs := documentEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", ctype)
 		fmt.Fprint(w, doc)
-	}))
-	t.Cleanup(docs.Close)
-	clientID := docs.URL + "/client.json"
-	fetcher := cimd.New(cimd.Config{AllowLoopbackHTTP: true})
-	e := newEnv(t, func(c *Config) { c.ResolveClient = fetcher.ResolveClient })
-	b := e.browser()
-	e.login(b)
+	})
+	clientID := docs + "/client.json"
 	valid := fmt.Sprintf(`{"client_id":%q,"client_name":"Doc App","redirect_uris":[%q]}`, clientID, testRedirect)
 	noName := fmt.Sprintf(`{"client_id":%q,"redirect_uris":[%q]}`, clientID, testRedirect)
 	for _, tt := range []struct {
@@ -270,19 +253,14 @@ func TestMetadataDocumentErrorPageNamesTheRule(t *testing.T) {
 // http://localhost:PORT/callback must match (RFC 8252 §7.3). A public
 // client: PKCE, no secret, the resource.
 func TestClaudeCodeMetadataDocument(t *testing.T) {
-	docs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	e, b, docs := documentEnv(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, `{"client_id":%q,"client_name":"Claude Code","client_uri":"https://claude.com/product/claude-code",
 			"redirect_uris":["http://localhost/callback","http://127.0.0.1/callback"],
 			"grant_types":["authorization_code","refresh_token"],"response_types":["code"],"token_endpoint_auth_method":"none"}`,
 			"http://"+r.Host+r.URL.Path)
-	}))
-	t.Cleanup(docs.Close)
-	clientID := docs.URL + "/oauth/claude-code-client-metadata"
-	fetcher := cimd.New(cimd.Config{AllowLoopbackHTTP: true})
-	e := newEnv(t, func(c *Config) { c.ResolveClient = fetcher.ResolveClient })
-	b := e.browser()
-	e.login(b)
+	})
+	clientID := docs + "/oauth/claude-code-client-metadata"
 	conf := e.oauth2Config(clientID, "")
 	conf.RedirectURL = "http://localhost:54321/callback"
 	v := oauth2.GenerateVerifier()

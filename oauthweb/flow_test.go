@@ -162,14 +162,7 @@ const rsID, rsSecret = "mcp-resource-server", "rs-secret-0123456789abcdef"
 func introspect(t *testing.T, e *env, tok string) map[string]any {
 	t.Helper()
 	e.secret(rsSecret)
-	req, _ := http.NewRequest(http.MethodPost, e.url("/oauth/introspect"), strings.NewReader(url.Values{"token": {tok}}.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	req.SetBasicAuth(rsID, rsSecret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := readBody(t, resp)
+	resp, body := e.send(t, hreq{path: "/oauth/introspect", ctype: formCT, body: form("token", tok), basic: [2]string{rsID, rsSecret}}, nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("introspect: %d %s", resp.StatusCode, body)
 	}

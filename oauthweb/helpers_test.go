@@ -223,6 +223,41 @@ func postForm(t *testing.T, c *http.Client, u string, v url.Values) *http.Respon
 	return resp
 }
 
+// hreq is a raw request to the test server.
+type hreq struct {
+	method, path, ctype, body string // method: POST if empty
+	header                    http.Header
+	basic                     [2]string // HTTP Basic client_id, secret
+	browser                   bool      // send the session cookie (fixture.do)
+}
+
+// send sends r to e's server with the cookies of jar (none if nil),
+// without following redirects, and returns the response and its body.
+func (e *env) send(t *testing.T, r hreq, jar http.CookieJar) (*http.Response, string) {
+	t.Helper()
+	if r.method == "" {
+		r.method = http.MethodPost
+	}
+	req, err := http.NewRequest(r.method, e.url(r.path), strings.NewReader(r.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ctype != "" {
+		req.Header.Set("Content-Type", r.ctype)
+	}
+	for k, v := range r.header {
+		req.Header[k] = v
+	}
+	if r.basic[0] != "" {
+		req.SetBasicAuth(r.basic[0], r.basic[1])
+	}
+	resp, err := noFollow(&http.Client{Jar: jar}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, readBody(t, resp)
+}
+
 // register registers a client by RFC 7591 and returns the response.
 func (e *env) register(meta map[string]any) map[string]any {
 	e.t.Helper()
@@ -381,6 +416,44 @@ func (e *env) authorize(c *http.Client, authURL string) *url.URL {
 		e.secret(code)
 	}
 	return u
+}
+
+// codeFlow runs the authorization code flow for conf from a logged-in
+// browser with a fresh PKCE verifier: authorize (approving consent if
+// asked), then exchange the code. opts go into both the authorization
+// request and the token request. It returns the tokens, noted as secrets.
+func (e *env) codeFlow(c *http.Client, conf *oauth2.Config, opts ...oauth2.AuthCodeOption) *oauth2.Token {
+	e.t.Helper()
+	v := oauth2.GenerateVerifier()
+	cb := e.authorize(c, conf.AuthCodeURL("s", append([]oauth2.AuthCodeOption{oauth2.S256ChallengeOption(v)}, opts...)...))
+	tok, err := conf.Exchange(context.Background(), cb.Query().Get("code"), append([]oauth2.AuthCodeOption{oauth2.VerifierOption(v)}, opts...)...)
+	if err != nil {
+		e.t.Fatalf("exchange: %v", err)
+	}
+	e.secret(tok.AccessToken, tok.RefreshToken)
+	return tok
+}
+
+// config returns a copy of e's server configuration, changed by mutate,
+// for a second server over the same store. Its Metrics is nil: e's
+// registry already holds the collectors of e's server.
+func (e *env) config(mutate ...func(*Config)) Config {
+	cfg := e.s.cfg
+	cfg.Metrics = nil
+	for _, m := range mutate {
+		m(&cfg)
+	}
+	return cfg
+}
+
+// server builds a second server from e.config(mutate...).
+func (e *env) server(mutate ...func(*Config)) *Server {
+	e.t.Helper()
+	s, err := New(e.config(mutate...))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return s
 }
 
 // oauthError decodes an OAuth JSON error body.

@@ -51,12 +51,8 @@ func TestClientMetadataDocument(t *testing.T) {
 	if body := readBody(t, resp); !strings.Contains(body, "Example App") || !strings.Contains(body, "has not verified") {
 		t.Error("consent page lacks the document's name or the unverified note")
 	}
-	cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
-	tok, err := conf.Exchange(context.Background(), cb.Query().Get("code"), oauth2.VerifierOption(v))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.secret(tok.AccessToken, tok.RefreshToken)
+	// The document's client completes the flow.
+	e.codeFlow(b, conf)
 	// Another URL is an unknown client: error page, no redirect.
 	resp, _ = noFollow(b).Get(e.url("/oauth/authorize?client_id=" + url.QueryEscape("https://evil.example/c.json") + "&redirect_uri=" + url.QueryEscape(testRedirect)))
 	readBody(t, resp)
@@ -130,14 +126,8 @@ func TestRateLimitAndMetrics(t *testing.T) {
 func TestAuditContext(t *testing.T) {
 	e := newEnv(t)
 	id := e.publicClient()
-	req, _ := http.NewRequest("POST", e.url("/oauth/token"), strings.NewReader(url.Values{"grant_type": {"authorization_code"}, "client_id": {id}, "code": {"pgc_" + strings.Repeat("Z", 43)}, "code_verifier": {strings.Repeat("v", 43)}}.Encode()))
-	req.Header.Set("Content-Type", formCT)
-	req.Header.Set("User-Agent", "audit-test/1.0")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readBody(t, resp)
+	e.send(t, hreq{path: "/oauth/token", ctype: formCT, header: http.Header{"User-Agent": {"audit-test/1.0"}},
+		body: form("grant_type", "authorization_code", "client_id", id, "code", "pgc_"+strings.Repeat("Z", 43), "code_verifier", strings.Repeat("v", 43))}, nil)
 	evs := e.auditEvents(store.EventTokenFailure)
 	if len(evs) != 1 {
 		t.Fatalf("token_failure events: %d", len(evs))

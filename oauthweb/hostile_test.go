@@ -1,7 +1,6 @@
 package oauthweb
 
 import (
-	"context"
 	"net/http"
 	"net/url"
 	"strings"
@@ -26,7 +25,6 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ctx := context.Background()
 	e := newEnv(t)
 	f := &fixture{env: e, publicID: e.publicClient()}
 	reg := e.register(map[string]any{"redirect_uris": []string{testRedirect}, "token_endpoint_auth_method": "client_secret_basic"})
@@ -38,26 +36,11 @@ func newFixture(t *testing.T) *fixture {
 	e.login(f.browser)
 	// A code and a refresh token for the public client.
 	conf := e.oauth2Config(f.publicID, "")
-	v := oauth2.GenerateVerifier()
-	cb := e.authorize(f.browser, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
-	tok, err := conf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(v))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.secret(tok.AccessToken, tok.RefreshToken)
-	f.refresh = tok.RefreshToken
+	f.refresh = e.codeFlow(f.browser, conf).RefreshToken
 	f.verifier = oauth2.GenerateVerifier()
 	f.code = e.authorize(f.browser, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(f.verifier))).Query().Get("code")
 	// An access token of the basic client.
-	bconf := e.oauth2Config(f.basicID, f.basicSecret)
-	bv := oauth2.GenerateVerifier()
-	cb = e.authorize(f.browser, bconf.AuthCodeURL("s", oauth2.S256ChallengeOption(bv)))
-	btok, err := bconf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(bv))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.secret(btok.AccessToken, btok.RefreshToken)
-	f.basicAccess = btok.AccessToken
+	f.basicAccess = e.codeFlow(f.browser, e.oauth2Config(f.basicID, f.basicSecret)).AccessToken
 	// The session's CSRF token, from the logout page.
 	resp, err := f.browser.Get(e.url("/logout"))
 	if err != nil {
@@ -71,40 +54,15 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-type hreq struct {
-	method, path, ctype, body string
-	header                    http.Header
-	basic                     [2]string
-	browser                   bool // send the session cookie
-}
-
-func (f *fixture) do(t *testing.T, r hreq) *http.Response {
+// do sends r as send does, with the logged-in browser's cookies if
+// r.browser.
+func (f *fixture) do(t *testing.T, r hreq) (*http.Response, string) {
 	t.Helper()
-	if r.method == "" {
-		r.method = http.MethodPost
-	}
-	req, err := http.NewRequest(r.method, f.url(r.path), strings.NewReader(r.body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.ctype != "" {
-		req.Header.Set("Content-Type", r.ctype)
-	}
-	for k, v := range r.header {
-		req.Header[k] = v
-	}
-	if r.basic[0] != "" {
-		req.SetBasicAuth(r.basic[0], r.basic[1])
-	}
-	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	var jar http.CookieJar
 	if r.browser {
-		c.Jar = f.browser.Jar
+		jar = f.browser.Jar
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return resp
+	return f.send(t, r, jar)
 }
 
 const formCT = "application/x-www-form-urlencoded"
@@ -301,8 +259,7 @@ func TestHostileInputs(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := f.snapshot()
-			resp := f.do(t, tt.req)
-			body := readBody(t, resp)
+			resp, body := f.do(t, tt.req)
 			if resp.StatusCode != tt.status {
 				t.Errorf("status = %d, want %d; body: %.300s", resp.StatusCode, tt.status, body)
 			}

@@ -26,14 +26,7 @@ func (e *env) grant(scope ...string) (*oauth2.Config, *oauth2.Token) {
 	}
 	b := e.browser()
 	e.login(b)
-	v := oauth2.GenerateVerifier()
-	cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
-	tok, err := conf.Exchange(context.Background(), cb.Query().Get("code"), oauth2.VerifierOption(v))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.secret(tok.AccessToken, tok.RefreshToken)
-	return conf, tok
+	return conf, e.codeFlow(b, conf)
 }
 
 // refreshRaw posts a refresh grant and returns status and body.
@@ -218,7 +211,6 @@ func TestCodeExpiry(t *testing.T) {
 // URIs.
 func TestConfidentialClients(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
 	const id, secret = "mcp+a8ff0614/d0153f07", "cql+JlRh/OpGE3n%5ZOe"
 	e.staticClient(id, "Seed client", secret, testRedirect, "https://claude.ai/api/mcp/auth_callback")
 	b := e.browser()
@@ -227,15 +219,8 @@ func TestConfidentialClients(t *testing.T) {
 		conf := e.oauth2Config(id, secret)
 		v := oauth2.GenerateVerifier()
 		cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
-		form := url.Values{"grant_type": {"authorization_code"}, "code": {cb.Query().Get("code")}, "code_verifier": {v}, "redirect_uri": {testRedirect}}
-		req, _ := http.NewRequest("POST", e.url("/oauth/token"), strings.NewReader(form.Encode()))
-		req.Header.Set("Content-Type", formCT)
-		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body := readBody(t, resp)
+		resp, body := e.send(t, hreq{path: "/oauth/token", ctype: formCT, basic: [2]string{url.QueryEscape(id), url.QueryEscape(secret)},
+			body: form("grant_type", "authorization_code", "code", cb.Query().Get("code"), "code_verifier", v, "redirect_uri", testRedirect)}, nil)
 		if resp.StatusCode != 200 {
 			t.Errorf("basic: %d %s", resp.StatusCode, body)
 		}
@@ -254,16 +239,10 @@ func TestConfidentialClients(t *testing.T) {
 	reg := e.register(map[string]any{"redirect_uris": []string{testRedirect}, "token_endpoint_auth_method": "client_secret_post"})
 	conf := e.oauth2Config(reg["client_id"].(string), reg["client_secret"].(string))
 	conf.Endpoint.AuthStyle = oauth2.AuthStyleInParams
-	v := oauth2.GenerateVerifier()
-	cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(v)))
-	tok, err := conf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(v))
-	if err != nil {
-		t.Fatalf("client_secret_post: %v", err)
-	}
-	e.secret(tok.AccessToken, tok.RefreshToken)
+	tok := e.codeFlow(b, conf)
 	// A confidential client may introspect its own token.
 	form := url.Values{"token": {tok.AccessToken}, "client_id": {conf.ClientID}, "client_secret": {conf.ClientSecret}}
-	resp, err = http.PostForm(e.url("/oauth/introspect"), form)
+	resp, err := http.PostForm(e.url("/oauth/introspect"), form)
 	if err != nil {
 		t.Fatal(err)
 	}

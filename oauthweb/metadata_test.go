@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -35,19 +34,12 @@ func getJSON(t *testing.T, h http.Handler, target, host string) (int, http.Heade
 
 func TestMetadata(t *testing.T) {
 	e := newEnv(t)
-	cfg := e.s.cfg
-	cfg.Metrics = nil
-	cfg.Issuer = "https://example.com/auth"
 	res, err := resource.ParseAll([]string{"https://mcp.example.com/mcp", "https://other.example.com/"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.Resources = res
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := s.Handler()
+	example := func(c *Config) { c.Issuer, c.Resources = "https://example.com/auth", res }
+	h := e.server(example).Handler()
 	want := map[string]any{
 		"issuer":                                         "https://example.com/auth",
 		"authorization_endpoint":                         "https://example.com/auth/oauth/authorize",
@@ -126,11 +118,7 @@ func TestMetadata(t *testing.T) {
 	}
 
 	// Closed registration is neither advertised nor served.
-	cfg.Registration = RegistrationClosed
-	s, err = New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := e.server(example, func(c *Config) { c.Registration = RegistrationClosed })
 	_, _, got := getJSON(t, s.Handler(), "http://x/.well-known/oauth-authorization-server/auth", "")
 	if _, ok := got["registration_endpoint"]; ok {
 		t.Error("closed registration advertised")
@@ -219,16 +207,11 @@ func TestRegistration(t *testing.T) {
 		auth   string
 		status int
 	}{{"", 401}, {"Bearer wrong", 401}, {"Bearer " + iat, 201}} {
-		req, _ := http.NewRequest("POST", e3.url("/oauth/register"), strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+		r := hreq{path: "/oauth/register", ctype: "application/json; charset=utf-8", body: body}
 		if tt.auth != "" {
-			req.Header.Set("Authorization", tt.auth)
+			r.header = http.Header{"Authorization": {tt.auth}}
 		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := readBody(t, resp)
+		resp, b := e3.send(t, r, nil)
 		if resp.StatusCode != tt.status {
 			t.Errorf("auth %q: %d %s", tt.auth, resp.StatusCode, b)
 		}
@@ -247,23 +230,16 @@ type unavailable struct {
 }
 
 func (unavailable) GetClient(context.Context, string) (store.Client, error) {
-	return store.Client{}, errors.Join(store.ErrUnavailable, errors.New("connection refused"))
+	return store.Client{}, errDown
 }
 
 func (unavailable) CreateClient(context.Context, store.Client) error {
-	return errors.Join(store.ErrUnavailable, errors.New("connection refused"))
+	return errDown
 }
 
 func TestStoreUnavailable(t *testing.T) {
 	e := newEnv(t)
-	cfg := e.s.cfg
-	cfg.Metrics = nil
-	cfg.Store = unavailable{e.st}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := s.Handler()
+	h := e.server(func(c *Config) { c.Store = unavailable{e.st} }).Handler()
 	for _, tt := range []struct {
 		method, path, ctype, body string
 		json                      bool

@@ -313,6 +313,8 @@ func base64URL(b []byte) string { return strings.TrimRight(base64.URLEncoding.En
 // as if the database were unreachable.
 type secondFactorsDown struct{ store.Store }
 
+// errDown is what a store method returns when the database is
+// unreachable (here and in the unavailable store of TestStoreUnavailable).
 var errDown = errors.Join(store.ErrUnavailable, errors.New("connection refused"))
 
 func (secondFactorsDown) GetTOTP(context.Context, string) (store.TOTP, error) {
@@ -327,13 +329,7 @@ func (secondFactorsDown) SpendNonce(context.Context, string, time.Time, time.Tim
 // to "no second factor"), and a passkey ceremony answers 503.
 func TestSecondFactorStoreUnavailable(t *testing.T) {
 	e := newEnv(t, withSealer(""), withLocalhostIssuer)
-	cfg := e.s.cfg
-	cfg.Metrics = nil
-	cfg.Store = secondFactorsDown{e.st}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := e.server(func(c *Config) { c.Store = secondFactorsDown{e.st} })
 	h := s.Handler()
 	form := url.Values{"csrf": {"c"}, "username": {testUser}, "password": {testPassword}}
 	req := httptest.NewRequest(http.MethodPost, e.url("/login"), strings.NewReader(form.Encode()))

@@ -175,9 +175,7 @@ func TestBrandingOnPages(t *testing.T) {
 func TestOverrideFailsWithSampleData(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
-	cfg := e.s.cfg
-	cfg.Metrics = nil
-	cfg.TemplateDir = dir
+	cfg := e.config(func(c *Config) { c.TemplateDir = dir })
 	p := writeFile(t, dir, "apps.html", []byte(`{{define "content"}}{{range .Data.Apps}}{{.Colour}}{{end}}{{end}}`))
 	_, err := New(cfg)
 	if err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "sample data") {

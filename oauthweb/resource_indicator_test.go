@@ -101,19 +101,12 @@ func TestResourceIndicatorOrigin(t *testing.T) {
 // still remembered.
 func TestResourceStoredAsConfigured(t *testing.T) {
 	const configured = "HTTP://127.0.0.1:9/mcp/"
-	ctx := context.Background()
 	e := newEnv(t, func(c *Config) { c.Resources = testResources(t, configured) })
 	reg := e.register(map[string]any{"redirect_uris": []string{testRedirect}, "client_name": "Confidential", "token_endpoint_auth_method": "client_secret_basic"})
 	conf := e.oauth2Config(reg["client_id"].(string), reg["client_secret"].(string))
 	b := e.browser()
 	e.login(b)
-	verifier := oauth2.GenerateVerifier()
-	cb := e.authorize(b, conf.AuthCodeURL("s", oauth2.S256ChallengeOption(verifier)))
-	tok, err := conf.Exchange(ctx, cb.Query().Get("code"), oauth2.VerifierOption(verifier))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.secret(tok.AccessToken, tok.RefreshToken)
+	tok := e.codeFlow(b, conf)
 
 	// Rewrite the rows as an older passgate stored them.
 	for _, q := range []string{"UPDATE tokens SET resource = ?", "UPDATE consents SET resource = ?"} {
@@ -124,22 +117,17 @@ func TestResourceStoredAsConfigured(t *testing.T) {
 		}
 	}
 
-	req, _ := http.NewRequest("POST", e.url("/oauth/token"), strings.NewReader(form("grant_type", "refresh_token", "refresh_token", tok.RefreshToken, "resource", testResource)))
-	req.Header.Set("Content-Type", formCT)
-	req.SetBasicAuth(conf.ClientID, conf.ClientSecret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body := readBody(t, resp); resp.StatusCode != http.StatusOK {
+	resp, body := e.send(t, hreq{path: "/oauth/token", ctype: formCT, basic: [2]string{conf.ClientID, conf.ClientSecret},
+		body: form("grant_type", "refresh_token", "refresh_token", tok.RefreshToken, "resource", testResource)}, nil)
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("refreshing a token stored with the configured spelling: %d %s", resp.StatusCode, body)
 	}
 	// The consent recorded under the configured spelling is found: no page.
-	resp, err = noFollow(b).Get(conf.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", testResource)))
+	resp, err := noFollow(b).Get(conf.AuthCodeURL("s2", oauth2.S256ChallengeOption(oauth2.GenerateVerifier()), oauth2.SetAuthURLParam("resource", testResource)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	body := readBody(t, resp)
+	body = readBody(t, resp)
 	if resp.StatusCode != http.StatusFound || strings.Contains(body, `name="decision"`) {
 		t.Fatalf("consent stored under the configured spelling was not remembered: %d", resp.StatusCode)
 	}

@@ -79,8 +79,7 @@ func TestSecurityCrossSiteFormPosts(t *testing.T) {
 	for _, fm := range forms {
 		for _, a := range attacks {
 			t.Run(fm.path+" "+a.name, func(t *testing.T) {
-				resp := f.do(t, hreq{path: fm.path, ctype: formCT, body: fm.v.Encode(), header: a.header, browser: true})
-				body := readBody(t, resp)
+				resp, body := f.do(t, hreq{path: fm.path, ctype: formCT, body: fm.v.Encode(), header: a.header, browser: true})
 				if resp.StatusCode != http.StatusForbidden {
 					t.Errorf("status %d, want 403", resp.StatusCode)
 				}
@@ -97,9 +96,8 @@ func TestSecurityCrossSiteFormPosts(t *testing.T) {
 	diff(t, "store after cross-site posts", e.snapshot(), before)
 
 	// Control: the same logout from our own origin succeeds.
-	resp = f.do(t, hreq{path: "/logout", ctype: formCT, body: url.Values{"csrf": {f.sessionCSRF}}.Encode(),
+	resp, _ = f.do(t, hreq{path: "/logout", ctype: formCT, body: url.Values{"csrf": {f.sessionCSRF}}.Encode(),
 		header: http.Header{"Sec-Fetch-Site": {"same-origin"}, "Origin": {e.issuer}}, browser: true})
-	readBody(t, resp)
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("same-origin logout: %d, want 200", resp.StatusCode)
 	}
@@ -136,8 +134,7 @@ func TestSecurityHeadersEveryPage(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp := f.do(t, tt.r)
-			body := readBody(t, resp)
+			resp, body := f.do(t, tt.r)
 			if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/html") && resp.StatusCode < 300 {
 				t.Errorf("content type %q", ct)
 			}
@@ -179,8 +176,7 @@ func TestSecurityOversizeBodies(t *testing.T) {
 			if tt.path == "/oauth/introspect" {
 				r.basic = [2]string{"mcp-resource-server", "rs-secret-0123456789abcdef"}
 			}
-			resp := f.do(t, r)
-			body := readBody(t, resp)
+			resp, body := f.do(t, r)
 			if resp.StatusCode != http.StatusRequestEntityTooLarge {
 				t.Errorf("status %d, want 413", resp.StatusCode)
 			}
@@ -226,8 +222,7 @@ func TestSecurityStrictContentTypes(t *testing.T) {
 	before := e.snapshot()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp := f.do(t, hreq{path: tt.path, ctype: tt.ctype, body: tt.body, basic: tt.basic})
-			body := readBody(t, resp)
+			resp, body := f.do(t, hreq{path: tt.path, ctype: tt.ctype, body: tt.body, basic: tt.basic})
 			want, code := http.StatusUnsupportedMediaType, oauthError(t, body)
 			if strings.Contains(tt.path, "register") {
 				want = http.StatusBadRequest
@@ -245,8 +240,7 @@ func TestSecurityStrictContentTypes(t *testing.T) {
 	}
 	diff(t, "store after wrong content types", e.snapshot(), before)
 	// The refresh token still works: none of those requests used it.
-	resp := f.do(t, hreq{path: "/oauth/token", ctype: formCT + "; charset=utf-8", body: tokenBody})
-	readBody(t, resp)
+	resp, _ := f.do(t, hreq{path: "/oauth/token", ctype: formCT + "; charset=utf-8", body: tokenBody})
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("form with a charset parameter: %d, want 200", resp.StatusCode)
 	}

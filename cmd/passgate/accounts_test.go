@@ -55,6 +55,42 @@ func signIn(t *testing.T, st store.Store, user, label string) []string {
 	return hashes
 }
 
+// signedInAlice is the user alice, added with the CLI, signed in (signIn)
+// on a store handle of the test's own, whose subscriber stands for another
+// replica's cache.
+type signedInAlice struct {
+	st     store.Store
+	hashes []string
+	inv    *storetest.Collector
+}
+
+func aliceSignedIn(t *testing.T, b backend, label string) signedInAlice {
+	t.Helper()
+	passgateOK(t, b.env, "first-passphrase-ok\n", "user", "add", "alice", "--password-stdin")
+	st := b.open(t)
+	hashes := signIn(t, st, "alice", label)
+	return signedInAlice{st: st, hashes: hashes, inv: storetest.Subscribe(t, st)}
+}
+
+// wantSignedOut checks that what (a command) ended alice's sign-ins: her
+// tokens are revoked, her session is gone, and the revocation reached the
+// other handle's subscriber.
+func (a signedInAlice) wantSignedOut(t *testing.T, what string) {
+	t.Helper()
+	for _, h := range a.hashes {
+		tok, err := a.st.GetToken(t.Context(), h, time.Now())
+		if err != nil || tok.RevokedAt.IsZero() {
+			t.Errorf("%s token still valid after %s (err %v)", tok.Kind, what, err)
+		}
+	}
+	if _, err := a.st.GetSession(t.Context(), "sess-alice", time.Now()); err == nil {
+		t.Errorf("session survived %s", what)
+	}
+	if !a.inv.WaitHashes(5*time.Second, a.hashes...) {
+		t.Error("the revocation did not reach another handle's subscriber within 5s")
+	}
+}
+
 // issueTokens stores an access and a refresh token for user, as a code
 // grant would, and returns their hashes.
 func issueTokens(t *testing.T, st store.Store, user, label string) []string {
@@ -90,11 +126,7 @@ func issueTokens(t *testing.T, st store.Store, user, label string) []string {
 func TestPasswordChangeRevokesTokens(t *testing.T) {
 	for _, b := range backends(t) {
 		t.Run(b.name, func(t *testing.T) {
-			ctx := t.Context()
-			passgateOK(t, b.env, "first-passphrase-ok\n", "user", "add", "alice", "--password-stdin")
-			st := b.open(t)
-			hashes := signIn(t, st, "alice", "pw")
-			inv := storetest.Subscribe(t, st)
+			alice := aliceSignedIn(t, b, "pw")
 			stdout, stderr, code := passgate(t, b.env, "second-passphrase-ok\n", "user", "passwd", "alice", "--password-stdin")
 			if code != 0 {
 				t.Fatalf("user passwd: %s", stderr)
@@ -102,18 +134,7 @@ func TestPasswordChangeRevokesTokens(t *testing.T) {
 			if !strings.Contains(stdout, "revoked 2 tokens") {
 				t.Errorf("user passwd output %q does not say it revoked the 2 tokens", stdout)
 			}
-			for _, h := range hashes {
-				tok, err := st.GetToken(ctx, h, time.Now())
-				if err != nil || tok.RevokedAt.IsZero() {
-					t.Errorf("%s token still valid after the password change (err %v)", tok.Kind, err)
-				}
-			}
-			if _, err := st.GetSession(ctx, "sess-alice", time.Now()); err == nil {
-				t.Error("session survived the password change")
-			}
-			if !inv.WaitHashes(5*time.Second, hashes...) {
-				t.Error("the revocation did not reach another handle's subscriber within 5s")
-			}
+			alice.wantSignedOut(t, "the password change")
 		})
 	}
 }

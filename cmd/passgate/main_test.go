@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"regexp"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -98,49 +96,16 @@ func TestBinaryExitCodes(t *testing.T) {
 }
 
 func TestServeBootstrapsAndAnswersHealth(t *testing.T) {
-	dataDir := t.TempDir()
-	httpAddr, grpcAddr, metricsAddr := e2etest.FreeAddr(t), e2etest.FreeAddr(t), e2etest.FreeAddr(t)
-	cmd := exec.Command(e2etest.Binary(t), "serve", "--data-dir", dataDir, "--http-listen", httpAddr, "--grpc-listen", grpcAddr, "--metrics-listen", metricsAddr, "--log-format", "json")
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	srv := e2etest.Start(t, e2etest.Options{})
+	dataDir, httpAddr, metricsAddr := srv.Opts.DataDir, srv.Opts.HTTPAddr, srv.Opts.MetricsAddr
 
 	// The bootstrap password is printed once, outside the JSON log lines.
-	var (
-		password string
-		logs     []string
-		pwRE     = regexp.MustCompile(`created user "admin" with password: (\S+)`)
-		sc       = bufio.NewScanner(stderr)
-		lines    = make(chan string, 100000)
-	)
-	go func() {
-		for sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-	}()
-	deadline := time.After(20 * time.Second)
-	for password == "" || !listening(httpAddr) {
-		select {
-		case l, ok := <-lines:
-			if !ok {
-				t.Fatalf("passgate exited early; output:\n%s", strings.Join(logs, "\n"))
-			}
-			logs = append(logs, l)
-			if m := pwRE.FindStringSubmatch(l); m != nil {
-				password = m[1]
-			}
-		case <-deadline:
-			t.Fatalf("no bootstrap password or listener within 20s; output:\n%s", strings.Join(logs, "\n"))
-		case <-time.After(50 * time.Millisecond):
-		}
+	pwRE := regexp.MustCompile(`created user "admin" with password: (\S+)`)
+	m := pwRE.FindStringSubmatch(srv.Logs())
+	if m == nil {
+		t.Fatalf("no bootstrap password printed; output:\n%s", srv.Logs())
 	}
+	password := m[1]
 	for _, path := range []string{"/healthz", "/readyz"} {
 		resp, err := http.Get("http://" + httpAddr + path)
 		if err != nil {
@@ -180,23 +145,11 @@ func TestServeBootstrapsAndAnswersHealth(t *testing.T) {
 		t.Error("the bootstrap password is stored in clear")
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	srv.Stop(t) // SIGTERM; an error if it had to be killed
+	if err := srv.ExitErr(); err != nil {
+		t.Errorf("passgate exited with %v after SIGTERM, want 0", err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("passgate exited with %v after SIGTERM, want 0", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("passgate did not stop within 20s of SIGTERM")
-	}
-	for l := range lines {
-		logs = append(logs, l)
-	}
-	for _, l := range logs {
+	for _, l := range strings.Split(srv.Logs(), "\n") {
 		if strings.Contains(l, password) && !pwRE.MatchString(l) {
 			t.Errorf("the bootstrap password leaked into a log line: %s", l)
 		}
@@ -254,6 +207,10 @@ func listening(addr string) bool {
 	return true
 }
 
+// TestServeRejectsBadConfiguration: a bad flag, environment value or
+// combination stops serve with exit 2, naming the flag, before anything
+// listens. Among them the second factor's: an unknown policy, an empty
+// group, and a required second factor on PostgreSQL without a shared key.
 func TestServeRejectsBadConfiguration(t *testing.T) {
 	tests := []struct {
 		name string
@@ -265,6 +222,10 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 		{"http issuer", []string{"serve", "--issuer", "http://auth.example.com"}, nil, []string{"--issuer"}},
 		{"bad env value", []string{"serve"}, []string{"PASSGATE_SESSION_TTL=tomorrow", "PASSGATE_REGISTRATION=maybe"}, []string{"PASSGATE_SESSION_TTL", "--registration"}},
 		{"unknown command", []string{"frobnicate"}, nil, []string{"unknown command"}},
+		{"unknown second-factor policy", []string{"serve", "--require-second-factor", "sometimes"}, nil, []string{"--require-second-factor", "off, optional, all or group:NAME"}},
+		{"empty second-factor group", []string{"serve"}, []string{"PASSGATE_REQUIRE_SECOND_FACTOR=group:"}, []string{"--require-second-factor"}},
+		{"second-factor group with PostgreSQL and no key", []string{"serve", "--require-second-factor", "group:admins", "--database", "postgres://127.0.0.1:1/x"}, nil, []string{"group:admins", "--secret-key-file"}},
+		{"second factor for all on PostgreSQL without a key file", []string{"serve", "--require-second-factor", "all", "--database", "postgres://db.invalid/x"}, nil, []string{"--secret-key-file"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

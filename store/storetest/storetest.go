@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/passgate/passgate/internal/testing/e2etest/proc"
 	"github.com/passgate/passgate/store"
 )
 
@@ -271,6 +272,15 @@ func issue(t *testing.T, s store.Store, label, client, user string) store.CodeGr
 	return g
 }
 
+// wantAuditRows fails the test unless s holds want audit rows; when says
+// after what.
+func wantAuditRows(t *testing.T, s store.Store, when string, want int) {
+	t.Helper()
+	if n := auditCount(t, s); n != want {
+		t.Errorf("audit rows %s = %d, want %d", when, n, want)
+	}
+}
+
 func auditCount(t *testing.T, s store.Store) int {
 	t.Helper()
 	rows, err := s.ListAudit(t.Context(), store.AuditFilter{})
@@ -479,9 +489,7 @@ func testAuthCodes(t *testing.T, s store.Store) {
 	ev := store.AuditEvent{Event: store.EventAuthorizeRequest, Success: true, ClientID: "c1", Username: "alice", CreatedAt: base}
 	must(t, "CreateAuthCode", s.CreateAuthCode(ctx, c, &ev))
 	wantErr(t, "CreateAuthCode duplicate", s.CreateAuthCode(ctx, c, nil), store.ErrAlreadyExists)
-	if n := auditCount(t, s); n != 1 {
-		t.Errorf("audit rows after CreateAuthCode = %d, want 1 (the failed duplicate writes none)", n)
-	}
+	wantAuditRows(t, s, "after CreateAuthCode (the failed duplicate writes none)", 1)
 	got, err := s.GetAuthCode(ctx, c.CodeHash, base)
 	must(t, "GetAuthCode", err)
 	diff(t, "GetAuthCode", got, utc(c))
@@ -528,9 +536,7 @@ func testAuthCodes(t *testing.T, s store.Store) {
 	wantErr(t, "RedeemCode again", s.RedeemCode(ctx, c.CodeHash, now, g2), store.ErrConflict)
 	_, err = s.GetToken(ctx, g2.Access.Hash, now)
 	wantErr(t, "token of failed redeem", err, store.ErrNotFound)
-	if n := auditCount(t, s); n != 2 {
-		t.Errorf("audit rows = %d, want 2", n)
-	}
+	wantAuditRows(t, s, "after a refused second redemption", 2)
 }
 
 func testRedeemFailureWritesNothing(t *testing.T, s store.Store) {
@@ -555,9 +561,7 @@ func testRedeemFailureWritesNothing(t *testing.T, s store.Store) {
 	}
 	_, err = s.GetToken(ctx, g.Access.Hash, at(time.Minute))
 	wantErr(t, "access token of failed redemption", err, store.ErrNotFound)
-	if n := auditCount(t, s); n != before {
-		t.Errorf("audit rows %d after failed redemption, want %d", n, before)
-	}
+	wantAuditRows(t, s, "after failed redemption", before)
 	// The code still works.
 	must(t, "RedeemCode retry", s.RedeemCode(ctx, c.CodeHash, at(time.Minute), newGrant("b", c.FamilyID, "c1", "alice")))
 }
@@ -621,9 +625,7 @@ func testRedeemConcurrent(t *testing.T, s store.Store) {
 			t.Errorf("token of redemption %d: err %v (winner %d)", i, err, winner)
 		}
 	}
-	if n := auditCount(t, s); n != 1 {
-		t.Errorf("audit rows = %d, want 1", n)
-	}
+	wantAuditRows(t, s, "after concurrent redemptions", 1)
 }
 
 // ---- tokens ----
@@ -674,8 +676,7 @@ func testLookupToken(t *testing.T, s store.Store) {
 	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
 	g := issue(t, s, "t", "c1", "alice")
 	rot := issue(t, s, "rot", "c1", "bob")
-	a, r, ev := rotation("rot2", rot.Refresh)
-	must(t, "RotateRefresh", s.RotateRefresh(ctx, rot.Refresh.Hash, at(time.Hour), []byte("sealed grace"), a, r, ev))
+	a, _ := rotate(t, s, "rot2", rot.Refresh, at(time.Hour), []byte("sealed grace"))
 	revoked := issue(t, s, "revoked", "c1", "carol")
 	_, err := s.RevokeToken(ctx, revoked.Access.Hash, at(3*time.Minute), nil)
 	must(t, "RevokeToken", err)
@@ -774,15 +775,24 @@ func rotation(label string, old store.Token) (access, refresh store.Token, ev st
 	return access, refresh, ev
 }
 
+// rotate rotates old into the next access and refresh token named label
+// (rotation) at now, keeping grace for the old token, and fails the test
+// if the store refuses.
+func rotate(t *testing.T, s store.Store, label string, old store.Token, now time.Time, grace []byte) (access, refresh store.Token) {
+	t.Helper()
+	access, refresh, ev := rotation(label, old)
+	must(t, "RotateRefresh "+label, s.RotateRefresh(t.Context(), old.Hash, now, grace, access, refresh, ev))
+	return access, refresh
+}
+
 func testRotateRefresh(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	must(t, "CreateClient", s.CreateClient(ctx, newClient("c1", base)))
 	g := issue(t, s, "rot", "c1", "alice")
 	now := at(time.Hour)
 	grace := []byte("sealed \x00 response")
-	a, r, ev := rotation("rot2", g.Refresh)
 	before := auditCount(t, s)
-	must(t, "RotateRefresh", s.RotateRefresh(ctx, g.Refresh.Hash, now, grace, a, r, ev))
+	a, r := rotate(t, s, "rot2", g.Refresh, now, grace)
 
 	old, err := s.GetToken(ctx, g.Refresh.Hash, now)
 	must(t, "GetToken old", err)
@@ -795,17 +805,14 @@ func testRotateRefresh(t *testing.T, s store.Store) {
 		must(t, "GetToken new "+tok.Kind, err)
 		diff(t, "new "+tok.Kind, got, utc(tok))
 	}
-	if n := auditCount(t, s); n != before+1 {
-		t.Errorf("audit rows = %d, want %d", n, before+1)
-	}
+	wantAuditRows(t, s, "after RotateRefresh", before+1)
 	cl, err := s.GetClient(ctx, "c1")
 	must(t, "GetClient", err)
 	if !cl.LastUsedAt.Equal(now) {
 		t.Errorf("client LastUsedAt = %v, want %v", cl.LastUsedAt, now)
 	}
 	// The successor rotates in turn.
-	a3, r3, ev3 := rotation("rot3", r)
-	must(t, "RotateRefresh successor", s.RotateRefresh(ctx, r.Hash, at(2*time.Hour), nil, a3, r3, ev3))
+	rotate(t, s, "rot3", r, at(2*time.Hour), nil)
 }
 
 func testRotateConflicts(t *testing.T, s store.Store) {
@@ -814,8 +821,7 @@ func testRotateConflicts(t *testing.T, s store.Store) {
 	now := at(time.Hour)
 
 	rotated := issue(t, s, "rotated", "c1", "alice")
-	a, r, ev := rotation("rotated-next", rotated.Refresh)
-	must(t, "RotateRefresh", s.RotateRefresh(ctx, rotated.Refresh.Hash, now, nil, a, r, ev))
+	rotate(t, s, "rotated-next", rotated.Refresh, now, nil)
 
 	revoked := issue(t, s, "revoked", "c1", "alice")
 	_, err := s.RevokeFamily(ctx, revoked.Refresh.FamilyID, now, nil)
@@ -844,9 +850,7 @@ func testRotateConflicts(t *testing.T, s store.Store) {
 			wantErr(t, "RotateRefresh", s.RotateRefresh(ctx, tt.hash, now, []byte("g"), a, r, ev), store.ErrConflict)
 			_, err := s.GetToken(ctx, r.Hash, now)
 			wantErr(t, "new refresh of failed rotation", err, store.ErrNotFound)
-			if n := auditCount(t, s); n != before {
-				t.Errorf("audit rows %d, want %d", n, before)
-			}
+			wantAuditRows(t, s, "after a refused rotation", before)
 		})
 	}
 }
@@ -881,8 +885,7 @@ func testRevoke(t *testing.T, s store.Store) {
 
 	// Family f1: access, refresh, then a rotation adds access2, refresh2.
 	f1 := issue(t, s, "f1", "c1", "alice")
-	a2, r2, ev := rotation("f1 second", f1.Refresh)
-	must(t, "RotateRefresh", s.RotateRefresh(ctx, f1.Refresh.Hash, now, nil, a2, r2, ev))
+	a2, r2 := rotate(t, s, "f1 second", f1.Refresh, now, nil)
 	f2 := issue(t, s, "f2", "c1", "alice")
 	f3 := issue(t, s, "f3", "c1", "alice")
 
@@ -927,9 +930,7 @@ func testRevoke(t *testing.T, s store.Store) {
 	must(t, "RevokeToken with audit", err)
 	_, err = s.RevokeFamily(ctx, "nope", now, &ev2)
 	must(t, "RevokeFamily with audit", err)
-	if n := auditCount(t, s); n != before+2 {
-		t.Errorf("audit rows = %d, want %d", n, before+2)
-	}
+	wantAuditRows(t, s, "after two audited revocations", before+2)
 }
 
 // testRevokeRacesRotation revokes families while a client keeps rotating
@@ -1034,43 +1035,40 @@ func (c *collector) fn(inv store.Invalidation) {
 	}
 }
 
-// waitFor polls cond for up to d.
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // Subscribe starts s.Subscribe in the background, waits for its first All,
 // and stops it at cleanup. Backends use it for cross-instance tests.
 func Subscribe(t *testing.T, s store.Store) *Collector {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &Collector{c: collector{hashes: map[string]bool{}}}
-	done := make(chan error, 1)
-	go func() { done <- s.Subscribe(ctx, c.c.fn) }()
+	wait := goSubscribe(ctx, s, c.c.fn)
 	t.Cleanup(func() {
 		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Subscribe returned %v after cancel, want nil", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Errorf("Subscribe did not return within 5s of cancel")
-		}
+		wait(t, "cancel")
 	})
-	if !waitFor(5*time.Second, func() bool { return c.AllCount() > 0 }) {
+	if !proc.WaitFor(5*time.Second, 5*time.Millisecond, func() bool { return c.AllCount() > 0 }) {
 		t.Fatalf("Subscribe did not deliver All at start")
 	}
 	return c
+}
+
+// goSubscribe runs s.Subscribe(ctx, fn) in the background. The wait it
+// returns fails the test unless that call returns nil within 5s; after
+// names what should have ended it.
+func goSubscribe(ctx context.Context, s store.Store, fn func(store.Invalidation)) (wait func(t *testing.T, after string)) {
+	done := make(chan error, 1)
+	go func() { done <- s.Subscribe(ctx, fn) }()
+	return func(t *testing.T, after string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Subscribe returned %v after %s, want nil", err, after)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Subscribe did not return within 5s of %s", after)
+		}
+	}
 }
 
 // Collector records what a Subscribe call delivered.
@@ -1085,7 +1083,7 @@ func (c *Collector) AllCount() int {
 
 // WaitHashes reports whether every hash was delivered within d.
 func (c *Collector) WaitHashes(d time.Duration, hashes ...string) bool {
-	return waitFor(d, func() bool {
+	return proc.WaitFor(d, 5*time.Millisecond, func() bool {
 		c.c.mu.Lock()
 		defer c.c.mu.Unlock()
 		for _, h := range hashes {
@@ -1107,18 +1105,10 @@ func (c *Collector) Has(hash string) bool {
 // testSubscribeEndsOnClose: Close ends Subscribe, so a forgotten listener
 // cannot outlive the store.
 func testSubscribeEndsOnClose(t *testing.T, s store.Store) {
-	done := make(chan error, 1)
-	go func() { done <- s.Subscribe(context.Background(), func(store.Invalidation) {}) }()
+	wait := goSubscribe(context.Background(), s, func(store.Invalidation) {})
 	time.Sleep(50 * time.Millisecond)
 	must(t, "Close", s.Close())
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Subscribe: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Subscribe did not return after Close")
-	}
+	wait(t, "Close")
 }
 
 func testSubscribe(t *testing.T, s store.Store) {
@@ -1191,9 +1181,7 @@ func testConsents(t *testing.T, s store.Store) {
 	ev := store.AuditEvent{Event: store.EventConsentGranted, Success: true, ClientID: "c1", Username: "alice", CreatedAt: base}
 	must(t, "PutConsent", s.PutConsent(ctx, c1, &ev))
 	must(t, "PutConsent", s.PutConsent(ctx, c2, nil))
-	if n := auditCount(t, s); n != 1 {
-		t.Errorf("audit rows = %d, want 1", n)
-	}
+	wantAuditRows(t, s, "after two consents (one audited)", 1)
 	got, err := s.GetConsent(ctx, "alice", "c1", resA)
 	must(t, "GetConsent", err)
 	diff(t, "GetConsent", got, utc(c1))
@@ -1241,9 +1229,7 @@ func testConsents(t *testing.T, s store.Store) {
 	before := auditCount(t, s)
 	_, err = s.DeleteConsent(ctx, "alice", "c1", now, &store.AuditEvent{Event: store.EventTokenRevoked, CreatedAt: now})
 	wantErr(t, "DeleteConsent again", err, store.ErrNotFound)
-	if n := auditCount(t, s); n != before {
-		t.Errorf("failed DeleteConsent wrote an audit row")
-	}
+	wantAuditRows(t, s, "after a failed DeleteConsent", before)
 }
 
 // testConsentsPerResource: an approval for one resource is not one for
@@ -1945,9 +1931,7 @@ func testAPIKeys(t *testing.T, s store.Store) {
 	ev := store.AuditEvent{Event: store.EventAPIKeyCreated, Success: true, IP: "cli", Username: "apikey:ci", CreatedAt: base}
 	must(t, "CreateAPIKey ci", s.CreateAPIKey(ctx, ci, &ev))
 	must(t, "CreateAPIKey ops", s.CreateAPIKey(ctx, ops, nil))
-	if n := auditCount(t, s); n != 1 {
-		t.Errorf("audit rows after two creations (one audited) = %d, want 1", n)
-	}
+	wantAuditRows(t, s, "after two creations (one audited)", 1)
 
 	// A taken name, even with another hash, and a taken hash, even under
 	// another name, are refused; nothing is written, not even the audit row.
@@ -1957,9 +1941,7 @@ func testAPIKeys(t *testing.T, s store.Store) {
 	dupHash := newAPIKey("other")
 	dupHash.Hash = ci.Hash
 	wantErr(t, "CreateAPIKey duplicate hash", s.CreateAPIKey(ctx, dupHash, &ev), store.ErrAlreadyExists)
-	if n := auditCount(t, s); n != 1 {
-		t.Errorf("audit rows after refused creations = %d, want 1", n)
-	}
+	wantAuditRows(t, s, "after refused creations", 1)
 
 	got, err := s.LookupAPIKey(ctx, ci.Hash)
 	must(t, "LookupAPIKey", err)
@@ -1977,9 +1959,7 @@ func testAPIKeys(t *testing.T, s store.Store) {
 	must(t, "RevokeAPIKey", s.RevokeAPIKey(ctx, "ci", at(time.Hour), &rev))
 	wantErr(t, "RevokeAPIKey again", s.RevokeAPIKey(ctx, "ci", at(2*time.Hour), &rev), store.ErrConflict)
 	wantErr(t, "RevokeAPIKey unknown", s.RevokeAPIKey(ctx, "nobody", at(time.Hour), &rev), store.ErrNotFound)
-	if n := auditCount(t, s); n != 2 {
-		t.Errorf("audit rows after one revocation and two refused ones = %d, want 2", n)
-	}
+	wantAuditRows(t, s, "after one revocation and two refused ones", 2)
 
 	// A revoked key is still found, marked, and keeps its name.
 	got, err = s.LookupAPIKey(ctx, ci.Hash)
