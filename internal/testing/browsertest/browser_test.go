@@ -225,7 +225,16 @@ func click(t *testing.T, b *Browser, sel string) {
 // typeInto types text into an input, key by key.
 func typeInto(t *testing.T, b *Browser, sel, text string) {
 	t.Helper()
-	step(t, b, "type into "+sel, chromedp.Clear(chromedp.CSS(sel)), chromedp.SendKeys(chromedp.CSS(sel), text))
+	// Not chromedp.Clear + SendKeys: Clear changes the value attribute, and
+	// SendKeys (chromedp v0.23.0) reads the node's attributes without the
+	// lock chromedp's event loop holds while it records that change, a data
+	// race the race detector reports. Emptying the value property sends no
+	// attribute event, and KeyEvent types into the focused field as a
+	// person would, without reading the node.
+	step(t, b, "type into "+sel,
+		chromedp.Focus(chromedp.CSS(sel)),
+		chromedp.Evaluate[chromedp.Void](fmt.Sprintf("document.querySelector(%q).value = ''", sel)),
+		chromedp.KeyEvent(text))
 }
 
 // signIn submits the login form as testUser with password.
