@@ -79,16 +79,22 @@ func BenchmarkProxy(b *testing.B) {
 	go srv.Serve(ln)
 	defer srv.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	for _, bm := range []struct{ name, url string }{
-		// direct is the upstream alone: the proxy's cost is the difference.
-		{"direct", upstream.URL + "/mcp"},
-		{"proxy", res.URL},
-	} {
-		b.Run(bm.name, func(b *testing.B) { post(b, client, bm.url, secret) })
-	}
+	// direct is the upstream alone: the proxy's cost is the difference.
+	// proxy reports its time per request as a ratio of direct's
+	// (direct/proxy, "ratio"): the throughput the proxy keeps, the measure
+	// of issue 21's target, which a loaded machine moves less than ns/op.
+	var direct float64
+	b.Run("direct", func(b *testing.B) { direct = post(b, client, upstream.URL+"/mcp", secret) })
+	b.Run("proxy", func(b *testing.B) {
+		if d := post(b, client, res.URL, secret); direct > 0 && d > 0 {
+			b.ReportMetric(direct/d, "ratio")
+		}
+	})
 }
 
-func post(b *testing.B, client *http.Client, url, secret string) {
+// post sends the MCP POST to url from parallel clients and returns the
+// time per request in nanoseconds.
+func post(b *testing.B, client *http.Client, url, secret string) float64 {
 	const body = `{"jsonrpc":"2.0","id":1,"method":"ping"}`
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -109,4 +115,5 @@ func post(b *testing.B, client *http.Client, url, secret string) {
 			}
 		}
 	})
+	return float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 }
