@@ -54,6 +54,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"strings"
 	"sync"
@@ -188,6 +189,9 @@ type Proxy struct {
 	logger    *slog.Logger
 	maxBody   int64
 	rp        *httputil.ReverseProxy
+	// pools are the kept connections of the direct path, by resource
+	// URL: plain-HTTP upstreams with the default Transport (forward.go).
+	pools map[string]*pool
 
 	// conns are the open connections to the upstreams (default
 	// Transport only), which Close closes.
@@ -240,6 +244,12 @@ func New(cfg Config) (*Proxy, error) {
 	if tr == nil {
 		p.conns = &connSet{m: map[*trackedConn]struct{}{}}
 		tr = newTransport(p.conns)
+		p.pools = map[string]*pool{}
+		for _, u := range cfg.Upstreams {
+			if u.URL.Scheme == "http" {
+				p.pools[u.Resource.URL] = newPool(u.URL, p.conns, time.Now)
+			}
+		}
 	}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite:   p.rewrite,
@@ -252,9 +262,12 @@ func New(cfg Config) (*Proxy, error) {
 		// headers alone first, from a timer goroutine, on every request.
 		FlushInterval: 0,
 		// ReverseProxy would allocate a 32 KiB copy buffer per request.
-		BufferPool:   bufferPool{},
-		ErrorHandler: p.upstreamError,
-		ErrorLog:     slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn),
+		BufferPool: bufferPool{},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			rt, _ := r.Context().Value(routeKey{}).(*route)
+			p.upstreamError(w, r, rt.upstream, err)
+		},
+		ErrorLog: slog.NewLogLogger(p.logger.Handler(), slog.LevelWarn),
 	}
 	return p, nil
 }
@@ -308,7 +321,7 @@ type trackedConn struct {
 	once sync.Once
 }
 
-func (s *connSet) add(c net.Conn) net.Conn {
+func (s *connSet) add(c net.Conn) *trackedConn {
 	tc := &trackedConn{Conn: c, set: s}
 	s.mu.Lock()
 	s.m[tc] = struct{}{}
@@ -469,6 +482,10 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rt route) {
 	// An event stream may stay open far longer than the listener's write
 	// timeout, which is meant for passgate's own pages.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	if pl := p.pools[rt.res.URL]; pl != nil && (rt.body != nil || r.ContentLength == 0) {
+		p.forwardDirect(w, r, &rt, pl)
+		return
+	}
 	p.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, &rt)))
 }
 
@@ -500,16 +517,12 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		out.ContentLength = int64(len(rt.body))
 	}
 	h := out.Header
+	// ReverseProxy has already removed the hop-by-hop headers, those
+	// listed in Connection among them.
 	for name := range h {
-		if dropHeader(name) {
+		if !forwardable(name, nil, &rt.decision) {
 			delete(h, name)
 		}
-	}
-	// No protocol switch: the check judged a request, not a tunnel.
-	h.Del("Upgrade")
-	h.Del("Connection")
-	for _, name := range rt.decision.RemoveHeaders {
-		h.Del(name)
 	}
 	// One backing array for the values set here: fewer allocations per
 	// request. net/http never modifies a header's value slice.
@@ -518,8 +531,6 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 		if hd.Value != "" {
 			vals[i] = hd.Value
 			h[hd.Name] = vals[i : i+1 : i+1]
-		} else {
-			h.Del(hd.Name)
 		}
 	}
 	ip := vals[len(vals)-1 : len(vals) : len(vals)]
@@ -534,6 +545,83 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 // forwardedValues are a resource's X-Forwarded-Host and -Proto values,
 // built once and shared by every request (never modified).
 type forwardedValues struct{ host, proto []string }
+
+// forwardable reports whether the client's header name reaches the
+// upstream: not hop-by-hop (conn is the request's Connection header, whose
+// names are hop-by-hop too), not one dropHeader refuses, not Expect
+// (passgate reads the body before it forwards it), and not one the
+// decision removes or sets itself. Both paths to the upstream, direct and
+// ReverseProxy, filter with it.
+func forwardable(name string, conn []string, d *extauthz.Decision) bool {
+	switch {
+	case hopByHop(name), dropHeader(name):
+		return false
+	case name == "Content-Length", name == "Host", name == "Expect":
+		// The request's framing is written for it (Host is never in
+		// the map net/http's server hands over, but one set by a
+		// handler in front must not go out twice).
+		return false
+	}
+	for _, hd := range d.Headers {
+		if strings.EqualFold(name, hd.Name) {
+			return false
+		}
+	}
+	for _, rm := range d.RemoveHeaders {
+		if strings.EqualFold(name, rm) {
+			return false
+		}
+	}
+	return len(conn) == 0 || !listedIn(conn, name)
+}
+
+// hopByHop reports whether a (canonical) header name is hop-by-hop (RFC
+// 9110, section 7.6.1, and ReverseProxy's list).
+func hopByHop(name string) bool {
+	switch name {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
+}
+
+// listedIn reports whether name is one of the comma-separated names in a
+// Connection header's values.
+func listedIn(conn []string, name string) bool {
+	for _, v := range conn {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// wantsTrailers reports whether the client said it accepts trailers ("TE:
+// trailers"), the one hop-by-hop header ReverseProxy passes on.
+func wantsTrailers(h http.Header) bool {
+	for _, v := range h["Te"] {
+		for f := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(textproto.TrimString(f), "trailers") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// removeHopByHop removes a response's hop-by-hop headers, those listed in
+// its Connection header included.
+func removeHopByHop(h http.Header) {
+	conn := h["Connection"]
+	for name := range h {
+		if hopByHop(name) || (len(conn) > 0 && listedIn(conn, name)) {
+			delete(h, name)
+		}
+	}
+}
 
 // dropHeader reports whether a client-sent header never reaches the
 // upstream: names with "_", the forwarding headers passgate sets itself or
@@ -556,7 +644,7 @@ func hasPrefixFold(s, prefix string) bool {
 // upstreamError answers 502 when the upstream cannot be reached or fails
 // mid-request, and logs why without the request's URL (its query is the
 // client's).
-func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error) {
+func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, upstream *url.URL, err error) {
 	var ue *url.Error
 	if errors.As(err, &ue) {
 		err = ue.Err
@@ -571,12 +659,7 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error)
 		w.WriteHeader(http.StatusBadGateway)
 		return
 	}
-	rt, _ := r.Context().Value(routeKey{}).(*route)
-	upstream := ""
-	if rt != nil {
-		upstream = rt.upstream.String()
-	}
-	p.logger.WarnContext(r.Context(), "upstream unreachable", "upstream", upstream, "err", err)
+	p.logger.WarnContext(r.Context(), "upstream unreachable", "upstream", upstream.String(), "err", err)
 	oauth.WriteError(w, errUpstreamDown)
 }
 
