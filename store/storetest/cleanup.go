@@ -139,15 +139,7 @@ func testDeleteLetsWritersIn(t *testing.T, s store.Store, batch int) {
 	ids := seedSessions(t, s, "dead", 200*batch, at(time.Hour))
 	first, last := ids[0], ids[len(ids)-1]
 
-	type result struct {
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		n, err := s.DeleteExpired(ctx, deleteNow, time.Time{})
-		done <- result{n, err}
-	}()
+	done := startCleanup(ctx, s)
 	// The cleanup deletes the earliest expiry first: once the first
 	// session is gone, a batch has committed and the cleanup is under way.
 	waitGone(t, s, first)
@@ -180,15 +172,7 @@ func testDeleteCancelled(t *testing.T, s store.Store, batch int) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	type result struct {
-		n   int64
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		n, err := s.DeleteExpired(ctx, deleteNow, time.Time{})
-		done <- result{n, err}
-	}()
+	done := startCleanup(ctx, s)
 	waitGone(t, s, ids[0])
 	cancel()
 	r := <-done
@@ -208,6 +192,22 @@ func testDeleteCancelled(t *testing.T, s store.Store, batch int) {
 	if n != int64(len(left)) {
 		t.Errorf("DeleteExpired after cancel removed %d rows, want the %d left", n, len(left))
 	}
+}
+
+// cleanupResult is what DeleteExpired returned.
+type cleanupResult struct {
+	n   int64
+	err error
+}
+
+// startCleanup runs DeleteExpired at deleteNow in the background.
+func startCleanup(ctx context.Context, s store.Store) <-chan cleanupResult {
+	done := make(chan cleanupResult, 1)
+	go func() {
+		n, err := s.DeleteExpired(ctx, deleteNow, time.Time{})
+		done <- cleanupResult{n, err}
+	}()
+	return done
 }
 
 // seedSessions creates n sessions of alice, expiring one millisecond apart
