@@ -572,9 +572,19 @@ type Store interface {
 
 	// DeleteExpired removes expired sessions, codes, tokens (expired, or
 	// revoked/rotated ones past expiry), lapsed login failures, expired
-	// spent nonces, and audit
-	// rows created before auditBefore (zero: keep all). Returns how many
-	// rows it removed.
+	// spent nonces, and audit rows created before auditBefore (zero: keep
+	// all). Returns how many rows it removed.
+	//
+	// It is atomic per batch, not as a whole: it deletes in transactions
+	// of a bounded number of rows (10,000), each committed before the next
+	// begins, so other writers (logins, token issuance, revocation) wait
+	// for one batch at most, never for a cleanup of millions of rows, which
+	// on SQLite's single writer would stall them for the whole run. No row
+	// it deletes is live at now (audit rows only age out), so a cleanup
+	// that stops between batches leaves nothing inconsistent. On an error,
+	// or when ctx is cancelled (checked between batches; a batch once
+	// begun runs to its end), the committed batches stay deleted and their
+	// count is returned with the error; the next call deletes the rest.
 	DeleteExpired(ctx context.Context, now, auditBefore time.Time) (int64, error)
 
 	// Subscribe calls fn for every invalidation committed by any process

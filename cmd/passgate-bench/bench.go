@@ -177,7 +177,8 @@ type benchRun struct {
 	cfg      *Config
 	out      io.Writer
 	dir      string
-	tokens   []string // tokens[0] is the hit token; the rest the miss pool
+	set      tokenSet // every token of the run, by index
+	tokens   []string // set's first tokens: [0] is the hit token; the rest the miss pool
 	resHost  string   // 127.0.0.1:nginxPassgatePort, the resource's authority
 	resURL   string
 	httpPort int // passgate's HTTP port, fixed for nginx's sake
@@ -247,12 +248,11 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 	if len(cfg.RSSTokens) > 0 {
 		n = max(n, cfg.RSSTokens[len(cfg.RSSTokens)-1])
 	}
-	if len(cfg.GrowthTokens) > 0 {
-		n = max(n, cfg.GrowthTokens[len(cfg.GrowthTokens)-1])
-	}
-	n = max(n, cfg.CleanupTokens)
-	b.logf("minting %d access tokens", n)
-	b.tokens = mintTokens(n)
+	// The growth and cleanup stores take their tokens from b.set as they
+	// seed: only the scenarios' pool is kept as strings.
+	b.set = newTokenSet()
+	b.logf("deriving %d access tokens", n)
+	b.tokens = b.set.first(n)
 
 	if b.ref, err = startReference(ctx, cfg.RefInProcess, refAnswer{}); err != nil {
 		return err
@@ -332,7 +332,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return err
 		}
-		if err := seedSQLite(ctx, filepath.Join(dataDir, "passgate.db"), tokens, b.resURL, false); err != nil {
+		if err := seedSQLite(ctx, filepath.Join(dataDir, "passgate.db"), b.set, seedN, b.resURL, false); err != nil {
 			return err
 		}
 		backendArgs = []string{"--data-dir", dataDir}
@@ -342,7 +342,7 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 			return err
 		}
 		defer drop()
-		if err := seedPostgres(ctx, dbURL, tokens, b.resURL, false); err != nil {
+		if err := seedPostgres(ctx, dbURL, b.set, seedN, b.resURL, false); err != nil {
 			return err
 		}
 		backendArgs = []string{"--database", dbURL}
@@ -355,24 +355,16 @@ func (b *benchRun) runBackend(ctx context.Context, backend string, first bool) e
 		// /mcp front sends it to.
 		upstream = "http://127.0.0.1:" + strconv.Itoa(b.nginx.appPort)
 	}
-	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
-		resourceURL: b.resURL, cacheSize: 2 * cfg.Pool, upstream: upstream})
-	if err != nil {
-		return err
-	}
-	defer p.stop()
 	ngURL := ""
 	if first {
 		ngURL = b.ngPG
 	}
-	pc, err := newClient(p.grpcAddr, p.httpAddr, ngURL, b.resHost, cfg.GRPCConns, cfg.Concurrency)
+	p, pc, err := b.startCached(ctx, passgateOpts{httpPort: b.httpPort, backendArgs: backendArgs, cacheSize: 2 * cfg.Pool, upstream: upstream}, ngURL, false)
 	if err != nil {
 		return err
 	}
+	defer p.stop()
 	defer pc.close()
-	if err := b.awaitCache(ctx, p, pc); err != nil {
-		return err
-	}
 	if b.refID == nil {
 		if err := b.startIdentityReference(ctx, pc); err != nil {
 			return err
@@ -465,17 +457,25 @@ func (b *benchRun) startPolicyPassgate(ctx context.Context, backendArgs []string
 	if err != nil {
 		return nil, nil, err
 	}
-	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: b.cfg.Passgate, httpPort: port, backendArgs: backendArgs,
-		resourceURL: b.resURL, cacheSize: 1024, policyFile: b.policy})
+	return b.startCached(ctx, passgateOpts{httpPort: port, backendArgs: backendArgs, cacheSize: 1024, policyFile: b.policy}, "", true)
+}
+
+// startCached starts passgate with o (the run's binary, CPU pin, extra
+// arguments and resource filled in) and a client of it (nginx front ngURL,
+// Mcp-* headers if mcpHeaders), and waits until passgate caches the hit
+// token. On an error nothing is left running.
+func (b *benchRun) startCached(ctx context.Context, o passgateOpts, ngURL string, mcpHeaders bool) (*passgateProc, *client, error) {
+	o.bin, o.pin, o.extra, o.resourceURL = b.cfg.Passgate, b.cfg.PinPassgate, b.cfg.PassgateArgs, b.resURL
+	p, err := startPassgate(ctx, o)
 	if err != nil {
 		return nil, nil, err
 	}
-	pc, err := newClient(p.grpcAddr, p.httpAddr, "", b.resHost, b.cfg.GRPCConns, b.cfg.Concurrency)
+	pc, err := newClient(p.grpcAddr, p.httpAddr, ngURL, b.resHost, b.cfg.GRPCConns, b.cfg.Concurrency)
 	if err != nil {
 		p.stop()
 		return nil, nil, err
 	}
-	pc.mcpHeaders = true
+	pc.mcpHeaders = mcpHeaders
 	if err := b.awaitCache(ctx, p, pc); err != nil {
 		pc.close()
 		p.stop()
@@ -547,6 +547,7 @@ func (b *benchRun) doer(sc scenario, cl *client, isRef bool, tokens []string, mi
 			want = wantDeny
 		}
 	}
+	var check func(ctx context.Context, w int, tok string) error
 	switch sc.transport {
 	case "grpc":
 		// Requests encoded once per worker and copied into (rawWorkers).
@@ -554,37 +555,20 @@ func (b *benchRun) doer(sc scenario, cl *client, isRef bool, tokens []string, mi
 		if err != nil {
 			return func(context.Context, int) error { return err }
 		}
-		return func(ctx context.Context, w int) error {
-			tok, err := src.next(w)
-			if err != nil {
-				return err
-			}
-			return rw.check(ctx, cl, w, tok, want)
-		}
+		check = func(ctx context.Context, w int, tok string) error { return rw.check(ctx, cl, w, tok, want) }
 	case "http":
-		return func(ctx context.Context, w int) error {
-			tok, err := src.next(w)
-			if err != nil {
-				return err
-			}
-			return cl.httpCheck(ctx, tok, want)
-		}
+		check = func(ctx context.Context, _ int, tok string) error { return cl.httpCheck(ctx, tok, want) }
 	case "proxy":
-		return func(ctx context.Context, w int) error {
-			tok, err := src.next(w)
-			if err != nil {
-				return err
-			}
-			return cl.proxyRequest(ctx, tok, want)
-		}
+		check = func(ctx context.Context, _ int, tok string) error { return cl.proxyRequest(ctx, tok, want) }
 	default:
-		return func(ctx context.Context, w int) error {
-			tok, err := src.next(w)
-			if err != nil {
-				return err
-			}
-			return cl.nginxRequest(ctx, tok, want)
+		check = func(ctx context.Context, _ int, tok string) error { return cl.nginxRequest(ctx, tok, want) }
+	}
+	return func(ctx context.Context, w int) error {
+		tok, err := src.next(w)
+		if err != nil {
+			return err
 		}
+		return check(ctx, w, tok)
 	}
 }
 
@@ -854,20 +838,12 @@ func (l *loginFlood) firstErr() error {
 func (b *benchRun) measureRSS(ctx context.Context, backend string, backendArgs []string, tokens []string) error {
 	cfg := b.cfg
 	maxN := cfg.RSSTokens[len(cfg.RSSTokens)-1]
-	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: cfg.Passgate, httpPort: b.httpPort, backendArgs: backendArgs,
-		resourceURL: b.resURL, cacheSize: maxN + maxN/5 + 64*64})
+	p, pc, err := b.startCached(ctx, passgateOpts{httpPort: b.httpPort, backendArgs: backendArgs, cacheSize: maxN + maxN/5 + 64*64}, "", false)
 	if err != nil {
 		return err
 	}
 	defer p.stop()
-	pc, err := newClient(p.grpcAddr, p.httpAddr, "", b.resHost, cfg.GRPCConns, cfg.Concurrency)
-	if err != nil {
-		return err
-	}
 	defer pc.close()
-	if err := b.awaitCache(ctx, p, pc); err != nil {
-		return err
-	}
 	time.Sleep(500 * time.Millisecond)
 	m, err := readMem(p.pid())
 	if err != nil {

@@ -73,15 +73,13 @@ func TestParseConfig(t *testing.T) {
 		args    []string
 		want    func(*Config) any
 		wantVal any
-		wantErr string
 	}{
-		{name: "passgate required", args: nil, wantErr: "-passgate is required"},
-		{name: "unknown backend", args: []string{"-passgate", "x", "-backends", "mysql"}, wantErr: `unknown backend "mysql"`},
-		{name: "rss must ascend", args: []string{"-passgate", "x", "-rss-tokens", "10,5"}, wantErr: "must ascend"},
-		{name: "quick and smoke", args: []string{"-passgate", "x", "-quick", "-smoke"}, wantErr: "exclude each other"},
 		{name: "defaults", args: []string{"-passgate", "x", "-nginx", "off"},
-			want:    func(c *Config) any { return []any{c.Duration, c.Rounds, c.Backends, c.RSSTokens, c.Nginx} },
-			wantVal: []any{5 * time.Second, 2, []string{"sqlite", "postgres"}, []int{100_000, 1_000_000}, ""}},
+			want: func(c *Config) any {
+				return []any{c.Duration, c.Rounds, c.Backends, c.RSSTokens, c.Nginx, c.GrowthTokens, c.CleanupTokens}
+			},
+			wantVal: []any{5 * time.Second, 2, []string{"sqlite", "postgres"}, []int{100_000, 1_000_000}, "",
+				[]int{10_000, 100_000, 1_000_000, 10_000_000}, 1_000_000}},
 		{name: "quick preset", args: []string{"-passgate", "x", "-quick"},
 			want:    func(c *Config) any { return []any{c.Duration, c.Rounds, c.RSSTokens} },
 			wantVal: []any{2 * time.Second, 1, []int{100_000}}},
@@ -94,19 +92,33 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var stderr bytes.Buffer
-			c, err := parseConfig(tt.args, &stderr)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
-				}
-				return
-			}
+			c, err := parseConfig(tt.args, new(bytes.Buffer))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if diff := cmp.Diff(tt.want(c), tt.wantVal); diff != "" {
 				t.Errorf("(-got +want)\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestParseConfigRejects(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "passgate required", args: nil, wantErr: "-passgate is required"},
+		{name: "unknown backend", args: []string{"-passgate", "x", "-backends", "mysql"}, wantErr: `unknown backend "mysql"`},
+		{name: "rss must ascend", args: []string{"-passgate", "x", "-rss-tokens", "10,5"}, wantErr: "must ascend"},
+		{name: "quick and smoke", args: []string{"-passgate", "x", "-quick", "-smoke"}, wantErr: "exclude each other"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := parseConfig(tt.args, new(bytes.Buffer))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("err = %v, want it to contain %q", err, tt.wantErr)
 			}
 		})
 	}
@@ -183,5 +195,40 @@ Transfer/sec:      2.70MB
 	}
 	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused\n"); err == nil {
 		t.Error("wrk's failure parsed as a result")
+	}
+}
+
+// TestTokenSet: a token is the same every time it is derived from its
+// index, has passgate's access-token form, and differs from its
+// neighbours; sample picks distinct indexes inside its range.
+func TestTokenSet(t *testing.T) {
+	s := newTokenSet()
+	first := s.first(3)
+	for i, tok := range first {
+		if tok != s.at(i) {
+			t.Errorf("at(%d) = %q, first gave %q", i, s.at(i), tok)
+		}
+		if !token.HasPrefix(tok, token.PrefixAccess) {
+			t.Errorf("token %d = %q: not an access token", i, tok)
+		}
+	}
+	if first[0] == first[1] || first[1] == first[2] {
+		t.Errorf("neighbouring tokens equal: %q", first)
+	}
+	if newTokenSet().at(0) == first[0] {
+		t.Errorf("two runs derived the same token 0")
+	}
+	for _, tt := range []struct{ lo, hi, k, want int }{{1, 10_000_000, 3000, 3000}, {1, 50, 100, 49}, {5, 6, 1, 1}} {
+		got := sample(tt.lo, tt.hi, tt.k)
+		seen := map[int]bool{}
+		for _, v := range got {
+			if v < tt.lo || v >= tt.hi || seen[v] {
+				t.Fatalf("sample(%d, %d, %d): %d out of range or repeated", tt.lo, tt.hi, tt.k, v)
+			}
+			seen[v] = true
+		}
+		if len(got) != tt.want {
+			t.Errorf("sample(%d, %d, %d) picked %d, want %d", tt.lo, tt.hi, tt.k, len(got), tt.want)
+		}
 	}
 }

@@ -94,7 +94,8 @@ type Config struct {
 	// GrowthTokens are the live-token counts of the growth table: for
 	// each, a fresh store of every backend with that many tokens, then
 	// passgate's start-up time, paced check-miss latency, RSS and the
-	// store's size. Ascending. Default 10000,100000,1000000. Empty skips.
+	// store's size. Ascending. Default 10000,100000,1000000,10000000.
+	// Empty skips.
 	GrowthTokens []int
 	// PassgateArgs are extra arguments to every `passgate serve` (e.g.
 	// "--check-batch-wait 0" to compare settings). Optional.
@@ -149,7 +150,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.PinPassgate, "pin-passgate", "", "run passgate under taskset -c with this CPU list")
 	fs.StringVar(&c.PinSelf, "pin-self", "", "pin passgate-bench and its children (reference, wrk) to this CPU list")
 	pgArgs := fs.String("passgate-args", "", "extra arguments to every passgate serve, space-separated")
-	growth := fs.String("growth-tokens", "10000,100000,1000000", "live-token counts of the growth table, ascending (empty skips)")
+	growth := fs.String("growth-tokens", "10000,100000,1000000,10000000", "live-token counts of the growth table, ascending (empty skips)")
 	fs.IntVar(&c.CleanupTokens, "cleanup-tokens", 1_000_000, "expired tokens whose cleanup is timed (0 skips)")
 	fs.StringVar(&c.Generator, "generator", "auto", "HTTP load generator: wrk, go, or auto (wrk when installed)")
 	quick := fs.Bool("quick", false, "short run (about 4 minutes): 2s phases, one round, RSS at 100k, growth to 100k")

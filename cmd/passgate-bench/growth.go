@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -62,17 +61,17 @@ func (b *benchRun) measureGrowth(ctx context.Context, backend string) error {
 	return nil
 }
 
-// freshStore seeds a new store of the backend with tokens (expired or
-// live) and returns passgate's arguments for it, a function reporting its
+// freshStore seeds a new store of the backend with the run's first n
+// tokens (expired or live) and returns passgate's arguments for it, a function reporting its
 // size on disk, and one removing it.
-func (b *benchRun) freshStore(ctx context.Context, backend string, tokens []string, expired bool) (args []string, size func() int64, drop func(), err error) {
+func (b *benchRun) freshStore(ctx context.Context, backend string, n int, expired bool) (args []string, size func() int64, drop func(), err error) {
 	switch backend {
 	case "sqlite":
 		dir, err := os.MkdirTemp(b.dir, "growth-")
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if err := seedSQLite(ctx, filepath.Join(dir, "passgate.db"), tokens, b.resURL, expired); err != nil {
+		if err := seedSQLite(ctx, filepath.Join(dir, "passgate.db"), b.set, n, b.resURL, expired); err != nil {
 			os.RemoveAll(dir)
 			return nil, nil, nil, err
 		}
@@ -91,7 +90,7 @@ func (b *benchRun) freshStore(ctx context.Context, backend string, tokens []stri
 		if err != nil {
 			return nil, nil, nil, err
 		}
-		if err := seedPostgres(ctx, dbURL, tokens, b.resURL, expired); err != nil {
+		if err := seedPostgres(ctx, dbURL, b.set, n, b.resURL, expired); err != nil {
 			drop()
 			return nil, nil, nil, err
 		}
@@ -111,9 +110,8 @@ func (b *benchRun) freshStore(ctx context.Context, backend string, tokens []stri
 
 func (b *benchRun) growthStep(ctx context.Context, backend string, n int) error {
 	cfg := b.cfg
-	tokens := b.tokens[:n]
 	t0 := time.Now()
-	args, size, drop, err := b.freshStore(ctx, backend, tokens, false)
+	args, size, drop, err := b.freshStore(ctx, backend, n, false)
 	if err != nil {
 		return err
 	}
@@ -123,27 +121,20 @@ func (b *benchRun) growthStep(ctx context.Context, backend string, n int) error 
 	if err != nil {
 		return err
 	}
-	t1 := time.Now()
-	p, err := startPassgate(ctx, passgateOpts{pin: b.cfg.PinPassgate, extra: b.cfg.PassgateArgs, bin: cfg.Passgate, httpPort: port, backendArgs: args, resourceURL: b.resURL, cacheSize: 64 * 1024})
+	p, pc, err := b.startCached(ctx, passgateOpts{httpPort: port, backendArgs: args, cacheSize: 64 * 1024}, "", false)
 	if err != nil {
 		return err
 	}
-	r.startup = time.Since(t1)
 	defer p.stop()
-	pc, err := newClient(p.grpcAddr, p.httpAddr, "", b.resHost, cfg.GRPCConns, cfg.Concurrency)
-	if err != nil {
-		return err
-	}
 	defer pc.close()
-	if err := b.awaitCache(ctx, p, pc); err != nil {
-		return err
-	}
+	r.startup = p.startup
 	// Random tokens of the whole store, each once: every check a miss
 	// that lands on a random page of the index, as real first uses do.
-	k := min(n-1, int(growthRate*cfg.Duration.Seconds())+growthRate)
-	pick := make([]string, k)
-	for i, j := range rand.Perm(n - 1)[:k] {
-		pick[i] = tokens[j+1]
+	// Token 0, the awaitCache probe, is cached: not among them.
+	idx := sample(1, n, int(growthRate*cfg.Duration.Seconds())+growthRate)
+	pick := make([]string, len(idx))
+	for i, j := range idx {
+		pick[i] = b.set.at(j)
 	}
 	rw, err := newRawWorkers(pc, 8)
 	if err != nil {
@@ -175,7 +166,7 @@ func (b *benchRun) growthStep(ctx context.Context, backend string, n int) error 
 // expired tokens (and nothing else to delete).
 func (b *benchRun) measureCleanup(ctx context.Context, backend string, n int) (cleanupResult, error) {
 	r := cleanupResult{backend: backend, tokens: n}
-	args, _, drop, err := b.freshStore(ctx, backend, b.tokens[:n], true)
+	args, _, drop, err := b.freshStore(ctx, backend, n, true)
 	if err != nil {
 		return r, err
 	}

@@ -41,6 +41,7 @@ type passgateProc struct {
 	*proc.Process
 	httpAddr, grpcAddr, metricsAt string
 	logs                          *proc.Buffer
+	startup                       time.Duration // exec to /readyz answering 200
 }
 
 // passgateOpts are the per-instance settings.
@@ -102,6 +103,7 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 	}
 	cmd.Env = cleanEnv()
 	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	start := time.Now()
 	var err2 error
 	if p.Process, err2 = proc.Start(ctx, cmd, p.httpAddr, 30*time.Second); err2 != nil {
 		return nil, fmt.Errorf("start passgate: %w: %s", err2, p.logs)
@@ -112,6 +114,7 @@ func startPassgate(ctx context.Context, o passgateOpts) (*passgateProc, error) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
+				p.startup = time.Since(start)
 				return p, nil
 			}
 		}

@@ -121,6 +121,7 @@ var dialect = sqlstore.Dialect{
 	Strings:     func(s []string) any { return s },
 	ScanStrings: func(s *[]string) any { return s },
 	InList:      "= ANY($1)",
+	InKeys:      "= ANY(ARRAY(%s))",
 	MapErr:      mapErr,
 	UndefinedTable: func(err error) bool {
 		var pgErr *pgconn.PgError

@@ -686,40 +686,106 @@ func (db *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Au
 
 // ---- cleanup ----
 
+// DeleteBatch is how many rows DeleteExpired deletes per transaction by
+// default. SQLite has one writer: a batch holds it for tens of
+// milliseconds, so logins, token issuance and revocation wait at most
+// about that long behind a cleanup, however many rows it removes.
+const DeleteBatch = 10000
+
+// SetDeleteBatch makes DeleteExpired on s delete at most n rows per
+// transaction instead of DeleteBatch, so a test can run a cleanup of many
+// batches without writing many rows. Call it before s is used.
+func SetDeleteBatch(s *Store, n int) { s.deleteBatch = n }
+
+// sweep is one table DeleteExpired empties of old rows: those whose col
+// is before (or at, when inclusive) a time. key is the primary key; col
+// has an index, so a batch reads only the rows it deletes instead of
+// scanning the table.
+type sweep struct {
+	table, key, col string
+	inclusive       bool
+}
+
+// expiredSweeps delete what expired at now.
+var expiredSweeps = []sweep{
+	{"sessions", "id_hash", "expires_at", true},
+	{"auth_codes", "code_hash", "expires_at", true},
+	{"tokens", "hash", "expires_at", true},
+	{"login_failures", "username", "expires_at", true},
+	{"spent_nonces", "hash", "expires_at", true},
+}
+
+// auditSweep deletes audit rows created before the retention cutoff.
+var auditSweep = sweep{"auth_logs", "id", "created_at", false}
+
 func (db *Store) DeleteExpired(ctx context.Context, now, auditBefore time.Time) (int64, error) {
 	var total int64
-	err := db.write(ctx, "delete expired", nil, func(tx Querier) error {
-		for _, q := range []string{
-			`DELETE FROM sessions WHERE expires_at <= $1`,
-			`DELETE FROM auth_codes WHERE expires_at <= $1`,
-			`DELETE FROM tokens WHERE expires_at <= $1`,
-			`DELETE FROM login_failures WHERE expires_at <= $1`,
-			`DELETE FROM spent_nonces WHERE expires_at <= $1`,
-		} {
-			n, err := execN(ctx, tx, q, db.time(now))
-			if err != nil {
-				return err
-			}
-			total += n
+	for _, sw := range expiredSweeps {
+		n, err := db.deleteBatched(ctx, sw, now)
+		total += n
+		if err != nil {
+			return total, err
 		}
-		if db.c.Cleanup != nil {
-			if err := db.c.Cleanup(ctx, tx, now); err != nil {
-				return err
-			}
+	}
+	if db.c.Cleanup != nil {
+		if err := db.write(ctx, "delete expired", nil, func(tx Querier) error {
+			return db.c.Cleanup(ctx, tx, now)
+		}); err != nil {
+			return total, err
 		}
-		if !auditBefore.IsZero() {
-			n, err := execN(ctx, tx, `DELETE FROM auth_logs WHERE created_at < $1`, db.time(auditBefore))
-			if err != nil {
-				return err
-			}
-			total += n
+	}
+	if !auditBefore.IsZero() {
+		n, err := db.deleteBatched(ctx, auditSweep, auditBefore)
+		total += n
+		if err != nil {
+			return total, err
 		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
 	}
 	return total, nil
+}
+
+// deleteBatched deletes sw's rows older than cutoff in transactions of at
+// most db.deleteBatch rows, until one deletes fewer, and returns how many
+// rows the committed batches deleted. ORDER BY the indexed column makes
+// PostgreSQL walk the index rather than scan the heap, whose front fills
+// with the dead rows of earlier batches until vacuum.
+//
+// A cancelled ctx stops it between batches only: a batch once begun runs
+// without ctx's cancellation, since a commit cut off by it may have
+// happened or not, and the count returned would be wrong by a batch. One
+// batch is short.
+func (db *Store) deleteBatched(ctx context.Context, sw sweep, cutoff time.Time) (int64, error) {
+	op := " < $1"
+	if sw.inclusive {
+		op = " <= $1"
+	}
+	in := db.c.Dialect.InKeys
+	if in == "" {
+		in = "IN (%s)"
+	}
+	q := `DELETE FROM ` + sw.table + ` WHERE ` + sw.key + ` ` + fmt.Sprintf(in, `SELECT `+sw.key+` FROM `+sw.table+
+		` WHERE `+sw.col+op+` ORDER BY `+sw.col+` LIMIT $2`)
+	arg := db.time(cutoff)
+	var total int64
+	for {
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("delete expired %s: %w", sw.table, err)
+		}
+		var n int64
+		ctx := context.WithoutCancel(ctx)
+		err := db.write(ctx, "delete expired "+sw.table, nil, func(tx Querier) error {
+			var err error
+			n, err = tx.Exec(ctx, q, arg, db.deleteBatch)
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		total += n
+		if n < int64(db.deleteBatch) {
+			return total, nil
+		}
+	}
 }
 
 // ---- helpers ----

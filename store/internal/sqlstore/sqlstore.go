@@ -67,6 +67,12 @@ type Dialect struct {
 	MapErr func(error) error
 	// UndefinedTable reports whether err says a table does not exist.
 	UndefinedTable func(error) bool
+	// InKeys, optional, matches a primary key against a subquery of at
+	// most a batch of its values, %s in it standing for the subquery;
+	// "IN (%s)" if empty. SQLite probes the key per selected value.
+	// PostgreSQL plans IN as a hash join against a scan of the whole
+	// table, so it uses "= ANY(ARRAY(%s))": one index probe per value.
+	InKeys string
 	// ForUpdate is appended to the SELECT that reads a row the
 	// transaction then writes (" FOR UPDATE", or "" where the transaction
 	// already holds the write lock).
@@ -102,14 +108,15 @@ type Config struct {
 	// revoking transaction committed.
 	Published func(hashes []string)
 	// Cleanup, optional, deletes the backend's own expired bookkeeping
-	// inside DeleteExpired's transaction.
+	// in a write transaction of DeleteExpired's.
 	Cleanup func(ctx context.Context, tx Querier, now time.Time) error
 }
 
 // Store implements every store.Store method but Subscribe and Close on
 // top of a Config. It is safe for concurrent use if the Config's parts are.
 type Store struct {
-	c Config
+	c           Config
+	deleteBatch int // rows per DeleteExpired transaction
 }
 
 // New returns a Store for c.
@@ -117,7 +124,7 @@ func New(c Config) *Store {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Store{c: c}
+	return &Store{c: c, deleteBatch: DeleteBatch}
 }
 
 func (db *Store) tx(ctx context.Context, fn func(Querier) error) error {
