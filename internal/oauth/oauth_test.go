@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/testing/validtest"
 )
 
 func TestMatchRedirectURI(t *testing.T) {
@@ -19,48 +20,42 @@ func TestMatchRedirectURI(t *testing.T) {
 		"http://[::1]/cb",
 		"cursor://anysphere.cursor-retrieval/oauth/callback",
 	}
-	tests := []struct {
-		name string
-		uri  string
-		want bool
-	}{
-		{"exact https", "https://claude.ai/api/mcp/auth_callback", true},
-		{"exact private scheme", "cursor://anysphere.cursor-retrieval/oauth/callback", true},
-		{"https other path", "https://claude.ai/api/mcp/auth_callback/x", false},
-		{"https trailing slash", "https://claude.ai/api/mcp/auth_callback/", false},
-		{"https port added", "https://claude.ai:8443/api/mcp/auth_callback", false},
-		{"https query added", "https://claude.ai/api/mcp/auth_callback?a=b", false},
-		{"https uppercase host", "https://CLAUDE.ai/api/mcp/auth_callback", false},
-		{"https fragment", "https://claude.ai/api/mcp/auth_callback#x", false},
-		{"https userinfo", "https://claude.ai@evil.example/api/mcp/auth_callback", false},
-		{"http instead of https", "http://claude.ai/api/mcp/auth_callback", false},
-		{"loopback ephemeral port", "http://127.0.0.1:51234/callback", true},
-		{"loopback same", "http://127.0.0.1/callback", true},
-		{"loopback v6 port", "http://[::1]:8080/cb", true},
-		{"localhost other port keeps query", "http://localhost:4000/cb?x=1", true},
-		{"localhost port without query", "http://localhost:4000/cb", false},
-		{"localhost other path", "http://localhost:3000/cb2?x=1", false},
-		{"loopback other host", "http://127.0.0.2:5000/callback", false},
-		{"loopback https", "https://127.0.0.1:5000/callback", false},
-		{"seed prefix bypass", "http://localhost:80@evil.example/cb", false},
-		{"userinfo loopback", "http://user@127.0.0.1:1/callback", false},
-		{"port zero padded", "http://127.0.0.1:0080/callback", false},
-		{"port too large", "http://127.0.0.1:70000/callback", false},
-		{"port not numeric", "http://127.0.0.1:ab/callback", false},
-		{"backslash", "http://127.0.0.1:80\\@evil.example/callback", false},
-		{"encoded path", "http://127.0.0.1:80/%63allback", false},
-		{"empty", "", false},
-		{"space", "https://claude.ai/api/mcp/auth_callback ", false},
-		{"javascript", "javascript:alert(1)", false},
-		{"uppercase scheme", "HTTPS://claude.ai/api/mcp/auth_callback", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := MatchRedirectURI(reg, tt.uri); got != tt.want {
-				t.Errorf("MatchRedirectURI(%q) = %v, want %v", tt.uri, got, tt.want)
-			}
-		})
-	}
+	match := func(uri string) bool { return MatchRedirectURI(reg, uri) }
+	validtest.Check(t, "MatchRedirectURI", validtest.Bool(match), validtest.Cases[string]{
+		Accept: []string{
+			"https://claude.ai/api/mcp/auth_callback",
+			"cursor://anysphere.cursor-retrieval/oauth/callback",
+			"http://127.0.0.1:51234/callback", // loopback, ephemeral port
+			"http://127.0.0.1/callback",
+			"http://[::1]:8080/cb",
+			"http://localhost:4000/cb?x=1", // localhost, other port, keeps the query
+		},
+		Refuse: []string{
+			"https://claude.ai/api/mcp/auth_callback/x",
+			"https://claude.ai/api/mcp/auth_callback/", // trailing slash
+			"https://claude.ai:8443/api/mcp/auth_callback",
+			"https://claude.ai/api/mcp/auth_callback?a=b",
+			"https://CLAUDE.ai/api/mcp/auth_callback", // uppercase host
+			"https://claude.ai/api/mcp/auth_callback#x",
+			"https://claude.ai@evil.example/api/mcp/auth_callback",
+			"http://claude.ai/api/mcp/auth_callback",
+			"http://localhost:4000/cb", // other port, without the query
+			"http://localhost:3000/cb2?x=1",
+			"http://127.0.0.2:5000/callback",
+			"https://127.0.0.1:5000/callback",
+			"http://localhost:80@evil.example/cb", // seed prefix bypass
+			"http://user@127.0.0.1:1/callback",
+			"http://127.0.0.1:0080/callback", // zero-padded port
+			"http://127.0.0.1:70000/callback",
+			"http://127.0.0.1:ab/callback",
+			"http://127.0.0.1:80\\@evil.example/callback",
+			"http://127.0.0.1:80/%63allback", // encoded path
+			"",
+			"https://claude.ai/api/mcp/auth_callback ", // trailing space
+			"javascript:alert(1)",
+			"HTTPS://claude.ai/api/mcp/auth_callback",
+		},
+	})
 }
 
 func TestValidateRedirectURI(t *testing.T) {
@@ -359,67 +354,41 @@ func TestLoopbackRedirectHostIsCaseInsensitive(t *testing.T) {
 }
 
 func TestValidScopeToken(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want bool
-	}{
-		{"simple", "mcp", true},
-		{"punctuation", "mcp:read/write!#$%&'()*+,-.<=>?@[]^_`{|}~", true},
-		{"empty", "", false},
-		{"space", "a b", false},
-		{"quote", `a"b`, false},
-		{"backslash", `a\b`, false},
-		{"tab", "a\tb", false},
-		{"DEL", "a\x7fb", false},
-		{"non-ASCII", "sc\u00f6pe", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(ValidScopeToken(tt.in), tt.want); diff != "" {
-				t.Errorf("ValidScopeToken(%q) (-got +want):\n%s", tt.in, diff)
-			}
-		})
-	}
+	validtest.Check(t, "ValidScopeToken", validtest.Bool(ValidScopeToken), validtest.Cases[string]{
+		Accept: []string{"mcp", "mcp:read/write!#$%&'()*+,-.<=>?@[]^_`{|}~"},
+		Refuse: []string{"", "a b", `a"b`, `a\b`, "a\tb", "a\x7fb", "sc\u00f6pe"},
+	})
 }
 
 func TestValidateIssuer(t *testing.T) {
-	tests := []struct {
-		name   string
-		issuer string
-		ok     bool
-	}{
-		{"https", "https://auth.example.com", true},
-		{"https with path", "https://auth.example.com/tenant", true},
-		{"http loopback", "http://localhost:8080", true},
-		{"http loopback uppercase", "http://LOCALHOST:8080", true},
-		{"http loopback IP", "http://127.0.0.1:8080", true},
-		{"http loopback v6", "http://[::1]:8080", true},
-		{"empty", "", false},
-		{"http public", "http://auth.example.com", false},
-		{"http localhost lookalike", "http://localhost.evil.example", false},
-		{"relative", "/auth", false},
-		{"no host", "https:///x", false},
-		{"opaque", "https:auth.example.com", false},
-		{"query", "https://auth.example.com?x=1", false},
-		{"empty query", "https://auth.example.com?", false},
-		{"fragment", "https://auth.example.com#x", false},
-		{"empty fragment", "https://auth.example.com#", false},
-		{"userinfo", "https://user@auth.example.com", false},
-		{"uppercase scheme", "HTTPS://auth.example.com", false},
-		{"other scheme", "ftp://auth.example.com", false},
-		{"space", "https://auth.example.com/a b", false},
-		{"backslash", "https://auth.example.com\\@evil.example", false},
-		{"newline", "https://auth.example.com/\n", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := ValidateIssuer(tt.issuer)
-			if diff := cmp.Diff(err == nil, tt.ok); diff != "" {
-				t.Errorf("ValidateIssuer(%q) = %v (-got +want ok):\n%s", tt.issuer, err, diff)
-			}
-		})
-	}
+	validtest.Check(t, "ValidateIssuer", ValidateIssuer, validtest.Cases[string]{
+		Accept: []string{
+			"https://auth.example.com",
+			"https://auth.example.com/tenant",
+			"http://localhost:8080",
+			"http://LOCALHOST:8080",
+			"http://127.0.0.1:8080",
+			"http://[::1]:8080",
+		},
+		Refuse: []string{
+			"",
+			"http://auth.example.com",       // http on a public host
+			"http://localhost.evil.example", // a localhost lookalike
+			"/auth",
+			"https:///x",             // no host
+			"https:auth.example.com", // opaque
+			"https://auth.example.com?x=1",
+			"https://auth.example.com?", // empty query
+			"https://auth.example.com#x",
+			"https://auth.example.com#", // empty fragment
+			"https://user@auth.example.com",
+			"HTTPS://auth.example.com", // uppercase scheme
+			"ftp://auth.example.com",
+			"https://auth.example.com/a b",
+			"https://auth.example.com\\@evil.example",
+			"https://auth.example.com/\n",
+		},
+	})
 }
 
 // FuzzValidateIssuer: an accepted issuer is an absolute https URL, or http
