@@ -59,69 +59,72 @@ func TestMatchRedirectURI(t *testing.T) {
 }
 
 func TestValidateRedirectURI(t *testing.T) {
-	const (
-		def = PrivateSchemesDefault
-		off = PrivateSchemesOff
-		all = PrivateSchemesAny
-	)
-	tests := []struct {
-		uri    string
-		policy PrivateSchemes
-		ok     bool
-	}{
-		{"https://claude.ai/api/mcp/auth_callback", off, true},
-		{"https://example.com/cb?a=b", off, true},
-		{"http://127.0.0.1/cb", off, true},
-		{"http://localhost:1234/cb", off, true},
-		{"http://[::1]:1234/cb", off, true},
-		{"http://example.com/cb", all, false},
-		{"http://localhost.evil.example/cb", all, false},
-		{"https://example.com/cb#frag", all, false},
-		{"https://user:pw@example.com/cb", all, false},
-		{"https://*.example.com/cb", all, false},
-		{"https:///cb", all, false},
-		{"https:opaque", all, false},
-		{"/relative/cb", all, false},
-		// Private-use schemes: off refuses them all; the default takes
-		// reverse-domain schemes and the known clients' (RFC 8252 §7.1);
-		// any takes the rest.
-		{"cursor://anysphere.cursor-mcp/oauth/callback", off, false},
-		{"cursor://anysphere.cursor-mcp/oauth/callback", def, true},
-		{"cursor://anysphere.cursor-mcp/oauth/callback", "", true}, // the zero value is the default
-		{"vscode://vscode.mcp/cb", def, true},
-		{"vscode-insiders://vscode.mcp/cb", def, true},
-		{"windsurf://codeium.windsurf/cb", def, true},
-		{"claude://claude.ai/mcp-auth-callback/sdk", def, true}, // the Claude desktop app
-		{"com.example.app:/oauth2redirect", def, true},
-		{"com.example.app:/oauth2redirect", off, false},
-		{"myapp://cb", def, false},
-		{"myapp://cb", all, true},
-		{"com.example.app:oauth2redirect", all, false}, // opaque
-		// Dangerous schemes are refused whatever the policy.
-		{"javascript://x/%0aalert(1)", all, false},
-		{"javascript://x/%0aalert(1)", def, false},
-		{"data://text/html,x", all, false},
-		{"file:///etc/passwd", all, false},
-		{"vbscript://x/y", all, false},
-		{"blob://x/y", all, false},
-		{"about://blank/x", all, false},
-		{"ftp://example.com/cb", all, false},
-		{"ws://127.0.0.1/cb", all, false},
-		{"wss://example.com/cb", all, false},
-		{"JavaScript://x/y", all, false}, // not lowercase
-		{"https://exa mple.com/cb", all, false},
-		{"https://example.com/c\\b", all, false},
-		{"https://ex%41mple.com/cb", all, false},
-		// A host name is case-insensitive: LOCALHOST is loopback too.
-		{"http://LocalHost:1234/cb", off, true},
-		{"http://LOCALHOST.evil.example/cb", all, false},
+	with := func(policy PrivateSchemes) func(string) error {
+		return func(uri string) error { return ValidateRedirectURI(uri, policy) }
 	}
-	for _, tt := range tests {
-		err := ValidateRedirectURI(tt.uri, tt.policy)
-		if (err == nil) != tt.ok {
-			t.Errorf("ValidateRedirectURI(%q, %q) = %v, want ok=%v", tt.uri, tt.policy, err, tt.ok)
-		}
-	}
+	// Private-use schemes: off refuses them all; the default takes
+	// reverse-domain schemes and the known clients' (RFC 8252 §7.1);
+	// any takes the rest.
+	validtest.Check(t, "ValidateRedirectURI with private schemes off", with(PrivateSchemesOff), validtest.Cases[string]{
+		Accept: []string{
+			"https://claude.ai/api/mcp/auth_callback",
+			"https://example.com/cb?a=b",
+			"http://127.0.0.1/cb",
+			"http://localhost:1234/cb",
+			"http://[::1]:1234/cb",
+			"http://LocalHost:1234/cb", // a host name is case-insensitive: LOCALHOST is loopback too
+		},
+		Refuse: []string{
+			"cursor://anysphere.cursor-mcp/oauth/callback",
+			"com.example.app:/oauth2redirect",
+		},
+	})
+	validtest.Check(t, "ValidateRedirectURI with the default private schemes", with(PrivateSchemesDefault), validtest.Cases[string]{
+		Accept: []string{
+			"cursor://anysphere.cursor-mcp/oauth/callback",
+			"vscode://vscode.mcp/cb",
+			"vscode-insiders://vscode.mcp/cb",
+			"windsurf://codeium.windsurf/cb",
+			"claude://claude.ai/mcp-auth-callback/sdk", // the Claude desktop app
+			"com.example.app:/oauth2redirect",
+		},
+		Refuse: []string{
+			"myapp://cb",
+			"javascript://x/%0aalert(1)",
+		},
+	})
+	validtest.Check(t, "ValidateRedirectURI with the zero value (the default)", with(""), validtest.Cases[string]{
+		Accept: []string{"cursor://anysphere.cursor-mcp/oauth/callback"},
+	})
+	validtest.Check(t, "ValidateRedirectURI with any private scheme", with(PrivateSchemesAny), validtest.Cases[string]{
+		Accept: []string{"myapp://cb"},
+		Refuse: []string{
+			"http://example.com/cb",
+			"http://localhost.evil.example/cb",
+			"https://example.com/cb#frag",
+			"https://user:pw@example.com/cb",
+			"https://*.example.com/cb",
+			"https:///cb",
+			"https:opaque",
+			"/relative/cb",
+			"com.example.app:oauth2redirect", // opaque
+			// Dangerous schemes are refused whatever the policy.
+			"javascript://x/%0aalert(1)",
+			"data://text/html,x",
+			"file:///etc/passwd",
+			"vbscript://x/y",
+			"blob://x/y",
+			"about://blank/x",
+			"ftp://example.com/cb",
+			"ws://127.0.0.1/cb",
+			"wss://example.com/cb",
+			"JavaScript://x/y", // not lowercase
+			"https://exa mple.com/cb",
+			"https://example.com/c\\b",
+			"https://ex%41mple.com/cb",
+			"http://LOCALHOST.evil.example/cb",
+		},
+	})
 }
 
 func TestParsePrivateSchemes(t *testing.T) {
