@@ -1,10 +1,11 @@
 // Package validtest states a validator's test as two lists: the inputs it
 // must accept and the inputs it must refuse. A failure names the input and
-// what the validator said about it.
+// what the validator said about it. Mentions asserts what a refusal says.
 package validtest
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -63,5 +64,20 @@ func Is[T any](target error) func(T, error) error {
 			return errors.New("does not wrap " + target.Error())
 		}
 		return nil
+	}
+}
+
+// Mentions fails the test unless err is an error whose text contains each
+// of want: it stops the test when err is nil and reports each missing
+// string otherwise. For errors that must name every problem at once.
+func Mentions(t testing.TB, err error, want ...string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("no error, want one mentioning %q", want)
+	}
+	for _, w := range want {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not mention %q", err, w)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package validtest
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -20,6 +21,22 @@ func (r *recorder) Helper() {}
 
 func (r *recorder) Errorf(format string, args ...any) {
 	r.errs = append(r.errs, fmt.Sprintf(format, args...))
+}
+
+// Fatalf records the message and stops the goroutine, as testing's does.
+func (r *recorder) Fatalf(format string, args ...any) {
+	r.Errorf(format, args...)
+	runtime.Goexit()
+}
+
+// run calls f with r on a goroutine of its own, which Fatalf may stop.
+func (r *recorder) run(f func(testing.TB)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(r)
+	}()
+	<-done
 }
 
 var errOdd = errors.New("odd")
@@ -64,5 +81,27 @@ func TestBool(t *testing.T) {
 	want := []string{`HasPrefix refused "b": false; want accepted`, `HasPrefix accepted "a"; want refused`}
 	if d := cmp.Diff(r.errs, want); d != "" {
 		t.Errorf("reports (-got +want):\n%s", d)
+	}
+}
+
+func TestMentions(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want []string
+	}{
+		{name: "all mentioned", err: errors.New(`"a" and "b" are bad`)},
+		{name: "one missing", err: errors.New(`"a" is bad`),
+			want: []string{`error "\"a\" is bad" does not mention "\"b\""`}},
+		{name: "no error", want: []string{`no error, want one mentioning ["\"a\"" "\"b\""]`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := &recorder{TB: t}
+			r.run(func(tb testing.TB) { Mentions(tb, tt.err, `"a"`, `"b"`) })
+			if d := cmp.Diff(r.errs, tt.want); d != "" {
+				t.Errorf("reports (-got +want):\n%s", d)
+			}
+		})
 	}
 }
