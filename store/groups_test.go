@@ -4,33 +4,24 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/internal/testing/validtest"
 )
 
 func TestValidGroup(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want bool
-	}{
-		{"simple", "eng", true},
-		{"with separators", "team-a.b_c", true},
-		{"digit first", "2fa", true},
-		{"empty", "", false},
-		{"upper case", "Eng", false},
-		{"leading hyphen", "-eng", false},
-		{"colon", "group:eng", false},
-		{"space", "a b", false},
-		{"comma", "a,b", false},
-		{"non-ascii", "ènġ", false},
-		{"too long", string(make([]byte, MaxGroupLen+1)), false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := ValidGroup(tt.in); got != tt.want {
-				t.Errorf("ValidGroup(%q) = %v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
+	validtest.Check(t, "ValidGroup", validtest.Bool(ValidGroup), validtest.Cases[string]{
+		Accept: []string{"eng", "team-a.b_c", "2fa"},
+		Refuse: []string{
+			"",
+			"Eng",
+			"-eng",
+			"group:eng",
+			"a b",
+			"a,b",
+			"ènġ",
+			string(make([]byte, MaxGroupLen+1)), // too long
+		},
+	})
 	if d := cmp.Diff(NormalizeGroups([]string{"b", "a", "b"}), []string{"a", "b"}); d != "" {
 		t.Errorf("NormalizeGroups (-got +want):\n%s", d)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/passgate/passgate/internal/testing/clocktest"
+	"github.com/passgate/passgate/internal/testing/validtest"
 	"github.com/passgate/passgate/store"
 )
 
@@ -312,35 +313,27 @@ func TestControlRefuses(t *testing.T) {
 }
 
 func TestPublicAddr(t *testing.T) {
-	tests := []struct {
-		addr string
-		want bool
-	}{
-		{"1.1.1.1", true},
-		{"93.184.216.34", true},
-		{"2a00:1450:4001::1", true},
-		{"192.0.2.1", false},
-		{"198.51.100.1", false},
-		{"203.0.113.1", false},
-		{"198.18.0.1", false},
-		{"240.0.0.1", false},
-		{"192.0.0.8", false},
-		{"100.127.255.255", false},
-		{"100.128.0.1", true},
-		{"2001:db8::1", false},
-		{"2001::1", false},
-		{"2002:a00:1::", false},
-		{"::a00:1", false},
-		{"ff02::1", false},
-		{"fec0::1", false},
-		{"::1", false},
-		{"4000::1", false},
-	}
-	for _, tt := range tests {
-		if got := publicAddr(netip.MustParseAddr(tt.addr)); got != tt.want {
-			t.Errorf("publicAddr(%s) = %v, want %v", tt.addr, got, tt.want)
-		}
-	}
+	public := func(addr string) bool { return publicAddr(netip.MustParseAddr(addr)) }
+	validtest.Check(t, "publicAddr", validtest.Bool(public), validtest.Cases[string]{
+		Accept: []string{"1.1.1.1", "93.184.216.34", "2a00:1450:4001::1", "100.128.0.1"},
+		Refuse: []string{
+			"192.0.2.1",
+			"198.51.100.1",
+			"203.0.113.1",
+			"198.18.0.1",
+			"240.0.0.1",
+			"192.0.0.8",
+			"100.127.255.255",
+			"2001:db8::1",
+			"2001::1",
+			"2002:a00:1::",
+			"::a00:1",
+			"ff02::1",
+			"fec0::1",
+			"::1",
+			"4000::1",
+		},
+	})
 }
 
 func TestFetchFailures(t *testing.T) {

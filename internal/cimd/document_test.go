@@ -8,65 +8,59 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/passgate/passgate/internal/oauth"
+	"github.com/passgate/passgate/internal/testing/validtest"
 )
 
 func TestValidateClientIDURL(t *testing.T) {
-	tests := []struct {
-		name     string
-		in       string
-		loopback bool
-		ok       bool
-	}{
-		{name: "plain", in: "https://client.example/cimd.json", ok: true},
-		{name: "port", in: "https://client.example:8443/oauth/client", ok: true},
-		{name: "query allowed", in: "https://client.example/c?v=1", ok: true},
-		{name: "ip literal is syntactically fine", in: "https://192.0.2.1/c", ok: true},
-		{name: "http", in: "http://client.example/c"},
-		{name: "uppercase scheme", in: "HTTPS://client.example/c"},
-		{name: "no path", in: "https://client.example"},
-		{name: "root path", in: "https://client.example/"},
-		{name: "dot segment", in: "https://client.example/a/./c"},
-		{name: "dotdot segment", in: "https://client.example/a/../c"},
-		{name: "trailing dotdot", in: "https://client.example/a/.."},
-		{name: "encoded dotdot", in: "https://client.example/a/%2e%2E/c"},
-		{name: "dots inside a name are fine", in: "https://client.example/a/..b/c.json", ok: true},
-		{name: "fragment", in: "https://client.example/c#x"},
-		{name: "empty fragment", in: "https://client.example/c#"},
-		{name: "userinfo", in: "https://user@client.example/c"},
-		{name: "userinfo with password", in: "https://u:p@client.example/c"},
-		{name: "space", in: "https://client.example/a b"},
-		{name: "backslash", in: "https://client.example\\@evil.example/c"},
-		{name: "control", in: "https://client.example/c\n"},
-		{name: "non-ascii", in: "https://clïent.example/c"},
-		{name: "empty host", in: "https:///c"},
-		{name: "port zero", in: "https://client.example:0/c"},
-		{name: "port too big", in: "https://client.example:70000/c"},
-		{name: "port not numeric", in: "https://client.example:x/c"},
-		{name: "percent host", in: "https://client%2eexample/c"},
-		{name: "opaque", in: "https:client.example/c"},
-		{name: "too long", in: "https://client.example/" + strings.Repeat("a", 2000)},
-		{name: "empty", in: ""},
-		{name: "loopback http refused by default", in: "http://127.0.0.1:8080/c"},
-		{name: "loopback http with option", in: "http://127.0.0.1:8080/c", loopback: true, ok: true},
-		{name: "localhost http with option", in: "http://localhost:8080/c", loopback: true, ok: true},
-		{name: "ipv6 loopback http with option", in: "http://[::1]:8080/c", loopback: true, ok: true},
-		{name: "public http even with option", in: "http://client.example/c", loopback: true},
-		{name: "https still fine with option", in: "https://client.example/c", loopback: true, ok: true},
+	strict := validtest.Cases[string]{
+		Accept: []string{
+			"https://client.example/cimd.json",
+			"https://client.example:8443/oauth/client",
+			"https://client.example/c?v=1",        // a query is allowed
+			"https://192.0.2.1/c",                 // an IP literal is syntactically fine
+			"https://client.example/a/..b/c.json", // dots inside a name are fine
+		},
+		Refuse: []string{
+			"http://client.example/c",
+			"HTTPS://client.example/c", // uppercase scheme
+			"https://client.example",   // no path
+			"https://client.example/",  // root path
+			"https://client.example/a/./c",
+			"https://client.example/a/../c",
+			"https://client.example/a/..",
+			"https://client.example/a/%2e%2E/c", // encoded dotdot
+			"https://client.example/c#x",
+			"https://client.example/c#", // empty fragment
+			"https://user@client.example/c",
+			"https://u:p@client.example/c",
+			"https://client.example/a b",
+			"https://client.example\\@evil.example/c",
+			"https://client.example/c\n",
+			"https://clïent.example/c",
+			"https:///c", // empty host
+			"https://client.example:0/c",
+			"https://client.example:70000/c",
+			"https://client.example:x/c",
+			"https://client%2eexample/c",
+			"https:client.example/c", // opaque
+			"https://client.example/" + strings.Repeat("a", 2000),
+			"",
+			"http://127.0.0.1:8080/c", // loopback http is refused by default
+		},
+		Err: validtest.Is[string](ErrInvalidURL),
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := ValidateClientIDURL(tt.in, tt.loopback)
-			if (err == nil) != tt.ok {
-				t.Fatalf("ValidateClientIDURL(%q, %v) = %v, want ok=%v", tt.in, tt.loopback, err, tt.ok)
-			}
-			if err != nil && !errors.Is(err, ErrInvalidURL) {
-				t.Errorf("error %v does not wrap ErrInvalidURL", err)
-			}
-			if !tt.loopback && IsClientIDURL(tt.in) != tt.ok {
-				t.Errorf("IsClientIDURL(%q) = %v", tt.in, !tt.ok)
-			}
-		})
-	}
+	validtest.Check(t, "ValidateClientIDURL", func(s string) error { return ValidateClientIDURL(s, false) }, strict)
+	validtest.Check(t, "IsClientIDURL", validtest.Bool(IsClientIDURL), validtest.Cases[string]{Accept: strict.Accept, Refuse: strict.Refuse})
+	validtest.Check(t, "ValidateClientIDURL with loopback http", func(s string) error { return ValidateClientIDURL(s, true) }, validtest.Cases[string]{
+		Accept: []string{
+			"http://127.0.0.1:8080/c",
+			"http://localhost:8080/c",
+			"http://[::1]:8080/c",
+			"https://client.example/c", // https is still fine
+		},
+		Refuse: []string{"http://client.example/c"}, // public http even with the option
+		Err:    validtest.Is[string](ErrInvalidURL),
+	})
 }
 
 const testID = "https://client.example/cimd.json"

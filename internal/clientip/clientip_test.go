@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/internal/testing/validtest"
 )
 
 func TestParsePrefixes(t *testing.T) {
@@ -43,14 +45,7 @@ func TestParsePrefixes(t *testing.T) {
 				}
 				return
 			}
-			if err == nil {
-				t.Fatalf("ParsePrefixes(%q): no error", tt.in)
-			}
-			for _, s := range tt.wantErr {
-				if !strings.Contains(err.Error(), s) {
-					t.Errorf("error %q does not mention %s", err, s)
-				}
-			}
+			validtest.Mentions(t, err, tt.wantErr...)
 		})
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/testing/validtest"
 )
 
 func TestMatchRedirectURI(t *testing.T) {
@@ -19,114 +20,111 @@ func TestMatchRedirectURI(t *testing.T) {
 		"http://[::1]/cb",
 		"cursor://anysphere.cursor-retrieval/oauth/callback",
 	}
-	tests := []struct {
-		name string
-		uri  string
-		want bool
-	}{
-		{"exact https", "https://claude.ai/api/mcp/auth_callback", true},
-		{"exact private scheme", "cursor://anysphere.cursor-retrieval/oauth/callback", true},
-		{"https other path", "https://claude.ai/api/mcp/auth_callback/x", false},
-		{"https trailing slash", "https://claude.ai/api/mcp/auth_callback/", false},
-		{"https port added", "https://claude.ai:8443/api/mcp/auth_callback", false},
-		{"https query added", "https://claude.ai/api/mcp/auth_callback?a=b", false},
-		{"https uppercase host", "https://CLAUDE.ai/api/mcp/auth_callback", false},
-		{"https fragment", "https://claude.ai/api/mcp/auth_callback#x", false},
-		{"https userinfo", "https://claude.ai@evil.example/api/mcp/auth_callback", false},
-		{"http instead of https", "http://claude.ai/api/mcp/auth_callback", false},
-		{"loopback ephemeral port", "http://127.0.0.1:51234/callback", true},
-		{"loopback same", "http://127.0.0.1/callback", true},
-		{"loopback v6 port", "http://[::1]:8080/cb", true},
-		{"localhost other port keeps query", "http://localhost:4000/cb?x=1", true},
-		{"localhost port without query", "http://localhost:4000/cb", false},
-		{"localhost other path", "http://localhost:3000/cb2?x=1", false},
-		{"loopback other host", "http://127.0.0.2:5000/callback", false},
-		{"loopback https", "https://127.0.0.1:5000/callback", false},
-		{"seed prefix bypass", "http://localhost:80@evil.example/cb", false},
-		{"userinfo loopback", "http://user@127.0.0.1:1/callback", false},
-		{"port zero padded", "http://127.0.0.1:0080/callback", false},
-		{"port too large", "http://127.0.0.1:70000/callback", false},
-		{"port not numeric", "http://127.0.0.1:ab/callback", false},
-		{"backslash", "http://127.0.0.1:80\\@evil.example/callback", false},
-		{"encoded path", "http://127.0.0.1:80/%63allback", false},
-		{"empty", "", false},
-		{"space", "https://claude.ai/api/mcp/auth_callback ", false},
-		{"javascript", "javascript:alert(1)", false},
-		{"uppercase scheme", "HTTPS://claude.ai/api/mcp/auth_callback", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := MatchRedirectURI(reg, tt.uri); got != tt.want {
-				t.Errorf("MatchRedirectURI(%q) = %v, want %v", tt.uri, got, tt.want)
-			}
-		})
-	}
+	match := func(uri string) bool { return MatchRedirectURI(reg, uri) }
+	validtest.Check(t, "MatchRedirectURI", validtest.Bool(match), validtest.Cases[string]{
+		Accept: []string{
+			"https://claude.ai/api/mcp/auth_callback",
+			"cursor://anysphere.cursor-retrieval/oauth/callback",
+			"http://127.0.0.1:51234/callback", // loopback, ephemeral port
+			"http://127.0.0.1/callback",
+			"http://[::1]:8080/cb",
+			"http://localhost:4000/cb?x=1", // localhost, other port, keeps the query
+		},
+		Refuse: []string{
+			"https://claude.ai/api/mcp/auth_callback/x",
+			"https://claude.ai/api/mcp/auth_callback/", // trailing slash
+			"https://claude.ai:8443/api/mcp/auth_callback",
+			"https://claude.ai/api/mcp/auth_callback?a=b",
+			"https://CLAUDE.ai/api/mcp/auth_callback", // uppercase host
+			"https://claude.ai/api/mcp/auth_callback#x",
+			"https://claude.ai@evil.example/api/mcp/auth_callback",
+			"http://claude.ai/api/mcp/auth_callback",
+			"http://localhost:4000/cb", // other port, without the query
+			"http://localhost:3000/cb2?x=1",
+			"http://127.0.0.2:5000/callback",
+			"https://127.0.0.1:5000/callback",
+			"http://localhost:80@evil.example/cb", // seed prefix bypass
+			"http://user@127.0.0.1:1/callback",
+			"http://127.0.0.1:0080/callback", // zero-padded port
+			"http://127.0.0.1:70000/callback",
+			"http://127.0.0.1:ab/callback",
+			"http://127.0.0.1:80\\@evil.example/callback",
+			"http://127.0.0.1:80/%63allback", // encoded path
+			"",
+			"https://claude.ai/api/mcp/auth_callback ", // trailing space
+			"javascript:alert(1)",
+			"HTTPS://claude.ai/api/mcp/auth_callback",
+		},
+	})
 }
 
 func TestValidateRedirectURI(t *testing.T) {
-	const (
-		def = PrivateSchemesDefault
-		off = PrivateSchemesOff
-		all = PrivateSchemesAny
-	)
-	tests := []struct {
-		uri    string
-		policy PrivateSchemes
-		ok     bool
-	}{
-		{"https://claude.ai/api/mcp/auth_callback", off, true},
-		{"https://example.com/cb?a=b", off, true},
-		{"http://127.0.0.1/cb", off, true},
-		{"http://localhost:1234/cb", off, true},
-		{"http://[::1]:1234/cb", off, true},
-		{"http://example.com/cb", all, false},
-		{"http://localhost.evil.example/cb", all, false},
-		{"https://example.com/cb#frag", all, false},
-		{"https://user:pw@example.com/cb", all, false},
-		{"https://*.example.com/cb", all, false},
-		{"https:///cb", all, false},
-		{"https:opaque", all, false},
-		{"/relative/cb", all, false},
-		// Private-use schemes: off refuses them all; the default takes
-		// reverse-domain schemes and the known clients' (RFC 8252 §7.1);
-		// any takes the rest.
-		{"cursor://anysphere.cursor-mcp/oauth/callback", off, false},
-		{"cursor://anysphere.cursor-mcp/oauth/callback", def, true},
-		{"cursor://anysphere.cursor-mcp/oauth/callback", "", true}, // the zero value is the default
-		{"vscode://vscode.mcp/cb", def, true},
-		{"vscode-insiders://vscode.mcp/cb", def, true},
-		{"windsurf://codeium.windsurf/cb", def, true},
-		{"claude://claude.ai/mcp-auth-callback/sdk", def, true}, // the Claude desktop app
-		{"com.example.app:/oauth2redirect", def, true},
-		{"com.example.app:/oauth2redirect", off, false},
-		{"myapp://cb", def, false},
-		{"myapp://cb", all, true},
-		{"com.example.app:oauth2redirect", all, false}, // opaque
-		// Dangerous schemes are refused whatever the policy.
-		{"javascript://x/%0aalert(1)", all, false},
-		{"javascript://x/%0aalert(1)", def, false},
-		{"data://text/html,x", all, false},
-		{"file:///etc/passwd", all, false},
-		{"vbscript://x/y", all, false},
-		{"blob://x/y", all, false},
-		{"about://blank/x", all, false},
-		{"ftp://example.com/cb", all, false},
-		{"ws://127.0.0.1/cb", all, false},
-		{"wss://example.com/cb", all, false},
-		{"JavaScript://x/y", all, false}, // not lowercase
-		{"https://exa mple.com/cb", all, false},
-		{"https://example.com/c\\b", all, false},
-		{"https://ex%41mple.com/cb", all, false},
-		// A host name is case-insensitive: LOCALHOST is loopback too.
-		{"http://LocalHost:1234/cb", off, true},
-		{"http://LOCALHOST.evil.example/cb", all, false},
+	with := func(policy PrivateSchemes) func(string) error {
+		return func(uri string) error { return ValidateRedirectURI(uri, policy) }
 	}
-	for _, tt := range tests {
-		err := ValidateRedirectURI(tt.uri, tt.policy)
-		if (err == nil) != tt.ok {
-			t.Errorf("ValidateRedirectURI(%q, %q) = %v, want ok=%v", tt.uri, tt.policy, err, tt.ok)
-		}
-	}
+	// Private-use schemes: off refuses them all; the default takes
+	// reverse-domain schemes and the known clients' (RFC 8252 §7.1);
+	// any takes the rest.
+	validtest.Check(t, "ValidateRedirectURI with private schemes off", with(PrivateSchemesOff), validtest.Cases[string]{
+		Accept: []string{
+			"https://claude.ai/api/mcp/auth_callback",
+			"https://example.com/cb?a=b",
+			"http://127.0.0.1/cb",
+			"http://localhost:1234/cb",
+			"http://[::1]:1234/cb",
+			"http://LocalHost:1234/cb", // a host name is case-insensitive: LOCALHOST is loopback too
+		},
+		Refuse: []string{
+			"cursor://anysphere.cursor-mcp/oauth/callback",
+			"com.example.app:/oauth2redirect",
+		},
+	})
+	validtest.Check(t, "ValidateRedirectURI with the default private schemes", with(PrivateSchemesDefault), validtest.Cases[string]{
+		Accept: []string{
+			"cursor://anysphere.cursor-mcp/oauth/callback",
+			"vscode://vscode.mcp/cb",
+			"vscode-insiders://vscode.mcp/cb",
+			"windsurf://codeium.windsurf/cb",
+			"claude://claude.ai/mcp-auth-callback/sdk", // the Claude desktop app
+			"com.example.app:/oauth2redirect",
+		},
+		Refuse: []string{
+			"myapp://cb",
+			"javascript://x/%0aalert(1)",
+		},
+	})
+	validtest.Check(t, "ValidateRedirectURI with the zero value (the default)", with(""), validtest.Cases[string]{
+		Accept: []string{"cursor://anysphere.cursor-mcp/oauth/callback"},
+	})
+	validtest.Check(t, "ValidateRedirectURI with any private scheme", with(PrivateSchemesAny), validtest.Cases[string]{
+		Accept: []string{"myapp://cb"},
+		Refuse: []string{
+			"http://example.com/cb",
+			"http://localhost.evil.example/cb",
+			"https://example.com/cb#frag",
+			"https://user:pw@example.com/cb",
+			"https://*.example.com/cb",
+			"https:///cb",
+			"https:opaque",
+			"/relative/cb",
+			"com.example.app:oauth2redirect", // opaque
+			// Dangerous schemes are refused whatever the policy.
+			"javascript://x/%0aalert(1)",
+			"data://text/html,x",
+			"file:///etc/passwd",
+			"vbscript://x/y",
+			"blob://x/y",
+			"about://blank/x",
+			"ftp://example.com/cb",
+			"ws://127.0.0.1/cb",
+			"wss://example.com/cb",
+			"JavaScript://x/y", // not lowercase
+			"https://exa mple.com/cb",
+			"https://example.com/c\\b",
+			"https://ex%41mple.com/cb",
+			"http://LOCALHOST.evil.example/cb",
+		},
+	})
 }
 
 func TestParsePrivateSchemes(t *testing.T) {
@@ -359,67 +357,41 @@ func TestLoopbackRedirectHostIsCaseInsensitive(t *testing.T) {
 }
 
 func TestValidScopeToken(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want bool
-	}{
-		{"simple", "mcp", true},
-		{"punctuation", "mcp:read/write!#$%&'()*+,-.<=>?@[]^_`{|}~", true},
-		{"empty", "", false},
-		{"space", "a b", false},
-		{"quote", `a"b`, false},
-		{"backslash", `a\b`, false},
-		{"tab", "a\tb", false},
-		{"DEL", "a\x7fb", false},
-		{"non-ASCII", "sc\u00f6pe", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if diff := cmp.Diff(ValidScopeToken(tt.in), tt.want); diff != "" {
-				t.Errorf("ValidScopeToken(%q) (-got +want):\n%s", tt.in, diff)
-			}
-		})
-	}
+	validtest.Check(t, "ValidScopeToken", validtest.Bool(ValidScopeToken), validtest.Cases[string]{
+		Accept: []string{"mcp", "mcp:read/write!#$%&'()*+,-.<=>?@[]^_`{|}~"},
+		Refuse: []string{"", "a b", `a"b`, `a\b`, "a\tb", "a\x7fb", "sc\u00f6pe"},
+	})
 }
 
 func TestValidateIssuer(t *testing.T) {
-	tests := []struct {
-		name   string
-		issuer string
-		ok     bool
-	}{
-		{"https", "https://auth.example.com", true},
-		{"https with path", "https://auth.example.com/tenant", true},
-		{"http loopback", "http://localhost:8080", true},
-		{"http loopback uppercase", "http://LOCALHOST:8080", true},
-		{"http loopback IP", "http://127.0.0.1:8080", true},
-		{"http loopback v6", "http://[::1]:8080", true},
-		{"empty", "", false},
-		{"http public", "http://auth.example.com", false},
-		{"http localhost lookalike", "http://localhost.evil.example", false},
-		{"relative", "/auth", false},
-		{"no host", "https:///x", false},
-		{"opaque", "https:auth.example.com", false},
-		{"query", "https://auth.example.com?x=1", false},
-		{"empty query", "https://auth.example.com?", false},
-		{"fragment", "https://auth.example.com#x", false},
-		{"empty fragment", "https://auth.example.com#", false},
-		{"userinfo", "https://user@auth.example.com", false},
-		{"uppercase scheme", "HTTPS://auth.example.com", false},
-		{"other scheme", "ftp://auth.example.com", false},
-		{"space", "https://auth.example.com/a b", false},
-		{"backslash", "https://auth.example.com\\@evil.example", false},
-		{"newline", "https://auth.example.com/\n", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := ValidateIssuer(tt.issuer)
-			if diff := cmp.Diff(err == nil, tt.ok); diff != "" {
-				t.Errorf("ValidateIssuer(%q) = %v (-got +want ok):\n%s", tt.issuer, err, diff)
-			}
-		})
-	}
+	validtest.Check(t, "ValidateIssuer", ValidateIssuer, validtest.Cases[string]{
+		Accept: []string{
+			"https://auth.example.com",
+			"https://auth.example.com/tenant",
+			"http://localhost:8080",
+			"http://LOCALHOST:8080",
+			"http://127.0.0.1:8080",
+			"http://[::1]:8080",
+		},
+		Refuse: []string{
+			"",
+			"http://auth.example.com",       // http on a public host
+			"http://localhost.evil.example", // a localhost lookalike
+			"/auth",
+			"https:///x",             // no host
+			"https:auth.example.com", // opaque
+			"https://auth.example.com?x=1",
+			"https://auth.example.com?", // empty query
+			"https://auth.example.com#x",
+			"https://auth.example.com#", // empty fragment
+			"https://user@auth.example.com",
+			"HTTPS://auth.example.com", // uppercase scheme
+			"ftp://auth.example.com",
+			"https://auth.example.com/a b",
+			"https://auth.example.com\\@evil.example",
+			"https://auth.example.com/\n",
+		},
+	})
 }
 
 // FuzzValidateIssuer: an accepted issuer is an absolute https URL, or http

@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/passgate/passgate/internal/resource"
+	"github.com/passgate/passgate/internal/testing/validtest"
 )
 
 const issueExample = `
@@ -129,30 +130,27 @@ func TestParseRefusesUnknownFields(t *testing.T) {
 }
 
 func TestMatch(t *testing.T) {
-	tests := []struct {
-		pattern, name string
-		want          bool
-	}{
-		{"deploy_*", "deploy_prod", true},
-		{"deploy_*", "deploy_", true},
-		{"deploy_*", "undeploy_x", false},
-		{"shell", "shell", true},
-		{"shell", "shell2", false},
-		{"*", "", true},
-		{"", "", true},
-		{"", "x", false},
-		{"secret://*", "secret://a/b", true},
-		{"a*b*c", "aXbYc", true},
-		{"a*b*c", "aXbY", false},
-		{"*x", "xxxx", true},
-		{"**", "abc", true},
-		{"a*a*a*a*b", strings.Repeat("a", 40), false},
-	}
-	for _, tt := range tests {
-		if got := Match(tt.pattern, tt.name); got != tt.want {
-			t.Errorf("Match(%q, %q) = %v, want %v", tt.pattern, tt.name, got, tt.want)
-		}
-	}
+	match := func(patternName [2]string) bool { return Match(patternName[0], patternName[1]) }
+	validtest.Check(t, "Match", validtest.Bool(match), validtest.Cases[[2]string]{
+		Accept: [][2]string{
+			{"deploy_*", "deploy_prod"},
+			{"deploy_*", "deploy_"},
+			{"shell", "shell"},
+			{"*", ""},
+			{"", ""},
+			{"secret://*", "secret://a/b"},
+			{"a*b*c", "aXbYc"},
+			{"*x", "xxxx"},
+			{"**", "abc"},
+		},
+		Refuse: [][2]string{
+			{"deploy_*", "undeploy_x"},
+			{"shell", "shell2"},
+			{"", "x"},
+			{"a*b*c", "aXbY"},
+			{"a*a*a*a*b", strings.Repeat("a", 40)},
+		},
+	})
 }
 
 func compileExample(t testing.TB, rules ...ScopeRule) *Policy {

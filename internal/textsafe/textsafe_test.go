@@ -6,43 +6,38 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/passgate/passgate/internal/testing/validtest"
 )
 
 func TestPrintable(t *testing.T) {
-	tests := []struct {
-		name string
-		in   string
-		want bool
-	}{
-		{"ascii name", "alice@example.com", true},
-		{"space", "Claude Code", true},
-		{"accented letters", "Zoë Ørsted", true},
-		{"cjk", "田中", true},
-		{"emoji", "bot 🤖", true},
-		{"empty", "", true},
-		{"LF", "alice\n2026-01-01 login_success", false},
-		{"CR", "alice\r", false},
-		{"tab", "a\tb", false},
-		{"NUL", "a\x00", false},
-		{"ESC", "\x1b]0;owned\x07", false},
-		{"DEL", "a\x7f", false},
-		{"C1 CSI", "a\u009b31m", false},
-		{"C1 NEL", "a\u0085b", false},
-		{"bidi override", "evil\u202egnp.exe", false},
-		{"zero width joiner", "ad\u200dmin", false},
-		{"line separator", "a\u2028b", false},
-		{"no-break space", "ad\u00a0min", false},
-		{"private use", "a\ue000", false},
-		{"invalid UTF-8", "a\xffb", false},
-		{"replacement character itself", "a\ufffdb", true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := Printable(tt.in); got != tt.want {
-				t.Errorf("Printable(%q) = %v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
+	validtest.Check(t, "Printable", validtest.Bool(Printable), validtest.Cases[string]{
+		Accept: []string{
+			"alice@example.com",
+			"Claude Code",
+			"Zoë Ørsted",
+			"田中",
+			"bot 🤖",
+			"",
+			"a\ufffdb", // the replacement character itself
+		},
+		Refuse: []string{
+			"alice\n2026-01-01 login_success",
+			"alice\r",
+			"a\tb",
+			"a\x00",
+			"\x1b]0;owned\x07",
+			"a\x7f",
+			"a\u009b31m",        // C1 CSI
+			"a\u0085b",          // C1 NEL
+			"evil\u202egnp.exe", // bidi override
+			"ad\u200dmin",       // zero width joiner
+			"a\u2028b",          // line separator
+			"ad\u00a0min",       // no-break space
+			"a\ue000",           // private use
+			"a\xffb",            // invalid UTF-8
+		},
+	})
 }
 
 func TestEscape(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/passgate/passgate/internal/testing/e2etest/proc"
+	"github.com/passgate/passgate/internal/testing/validtest"
 )
 
 const module = "github.com/passgate/passgate"
@@ -163,27 +164,21 @@ func TestNoProductPackageLinksTests(t *testing.T) {
 }
 
 func TestIsTestOnly(t *testing.T) {
-	tests := []struct {
-		path string
-		want bool
-	}{
-		{module + "/store/storetest", true},
-		{module + "/store/postgres/pgtest", true},
-		{module + "/internal/testing/e2etest", true},
-		{module + "/internal/testing/browsertest", true},
-		{module + "/internal/newthingtest", true},
-		{module + "/internal/testing/e2etest/proc", false},
-		{module + "/extauthz", false},
-		{module + "/store", false},
-		{"github.com/other/footest", false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.path, func(t *testing.T) {
-			if got := isTestOnly(tt.path); got != tt.want {
-				t.Errorf("isTestOnly(%q) = %v, want %v", tt.path, got, tt.want)
-			}
-		})
-	}
+	validtest.Check(t, "isTestOnly", validtest.Bool(isTestOnly), validtest.Cases[string]{
+		Accept: []string{
+			module + "/store/storetest",
+			module + "/store/postgres/pgtest",
+			module + "/internal/testing/e2etest",
+			module + "/internal/testing/browsertest",
+			module + "/internal/newthingtest",
+		},
+		Refuse: []string{
+			module + "/internal/testing/e2etest/proc",
+			module + "/extauthz",
+			module + "/store",
+			"github.com/other/footest",
+		},
+	})
 }
 
 func hasPrefixAny(s string, prefixes []string) bool {
