@@ -2,8 +2,9 @@
 # Reproduces docs/benchmarks.md: builds passgate and its load harness
 # (cmd/passgate-bench), installs nginx when missing, and runs the harness on
 # loopback, which rewrites the generated section of docs/benchmarks.md.
-# About 20 minutes; pass -quick for a run of about 4 minutes (shorter
-# phases, one round, memory at 100k tokens, growth to 100k tokens). Other flags go to passgate-bench
+# About 45 minutes (seeding the 10M growth point is most of it); pass
+# -quick for a run of about 4 minutes (shorter phases, one round, memory at
+# 100k tokens, growth to 100k tokens). Other flags go to passgate-bench
 # (see `passgate-bench -h`), e.g. -perf /tmp/perf to record passgate with
 # Linux perf. PostgreSQL comes from BENCH_POSTGRES_URL or 127.0.0.1:5432
 # (a database is created and dropped); without it only SQLite is measured.
