@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"time"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
 	"github.com/passgate/passgate/internal/policy"
@@ -109,7 +108,7 @@ func (c *Checker) checkAPIKey(ctx context.Context, r Request, p string, res reso
 	case c.isLegacyKey(key):
 		id = legacyIdentity
 	case token.HasPrefix(secret, token.PrefixAPIKey):
-		e, reason, err := c.lookup(ctx, key, c.now(), askAPIKey)
+		e, reason, err := c.lookup(ctx, key, c.now(), namedAPIKey)
 		if err != nil {
 			return c.storeUnavailable(ctx, r, err), true, err
 		}
@@ -158,11 +157,12 @@ func (c *Checker) refuseAPIKeyOffResource(r Request) (Decision, bool) {
 // cached) include url.
 func boundTo(resources, url string) bool { return policy.HasField(resources, "\n", url) }
 
-// askAPIKey is the askFunc of named API keys: ReasonAPIKey for a live key.
+// askAPIKey asks the store about a named API key, answering as
+// flight.complete takes it: ReasonAPIKey for a live key.
 // Keys do not expire; a revocation removes the entry (Run). Resource URLs
 // cannot hold a newline (resource.Parse refuses control characters), so
 // they are joined with one into the identity's resource (see boundTo).
-func askAPIKey(ctx context.Context, c *Checker, hash string, _ time.Time) (tokencache.Entry, Reason, error) {
+func askAPIKey(ctx context.Context, c *Checker, hash string) (tokencache.Entry, Reason, error) {
 	k, err := c.store.LookupAPIKey(ctx, hash)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

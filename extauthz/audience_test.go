@@ -40,3 +40,17 @@ func TestAudienceCanonical(t *testing.T) {
 		})
 	}
 }
+
+// TestAudienceShortcut: audience answers as resource.Audience does, for
+// configured URLs (matched without parsing) and everything else.
+func TestAudienceShortcut(t *testing.T) {
+	c := startChecker(t, Config{Resources: resource.MustParseAll("HTTPS://MCP.example.com:443/mcp/", otherURL), Store: openSQLite(t)})
+	for _, stored := range []string{
+		mcpURL, otherURL, "HTTPS://MCP.example.com:443/mcp/", mcpURL + "/", mcpURL + "/x",
+		"http://mcp.example.com/mcp", "https://u@mcp.example.com/mcp", "not a url", "",
+	} {
+		if got, want := c.audience(stored), resource.Audience(stored); got != want {
+			t.Errorf("audience(%q) = %q, want %q", stored, got, want)
+		}
+	}
+}

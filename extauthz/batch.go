@@ -2,7 +2,6 @@ package extauthz
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"time"
 
@@ -26,83 +25,73 @@ const (
 	batchSlots = 2
 )
 
-// A tokenBatcher coalesces concurrent cache misses for access tokens into
+// A tokenBatcher reads access tokens for cache misses (flights) on a few
+// sender goroutines kept between reads, and completes each flight with its
+// answer. With batching, concurrent misses are coalesced into
 // store.LookupTokens reads, so that a store behind a network round trip
-// (PostgreSQL) pays one round trip for many misses. The singleflight in
-// fetch still makes concurrent misses of one token a single ask.
+// (PostgreSQL) pays one round trip for many misses. The flights in fetch
+// still make concurrent misses of one token a single ask.
 //
 // A miss is sent at once when no read is in flight (a lone miss waits for
 // nothing). Otherwise it joins the queue, which is sent when it holds
 // maxBatch hashes, when the oldest has waited wait, or when a read in
 // flight returns, whichever comes first, with at most batchSlots reads in
-// flight. Each caller still waits at most until its own context ends (the
-// check's StoreTimeout), and then fails closed as before.
+// flight. Without batching every miss is its own LookupToken, sent at once
+// while fewer than unbatchedSlots are in flight. Each caller still waits
+// at most until its own context or its flight's store timeout ends, and
+// then fails closed as before.
 type tokenBatcher struct {
 	st       store.Store
 	timeout  time.Duration
 	wait     time.Duration // < 0: no batching, every miss is its own LookupToken
 	maxBatch int
+	slots    int // reads in flight at most
 
 	mu       sync.Mutex
-	queue    []*tokenAsk
+	queue    []*flight
 	inflight int
 	idle     int // senders waiting on work
-	work     chan []*tokenAsk
+	work     chan []*flight
 	timer    *time.Timer
 	armed    bool // the timer is running for the queue's oldest ask
 }
+
+// unbatchedSlots bounds the reads in flight without batching: more than
+// SQLite's readers (store/sqlite: at least four), so that the store, not
+// the batcher, is what queues.
+const unbatchedSlots = 16
 
 // senderIdle is how long a sender goroutine waits for the next batch
 // before it exits (see sender).
 const senderIdle = time.Second
 
-// A tokenAsk is one miss waiting for its answer.
-type tokenAsk struct {
-	ctx  context.Context // the first caller's, detached, for the trace
-	hash string
-	now  time.Time
-	done chan struct{} // closed when tok and err are set
-	tok  store.Token
-	err  error
-}
-
 func newTokenBatcher(st store.Store, timeout, wait time.Duration, maxBatch int) *tokenBatcher {
-	b := &tokenBatcher{st: st, timeout: timeout, wait: wait, maxBatch: maxBatch, work: make(chan []*tokenAsk, batchSlots)}
-	if wait >= 0 {
+	b := &tokenBatcher{st: st, timeout: timeout, wait: wait, maxBatch: maxBatch, slots: batchSlots}
+	if wait < 0 {
+		b.maxBatch, b.slots = 1, unbatchedSlots
+	} else {
 		b.timer = time.AfterFunc(time.Hour, b.expired)
 		b.timer.Stop()
 	}
+	b.work = make(chan []*flight, b.slots)
 	return b
 }
 
-// lookup answers as store.LookupToken would for hash at now, sharing the
-// store read with concurrent callers. It returns when the answer arrives
-// or ctx ends, whichever is first (the latter as store.ErrUnavailable).
-func (b *tokenBatcher) lookup(ctx context.Context, hash string, now time.Time) (store.Token, error) {
-	if b.wait < 0 {
-		return b.st.LookupToken(ctx, hash, now)
-	}
-	a := &tokenAsk{ctx: context.WithoutCancel(ctx), hash: hash, now: now, done: make(chan struct{})}
+// submit queues f's read; a sender completes f when the answer arrives.
+// f.ctx bounds the read.
+func (b *tokenBatcher) submit(f *flight) {
 	b.mu.Lock()
-	b.queue = append(b.queue, a)
+	b.queue = append(b.queue, f)
 	b.dispatch(false)
 	b.mu.Unlock()
-	select {
-	case <-a.done:
-		return a.tok, a.err
-	case <-ctx.Done():
-		// The read goes on for the other asks in it; this one's answer
-		// is dropped.
-		return store.Token{}, fmt.Errorf("lookup token: %w: %w", store.ErrUnavailable, ctx.Err())
-	}
 }
 
 // dispatch sends what the queue holds while slots are free; now says the
 // queue has waited long enough (the timer fired or a read returned).
 // b.mu must be held.
 func (b *tokenBatcher) dispatch(now bool) {
-	for len(b.queue) > 0 && b.inflight < batchSlots {
-		if b.inflight > 0 && !now && len(b.queue) < b.maxBatch {
+	for len(b.queue) > 0 && b.inflight < b.slots {
+		if b.wait >= 0 && b.inflight > 0 && !now && len(b.queue) < b.maxBatch {
 			if !b.armed {
 				b.armed = true
 				b.timer.Reset(b.wait)
@@ -111,7 +100,7 @@ func (b *tokenBatcher) dispatch(now bool) {
 		}
 		batch := b.take()
 		if b.idle > 0 {
-			// A parked sender takes it; b.work holds batchSlots, so this
+			// A parked sender takes it; b.work holds b.slots, so this
 			// never blocks (see sender).
 			b.idle--
 			b.work <- batch
@@ -123,9 +112,9 @@ func (b *tokenBatcher) dispatch(now bool) {
 
 // take removes the next batch from the queue and counts it in flight.
 // b.mu must be held.
-func (b *tokenBatcher) take() []*tokenAsk {
+func (b *tokenBatcher) take() []*flight {
 	n := min(len(b.queue), b.maxBatch)
-	batch := make([]*tokenAsk, n)
+	batch := make([]*flight, n)
 	copy(batch, b.queue)
 	rest := copy(b.queue, b.queue[n:])
 	clear(b.queue[rest:])
@@ -154,9 +143,9 @@ func (b *tokenBatcher) expired() {
 // Every sender is either sending (its batch counted in b.inflight) or
 // parked; a parked sender is counted in b.idle until dispatch hands it a
 // batch through b.work. So parked senders = b.idle + batches buffered in
-// b.work, there are at most batchSlots senders, and b.work (of capacity
-// batchSlots) never blocks dispatch.
-func (b *tokenBatcher) sender(batch []*tokenAsk) {
+// b.work, there are at most b.slots senders, and b.work (of capacity
+// b.slots) never blocks dispatch.
+func (b *tokenBatcher) sender(batch []*flight) {
 	idle := time.NewTimer(senderIdle)
 	defer idle.Stop()
 	for {
@@ -191,28 +180,39 @@ func (b *tokenBatcher) sender(batch []*tokenAsk) {
 	}
 }
 
-// send reads batch from the store and answers every ask in it. The read
-// gets its own timeout (its callers have theirs) and the first ask's
-// context for tracing: a batch of one is exactly the LookupToken a miss
-// made before batching.
-func (b *tokenBatcher) send(batch []*tokenAsk) {
-	ctx, cancel := context.WithTimeout(batch[0].ctx, b.timeout)
-	defer cancel()
-	if len(batch) == 1 {
-		a := batch[0]
-		a.tok, a.err = b.st.LookupToken(ctx, a.hash, a.now)
-		close(a.done)
+// send reads batch from the store and completes every flight in it. A
+// batch of one is exactly the LookupToken a miss made before batching,
+// under its flight's context; a larger one gets its own timeout (its
+// callers have theirs) and the first flight's context for tracing.
+func (b *tokenBatcher) send(batch []*flight) {
+	// Flights that failed closed while queued (see fetch) need no read.
+	live := batch[:0]
+	for _, f := range batch {
+		if !f.finished.Load() {
+			live = append(live, f)
+		}
+	}
+	batch = live
+	switch len(batch) {
+	case 0:
+		return
+	case 1:
+		f := batch[0]
+		tok, err := b.st.LookupToken(f.ctx, f.hash, f.now)
+		f.complete(f.c.tokenAnswer(tok, err, f.now))
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(batch[0].ctx), b.timeout)
+	defer cancel()
 	// The earliest clock of the batch: a token alive then but expired at
-	// a later caller's now is refused by that caller (askToken compares
+	// a later caller's now is refused by that caller (tokenAnswer compares
 	// the expiry with its own now).
 	now := batch[0].now
 	hashes := make([]string, len(batch))
-	for i, a := range batch {
-		hashes[i] = a.hash
-		if a.now.Before(now) {
-			now = a.now
+	for i, f := range batch {
+		hashes[i] = f.hash
+		if f.now.Before(now) {
+			now = f.now
 		}
 	}
 	toks, err := b.st.LookupTokens(ctx, hashes, now)
@@ -220,15 +220,14 @@ func (b *tokenBatcher) send(batch []*tokenAsk) {
 	for i := range toks {
 		found[toks[i].Hash] = &toks[i]
 	}
-	for _, a := range batch {
-		switch t := found[a.hash]; {
+	for _, f := range batch {
+		switch t := found[f.hash]; {
 		case err != nil:
-			a.err = err
+			f.complete(f.c.tokenAnswer(store.Token{}, err, f.now))
 		case t == nil:
-			a.err = fmt.Errorf("lookup token: %w", store.ErrNotFound)
+			f.complete(f.c.tokenAnswer(store.Token{}, store.ErrNotFound, f.now))
 		default:
-			a.tok = *t
+			f.complete(f.c.tokenAnswer(*t, nil, f.now))
 		}
-		close(a.done)
 	}
 }

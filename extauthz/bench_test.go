@@ -6,7 +6,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/passgate/passgate/internal/token"
+	"github.com/passgate/passgate/store"
 )
 
 // The no-op references allow everything without looking: the cheapest
@@ -46,8 +49,15 @@ type benchEnv struct {
 
 func newBenchEnv(b *testing.B) *benchEnv {
 	b.Helper()
-	db := openSQLite(b)
-	c := startChecker(b, Config{Store: db, Logger: discard()})
+	return newBenchEnvOn(b, openSQLite(b), -1)
+}
+
+// newBenchEnvOn is newBenchEnv on db (seeded) with Config.BatchWait
+// batchWait, as cmd/passgate configures each store: -1 (no batching) on
+// SQLite, 0 (the default wait) on PostgreSQL.
+func newBenchEnvOn(b *testing.B, db store.Store, batchWait time.Duration) *benchEnv {
+	b.Helper()
+	c := startChecker(b, Config{Store: db, Logger: discard(), BatchWait: batchWait})
 	e := &benchEnv{c: c, hit: mint(b, db, mintOpts{})}
 	for range 200 {
 		tok := mint(b, db, mintOpts{})
@@ -66,6 +76,51 @@ func (e *benchEnv) missToken() string {
 	e.next++
 	e.c.cache.Invalidate(e.keys[i])
 	return e.pool[i]
+}
+
+// BenchmarkMiss measures a check whose token is valid but not cached: one
+// store read and a cache fill, on each real store as cmd/passgate
+// configures it. parallel runs GOMAXPROCS callers (PostgreSQL batches
+// their concurrent misses).
+func BenchmarkMiss(b *testing.B) {
+	for _, tc := range []struct {
+		name      string
+		open      func(b *testing.B) store.Store
+		batchWait time.Duration
+	}{
+		{"sqlite", func(b *testing.B) store.Store { return openSQLite(b) }, -1},
+		{"postgres", openBenchPostgres, 0},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			e := newBenchEnvOn(b, tc.open(b), tc.batchWait)
+			ctx := context.Background()
+			b.Run("serial", func(b *testing.B) { benchMisses(b, e) })
+			b.Run("parallel", func(b *testing.B) {
+				var next atomic.Int64
+				b.ReportAllocs()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						i := int(next.Add(1)) % len(e.pool)
+						e.c.cache.Invalidate(e.keys[i])
+						if d, _ := e.c.Check(ctx, bearer(e.pool[i])); !d.Allow {
+							b.Error("denied")
+							return
+						}
+					}
+				})
+			})
+		})
+	}
+}
+
+// benchMisses checks one cache miss after another.
+func benchMisses(b *testing.B, e *benchEnv) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if d, _ := e.c.Check(context.Background(), bearer(e.missToken())); !d.Allow {
+			b.Fatal("denied")
+		}
+	}
 }
 
 func envoyReq(tok string) *authv3.CheckRequest {
@@ -129,14 +184,7 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		})
 	})
-	b.Run("miss", func(b *testing.B) {
-		b.ReportAllocs()
-		for b.Loop() {
-			if d, _ := e.c.Check(ctx, bearer(e.missToken())); !d.Allow {
-				b.Fatal("denied")
-			}
-		}
-	})
+	b.Run("miss", func(b *testing.B) { benchMisses(b, e) })
 	b.Run("invalid", func(b *testing.B) {
 		r := bearer(token.New(token.PrefixAccess))
 		b.ReportAllocs()

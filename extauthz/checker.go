@@ -8,12 +8,12 @@ import (
 	"log/slog"
 	"net/textproto"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
 	"github.com/passgate/passgate/internal/oauth"
@@ -205,7 +205,9 @@ type Checker struct {
 	// cannot evict verified ones. Entries are tagged with the Reason of the
 	// refusal.
 	neg *tokencache.Cache
-	sf  singleflight.Group
+	// flights are the store asks in the air, by key (see flight).
+	flightMu sync.Mutex
+	flights  map[[sha256.Size]byte]*flight
 	// tokens batches the access-token misses' store reads.
 	tokens  *tokenBatcher
 	metrics *metrics
@@ -246,6 +248,7 @@ func NewChecker(cfg Config) (*Checker, error) {
 		preflight:    cfg.AllowPreflight,
 		allowUnknown: cfg.AllowUnknownResources,
 		scopes:       strings.Join(cfg.Scopes, " "),
+		flights:      make(map[[sha256.Size]byte]*flight),
 	}
 	c.policy = cfg.Policy
 	if c.policy == nil {
@@ -394,7 +397,7 @@ func (c *Checker) check(ctx context.Context, r Request) (Decision, error) {
 	if !token.HasPrefix(secret, token.PrefixAccess) {
 		return c.deny(r, p, res, ReasonUnknownToken, ""), nil
 	}
-	e, reason, err := c.lookup(ctx, key, c.now(), askToken)
+	e, reason, err := c.lookup(ctx, key, c.now(), accessToken)
 	if err != nil {
 		return c.storeUnavailable(ctx, r, err), err
 	}

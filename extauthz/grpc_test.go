@@ -110,6 +110,21 @@ func dialGRPC(t testing.TB, s *grpc.Server) authv3.AuthorizationClient {
 	return authv3.NewAuthorizationClient(conn)
 }
 
+// checkStatus sends req through client and returns the HTTP status Envoy
+// would answer with (200 when allowed) and the response; a gRPC error
+// fails the test.
+func checkStatus(t *testing.T, client authv3.AuthorizationClient, req *authv3.CheckRequest) (int32, *authv3.CheckResponse) {
+	t.Helper()
+	resp, err := client.Check(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dr := resp.GetDeniedResponse(); dr != nil {
+		return int32(dr.GetStatus().GetCode()), resp
+	}
+	return 200, resp
+}
+
 // TestGRPCRoutePins: Envoy reports the client's :authority whatever virtual
 // host routed the request, so a route pins the port (or the resource) its
 // MCP server is for in the ext_authz context_extensions, and the gRPC check
@@ -148,15 +163,7 @@ func TestGRPCRoutePins(t *testing.T) {
 			h := req.Attributes.Request.Http
 			h.Host, h.Headers[":authority"] = tt.authority, tt.authority
 			req.Attributes.ContextExtensions = tt.ext
-			resp, err := client.Check(context.Background(), req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := int32(200)
-			if dr := resp.GetDeniedResponse(); dr != nil {
-				got = int32(dr.GetStatus().GetCode())
-			}
-			if got != tt.want {
+			if got, _ := checkStatus(t, client, req); got != tt.want {
 				t.Errorf("status %d, want %d", got, tt.want)
 			}
 		})

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/passgate/passgate/extauthz/internal/tokencache"
@@ -17,18 +18,23 @@ import (
 // negativeTTL bounds how long a refused credential is remembered.
 const negativeTTL = time.Minute
 
-// An askFunc asks c's store about the credential whose hex SHA-256 is hash.
-// It returns the entry to cache and the Reason that allows it (ReasonToken,
-// ReasonAPIKey), or the Reason it is refused, or the store's error, with
-// ReasonStoreUnavailable. Not being found is a refusal, not an error.
-type askFunc func(ctx context.Context, c *Checker, hash string, now time.Time) (tokencache.Entry, Reason, error)
+// A secretKind is the kind of secret a lookup asks the store about.
+type secretKind uint8
+
+const (
+	// accessToken is read with store.LookupToken(s), batched (c.tokens).
+	accessToken secretKind = iota
+	// namedAPIKey is read with store.LookupAPIKey (askAPIKey).
+	namedAPIKey
+)
 
 // lookup returns the cached entry for key and the Reason that allows or
-// refuses it, asking the store with ask on a miss. Tokens (askToken) and
-// named API keys (askAPIKey) share both caches: their secrets' prefixes
-// differ, so one hash is only ever asked about one way, and Run's
-// invalidations drop both alike. Entries are tagged with their Reason.
-func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Time, ask askFunc) (tokencache.Entry, Reason, error) {
+// refuses it, asking the store about a credential of kind on a miss.
+// Tokens and named API keys share both caches: their
+// secrets' prefixes differ, so one hash is only ever asked about one way,
+// and Run's invalidations drop both alike. Entries are tagged with their
+// Reason.
+func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Time, kind secretKind) (tokencache.Entry, Reason, error) {
 	if e, found := c.cache.Get(key); found {
 		if now.UnixNano() >= e.Expires {
 			c.cache.Invalidate(key)
@@ -51,60 +57,115 @@ func (c *Checker) lookup(ctx context.Context, key [sha256.Size]byte, now time.Ti
 	if c.tracer != nil {
 		traceCache(ctx, cacheStore)
 	}
-	return c.fetch(ctx, key, now, ask)
+	return c.fetch(ctx, key, now, kind)
 }
 
-// fetch asks the store about key, once for all concurrent callers, and
-// caches the answer: an allowed credential until it expires or is
-// invalidated, a refused one for negativeTTL. It is separate from lookup
-// because the closure's captured variables move to the heap: the hit path
-// must not pay for that.
-func (c *Checker) fetch(ctx context.Context, key [sha256.Size]byte, now time.Time, ask askFunc) (tokencache.Entry, Reason, error) {
+// A flight is one store ask about one key, shared by every check that
+// misses on the key while it is in the air (singleflight per key). It has
+// no goroutine of its own: an access token's read is queued with c.tokens,
+// whose sender (a goroutine kept between reads) reads the store and
+// completes the flight, filling the cache. A goroutine per miss, as
+// golang.org/x/sync/singleflight's DoChan starts, cost a hand-off more and
+// grew a fresh stack through the database driver on every miss.
+type flight struct {
+	c    *Checker
+	key  [sha256.Size]byte
+	hash string // hex, as the store keys it
+	now  time.Time
+	// gen is the cache's generation before the read, so that an
+	// invalidation racing with the read keeps its (maybe stale) answer out
+	// of the cache.
+	gen uint64
+	// ctx is the first caller's, detached from its cancellation so that
+	// one impatient caller does not fail the others sharing the flight,
+	// and bounded by the store timeout: the read's deadline and trace
+	// parent.
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	finished atomic.Bool   // complete has begun: later calls do nothing
+	done     chan struct{} // closed when e, reason and err are final
+	e        tokencache.Entry
+	reason   Reason
+	err      error
+}
+
+// fetch asks the store about key, once for all concurrent callers (a
+// flight), and waits for the answer or for ctx to end. It is separate from
+// lookup so that the hit path does not pay for the flight's setup.
+func (c *Checker) fetch(ctx context.Context, key [sha256.Size]byte, now time.Time, kind secretKind) (tokencache.Entry, Reason, error) {
+	// The flight is built before it is published: joining one in the air
+	// is rare (misses are mostly of distinct tokens), so its setup is
+	// wasted only then.
 	var hx [2 * sha256.Size]byte
 	hex.Encode(hx[:], key[:])
-	hash := string(hx[:])
-	type result struct {
-		e      tokencache.Entry
-		reason Reason
+	f := &flight{c: c, key: key, hash: string(hx[:]), now: now, gen: c.cache.Generation(key), done: make(chan struct{})}
+	f.ctx, f.cancel = context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout)
+	c.flightMu.Lock()
+	if g, ok := c.flights[key]; ok {
+		c.flightMu.Unlock()
+		f.cancel()
+		f = g
+	} else {
+		c.flights[key] = f
+		c.flightMu.Unlock()
+		switch kind {
+		case accessToken:
+			c.tokens.submit(f)
+		case namedAPIKey:
+			// Rare: keys are few and stay cached.
+			go func() { f.complete(askAPIKey(f.ctx, c, f.hash)) }()
+		}
 	}
-	ch := c.sf.DoChan(hash, func() (any, error) {
-		// The generation is read before the store so that an invalidation
-		// racing with this lookup keeps its (maybe stale) answer out of the
-		// cache. The lookup is detached from the first caller's context so
-		// one impatient caller does not fail the others sharing it.
-		gen := c.cache.Generation(key)
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.storeTimeout)
-		defer cancel()
-		e, reason, err := ask(sctx, c, hash, now)
-		if err != nil {
-			c.metrics.storeErrors.Inc()
-			return nil, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
-		}
-		if !reason.allows() {
-			c.neg.Put(key, tokencache.Entry{Tag: uint8(reason), Expires: now.Add(negativeTTL).UnixNano()}, c.neg.Generation(key))
-			return result{reason: reason}, nil
-		}
-		e.Tag = uint8(reason)
-		c.cache.Put(key, e, gen)
-		return result{e: e, reason: reason}, nil
-	})
 	select {
-	case res := <-ch:
-		if res.Err != nil {
-			return tokencache.Entry{}, ReasonStoreUnavailable, res.Err
-		}
-		r := res.Val.(result)
-		return r.e, r.reason, nil
+	case <-f.done:
+	case <-f.ctx.Done():
+		// The store ignored its deadline (or the read is still queued):
+		// the flight fails closed now, for every caller sharing it.
+		f.complete(tokencache.Entry{}, ReasonStoreUnavailable, fmt.Errorf("lookup: %w: %w", store.ErrUnavailable, f.ctx.Err()))
+		<-f.done
 	case <-ctx.Done():
+		// The flight goes on for the other callers sharing it.
 		return tokencache.Entry{}, ReasonStoreUnavailable, fmt.Errorf("%w: %w", ErrStoreUnavailable, ctx.Err())
 	}
+	return f.e, f.reason, f.err
 }
 
-// askToken is the askFunc of access tokens: ReasonToken for a live access
-// token, with its identity and expiry. Its store read is batched with
-// concurrent misses (tokenBatcher).
-func askToken(ctx context.Context, c *Checker, hash string, now time.Time) (tokencache.Entry, Reason, error) {
-	t, err := c.tokens.lookup(ctx, hash, now)
+// complete gives f its answer and caches it. The answer is the entry and
+// the Reason that allows it (ReasonToken, ReasonAPIKey), or the Reason it
+// is refused, or the store's error; not being found is a refusal, not an
+// error. An allowed credential is cached until it expires or is
+// invalidated, a refused one for negativeTTL. Only the first call counts:
+// the read and a caller whose wait outlived f.ctx may race to complete f.
+func (f *flight) complete(e tokencache.Entry, reason Reason, err error) {
+	if !f.finished.CompareAndSwap(false, true) {
+		return
+	}
+	c := f.c
+	switch {
+	case err != nil:
+		c.metrics.storeErrors.Inc()
+		f.reason, f.err = ReasonStoreUnavailable, fmt.Errorf("%w: %w", ErrStoreUnavailable, err)
+	case !reason.allows():
+		c.neg.Put(f.key, tokencache.Entry{Tag: uint8(reason), Expires: f.now.Add(negativeTTL).UnixNano()}, c.neg.Generation(f.key))
+		f.reason = reason
+	default:
+		e.Tag = uint8(reason)
+		c.cache.Put(f.key, e, f.gen)
+		f.e, f.reason = e, reason
+	}
+	c.flightMu.Lock()
+	delete(c.flights, f.key)
+	c.flightMu.Unlock()
+	close(f.done)
+	f.cancel()
+}
+
+// tokenAnswer is what a store read (LookupToken, or its share of
+// LookupTokens) means for the access token hashed there, as complete
+// takes it: ReasonToken for a live access token, with its identity and
+// expiry, at now.
+func (c *Checker) tokenAnswer(t store.Token, err error, now time.Time) (tokencache.Entry, Reason, error) {
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return tokencache.Entry{}, ReasonUnknownToken, nil
@@ -117,13 +178,24 @@ func askToken(ctx context.Context, c *Checker, hash string, now time.Time) (toke
 	case !t.ExpiresAt.After(now):
 		return tokencache.Entry{}, ReasonExpired, nil
 	}
-	// The audience is compared with the resource's canonical URL; tokens
-	// issued before identifiers were canonicalized carry the URL as it was
-	// configured. Canonicalized here, once per cache fill.
 	return tokencache.Entry{
-		ID:      tokencache.Identity{User: t.Username, Client: t.ClientID, Scope: t.Scope, Resource: resource.Audience(t.Resource), Groups: strings.Join(t.Groups, ",")},
+		ID:      tokencache.Identity{User: t.Username, Client: t.ClientID, Scope: t.Scope, Resource: c.audience(t.Resource), Groups: strings.Join(t.Groups, ",")},
 		Expires: t.ExpiresAt.UnixNano(),
 	}, ReasonToken, nil
+}
+
+// audience is resource.Audience(stored): the audience is compared with the
+// resource's canonical URL, and tokens issued before identifiers were
+// canonicalized carry the URL as it was configured. Tokens issued now
+// carry a configured resource's URL, already canonical, so that is
+// matched first: parsing the URL cost three allocations per cache fill.
+func (c *Checker) audience(stored string) string {
+	for i := range c.resources {
+		if c.resources[i].URL == stored {
+			return c.resources[i].URL
+		}
+	}
+	return resource.Audience(stored)
 }
 
 // hashSecret is sha256.Sum256([]byte(secret)) without the heap copy Go

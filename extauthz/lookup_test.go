@@ -97,3 +97,53 @@ func TestNoSecretsInLogs(t *testing.T) {
 		}
 	}
 }
+
+// TestMissesShareOneRead: concurrent misses of one token share one store
+// read (with batching and without), and a caller that gives up while the
+// read is in the air fails closed alone: the others get the answer.
+func TestMissesShareOneRead(t *testing.T) {
+	for _, tt := range []struct {
+		name      string
+		batchWait time.Duration
+	}{
+		{"unbatched", -1},
+		{"batched", 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			db := openSQLite(t)
+			cs := &countingStore{Store: db, batchSizes: make(chan int, 16), hold: make(chan struct{}), held: make(chan struct{})}
+			c := startChecker(t, Config{Store: cs, BatchWait: tt.batchWait})
+			tok := mint(t, db, mintOpts{})
+
+			impatient, cancel := context.WithCancel(t.Context())
+			gaveUp := make(chan error, 1)
+			go func() {
+				_, err := c.Check(impatient, bearer(tok))
+				gaveUp <- err
+			}()
+			<-cs.held
+			cancel()
+			if err := <-gaveUp; !errors.Is(err, ErrStoreUnavailable) || !errors.Is(err, context.Canceled) {
+				t.Errorf("impatient caller: %v, want ErrStoreUnavailable wrapping context.Canceled", err)
+			}
+			const n = 5
+			got := make(chan Decision, n)
+			for range n {
+				go func() {
+					d, _ := c.Check(t.Context(), bearer(tok))
+					got <- d
+				}()
+			}
+			time.Sleep(20 * time.Millisecond) // let them join the read in the air
+			close(cs.hold)
+			for range n {
+				if d := <-got; !d.Allow {
+					t.Errorf("sharing caller: %+v", d)
+				}
+			}
+			if reads := cs.single.Load() + cs.batches.Load(); reads != 1 {
+				t.Errorf("%d store reads for one token, want 1", reads)
+			}
+		})
+	}
+}

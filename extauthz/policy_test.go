@@ -301,15 +301,7 @@ func TestEnvoyBodyVerification(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, err := client.Check(context.Background(), envoyBodyReq(tok, tt.method, tt.mname, tt.body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := int32(200)
-			if den := resp.GetDeniedResponse(); den != nil {
-				got = int32(den.GetStatus().GetCode())
-			}
-			if got != tt.want {
+			if got, resp := checkStatus(t, client, envoyBodyReq(tok, tt.method, tt.mname, tt.body)); got != tt.want {
 				t.Fatalf("status %d, want %d (%v)", got, tt.want, resp)
 			}
 			d, _ := e.c.Check(context.Background(), envoyRequest(envoyBodyReq(tok, tt.method, tt.mname, tt.body)))
