@@ -18,10 +18,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -133,13 +135,51 @@ func LookTool(name string) (string, error) {
 // FreeAddr returns a 127.0.0.1:port that was free a moment ago. Someone
 // else may take it before the caller binds it; callers that start a
 // process on it retry with another on "address already in use".
+//
+// The port is picked below the kernel's ephemeral range when it can be:
+// a port the kernel hands out for ":0" is also one it hands out as the
+// local port of an outgoing connection, and the harnesses open thousands
+// (load, PostgreSQL) between picking a port and starting the process that
+// binds it. That collision failed a benchmark smoke test with "address
+// already in use".
 func FreeAddr() (string, error) {
+	if lo := ephemeralLow(); lo > minPickedPort+1000 {
+		for range 32 {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(minPickedPort+rand.IntN(lo-minPickedPort)))
+			if ln, err := net.Listen("tcp", addr); err == nil {
+				ln.Close()
+				return addr, nil
+			}
+		}
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("free port: %w", err)
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// minPickedPort is the lowest port FreeAddr picks: above the well-known
+// and most registered service ports.
+const minPickedPort = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux),
+// or 0 when it is unknown.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) != 2 {
+		return 0
+	}
+	lo, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 0
+	}
+	return lo
 }
 
 // WaitFor polls cond every interval until it holds, and reports whether
