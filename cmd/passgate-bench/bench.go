@@ -194,7 +194,10 @@ type benchRun struct {
 	// headers), started once passgate's answer is known; refIDCl asks it.
 	refID   *reference
 	refIDCl *client
-	refMCP  *client // the reference, with Mcp-Method and Mcp-Name
+	// refIDMCP asks refID with Mcp-Method and Mcp-Name, as the policy
+	// scenarios ask passgate.
+	refIDMCP *client
+	refMCP   *client // the reference, with Mcp-Method and Mcp-Name
 }
 
 func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err error) {
@@ -259,8 +262,12 @@ func bench(ctx context.Context, cfg *Config, stdout, stderr io.Writer) (err erro
 	}
 	defer b.ref.stop()
 	defer func() {
+		for _, c := range []*client{b.refIDCl, b.refIDMCP} {
+			if c != nil {
+				c.close()
+			}
+		}
 		if b.refID != nil {
-			b.refIDCl.close()
 			b.refID.stop()
 		}
 	}()
@@ -524,6 +531,10 @@ func (b *benchRun) startIdentityReference(ctx context.Context, pc *client) error
 	if b.refIDCl, err = newClient(b.refID.grpcAddr, b.refID.httpAddr, "", b.resHost, b.cfg.GRPCConns, b.cfg.Concurrency); err != nil {
 		return err
 	}
+	if b.refIDMCP, err = newClient(b.refID.grpcAddr, b.refID.httpAddr, "", b.resHost, b.cfg.GRPCConns, b.cfg.Concurrency); err != nil {
+		return err
+	}
+	b.refIDMCP.mcpHeaders = true
 	return nil
 }
 
@@ -651,8 +662,14 @@ func (b *benchRun) compare(ctx context.Context, backend string, sc scenario, p *
 		refRun = b.runner(scenario{transport: "nginx", kind: sc.kind}, pc, false, tokens, missCursor)
 	}
 	var idRun runFunc
-	if sc.kind == "hit" && (sc.transport == "grpc" || sc.transport == "http") && b.refIDCl != nil {
-		idRun = b.runner(sc, b.refIDCl, true, tokens, missCursor)
+	if (sc.transport == "grpc" || sc.transport == "http") && b.refIDCl != nil {
+		switch sc.kind {
+		case "hit":
+			idRun = b.runner(sc, b.refIDCl, true, tokens, missCursor)
+		case "policy":
+			// The allowed tool's answer carries the same identity.
+			idRun = b.runner(sc, b.refIDMCP, true, tokens, missCursor)
+		}
 	}
 	if cfg.Warmup > 0 {
 		refRun(ctx, cfg.Warmup)

@@ -57,6 +57,13 @@ func TestSmoke(t *testing.T) {
 			t.Errorf("Markdown lacks %q:\n%s", want, got)
 		}
 	}
+	// The policy rows are also measured against the reference that sends
+	// passgate's identity headers: one row in each table.
+	for _, row := range []string{"| sqlite | gRPC check, cache hit, 50-rule policy |", "| sqlite | HTTP check, cache hit, 50-rule policy |"} {
+		if n := strings.Count(got, row); n != 2 {
+			t.Errorf("%q appears %d times, want 2 (checks table and identity-header table):\n%s", row, n, got)
+		}
+	}
 	if strings.Contains(got, "\nold\n") {
 		t.Errorf("the old generated section survived:\n%s", got)
 	}

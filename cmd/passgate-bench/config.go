@@ -140,7 +140,7 @@ func parseConfig(args []string, stderr io.Writer) (*Config, error) {
 	fs.StringVar(&c.RSSBackend, "rss-backend", "sqlite", "backend of the memory measurement")
 	fs.IntVar(&c.FloodConcurrency, "flood-concurrency", 32, "concurrent wrong-password logins (0 skips the flood)")
 	fs.Float64Var(&c.FloodRate, "flood-rate", 1000, "paced check rate measured idle and during the flood (req/s)")
-	fs.IntVar(&c.FloodRounds, "flood-rounds", 3, "idle/flood phase pairs (median reported)")
+	fs.IntVar(&c.FloodRounds, "flood-rounds", 5, "idle/flood phase pairs (median reported)")
 	fs.BoolVar(&c.RefInProcess, "ref-inprocess", false, "run the reference in this process instead of a subprocess")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write this process's CPU profile to the file")
 	scen := fs.String("scenarios", "", "only these scenarios, e.g. grpc-hit,http-miss (default all)")
