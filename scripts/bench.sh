@@ -2,7 +2,7 @@
 # Reproduces docs/benchmarks.md: builds passgate and its load harness
 # (cmd/passgate-bench), installs nginx when missing, and runs the harness on
 # loopback, which rewrites the generated section of docs/benchmarks.md.
-# About 45 minutes (seeding the 10M growth point is most of it); pass
+# About 20 minutes (the 10M growth point and the 1M cleanup are 8 of them); pass
 # -quick for a run of about 4 minutes (shorter phases, one round, memory at
 # 100k tokens, growth to 100k tokens). Other flags go to passgate-bench
 # (see `passgate-bench -h`), e.g. -perf /tmp/perf to record passgate with
